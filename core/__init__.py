@@ -1,0 +1,1 @@
+"""Shared infrastructure: settings, database, object storage, Temporal connection, event bus."""

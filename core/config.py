@@ -1,0 +1,159 @@
+"""Settings, read once from the environment (names as in the README's settings table).
+
+Every field has a safe local default so that `imagejobs dev` runs with no configuration at all;
+production deployments set DATABASE_URL, TEMPORAL_ADDRESS, S3_* and the provider keys.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = frozenset({"changethis", "changeme", "secret", "xxx"})
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    """All configuration of the API, the worker and the CLI."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_ignore_empty=True, extra="ignore")
+
+    ENVIRONMENT: Literal["local", "production"] = "local"
+    DATA_DIR: Path = Path(".data")
+
+    DATABASE_URL: str | None = None
+    DATABASE_POOL_SIZE: int = 10
+
+    TEMPORAL_ADDRESS: str = "localhost:7233"
+    TEMPORAL_NAMESPACE: str = "default"
+    TEMPORAL_API_KEY: str | None = None
+    TEMPORAL_TLS: bool = False
+    TASK_QUEUE: str = "image-jobs"
+
+    APP_URL: str | None = None
+    API_KEYS: CommaList = Field(default_factory=list)
+    CORS_ORIGINS: CommaList = Field(default_factory=list)
+    WEBHOOK_SECRET: str = "local-development-webhook-secret"
+    REPLICATE_WEBHOOK_SECRET: str | None = None
+    MAX_WEBHOOK_BYTES: int = 1_000_000
+
+    STORAGE_BACKEND: Literal["auto", "local", "s3"] = "auto"
+    LOCAL_STORAGE_DIR: Path | None = None
+    S3_BUCKET: str | None = None
+    S3_ENDPOINT_URL: str | None = None
+    S3_REGION: str = "auto"
+    S3_PUBLIC_BASE_URL: str | None = None
+    S3_PRESIGN_SECONDS: int = 3600
+    S3_PART_BYTES: int = 8 * 1024 * 1024
+    AWS_ACCESS_KEY_ID: str | None = None
+    AWS_SECRET_ACCESS_KEY: str | None = None
+    R2_ACCOUNT_ID: str | None = None
+    R2_ACCESS_KEY_ID: str | None = None
+    R2_SECRET_ACCESS_KEY: str | None = None
+
+    MAX_IMAGE_BYTES: int = 100 * 1024 * 1024
+    DOWNLOAD_ALLOWLIST: CommaList = Field(default_factory=list)
+    THUMBNAIL_PX: int = 256
+
+    MAX_PROMPT_CHARS: int = 32_000
+    LOCAL_PROVIDER_DELAY_MS: int = 1500
+    PROVIDER_TIMEOUT_SECONDS: float = 120.0
+    WEBHOOK_GRACE_SECONDS: float = 10.0
+    POLL_INTERVAL_SECONDS: float = 5.0
+    POLL_TIMEOUT_SECONDS: float = 300.0
+
+    OPENAI_API_KEY: str | None = None
+    OPENAI_BASE_URL: str = "https://api.openai.com/v1"
+    OPENAI_RATE_PER_MINUTE: float = 50
+    OPENAI_RESPONSE_FORMAT: Literal["url", "b64_json"] = "url"
+    GOOGLE_API_KEY: str | None = None
+    GOOGLE_BASE_URL: str = "https://generativelanguage.googleapis.com"
+    GOOGLE_VERTEX_PROJECT: str | None = None
+    GOOGLE_VERTEX_LOCATION: str = "us-central1"
+    GOOGLE_VERTEX_TOKEN: str | None = None
+    GOOGLE_VERTEX_BASE_URL: str | None = None
+    GOOGLE_RATE_PER_MINUTE: float = 60
+    STABILITY_API_KEY: str | None = None
+    STABILITY_BASE_URL: str = "https://api.stability.ai"
+    STABILITY_RATE_PER_MINUTE: float = 600
+    MIDJOURNEY_API_KEY: str | None = None
+    MIDJOURNEY_BASE_URL: str | None = None
+    MIDJOURNEY_RATE_PER_MINUTE: float = 60
+    REPLICATE_API_TOKEN: str | None = None
+    REPLICATE_BASE_URL: str = "https://api.replicate.com/v1"
+    REPLICATE_RATE_PER_MINUTE: float = 600
+    POLLINATIONS_TOKEN: str | None = None
+    POLLINATIONS_BASE_URL: str = "https://image.pollinations.ai"
+    POLLINATIONS_ENABLED: bool = True
+    POLLINATIONS_RATE_PER_MINUTE: float = 12
+    LOCAL_RATE_PER_MINUTE: float | None = None
+
+    @field_validator("API_KEYS", "CORS_ORIGINS", "DOWNLOAD_ALLOWLIST", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("DOWNLOAD_ALLOWLIST")
+    @classmethod
+    def _check_allowlist(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            if "/" in entry:
+                ipaddress.ip_network(entry, strict=False)
+        return entries
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> Settings:
+        if self.ENVIRONMENT == "production":
+            for name in ("WEBHOOK_SECRET",):
+                value = getattr(self, name)
+                if value.lower() in PLACEHOLDER_SECRETS or value.startswith("local-development"):
+                    raise ValueError(f"{name} must be set to a real secret in production")
+        return self
+
+    @property
+    def storage_backend(self) -> Literal["local", "s3"]:
+        """`auto` means S3 when a bucket is configured, the local directory otherwise."""
+        if self.STORAGE_BACKEND != "auto":
+            return self.STORAGE_BACKEND
+        return "s3" if self.S3_BUCKET else "local"
+
+    @property
+    def local_storage_dir(self) -> Path:
+        return self.LOCAL_STORAGE_DIR or self.DATA_DIR / "files"
+
+    @property
+    def s3_endpoint_url(self) -> str | None:
+        if self.S3_ENDPOINT_URL:
+            return self.S3_ENDPOINT_URL
+        if self.R2_ACCOUNT_ID:
+            return f"https://{self.R2_ACCOUNT_ID}.r2.cloudflarestorage.com"
+        return None
+
+    @property
+    def s3_credentials(self) -> tuple[str | None, str | None]:
+        if self.R2_ACCESS_KEY_ID:
+            return self.R2_ACCESS_KEY_ID, self.R2_SECRET_ACCESS_KEY
+        return self.AWS_ACCESS_KEY_ID, self.AWS_SECRET_ACCESS_KEY
+
+    @property
+    def app_url(self) -> str:
+        return (self.APP_URL or "http://127.0.0.1:8000").rstrip("/")
+
+    def require_database_url(self) -> str:
+        if not self.DATABASE_URL:
+            raise RuntimeError("DATABASE_URL is not set (imagejobs dev sets it for the embedded PostgreSQL)")
+        return self.DATABASE_URL
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings; tests clear the cache after changing the environment."""
+    return Settings()

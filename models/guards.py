@@ -1,0 +1,43 @@
+"""Image data never belongs in the database or in Temporal history.
+
+The same rule is enforced twice: here, before anything is written, with a readable error, and by the
+database's CHECK constraint (see `JSON_WITHOUT_IMAGE_DATA`) as the last line of defence.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+MAX_JSON_BYTES = 64 * 1024
+# A data: URI of any media type, or a long unbroken base64 run (an inline image, in practice).
+_DATA_URI = re.compile(r"data:[a-z]+/[a-z0-9.+-]+;base64", re.IGNORECASE)
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{1000,}")
+
+
+class ImageDataInJson(ValueError):
+    """A JSON value that would carry image bytes, or is too large to be metadata."""
+
+
+def assert_no_image_data(value: Any, *, what: str = "value") -> None:
+    """Raise ImageDataInJson when `value` holds a data: URI, a base64 blob, or is oversized."""
+    text = json.dumps(value, default=str)
+    if len(text.encode()) > MAX_JSON_BYTES:
+        raise ImageDataInJson(f"{what} is larger than {MAX_JSON_BYTES} bytes of JSON")
+    if _DATA_URI.search(text):
+        raise ImageDataInJson(f"{what} contains a data: URI; store the image and pass its URL")
+    if _BASE64_RUN.search(text):
+        raise ImageDataInJson(f"{what} contains a base64 blob; store the image and pass its URL")
+
+
+def json_check_sql(column: str) -> str:
+    """The CHECK constraint expression that mirrors `assert_no_image_data` in PostgreSQL.
+
+    PostgreSQL regex bounds stop at 255, so the 1000-character base64 run is four runs of 250.
+    """
+    return (
+        f"{column} IS NULL OR (octet_length({column}::text) <= {MAX_JSON_BYTES}"
+        f" AND {column}::text !~* 'data:[a-z]+/[a-z0-9.+-]+;base64'"
+        f" AND {column}::text !~ '([A-Za-z0-9+/]{{250}}){{4}}')"
+    )

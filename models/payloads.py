@@ -1,0 +1,207 @@
+"""What crosses Temporal boundaries: small dataclasses of ids, specs, keys and URLs, never bytes or rows.
+
+Workflows import this module through `imports_passed_through`; it depends on the standard library only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+JobStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
+ProviderStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+TERMINAL_PROVIDER_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+
+
+@dataclass
+class PromptSpec:
+    """What to draw, independent of any provider; adapters map it onto their own parameters."""
+
+    prompt: str
+    negative_prompt: str | None = None
+    size: str | None = None
+    aspect_ratio: str | None = None
+    quality: str | None = None
+    style: str | None = None
+    seed: int | None = None
+    n: int = 1
+
+
+@dataclass
+class PollingPlan:
+    """How long an asynchronous job waits for a webhook before polling, and how it polls (seconds)."""
+
+    webhook_grace: float = 10.0
+    interval: float = 5.0
+    timeout: float = 300.0
+
+
+@dataclass
+class ImageJobInput:
+    """The workflow's argument. `canvas_id` is the canvas (the API's `workflowId`), `job_id` the workflow id."""
+
+    job_id: str
+    canvas_id: str
+    node_id: str
+    provider: str
+    model: str
+    spec: PromptSpec
+    webhook_url: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    polling: PollingPlan = field(default_factory=PollingPlan)
+    asynchronous: bool = False
+
+    @property
+    def processor(self) -> str:
+        return f"{self.provider}:{self.model}"
+
+
+@dataclass
+class ProviderCall:
+    """One provider step of a job: which provider and model, what to draw, where the output goes."""
+
+    job_id: str
+    canvas_id: str
+    node_id: str
+    provider: str
+    model: str
+    spec: PromptSpec
+    webhook_url: str | None = None
+
+
+@dataclass
+class StoredImage:
+    """An image in object storage, with the URLs clients use to fetch it."""
+
+    key: str
+    url: str
+    content_type: str
+    size_bytes: int
+    width: int | None = None
+    height: int | None = None
+    thumbnail_key: str | None = None
+    thumbnail_url: str | None = None
+
+
+@dataclass
+class Provenance:
+    """What the provider told us about how it made the images."""
+
+    provider_job_id: str | None = None
+    revised_prompt: str | None = None
+    seed: int | None = None
+    predict_time: float | None = None
+    effective: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class GenerationResult:
+    """The outcome of a provider step: stored images and provenance."""
+
+    images: list[StoredImage]
+    provenance: Provenance = field(default_factory=Provenance)
+
+
+@dataclass
+class SubmitResult:
+    """An asynchronous provider accepted the job; its own id is how we poll, cancel and match webhooks."""
+
+    provider_job_id: str
+    effective: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ProviderEvent:
+    """A provider's report on an asynchronous job, from a webhook (signal) or a poll."""
+
+    status: ProviderStatus
+    progress: float | None = None
+    output_urls: list[str] = field(default_factory=list)
+    error: str | None = None
+    error_type: str | None = None
+    delivery_id: str | None = None
+    provenance: Provenance = field(default_factory=Provenance)
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_PROVIDER_STATUSES
+
+
+@dataclass
+class PollRequest:
+    provider: str
+    provider_job_id: str
+
+
+@dataclass
+class StoreOutputsRequest:
+    """Download an asynchronous provider's result into storage (its URLs, or its own result endpoint)."""
+
+    job_id: str
+    canvas_id: str
+    node_id: str
+    provider: str
+    provider_job_id: str
+    urls: list[str]
+    provenance: Provenance = field(default_factory=Provenance)
+
+
+@dataclass
+class RunTransition:
+    """A change of a run's status, recorded with one deduplicated event."""
+
+    job_id: str
+    status: JobStatus
+    error: str | None = None
+    error_code: str | None = None
+    result: GenerationResult | None = None
+    provider_job_id: str | None = None
+    timings: dict[str, float] | None = None
+
+
+@dataclass
+class ProgressUpdate:
+    job_id: str
+    canvas_id: str
+    node_id: str
+    progress: float
+    message: str | None = None
+    dedupe_key: str | None = None
+
+
+@dataclass
+class ProviderJobAttached:
+    job_id: str
+    provider_job_id: str
+    effective: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class NodeUpdate:
+    """Fields merged into a canvas node's data, written only while `job_id` owns the node."""
+
+    canvas_id: str
+    node_id: str
+    job_id: str
+    status: JobStatus
+    image_url: str | None = None
+    image_urls: list[str] | None = None
+    thumbnail_url: str | None = None
+    error: str | None = None
+    progress: float | None = None
+
+
+@dataclass
+class CancelAtProvider:
+    provider: str
+    provider_job_id: str
+
+
+@dataclass
+class JobState:
+    """The `status` query's answer: where the workflow is right now."""
+
+    phase: str
+    progress: float | None = None
+    provider_job_id: str | None = None
+    error: str | None = None

@@ -1,0 +1,95 @@
+"""Database tables (SQLModel). The Alembic revision in migrations/ creates exactly these."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, CheckConstraint, Column, DateTime, ForeignKey, Index, Text, UniqueConstraint, func
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+from models.guards import json_check_sql
+
+
+def _jsonb(**kwargs: Any) -> Any:
+    return Field(sa_column=Column(JSONB, **kwargs))
+
+
+def _timestamp(*, nullable: bool = False, default_now: bool = True) -> Any:
+    return Field(
+        default=None,
+        sa_column=Column(
+            DateTime(timezone=True), nullable=nullable, server_default=func.now() if default_now else None
+        ),
+    )
+
+
+class Run(SQLModel, table=True):
+    """One image job: its request, its state and its result (URLs and provenance, never bytes)."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        Index("ix_runs_subject_kind", "subject_id", "kind"),
+        Index("ix_runs_status", "status"),
+        Index("ix_runs_created", "created_at", "id"),
+        CheckConstraint(json_check_sql("request"), name="ck_runs_request_no_image_data"),
+        CheckConstraint(json_check_sql("payload"), name="ck_runs_payload_no_image_data"),
+        CheckConstraint("status IN ('pending', 'running', 'completed', 'failed', 'cancelled')", name="ck_runs_status"),
+    )
+
+    id: str = Field(primary_key=True, max_length=128)
+    kind: str = Field(default="image_gen", max_length=32)
+    subject_id: str = Field(max_length=256)
+    node_id: str = Field(max_length=256)
+    status: str = Field(default="pending", max_length=16)
+    processor: str = Field(max_length=256)
+    provider_job_id: str | None = Field(default=None, max_length=256)
+    request: dict[str, Any] = _jsonb(nullable=False)
+    payload: dict[str, Any] = _jsonb(nullable=False, server_default="{}")
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    error_code: str | None = Field(default=None, max_length=64)
+    created_at: datetime = _timestamp()
+    started_at: datetime | None = _timestamp(nullable=True, default_now=False)
+    finished_at: datetime | None = _timestamp(nullable=True, default_now=False)
+    updated_at: datetime = _timestamp()
+
+
+class RunEvent(SQLModel, table=True):
+    """An append-only audit entry of a run; a trigger announces each insert with pg_notify."""
+
+    __tablename__ = "run_events"
+    __table_args__ = (
+        UniqueConstraint("run_id", "dedupe_key", name="uq_run_events_dedupe"),
+        Index("ix_run_events_run_ts", "run_id", "ts"),
+        CheckConstraint(json_check_sql("payload"), name="ck_run_events_payload_no_image_data"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    run_id: str = Field(sa_column=Column(Text, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False))
+    ts: datetime = _timestamp()
+    kind: str = Field(max_length=32)
+    payload: dict[str, Any] = _jsonb(nullable=False, server_default="{}")
+    dedupe_key: str | None = Field(default=None, max_length=256)
+
+
+class WorkflowNode(SQLModel, table=True):
+    """A React Flow node of a canvas; `owner_job_id` is the newest job allowed to write its result."""
+
+    __tablename__ = "workflow_nodes"
+    __table_args__ = (
+        Index("ix_workflow_nodes_workflow", "workflow_id"),
+        CheckConstraint(json_check_sql("node_data"), name="ck_workflow_nodes_data_no_image_data"),
+        CheckConstraint(json_check_sql("position"), name="ck_workflow_nodes_position_no_image_data"),
+    )
+
+    workflow_id: str = Field(primary_key=True, max_length=256)
+    id: str = Field(primary_key=True, max_length=256)
+    node_type: str = Field(default="image", max_length=64)
+    node_data: dict[str, Any] = _jsonb(nullable=False, server_default="{}")
+    position: dict[str, Any] = _jsonb(nullable=False, server_default='{"x": 0, "y": 0}')
+    owner_job_id: str | None = Field(default=None, max_length=128)
+    owner_since: datetime | None = _timestamp(nullable=True, default_now=False)
+    version: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    created_at: datetime = _timestamp()
+    updated_at: datetime = _timestamp()
