@@ -1,0 +1,296 @@
+"""Object storage: a local directory (served by the API under /files) or S3 / R2 / MinIO via aioboto3.
+
+Both backends share one rule: an object is either complete or absent. Local files are written beside their
+target and renamed into place; S3 uploads larger than one part go up as a multipart upload that is aborted on
+any failure (cancellation included), so no half-written object and no orphaned parts are left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import mimetypes
+import os
+import re
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import aioboto3
+from aiobotocore.config import AioConfig
+from botocore.exceptions import BotoCoreError, ClientError
+
+from core.config import Settings
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
+
+__all__ = [
+    "LocalStorage",
+    "ObjectInfo",
+    "ObjectStorage",
+    "S3Storage",
+    "StorageNotReady",
+    "build_storage",
+    "read_file_parts",
+    "validate_key",
+]
+
+logger = logging.getLogger(__name__)
+
+# S3 (and R2, MinIO) refuse multipart parts below 5 MiB, except the last one.
+MIN_PART_BYTES = 5 * 1024 * 1024
+COPY_BUFFER_BYTES = 1024 * 1024
+_KEY_CHARACTERS = re.compile(r"[A-Za-z0-9._/-]+")
+_MISSING_OBJECT_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+
+
+def validate_key(key: str) -> str:
+    """Return `key` when it is a safe object key, raise ValueError otherwise.
+
+    Safe means: relative, no `..`, no empty path segment, and only letters, digits and `._/-`, so that the
+    same key is a valid S3 key, a valid URL path and a path that stays inside the local storage directory.
+    """
+    if not key:
+        raise ValueError("object key is empty")
+    if not _KEY_CHARACTERS.fullmatch(key):
+        raise ValueError(f"object key {key!r} may only contain letters, digits and . _ / -")
+    if key.startswith("/") or ".." in key or "//" in key or key.endswith("/"):
+        raise ValueError(f"object key {key!r} must be a relative path without '..' or empty segments")
+    return key
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What storage knows of a stored object."""
+
+    content_type: str
+    size: int
+
+
+class StorageNotReady(RuntimeError):
+    """The bucket or directory cannot be used (missing, unreachable, not writable)."""
+
+
+class ObjectStorage(ABC):
+    """Where images live. Keys are validated by `validate_key`; writes are all-or-nothing."""
+
+    @abstractmethod
+    async def put_file(self, key: str, path: Path, content_type: str) -> None:
+        """Store the file at `path` under `key`, replacing any object already there."""
+
+    @abstractmethod
+    async def delete(self, key: str) -> None:
+        """Remove the object; a missing object is not an error."""
+
+    @abstractmethod
+    async def head(self, key: str) -> ObjectInfo | None:
+        """The object's content type and size, or None when there is no such object."""
+
+    async def exists(self, key: str) -> bool:
+        return await self.head(key) is not None
+
+    @abstractmethod
+    async def url_for(self, key: str) -> str:
+        """The URL a browser fetches the object from."""
+
+    @abstractmethod
+    async def check(self) -> None:
+        """Raise StorageNotReady unless objects can be stored (readiness probe)."""
+
+    async def aclose(self) -> None:
+        """Release connections; the storage must not be used afterwards."""
+        return None
+
+
+class LocalStorage(ObjectStorage):
+    """A directory on disk; `base_url` is where the API serves it (e.g. `http://host:8000/files`)."""
+
+    def __init__(self, root: Path, base_url: str) -> None:
+        self.root = root
+        self.base_url = base_url.rstrip("/")
+
+    def local_path(self, key: str) -> Path:
+        """The file that holds `key`; refuses keys that would leave the storage directory."""
+        path = self.root / validate_key(key)
+        # The key rules already forbid '..'; resolving also catches a symlink pointing outside the root.
+        if not path.resolve().is_relative_to(self.root.resolve()):
+            raise ValueError(f"object key {key!r} points outside the storage directory")
+        return path
+
+    async def put_file(self, key: str, path: Path, content_type: str) -> None:
+        await asyncio.to_thread(_replace_atomically, path, self.local_path(key))
+
+    async def delete(self, key: str) -> None:
+        await asyncio.to_thread(self.local_path(key).unlink, missing_ok=True)
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        path = self.local_path(key)
+        try:
+            size = (await asyncio.to_thread(path.stat)).st_size
+        except FileNotFoundError:
+            return None
+        # A directory has no room for per-file metadata; the extension decides, as it does when /files serves it.
+        content_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
+        return ObjectInfo(content_type=content_type, size=size)
+
+    async def url_for(self, key: str) -> str:
+        return f"{self.base_url}/{validate_key(key)}"
+
+    async def check(self) -> None:
+        try:
+            await asyncio.to_thread(_probe_writable, self.root)
+        except OSError as exc:
+            raise StorageNotReady(f"storage directory {self.root} is not writable: {exc}") from exc
+
+
+def _replace_atomically(source: Path, target: Path) -> None:
+    """Copy `source` to a temporary file beside `target`, then rename it over `target` in one step."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(descriptor, "wb") as out, source.open("rb") as src:
+            shutil.copyfileobj(src, out, COPY_BUFFER_BYTES)
+            out.flush()
+            os.fsync(out.fileno())
+            # mkstemp makes the file private; stored images are meant to be served.
+            os.fchmod(out.fileno(), 0o644)
+        os.replace(temp_name, target)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+def _probe_writable(root: Path) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=root):
+        pass
+
+
+async def read_file_parts(path: Path, part_bytes: int) -> AsyncIterator[bytes]:
+    """The file's content in parts of `part_bytes`, read off the event loop, one part in memory at a time."""
+    with path.open("rb") as handle:
+        while part := await asyncio.to_thread(handle.read, part_bytes):
+            yield part
+
+
+class S3Storage(ObjectStorage):
+    """An S3-compatible bucket (AWS S3, Cloudflare R2, MinIO) through one long-lived aioboto3 client."""
+
+    def __init__(self, settings: Settings) -> None:
+        if not settings.S3_BUCKET:
+            raise ValueError("S3_BUCKET is not set")
+        if settings.S3_PART_BYTES < MIN_PART_BYTES:
+            raise ValueError(f"S3_PART_BYTES must be at least {MIN_PART_BYTES} (the S3 minimum part size)")
+        access_key, secret_key = settings.s3_credentials
+        self.bucket = settings.S3_BUCKET
+        self.part_bytes = settings.S3_PART_BYTES
+        self.public_base_url = settings.S3_PUBLIC_BASE_URL.rstrip("/") if settings.S3_PUBLIC_BASE_URL else None
+        self.presign_seconds = settings.S3_PRESIGN_SECONDS
+        self._endpoint_url = settings.s3_endpoint_url
+        self._region = settings.S3_REGION
+        self._session = aioboto3.Session(aws_access_key_id=access_key, aws_secret_access_key=secret_key)
+        self._exit_stack = AsyncExitStack()
+        self._client: S3Client | None = None
+        self._client_lock = asyncio.Lock()
+
+    async def _s3(self) -> S3Client:
+        """The shared client, opened on first use (it binds to the running event loop)."""
+        if self._client is None:
+            async with self._client_lock:
+                if self._client is None:
+                    # Custom endpoints (R2, MinIO, moto) are addressed by path: no per-bucket DNS names needed.
+                    addressing = "path" if self._endpoint_url else "auto"
+                    config = AioConfig(signature_version="s3v4", s3={"addressing_style": addressing})
+                    client_context = self._session.client(
+                        "s3", endpoint_url=self._endpoint_url, region_name=self._region, config=config
+                    )
+                    self._client = await self._exit_stack.enter_async_context(client_context)
+        return self._client
+
+    async def put_file(self, key: str, path: Path, content_type: str) -> None:
+        validate_key(key)
+        size = (await asyncio.to_thread(path.stat)).st_size
+        if size <= self.part_bytes:
+            body = await asyncio.to_thread(path.read_bytes)
+            client = await self._s3()
+            await client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
+            return
+        await self._put_multipart(key, path, content_type)
+
+    async def _put_multipart(self, key: str, path: Path, content_type: str) -> None:
+        client = await self._s3()
+        upload = await client.create_multipart_upload(Bucket=self.bucket, Key=key, ContentType=content_type)
+        upload_id = upload["UploadId"]
+        try:
+            parts: list[CompletedPartTypeDef] = []
+            part_number = 1
+            async for part in read_file_parts(path, self.part_bytes):
+                answer = await client.upload_part(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=part_number, Body=part
+                )
+                parts.append({"ETag": answer["ETag"], "PartNumber": part_number})
+                part_number += 1
+            await client.complete_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )
+        except BaseException:
+            # Shielded so that a second cancellation cannot leave the parts behind (they are billed).
+            await asyncio.shield(self._abort_multipart(client, key, upload_id))
+            raise
+
+    async def _abort_multipart(self, client: S3Client, key: str, upload_id: str) -> None:
+        try:
+            await client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except (ClientError, BotoCoreError):
+            logger.warning("could not abort multipart upload %s of %s; a lifecycle rule must clean it", upload_id, key)
+
+    async def delete(self, key: str) -> None:
+        client = await self._s3()
+        await client.delete_object(Bucket=self.bucket, Key=validate_key(key))
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        client = await self._s3()
+        try:
+            answer = await client.head_object(Bucket=self.bucket, Key=validate_key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in _MISSING_OBJECT_CODES:
+                return None
+            raise
+        return ObjectInfo(
+            content_type=answer.get("ContentType") or "application/octet-stream", size=answer["ContentLength"]
+        )
+
+    async def url_for(self, key: str) -> str:
+        validate_key(key)
+        if self.public_base_url:
+            return f"{self.public_base_url}/{key}"
+        client = await self._s3()
+        return await client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=self.presign_seconds
+        )
+
+    async def check(self) -> None:
+        try:
+            client = await self._s3()
+            await client.head_bucket(Bucket=self.bucket)
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageNotReady(f"bucket {self.bucket} is not usable: {exc}") from exc
+
+    async def aclose(self) -> None:
+        async with self._client_lock:
+            await self._exit_stack.aclose()
+            self._client = None
+
+
+def build_storage(settings: Settings) -> ObjectStorage:
+    """The storage the settings ask for: S3 when a bucket is configured (or forced), else the local directory."""
+    if settings.storage_backend == "s3":
+        return S3Storage(settings)
+    return LocalStorage(settings.local_storage_dir, f"{settings.app_url}/files")
