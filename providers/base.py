@@ -1,0 +1,109 @@
+"""The provider interface: one shape for synchronous and asynchronous image services.
+
+Synchronous providers implement `generate`: they call the service and hand every image to the sink, which
+streams it into object storage (bytes never leave the activity). Asynchronous providers implement `submit`,
+`poll`, `cancel` and the webhook pair; the workflow waits for their webhook or polls, then stores the URLs.
+"""
+
+from __future__ import annotations
+
+from abc import ABC
+from collections.abc import AsyncIterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from models.payloads import PromptSpec, Provenance, ProviderCall, ProviderEvent, StoredImage, SubmitResult
+
+
+class OutputSink(Protocol):
+    """Where a provider puts its images, and how it reports progress while it works."""
+
+    async def store_stream(self, chunks: AsyncIterable[bytes]) -> StoredImage: ...
+
+    async def store_bytes(self, data: bytes) -> StoredImage: ...
+
+    async def store_url(self, url: str) -> StoredImage: ...
+
+    async def progress(self, fraction: float, message: str | None = None) -> None: ...
+
+
+@dataclass(frozen=True)
+class ProviderInfo:
+    """What `GET /v1/providers` says of a provider."""
+
+    name: str
+    enabled: bool
+    disabled_reason: str | None
+    models: tuple[str, ...]
+    default_model: str
+    mode: str
+    webhooks: bool
+    rate_limit_per_minute: float | None
+    description: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ImageProvider(ABC):
+    """Base of every adapter; subclasses override what their service supports."""
+
+    name: ClassVar[str]
+    models: ClassVar[tuple[str, ...]]
+    default_model: ClassVar[str]
+    description: ClassVar[str] = ""
+    asynchronous: ClassVar[bool] = False
+    supports_webhooks: ClassVar[bool] = False
+
+    def disabled_reason(self) -> str | None:
+        """None when the provider can be used; otherwise why not (e.g. its key is missing)."""
+        return None
+
+    def rate_limit_per_minute(self) -> float | None:
+        return None
+
+    def info(self) -> ProviderInfo:
+        reason = self.disabled_reason()
+        return ProviderInfo(
+            name=self.name,
+            enabled=reason is None,
+            disabled_reason=reason,
+            models=self.models,
+            default_model=self.default_model,
+            mode="async" if self.asynchronous else "sync",
+            webhooks=self.supports_webhooks,
+            rate_limit_per_minute=self.rate_limit_per_minute(),
+            description=self.description,
+        )
+
+    def accepts_model(self, model: str) -> bool:
+        """Models beyond the listed ones this provider takes (e.g. any `owner/name` on Replicate)."""
+        return False
+
+    def check_request(self, model: str, spec: PromptSpec) -> dict[str, Any]:
+        """Validate before any call; return the effective parameters (e.g. the nearest allowed size).
+
+        Raises InvalidJobRequest when the model cannot do what the spec asks.
+        """
+        return {}
+
+    async def generate(self, call: ProviderCall, sink: OutputSink) -> Provenance:
+        raise NotImplementedError(f"{self.name} is asynchronous; use submit/poll")
+
+    async def submit(self, call: ProviderCall) -> SubmitResult:
+        raise NotImplementedError(f"{self.name} is synchronous; use generate")
+
+    async def poll(self, provider_job_id: str) -> ProviderEvent:
+        raise NotImplementedError(f"{self.name} cannot be polled")
+
+    async def cancel(self, provider_job_id: str) -> None:
+        """Cancel at the provider where it can; a no-op by default."""
+        return None
+
+    def verify_webhook(self, job_id: str, headers: Mapping[str, str], body: bytes) -> None:
+        """Raise WebhookRejected unless the callback is authentic."""
+        from providers.errors import WebhookRejected
+
+        raise WebhookRejected(f"{self.name} does not send webhooks")
+
+    def parse_webhook(self, body: bytes, headers: Mapping[str, str] | None = None) -> ProviderEvent:
+        """The event a verified callback reports; `headers` carry the delivery id for signed schemes."""
+        raise NotImplementedError(f"{self.name} does not send webhooks")

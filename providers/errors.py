@@ -1,0 +1,67 @@
+"""How provider failures are named, once, for every adapter.
+
+    ProviderError                    base: something a provider did or said
+    ├── ProviderRejected             non-retryable: the same request will fail again
+    │     type: ContentPolicyViolation | ProviderAuthError | InvalidProviderRequest | ProviderJobFailed
+    └── ProviderUnavailable          retryable: rate limits, 408, 5xx, timeouts, resets (retry_after honoured)
+    InvalidJobRequest                the job asks for something the model cannot do; refused before any call
+    WebhookRejected                  a callback that fails verification
+
+Activities turn ProviderError into a Temporal ApplicationError (`as_application_error`), which is where the
+retry policy sees `non_retryable` and `next_retry_delay`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+CONTENT_POLICY = "ContentPolicyViolation"
+AUTH = "ProviderAuthError"
+INVALID_REQUEST = "InvalidProviderRequest"
+JOB_FAILED = "ProviderJobFailed"
+UNAVAILABLE = "ProviderUnavailable"
+BAD_OUTPUT = "InvalidProviderOutput"
+
+
+class ProviderError(Exception):
+    """A provider failed; `type` is the stable name that reaches the run, the node and Temporal."""
+
+    type: str = UNAVAILABLE
+    retryable: bool = True
+
+    def __init__(self, message: str, *, type: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if type is not None:
+            self.type = type
+
+
+class ProviderRejected(ProviderError):
+    """The provider refused the request for a reason a retry cannot fix."""
+
+    type = INVALID_REQUEST
+    retryable = False
+
+
+class ProviderUnavailable(ProviderError):
+    """A transient failure; `retry_after` is the provider's own hint, when it gave one."""
+
+    type = UNAVAILABLE
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: timedelta | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class InvalidJobRequest(ValueError):
+    """The job asks a model for something it cannot do (checked before any provider call)."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class WebhookRejected(Exception):
+    """A provider callback that failed verification; nothing of it may reach a workflow."""

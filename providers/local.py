@@ -1,0 +1,97 @@
+"""The `local` provider: offline procedural art, the embedded default. It is not an AI model.
+
+It draws layered gradients and shapes whose colours and layout come from the prompt and seed, so the same
+prompt and seed always give the same picture, at exactly the requested size. It needs no key and no network,
+which makes it the provider of `imagejobs dev` and of the end-to-end tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import random
+from typing import Any, ClassVar
+
+from PIL import Image, ImageDraw, ImageFilter
+
+from models.payloads import PromptSpec, Provenance, ProviderCall
+from providers.base import ImageProvider, OutputSink
+from providers.errors import InvalidJobRequest
+from providers.sizing import requested_pixels
+
+MAX_SIDE = 4096
+MAX_OUTPUTS = 4
+PROGRESS_STEPS = 10
+
+
+def derive_seed(prompt: str) -> int:
+    """A stable seed for a prompt that came without one."""
+    return int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:4], "big")
+
+
+def render_png(prompt: str, seed: int, width: int, height: int) -> bytes:
+    """Procedural PNG art; deterministic in (prompt, seed, width, height)."""
+    rng = random.Random(f"{seed}:{prompt}")
+    base = Image.new("RGB", (width, height))
+    top, bottom = _palette(rng), _palette(rng)
+    gradient = Image.linear_gradient("L").resize((width, height))
+    base = Image.composite(Image.new("RGB", base.size, bottom), Image.new("RGB", base.size, top), gradient)
+    layer = Image.new("RGBA", base.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    scale = max(width, height)
+    for _ in range(rng.randint(6, 14)):
+        x, y = rng.uniform(0, width), rng.uniform(0, height)
+        radius = rng.uniform(0.05, 0.35) * scale
+        colour = (*_palette(rng), rng.randint(60, 170))
+        box = (x - radius, y - radius, x + radius, y + radius)
+        if rng.random() < 0.5:
+            draw.ellipse(box, fill=colour)
+        else:
+            draw.regular_polygon((x, y, radius), n_sides=rng.randint(3, 7), rotation=rng.uniform(0, 360), fill=colour)
+    layer = layer.filter(ImageFilter.GaussianBlur(radius=max(1, scale // 200)))
+    image = Image.alpha_composite(base.convert("RGBA"), layer).convert("RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def _palette(rng: random.Random) -> tuple[int, int, int]:
+    return rng.randint(0, 255), rng.randint(0, 255), rng.randint(0, 255)
+
+
+class LocalProvider(ImageProvider):
+    """Offline procedural images with a configurable delay that stands in for a real provider's work."""
+
+    name: ClassVar[str] = "local"
+    models: ClassVar[tuple[str, ...]] = ("procedural",)
+    default_model: ClassVar[str] = "procedural"
+    description: ClassVar[str] = (
+        "Offline procedural art (gradients and shapes from the prompt and seed); not an AI model."
+    )
+
+    def __init__(self, *, delay_ms: int = 0, rate_per_minute: float | None = None) -> None:
+        self.delay_ms = delay_ms
+        self._rate = rate_per_minute
+
+    def rate_limit_per_minute(self) -> float | None:
+        return self._rate
+
+    def check_request(self, model: str, spec: PromptSpec) -> dict[str, Any]:
+        width, height = requested_pixels(spec)
+        if max(width, height) > MAX_SIDE:
+            raise InvalidJobRequest(f"local draws at most {MAX_SIDE}px per side", field="size")
+        if spec.n > MAX_OUTPUTS:
+            raise InvalidJobRequest(f"local draws at most {MAX_OUTPUTS} images per job", field="n")
+        return {"size": f"{width}x{height}"}
+
+    async def generate(self, call: ProviderCall, sink: OutputSink) -> Provenance:
+        width, height = requested_pixels(call.spec)
+        seed = call.spec.seed if call.spec.seed is not None else derive_seed(call.spec.prompt)
+        for step in range(1, PROGRESS_STEPS + 1):
+            await asyncio.sleep(self.delay_ms / 1000 / PROGRESS_STEPS)
+            await sink.progress(step / PROGRESS_STEPS * 0.9)
+        for index in range(call.spec.n):
+            png = await asyncio.to_thread(render_png, call.spec.prompt, seed + index, width, height)
+            await sink.store_bytes(png)
+        return Provenance(seed=seed, effective={"size": f"{width}x{height}"})

@@ -1,0 +1,273 @@
+"""Midjourney through the task API of midjourney-proxy (there is no official Midjourney API).
+
+`POST {base}/submit/imagine` answers HTTP 200 whatever happened; the outcome is the body's `code`. The task is
+then polled at `GET {base}/task/{id}/fetch`, and the proxy POSTs the same Task JSON to `notifyHook` on every
+status or progress change. Those callbacks are unsigned, so the hook URL carries a per-job token
+(`providers.webhooks.job_webhook_token`), appended here so the secret never enters workflow history.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from fractions import Fraction
+from typing import Any, ClassVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import httpx
+
+from core.config import Settings
+from models.payloads import PromptSpec, Provenance, ProviderCall, ProviderEvent, ProviderStatus, SubmitResult
+from providers.base import ImageProvider
+from providers.errors import (
+    BAD_OUTPUT,
+    CONTENT_POLICY,
+    INVALID_REQUEST,
+    JOB_FAILED,
+    InvalidJobRequest,
+    ProviderError,
+    ProviderRejected,
+    ProviderUnavailable,
+    WebhookRejected,
+)
+from providers.http import classify_status, describe_body, fetch_json, require_client, retry_after
+from providers.sizing import requested_ratio
+from providers.webhooks import job_webhook_token, verify_job_token
+
+__all__ = ["JOB_TOKEN_HEADER", "MidjourneyProvider", "from_settings", "task_event"]
+
+JOB_TOKEN_HEADER = "x-job-token"
+"""Pseudo-header under which the API layer passes the webhook URL's `token` query parameter to verify_webhook."""
+
+VERSION_FLAGS = {"midjourney": "", "v6": " --v 6", "v6.1": " --v 6.1", "v7": " --v 7"}
+STATUS_MAP: dict[str, ProviderStatus] = {
+    "NOT_START": "queued",
+    "SUBMITTED": "queued",
+    "IN_PROGRESS": "running",
+    "SUCCESS": "succeeded",
+    "FAILURE": "failed",
+    "CANCEL": "cancelled",
+}
+CODE_OK, CODE_EXISTS, CODE_QUEUED = 1, 21, 22
+CODE_QUEUE_FULL, CODE_BANNED, CODE_VALIDATION, CODE_FAILURE = 23, 24, 4, 9
+MAX_SEED = 4_294_967_295
+MAX_RATIO_TERM = 100
+PROGRESS = re.compile(r"(\d{1,3})\s*%")
+BANNED_REASON = re.compile(r"banned|nsfw|moderat|blocked|not allowed|violat", re.IGNORECASE)
+ANSWER_LIMIT = 1024 * 1024
+
+
+class MidjourneyProvider(ImageProvider):
+    """Midjourney imagine tasks through a midjourney-proxy compatible server."""
+
+    name: ClassVar[str] = "midjourney"
+    models: ClassVar[tuple[str, ...]] = tuple(VERSION_FLAGS)
+    default_model: ClassVar[str] = "midjourney"
+    description: ClassVar[str] = "Midjourney imagine tasks via a midjourney-proxy task API (one 2x2 grid image)."
+    asynchronous: ClassVar[bool] = True
+    supports_webhooks: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        *,
+        base_url: str | None,
+        api_key: str | None,
+        webhook_secret: str,
+        http: httpx.AsyncClient | None,
+        timeout_seconds: float,
+        rate_per_minute: float | None = None,
+    ) -> None:
+        self.base_url = (base_url or "").rstrip("/")
+        self.api_key = api_key
+        self.webhook_secret = webhook_secret
+        self.http = http
+        self.timeout_seconds = timeout_seconds
+        self._rate = rate_per_minute
+
+    def disabled_reason(self) -> str | None:
+        return None if self.base_url else "MIDJOURNEY_BASE_URL is not set"
+
+    def rate_limit_per_minute(self) -> float | None:
+        return self._rate
+
+    def check_request(self, model: str, spec: PromptSpec) -> dict[str, Any]:
+        """The prompt flags the spec turns into; Midjourney draws one grid per task and takes any aspect ratio."""
+        if model not in VERSION_FLAGS:
+            raise InvalidJobRequest(f"midjourney models are {', '.join(VERSION_FLAGS)}, not {model!r}", field="model")
+        if spec.n != 1:
+            raise InvalidJobRequest("midjourney draws one image (a 2x2 grid) per job; ask for n=1", field="n")
+        if spec.seed is not None and not 0 <= spec.seed <= MAX_SEED:
+            raise InvalidJobRequest(f"midjourney seeds are 0..{MAX_SEED}", field="seed")
+        aspect_ratio = _aspect_ratio(spec)
+        return {"aspect_ratio": aspect_ratio} if aspect_ratio else {}
+
+    async def submit(self, call: ProviderCall) -> SubmitResult:
+        """Submit an imagine task; `state` carries the job id, `notifyHook` the tokenised webhook URL."""
+        effective = self.check_request(call.model, call.spec)
+        body: dict[str, Any] = {
+            "prompt": imagine_prompt(call.model, call.spec, effective.get("aspect_ratio")),
+            "base64Array": [],
+            "state": call.job_id,
+        }
+        if call.webhook_url:
+            body["notifyHook"] = _with_token(call.webhook_url, job_webhook_token(self.webhook_secret, call.job_id))
+        answer = await self._request("POST", "/submit/imagine", json=body)
+        return SubmitResult(provider_job_id=_task_id(answer), effective=effective)
+
+    async def poll(self, provider_job_id: str) -> ProviderEvent:
+        try:
+            task = await self._request("GET", f"/task/{provider_job_id}/fetch")
+        except ProviderRejected as exc:
+            # The proxy answers an id it does not know with HTTP 200 and an empty body, which is not JSON.
+            if exc.type != BAD_OUTPUT:
+                raise
+            task = {}
+        if not task.get("id"):
+            return ProviderEvent(
+                status="failed",
+                error=f"midjourney-proxy does not know task {provider_job_id} (was the proxy restarted?)",
+                error_type=JOB_FAILED,
+            )
+        return task_event(task)
+
+    def verify_webhook(self, job_id: str, headers: Mapping[str, str], body: bytes) -> None:
+        """Check the per-job token of the hook URL.
+
+        midjourney-proxy does not sign its callbacks; the API layer passes the URL's `token` query parameter
+        inside `headers` under the pseudo-header `x-job-token` (JOB_TOKEN_HEADER).
+        """
+        lowered = {key.lower(): value for key, value in headers.items()}
+        verify_job_token(self.webhook_secret, job_id, lowered.get(JOB_TOKEN_HEADER))
+
+    def parse_webhook(self, body: bytes, headers: Mapping[str, str] | None = None) -> ProviderEvent:
+        """The Task JSON as an event; `delivery_id` is f"{task id}:{status}:{progress}"."""
+        try:
+            task = json.loads(body)
+        except ValueError:
+            raise WebhookRejected("midjourney webhook body is not JSON") from None
+        if not isinstance(task, dict) or not task.get("id"):
+            raise WebhookRejected("midjourney webhook body is not a task")
+        return task_event(task)
+
+    async def _request(self, method: str, path: str, *, json: Any = None) -> dict[str, Any]:
+        http = require_client(self.http, self.name)
+        headers = {"mj-api-secret": self.api_key} if self.api_key else {}
+        request = http.build_request(
+            method, f"{self.base_url}{path}", json=json, headers=headers, timeout=self.timeout_seconds
+        )
+        payload, _ = await fetch_json(http, self.name, request, classify=classify_error, limit=ANSWER_LIMIT)
+        return payload
+
+
+def from_settings(settings: Settings, http: httpx.AsyncClient | None) -> MidjourneyProvider:
+    """The adapter as the registry builds it (disabled without MIDJOURNEY_BASE_URL; the key is optional)."""
+    return MidjourneyProvider(
+        base_url=settings.MIDJOURNEY_BASE_URL,
+        api_key=settings.MIDJOURNEY_API_KEY,
+        webhook_secret=settings.WEBHOOK_SECRET,
+        http=http,
+        timeout_seconds=settings.PROVIDER_TIMEOUT_SECONDS,
+        rate_per_minute=settings.MIDJOURNEY_RATE_PER_MINUTE,
+    )
+
+
+def imagine_prompt(model: str, spec: PromptSpec, aspect_ratio: str | None) -> str:
+    """The prompt with Midjourney's flags appended: --ar, --seed, --no and the model version."""
+    prompt = spec.prompt.strip()
+    if aspect_ratio:
+        prompt += f" --ar {aspect_ratio}"
+    if spec.seed is not None:
+        prompt += f" --seed {spec.seed}"
+    if spec.negative_prompt:
+        prompt += f" --no {spec.negative_prompt.strip()}"
+    return prompt + VERSION_FLAGS[model]
+
+
+def classify_error(response: httpx.Response, body: bytes) -> ProviderError:
+    """Transport-level errors of the proxy (it reports task outcomes with HTTP 200 and a `code`)."""
+    return classify_status(
+        "midjourney",
+        response.status_code,
+        describe_body(body),
+        retry_after=retry_after(response.headers),
+        key_setting="MIDJOURNEY_API_KEY",
+    )
+
+
+def task_event(task: Mapping[str, Any]) -> ProviderEvent:
+    """A Task object (from a poll or a notifyHook callback) as a provider event."""
+    raw_status = str(task.get("status"))
+    status = STATUS_MAP.get(raw_status, "running")
+    progress = 1.0 if status == "succeeded" else _progress(task.get("progress"))
+    event = ProviderEvent(
+        status=status,
+        progress=progress,
+        delivery_id=f"{task.get('id')}:{raw_status}:{task.get('progress') or ''}",
+        provenance=Provenance(provider_job_id=str(task.get("id")), predict_time=_run_seconds(task)),
+    )
+    if status == "succeeded":
+        image_url = task.get("imageUrl")
+        if isinstance(image_url, str) and image_url.startswith(("https://", "http://")):
+            event.output_urls = [image_url]
+        else:
+            event.status, event.error_type = "failed", BAD_OUTPUT
+            event.error = "midjourney reported success without an image URL"
+    elif status == "failed":
+        reason = str(task.get("failReason") or "no reason given")
+        event.error = f"midjourney task failed: {reason}"
+        event.error_type = CONTENT_POLICY if BANNED_REASON.search(reason) else JOB_FAILED
+    return event
+
+
+def _task_id(answer: Mapping[str, Any]) -> str:
+    """The task id of a submit answer, or the error its `code` stands for."""
+    code = answer.get("code")
+    description = str(answer.get("description") or "")
+    properties = answer.get("properties")
+    if code in (CODE_OK, CODE_EXISTS, CODE_QUEUED):
+        task_id = answer.get("result")
+        if task_id is None or str(task_id) == "":
+            raise ProviderUnavailable(f"midjourney accepted the task (code {code}) without a task id")
+        return str(task_id)
+    raise _submit_error(code, description, properties if isinstance(properties, dict) else {})
+
+
+def _submit_error(code: Any, description: str, properties: Mapping[str, Any]) -> ProviderError:
+    if code == CODE_BANNED:
+        banned_word = properties.get("bannedWord")
+        named = f" (banned word: {banned_word!r})" if banned_word else ""
+        return ProviderRejected(f"midjourney refused the prompt{named}: {description}", type=CONTENT_POLICY)
+    if code == CODE_VALIDATION:
+        return ProviderRejected(f"midjourney refused the request: {description}", type=INVALID_REQUEST)
+    if code == CODE_QUEUE_FULL:
+        return ProviderUnavailable(f"midjourney's queue is full: {description}")
+    # CODE_FAILURE and codes this adapter does not know: the proxy's own trouble, worth another attempt.
+    return ProviderUnavailable(f"midjourney answered code {code}: {description}")
+
+
+def _aspect_ratio(spec: PromptSpec) -> str | None:
+    """The spec's shape as Midjourney's whole-number `W:H`, or None to keep Midjourney's square default."""
+    if not (spec.aspect_ratio or spec.size):
+        return None
+    ratio = max(Fraction(requested_ratio(spec)).limit_denominator(MAX_RATIO_TERM), Fraction(1, MAX_RATIO_TERM))
+    return f"{ratio.numerator}:{ratio.denominator}"
+
+
+def _with_token(url: str, token: str) -> str:
+    """`url` with its `token` query parameter set (replaced when present)."""
+    parts = urlsplit(url)
+    query = [(key, value) for key, value in parse_qsl(parts.query, keep_blank_values=True) if key != "token"]
+    return urlunsplit(parts._replace(query=urlencode([*query, ("token", token)])))
+
+
+def _progress(value: Any) -> float | None:
+    match = PROGRESS.search(str(value or ""))
+    return min(int(match.group(1)), 100) / 100 if match else None
+
+
+def _run_seconds(task: Mapping[str, Any]) -> float | None:
+    started, finished = task.get("startTime"), task.get("finishTime")
+    if isinstance(started, int | float) and isinstance(finished, int | float) and finished >= started:
+        return (finished - started) / 1000
+    return None

@@ -1,0 +1,287 @@
+"""Replicate: predictions created with a webhook, polled at /predictions/{id}, cancelled at .../cancel.
+
+A model is `owner/name` (the model's latest version, `POST /models/{owner}/{name}/predictions`) or
+`owner/name:version` (a pinned version, `POST /predictions` with `version`). Replicate signs its webhooks with
+Standard Webhooks under REPLICATE_WEBHOOK_SECRET; without that secret no webhook is requested and the workflow
+polls instead, since unverifiable callbacks would all be refused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, ClassVar
+
+import httpx
+
+from core.config import Settings
+from models.payloads import PromptSpec, Provenance, ProviderCall, ProviderEvent, ProviderStatus, SubmitResult
+from providers.base import ImageProvider
+from providers.errors import (
+    BAD_OUTPUT,
+    CONTENT_POLICY,
+    JOB_FAILED,
+    InvalidJobRequest,
+    ProviderError,
+    ProviderUnavailable,
+    WebhookRejected,
+)
+from providers.http import classify_status, error_reason, fetch_json, parse_json, require_client, retry_after
+from providers.sizing import nearest_ratio, requested_pixels
+from providers.webhooks import verify_standard_webhook
+
+__all__ = ["ReplicateProvider", "from_settings", "prediction_event"]
+
+logger = logging.getLogger(__name__)
+
+MODEL_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*(?::[A-Za-z0-9]+)?$")
+WEBHOOK_EVENTS = ["start", "output", "logs", "completed"]
+STATUS_MAP: dict[str, ProviderStatus] = {
+    "starting": "queued",
+    "processing": "running",
+    "succeeded": "succeeded",
+    "failed": "failed",
+    "canceled": "cancelled",
+}
+FLUX_RATIOS = ("1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21")
+# tqdm progress bars in prediction logs ("45%|████▌     | 9/20"); the last one is the current step.
+LOG_PROGRESS = re.compile(r"(\d{1,3})%\|")
+LOG_SEED = re.compile(r"[Uu]sing seed:?\s*(\d+)")
+THROTTLE_HINT = re.compile(r"(?:resets in|available in)\s*~?\s*(\d+(?:\.\d+)?)\s*s", re.IGNORECASE)
+UNSAFE_OUTPUT = re.compile(r"nsfw|safety|unsafe|sensitive|content policy|moderat", re.IGNORECASE)
+PIXEL_STEP = 8
+ANSWER_LIMIT = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ModelTraits:
+    """What a model's input schema takes, as far as the prompt spec maps onto it."""
+
+    max_outputs: int
+    negative_prompt: bool
+    sizing: str  # "aspect_ratio" (from a fixed list) or "pixels" (width and height)
+    output_format: str | None = None
+
+
+KNOWN_MODELS: dict[str, ModelTraits] = {
+    "black-forest-labs/flux-schnell": ModelTraits(4, False, "aspect_ratio", "png"),
+    "black-forest-labs/flux-dev": ModelTraits(4, False, "aspect_ratio", "png"),
+    "black-forest-labs/flux-1.1-pro": ModelTraits(1, False, "aspect_ratio", "png"),
+    "stability-ai/sdxl": ModelTraits(4, True, "pixels"),
+}
+# Any other public model: the inputs most image models on Replicate share.
+OTHER_MODELS = ModelTraits(4, True, "aspect_ratio")
+
+
+class ReplicateProvider(ImageProvider):
+    """Replicate predictions: submit with a webhook, poll, cancel, verify Standard Webhooks."""
+
+    name: ClassVar[str] = "replicate"
+    models: ClassVar[tuple[str, ...]] = tuple(KNOWN_MODELS)
+    default_model: ClassVar[str] = "black-forest-labs/flux-schnell"
+    description: ClassVar[str] = "Replicate predictions (FLUX, SDXL or any owner/name[:version] image model)."
+    asynchronous: ClassVar[bool] = True
+    supports_webhooks: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        *,
+        api_token: str | None,
+        base_url: str,
+        webhook_secret: str | None,
+        http: httpx.AsyncClient | None,
+        timeout_seconds: float,
+        rate_per_minute: float | None = None,
+    ) -> None:
+        self.api_token = api_token
+        self.base_url = base_url.rstrip("/")
+        self.webhook_secret = webhook_secret
+        self.http = http
+        self.timeout_seconds = timeout_seconds
+        self._rate = rate_per_minute
+
+    def disabled_reason(self) -> str | None:
+        return None if self.api_token else "REPLICATE_API_TOKEN is not set"
+
+    def rate_limit_per_minute(self) -> float | None:
+        return self._rate
+
+    def check_request(self, model: str, spec: PromptSpec) -> dict[str, Any]:
+        """The sizing and output inputs sent to the model; refuses what the model cannot take."""
+        if not MODEL_ID.match(model):
+            raise InvalidJobRequest(f"replicate models look like owner/name or owner/name:version, not {model!r}")
+        traits = model_traits(model)
+        if spec.n > traits.max_outputs:
+            raise InvalidJobRequest(f"{model} makes at most {traits.max_outputs} image(s) per job", field="n")
+        if spec.negative_prompt and not traits.negative_prompt:
+            raise InvalidJobRequest(f"{model} does not take a negative prompt", field="negativePrompt")
+        effective: dict[str, Any] = {"num_outputs": spec.n}
+        if traits.sizing == "pixels":
+            width, height = requested_pixels(spec)
+            effective |= {"width": _round_to_step(width), "height": _round_to_step(height)}
+        else:
+            effective["aspect_ratio"] = nearest_ratio(spec, FLUX_RATIOS)
+        if traits.output_format:
+            effective["output_format"] = traits.output_format
+        return effective
+
+    async def submit(self, call: ProviderCall) -> SubmitResult:
+        effective = self.check_request(call.model, call.spec)
+        body: dict[str, Any] = {"input": {"prompt": call.spec.prompt, **_optional_inputs(call.spec), **effective}}
+        model, _, version = call.model.partition(":")
+        if version:
+            path = "/predictions"
+            body["version"] = version
+        else:
+            path = f"/models/{model}/predictions"
+        if call.webhook_url and self.webhook_secret:
+            body["webhook"] = call.webhook_url
+            body["webhook_events_filter"] = WEBHOOK_EVENTS
+        elif call.webhook_url:
+            logger.warning("REPLICATE_WEBHOOK_SECRET is not set: job %s will be polled, not called back", call.job_id)
+        prediction = await self._request("POST", path, json=body)
+        return SubmitResult(provider_job_id=_prediction_id(prediction), effective=effective)
+
+    async def poll(self, provider_job_id: str) -> ProviderEvent:
+        return prediction_event(await self._request("GET", f"/predictions/{provider_job_id}"))
+
+    async def cancel(self, provider_job_id: str) -> None:
+        await self._request("POST", f"/predictions/{provider_job_id}/cancel")
+
+    def verify_webhook(self, job_id: str, headers: Mapping[str, str], body: bytes) -> None:
+        """Standard Webhooks under REPLICATE_WEBHOOK_SECRET; the delivery id is the `webhook-id` header."""
+        if not self.webhook_secret:
+            raise WebhookRejected("REPLICATE_WEBHOOK_SECRET is not set; Replicate webhooks cannot be verified")
+        verify_standard_webhook(self.webhook_secret, headers, body)
+
+    def parse_webhook(self, body: bytes, headers: Mapping[str, str] | None = None) -> ProviderEvent:
+        """The prediction in the body as an event; `delivery_id` is `webhook-id` when the headers are given."""
+        try:
+            prediction = json.loads(body)
+        except ValueError:
+            raise WebhookRejected("replicate webhook body is not JSON") from None
+        if not isinstance(prediction, dict) or not isinstance(prediction.get("id"), str):
+            raise WebhookRejected("replicate webhook body is not a prediction")
+        lowered = {key.lower(): value for key, value in (headers or {}).items()}
+        return prediction_event(prediction, delivery_id=lowered.get("webhook-id"))
+
+    async def _request(self, method: str, path: str, *, json: Any = None) -> dict[str, Any]:
+        http = require_client(self.http, self.name)
+        request = http.build_request(
+            method,
+            f"{self.base_url}{path}",
+            json=json,
+            headers={"Authorization": f"Bearer {self.api_token}"},
+            timeout=self.timeout_seconds,
+        )
+        payload, _ = await fetch_json(http, self.name, request, classify=classify_error, limit=ANSWER_LIMIT)
+        return payload
+
+
+def from_settings(settings: Settings, http: httpx.AsyncClient | None) -> ReplicateProvider:
+    """The adapter as the registry builds it (disabled without REPLICATE_API_TOKEN)."""
+    return ReplicateProvider(
+        api_token=settings.REPLICATE_API_TOKEN,
+        base_url=settings.REPLICATE_BASE_URL,
+        webhook_secret=settings.REPLICATE_WEBHOOK_SECRET,
+        http=http,
+        timeout_seconds=settings.PROVIDER_TIMEOUT_SECONDS,
+        rate_per_minute=settings.REPLICATE_RATE_PER_MINUTE,
+    )
+
+
+def model_traits(model: str) -> ModelTraits:
+    return KNOWN_MODELS.get(model.partition(":")[0], OTHER_MODELS)
+
+
+def classify_error(response: httpx.Response, body: bytes) -> ProviderError:
+    """Replicate's RFC 7807 errors; a throttled answer's wait hint is in `detail` ("resets in ~30s")."""
+    problem = parse_json(body)
+    detail = (problem.get("detail") or problem.get("title")) if isinstance(problem, dict) else None
+    reason = error_reason(detail, body)
+    hint = retry_after(response.headers) or _throttle_hint(reason)
+    return classify_status(
+        "replicate", response.status_code, reason, retry_after=hint, key_setting="REPLICATE_API_TOKEN"
+    )
+
+
+def prediction_event(prediction: Mapping[str, Any], *, delivery_id: str | None = None) -> ProviderEvent:
+    """A prediction (from a poll or a webhook) as a provider event."""
+    status = STATUS_MAP.get(str(prediction.get("status")), "running")
+    logs = _text(prediction.get("logs"))
+    progress = 1.0 if status == "succeeded" else _log_progress(logs)
+    provenance = _provenance(prediction, logs)
+    event = ProviderEvent(
+        status=status,
+        progress=progress,
+        delivery_id=delivery_id or f"{prediction.get('id')}:{status}:{progress}",
+        provenance=provenance,
+    )
+    if status == "succeeded":
+        event.output_urls = _output_urls(prediction.get("output"))
+        if not event.output_urls:
+            event.status, event.error_type = "failed", BAD_OUTPUT
+            event.error = "replicate reported success without any image URL"
+    elif status == "failed":
+        event.error = f"replicate prediction failed: {prediction.get('error') or 'no reason given'}"
+        event.error_type = CONTENT_POLICY if UNSAFE_OUTPUT.search(event.error) else JOB_FAILED
+    return event
+
+
+def _optional_inputs(spec: PromptSpec) -> dict[str, Any]:
+    inputs: dict[str, Any] = {}
+    if spec.seed is not None:
+        inputs["seed"] = spec.seed
+    if spec.negative_prompt:
+        inputs["negative_prompt"] = spec.negative_prompt
+    return inputs
+
+
+def _round_to_step(pixels: int) -> int:
+    return max(PIXEL_STEP, round(pixels / PIXEL_STEP) * PIXEL_STEP)
+
+
+def _prediction_id(prediction: Mapping[str, Any]) -> str:
+    prediction_id = prediction.get("id")
+    if not isinstance(prediction_id, str) or not prediction_id:
+        raise ProviderUnavailable("replicate created a prediction without an id")
+    return prediction_id
+
+
+def _throttle_hint(detail: str) -> timedelta | None:
+    match = THROTTLE_HINT.search(detail)
+    return timedelta(seconds=float(match.group(1))) if match else None
+
+
+def _log_progress(logs: str) -> float | None:
+    matches = LOG_PROGRESS.findall(logs)
+    return min(int(matches[-1]), 100) / 100 if matches else None
+
+
+def _output_urls(output: Any) -> list[str]:
+    """`output` is a URL or a list of them; anything that is not an http(s) URL is left out."""
+    items = output if isinstance(output, list) else [output]
+    return [item for item in items if isinstance(item, str) and item.startswith(("https://", "http://"))]
+
+
+def _provenance(prediction: Mapping[str, Any], logs: str) -> Provenance:
+    predict_time = _mapping(prediction.get("metrics")).get("predict_time")
+    seed_match = LOG_SEED.search(logs)
+    seed = int(seed_match.group(1)) if seed_match else _mapping(prediction.get("input")).get("seed")
+    return Provenance(
+        provider_job_id=prediction.get("id"),
+        seed=seed if isinstance(seed, int) else None,
+        predict_time=float(predict_time) if isinstance(predict_time, int | float) else None,
+    )
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
