@@ -135,7 +135,7 @@ class PollRequest:
 
 @dataclass
 class StoreOutputsRequest:
-    """Download an asynchronous provider's result into storage (its URLs, or its own result endpoint)."""
+    """Download an asynchronous provider's result URLs into storage."""
 
     job_id: str
     canvas_id: str

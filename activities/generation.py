@@ -1,0 +1,160 @@
+"""Activities that talk to providers. They run on `image-jobs.<provider>` task queues, whose
+`max_task_queue_activities_per_second` is that provider's rate limit across all workers.
+
+Image bytes stay inside these activities: they stream from the provider (or its result URL) into object
+storage, and only keys and URLs are returned to the workflow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.runs import save_progress
+from core.config import Settings
+from core.ingest import ImageIngest
+from core.storage import ObjectStorage
+from models.payloads import (
+    CancelAtProvider,
+    GenerationResult,
+    PollRequest,
+    ProgressUpdate,
+    ProviderCall,
+    ProviderEvent,
+    StoreOutputsRequest,
+    SubmitResult,
+)
+from providers.base import ImageProvider
+from providers.errors import INVALID_REQUEST, InvalidJobRequest, ProviderError
+from workflows.policies import HEARTBEAT_EVERY
+
+
+def as_application_error(error: ProviderError) -> ApplicationError:
+    """The one translation from a provider failure to what Temporal's retry policy understands."""
+    retry_after = getattr(error, "retry_after", None)
+    return ApplicationError(
+        error.message, type=error.type, non_retryable=not error.retryable, next_retry_delay=retry_after
+    )
+
+
+@asynccontextmanager
+async def provider_errors() -> AsyncIterator[None]:
+    try:
+        yield
+    except ProviderError as error:
+        raise as_application_error(error) from error
+    except InvalidJobRequest as error:
+        raise ApplicationError(error.message, type=INVALID_REQUEST, non_retryable=True) from error
+
+
+@asynccontextmanager
+async def heartbeating() -> AsyncIterator[None]:
+    """Heartbeat while a provider call runs, so a dead worker is noticed within the heartbeat timeout
+    and a cancellation reaches the call."""
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(HEARTBEAT_EVERY.total_seconds())
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+
+
+def image_key_prefix(canvas_id: str, job_id: str) -> str:
+    return f"images/{canvas_id}/{job_id}"
+
+
+def webhook_url_for(settings: Settings, call: ProviderCall) -> str:
+    """Where the provider calls back: the job's own base URL or APP_URL. Providers that do not sign their
+    webhooks add the per-job token themselves, so no secret ever enters workflow history."""
+    base = (call.webhook_url or settings.app_url).rstrip("/")
+    return f"{base}/v1/webhooks/{call.provider}/{call.job_id}"
+
+
+class GenerationActivities:
+    """Provider calls and result storage; gets providers, storage, HTTP client and sessions injected."""
+
+    def __init__(
+        self,
+        *,
+        providers: Mapping[str, ImageProvider],
+        storage: ObjectStorage,
+        http: httpx.AsyncClient,
+        sessions: async_sessionmaker[AsyncSession],
+        settings: Settings,
+    ) -> None:
+        self.providers = providers
+        self.storage = storage
+        self.http = http
+        self.sessions = sessions
+        self.settings = settings
+
+    def _ingest(self, *, job_id: str, canvas_id: str, node_id: str, output_count: int) -> ImageIngest:
+        async def on_progress(fraction: float, message: str | None) -> None:
+            activity.heartbeat()
+            await save_progress(
+                self.sessions,
+                ProgressUpdate(job_id=job_id, canvas_id=canvas_id, node_id=node_id, progress=fraction, message=message),
+            )
+
+        return ImageIngest(
+            storage=self.storage,
+            http=self.http,
+            settings=self.settings,
+            key_prefix=image_key_prefix(canvas_id, job_id),
+            output_count=output_count,
+            on_progress=on_progress,
+        )
+
+    @activity.defn
+    async def generate_image(self, call: ProviderCall) -> GenerationResult:
+        """Synchronous providers: call, and stream every image into storage."""
+        provider = self.providers[call.provider]
+        sink = self._ingest(
+            job_id=call.job_id, canvas_id=call.canvas_id, node_id=call.node_id, output_count=call.spec.n
+        )
+        async with provider_errors(), heartbeating():
+            provenance = await provider.generate(call, sink)
+        return GenerationResult(images=sink.stored, provenance=provenance)
+
+    @activity.defn
+    async def submit_job(self, call: ProviderCall) -> SubmitResult:
+        """Asynchronous providers: hand over the job with our webhook URL; returns the provider's job id."""
+        provider = self.providers[call.provider]
+        call_with_hook = ProviderCall(**{**call.__dict__, "webhook_url": webhook_url_for(self.settings, call)})
+        async with provider_errors(), heartbeating():
+            return await provider.submit(call_with_hook)
+
+    @activity.defn
+    async def poll_job(self, request: PollRequest) -> ProviderEvent:
+        async with provider_errors():
+            return await self.providers[request.provider].poll(request.provider_job_id)
+
+    @activity.defn
+    async def store_outputs(self, request: StoreOutputsRequest) -> GenerationResult:
+        """Download an asynchronous provider's results (streamed, size-capped, SSRF-guarded) into storage."""
+        sink = self._ingest(
+            job_id=request.job_id,
+            canvas_id=request.canvas_id,
+            node_id=request.node_id,
+            output_count=max(1, len(request.urls)),
+        )
+        async with provider_errors(), heartbeating():
+            for url in request.urls:
+                await sink.store_url(url)
+        return GenerationResult(images=sink.stored, provenance=request.provenance)
+
+    @activity.defn
+    async def cancel_at_provider(self, request: CancelAtProvider) -> None:
+        async with provider_errors():
+            await self.providers[request.provider].cancel(request.provider_job_id)

@@ -1,0 +1,82 @@
+"""Activities that write runs, events and canvas nodes. Each is idempotent: Temporal may run it twice."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio import activity
+
+from core import runs
+from core.db import transaction
+from models.payloads import ImageJobInput, NodeUpdate, ProgressUpdate, ProviderJobAttached, RunTransition
+
+
+async def save_progress(sessions: async_sessionmaker[AsyncSession], update: ProgressUpdate) -> None:
+    """Record progress on the run (one event) and show it on the node, in one transaction."""
+    async with transaction(sessions) as session:
+        recorded = await runs.record_progress(
+            session, update.job_id, update.progress, message=update.message, dedupe_key=update.dedupe_key
+        )
+        if recorded:
+            await runs.update_node(
+                session,
+                NodeUpdate(
+                    canvas_id=update.canvas_id,
+                    node_id=update.node_id,
+                    job_id=update.job_id,
+                    status="running",
+                    progress=update.progress,
+                ),
+            )
+
+
+class RunActivities:
+    """Run bookkeeping; gets its session factory from the worker."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.sessions = sessions
+
+    @activity.defn
+    async def create_run(self, job: ImageJobInput) -> None:
+        """Insert the run, its `created` event and the node claim (the API usually did this already)."""
+        async with transaction(self.sessions) as session:
+            await runs.insert_run(session, job)
+
+    @activity.defn
+    async def mark_running(self, job: ImageJobInput) -> None:
+        async with transaction(self.sessions) as session:
+            if await runs.transition(session, RunTransition(job_id=job.job_id, status="running")):
+                await runs.update_node(
+                    session,
+                    NodeUpdate(canvas_id=job.canvas_id, node_id=job.node_id, job_id=job.job_id, status="running"),
+                )
+
+    @activity.defn
+    async def attach_provider_job(self, attached: ProviderJobAttached) -> None:
+        async with transaction(self.sessions) as session:
+            await runs.set_provider_job(session, attached.job_id, attached.provider_job_id, attached.effective)
+
+    @activity.defn
+    async def record_progress(self, update: ProgressUpdate) -> None:
+        await save_progress(self.sessions, update)
+
+    @activity.defn
+    async def update_node(self, update: NodeUpdate) -> bool:
+        """Merge the job's result into its node; False when a newer job owns the node (or nothing changed)."""
+        async with transaction(self.sessions) as session:
+            return await runs.update_node(session, update)
+
+    @activity.defn
+    async def complete_run(self, change: RunTransition) -> bool:
+        return await self._transition(change)
+
+    @activity.defn
+    async def fail_run(self, change: RunTransition) -> bool:
+        return await self._transition(change)
+
+    @activity.defn
+    async def cancel_run(self, change: RunTransition) -> bool:
+        return await self._transition(change)
+
+    async def _transition(self, change: RunTransition) -> bool:
+        async with transaction(self.sessions) as session:
+            return await runs.transition(session, change)

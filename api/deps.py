@@ -1,0 +1,77 @@
+"""Dependencies shared by the routes, as `Annotated` aliases."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from temporalio.client import Client
+
+from api.errors import ApiError
+from core.config import Settings
+from core.events import EventBus
+from core.storage import ObjectStorage
+from providers.base import ImageProvider
+
+
+@dataclass
+class AppState:
+    """What the API process holds for its whole life; built in the lifespan."""
+
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    storage: ObjectStorage
+    providers: dict[str, ImageProvider]
+    bus: EventBus
+    temporal: Client | None = None
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.imagejobs
+    return state
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
+    async with state.sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+async def get_temporal(state: StateDep) -> Client:
+    """The Temporal client, connected on first use so the API starts (and reports) while Temporal is down."""
+    if state.temporal is None:
+        from core.temporal import connect
+
+        try:
+            state.temporal = await connect(state.settings)
+        except Exception as error:
+            raise ApiError(503, "temporal_unavailable", f"Temporal is not reachable: {error}") from error
+    return state.temporal
+
+
+TemporalDep = Annotated[Client, Depends(get_temporal)]
+
+_bearer = HTTPBearer(auto_error=False, description="One of the API_KEYS, when the server sets them.")
+
+
+def require_api_key(
+    state: StateDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    """With API_KEYS set, every protected route needs `Authorization: Bearer <key>`."""
+    keys = state.settings.API_KEYS
+    if not keys:
+        return
+    presented = credentials.credentials if credentials else ""
+    if not any(hmac.compare_digest(presented.encode(), key.encode()) for key in keys):
+        raise ApiError(401, "unauthorized", "A valid API key is required: send `Authorization: Bearer <key>`.")

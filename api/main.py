@@ -1,0 +1,70 @@
+"""The FastAPI application: a thin layer that starts and cancels jobs and reports on them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from api.deps import AppState, require_api_key
+from api.errors import install_error_handlers
+from api.routes import canvases, events, files, health, jobs, providers, stats, webhooks
+from core.config import Settings, get_settings
+from core.db import create_engine, session_factory
+from core.events import EventBus
+from core.storage import build_storage
+from providers.registry import build_providers
+
+DESCRIPTION = """
+Durable AI image generation for canvas apps. Each job is a Temporal workflow: it calls the provider,
+waits for its webhook or polls, stores the image in S3/R2 (or a local directory) and writes the result
+into the canvas node. Errors are JSON: `{"code": "...", "message": "..."}`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; the database engine, storage and Temporal client live as long as it runs."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings)
+        storage = build_storage(settings)
+        bus = EventBus(settings.require_database_url())
+        await bus.start()
+        app.state.imagejobs = AppState(
+            settings=settings,
+            engine=engine,
+            sessions=session_factory(engine),
+            storage=storage,
+            providers=build_providers(settings),
+            bus=bus,
+        )
+        try:
+            yield
+        finally:
+            await bus.stop()
+            await storage.aclose()
+            await engine.dispose()
+
+    app = FastAPI(title="Image Job Orchestrator", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    install_error_handlers(app)
+    if settings.CORS_ORIGINS:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.CORS_ORIGINS,
+            allow_methods=["GET", "POST", "PUT", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
+        )
+    protected = [Depends(require_api_key)]
+    app.include_router(jobs.router, dependencies=protected)
+    app.include_router(canvases.router, dependencies=protected)
+    app.include_router(providers.router, dependencies=protected)
+    app.include_router(events.router, dependencies=protected)
+    app.include_router(stats.router, dependencies=protected)
+    app.include_router(webhooks.router)
+    app.include_router(files.router)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,123 @@
+"""Live status over Server-Sent Events: a job's audit trail, and everything that happens on a canvas.
+
+Streams first send what is stored (after `Last-Event-ID` when the client resumes), then follow live
+changes. Each event's `id` is its run_events id, so a reconnecting EventSource misses nothing and repeats
+nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import suppress
+from typing import Annotated
+
+from fastapi import APIRouter, Header
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from api.deps import StateDep
+from api.errors import ApiError
+from core import runs
+from core.events import canvas_topic, job_topic
+from models.schemas import CanvasNode, ErrorBody, ImageProgressEvent
+from models.tables import RunEvent
+
+router = APIRouter(tags=["events"])
+
+TERMINAL_EVENT_KINDS = frozenset({"completed", "error", "cancelled"})
+KEEPALIVE_SECONDS = 15
+# A woken stream re-reads at least this often, as a safety net under the notifications.
+RECHECK_SECONDS = 5.0
+
+LastEventId = Annotated[str | None, Header(alias="Last-Event-ID", description="Resume after this event id.")]
+
+
+def parse_last_event_id(value: str | None) -> int:
+    if value is None or value == "":
+        return 0
+    if not value.isdigit():
+        raise ApiError(400, "invalid_last_event_id", "Last-Event-ID must be an event id this API sent.")
+    return int(value)
+
+
+def job_event(event: RunEvent) -> ServerSentEvent:
+    body = ImageProgressEvent.from_event(event)
+    return ServerSentEvent(id=str(event.id), event=event.kind, data=body.model_dump_json(by_alias=True))
+
+
+async def wait_for_news(wake: asyncio.Event) -> None:
+    with suppress(TimeoutError):
+        await asyncio.wait_for(wake.wait(), timeout=RECHECK_SECONDS)
+
+
+@router.get(
+    "/v1/jobs/{job_id}/events",
+    response_class=EventSourceResponse,
+    responses={200: {"content": {"text/event-stream": {}}}, 404: {"model": ErrorBody}},
+)
+async def stream_job_events(job_id: str, state: StateDep, last_event_id: LastEventId = None) -> EventSourceResponse:
+    """A job's events as SSE: stored ones, then live ones; ends after the terminal event."""
+    after = parse_last_event_id(last_event_id)
+    # Streams borrow a pooled connection only while they read, never for their whole life.
+    async with state.sessions() as session:
+        if await runs.get_run(session, job_id) is None:
+            raise ApiError(404, "job_not_found", f"No job {job_id!r}.")
+
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        nonlocal after
+        async with state.bus.subscribe(job_topic(job_id)) as wake:
+            while True:
+                wake.clear()
+                async with state.sessions() as reader:
+                    stored = await runs.list_events(reader, job_id, after_id=after)
+                    run = await runs.get_run(reader, job_id)
+                for event in stored:
+                    yield job_event(event)
+                    after = event.id or after
+                    if event.kind in TERMINAL_EVENT_KINDS:
+                        return
+                if run is None or (not stored and run.status in runs.TERMINAL_STATUSES):
+                    return
+                await wait_for_news(wake)
+
+    return EventSourceResponse(events(), ping=KEEPALIVE_SECONDS)
+
+
+@router.get(
+    "/v1/canvases/{workflow_id}/events",
+    response_class=EventSourceResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def stream_canvas_events(
+    workflow_id: str, state: StateDep, last_event_id: LastEventId = None
+) -> EventSourceResponse:
+    """Every node update (`node`, with the React Flow node) and job event of a canvas, as SSE.
+
+    A new stream starts with the current nodes; job events follow from `Last-Event-ID` or from now.
+    """
+    after = parse_last_event_id(last_event_id)
+    if not after:
+        async with state.sessions() as session:
+            after = await runs.last_canvas_event_id(session, workflow_id)
+
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        nonlocal after
+        sent_versions: dict[str, int] = {}
+        async with state.bus.subscribe(canvas_topic(workflow_id)) as wake:
+            while True:
+                wake.clear()
+                async with state.sessions() as reader:
+                    nodes = await runs.list_nodes(reader, workflow_id)
+                    stored = await runs.list_canvas_events(reader, workflow_id, after_id=after)
+                for node in nodes:
+                    if sent_versions.get(node.id) != node.version:
+                        sent_versions[node.id] = node.version
+                        yield ServerSentEvent(
+                            event="node", data=CanvasNode.from_row(node).model_dump_json(by_alias=True)
+                        )
+                for event in stored:
+                    yield job_event(event)
+                    after = event.id or after
+                await wait_for_news(wake)
+
+    return EventSourceResponse(events(), ping=KEEPALIVE_SECONDS)

@@ -1,0 +1,195 @@
+"""Jobs: start, read, list, cancel, retry."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Response
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.deps import SessionDep, StateDep, TemporalDep
+from api.errors import ApiError
+from core import runs
+from core.db import transaction
+from core.jobs import new_job_id, polling_plan, start_job
+from models.payloads import ImageJobInput, JobStatus
+from models.schemas import ErrorBody, ImageJobRecord, JobPage, StartImageJobRequest
+from models.tables import Run
+from providers.errors import InvalidJobRequest
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody},
+    401: {"model": ErrorBody},
+    404: {"model": ErrorBody},
+    409: {"model": ErrorBody},
+    422: {"model": ErrorBody},
+    503: {"model": ErrorBody},
+}
+
+
+def job_from_request(
+    state: StateDep, body: StartImageJobRequest, job_id: str
+) -> tuple[ImageJobInput, dict[str, object]]:
+    """Check the provider and model can do what is asked, before anything is stored or started."""
+    provider = state.providers.get(body.provider)
+    if provider is None:
+        available = ", ".join(sorted(state.providers))
+        raise ApiError(400, "unknown_provider", f"Unknown provider {body.provider!r}; available: {available}.")
+    reason = provider.disabled_reason()
+    if reason:
+        raise ApiError(400, "provider_disabled", f"Provider {body.provider!r} is disabled: {reason}.")
+    model = body.model or provider.default_model
+    if model not in provider.models and not provider.accepts_model(model):
+        raise ApiError(
+            422,
+            "unsupported_model",
+            f"Provider {body.provider!r} has no model {model!r}; models: {', '.join(provider.models)}.",
+        )
+    job = body.to_job(job_id=job_id, model=model)
+    try:
+        effective = provider.check_request(model, job.spec)
+    except InvalidJobRequest as error:
+        details = [{"field": f"promptSpec.{error.field}", "message": error.message}] if error.field else None
+        raise ApiError(422, "unsupported_request", error.message, details) from error
+    job.asynchronous = provider.asynchronous
+    job.polling = polling_plan(state.settings)
+    return job, effective
+
+
+def same_request(run: Run, job: ImageJobInput) -> bool:
+    return (
+        run.subject_id == job.canvas_id
+        and run.node_id == job.node_id
+        and run.processor == job.processor
+        and run.request == runs.run_request_json(job)
+    )
+
+
+async def get_run_or_404(session: SessionDep, job_id: str) -> Run:
+    run = await runs.get_run(session, job_id)
+    if run is None:
+        raise ApiError(404, "job_not_found", f"No job {job_id!r}.")
+    return run
+
+
+async def launch(state: StateDep, temporal: Client, job: ImageJobInput, effective: dict[str, object]) -> None:
+    """Record the run, then start its workflow; a start that fails leaves no run behind."""
+    async with transaction(state.sessions) as session:
+        await runs.insert_run(session, job, effective=effective)
+    try:
+        await start_job(temporal, state.settings, job)
+    except RPCError as error:
+        async with transaction(state.sessions) as session:
+            await runs.delete_pending_run(session, job.job_id)
+        raise ApiError(503, "temporal_unavailable", f"Could not start the job: {error.message}") from error
+
+
+async def supersede_older_jobs(state: StateDep, temporal: Client, job: ImageJobInput) -> None:
+    """A new job for a node cancels the node's older unfinished jobs; ownership already keeps them from
+    overwriting the node, cancelling saves the provider calls."""
+    async with state.sessions() as session:
+        older = await runs.active_runs_for_node(session, job.canvas_id, job.node_id, except_job=job.job_id)
+    for job_id in older:
+        try:
+            await temporal.get_workflow_handle(job_id).cancel()
+        except RPCError as error:
+            if error.status != RPCStatusCode.NOT_FOUND:
+                raise ApiError(503, "temporal_unavailable", f"Could not supersede {job_id}: {error.message}") from error
+
+
+@router.post("", status_code=202, response_model=ImageJobRecord, responses=ERRORS)
+async def start_image_job(
+    body: StartImageJobRequest,
+    state: StateDep,
+    session: SessionDep,
+    temporal: TemporalDep,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> ImageJobRecord:
+    """Start an image job for a canvas node; answers at once with the pending job."""
+    job, effective = job_from_request(state, body, new_job_id(idempotency_key))
+    existing = await runs.get_run(session, job.job_id) if idempotency_key else None
+    if existing is not None:
+        if not same_request(existing, job):
+            raise ApiError(409, "idempotency_key_reused", "This Idempotency-Key was used for a different request.")
+        response.headers["Idempotent-Replayed"] = "true"
+        return ImageJobRecord.from_run(existing)
+    await launch(state, temporal, job, effective)
+    await supersede_older_jobs(state, temporal, job)
+    await session.rollback()
+    return ImageJobRecord.from_run(await get_run_or_404(session, job.job_id))
+
+
+@router.get("", response_model=JobPage, responses=ERRORS)
+async def list_jobs(
+    session: SessionDep,
+    status: JobStatus | None = None,
+    provider: Annotated[str | None, Query(max_length=64)] = None,
+    workflow_id: Annotated[str | None, Query(alias="workflowId", max_length=256)] = None,
+    node_id: Annotated[str | None, Query(alias="nodeId", max_length=256)] = None,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> JobPage:
+    """List jobs, newest first, filtered by status, provider, canvas or node."""
+    try:
+        items, next_cursor = await runs.list_runs(
+            session,
+            status=status,
+            provider=provider,
+            canvas_id=workflow_id,
+            node_id=node_id,
+            cursor=cursor,
+            limit=limit,
+        )
+    except ValueError as error:
+        raise ApiError(400, "invalid_cursor", "The cursor is not one this API returned.") from error
+    return JobPage(items=[ImageJobRecord.from_run(run) for run in items], next_cursor=next_cursor)
+
+
+@router.get("/{job_id}", response_model=ImageJobRecord, responses=ERRORS)
+async def get_job(job_id: str, session: SessionDep) -> ImageJobRecord:
+    """Read one job."""
+    return ImageJobRecord.from_run(await get_run_or_404(session, job_id))
+
+
+@router.post("/{job_id}/cancel", status_code=202, response_model=ImageJobRecord, responses=ERRORS)
+async def cancel_job(job_id: str, session: SessionDep, temporal: TemporalDep) -> ImageJobRecord:
+    """Cancel a pending or running job (the provider's job too, where it can be cancelled)."""
+    run = await get_run_or_404(session, job_id)
+    if run.status in runs.TERMINAL_STATUSES:
+        raise ApiError(409, "job_finished", f"Job {job_id!r} already ended ({run.status}); nothing to cancel.")
+    try:
+        await temporal.get_workflow_handle(job_id).cancel()
+    except RPCError as error:
+        if error.status == RPCStatusCode.NOT_FOUND:
+            raise ApiError(409, "job_finished", f"Job {job_id!r} is no longer running.") from error
+        raise ApiError(503, "temporal_unavailable", f"Could not cancel the job: {error.message}") from error
+    return ImageJobRecord.from_run(run)
+
+
+@router.post("/{job_id}/retry", status_code=202, response_model=ImageJobRecord, responses=ERRORS)
+async def retry_job(job_id: str, state: StateDep, session: SessionDep, temporal: TemporalDep) -> ImageJobRecord:
+    """Start a new job with the same request as a failed or cancelled one."""
+    run = await get_run_or_404(session, job_id)
+    if run.status not in ("failed", "cancelled"):
+        raise ApiError(
+            409, "job_not_retryable", f"Only failed or cancelled jobs can be retried; this one is {run.status}."
+        )
+    provider, _, model = run.processor.partition(":")
+    body = StartImageJobRequest.model_validate(
+        {
+            "workflowId": run.subject_id,
+            "nodeId": run.node_id,
+            "provider": provider,
+            "model": model,
+            "promptSpec": run.request.get("promptSpec", {}),
+            "webhookUrl": run.request.get("webhookUrl"),
+            "metadata": {**run.request.get("metadata", {}), "retryOf": run.id},
+        }
+    )
+    job, effective = job_from_request(state, body, new_job_id())
+    await launch(state, temporal, job, effective)
+    return ImageJobRecord.from_run(await get_run_or_404(session, job.job_id))

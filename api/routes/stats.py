@@ -1,0 +1,30 @@
+"""Counts for dashboards."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from api.deps import SessionDep
+from core import runs
+from models.schemas import CamelModel
+
+
+class JobStats(CamelModel):
+    workflow_id: str | None
+    total: int
+    by_status: dict[str, int]
+
+
+router = APIRouter(prefix="/v1/stats", tags=["stats"])
+
+
+@router.get("", response_model=JobStats)
+async def job_stats(
+    session: SessionDep, workflow_id: Annotated[str | None, Query(alias="workflowId", max_length=256)] = None
+) -> JobStats:
+    """How many jobs are in each status, overall or for one canvas."""
+    counts = await runs.count_by_status(session, canvas_id=workflow_id)
+    by_status = {status: counts.get(status, 0) for status in ("pending", "running", "completed", "failed", "cancelled")}
+    return JobStats(workflow_id=workflow_id, total=sum(by_status.values()), by_status=by_status)

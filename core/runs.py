@@ -1,0 +1,388 @@
+"""Every SQL statement about runs, their events and canvas nodes; used by the API and the activities.
+
+Writes are idempotent so that Temporal may retry any activity: runs are inserted once, each status change is
+one event with a dedupe key, terminal statuses are final, and a node only accepts writes from the job that
+owns it (the newest one started for that node).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, text
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
+
+from models.guards import assert_no_image_data
+from models.payloads import GenerationResult, ImageJobInput, JobStatus, NodeUpdate, RunTransition
+from models.tables import Run, RunEvent, WorkflowNode
+
+TERMINAL_STATUSES: tuple[JobStatus, ...] = ("completed", "failed", "cancelled")
+EVENT_KIND_BY_STATUS: dict[str, str] = {
+    "running": "status",
+    "completed": "completed",
+    "failed": "error",
+    "cancelled": "cancelled",
+}
+
+
+def _json(value: Any, *, what: str) -> str:
+    assert_no_image_data(value, what=what)
+    return json.dumps(value)
+
+
+def run_request_json(job: ImageJobInput) -> dict[str, Any]:
+    """The request as stored on the run (camelCase, as the API received it)."""
+    from models.schemas import ImagePromptSpec
+
+    return {
+        "promptSpec": ImagePromptSpec.from_payload(job.spec).model_dump(by_alias=True, exclude_none=True),
+        "webhookUrl": job.webhook_url,
+        "metadata": job.metadata,
+    }
+
+
+async def insert_run(session: AsyncSession, job: ImageJobInput, *, effective: dict[str, Any] | None = None) -> bool:
+    """Create the run, its `created` event and the node claim; returns False when the run already existed.
+
+    `effective` is what the provider will actually be asked for (e.g. the nearest allowed size).
+    """
+    inserted = await session.execute(
+        text(
+            "INSERT INTO runs (id, kind, subject_id, node_id, status, processor, request, payload)"
+            " VALUES (:id, 'image_gen', :canvas, :node, 'pending', :processor, CAST(:request AS jsonb),"
+            "   CAST(:payload AS jsonb))"
+            " ON CONFLICT (id) DO NOTHING RETURNING id"
+        ),
+        {
+            "id": job.job_id,
+            "canvas": job.canvas_id,
+            "node": job.node_id,
+            "processor": job.processor,
+            "request": _json(run_request_json(job), what="request"),
+            "payload": _json({"effective": effective or {}}, what="run payload"),
+        },
+    )
+    created = inserted.first() is not None
+    await add_event(session, job.job_id, "created", {"status": "pending"}, dedupe_key="created")
+    await claim_node(session, job)
+    return created
+
+
+async def claim_node(session: AsyncSession, job: ImageJobInput) -> bool:
+    """Make `job` the owner of its node unless a newer job already owns it (newest = latest run created_at)."""
+    claimed = await session.execute(
+        text(
+            "INSERT INTO workflow_nodes AS node"
+            "   (workflow_id, id, node_type, node_data, owner_job_id, owner_since, version)"
+            " SELECT :canvas, :node, 'image', CAST(:data AS jsonb), r.id, r.created_at, 1 FROM runs r WHERE r.id = :job"
+            " ON CONFLICT (workflow_id, id) DO UPDATE SET"
+            "   node_data = node.node_data || EXCLUDED.node_data, owner_job_id = EXCLUDED.owner_job_id,"
+            "   owner_since = EXCLUDED.owner_since, version = node.version + 1, updated_at = now()"
+            " WHERE node.owner_since IS NULL OR (node.owner_since, node.owner_job_id)"
+            "   < (EXCLUDED.owner_since, EXCLUDED.owner_job_id)"
+            " RETURNING node.id"
+        ),
+        {
+            "canvas": job.canvas_id,
+            "node": job.node_id,
+            "job": job.job_id,
+            "data": _json(
+                {
+                    "jobId": job.job_id,
+                    "status": "pending",
+                    "progress": 0,
+                    "error": None,
+                    "prompt": job.spec.prompt[:500],
+                },
+                what="node data",
+            ),
+        },
+    )
+    return claimed.first() is not None
+
+
+async def add_event(
+    session: AsyncSession, run_id: str, kind: str, payload: dict[str, Any], *, dedupe_key: str | None = None
+) -> int | None:
+    """Append an event; with a dedupe key a repeat is ignored. Returns the new id, or None for a repeat."""
+    row = await session.execute(
+        text(
+            "INSERT INTO run_events (run_id, kind, payload, dedupe_key)"
+            " VALUES (:run, :kind, CAST(:payload AS jsonb), :dedupe)"
+            " ON CONFLICT (run_id, dedupe_key) DO NOTHING RETURNING id"
+        ),
+        {"run": run_id, "kind": kind, "payload": _json(payload, what="event payload"), "dedupe": dedupe_key},
+    )
+    found = row.first()
+    return int(found[0]) if found else None
+
+
+async def has_event(session: AsyncSession, run_id: str, dedupe_key: str) -> bool:
+    found = await session.execute(
+        text("SELECT 1 FROM run_events WHERE run_id = :run AND dedupe_key = :dedupe"),
+        {"run": run_id, "dedupe": dedupe_key},
+    )
+    return found.first() is not None
+
+
+def result_payload(result: GenerationResult) -> dict[str, Any]:
+    """The run's payload for a finished generation: URLs and provenance, never bytes."""
+    images = result.images
+    provenance = result.provenance
+    payload: dict[str, Any] = {
+        "imageUrl": images[0].url if images else None,
+        "imageUrls": [image.url for image in images],
+        "thumbnailUrl": images[0].thumbnail_url if images else None,
+        "images": [asdict(image) for image in images],
+        "revisedPrompt": provenance.revised_prompt,
+        "seed": provenance.seed,
+        "predictTime": provenance.predict_time,
+        "effective": provenance.effective,
+        "progress": 1.0,
+    }
+    return {key: value for key, value in payload.items() if value is not None}
+
+
+async def transition(session: AsyncSession, change: RunTransition) -> bool:
+    """Apply a status change unless the run is already terminal; records one event per status.
+
+    Returns False when nothing changed (a retry, or a run that already ended).
+    """
+    payload: dict[str, Any] = result_payload(change.result) if change.result else {}
+    if change.timings:
+        payload["timings"] = change.timings
+    updated = await session.execute(
+        text(
+            "UPDATE runs SET status = :status, payload = payload || CAST(:payload AS jsonb),"
+            " error = COALESCE(:error, error), error_code = COALESCE(:code, error_code),"
+            " provider_job_id = COALESCE(:provider_job_id, provider_job_id),"
+            " started_at = CASE WHEN :status = 'running' THEN COALESCE(started_at, now()) ELSE started_at END,"
+            " finished_at = CASE WHEN :status IN ('completed', 'failed', 'cancelled') THEN now() ELSE NULL END,"
+            " updated_at = now()"
+            " WHERE id = :id AND status NOT IN ('completed', 'failed', 'cancelled')"
+            "   AND NOT (status = 'running' AND :status = 'running')"
+            " RETURNING id"
+        ),
+        {
+            "id": change.job_id,
+            "status": change.status,
+            "payload": _json(payload, what="run payload"),
+            "error": change.error,
+            "code": change.error_code,
+            "provider_job_id": change.provider_job_id,
+        },
+    )
+    if updated.first() is None:
+        return False
+    event: dict[str, Any] = {"status": change.status}
+    if change.error:
+        event["error"] = {"code": change.error_code, "message": change.error}
+    if change.result:
+        event["imageUrls"] = payload.get("imageUrls", [])
+    await add_event(
+        session, change.job_id, EVENT_KIND_BY_STATUS[change.status], event, dedupe_key=f"status:{change.status}"
+    )
+    return True
+
+
+async def set_provider_job(session: AsyncSession, job_id: str, provider_job_id: str, effective: dict[str, Any]) -> None:
+    """Remember the provider's own id (for polling, cancelling and operators)."""
+    await session.execute(
+        text(
+            "UPDATE runs SET provider_job_id = :pid, payload = payload || CAST(:payload AS jsonb), updated_at = now()"
+            " WHERE id = :id"
+        ),
+        {"id": job_id, "pid": provider_job_id, "payload": _json({"effective": effective}, what="run payload")},
+    )
+
+
+async def record_progress(
+    session: AsyncSession, job_id: str, progress: float, *, message: str | None = None, dedupe_key: str | None = None
+) -> bool:
+    """Store a progress observation on a run that has not ended; returns False when ignored."""
+    updated = await session.execute(
+        text(
+            "UPDATE runs SET payload = jsonb_set(payload, '{progress}', to_jsonb(CAST(:progress AS float8))),"
+            " updated_at = now() WHERE id = :id AND status NOT IN ('completed', 'failed', 'cancelled') RETURNING id"
+        ),
+        {"id": job_id, "progress": progress},
+    )
+    if updated.first() is None:
+        return False
+    payload: dict[str, Any] = {"progress": progress}
+    if message:
+        payload["message"] = message
+    return await add_event(session, job_id, "progress", payload, dedupe_key=dedupe_key) is not None
+
+
+async def update_node(session: AsyncSession, update: NodeUpdate) -> bool:
+    """Merge job-owned fields into the node in one statement, only while `update.job_id` owns it.
+
+    A write that would change nothing is skipped, so a retried activity does not bump the node's version.
+    """
+    patch: dict[str, Any] = {"jobId": update.job_id, "status": update.status, "error": update.error}
+    optional = {
+        "imageUrl": update.image_url,
+        "imageUrls": update.image_urls,
+        "thumbnailUrl": update.thumbnail_url,
+        "progress": update.progress,
+    }
+    patch.update({key: value for key, value in optional.items() if value is not None})
+    updated = await session.execute(
+        text(
+            "UPDATE workflow_nodes SET node_data = node_data || CAST(:patch AS jsonb)"
+            "   || jsonb_build_object('updatedAt', now()),"
+            " version = version + 1, updated_at = now()"
+            " WHERE workflow_id = :canvas AND id = :node AND owner_job_id = :job"
+            "   AND NOT (node_data @> CAST(:patch AS jsonb))"
+            " RETURNING id"
+        ),
+        {"canvas": update.canvas_id, "node": update.node_id, "job": update.job_id, "patch": _json(patch, what="node")},
+    )
+    return updated.first() is not None
+
+
+async def get_run(session: AsyncSession, job_id: str) -> Run | None:
+    return await session.get(Run, job_id)
+
+
+def encode_cursor(run: Run) -> str:
+    raw = f"{run.created_at.isoformat()}|{run.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """Raises ValueError for a cursor this API did not make."""
+    padded = cursor + "=" * (-len(cursor) % 4)
+    created, _, job_id = base64.urlsafe_b64decode(padded.encode()).decode().partition("|")
+    if not job_id:
+        raise ValueError("malformed cursor")
+    return datetime.fromisoformat(created), job_id
+
+
+async def list_runs(
+    session: AsyncSession,
+    *,
+    status: str | None = None,
+    provider: str | None = None,
+    canvas_id: str | None = None,
+    node_id: str | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> tuple[list[Run], str | None]:
+    """Runs newest first, filtered; keyset pagination over (created_at, id)."""
+    query = select(Run).order_by(col(Run.created_at).desc(), col(Run.id).desc()).limit(limit + 1)
+    if status:
+        query = query.where(Run.status == status)
+    if provider:
+        query = query.where(col(Run.processor).startswith(f"{provider}:"))
+    if canvas_id:
+        query = query.where(Run.subject_id == canvas_id)
+    if node_id:
+        query = query.where(Run.node_id == node_id)
+    if cursor:
+        created, job_id = decode_cursor(cursor)
+        query = query.where(
+            (col(Run.created_at) < created) | ((col(Run.created_at) == created) & (col(Run.id) < job_id))
+        )
+    runs = list((await session.execute(query)).scalars())
+    next_cursor = encode_cursor(runs[limit - 1]) if len(runs) > limit else None
+    return runs[:limit], next_cursor
+
+
+async def list_events(session: AsyncSession, job_id: str, *, after_id: int = 0) -> list[RunEvent]:
+    query = select(RunEvent).where(RunEvent.run_id == job_id, col(RunEvent.id) > after_id).order_by(col(RunEvent.id))
+    return list((await session.execute(query)).scalars())
+
+
+async def list_canvas_events(session: AsyncSession, canvas_id: str, *, after_id: int = 0) -> list[RunEvent]:
+    """Events of every job of a canvas, in commit order of their ids."""
+    query = (
+        select(RunEvent)
+        .join(Run, col(Run.id) == col(RunEvent.run_id))
+        .where(Run.subject_id == canvas_id, col(RunEvent.id) > after_id)
+        .order_by(col(RunEvent.id))
+    )
+    return list((await session.execute(query)).scalars())
+
+
+async def last_canvas_event_id(session: AsyncSession, canvas_id: str) -> int:
+    found = await session.execute(
+        text("SELECT COALESCE(max(e.id), 0) FROM run_events e JOIN runs r ON r.id = e.run_id WHERE r.subject_id = :c"),
+        {"c": canvas_id},
+    )
+    return int(found.scalar_one())
+
+
+async def list_nodes(session: AsyncSession, canvas_id: str) -> list[WorkflowNode]:
+    query = select(WorkflowNode).where(WorkflowNode.workflow_id == canvas_id).order_by(col(WorkflowNode.created_at))
+    return list((await session.execute(query)).scalars())
+
+
+async def delete_pending_run(session: AsyncSession, job_id: str) -> None:
+    """Undo `insert_run` when the workflow could not be started, so nothing dangles."""
+    await session.execute(text("DELETE FROM runs WHERE id = :id AND status = 'pending'"), {"id": job_id})
+
+
+JOB_OWNED_NODE_FIELDS = ("jobId", "status", "progress", "error", "imageUrl", "imageUrls", "thumbnailUrl", "updatedAt")
+
+
+async def upsert_node(
+    session: AsyncSession,
+    *,
+    canvas_id: str,
+    node_id: str,
+    node_type: str | None,
+    position: dict[str, Any] | None,
+    data: dict[str, Any] | None,
+) -> WorkflowNode:
+    """Create or replace a node's type, position and data as the canvas sends them.
+
+    The job-owned fields (result, status, progress) stay the job's: they are taken from the stored row,
+    which is locked for the statement's transaction so a job's write cannot slip in between.
+    """
+    assert_no_image_data(data or {}, what="node data")
+    existing = await session.execute(
+        select(WorkflowNode).where(WorkflowNode.workflow_id == canvas_id, WorkflowNode.id == node_id).with_for_update()
+    )
+    node = existing.scalars().first()
+    if node is None:
+        node = WorkflowNode(workflow_id=canvas_id, id=node_id, node_data={}, position={"x": 0, "y": 0}, version=0)
+        session.add(node)
+    if data is not None:
+        owned = {key: node.node_data[key] for key in JOB_OWNED_NODE_FIELDS if key in node.node_data}
+        user_data = {key: value for key, value in data.items() if key not in JOB_OWNED_NODE_FIELDS}
+        node.node_data = {**user_data, **owned}
+    if position is not None:
+        node.position = position
+    if node_type is not None:
+        node.node_type = node_type
+    node.version += 1
+    node.updated_at = datetime.now(UTC)
+    await session.flush()
+    return node
+
+
+async def active_runs_for_node(session: AsyncSession, canvas_id: str, node_id: str, *, except_job: str) -> list[str]:
+    """Ids of the node's other jobs that have not ended (a new job supersedes them)."""
+    found = await session.execute(
+        select(Run.id).where(
+            Run.subject_id == canvas_id,
+            Run.node_id == node_id,
+            Run.id != except_job,
+            col(Run.status).not_in(TERMINAL_STATUSES),
+        )
+    )
+    return list(found.scalars())
+
+
+async def count_by_status(session: AsyncSession, *, canvas_id: str | None = None) -> dict[str, int]:
+    query = select(Run.status, func.count()).group_by(Run.status)
+    if canvas_id:
+        query = query.where(Run.subject_id == canvas_id)
+    return {status: int(count) for status, count in (await session.execute(query)).all()}

@@ -1,0 +1,53 @@
+"""The one way the API, the worker and the CLI connect to Temporal, and the search attributes we rely on."""
+
+from __future__ import annotations
+
+import logging
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
+from temporalio.client import Client
+from temporalio.common import SearchAttributeKey
+
+from core.config import Settings
+
+log = logging.getLogger(__name__)
+
+CANVAS_ID = SearchAttributeKey.for_keyword("CanvasWorkflowId")
+NODE_ID = SearchAttributeKey.for_keyword("NodeId")
+PROVIDER = SearchAttributeKey.for_keyword("Provider")
+IMAGE_MODEL = SearchAttributeKey.for_keyword("ImageModel")
+SEARCH_ATTRIBUTES = (CANVAS_ID, NODE_ID, PROVIDER, IMAGE_MODEL)
+SEARCH_ATTRIBUTE_NAMES = tuple(key.name for key in SEARCH_ATTRIBUTES)
+
+
+async def connect(settings: Settings) -> Client:
+    """A client for TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE (TLS and API key for Temporal Cloud)."""
+    return await Client.connect(
+        settings.TEMPORAL_ADDRESS,
+        namespace=settings.TEMPORAL_NAMESPACE,
+        api_key=settings.TEMPORAL_API_KEY,
+        tls=settings.TEMPORAL_TLS or bool(settings.TEMPORAL_API_KEY),
+    )
+
+
+async def ensure_search_attributes(client: Client) -> None:
+    """Register our Keyword search attributes where the cluster lacks them (idempotent).
+
+    Temporal Cloud manages attributes through its control plane; there a refusal is logged, not fatal.
+    """
+    existing = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=client.namespace)
+    )
+    missing = [name for name in SEARCH_ATTRIBUTE_NAMES if name not in existing.custom_attributes]
+    if not missing:
+        return
+    try:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(
+                namespace=client.namespace,
+                search_attributes=dict.fromkeys(missing, IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD),
+            )
+        )
+    except Exception as error:  # the cluster may not let this client manage attributes
+        log.warning("could not register search attributes %s: %s", missing, error)

@@ -1,0 +1,312 @@
+"""ImageJobWorkflow alone, on the time-skipping test server, with its activities replaced by fakes.
+
+Covers the asynchronous paths whose timing matters (webhook grace, polling cadence, late and duplicate
+events) and replays every recorded history, so a change that breaks determinism fails here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from temporalio import activity
+from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer, Worker
+
+from models.payloads import (
+    CancelAtProvider,
+    GenerationResult,
+    ImageJobInput,
+    NodeUpdate,
+    PollingPlan,
+    PollRequest,
+    ProgressUpdate,
+    ProviderCall,
+    ProviderEvent,
+    ProviderJobAttached,
+    RunTransition,
+    StoredImage,
+    StoreOutputsRequest,
+    SubmitResult,
+)
+from workflows.image_job import ImageJobWorkflow, provider_task_queue
+
+IMAGE = StoredImage(key="images/c/j.png", url="https://cdn.test/images/c/j.png", content_type="image/png", size_bytes=1)
+
+
+@dataclass
+class FakeActivities:
+    """Records every call with the workflow clock's time; polls answer from a script."""
+
+    env: WorkflowEnvironment
+    poll_answers: list[ProviderEvent] = field(default_factory=list)
+    calls: list[tuple[str, float, Any]] = field(default_factory=list)
+    on_submit: Callable[[], Awaitable[None]] | None = None
+
+    async def _record(self, name: str, argument: Any) -> None:
+        self.calls.append((name, (await self.env.get_current_time()).timestamp(), argument))
+
+    def named(self, name: str) -> list[Any]:
+        return [argument for call, _, argument in self.calls if call == name]
+
+    def times(self, name: str) -> list[float]:
+        return [at for call, at, _ in self.calls if call == name]
+
+    def activities(self) -> list[Callable[..., Any]]:
+        fakes = self
+
+        @activity.defn(name="create_run")
+        async def create_run(job: ImageJobInput) -> None:
+            await fakes._record("create_run", job)
+
+        @activity.defn(name="mark_running")
+        async def mark_running(job: ImageJobInput) -> None:
+            await fakes._record("mark_running", job)
+
+        @activity.defn(name="attach_provider_job")
+        async def attach_provider_job(attached: ProviderJobAttached) -> None:
+            await fakes._record("attach_provider_job", attached)
+
+        @activity.defn(name="record_progress")
+        async def record_progress(update: ProgressUpdate) -> None:
+            await fakes._record("record_progress", update)
+
+        @activity.defn(name="update_node")
+        async def update_node(update: NodeUpdate) -> bool:
+            await fakes._record("update_node", update)
+            return True
+
+        @activity.defn(name="complete_run")
+        async def complete_run(change: RunTransition) -> bool:
+            await fakes._record("complete_run", change)
+            return True
+
+        @activity.defn(name="fail_run")
+        async def fail_run(change: RunTransition) -> bool:
+            await fakes._record("fail_run", change)
+            return True
+
+        @activity.defn(name="cancel_run")
+        async def cancel_run(change: RunTransition) -> bool:
+            await fakes._record("cancel_run", change)
+            return True
+
+        @activity.defn(name="generate_image")
+        async def generate_image(call: ProviderCall) -> GenerationResult:
+            await fakes._record("generate_image", call)
+            return GenerationResult(images=[IMAGE])
+
+        @activity.defn(name="submit_job")
+        async def submit_job(call: ProviderCall) -> SubmitResult:
+            await fakes._record("submit_job", call)
+            if fakes.on_submit:
+                await fakes.on_submit()
+            return SubmitResult(provider_job_id="p-1")
+
+        @activity.defn(name="poll_job")
+        async def poll_job(request: PollRequest) -> ProviderEvent:
+            await fakes._record("poll_job", request)
+            return fakes.poll_answers.pop(0) if fakes.poll_answers else ProviderEvent(status="running")
+
+        @activity.defn(name="store_outputs")
+        async def store_outputs(request: StoreOutputsRequest) -> GenerationResult:
+            await fakes._record("store_outputs", request)
+            return GenerationResult(images=[IMAGE])
+
+        @activity.defn(name="cancel_at_provider")
+        async def cancel_at_provider(request: CancelAtProvider) -> None:
+            await fakes._record("cancel_at_provider", request)
+
+        return [
+            create_run,
+            mark_running,
+            attach_provider_job,
+            record_progress,
+            update_node,
+            complete_run,
+            fail_run,
+            cancel_run,
+            generate_image,
+            submit_job,
+            poll_job,
+            store_outputs,
+            cancel_at_provider,
+        ]
+
+
+def job_input(*, asynchronous: bool, polling: PollingPlan | None = None) -> ImageJobInput:
+    from models.payloads import PromptSpec
+
+    return ImageJobInput(
+        job_id="job_" + uuid.uuid4().hex,
+        canvas_id="c",
+        node_id="n",
+        provider="replicate" if asynchronous else "local",
+        model="m",
+        spec=PromptSpec(prompt="a quiet harbour"),
+        asynchronous=asynchronous,
+        polling=polling or PollingPlan(webhook_grace=10, interval=5, timeout=300),
+    )
+
+
+@asynccontextmanager
+async def workflow_worker(env: WorkflowEnvironment, fakes: FakeActivities) -> AsyncIterator[str]:
+    queue = f"wf-{uuid.uuid4().hex[:8]}"
+    main = Worker(env.client, task_queue=queue, workflows=[ImageJobWorkflow], activities=fakes.activities())
+    providers = [
+        Worker(env.client, task_queue=provider_task_queue(queue, name), activities=fakes.activities())
+        for name in ("local", "replicate")
+    ]
+    async with main, providers[0], providers[1]:
+        yield queue
+
+
+async def start(env: WorkflowEnvironment, queue: str, job: ImageJobInput) -> WorkflowHandle[Any, Any]:
+    return await env.client.start_workflow(
+        ImageJobWorkflow.run, job, id=job.job_id, task_queue=queue, id_conflict_policy=WorkflowIDConflictPolicy.FAIL
+    )
+
+
+async def replay(env: WorkflowEnvironment, handle: WorkflowHandle[Any, Any]) -> None:
+    history = await handle.fetch_history()
+    await Replayer(workflows=[ImageJobWorkflow]).replay_workflow(history)
+
+
+async def test_synchronous_job_runs_every_step_and_replays(time_skipping_env: WorkflowEnvironment) -> None:
+    fakes = FakeActivities(time_skipping_env)
+    async with workflow_worker(time_skipping_env, fakes) as queue:
+        handle = await start(time_skipping_env, queue, job_input(asynchronous=False))
+        result = await handle.result()
+    assert [image.url for image in result.images] == [IMAGE.url]
+    assert [name for name, _, _ in fakes.calls] == [
+        "create_run",
+        "mark_running",
+        "generate_image",
+        "update_node",
+        "complete_run",
+    ]
+    assert fakes.named("update_node")[0].image_url == IMAGE.url
+    await replay(time_skipping_env, handle)
+
+
+async def test_no_webhook_means_polling_at_the_planned_cadence(time_skipping_env: WorkflowEnvironment) -> None:
+    fakes = FakeActivities(
+        time_skipping_env,
+        poll_answers=[
+            ProviderEvent(status="running", progress=0.3),
+            ProviderEvent(status="running", progress=0.6),
+            ProviderEvent(status="succeeded", output_urls=["https://cdn.test/out.png"]),
+        ],
+    )
+    async with workflow_worker(time_skipping_env, fakes) as queue:
+        handle = await start(time_skipping_env, queue, job_input(asynchronous=True))
+        await handle.result()
+    submitted_at = fakes.times("submit_job")[0]
+    polls = fakes.times("poll_job")
+    assert len(polls) == 3
+    assert polls[0] - submitted_at == pytest.approx(10, abs=1)
+    assert [round(later - earlier) for earlier, later in zip(polls, polls[1:], strict=False)] == [5, 5]
+    assert [update.progress for update in fakes.named("record_progress")] == [0.3, 0.6]
+    assert fakes.named("store_outputs")[0].urls == ["https://cdn.test/out.png"]
+    await replay(time_skipping_env, handle)
+
+
+async def test_terminal_webhook_stops_polling(time_skipping_env: WorkflowEnvironment) -> None:
+    fakes = FakeActivities(time_skipping_env)
+    job = job_input(asynchronous=True, polling=PollingPlan(webhook_grace=10, interval=5, timeout=300))
+    async with workflow_worker(time_skipping_env, fakes) as queue:
+        handle = await start(time_skipping_env, queue, job)
+        while not fakes.named("attach_provider_job"):
+            await asyncio.sleep(0.05)
+        await time_skipping_env.sleep(12)  # one poll happens after the grace period
+        done = ProviderEvent(status="succeeded", output_urls=["https://cdn.test/a.png"], delivery_id="d-final")
+        for _ in range(3):
+            await handle.signal(ImageJobWorkflow.provider_event, done)
+        await handle.signal(
+            ImageJobWorkflow.provider_event, ProviderEvent(status="running", progress=0.5, delivery_id="late")
+        )
+        await handle.result()
+        await time_skipping_env.sleep(60)
+    assert len(fakes.named("poll_job")) == 1
+    assert len(fakes.named("store_outputs")) == 1
+    assert fakes.named("record_progress") == []
+    await replay(time_skipping_env, handle)
+
+
+async def test_webhook_before_the_wait_is_kept(time_skipping_env: WorkflowEnvironment) -> None:
+    fakes = FakeActivities(time_skipping_env)
+    handles: list[WorkflowHandle[Any, Any]] = []
+
+    async def deliver_during_submit() -> None:
+        event = ProviderEvent(status="succeeded", output_urls=["https://cdn.test/early.png"], delivery_id="early")
+        await handles[0].signal(ImageJobWorkflow.provider_event, event)
+
+    fakes.on_submit = deliver_during_submit
+    async with workflow_worker(time_skipping_env, fakes) as queue:
+        handles.append(await start(time_skipping_env, queue, job_input(asynchronous=True)))
+        await handles[0].result()
+    assert fakes.named("poll_job") == []
+    assert fakes.named("store_outputs")[0].urls == ["https://cdn.test/early.png"]
+
+
+async def test_provider_that_never_finishes_times_out(time_skipping_env: WorkflowEnvironment) -> None:
+    fakes = FakeActivities(time_skipping_env)
+    job = job_input(asynchronous=True, polling=PollingPlan(webhook_grace=5, interval=5, timeout=60))
+    async with workflow_worker(time_skipping_env, fakes) as queue:
+        handle = await start(time_skipping_env, queue, job)
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+    assert isinstance(failure.value.cause, ApplicationError)
+    assert failure.value.cause.type == "ProviderTimeout"
+    (failed,) = fakes.named("fail_run")
+    assert failed.error_code == "ProviderTimeout"
+    assert fakes.named("update_node")[-1].status == "failed"
+    assert 10 <= len(fakes.named("poll_job")) <= 12
+    await replay(time_skipping_env, handle)
+
+
+async def test_failed_provider_job_fails_the_run(time_skipping_env: WorkflowEnvironment) -> None:
+    fakes = FakeActivities(
+        time_skipping_env,
+        poll_answers=[
+            ProviderEvent(status="failed", error="NSFW content detected", error_type="ContentPolicyViolation")
+        ],
+    )
+    async with workflow_worker(time_skipping_env, fakes) as queue:
+        handle = await start(time_skipping_env, queue, job_input(asynchronous=True))
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+    (failed,) = fakes.named("fail_run")
+    assert (failed.error_code, failed.error) == ("ContentPolicyViolation", "NSFW content detected")
+    assert fakes.named("update_node")[-1].error == "NSFW content detected"
+
+
+async def test_cancel_also_cancels_at_the_provider(time_skipping_env: WorkflowEnvironment) -> None:
+    fakes = FakeActivities(time_skipping_env)
+    async with workflow_worker(time_skipping_env, fakes) as queue:
+        handle = await start(time_skipping_env, queue, job_input(asynchronous=True))
+        while not fakes.named("attach_provider_job"):
+            await asyncio.sleep(0.05)
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+    assert [request.provider_job_id for request in fakes.named("cancel_at_provider")] == ["p-1"]
+    assert [change.status for change in fakes.named("cancel_run")] == ["cancelled"]
+    assert fakes.named("update_node")[-1].status == "cancelled"
+    await replay(time_skipping_env, handle)
+
+
+def test_policies_bound_provider_retries() -> None:
+    from workflows.policies import PROVIDER_CALL
+
+    assert PROVIDER_CALL["retry_policy"].maximum_attempts == 3
+    assert PROVIDER_CALL["heartbeat_timeout"] <= timedelta(seconds=30)

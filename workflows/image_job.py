@@ -1,0 +1,281 @@
+"""ImageJobWorkflow: one image job, from the run record to the canvas node.
+
+    create_run -> mark_running -> provider step -> update_node -> complete_run
+
+The provider step is one activity for synchronous providers (call + stream to storage). For asynchronous
+ones it is submit, then wait for a terminal `provider_event` signal (the verified webhook) or poll when
+none comes within the grace period, then store the result URLs. Whichever arrives first wins; repeats
+and events after the terminal one change nothing. Failures and cancellation still finish the run and the
+node, so the canvas never shows a job that is neither done nor failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.generation import GenerationActivities
+    from activities.runs import RunActivities
+    from models.payloads import (
+        CancelAtProvider,
+        GenerationResult,
+        ImageJobInput,
+        JobState,
+        NodeUpdate,
+        PollRequest,
+        ProgressUpdate,
+        ProviderCall,
+        ProviderEvent,
+        ProviderJobAttached,
+        RunTransition,
+        StoreOutputsRequest,
+    )
+    from workflows.policies import CLEANUP_STEP, DB_STEP, PROVIDER_CALL, PROVIDER_POLL
+
+
+def provider_task_queue(base_queue: str, provider: str) -> str:
+    """Provider activities run on their own queue so Temporal can rate-limit each provider."""
+    return f"{base_queue}.{provider}"
+
+
+def failure_of(error: BaseException) -> tuple[str, str]:
+    """(type, message) of the innermost application failure, for the run, the node and the operator."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, ApplicationError):
+            return cause.type or "Failed", cause.message
+        if isinstance(cause, FailureError) and cause.cause is None:
+            return type(cause).__name__, cause.message
+        cause = cause.__cause__
+    return "Failed", str(error)
+
+
+@workflow.defn
+class ImageJobWorkflow:
+    """A durable image job; the workflow id is the job id."""
+
+    def __init__(self) -> None:
+        self._state = JobState(phase="pending")
+        self._progress_events: list[ProviderEvent] = []
+        self._terminal_event: ProviderEvent | None = None
+        self._seen_deliveries: set[str] = set()
+
+    @workflow.query
+    def status(self) -> JobState:
+        return self._state
+
+    @workflow.signal
+    def provider_event(self, event: ProviderEvent) -> None:
+        """A verified webhook (or an early poll result). Duplicates and anything after the end are ignored."""
+        if self._terminal_event is not None:
+            return
+        if event.delivery_id:
+            if event.delivery_id in self._seen_deliveries:
+                return
+            self._seen_deliveries.add(event.delivery_id)
+        if event.terminal:
+            self._terminal_event = event
+        else:
+            self._progress_events.append(event)
+
+    @workflow.run
+    async def run(self, job: ImageJobInput) -> GenerationResult:
+        started = workflow.now()
+        timings: dict[str, float] = {}
+        try:
+            await workflow.execute_activity_method(RunActivities.create_run, job, **DB_STEP)
+            await workflow.execute_activity_method(RunActivities.mark_running, job, **DB_STEP)
+            self._state.phase = "running"
+            timings["queued"] = _seconds_since(started)
+            mark = workflow.now()
+            result = await self._provider_step(job)
+            timings["generation"] = _seconds_since(mark)
+            mark = workflow.now()
+            await self._update_node(job, "completed", result=result)
+            timings["nodeUpdate"] = _seconds_since(mark)
+            timings["total"] = _seconds_since(started)
+            await workflow.execute_activity_method(
+                RunActivities.complete_run,
+                RunTransition(job_id=job.job_id, status="completed", result=result, timings=timings),
+                **DB_STEP,
+            )
+            self._state.phase = "completed"
+            self._state.progress = 1.0
+            return result
+        except (asyncio.CancelledError, CancelledError):
+            await self._finish_cancelled(job)
+            raise
+        except (ActivityError, ApplicationError) as error:
+            if _caused_by_cancellation(error):
+                await self._finish_cancelled(job)
+                raise
+            error_type, message = failure_of(error)
+            await self._finish_failed(job, error_type, message)
+            raise ApplicationError(message, type=error_type, non_retryable=True) from error
+
+    async def _provider_step(self, job: ImageJobInput) -> GenerationResult:
+        call = ProviderCall(
+            job_id=job.job_id,
+            canvas_id=job.canvas_id,
+            node_id=job.node_id,
+            provider=job.provider,
+            model=job.model,
+            spec=job.spec,
+            webhook_url=job.webhook_url,
+        )
+        queue = provider_task_queue(workflow.info().task_queue, job.provider)
+        if job.asynchronous:
+            return await self._asynchronous_step(job, call, queue)
+        return await workflow.execute_activity_method(
+            GenerationActivities.generate_image, call, task_queue=queue, **PROVIDER_CALL
+        )
+
+    async def _asynchronous_step(self, job: ImageJobInput, call: ProviderCall, queue: str) -> GenerationResult:
+        submitted = await workflow.execute_activity_method(
+            GenerationActivities.submit_job, call, task_queue=queue, **PROVIDER_CALL
+        )
+        self._state.provider_job_id = submitted.provider_job_id
+        await workflow.execute_activity_method(
+            RunActivities.attach_provider_job,
+            ProviderJobAttached(job.job_id, submitted.provider_job_id, submitted.effective),
+            **DB_STEP,
+        )
+        outcome = await self._await_outcome(job, submitted.provider_job_id, queue)
+        if outcome.status != "succeeded":
+            raise ApplicationError(
+                outcome.error or f"{job.provider} reported the job {outcome.status}",
+                type=outcome.error_type or "ProviderJobFailed",
+                non_retryable=True,
+            )
+        return await workflow.execute_activity_method(
+            GenerationActivities.store_outputs,
+            StoreOutputsRequest(
+                job_id=job.job_id,
+                canvas_id=job.canvas_id,
+                node_id=job.node_id,
+                provider=job.provider,
+                provider_job_id=submitted.provider_job_id,
+                urls=outcome.output_urls,
+                provenance=outcome.provenance,
+            ),
+            task_queue=queue,
+            **PROVIDER_CALL,
+        )
+
+    async def _await_outcome(self, job: ImageJobInput, provider_job_id: str, queue: str) -> ProviderEvent:
+        """Wait for a terminal webhook; poll at the plan's cadence once the grace period has passed."""
+        plan = job.polling
+        now = workflow.now()
+        deadline = now + timedelta(seconds=plan.timeout)
+        next_poll = now + timedelta(seconds=plan.webhook_grace)
+        while True:
+            await self._record_progress_events(job)
+            if self._terminal_event is not None:
+                return self._terminal_event
+            now = workflow.now()
+            if now >= deadline:
+                raise ApplicationError(
+                    f"{job.provider} did not finish within {plan.timeout:.0f}s",
+                    type="ProviderTimeout",
+                    non_retryable=True,
+                )
+            if now >= next_poll:
+                polled = await workflow.execute_activity_method(
+                    GenerationActivities.poll_job,
+                    PollRequest(job.provider, provider_job_id),
+                    task_queue=queue,
+                    **PROVIDER_POLL,
+                )
+                self.provider_event(polled)
+                next_poll = workflow.now() + timedelta(seconds=plan.interval)
+                continue
+            wake_at = min(next_poll, deadline)
+            try:
+                await workflow.wait_condition(
+                    lambda: self._terminal_event is not None or bool(self._progress_events),
+                    timeout=(wake_at - now).total_seconds(),
+                )
+            except TimeoutError:
+                pass
+
+    async def _record_progress_events(self, job: ImageJobInput) -> None:
+        while self._progress_events and self._terminal_event is None:
+            event = self._progress_events.pop(0)
+            if event.progress is None or event.progress == self._state.progress:
+                continue
+            self._state.progress = event.progress
+            await workflow.execute_activity_method(
+                RunActivities.record_progress,
+                ProgressUpdate(
+                    job_id=job.job_id,
+                    canvas_id=job.canvas_id,
+                    node_id=job.node_id,
+                    progress=event.progress,
+                    dedupe_key=f"progress:{event.progress:.4f}",
+                ),
+                **DB_STEP,
+            )
+
+    async def _update_node(
+        self, job: ImageJobInput, status: str, *, result: GenerationResult | None = None, error: str | None = None
+    ) -> None:
+        images = result.images if result else []
+        update = NodeUpdate(
+            canvas_id=job.canvas_id,
+            node_id=job.node_id,
+            job_id=job.job_id,
+            status=status,  # type: ignore[arg-type]
+            image_url=images[0].url if images else None,
+            image_urls=[image.url for image in images] if images else None,
+            thumbnail_url=images[0].thumbnail_url if images else None,
+            error=error,
+            progress=1.0 if status == "completed" else None,
+        )
+        await workflow.execute_activity_method(RunActivities.update_node, update, **DB_STEP)
+
+    async def _finish_failed(self, job: ImageJobInput, error_type: str, message: str) -> None:
+        self._state.phase = "failed"
+        self._state.error = message
+        await workflow.execute_activity_method(
+            RunActivities.fail_run,
+            RunTransition(job_id=job.job_id, status="failed", error=message, error_code=error_type),
+            **DB_STEP,
+        )
+        await self._update_node(job, "failed", error=message)
+
+    async def _finish_cancelled(self, job: ImageJobInput) -> None:
+        """Cleanup after a cancellation: the provider's job, the run, the node."""
+        self._state.phase = "cancelled"
+        if self._state.provider_job_id:
+            try:
+                await workflow.execute_activity_method(
+                    GenerationActivities.cancel_at_provider,
+                    CancelAtProvider(job.provider, self._state.provider_job_id),
+                    task_queue=provider_task_queue(workflow.info().task_queue, job.provider),
+                    **CLEANUP_STEP,
+                )
+            except ActivityError:
+                workflow.logger.warning("could not cancel %s job at the provider", job.provider)
+        await workflow.execute_activity_method(
+            RunActivities.cancel_run,
+            RunTransition(job_id=job.job_id, status="cancelled", error="Cancelled", error_code="cancelled"),
+            **DB_STEP,
+        )
+        await self._update_node(job, "cancelled")
+
+
+def _caused_by_cancellation(error: BaseException) -> bool:
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, CancelledError):
+            return True
+        cause = cause.__cause__
+    return False
+
+
+def _seconds_since(moment: datetime) -> float:
+    return round((workflow.now() - moment).total_seconds(), 3)

@@ -1,0 +1,60 @@
+"""Timeouts and retry policies of every activity call, in one place.
+
+Database steps are short and idempotent: they retry until a 10-minute budget runs out, so a database
+restart pauses jobs instead of failing them. Provider calls cost money and can be refused for good: three
+attempts with exponential backoff (the provider's own Retry-After wins through `next_retry_delay`), and the
+non-retryable error types fail at once. Heartbeats let a killed worker's provider call move to another worker
+within `heartbeat_timeout`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from temporalio.common import RetryPolicy
+
+# Error types raised by providers/errors.py; named here too because workflows import no app modules.
+NON_RETRYABLE_PROVIDER_ERRORS = [
+    "ContentPolicyViolation",
+    "ProviderAuthError",
+    "InvalidProviderRequest",
+    "InvalidProviderOutput",
+    "ProviderJobFailed",
+]
+
+DB_STEP: dict[str, Any] = {
+    "start_to_close_timeout": timedelta(seconds=15),
+    "schedule_to_close_timeout": timedelta(minutes=10),
+    "retry_policy": RetryPolicy(
+        initial_interval=timedelta(milliseconds=200), backoff_coefficient=2.0, maximum_interval=timedelta(seconds=10)
+    ),
+}
+
+PROVIDER_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=60),
+    maximum_attempts=3,
+    non_retryable_error_types=NON_RETRYABLE_PROVIDER_ERRORS,
+)
+
+PROVIDER_CALL: dict[str, Any] = {
+    "start_to_close_timeout": timedelta(minutes=10),
+    "heartbeat_timeout": timedelta(seconds=10),
+    "retry_policy": PROVIDER_RETRY,
+}
+
+PROVIDER_POLL: dict[str, Any] = {
+    "start_to_close_timeout": timedelta(seconds=60),
+    "retry_policy": PROVIDER_RETRY,
+}
+
+# Cleanup after a cancellation must not be cut short by the same cancellation, and gives up quickly.
+CLEANUP_STEP: dict[str, Any] = {
+    "start_to_close_timeout": timedelta(seconds=30),
+    "retry_policy": RetryPolicy(maximum_attempts=3),
+}
+
+# How often an activity that waits on a provider tells Temporal it is alive.
+HEARTBEAT_EVERY = timedelta(seconds=2)
