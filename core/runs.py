@@ -251,6 +251,13 @@ async def get_run(session: AsyncSession, job_id: str) -> Run | None:
     return await session.get(Run, job_id)
 
 
+async def is_finished(session: AsyncSession, job_id: str) -> bool:
+    """True when the run has ended, or does not exist."""
+    found = await session.execute(select(Run.status).where(Run.id == job_id))
+    status = found.scalar_one_or_none()
+    return status is None or status in TERMINAL_STATUSES
+
+
 def encode_cursor(run: Run) -> str:
     raw = f"{run.created_at.isoformat()}|{run.id}"
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")

@@ -69,14 +69,17 @@ async def stream_job_events(job_id: str, state: StateDep, last_event_id: LastEve
             while True:
                 wake.clear()
                 async with state.sessions() as reader:
+                    # Read the status before the events: a run that had ended then has its final event
+                    # among them, so an empty read of an ended run means the stream is complete.
+                    finished = await runs.is_finished(reader, job_id)
                     stored = await runs.list_events(reader, job_id, after_id=after)
-                    run = await runs.get_run(reader, job_id)
+                ended = finished and not stored
                 for event in stored:
                     yield job_event(event)
                     after = event.id or after
                     if event.kind in TERMINAL_EVENT_KINDS:
                         return
-                if run is None or (not stored and run.status in runs.TERMINAL_STATUSES):
+                if ended:
                     return
                 await wait_for_news(wake)
 
