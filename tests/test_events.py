@@ -85,3 +85,42 @@ async def test_many_streams_share_one_listener(stack: Stack, db_sessions: async_
             ).scalar_one()
     assert listeners == 1
     assert all(stream[-1].event == "completed" for stream in streams)
+
+
+async def test_streams_survive_a_lost_database_connection(
+    stack: Stack, db_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    started = await stack.start("through a reconnect")
+    await stack.wait(started["jobId"])
+    canvas = started["workflowId"]
+    received: list[str] = []
+
+    async def watch() -> None:
+        async with stack.api.stream("GET", f"/v1/canvases/{canvas}/events") as response:
+            async for event in read_events(response):
+                if event.event == "node":
+                    received.append(event.json()["data"].get("label", ""))
+                    if received[-1] == "after":
+                        return
+
+    watcher = asyncio.create_task(watch())
+    while not received:
+        await asyncio.sleep(0.05)
+    listener_pids = text("SELECT pid FROM pg_stat_activity WHERE application_name = 'imagejobs-events'")
+    async with db_sessions() as session:
+        (old_pid,) = (await session.execute(listener_pids)).scalars().all()
+        killed = await session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": old_pid})
+        assert killed.scalar_one() is True
+        await session.commit()
+    new_pids: list[int] = []
+    for _ in range(100):
+        async with db_sessions() as session:
+            new_pids = [pid for pid in (await session.execute(listener_pids)).scalars().all() if pid != old_pid]
+        if new_pids:
+            break
+        await asyncio.sleep(0.1)
+    assert len(new_pids) == 1, "the event listener did not reconnect"
+    renamed = await stack.api.put(f"/v1/canvases/{canvas}/nodes/node-1", json={"data": {"label": "after"}})
+    assert renamed.status_code == 200
+    await asyncio.wait_for(watcher, timeout=15)
+    assert received[-1] == "after"
