@@ -57,8 +57,11 @@ class ImageProvider(ABC):
         """None when the provider can be used; otherwise why not (e.g. its key is missing)."""
         return None
 
+    # Calls per minute across all workers (the provider queue's limit); adapters set it from settings.
+    rate_per_minute: float | None = None
+
     def rate_limit_per_minute(self) -> float | None:
-        return None
+        return self.rate_per_minute
 
     def info(self) -> ProviderInfo:
         reason = self.disabled_reason()

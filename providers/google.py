@@ -179,7 +179,7 @@ class GoogleProvider(ImageProvider):
         self._vertex_location = vertex_location
         self._vertex_token = vertex_token
         self._vertex_base_url = (vertex_base_url or _vertex_host(vertex_location)).rstrip("/")
-        self._rate = rate_per_minute
+        self.rate_per_minute = rate_per_minute
 
     @property
     def _vertex_ready(self) -> bool:
@@ -189,9 +189,6 @@ class GoogleProvider(ImageProvider):
         if self._api_key or self._vertex_ready:
             return None
         return "GOOGLE_API_KEY is not set (nor GOOGLE_VERTEX_PROJECT with GOOGLE_VERTEX_TOKEN)"
-
-    def rate_limit_per_minute(self) -> float | None:
-        return self._rate
 
     def uses_vertex(self, model: str) -> bool:
         return self._vertex_ready and (model in IMAGEN_MODELS or not self._api_key)

@@ -72,10 +72,7 @@ class LocalProvider(ImageProvider):
 
     def __init__(self, *, delay_ms: int = 0, rate_per_minute: float | None = None) -> None:
         self.delay_ms = delay_ms
-        self._rate = rate_per_minute
-
-    def rate_limit_per_minute(self) -> float | None:
-        return self._rate
+        self.rate_per_minute = rate_per_minute
 
     def check_request(self, model: str, spec: PromptSpec) -> dict[str, Any]:
         width, height = requested_pixels(spec)

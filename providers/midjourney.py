@@ -83,13 +83,10 @@ class MidjourneyProvider(ImageProvider):
         self.webhook_secret = webhook_secret
         self.http = http
         self.timeout_seconds = timeout_seconds
-        self._rate = rate_per_minute
+        self.rate_per_minute = rate_per_minute
 
     def disabled_reason(self) -> str | None:
         return None if self.base_url else "MIDJOURNEY_BASE_URL is not set"
-
-    def rate_limit_per_minute(self) -> float | None:
-        return self._rate
 
     def check_request(self, model: str, spec: PromptSpec) -> dict[str, Any]:
         """The prompt flags the spec turns into; Midjourney draws one grid per task and takes any aspect ratio."""

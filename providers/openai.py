@@ -152,13 +152,10 @@ class OpenAIProvider(ImageProvider):
         self._timeout = timeout_seconds
         self._max_image_bytes = max_image_bytes
         self._response_format = response_format
-        self._rate = rate_per_minute
+        self.rate_per_minute = rate_per_minute
 
     def disabled_reason(self) -> str | None:
         return None if self._api_key else "OPENAI_API_KEY is not set"
-
-    def rate_limit_per_minute(self) -> float | None:
-        return self._rate
 
     def check_request(self, model: str, spec: PromptSpec) -> dict[str, Any]:
         return self.plan(model, spec).effective()

@@ -102,13 +102,10 @@ class ReplicateProvider(ImageProvider):
         self.webhook_secret = webhook_secret
         self.http = http
         self.timeout_seconds = timeout_seconds
-        self._rate = rate_per_minute
+        self.rate_per_minute = rate_per_minute
 
     def disabled_reason(self) -> str | None:
         return None if self.api_token else "REPLICATE_API_TOKEN is not set"
-
-    def rate_limit_per_minute(self) -> float | None:
-        return self._rate
 
     def check_request(self, model: str, spec: PromptSpec) -> dict[str, Any]:
         """The sizing and output inputs sent to the model; refuses what the model cannot take."""

@@ -160,13 +160,10 @@ class StabilityProvider(ImageProvider):
         self._base_url = base_url.rstrip("/")
         self._http = http
         self._timeout = timeout_seconds
-        self._rate = rate_per_minute
+        self.rate_per_minute = rate_per_minute
 
     def disabled_reason(self) -> str | None:
         return None if self._api_key else "STABILITY_API_KEY is not set"
-
-    def rate_limit_per_minute(self) -> float | None:
-        return self._rate
 
     def check_request(self, model: str, spec: PromptSpec) -> dict[str, Any]:
         return self.plan(model, spec).effective()
