@@ -12,6 +12,7 @@ node, so the canvas never shows a job that is neither done nor failed.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -160,7 +161,10 @@ class ImageJobWorkflow:
                 provider=job.provider,
                 provider_job_id=submitted.provider_job_id,
                 urls=outcome.output_urls,
-                provenance=outcome.provenance,
+                # The provider's report keeps what we asked it for (e.g. the nearest allowed size) beside its own.
+                provenance=replace(
+                    outcome.provenance, effective={**submitted.effective, **outcome.provenance.effective}
+                ),
             ),
             task_queue=queue,
             **PROVIDER_CALL,
@@ -240,12 +244,13 @@ class ImageJobWorkflow:
     async def _finish_failed(self, job: ImageJobInput, error_type: str, message: str) -> None:
         self._state.phase = "failed"
         self._state.error = message
+        # Node first, as on success: once the run reads terminal, so does the node.
+        await self._update_node(job, "failed", error=message)
         await workflow.execute_activity_method(
             RunActivities.fail_run,
             RunTransition(job_id=job.job_id, status="failed", error=message, error_code=error_type),
             **DB_STEP,
         )
-        await self._update_node(job, "failed", error=message)
 
     async def _finish_cancelled(self, job: ImageJobInput) -> None:
         """Cleanup after a cancellation: the provider's job, the run, the node."""
@@ -260,12 +265,12 @@ class ImageJobWorkflow:
                 )
             except ActivityError:
                 workflow.logger.warning("could not cancel %s job at the provider", job.provider)
+        await self._update_node(job, "cancelled")
         await workflow.execute_activity_method(
             RunActivities.cancel_run,
             RunTransition(job_id=job.job_id, status="cancelled", error="Cancelled", error_code="cancelled"),
             **DB_STEP,
         )
-        await self._update_node(job, "cancelled")
 
 
 def _caused_by_cancellation(error: BaseException) -> bool:

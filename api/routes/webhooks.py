@@ -6,6 +6,7 @@ delivered it answers 503, so the provider's own retry delivers the event later a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 
@@ -29,6 +30,8 @@ from workflows.image_job import ImageJobWorkflow
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+
+SIGNAL_TIMEOUT_SECONDS = 3.0
 
 
 def authenticate_webhook(
@@ -61,9 +64,12 @@ async def read_capped_body(request: Request, limit: int) -> bytes:
 async def signal_workflow(temporal: Client, job_id: str, event: ProviderEvent) -> bool:
     """Deliver the event; False when the workflow has already ended (a late webhook)."""
     try:
-        await temporal.get_workflow_handle(job_id).signal(ImageJobWorkflow.provider_event, event)
-    except RPCError as error:
-        if error.status == RPCStatusCode.NOT_FOUND:
+        # The client retries an unreachable server for about ten seconds, longer than providers wait for an
+        # answer; a prompt 503 gets the delivery retried (a repeat signal is deduplicated by the workflow).
+        async with asyncio.timeout(SIGNAL_TIMEOUT_SECONDS):
+            await temporal.get_workflow_handle(job_id).signal(ImageJobWorkflow.provider_event, event)
+    except (RPCError, TimeoutError) as error:
+        if isinstance(error, RPCError) and error.status == RPCStatusCode.NOT_FOUND:
             return False
         raise ApiError(503, "temporal_unavailable", "The event could not be delivered; retry later.") from error
     return True
@@ -99,7 +105,11 @@ async def receive_webhook(
     dedupe_key = f"webhook:{event.delivery_id}" if event.delivery_id else None
     if dedupe_key and await runs.has_event(session, job_id, dedupe_key):
         return {"status": "duplicate"}
-    if run.status in runs.TERMINAL_STATUSES or not await signal_workflow(temporal, job_id, event):
+    finished = run.status in runs.TERMINAL_STATUSES
+    # Hand the connection back before the Temporal call and the write: a request that held one connection while
+    # waiting for a second would, in a storm of webhooks, leave every request waiting on every other.
+    await session.rollback()
+    if finished or not await signal_workflow(temporal, job_id, event):
         return {"status": "ignored"}
     async with transaction(state.sessions) as write:
         await runs.add_event(

@@ -1,0 +1,556 @@
+"""Every provider through the whole product, on real parts: API -> Temporal workflow -> adapter -> fake provider
+over HTTP -> object storage -> canvas node. The fake's recorded requests are checked against PROVIDERS.md."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import ActivityTaskStartedEventAttributes, HistoryEvent
+from temporalio.client import Client
+
+from core.config import Settings
+from providers.webhooks import job_webhook_token
+from tests.fakes.app import FakeProviders
+from tests.fakes.async_providers import OUTPUTS, REPLICATE_TOKEN
+from tests.fakes.server import RecordedRequest
+from tests.fakes.sync_providers import OPENAI, POLLINATIONS, STABILITY_GENERATE, form_fields
+from tests.fixtures.providers import (
+    GOOGLE_KEY,
+    MIDJOURNEY_SECRET,
+    OPENAI_KEY,
+    POLLINATIONS_TOKEN,
+    STABILITY_KEY,
+    dedicated_temporal,
+    stored_files,
+    temporal_address_of,
+)
+from tests.fixtures.stack import TERMINAL, Stack, make_settings, running_stack, running_workers
+
+PROMPT = "a lighthouse at dusk"
+ONE_PARTITION = ("matching.numTaskqueueReadPartitions=1", "matching.numTaskqueueWritePartitions=1")
+BURST = 4
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
+# Request fields PROVIDERS.md documents, per provider endpoint: anything else sent is a mapping bug.
+IMAGEN_GEMINI_API_PARAMETERS = {
+    "sampleCount",
+    "aspectRatio",
+    "personGeneration",
+    "safetySetting",
+    "includeRaiReason",
+    "outputOptions",
+    "sampleImageSize",
+    "guidanceScale",
+}
+STABILITY_FORM_FIELDS = {
+    "prompt",
+    "negative_prompt",
+    "aspect_ratio",
+    "seed",
+    "output_format",
+    "style_preset",
+    "image",
+    "strength",
+    "model",
+    "mode",
+    "cfg_scale",
+}
+
+
+@dataclass
+class Case:
+    """One provider and model, the job's prompt spec, and how its call must look on the wire."""
+
+    provider: str
+    model: str
+    spec: dict[str, Any]
+    method: str
+    path: str
+    check: Callable[[RecordedRequest, dict[str, Any], Settings], None]
+    settings: dict[str, Any] = field(default_factory=dict)
+    polls: str | None = None  # asynchronous providers: where polls would go (they must not, webhooks come first)
+
+
+def check_dall_e_3(request: RecordedRequest, record: dict[str, Any], settings: Settings) -> None:
+    assert request.headers["authorization"] == f"Bearer {OPENAI_KEY}"
+    assert request.headers["content-type"] == "application/json"
+    assert request.json() == {
+        "model": "dall-e-3",
+        "prompt": PROMPT,
+        "n": 1,
+        "size": "1792x1024",
+        "quality": "hd",
+        "style": "vivid",
+        "response_format": "url",
+    }
+    assert record["revisedPrompt"] == f"A detailed illustration of {PROMPT}"
+    assert record["effective"]["size"] == "1792x1024"
+
+
+def check_gpt_image(request: RecordedRequest, record: dict[str, Any], settings: Settings) -> None:
+    assert request.headers["authorization"] == f"Bearer {OPENAI_KEY}"
+    body = request.json()
+    # GPT image models always answer base64; response_format is DALL-E only.
+    assert "response_format" not in body
+    assert body == {
+        "model": "gpt-image-1",
+        "prompt": PROMPT,
+        "n": 1,
+        "size": "1024x1024",
+        "quality": "high",
+        "output_format": "png",
+    }
+
+
+def check_imagen(request: RecordedRequest, record: dict[str, Any], settings: Settings) -> None:
+    assert request.headers["x-goog-api-key"] == GOOGLE_KEY
+    assert "authorization" not in request.headers
+    body = request.json()
+    assert body["instances"] == [{"prompt": PROMPT}]
+    parameters = body["parameters"]
+    assert set(parameters) <= IMAGEN_GEMINI_API_PARAMETERS, "Vertex-only fields sent to the Gemini API"
+    assert parameters["sampleCount"] == 1
+    assert parameters["aspectRatio"] == "16:9"
+
+
+def check_gemini(request: RecordedRequest, record: dict[str, Any], settings: Settings) -> None:
+    assert request.headers["x-goog-api-key"] == GOOGLE_KEY
+    assert request.json() == {
+        "contents": [{"role": "user", "parts": [{"text": PROMPT}]}],
+        "generationConfig": {"responseModalities": ["TEXT", "IMAGE"], "imageConfig": {"aspectRatio": "16:9"}},
+    }
+
+
+def check_stability(request: RecordedRequest, record: dict[str, Any], settings: Settings) -> None:
+    assert request.headers["authorization"] == f"Bearer {STABILITY_KEY}"
+    assert request.headers["accept"] == "image/*"
+    assert request.headers["content-type"].startswith("multipart/form-data; boundary=")
+    fields = form_fields(request)
+    assert set(fields) <= STABILITY_FORM_FIELDS
+    assert fields["prompt"] == PROMPT
+    assert fields["negative_prompt"] == "fog"
+    assert fields["aspect_ratio"] == "16:9"
+    assert fields["seed"] == "42"
+    assert fields["output_format"] == "png"
+    assert fields["style_preset"] == "cinematic"
+    assert record["seed"] == 42
+
+
+def check_pollinations(request: RecordedRequest, record: dict[str, Any], settings: Settings) -> None:
+    assert request.headers["authorization"] == f"Bearer {POLLINATIONS_TOKEN}"
+    assert request.path == f"/prompt/{PROMPT}"
+    assert request.query["model"] == "flux"
+    assert request.query["seed"] == "42"
+    assert (request.query["width"], request.query["height"]) == ("640", "360")
+    assert request.query["nologo"] == "true"
+    assert record["effective"]["size"] == "640x360"
+
+
+def check_replicate(request: RecordedRequest, record: dict[str, Any], settings: Settings) -> None:
+    assert request.headers["authorization"] == f"Bearer {REPLICATE_TOKEN}"
+    body = request.json()
+    assert body["input"]["prompt"] == PROMPT
+    assert body["input"]["aspect_ratio"] == "16:9"
+    assert body["input"]["num_outputs"] == 1
+    assert body["input"]["seed"] == 42
+    assert body["webhook"] == f"{settings.app_url}/v1/webhooks/replicate/{record['jobId']}"
+    assert "completed" in body["webhook_events_filter"]
+    assert set(body["webhook_events_filter"]) <= {"start", "output", "logs", "completed"}
+    assert "version" not in body  # owner/name: the model's latest version, by path
+    assert record["seed"] == 42 and record["providerJobId"] and record["predictTime"] is not None
+
+
+def check_midjourney(request: RecordedRequest, record: dict[str, Any], settings: Settings) -> None:
+    assert request.headers["mj-api-secret"] == MIDJOURNEY_SECRET
+    body = request.json()
+    assert body["prompt"] == f"{PROMPT} --ar 16:9 --seed 42"
+    assert body["base64Array"] == []
+    job_id = record["jobId"]
+    token = job_webhook_token(settings.WEBHOOK_SECRET, job_id)
+    assert body["notifyHook"] == f"{settings.app_url}/v1/webhooks/midjourney/{job_id}?token={token}"
+    assert body["state"] == job_id
+    assert record["providerJobId"] and record["effective"] == {"aspect_ratio": "16:9"}
+
+
+CASES = [
+    Case(
+        "openai",
+        "dall-e-3",
+        {"size": "1600x900", "quality": "high", "style": "vivid"},
+        "POST",
+        "/v1/images/generations",
+        check_dall_e_3,
+        {"OPENAI_RESPONSE_FORMAT": "url"},
+    ),
+    Case(
+        "openai",
+        "gpt-image-1",
+        {"size": "1024x1024", "quality": "high"},
+        "POST",
+        "/v1/images/generations",
+        check_gpt_image,
+    ),
+    Case(
+        "google",
+        "imagen-4.0-generate-001",
+        {"aspectRatio": "16:9"},
+        "POST",
+        "/v1beta/models/imagen-4.0-generate-001:predict",
+        check_imagen,
+    ),
+    Case(
+        "google",
+        "gemini-2.5-flash-image",
+        {"aspectRatio": "16:9"},
+        "POST",
+        "/v1beta/models/gemini-2.5-flash-image:generateContent",
+        check_gemini,
+    ),
+    Case(
+        "stability",
+        "stable-image-core",
+        {"size": "1920x1080", "seed": 42, "negativePrompt": "fog", "style": "cinematic"},
+        "POST",
+        "/v2beta/stable-image/generate/core",
+        check_stability,
+    ),
+    Case("pollinations", "flux", {"size": "640x360", "seed": 42}, "GET", "/prompt/", check_pollinations),
+    Case(
+        "replicate",
+        "black-forest-labs/flux-schnell",
+        {"aspectRatio": "16:9", "seed": 42},
+        "POST",
+        "/replicate/v1/models/black-forest-labs/flux-schnell/predictions",
+        check_replicate,
+        polls="/replicate/v1/predictions/",
+    ),
+    Case(
+        "midjourney",
+        "midjourney",
+        {"aspectRatio": "16:9", "seed": 42},
+        "POST",
+        "/mj/submit/imagine",
+        check_midjourney,
+        polls="/mj/task/",
+    ),
+]
+
+
+async def fetch_image(url: str) -> httpx.Response:
+    async with httpx.AsyncClient() as http:
+        response = await http.get(url)
+    assert response.status_code == 200, url
+    assert response.headers["content-type"] in IMAGE_TYPES
+    return response
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: f"{case.provider}-{case.model}")
+async def test_each_provider_end_to_end(
+    case: Case, provider_settings: Settings, fake_providers: FakeProviders, temporal_client: Client
+) -> None:
+    settings = make_settings(provider_settings, **case.settings)
+    async with running_stack(settings, temporal_client) as stack:
+        started = await stack.start(PROMPT, provider=case.provider, model=case.model, promptSpec=case.spec)
+        record = await stack.wait(started["jobId"])
+        node = await stack.node(started["workflowId"], "node-1")
+        if record["imageUrl"]:
+            await fetch_image(record["imageUrl"])
+
+    assert record["status"] == "completed", record
+    calls = fake_providers.requests(case.method, case.path)
+    assert len(calls) == 1, [request.path for request in fake_providers.recorder.requests]
+    case.check(calls[0], record, settings)
+    if case.polls:
+        assert fake_providers.requests("GET", case.polls) == []
+
+    prefix = f"{settings.app_url}/files/images/{started['workflowId']}/{record['jobId']}."
+    assert record["imageUrl"].startswith(prefix)
+    assert record["imageUrls"] == [record["imageUrl"]]
+    assert node["data"]["status"] == "completed"
+    assert node["data"]["imageUrl"] == record["imageUrl"]
+    assert node["data"]["jobId"] == record["jobId"]
+    images = stored_files(settings, started["workflowId"])
+    assert images == [record["imageUrl"].rsplit("/", 1)[1], f"{record['jobId']}.thumb.webp"]
+
+
+async def test_429_retry_hint_is_waited_for_then_the_job_succeeds(
+    provider_settings: Settings, fake_providers: FakeProviders, temporal_client: Client
+) -> None:
+    # The policy's own first backoff is 2 s; a 3 s hint shows the provider's hint is what counts.
+    throttled = {
+        "error": {
+            "message": "Rate limit reached for images per minute.",
+            "type": "requests",
+            "param": None,
+            "code": "rate_limit_exceeded",
+        }
+    }
+    fake_providers.script.queue(OPENAI, ("status", 429, throttled, {"retry-after": "3"}))
+    async with running_stack(provider_settings, temporal_client) as stack:
+        started = await stack.start(PROMPT, provider="openai", model="gpt-image-1")
+        record = await stack.wait(started["jobId"])
+    assert record["status"] == "completed", record
+    first, second = fake_providers.requests("POST", "/v1/images/generations")
+    assert second.at - first.at >= 3.0
+
+
+async def test_moderation_fails_on_the_first_attempt_with_the_providers_reason(
+    provider_settings: Settings, fake_providers: FakeProviders, temporal_client: Client
+) -> None:
+    fake_providers.script.queue(OPENAI, "moderation")
+    failed = await run_failing_job(provider_settings, temporal_client, provider="openai", model="dall-e-3")
+
+    assert failed.error["code"] == "ContentPolicyViolation"
+    assert "content_policy_violation" in failed.error["message"]
+    assert "rejected as a result of our safety system" in failed.error["message"]
+    assert len(fake_providers.requests("POST", "/v1/images/generations")) == 1
+    (attempt,) = provider_attempts(await history_events(temporal_client, failed.job_id))
+    assert attempt.attempt == 1
+
+
+async def test_three_server_errors_exhaust_the_retry_budget_and_store_nothing(
+    provider_settings: Settings, fake_providers: FakeProviders, temporal_client: Client
+) -> None:
+    broken = {"id": "e1", "name": "internal_error", "errors": ["An unexpected server error occurred"]}
+    fake_providers.script.queue(STABILITY_GENERATE, *[("status", 500, broken)] * 3)
+    failed = await run_failing_job(provider_settings, temporal_client, provider="stability", model="stable-image-core")
+
+    assert failed.error["code"] == "ProviderUnavailable"
+    assert "Stability answered HTTP 500" in failed.error["message"]
+    assert "An unexpected server error occurred" in failed.error["message"]
+    attempts = fake_providers.requests("POST", "/v2beta/stable-image/generate/")
+    assert len(attempts) == 3
+    assert attempts[1].at - attempts[0].at >= 2.0 and attempts[2].at - attempts[1].at >= 4.0
+    assert [started.attempt for started in provider_attempts(await history_events(temporal_client, failed.job_id))] == [
+        3
+    ]
+    assert stored_files(provider_settings, failed.canvas_id) == []
+
+
+def openai_url_answer(url: str) -> tuple[Any, ...]:
+    return ("status", 200, {"created": int(time.time()), "data": [{"url": url}]})
+
+
+@pytest.mark.parametrize(
+    "result_url",
+    ["http://10.0.0.1/images/out.png", "http://169.254.169.254/latest/meta-data/out.png"],
+    ids=["private", "metadata"],
+)
+async def test_result_urls_on_private_addresses_are_refused(
+    result_url: str, provider_settings: Settings, fake_providers: FakeProviders, temporal_client: Client
+) -> None:
+    fake_providers.script.queue(OPENAI, openai_url_answer(result_url))
+    failed = await run_failing_job(provider_settings, temporal_client, provider="openai", model="dall-e-2")
+    assert failed.error["code"] == "InvalidProviderOutput"
+    assert "non-public address" in failed.error["message"]
+    assert stored_files(provider_settings, failed.canvas_id) == []
+
+
+async def test_loopback_result_url_is_refused_unless_allowlisted(
+    provider_settings: Settings, fake_providers: FakeProviders, temporal_client: Client
+) -> None:
+    settings = make_settings(provider_settings, DOWNLOAD_ALLOWLIST=[])
+    failed = await run_failing_job(settings, temporal_client, provider="openai", model="dall-e-2")
+    assert failed.error["code"] == "InvalidProviderOutput"
+    assert "127.0.0.1" in failed.error["message"] and "DOWNLOAD_ALLOWLIST" in failed.error["message"]
+    assert fake_providers.requests("GET", "/files/") == []  # refused before connecting
+    assert stored_files(settings, failed.canvas_id) == []
+
+
+async def test_an_html_result_is_refused(
+    provider_settings: Settings, fake_providers: FakeProviders, temporal_client: Client
+) -> None:
+    fake_providers.script.queue(OUTPUTS, "html")
+    failed = await run_failing_job(provider_settings, temporal_client, provider="replicate")
+    assert failed.error["code"] == "InvalidProviderOutput"
+    assert "expected a PNG, JPEG, WebP or GIF image" in failed.error["message"]
+    assert len(fake_providers.requests("GET", "/outputs/")) == 1
+    assert stored_files(provider_settings, failed.canvas_id) == []
+
+
+async def test_an_oversized_image_is_refused_before_it_is_all_read(
+    provider_settings: Settings, fake_providers: FakeProviders, temporal_client: Client
+) -> None:
+    limit, body_size = 256 * 1024, 8 * 1024 * 1024
+    fake_providers.script.oversized_bytes = body_size
+    fake_providers.script.queue(POLLINATIONS, "oversized")
+    settings = make_settings(provider_settings, MAX_IMAGE_BYTES=limit)
+    failed = await run_failing_job(settings, temporal_client, provider="pollinations")
+    assert failed.error["code"] == "InvalidProviderOutput"
+    assert f"larger than the {limit} byte limit" in failed.error["message"]
+    (answer,) = fake_providers.app.sent_for("/prompt/")
+    assert not answer.complete and answer.body_bytes < body_size, answer
+    assert stored_files(settings, failed.canvas_id) == []
+
+
+@dataclass
+class FailedJob:
+    job_id: str
+    canvas_id: str
+    error: dict[str, str]
+
+
+async def run_failing_job(settings: Settings, client: Client, **fields: Any) -> FailedJob:
+    """Run one job that must fail; its node must show the run's error message."""
+    async with running_stack(settings, client) as stack:
+        started = await stack.start(PROMPT, **fields)
+        record = await stack.wait(started["jobId"], timeout=40)
+        # The run is marked failed first, then the node: wait for both.
+        node = await settled_node(stack, started["workflowId"])
+    assert record["status"] == "failed", record
+    assert node["data"]["status"] == "failed"
+    assert node["data"]["error"] == record["error"]["message"]
+    return FailedJob(job_id=record["jobId"], canvas_id=started["workflowId"], error=record["error"])
+
+
+async def settled_node(stack: Stack, canvas_id: str, node_id: str = "node-1") -> dict[str, Any]:
+    deadline = time.monotonic() + 10
+    while (node := await stack.node(canvas_id, node_id))["data"]["status"] not in TERMINAL:
+        assert time.monotonic() < deadline, node
+        await asyncio.sleep(0.05)
+    return node
+
+
+async def history_events(client: Client, job_id: str) -> list[HistoryEvent]:
+    return list((await client.get_workflow_handle(job_id).fetch_history()).events)
+
+
+def provider_attempts(events: list[HistoryEvent]) -> list[ActivityTaskStartedEventAttributes]:
+    """The started events of the provider call; Temporal records only the last attempt of a retried activity."""
+    scheduled = {
+        event.event_id
+        for event in events
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        and event.activity_task_scheduled_event_attributes.activity_type.name == "generate_image"
+    }
+    return [
+        event.activity_task_started_event_attributes
+        for event in events
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+        and event.activity_task_started_event_attributes.scheduled_event_id in scheduled
+    ]
+
+
+async def test_three_outputs_are_stored_and_listed_on_the_node(
+    provider_settings: Settings, fake_providers: FakeProviders, temporal_client: Client
+) -> None:
+    async with running_stack(provider_settings, temporal_client) as stack:
+        started = await stack.start(PROMPT, provider="openai", model="gpt-image-1", promptSpec={"n": 3})
+        record = await stack.wait(started["jobId"])
+        node = await stack.node(started["workflowId"], "node-1")
+        for url in record["imageUrls"]:
+            await fetch_image(url)
+
+    assert record["status"] == "completed", record
+    job_id = record["jobId"]
+    base = f"{provider_settings.app_url}/files/images/{started['workflowId']}/{job_id}"
+    assert record["imageUrls"] == [f"{base}-{index}.png" for index in range(3)]
+    assert record["imageUrl"] == record["imageUrls"][0]
+    assert node["data"]["imageUrls"] == record["imageUrls"]
+    assert node["data"]["imageUrl"] == record["imageUrl"]
+    images = [f"{job_id}-{index}.png" for index in range(3)]
+    thumbnails = [f"{job_id}-{index}.thumb.webp" for index in range(3)]
+    assert stored_files(provider_settings, started["workflowId"]) == sorted(images + thumbnails)
+    assert len(fake_providers.requests("POST", "/v1/images/generations")) == 1
+
+
+async def test_a_provider_rate_limit_holds_across_two_workers(
+    provider_settings: Settings, fake_providers: FakeProviders
+) -> None:
+    # Temporal divides a queue's rate among the queue's partitions, each a token bucket of its own; with the
+    # default four the calls come in lumps. One partition shows the limit as one steady bucket.
+    async with dedicated_temporal(dynamic_config=ONE_PARTITION) as temporal:
+        address = temporal_address_of(temporal)
+        settings = make_settings(provider_settings, OPENAI_RATE_PER_MINUTE=120, TEMPORAL_ADDRESS=address)  # 2/s
+        second_client = await Client.connect(address, identity="second-worker")
+        async with running_stack(settings, temporal.client) as stack, running_workers(second_client, settings):
+            started = await asyncio.gather(
+                *(stack.start(f"picture {index}", provider="openai", model="gpt-image-1") for index in range(10))
+            )
+            records = [await stack.wait(job["jobId"], timeout=60) for job in started]
+        identities = {await provider_worker_identity(temporal.client, job["jobId"]) for job in started}
+
+    assert [record["status"] for record in records] == ["completed"] * 10
+    assert len(identities) == 2, identities  # both workers took provider calls
+    calls = fake_providers.requests("POST", "/v1/images/generations")
+    offsets = [round(call.at - calls[0].at, 2) for call in calls]
+    assert len(offsets) == 10
+    # The bucket starts full (and is refilled once when the first poller sets the rate), so the first few calls
+    # may go at once; after them one call per half second, whichever worker takes it. Without the limit all ten
+    # start within a fraction of a second; with a limit per worker instead, twice as fast.
+    steady = offsets[BURST:]
+    assert steady[-1] - steady[0] >= (len(steady) - 1) * 0.5 * 0.9, offsets
+    assert offsets[-1] >= 2.5, offsets
+
+
+async def provider_worker_identity(client: Client, job_id: str) -> str:
+    (started,) = provider_attempts(await history_events(client, job_id))
+    return started.identity
+
+
+async def test_providers_are_listed_with_their_state(
+    provider_settings: Settings, fake_providers: FakeProviders, temporal_client: Client
+) -> None:
+    async with running_stack(provider_settings, temporal_client, workers=False) as stack:
+        listed = (await stack.api.get("/v1/providers")).json()["items"]
+    by_name = {item["name"]: item for item in listed}
+    assert set(by_name) == {"local", "openai", "google", "stability", "midjourney", "replicate", "pollinations"}
+    for item in listed:
+        assert item["enabled"] is True and item["disabledReason"] is None, item
+        assert item["defaultModel"] in item["models"]
+    assert {name for name, item in by_name.items() if item["mode"] == "async"} == {"midjourney", "replicate"}
+    assert {name for name, item in by_name.items() if item["webhooks"]} == {"midjourney", "replicate"}
+    assert "dall-e-3" in by_name["openai"]["models"] and "gpt-image-1" in by_name["openai"]["models"]
+    assert by_name["openai"]["rateLimitPerMinute"] == provider_settings.OPENAI_RATE_PER_MINUTE
+    assert by_name["google"]["rateLimitPerMinute"] == provider_settings.GOOGLE_RATE_PER_MINUTE
+
+
+async def test_a_disabled_provider_says_why_and_refuses_jobs(
+    stack_settings: Settings, fake_providers: FakeProviders, temporal_client: Client
+) -> None:
+    settings = make_settings(stack_settings, POLLINATIONS_ENABLED=False)
+    async with running_stack(settings, temporal_client, workers=False) as stack:
+        by_name = {item["name"]: item for item in (await stack.api.get("/v1/providers")).json()["items"]}
+        refused = await stack.api.post(
+            "/v1/jobs",
+            json={"workflowId": "c1", "nodeId": "n1", "provider": "openai", "promptSpec": {"prompt": PROMPT}},
+        )
+    assert by_name["local"]["enabled"] is True
+    for name, setting in [
+        ("openai", "OPENAI_API_KEY"),
+        ("replicate", "REPLICATE_API_TOKEN"),
+        ("pollinations", "POLLINATIONS_ENABLED"),
+    ]:
+        assert by_name[name]["enabled"] is False
+        assert setting in by_name[name]["disabledReason"]
+    assert refused.status_code == 400
+    assert refused.json()["code"] == "provider_disabled"
+    assert "OPENAI_API_KEY" in refused.json()["message"]
+    assert fake_providers.recorder.requests == []
+
+
+async def test_dall_e_3_with_two_images_is_refused_before_any_call(
+    provider_settings: Settings, fake_providers: FakeProviders, temporal_client: Client
+) -> None:
+    async with running_stack(provider_settings, temporal_client, workers=False) as stack:
+        body = {
+            "workflowId": "canvas-n2",
+            "nodeId": "n1",
+            "provider": "openai",
+            "model": "dall-e-3",
+            "promptSpec": {"prompt": PROMPT, "n": 2},
+        }
+        refused = await stack.api.post("/v1/jobs", json=body)
+        jobs = (await stack.api.get("/v1/jobs", params={"workflowId": "canvas-n2"})).json()["items"]
+    assert refused.status_code == 422
+    assert refused.json()["code"] == "unsupported_request"
+    assert refused.json()["details"] == [{"field": "promptSpec.n", "message": refused.json()["message"]}]
+    assert "n=2" in refused.json()["message"]
+    assert jobs == []
+    assert fake_providers.recorder.requests == []

@@ -1,0 +1,428 @@
+"""Provider callbacks through the whole product: verified webhooks become workflow signals, polling covers the
+providers that never call back, duplicates and late events change nothing, and nothing is lost while Temporal is
+away. Real API socket, real Temporal, real PostgreSQL, fake providers over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from standardwebhooks.webhooks import Webhook
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.client import Client
+
+from core.config import Settings
+from providers.webhooks import job_webhook_token
+from tests.fakes.app import FakeProviders
+from tests.fakes.async_providers import REPLICATE_GET, REPLICATE_WEBHOOK_SECRET
+from tests.fakes.server import free_port
+from tests.fixtures.providers import dedicated_temporal, stored_files
+from tests.fixtures.stack import Stack, make_settings, running_api, running_stack, running_workers
+
+REPLICATE_MODEL = "black-forest-labs/flux-schnell"
+POLLS = "/replicate/v1/predictions/"
+# Long enough that a test which must complete by webhook never falls back to polling.
+NO_POLLING = {"WEBHOOK_GRACE_SECONDS": 120.0}
+
+
+def signed_headers(
+    body: bytes,
+    *,
+    secret: str = REPLICATE_WEBHOOK_SECRET,
+    webhook_id: str | None = None,
+    sent_at: datetime | None = None,
+) -> dict[str, str]:
+    """Standard Webhooks headers made by the reference library, as Replicate sends them."""
+    webhook_id = webhook_id or f"msg_{uuid.uuid4().hex}"
+    sent_at = sent_at or datetime.now(UTC)
+    return {
+        "content-type": "application/json",
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(int(sent_at.timestamp())),
+        "webhook-signature": Webhook(secret).sign(webhook_id, sent_at, body.decode()),
+    }
+
+
+async def eventually(condition: Callable[[], Any], *, what: str, timeout: float = 10) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+    return value
+
+
+async def finished_prediction(fake: FakeProviders) -> dict[str, Any]:
+    """The fake's only prediction, once it has succeeded (the provider is done, whoever hears of it)."""
+
+    def done() -> dict[str, Any] | None:
+        predictions = list(fake.state.predictions.values())
+        return predictions[0] if len(predictions) == 1 and predictions[0]["status"] == "succeeded" else None
+
+    prediction: dict[str, Any] = await eventually(done, what="the fake's prediction to succeed")
+    return prediction
+
+
+async def finished_task(fake: FakeProviders) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        tasks = list(fake.state.tasks.values())
+        return tasks[0] if len(tasks) == 1 and tasks[0]["status"] == "SUCCESS" else None
+
+    task: dict[str, Any] = await eventually(done, what="the fake's midjourney task to succeed")
+    return task
+
+
+async def history_events(client: Client, job_id: str) -> list[HistoryEvent]:
+    return list((await client.get_workflow_handle(job_id).fetch_history()).events)
+
+
+def signals(events: list[HistoryEvent]) -> list[dict[str, Any]]:
+    """The provider events the workflow was signalled with, decoded (the default converter writes JSON)."""
+    return [
+        json.loads(event.workflow_execution_signaled_event_attributes.input.payloads[0].data)
+        for event in events
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+    ]
+
+
+def activities_scheduled(events: list[HistoryEvent], name: str) -> list[HistoryEvent]:
+    return [
+        event
+        for event in events
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        and event.activity_task_scheduled_event_attributes.activity_type.name == name
+    ]
+
+
+async def event_kinds(sessions: async_sessionmaker[AsyncSession], job_id: str) -> list[str]:
+    async with sessions() as session:
+        result = await session.execute(
+            text("SELECT kind FROM run_events WHERE run_id = :id ORDER BY id"), {"id": job_id}
+        )
+        return list(result.scalars())
+
+
+async def start_replicate_job(stack: Stack) -> dict[str, Any]:
+    started = await stack.start("a lighthouse at dusk", provider="replicate", model=REPLICATE_MODEL)
+    await stack.wait(started["jobId"], statuses=("running",))
+    return started
+
+
+async def test_a_standard_webhooks_signed_callback_completes_the_job(
+    provider_settings: Settings, fake_providers: FakeProviders, temporal_client: Client
+) -> None:
+    fake_providers.options.webhooks = False
+    settings = make_settings(provider_settings, **NO_POLLING)
+    async with running_stack(settings, temporal_client) as stack:
+        started = await start_replicate_job(stack)
+        body = json.dumps(await finished_prediction(fake_providers)).encode()
+        answer = await stack.api.post(
+            f"/v1/webhooks/replicate/{started['jobId']}", content=body, headers=signed_headers(body)
+        )
+        record = await stack.wait(started["jobId"])
+
+    assert answer.status_code == 200 and answer.json() == {"status": "accepted"}, answer.text
+    assert record["status"] == "completed", record
+    assert [signal["status"] for signal in signals(await history_events(temporal_client, record["jobId"]))] == [
+        "succeeded"
+    ]
+    assert fake_providers.requests("GET", POLLS) == []
+
+
+async def test_unauthentic_callbacks_get_401_and_never_reach_the_workflow(
+    provider_settings: Settings,
+    fake_providers: FakeProviders,
+    temporal_client: Client,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake_providers.options.webhooks = False
+    settings = make_settings(provider_settings, **NO_POLLING)
+    async with running_stack(settings, temporal_client) as stack:
+        replicate_job = await start_replicate_job(stack)
+        midjourney_job = await stack.start("a lighthouse at dusk", provider="midjourney", nodeId="node-2")
+        prediction = json.dumps(await finished_prediction(fake_providers)).encode()
+        task = json.dumps(await finished_task(fake_providers)).encode()
+        replicate_url = f"/v1/webhooks/replicate/{replicate_job['jobId']}"
+        midjourney_url = f"/v1/webhooks/midjourney/{midjourney_job['jobId']}"
+        valid = signed_headers(prediction)
+        missing_signature = {key: value for key, value in valid.items() if key != "webhook-signature"}
+        attempts = {
+            "wrong signature": (replicate_url, signed_headers(prediction, secret="whsec_" + "A" * 32)),
+            "missing header": (replicate_url, missing_signature),
+            "six minutes old": (
+                replicate_url,
+                signed_headers(prediction, sent_at=datetime.now(UTC) - timedelta(minutes=6)),
+            ),
+            "tampered body": (replicate_url, valid),
+            "wrong job token": (f"{midjourney_url}?token={'0' * 64}", {"content-type": "application/json"}),
+            "another job's token": (
+                f"{midjourney_url}?token={job_webhook_token(settings.WEBHOOK_SECRET, replicate_job['jobId'])}",
+                {"content-type": "application/json"},
+            ),
+            "no job token": (midjourney_url, {"content-type": "application/json"}),
+        }
+        answers = {}
+        for name, (url, headers) in attempts.items():
+            body = task if "midjourney" in url else prediction
+            if name == "tampered body":
+                body = body.replace(b'"succeeded"', b'"failed"')
+            answers[name] = await stack.api.post(url, content=body, headers=headers)
+        refused_histories = [
+            await history_events(temporal_client, job["jobId"]) for job in (replicate_job, midjourney_job)
+        ]
+
+        # The same callbacks, authentic, do reach the workflows: the history check above can see a signal.
+        accepted = await stack.api.post(replicate_url, content=prediction, headers=valid)
+        token = job_webhook_token(settings.WEBHOOK_SECRET, midjourney_job["jobId"])
+        accepted_mj = await stack.api.post(f"{midjourney_url}?token={token}", content=task)
+        records = [await stack.wait(job["jobId"]) for job in (replicate_job, midjourney_job)]
+
+    for name, answer in answers.items():
+        assert answer.status_code == 401, (name, answer.text)
+        assert answer.json()["code"] == "invalid_webhook_signature", name
+    rejections = [record.getMessage() for record in caplog.records if "rejected" in record.getMessage()]
+    assert len(rejections) == len(attempts)
+    assert not any("/outputs/" in message or "IMAGINE" in message for message in rejections)  # logged without body
+    for events in refused_histories:
+        assert signals(events) == []
+    assert (accepted.status_code, accepted_mj.status_code) == (200, 200)
+    assert [record["status"] for record in records] == ["completed", "completed"]
+    for record in records:
+        assert len(signals(await history_events(temporal_client, record["jobId"]))) == 1
+
+
+async def test_repeated_and_late_deliveries_change_nothing(
+    provider_settings: Settings,
+    fake_providers: FakeProviders,
+    temporal_client: Client,
+    db_sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    fake_providers.options.webhook_copies = 3
+    settings = make_settings(provider_settings, **NO_POLLING)
+    async with running_stack(settings, temporal_client) as stack:
+        started = await start_replicate_job(stack)
+        record = await stack.wait(started["jobId"])
+        await fake_providers.state.settle()
+        node_before = await stack.node(started["workflowId"], "node-1")
+        completed = next(
+            delivery
+            for delivery in fake_providers.state.deliveries_sent
+            if json.loads(delivery.body)["status"] == "succeeded"
+        )
+        url = f"/v1/webhooks/replicate/{record['jobId']}"
+        repeat = await stack.api.post(url, content=completed.body, headers=completed.headers)
+        late_progress = json.dumps({**json.loads(completed.body), "status": "processing", "output": None}).encode()
+        late = await stack.api.post(url, content=late_progress, headers=signed_headers(late_progress))
+        node_after = await stack.node(started["workflowId"], "node-1")
+        record_after = await stack.job(record["jobId"])
+
+    assert record["status"] == "completed", record
+    assert repeat.status_code == 200 and repeat.json()["status"] == "duplicate"
+    assert late.status_code == 200 and late.json()["status"] in ("ignored", "duplicate")
+    events = await history_events(temporal_client, record["jobId"])
+    assert [signal["status"] for signal in signals(events)].count("succeeded") == 1
+    assert len(activities_scheduled(events, "store_outputs")) == 1
+    kinds = await event_kinds(db_sessions, record["jobId"])
+    assert kinds.count("completed") == 1 and kinds[-1] == "completed"
+    delivery_ids = [delivery.headers["webhook-id"] for delivery in fake_providers.state.deliveries_sent]
+    assert len(delivery_ids) == 3 * len(set(delivery_ids))  # every delivery arrived three times...
+    assert kinds.count("webhook") == len(set(delivery_ids))  # ...and was taken once
+    assert stored_files(settings, started["workflowId"]) == [f"{record['jobId']}.png", f"{record['jobId']}.thumb.webp"]
+    assert node_after == node_before
+    assert record_after == record
+
+
+async def test_a_provider_that_never_calls_back_completes_by_polling(
+    provider_settings: Settings, fake_providers: FakeProviders, temporal_client: Client
+) -> None:
+    fake_providers.options.webhooks = False
+    fake_providers.options.step_seconds = 0.5
+    settings = make_settings(provider_settings, WEBHOOK_GRACE_SECONDS=1.0, POLL_INTERVAL_SECONDS=0.5)
+    async with running_stack(settings, temporal_client) as stack:
+        started = await start_replicate_job(stack)
+        record = await stack.wait(started["jobId"])
+
+    assert record["status"] == "completed", record
+    (create,) = fake_providers.requests("POST", "/replicate/v1/models/")
+    polls = fake_providers.requests("GET", POLLS)
+    assert len(polls) >= 2, polls
+    assert polls[0].at - create.at >= settings.WEBHOOK_GRACE_SECONDS
+    gaps = [later.at - earlier.at for earlier, later in zip(polls, polls[1:], strict=False)]
+    assert all(gap >= settings.POLL_INTERVAL_SECONDS for gap in gaps), gaps
+    assert fake_providers.state.deliveries_sent == []
+
+
+async def test_no_poll_happens_after_the_terminal_webhook(
+    provider_settings: Settings, fake_providers: FakeProviders, temporal_client: Client
+) -> None:
+    # Polls start before the provider finishes and never see the result, so only the webhook can end the wait.
+    fake_providers.options.step_seconds = 0.5
+    still_running = {"id": "unknown", "status": "processing", "logs": "", "output": None}
+    fake_providers.script.queue(REPLICATE_GET, *[("status", 200, still_running)] * 50)
+    settings = make_settings(provider_settings, WEBHOOK_GRACE_SECONDS=0.3, POLL_INTERVAL_SECONDS=0.3)
+    async with running_stack(settings, temporal_client) as stack:
+        started = await start_replicate_job(stack)
+        record = await stack.wait(started["jobId"])
+        polls_at_completion = len(fake_providers.requests("GET", POLLS))
+        await asyncio.sleep(1.0)
+
+    assert record["status"] == "completed", record
+    events = await history_events(temporal_client, record["jobId"])
+    terminal_signal = next(
+        event
+        for event in events
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+        and json.loads(event.workflow_execution_signaled_event_attributes.input.payloads[0].data)["status"]
+        == "succeeded"
+    )
+    polls = activities_scheduled(events, "poll_job")
+    assert polls, "the workflow should have been polling before the webhook came"
+    assert all(poll.event_id < terminal_signal.event_id for poll in polls)
+    assert len(fake_providers.requests("GET", POLLS)) == polls_at_completion == len(polls)
+
+
+async def test_a_webhook_that_arrives_before_the_workflow_waits_is_kept(
+    provider_settings: Settings, fake_providers: FakeProviders, temporal_client: Client
+) -> None:
+    # The provider finishes and calls back at once, while our submit call is still waiting for its answer.
+    fake_providers.options.step_seconds = 0.0
+    fake_providers.app.hold("POST", "/replicate/v1/models/", 1.5)
+    settings = make_settings(provider_settings, **NO_POLLING)
+    async with running_stack(settings, temporal_client) as stack:
+        started = await start_replicate_job(stack)
+        record = await stack.wait(started["jobId"])
+
+    assert record["status"] == "completed", record
+    events = await history_events(temporal_client, record["jobId"])
+    (submit,) = activities_scheduled(events, "submit_job")
+    submit_completed = next(
+        event
+        for event in events
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
+        and event.activity_task_completed_event_attributes.scheduled_event_id == submit.event_id
+    )
+    first_signal = next(
+        event for event in events if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+    )
+    assert first_signal.event_id < submit_completed.event_id
+    assert "succeeded" in [signal["status"] for signal in signals(events)]
+    assert fake_providers.requests("GET", POLLS) == []
+
+
+async def test_a_webhook_gets_503_while_temporal_is_down_and_its_retry_completes_the_job(
+    provider_settings: Settings, fake_providers: FakeProviders, tmp_path: Path
+) -> None:
+    fake_providers.options.webhooks = False
+    port, database = free_port(), tmp_path / "temporal.sqlite"
+    settings = make_settings(provider_settings, TEMPORAL_ADDRESS=f"127.0.0.1:{port}", **NO_POLLING)
+    async with running_api(settings) as base_url, httpx.AsyncClient(base_url=base_url, timeout=30) as api:
+        async with dedicated_temporal(port=port, database=database) as first:
+            stack = Stack(settings=settings, base_url=base_url, api=api, client=first.client)
+            async with running_workers(first.client, settings):
+                started = await start_replicate_job(stack)
+                prediction = json.dumps(await finished_prediction(fake_providers)).encode()
+        webhook_id = f"msg_{uuid.uuid4().hex}"
+        url = f"/v1/webhooks/replicate/{started['jobId']}"
+        asked_at = time.monotonic()
+        refused = await api.post(url, content=prediction, headers=signed_headers(prediction, webhook_id=webhook_id))
+        refused_after = time.monotonic() - asked_at
+
+        async with dedicated_temporal(port=port, database=database) as second, running_workers(second.client, settings):
+            assert signals(await history_events(second.client, started["jobId"])) == []
+            # The provider retries the same message (same webhook-id, signed anew); the API's cached client reconnects.
+            retried = await api.post(url, content=prediction, headers=signed_headers(prediction, webhook_id=webhook_id))
+            record = await stack.wait(started["jobId"])
+
+    assert refused.status_code == 503, refused.text
+    assert refused_after < 5.0  # answered promptly, not after the client's own retries gave up
+    assert refused.json()["code"] == "temporal_unavailable"
+    assert retried.status_code == 200 and retried.json() == {"status": "accepted"}, retried.text
+    assert record["status"] == "completed", record
+    assert fake_providers.requests("GET", POLLS) == []
+
+
+async def test_api_keys_protect_job_routes_while_webhooks_still_work(
+    provider_settings: Settings, fake_providers: FakeProviders, temporal_client: Client
+) -> None:
+    settings = make_settings(provider_settings, API_KEYS=["test-api-key"], **NO_POLLING)
+    job = {"workflowId": "canvas-keys", "nodeId": "n1", "provider": "replicate", "promptSpec": {"prompt": "keys"}}
+    async with running_stack(settings, temporal_client) as stack:
+        without_key = [
+            await stack.api.post("/v1/jobs", json=job),
+            await stack.api.get("/v1/jobs"),
+            await stack.api.get("/v1/canvases/canvas-keys/nodes"),
+            await stack.api.post("/v1/jobs", json=job, headers={"authorization": "Bearer wrong-key"}),
+        ]
+        health = await stack.api.get("/healthz")
+        stack.api.headers["authorization"] = "Bearer test-api-key"
+        started = await start_replicate_job(stack)
+        record = await stack.wait(started["jobId"])
+
+    for answer in without_key:
+        assert answer.status_code == 401, answer.text
+        assert answer.json()["code"] == "unauthorized"
+    assert health.status_code == 200
+    assert record["status"] == "completed", record
+    assert fake_providers.state.deliveries_sent, "the fake called back"
+    assert all("authorization" not in delivery.headers for delivery in fake_providers.state.deliveries_sent)
+    assert fake_providers.requests("GET", POLLS) == []
+
+
+async def test_an_oversized_webhook_body_gets_413(
+    provider_settings: Settings, fake_providers: FakeProviders, temporal_client: Client
+) -> None:
+    settings = make_settings(provider_settings, MAX_WEBHOOK_BYTES=4096)
+    body = json.dumps({"id": "p1", "status": "succeeded", "logs": "x" * 5000}).encode()
+
+    async def chunked() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 1000):
+            yield body[start : start + 1000]
+
+    async with running_stack(settings, temporal_client, workers=False) as stack:
+        declared = await stack.api.post("/v1/webhooks/replicate/job_x", content=body, headers=signed_headers(body))
+        streamed = await stack.api.post("/v1/webhooks/replicate/job_x", content=chunked(), headers=signed_headers(body))
+    assert "content-length" not in streamed.request.headers
+    for answer in (declared, streamed):
+        assert answer.status_code == 413, answer.text
+        assert answer.json()["code"] == "payload_too_large"
+
+
+async def test_midjourney_reports_progress_through_its_tokenised_hook(
+    provider_settings: Settings,
+    fake_providers: FakeProviders,
+    temporal_client: Client,
+    db_sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    settings = make_settings(provider_settings, **NO_POLLING)
+    async with running_stack(settings, temporal_client) as stack:
+        started = await stack.start("a lighthouse at dusk --chaos 5", provider="midjourney")
+        record = await stack.wait(started["jobId"])
+        node = await stack.node(started["workflowId"], "node-1")
+
+    assert record["status"] == "completed", record
+    assert node["data"]["imageUrl"] == record["imageUrl"]
+    (submit,) = fake_providers.requests("POST", "/mj/submit/imagine")
+    token = job_webhook_token(settings.WEBHOOK_SECRET, record["jobId"])
+    assert submit.json()["notifyHook"] == f"{settings.app_url}/v1/webhooks/midjourney/{record['jobId']}?token={token}"
+    deliveries = fake_providers.state.deliveries_sent
+    assert [json.loads(delivery.body)["status"] for delivery in deliveries][-1] == "SUCCESS"
+    assert all(delivery.url == submit.json()["notifyHook"] for delivery in deliveries)
+    async with db_sessions() as session:
+        progress = await session.execute(
+            text("SELECT payload->>'progress' FROM run_events WHERE run_id = :id AND kind = 'progress'"),
+            {"id": record["jobId"]},
+        )
+        assert "0.45" in progress.scalars().all()
+    assert record["providerJobId"] == json.loads(deliveries[-1].body)["id"]
+    assert fake_providers.requests("GET", "/mj/task/") == []
