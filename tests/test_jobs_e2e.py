@@ -44,7 +44,14 @@ async def test_local_job_completes_end_to_end(stack: Stack, db_sessions: async_s
     assert image.headers["content-type"] == "image/png"
     assert Image.open(io.BytesIO(image.content)).size == (640, 360)
 
+    async with httpx.AsyncClient() as http:
+        thumbnail = await http.get(record["thumbnailUrl"])
+    assert thumbnail.headers["content-type"] == "image/webp"
+    small = Image.open(io.BytesIO(thumbnail.content))
+    assert (small.format, max(small.size)) == ("WEBP", 256)
+
     node = await stack.node(started["workflowId"], "n1")
+    assert node["data"]["thumbnailUrl"] == record["thumbnailUrl"]
     assert node["data"]["status"] == "completed"
     assert node["data"]["imageUrl"] == record["imageUrl"]
     assert node["data"]["jobId"] == record["jobId"]
