@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 import httpx
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -102,10 +103,16 @@ class GenerationActivities:
     def _ingest(self, *, job_id: str, canvas_id: str, node_id: str, output_count: int) -> ImageIngest:
         async def on_progress(fraction: float, message: str | None) -> None:
             activity.heartbeat()
-            await save_progress(
-                self.sessions,
-                ProgressUpdate(job_id=job_id, canvas_id=canvas_id, node_id=node_id, progress=fraction, message=message),
-            )
+            try:
+                await save_progress(
+                    self.sessions,
+                    ProgressUpdate(
+                        job_id=job_id, canvas_id=canvas_id, node_id=node_id, progress=fraction, message=message
+                    ),
+                )
+            except (OperationalError, InterfaceError) as error:
+                # Progress is a courtesy: a database restart must not fail (and re-bill) the provider call.
+                activity.logger.warning("progress of %s not recorded, the database is unavailable: %s", job_id, error)
 
         return ImageIngest(
             storage=self.storage,

@@ -11,6 +11,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,20 @@ async def _http_error(request: Request, error: Exception) -> JSONResponse:
     return response
 
 
+async def _database_unavailable(request: Request, error: Exception) -> JSONResponse:
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, error)
+    response = error_response(503, "database_unavailable", "The database is unavailable or busy; retry shortly.")
+    response.headers["Retry-After"] = "5"
+    return response
+
+
+async def _unstorable_value(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, DataError)
+    reason = str(error.orig).splitlines()[0] if error.orig else "invalid value"
+    message = f"A value in the request cannot be used ({reason}); text may not contain NUL characters."
+    return error_response(422, "invalid_request", message)
+
+
 async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(500, "internal_error", "Something went wrong on our side; the error was logged.")
@@ -85,4 +101,10 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    # Lost or refused database connections (a restart, a failover) and a drained connection pool are an outage
+    # or overload, not a bug: 503, retry later.
+    for outage in (OperationalError, InterfaceError, PoolTimeoutError):
+        app.add_exception_handler(outage, _database_unavailable)
+    # PostgreSQL's "data exception" class: a value from the request it cannot hold (a NUL character in any text).
+    app.add_exception_handler(DataError, _unstorable_value)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -23,7 +24,8 @@ from typing import TYPE_CHECKING
 
 import aioboto3
 from aiobotocore.config import AioConfig
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as S3ConnectionError
 
 from core.config import Settings
 
@@ -49,6 +51,10 @@ MIN_PART_BYTES = 5 * 1024 * 1024
 COPY_BUFFER_BYTES = 1024 * 1024
 _KEY_CHARACTERS = re.compile(r"[A-Za-z0-9._/-]+")
 _MISSING_OBJECT_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+# An unreachable bucket is an outage, not a failed provider call: an upload waits for it this long (retrying with
+# backoff) instead of failing the activity, which Temporal would repeat, provider call (and its bill) included.
+UPLOAD_OUTAGE_SECONDS = 300.0
+UPLOAD_RETRY_MAX_DELAY_SECONDS = 10.0
 
 
 def validate_key(key: str) -> str:
@@ -193,6 +199,7 @@ class S3Storage(ObjectStorage):
         self.part_bytes = settings.S3_PART_BYTES
         self.public_base_url = settings.S3_PUBLIC_BASE_URL.rstrip("/") if settings.S3_PUBLIC_BASE_URL else None
         self.presign_seconds = settings.S3_PRESIGN_SECONDS
+        self.upload_outage_seconds = UPLOAD_OUTAGE_SECONDS
         self._endpoint_url = settings.s3_endpoint_url
         self._region = settings.S3_REGION
         self._session = aioboto3.Session(aws_access_key_id=access_key, aws_secret_access_key=secret_key)
@@ -216,6 +223,20 @@ class S3Storage(ObjectStorage):
 
     async def put_file(self, key: str, path: Path, content_type: str) -> None:
         validate_key(key)
+        deadline = time.monotonic() + self.upload_outage_seconds
+        delay = 0.5
+        while True:
+            try:
+                await self._put_once(key, path, content_type)
+                return
+            except (S3ConnectionError, HTTPClientError, ClientError) as exc:
+                if not _is_outage(exc) or time.monotonic() + delay > deadline:
+                    raise
+                logger.warning("storage unavailable (%s); retrying the upload of %s in %.1fs", exc, key, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, UPLOAD_RETRY_MAX_DELAY_SECONDS)
+
+    async def _put_once(self, key: str, path: Path, content_type: str) -> None:
         size = (await asyncio.to_thread(path.stat)).st_size
         if size <= self.part_bytes:
             body = await asyncio.to_thread(path.read_bytes)
@@ -287,6 +308,13 @@ class S3Storage(ObjectStorage):
         async with self._client_lock:
             await self._exit_stack.aclose()
             self._client = None
+
+
+def _is_outage(error: BotoCoreError | ClientError) -> bool:
+    """Unreachable, cut off, or a 5xx (S3's 500 InternalError, 503 SlowDown): the bucket will be back."""
+    if isinstance(error, ClientError):
+        return int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)) >= 500
+    return True
 
 
 def build_storage(settings: Settings) -> ObjectStorage:

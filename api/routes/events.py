@@ -29,13 +29,16 @@ KEEPALIVE_SECONDS = 15
 # A woken stream re-reads at least this often, as a safety net under the notifications.
 RECHECK_SECONDS = 5.0
 
+# run_events.id is a bigint; a larger id would fail in the database, after the stream had begun.
+MAX_EVENT_ID = 2**63 - 1
 LastEventId = Annotated[str | None, Header(alias="Last-Event-ID", description="Resume after this event id.")]
 
 
 def parse_last_event_id(value: str | None) -> int:
     if value is None or value == "":
         return 0
-    if not value.isdigit():
+    # ASCII digits only: isdigit() also takes "²", which int() refuses.
+    if not (value.isascii() and value.isdecimal()) or int(value) > MAX_EVENT_ID:
         raise ApiError(400, "invalid_last_event_id", "Last-Event-ID must be an event id this API sent.")
     return int(value)
 

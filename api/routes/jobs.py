@@ -117,9 +117,11 @@ async def start_image_job(
             raise ApiError(409, "idempotency_key_reused", "This Idempotency-Key was used for a different request.")
         response.headers["Idempotent-Replayed"] = "true"
         return ImageJobRecord.from_run(existing)
+    # Hand the connection back before `launch` takes one: a request holding one while waiting for a second would,
+    # in a burst of starts, leave every request waiting on every other. The read below then sees the new run.
+    await session.rollback()
     await launch(state, temporal, job, effective)
     await supersede_older_jobs(state, temporal, job)
-    await session.rollback()
     return ImageJobRecord.from_run(await get_run_or_404(session, job.job_id))
 
 
@@ -191,5 +193,6 @@ async def retry_job(job_id: str, state: StateDep, session: SessionDep, temporal:
         }
     )
     job, effective = job_from_request(state, body, new_job_id())
+    await session.rollback()  # one connection per request at a time, as in start_image_job
     await launch(state, temporal, job, effective)
     return ImageJobRecord.from_run(await get_run_or_404(session, job.job_id))

@@ -1,0 +1,331 @@
+"""Fault drills: kill and stop the parts a job depends on while jobs run, then check that nothing was lost.
+
+Each drill ends with `assert_drill_outcome`: every job reached its right terminal state (run, node and workflow),
+one image object per output, no duplicate events, and no image data in any JSON column.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from temporalio.client import Client
+
+from core.config import Settings
+from core.db import session_factory
+from tests.fakes.async_providers import (
+    REPLICATE_TOKEN,
+    REPLICATE_WEBHOOK_SECRET,
+    AsyncFakeState,
+    AsyncOptions,
+    create_async_fake,
+)
+from tests.fakes.script import Script
+from tests.fakes.server import Recorder, free_port, serve
+from tests.fixtures.drills import (
+    AppProcess,
+    DrillJob,
+    RestartablePostgres,
+    RestartableS3Server,
+    WebhookRelay,
+    activity_attempts,
+    api_process,
+    assert_drill_outcome,
+    drill_job,
+    local_images,
+    pending_activity_workers,
+    run_statuses,
+    s3_drill_settings,
+    s3_images,
+    wait_for_provider_calls,
+    wait_for_terminal,
+    wait_until,
+    worker_identity_prefix,
+    worker_process,
+)
+from tests.fixtures.s3 import s3_admin_client
+from tests.fixtures.stack import Stack, make_settings, running_stack, running_workers
+
+pytestmark = pytest.mark.drill
+
+BATCH = 20
+
+
+async def start_batch(stack: Stack, count: int = BATCH, **fields: Any) -> list[DrillJob]:
+    """`count` jobs on one fresh canvas, one node each."""
+    canvas = f"drill-{uuid.uuid4().hex[:10]}"
+    records = await asyncio.gather(
+        *(
+            stack.start(f"drill picture {index}", workflowId=canvas, nodeId=f"n{index}", **fields)
+            for index in range(count)
+        )
+    )
+    return [drill_job(record) for record in records]
+
+
+async def progress_of(sessions: async_sessionmaker[AsyncSession], jobs: list[DrillJob]) -> dict[str, float]:
+    async with sessions() as session:
+        rows = await session.execute(
+            text("SELECT id, COALESCE(CAST(payload->>'progress' AS float8), 0) FROM runs WHERE id = ANY(:ids)"),
+            {"ids": [job.job_id for job in jobs]},
+        )
+        return dict(rows.all())
+
+
+async def test_worker_killed_during_provider_calls_then_restarted(
+    stack_settings: Settings, temporal_client: Client, db_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    settings = make_settings(stack_settings, LOCAL_PROVIDER_DELAY_MS=3000)
+    async with running_stack(settings, temporal_client, workers=False) as stack:
+        with worker_process(settings) as first:
+            jobs = await start_batch(stack, promptSpec={"size": "256x256"})
+            job_ids = [job.job_id for job in jobs]
+            await wait_for_provider_calls(db_sessions, job_ids, progress=0.2)
+            first.kill()
+        # The local provider reports up to 90% while it works; below that its call was cut short.
+        cut_short = [job_id for job_id, progress in (await progress_of(db_sessions, jobs)).items() if progress < 0.9]
+        assert cut_short
+        with worker_process(settings):
+            await wait_for_terminal(db_sessions, temporal_client, job_ids, timeout=90)
+
+    for job_id in cut_short:
+        attempts = await activity_attempts(temporal_client, job_id, "generate_image")
+        assert [attempt for attempt, _ in attempts] == [2], (job_id, attempts)
+    await assert_drill_outcome(db_sessions, temporal_client, jobs, local_images(settings.local_storage_dir))
+
+
+async def test_two_workers_one_killed_the_other_finishes_every_job(
+    stack_settings: Settings, temporal_client: Client, db_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    settings = make_settings(stack_settings, LOCAL_PROVIDER_DELAY_MS=3000)
+    async with running_stack(settings, temporal_client, workers=False) as stack:
+        with worker_process(settings) as first, worker_process(settings) as second:
+            jobs = await start_batch(stack, promptSpec={"size": "256x256"})
+            job_ids = [job.job_id for job in jobs]
+            await wait_for_provider_calls(db_sessions, job_ids, progress=0.2)
+            held_by = {job.job_id: await pending_activity_workers(temporal_client, job.job_id) for job in jobs}
+            on_first = [job_id for job_id, workers in held_by.items() if owned_by(first, workers)]
+            on_second = [job_id for job_id, workers in held_by.items() if owned_by(second, workers)]
+            # The worker that holds more provider calls dies; the drill needs it to hold at least one.
+            choices = [(first, second, on_first), (second, first, on_second)]
+            victim, survivor, cut = max(choices, key=lambda choice: len(choice[2]))
+            assert cut
+            victim.kill()
+            await wait_for_terminal(db_sessions, temporal_client, job_ids, timeout=90)
+
+    for job_id in cut:
+        attempts = await activity_attempts(temporal_client, job_id, "generate_image")
+        assert len(attempts) == 1 and attempts[0][0] == 2, (job_id, attempts)
+        assert attempts[0][1].startswith(worker_identity_prefix(survivor)), (job_id, attempts)
+    await assert_drill_outcome(db_sessions, temporal_client, jobs, local_images(settings.local_storage_dir))
+
+
+def owned_by(worker: AppProcess, identities: list[str]) -> bool:
+    return any(identity.startswith(worker_identity_prefix(worker)) for identity in identities)
+
+
+S3_OUTAGE_SECONDS = 20
+
+
+async def test_s3_down_for_20_seconds_during_uploads(
+    stack_settings: Settings,
+    temporal_client: Client,
+    db_sessions: async_sessionmaker[AsyncSession],
+    restartable_s3: RestartableS3Server,
+) -> None:
+    bucket = f"drill-{uuid.uuid4().hex[:12]}"
+    admin = s3_admin_client(restartable_s3.endpoint_url)
+    admin.create_bucket(Bucket=bucket)
+    admin.put_object(Bucket=bucket, Key="before-the-outage.txt", Body=b"kept")
+    settings = s3_drill_settings(
+        make_settings(stack_settings, LOCAL_PROVIDER_DELAY_MS=3000), restartable_s3.endpoint_url, bucket
+    )
+    async with running_stack(settings, temporal_client) as stack:
+        jobs = await start_batch(stack, promptSpec={"size": "256x256"})
+        job_ids = [job.job_id for job in jobs]
+        # Every call is still drawing, so every upload meets the outage.
+        await wait_for_provider_calls(db_sessions, job_ids, progress=0.2)
+        await asyncio.to_thread(restartable_s3.stop)
+        assert restartable_s3.refuses_connections()
+        await asyncio.sleep(S3_OUTAGE_SECONDS)
+        assert set((await run_statuses(db_sessions, job_ids)).values()) == {"running"}
+        await asyncio.to_thread(restartable_s3.start)
+        await wait_for_terminal(db_sessions, temporal_client, job_ids, timeout=120)
+
+    # A storage outage is not a provider failure: each provider call ran once, its upload waited for S3.
+    for job_id in job_ids:
+        attempts = await activity_attempts(temporal_client, job_id, "generate_image")
+        assert [attempt for attempt, _ in attempts] == [1], (job_id, attempts)
+    assert admin.get_object(Bucket=bucket, Key="before-the-outage.txt")["Body"].read() == b"kept"
+    images = s3_images(restartable_s3.endpoint_url, bucket)
+    await assert_drill_outcome(db_sessions, temporal_client, jobs, images)
+
+
+POSTGRES_OUTAGE_SECONDS = 10
+
+
+@pytest.fixture
+async def drill_sessions(restartable_postgres: RestartablePostgres) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """The drill's own view of its PostgreSQL (pre-pinged, so it survives the restart)."""
+    engine = create_async_engine(restartable_postgres.url, pool_pre_ping=True)
+    yield session_factory(engine)
+    await engine.dispose()
+
+
+async def test_postgres_restarted_during_a_batch(
+    stack_settings: Settings,
+    temporal_client: Client,
+    restartable_postgres: RestartablePostgres,
+    drill_sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    settings = make_settings(stack_settings, DATABASE_URL=restartable_postgres.url, LOCAL_PROVIDER_DELAY_MS=3000)
+    async with running_stack(settings, temporal_client) as stack:
+        jobs = await start_batch(stack, promptSpec={"size": "256x256"})
+        job_ids = [job.job_id for job in jobs]
+        await wait_for_provider_calls(drill_sessions, job_ids, progress=0.2)
+        await asyncio.to_thread(restartable_postgres.stop)
+        during = await stack.api.get(f"/v1/jobs/{job_ids[0]}")
+        await asyncio.sleep(POSTGRES_OUTAGE_SECONDS)
+        await asyncio.to_thread(restartable_postgres.start)
+        await wait_for_terminal(drill_sessions, temporal_client, job_ids, timeout=120)
+        after = await stack.api.get(f"/v1/jobs/{job_ids[0]}")
+
+    assert during.status_code == 503, during.text
+    assert during.json()["code"] == "database_unavailable"
+    assert during.headers["retry-after"]
+    assert after.status_code == 200, after.text
+    # Progress writes failed while the database was down; the provider calls went on, each exactly once.
+    for job_id in job_ids:
+        attempts = await activity_attempts(temporal_client, job_id, "generate_image")
+        assert [attempt for attempt, _ in attempts] == [1], (job_id, attempts)
+    await assert_drill_outcome(drill_sessions, temporal_client, jobs, local_images(settings.local_storage_dir))
+
+
+@dataclass
+class AsyncFake:
+    url: str
+    recorder: Recorder
+    state: AsyncFakeState
+
+
+@pytest.fixture
+async def storming_replicate() -> AsyncIterator[AsyncFake]:
+    """The fake Replicate, every webhook sent twice, predictions taking about a second and a half."""
+    recorder = Recorder()
+    options = AsyncOptions(step_seconds=0.5, webhook_copies=2)
+    app = create_async_fake(recorder, Script(), webhook_secret=REPLICATE_WEBHOOK_SECRET, options=options)
+    async with serve(app) as url:
+        try:
+            yield AsyncFake(url, recorder, app.state.fake)
+        finally:
+            await app.state.fake.aclose()
+
+
+async def test_api_killed_during_a_webhook_storm(
+    stack_settings: Settings,
+    temporal_client: Client,
+    db_sessions: async_sessionmaker[AsyncSession],
+    storming_replicate: AsyncFake,
+) -> None:
+    api_url = f"http://127.0.0.1:{free_port()}"
+    settings = make_settings(
+        stack_settings,
+        APP_URL=api_url,
+        REPLICATE_API_TOKEN=REPLICATE_TOKEN,
+        REPLICATE_BASE_URL=f"{storming_replicate.url}/replicate/v1",
+        REPLICATE_WEBHOOK_SECRET=REPLICATE_WEBHOOK_SECRET,
+        REPLICATE_RATE_PER_MINUTE=6000.0,
+        DOWNLOAD_ALLOWLIST=["127.0.0.1"],
+        # No polling: every outcome has to arrive as a webhook.
+        WEBHOOK_GRACE_SECONDS=600.0,
+        POLL_TIMEOUT_SECONDS=900.0,
+    )
+    relay = WebhookRelay(target_url=api_url)
+    canvas = f"drill-{uuid.uuid4().hex[:10]}"
+    try:
+        async with (
+            serve(relay.app()) as relay_url,
+            api_process(settings) as api,
+            running_workers(temporal_client, settings),
+            httpx.AsyncClient(base_url=api_url, timeout=30) as http,
+        ):
+            answers = await asyncio.gather(
+                *(
+                    http.post(
+                        "/v1/jobs",
+                        json={
+                            "workflowId": canvas,
+                            "nodeId": f"n{index}",
+                            "provider": "replicate",
+                            "webhookUrl": relay_url,
+                            "promptSpec": {"prompt": f"storm picture {index}"},
+                        },
+                    )
+                    for index in range(BATCH)
+                )
+            )
+            assert [answer.status_code for answer in answers] == [202] * BATCH, answers[0].text
+            jobs = [drill_job(answer.json()) for answer in answers]
+            job_ids = [job.job_id for job in jobs]
+
+            await wait_until(lambda: relay.delivered >= BATCH, timeout=30, what="the storm to begin")
+            api.kill()
+            assert "running" in (await run_statuses(db_sessions, job_ids)).values()
+            # Every prediction finishes and every callback is sent while the API is down.
+            await wait_until(
+                lambda: _settled(storming_replicate, BATCH) and relay.failed_attempts >= BATCH,
+                timeout=30,
+                what="the fake to finish every prediction",
+            )
+            await api.start_healthy()
+            await wait_for_terminal(db_sessions, temporal_client, job_ids, timeout=60)
+            await wait_until(lambda: relay.idle, timeout=30, what="the relay to deliver all")
+    finally:
+        await relay.aclose()
+
+    assert relay.refused == []
+    polls = [r for r in storming_replicate.recorder.requests if r.method == "GET" and "/predictions/" in r.path]
+    assert polls == [], "the outcomes came by webhook, not by polling"
+    async with db_sessions() as session:
+        rows = await session.execute(
+            text(
+                "SELECT run_id, count(*) FROM run_events WHERE run_id = ANY(:ids) AND kind = 'webhook'"
+                " AND payload->>'providerStatus' = 'succeeded' GROUP BY run_id"
+            ),
+            {"ids": job_ids},
+        )
+        assert dict(rows.all()) == dict.fromkeys(job_ids, 1)
+    await assert_drill_outcome(db_sessions, temporal_client, jobs, local_images(settings.local_storage_dir))
+
+
+def _settled(fake: AsyncFake, count: int) -> bool:
+    predictions = fake.state.predictions.values()
+    return (
+        len(predictions) == count
+        and not fake.state.background
+        and all(prediction["status"] == "succeeded" for prediction in predictions)
+    )
+
+
+async def test_burst_of_keyed_starts_on_a_small_pool(stack_settings: Settings, temporal_client: Client) -> None:
+    """Each request holds one database connection at a time, so a burst larger than the pool only queues."""
+    settings = make_settings(stack_settings, DATABASE_POOL_SIZE=1)
+    async with running_stack(settings, temporal_client, workers=False) as stack:
+        body = {"workflowId": f"drill-{uuid.uuid4().hex[:10]}", "promptSpec": {"prompt": "burst"}}
+        answers = await asyncio.wait_for(
+            asyncio.gather(
+                *(
+                    stack.api.post("/v1/jobs", json={**body, "nodeId": f"n{index}"}, headers={"Idempotency-Key": key})
+                    for index, key in enumerate(uuid.uuid4().hex for _ in range(8))
+                )
+            ),
+            timeout=15,
+        )
+    assert [answer.status_code for answer in answers] == [202] * 8, answers[0].text
