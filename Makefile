@@ -46,7 +46,7 @@ bench: $(INSTALLED)
 	$(BIN)/python -m bench.run
 
 fuzz: $(INSTALLED)
-	$(BIN)/pytest -q -m fuzz $(PYTEST_ARGS)
+	FUZZ_MAX_EXAMPLES=200 $(BIN)/pytest -q -m fuzz $(PYTEST_ARGS)
 
 clean:
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache
