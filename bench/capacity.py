@@ -1,0 +1,351 @@
+"""Capacity figures: 4 throughput, 6 memory while storing a large result, 7 scale (jobs waiting on webhooks)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from temporalio.client import WorkflowHandle
+
+from bench.drive import (
+    MB,
+    BenchConfig,
+    CpuWindow,
+    bounded,
+    deliver_like_a_provider,
+    history_length,
+    job_completes,
+    new_tag,
+    start_floor,
+    start_job,
+    synchronous_job_steps,
+    wait_for_closed,
+    wait_for_waiting_floors,
+    wait_for_waiting_jobs,
+    webhook_job_input,
+    writes_per_job,
+)
+from bench.providers import DOWNLOAD_PROVIDER, WEBHOOK_PROVIDER, webhook_body
+from bench.report import Figure, Series
+from bench.stack import BenchError, BenchStack, Child, Workers
+from bench.workflows import FloorEvent, StepsInput, StepsWorkflow, WaitingWorkflow
+from core.ingest import THUMBNAIL_MAX_PIXELS
+
+# --- 4: throughput -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Batch:
+    """How a batch of concurrent jobs went: jobs/s, seconds, and CPU per job of each process."""
+
+    rate: float
+    seconds: float
+    submit_seconds: float
+    cpu_ms_per_job: dict[str, float]
+
+    def detail(self) -> dict[str, Any]:
+        return {"seconds": self.seconds, "submitSeconds": self.submit_seconds, "cpuMsPerJob": self.cpu_ms_per_job}
+
+
+async def run_batch(
+    stack: BenchStack, config: BenchConfig, workers: Workers, tag: str, start: Callable[[int], Awaitable[Any]]
+) -> tuple[Batch, list[Any]]:
+    """Start `config.jobs` jobs with `start` (all tagged `tag`), wait for all to close, and measure the rate."""
+    cpu = CpuWindow(stack, workers)
+    started = time.time()
+    handles = await bounded(config.jobs, config.concurrency, start)
+    submitted = time.time() - started
+    closes = await wait_for_closed(stack, tag, config.jobs, config)
+    elapsed = max(close.timestamp() for close in closes) - started
+    return Batch(config.jobs / elapsed, elapsed, submitted, cpu.per_item(config.jobs)), handles
+
+
+async def start_floor_at(
+    stack: BenchStack, queue: str, tag: str, steps: StepsInput, index: int
+) -> WorkflowHandle[Any, Any]:
+    """The `index`-th floor job of a batch (all alike)."""
+    return await start_floor(stack, StepsWorkflow.run, queue, tag, steps)
+
+
+async def throughput(stack: BenchStack, config: BenchConfig, workers: Workers) -> Figure:
+    queue = workers.floor_queue
+    canvas = new_tag("throughput")
+    batch, job_ids = await run_batch(stack, config, workers, canvas, lambda i: start_job(stack, canvas, f"n{i}"))
+    product = Series.of_value(
+        "image jobs, local provider, no delay",
+        batch.rate,
+        config.jobs,
+        historyEventsPerJob=await history_length(stack, job_ids[0]),
+        **await writes_per_job(stack, canvas),
+        **batch.detail(),
+    )
+    floors = []
+    shapes = (
+        ("same 5 activities, no-op", synchronous_job_steps(queue)),
+        ("same, 4 DB steps as local activities", synchronous_job_steps(queue, local=True)),
+    )
+    for label, steps in shapes:
+        tag = new_tag("throughput-floor")
+        batch, handles = await run_batch(
+            stack,
+            config,
+            workers,
+            tag,
+            partial(start_floor_at, stack, queue, tag, StepsInput(steps)),
+        )
+        history = await history_length(stack, handles[0].id)
+        floors.append(Series.of_value(label, batch.rate, config.jobs, historyEventsPerJob=history, **batch.detail()))
+    return Figure(
+        number="4",
+        title=f"throughput, {config.jobs} concurrent jobs",
+        unit="jobs/s",
+        product=product,
+        floors=floors,
+        method=(
+            f"all {config.jobs} started at once ({config.concurrency} start calls in flight); rate = jobs / (last "
+            "workflow close time - first start call). One worker process each. cpuMsPerJob: CPU time of each "
+            "process during the batch / jobs."
+        ),
+    )
+
+
+# --- 6: memory while storing a large result ----------------------------------------------------------------
+
+
+async def large_result_memory(stack: BenchStack, config: BenchConfig, workers: Workers) -> list[Figure]:
+    """Needs a fresh product worker; it stores one large result at a time and its peak RSS is read."""
+    worker = workers.product_process()
+    canvas = new_tag("memory")
+    await job_completes(stack, await start_job(stack, canvas, "n-warm", provider=DOWNLOAD_PROVIDER, model="small"))
+    figures = []
+    for number, model in (("6a", "large-grey"), ("6b", "large-rgb")):
+        before = worker.memory()
+        peak_reset = worker.reset_peak()
+        job_id = await start_job(stack, canvas, f"n-{model}", provider=DOWNLOAD_PROVIDER, model=model)
+        await job_completes(stack, job_id)
+        after = worker.memory()
+        source = stack.files.path(model)
+        stored = stack.settings.local_storage_dir / "images" / canvas / f"{job_id}.png"
+        if stored.stat().st_size != source.stat().st_size:
+            raise BenchError(f"stored {stored.stat().st_size} bytes of a {source.stat().st_size} byte result")
+        growth = (after.peak - before.rss) / MB
+        size = source.stat().st_size / MB
+        width, height, mode = png_shape(source)
+        path = "over THUMBNAIL_MAX_PIXELS: no thumbnail" if width * height > THUMBNAIL_MAX_PIXELS else "thumbnail drawn"
+        what = f"{width}x{height} {mode}, {path}"
+        figures.append(
+            Figure(
+                number=number,
+                title=f"memory: worker peak RSS growth storing a {size:.0f} MB result ({what})",
+                unit="MB",
+                product=Series.of_value(
+                    "peak RSS - RSS before the job",
+                    growth,
+                    rssBeforeMB=before.rss / MB,
+                    peakMB=after.peak / MB,
+                    rssAfterMB=after.rss / MB,
+                    peakResetBeforeJob=peak_reset,
+                ),
+                floors=[Series.of_value("size of the result", size)],
+                method=(
+                    "bench-download provider: the worker streams the PNG from a local HTTP server into local "
+                    "storage (ImageIngest). VmHWM reset through /proc/<pid>/clear_refs before the job, then "
+                    "read from /proc/<pid>/status after it; ratio = growth / result size."
+                ),
+            )
+        )
+    return figures
+
+
+def png_shape(path: Path) -> tuple[int, int, str]:
+    with Image.open(path) as image:
+        return image.size[0], image.size[1], image.mode
+
+
+# --- 7: scale ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ScaleSide:
+    """One side (product or floor) of the scale figure."""
+
+    idle_rss: int
+    waiting_rss: int = 0
+    ingest_seconds: float = 0.0
+    drain_seconds: float = 0.0
+    sent_seconds: float = 0.0
+    drain_peak: int = 0
+    ingest_cpu: dict[str, float] = field(default_factory=dict)
+    drain_cpu: dict[str, float] = field(default_factory=dict)
+    failed_deliveries: list[str] = field(default_factory=list)
+
+
+async def hold_waiting(
+    stack: BenchStack,
+    workers: Workers,
+    start: Callable[[int], Awaitable[Any]],
+    all_waiting: Awaitable[None],
+    side: ScaleSide,
+    config: BenchConfig,
+) -> list[Any]:
+    """Start `scale_jobs` jobs and wait until all of them wait; returns what `start` gave."""
+    cpu = CpuWindow(stack, workers)
+    started = time.perf_counter()
+    handles = await bounded(config.scale_jobs, config.concurrency, start)
+    await all_waiting
+    side.ingest_seconds = time.perf_counter() - started
+    side.ingest_cpu = cpu.per_item(config.scale_jobs)
+    return handles
+
+
+async def drain(
+    stack: BenchStack,
+    workers: Workers,
+    process: Child,
+    tag: str,
+    deliver: Callable[[int], Awaitable[None]],
+    side: ScaleSide,
+    config: BenchConfig,
+) -> None:
+    """Deliver every terminal event and time until the last workflow closed; records the peak RSS meanwhile."""
+    process.reset_peak()
+    cpu = CpuWindow(stack, workers)
+    started = time.time()
+    await bounded(config.scale_jobs, config.concurrency, deliver)
+    side.sent_seconds = time.time() - started
+    closes = await wait_for_closed(stack, tag, config.scale_jobs, config)
+    side.drain_seconds = max(close.timestamp() for close in closes) - started
+    side.drain_peak = process.memory().peak
+    side.drain_cpu = cpu.per_item(config.scale_jobs)
+
+
+async def scale(stack: BenchStack, config: BenchConfig, workers: Workers) -> list[Figure]:
+    """Needs fresh product and floor workers: their RSS idle and while `scale_jobs` jobs wait at once."""
+    count, queue = config.scale_jobs, workers.floor_queue
+    canvas, tag = new_tag("scale"), new_tag("scale-floor")
+    product = ScaleSide(idle_rss=workers.product_process().memory().rss)
+    floor = ScaleSide(idle_rss=workers.floor_process().memory().rss)
+
+    job_ids = await hold_waiting(
+        stack,
+        workers,
+        lambda i: start_job(stack, canvas, f"n{i}", provider=WEBHOOK_PROVIDER),
+        wait_for_waiting_jobs(stack, canvas, count, config),
+        product,
+        config,
+    )
+    await asyncio.sleep(config.settle_seconds)
+    product.waiting_rss = workers.product_process().memory().rss
+    handles = await hold_waiting(
+        stack,
+        workers,
+        lambda i: start_floor(stack, WaitingWorkflow.run, queue, tag, webhook_job_input(queue)),
+        wait_for_waiting_floors(stack, tag, count, config),
+        floor,
+        config,
+    )
+    await asyncio.sleep(config.settle_seconds)
+    floor.waiting_rss = workers.floor_process().memory().rss
+
+    result = [f"{stack.files_url}/small.png"]
+    await drain(
+        stack,
+        workers,
+        workers.product_process(),
+        canvas,
+        lambda i: deliver_like_a_provider(
+            stack, job_ids[i], webhook_body("succeeded", f"done-{i}", output=result), product.failed_deliveries
+        ),
+        product,
+        config,
+    )
+    await drain(
+        stack,
+        workers,
+        workers.floor_process(),
+        tag,
+        lambda i: handles[i].signal(WaitingWorkflow.event, FloorEvent(status="succeeded", delivery_id=f"done-{i}")),
+        floor,
+        config,
+    )
+    return scale_figures(config, product, floor)
+
+
+def scale_figures(config: BenchConfig, product: ScaleSide, floor: ScaleSide) -> list[Figure]:
+    count = config.scale_jobs
+    rss_method = (
+        f"VmRSS of each worker process after warm-up (idle) and once all {count} wait "
+        f"(+{config.settle_seconds:.0f} s). Worker defaults: max_cached_workflows=1000, so beyond 1000 waiting "
+        "workflows some are evicted from the cache."
+    )
+    return [
+        Figure(
+            number="7a",
+            title=f"scale: worker RSS with {count} jobs waiting on webhooks",
+            unit="MB",
+            product=Series.of_value("product worker", product.waiting_rss / MB, count, idleMB=product.idle_rss / MB),
+            floors=[Series.of_value("floor worker", floor.waiting_rss / MB, count, idleMB=floor.idle_rss / MB)],
+            method=rss_method,
+        ),
+        Figure(
+            number="7b",
+            title="scale: worker RSS growth per waiting job",
+            unit="KB",
+            product=Series.of_value("product worker", (product.waiting_rss - product.idle_rss) / count / 1024, count),
+            floors=[Series.of_value("floor worker", (floor.waiting_rss - floor.idle_rss) / count / 1024, count)],
+            method=rss_method,
+        ),
+        Figure(
+            number="7c",
+            title=f"scale: time to drain {count} waiting jobs once all their webhooks arrive",
+            unit="s",
+            product=Series.of_value(
+                "webhooks via the API, then store/node/complete",
+                product.drain_seconds,
+                count,
+                deliveriesSentSeconds=product.sent_seconds,
+                peakRssDuringDrainMB=product.drain_peak / MB,
+                cpuMsPerJob=product.drain_cpu,
+                failedDeliveries=len(product.failed_deliveries),
+                failedDeliveryExamples=sorted(set(product.failed_deliveries))[:5],
+            ),
+            floors=[
+                Series.of_value(
+                    "signals, then 3 no-op activities",
+                    floor.drain_seconds,
+                    count,
+                    deliveriesSentSeconds=floor.sent_seconds,
+                    peakRssDuringDrainMB=floor.drain_peak / MB,
+                    cpuMsPerJob=floor.drain_cpu,
+                )
+            ],
+            method=(
+                f"all deliveries sent with {config.concurrency} in flight, a failed one retried with backoff as "
+                "providers do (failedDeliveries); drain = last workflow close time - first delivery. Each product "
+                "job then downloads a 64x64 PNG from the local file server into storage."
+            ),
+        ),
+        Figure(
+            number="7d",
+            title=f"scale: time until {count} new jobs all wait on their webhooks",
+            unit="s",
+            product=Series.of_value(
+                "POST /v1/jobs, then create/mark/submit/attach",
+                product.ingest_seconds,
+                count,
+                cpuMsPerJob=product.ingest_cpu,
+            ),
+            floors=[
+                Series.of_value(
+                    "start_workflow, then 4 no-op activities", floor.ingest_seconds, count, cpuMsPerJob=floor.ingest_cpu
+                )
+            ],
+            method=f"{config.concurrency} start calls in flight; until every job waits (database / visibility counts).",
+        ),
+    ]

@@ -1,0 +1,382 @@
+"""Latency figures: 1 start, 2 webhook, 3 orchestration overhead, 5 live (commit to SSE client)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+import psycopg
+from sqlalchemy import text
+from temporalio.client import WorkflowHandle
+
+from bench.drive import (
+    IMAGE_SIZE,
+    BenchConfig,
+    CpuWindow,
+    alternately,
+    bounded,
+    job_completes,
+    ms_since,
+    new_tag,
+    send_webhook,
+    start_floor,
+    start_job,
+    synchronous_job_steps,
+    terminate_tagged,
+    wait_for_closed,
+    wait_for_waiting_floors,
+    wait_for_waiting_jobs,
+    webhook_job_input,
+)
+from bench.providers import WEBHOOK_PROVIDER, webhook_body
+from bench.report import Figure, Series, percentile
+from bench.stack import BenchError, BenchStack, Workers
+from bench.workflows import EmptyWorkflow, FloorEvent, Step, StepsInput, StepsWorkflow, WaitingWorkflow
+from core import runs
+from core.db import libpq_url, transaction
+from core.events import CHANNEL
+from core.jobs import new_job_id, polling_plan
+from core.jobs import start_job as start_image_job
+from models.payloads import ImageJobInput, PromptSpec
+from models.schemas import StartImageJobRequest
+
+# --- 1: start latency --------------------------------------------------------------------------------------
+
+
+async def api_start_ms(stack: BenchStack, canvas: str, node: str) -> float:
+    started = time.perf_counter()
+    await start_job(stack, canvas, node)
+    return ms_since(started)
+
+
+async def bare_start_ms(stack: BenchStack, queue: str, tag: str) -> float:
+    """Only the tag (to find the workflow again) is added to a bare start; the product adds four and a summary."""
+    started = time.perf_counter()
+    await start_floor(stack, EmptyWorkflow.run, queue, tag)
+    return ms_since(started)
+
+
+async def insert_run(stack: BenchStack, job: ImageJobInput) -> None:
+    async with transaction(stack.sessions) as session:
+        await runs.insert_run(session, job)
+
+
+async def start_workflow(stack: BenchStack, job: ImageJobInput) -> None:
+    await start_image_job(stack.client, stack.settings, job)
+
+
+async def supersede_query(stack: BenchStack, job: ImageJobInput) -> None:
+    async with stack.sessions() as session:
+        await runs.active_runs_for_node(session, job.canvas_id, job.node_id, except_job=job.job_id)
+
+
+async def read_back(stack: BenchStack, job: ImageJobInput) -> None:
+    async with stack.sessions() as session:
+        await runs.get_run(session, job.job_id)
+
+
+async def empty_session(stack: BenchStack, job: ImageJobInput) -> None:
+    async with stack.sessions() as session:
+        await session.execute(text("SELECT 1"))
+
+
+START_STEPS: dict[str, Callable[[BenchStack, ImageJobInput], Awaitable[None]]] = {
+    "insert run+event+node claim (1 transaction)": insert_run,
+    "start_workflow (4 search attributes, summary)": start_workflow,
+    "supersede query (own session)": supersede_query,
+    "read run back (own session)": read_back,
+    "empty session (checkout, pre-ping, SELECT 1)": empty_session,
+}
+"""What POST /v1/jobs does, step by step (api/routes/jobs.py), plus the cost of a session by itself."""
+
+
+async def start_breakdown(stack: BenchStack, canvas: str, samples: int) -> dict[str, dict[str, float]]:
+    """The route's steps made one by one from the harness and timed: where its time goes."""
+    timings: dict[str, list[float]] = {name: [] for name in START_STEPS}
+    for index in range(samples):
+        request = StartImageJobRequest.model_validate(
+            {"workflowId": canvas, "nodeId": f"b{index}", "promptSpec": {"prompt": "breakdown", "size": IMAGE_SIZE}}
+        )
+        job = request.to_job(job_id=new_job_id(), model="procedural")
+        job.polling = polling_plan(stack.settings)
+        for name, step in START_STEPS.items():
+            started = time.perf_counter()
+            await step(stack, job)
+            timings[name].append(ms_since(started))
+    return {name: {"p50": percentile(values, 0.5), "p99": percentile(values, 0.99)} for name, values in timings.items()}
+
+
+async def start_latency(stack: BenchStack, config: BenchConfig, workers: Workers) -> Figure:
+    canvas, floor_tag = new_tag("start"), new_tag("start-floor")
+    product: list[float] = []
+    floor: list[float] = []
+    for index in range(config.warmup + config.latency_samples):
+        if index == config.warmup:
+            cpu = CpuWindow(stack, workers)
+        api_ms, bare_ms = await alternately(
+            index,
+            partial(api_start_ms, stack, canvas, f"n{index}"),
+            partial(bare_start_ms, stack, workers.floor_queue, floor_tag),
+        )
+        if index >= config.warmup:
+            product.append(api_ms)
+            floor.append(bare_ms)
+    api_cpu = cpu.per_item(config.latency_samples)["api"]
+    breakdown_samples = max(2, config.latency_samples // 4)
+    breakdown = await start_breakdown(stack, canvas, breakdown_samples)
+    await terminate_tagged(stack, canvas)
+    await terminate_tagged(stack, floor_tag)
+    return Figure(
+        number="1",
+        title="start latency",
+        unit="ms",
+        product=Series.of_samples(
+            "POST /v1/jobs, answered 202", product, apiCpuMsPerRequest=api_cpu, breakdownMs=breakdown
+        ),
+        floors=[Series.of_samples("start_workflow of an empty workflow", floor)],
+        method=(
+            "Sequential calls from the harness, product and floor alternating, with no worker running (so the "
+            "started workflows do not compete for the CPU; they are terminated afterwards). apiCpuMsPerRequest: "
+            "CPU time of the API process / requests. breakdownMs: the same calls the route makes, made directly "
+            f"from the harness ({breakdown_samples} samples)."
+        ),
+    )
+
+
+# --- 2: webhook latency ------------------------------------------------------------------------------------
+
+
+async def webhook_delivery(stack: BenchStack, job_id: str, event: FloorEvent) -> float:
+    body = webhook_body(event.status, event.delivery_id or "", progress=event.progress, output=event.output_urls)
+    started = time.perf_counter()
+    await send_webhook(stack, job_id, body)
+    return ms_since(started)
+
+
+async def signal_delivery(handle: WorkflowHandle[Any, Any], event: FloorEvent) -> float:
+    started = time.perf_counter()
+    await handle.signal(WaitingWorkflow.event, event)
+    return ms_since(started)
+
+
+async def webhook_latency(stack: BenchStack, config: BenchConfig, workers: Workers) -> Figure:
+    queue = workers.floor_queue
+    # Every job gets two deliveries (progress, then terminal); the first `warmup` jobs are not counted.
+    count = config.warmup + math.ceil(config.latency_samples / 2)
+    canvas, tag = new_tag("webhook"), new_tag("webhook-floor")
+    job_ids = await bounded(
+        count, config.concurrency, lambda i: start_job(stack, canvas, f"n{i}", provider=WEBHOOK_PROVIDER)
+    )
+    floors = await bounded(
+        count,
+        config.concurrency,
+        lambda i: start_floor(stack, WaitingWorkflow.run, queue, tag, webhook_job_input(queue)),
+    )
+    await wait_for_waiting_jobs(stack, canvas, count, config)
+    await wait_for_waiting_floors(stack, tag, count, config)
+    small = f"{stack.files_url}/small.png"
+    product: list[float] = []
+    floor: list[float] = []
+    cpu = CpuWindow(stack, workers)
+    for status, progress, output in (("running", 0.5, []), ("succeeded", None, [small])):
+        for index, (job_id, handle) in enumerate(zip(job_ids, floors, strict=True)):
+            event = FloorEvent(status=status, progress=progress, delivery_id=f"{status}-{index}", output_urls=output)
+            webhook_ms, signal_ms = await alternately(
+                index, partial(webhook_delivery, stack, job_id, event), partial(signal_delivery, handle, event)
+            )
+            if index >= config.warmup:
+                product.append(webhook_ms)
+                floor.append(signal_ms)
+            # Let the worker finish what the delivery set off, so the next one is not measured against it.
+            await asyncio.sleep(config.pace_seconds)
+    api_cpu = cpu.per_item(2 * count)["api"]
+    await wait_for_closed(stack, canvas, count, config)
+    await wait_for_closed(stack, tag, count, config)
+    return Figure(
+        number="2",
+        title="webhook latency",
+        unit="ms",
+        product=Series.of_samples("POST /v1/webhooks/..., answered 200", product, apiCpuMsPerRequest=api_cpu),
+        floors=[Series.of_samples("signal to a waiting workflow", floor)],
+        method=(
+            f"{count - config.warmup} jobs waiting on their webhook, each sent a progress and then a terminal "
+            f"webhook, one at a time, {config.pace_seconds:.2f} s apart (samples: both kinds); the floor gets the "
+            "same signals, alternating. apiCpuMsPerRequest: CPU time of the API process / webhooks."
+        ),
+    )
+
+
+# --- 3: orchestration overhead -----------------------------------------------------------------------------
+
+
+async def orchestration_overhead(stack: BenchStack, config: BenchConfig, workers: Workers) -> Figure:
+    """Needs a product worker whose local provider takes `config.provider_seconds`."""
+    queue = workers.floor_queue
+    canvas, tag = new_tag("overhead"), new_tag("overhead-floor")
+    samples: dict[str, list[float]] = {"product": [], "same": [], "local": [], "single": []}
+    per_lane = math.ceil(config.overhead_samples / config.overhead_lanes)
+
+    provider_ms = config.provider_seconds * 1000
+
+    async def product(node: str) -> float:
+        started = time.perf_counter()
+        await job_completes(stack, await start_job(stack, canvas, node))
+        return ms_since(started) - provider_ms
+
+    async def floor(steps: list[Step]) -> float:
+        started = time.perf_counter()
+        handle = await start_floor(stack, StepsWorkflow.run, queue, tag, StepsInput(steps))
+        await handle.result()
+        return ms_since(started) - provider_ms
+
+    same_steps = synchronous_job_steps(queue, config.provider_seconds)
+    local_steps = synchronous_job_steps(queue, config.provider_seconds, local=True)
+    single_step = [Step(queue, config.provider_seconds)]
+
+    async def lane(number: int) -> None:
+        for round_index in range(config.overhead_warmup_rounds + per_lane):
+            measured = await alternately(
+                round_index,
+                partial(product, f"n{number}-{round_index}"),
+                partial(floor, same_steps),
+                partial(floor, local_steps),
+                partial(floor, single_step),
+            )
+            if round_index >= config.overhead_warmup_rounds:
+                for key, value in zip(samples, measured, strict=True):
+                    samples[key].append(value)
+
+    await asyncio.gather(*(lane(number) for number in range(config.overhead_lanes)))
+    return Figure(
+        number="3",
+        title=f"orchestration overhead (end to end minus the provider's {config.provider_seconds:.1f} s)",
+        unit="ms",
+        product=Series.of_samples("POST /v1/jobs until SSE `completed`", samples["product"]),
+        floors=[
+            Series.of_samples("same 5 activities, one sleeping", samples["same"]),
+            Series.of_samples("same, 4 DB steps as local activities", samples["local"]),
+            Series.of_samples("one sleeping activity", samples["single"]),
+        ],
+        method=(
+            f"local provider with LOCAL_PROVIDER_DELAY_MS={provider_ms:.0f} and {IMAGE_SIZE}; "
+            f"{config.overhead_lanes} lanes in parallel, each running product and floors one after the other "
+            f"({config.overhead_warmup_rounds} round(s) per lane discarded). "
+            "Product completion = SSE event; floor completion = handle.result()."
+        ),
+    )
+
+
+# --- 5: live latency ---------------------------------------------------------------------------------------
+
+
+class Arrivals:
+    """When each event id reached a reader (perf_counter), fed from any thread."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._times: dict[int, float] = {}
+        self._changed = asyncio.Event()
+
+    def record(self, event_id: int, at: float) -> None:
+        self._loop.call_soon_threadsafe(self._store, event_id, at)
+
+    def _store(self, event_id: int, at: float) -> None:
+        self._times.setdefault(event_id, at)
+        self._changed.set()
+
+    async def wait_for(self, event_id: int, timeout: float = 10.0) -> float:
+        deadline = time.monotonic() + timeout
+        while event_id not in self._times:
+            self._changed.clear()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise BenchError(f"event {event_id} never arrived")
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                continue
+        return self._times[event_id]
+
+
+def listen_in_thread(database_url: str, arrivals: Arrivals, ready: threading.Event, stop: threading.Event) -> None:
+    """A bare LISTEN on the product's channel, on a blocking connection in its own thread (the floor)."""
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as connection:
+        connection.execute(f"LISTEN {CHANNEL}")
+        ready.set()
+        while not stop.is_set():
+            for notify in connection.notifies(timeout=0.2):
+                at = time.perf_counter()
+                message = json.loads(notify.payload)
+                if message.get("kind") == "event":
+                    arrivals.record(int(message["id"]), at)
+
+
+async def read_stream(stack: BenchStack, job_id: str, arrivals: Arrivals) -> None:
+    async with stack.http.stream("GET", f"/v1/jobs/{job_id}/events", timeout=None) as response:
+        async for line in response.aiter_lines():
+            if line.startswith("id:"):
+                arrivals.record(int(line.removeprefix("id:").strip()), time.perf_counter())
+
+
+async def live_latency(stack: BenchStack, config: BenchConfig, workers: Workers) -> Figure:
+    job = ImageJobInput(
+        job_id=new_job_id(),
+        canvas_id=new_tag("live"),
+        node_id="n1",
+        provider="local",
+        model="procedural",
+        spec=PromptSpec(prompt="live latency"),
+    )
+    async with transaction(stack.sessions) as session:
+        await runs.insert_run(session, job)
+    sse, listened = Arrivals(), Arrivals()
+    ready, stop = threading.Event(), threading.Event()
+    listener = asyncio.create_task(
+        asyncio.to_thread(listen_in_thread, stack.settings.require_database_url(), listened, ready, stop)
+    )
+    reader = asyncio.create_task(read_stream(stack, job.job_id, sse))
+    product: list[float] = []
+    floor: list[float] = []
+    commits: list[float] = []
+    try:
+        await asyncio.to_thread(ready.wait, 10)
+        for index in range(config.warmup + config.latency_samples):
+            async with stack.sessions() as session:
+                event_id = await runs.add_event(session, job.job_id, "log", {"message": f"benchmark event {index}"})
+                committing = time.perf_counter()
+                await session.commit()
+                commit_ms = ms_since(committing)
+            if event_id is None:
+                raise BenchError("add_event stored nothing")
+            sse_at, listen_at = await asyncio.gather(sse.wait_for(event_id), listened.wait_for(event_id))
+            if index >= config.warmup:
+                product.append((sse_at - committing) * 1000)
+                floor.append((listen_at - committing) * 1000)
+                commits.append(commit_ms)
+    finally:
+        stop.set()
+        reader.cancel()
+        await asyncio.gather(listener, reader, return_exceptions=True)
+    return Figure(
+        number="5",
+        title="live latency, commit to client",
+        unit="ms",
+        product=Series.of_samples("SSE client receives the event", product),
+        floors=[
+            Series.of_samples(
+                "bare LISTEN receives the NOTIFY",
+                floor,
+                commitMs={"p50": percentile(commits, 0.5), "p99": percentile(commits, 0.99)},
+            )
+        ],
+        method=(
+            "events inserted one at a time with core.runs.add_event; the clock starts when COMMIT is sent (the "
+            "commit's own time, in the floor's detail, is part of both); one SSE client, one LISTEN thread."
+        ),
+    )
