@@ -34,12 +34,12 @@ import httpx
 from standardwebhooks.webhooks import Webhook
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.fakes.script import Behaviour, Script, status_answer
+from tests.fakes.script import Behaviour, Script, scripted_response
 from tests.fakes.server import RecordedRequest, Recorder
-from tests.fakes.sync_providers import HTML_PAGE, image_bytes
+from tests.fakes.sync_providers import image_bytes
 
 REPLICATE_CREATE = "replicate.create"
 REPLICATE_GET = "replicate.get"
@@ -127,14 +127,9 @@ class AsyncFakeState:
             )
         )
         behaviour = self.script.next(route)
-        answer = status_answer(behaviour)
-        if answer is not None:
-            if isinstance(answer.body, dict | list):
-                return body, behaviour, JSONResponse(answer.body, answer.code, answer.headers)
-            content = answer.body.encode() if isinstance(answer.body, str) else answer.body or b""
-            return body, behaviour, Response(content, answer.code, answer.headers)
-        if behaviour == "html":
-            return body, behaviour, HTMLResponse(HTML_PAGE)
+        scripted = scripted_response(behaviour)
+        if scripted is not None:
+            return body, behaviour, scripted
         if behaviour == "slow":
             deadline = time.monotonic() + self.script.slow_seconds
             while time.monotonic() < deadline and not await request.is_disconnected():

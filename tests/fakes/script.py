@@ -16,6 +16,8 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from starlette.responses import HTMLResponse, JSONResponse, Response
+
 NAMED_BEHAVIOURS = frozenset({"ok", "slow", "moderation", "all_filtered", "html", "oversized"})
 
 Behaviour = str | tuple[Any, ...]
@@ -63,6 +65,22 @@ def status_answer(behaviour: Behaviour) -> StatusAnswer | None:
     body = rest[0] if rest else None
     headers = rest[1] if len(rest) > 1 else {}
     return StatusAnswer(code=int(code), body=body, headers=dict(headers))
+
+
+HTML_PAGE = "<!DOCTYPE html><html><head><title>Just a moment...</title></head><body>Checking your browser</body></html>"
+
+
+def scripted_response(behaviour: Behaviour) -> Response | None:
+    """The answer a scripted status or the "html" behaviour gives at once; None when the route answers itself."""
+    answer = status_answer(behaviour)
+    if answer is not None:
+        if isinstance(answer.body, dict | list):
+            return JSONResponse(answer.body, answer.code, answer.headers)
+        content = answer.body.encode() if isinstance(answer.body, str) else answer.body or b""
+        return Response(content, answer.code, answer.headers)
+    if behaviour == "html":
+        return HTMLResponse(HTML_PAGE)
+    return None
 
 
 def _validate(behaviour: Behaviour) -> None:

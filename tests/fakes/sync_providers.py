@@ -24,10 +24,10 @@ from typing import Any
 from PIL import Image
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.fakes.script import Behaviour, Script, status_answer
+from tests.fakes.script import Behaviour, Script, scripted_response
 from tests.fakes.server import RecordedRequest, Recorder
 
 OPENAI = "openai.generations"
@@ -36,7 +36,6 @@ GOOGLE_GENERATE_CONTENT = "google.generateContent"
 STABILITY_GENERATE = "stability.generate"
 POLLINATIONS = "pollinations.image"
 
-HTML_PAGE = "<!DOCTYPE html><html><head><title>Just a moment...</title></head><body>Checking your browser</body></html>"
 STABILITY_ASPECT_RATIOS = {"21:9", "16:9", "3:2", "5:4", "1:1", "4:5", "2:3", "9:16", "9:21"}
 STABILITY_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 OPENAI_SIZES = {
@@ -131,14 +130,9 @@ class SyncProvidersFake:
         """Record the request and take its behaviour; a scripted status or HTML page answers at once."""
         body = await self._record(request)
         behaviour = self.script.next(route)
-        answer = status_answer(behaviour)
-        if answer is not None:
-            if isinstance(answer.body, dict | list):
-                return body, behaviour, JSONResponse(answer.body, answer.code, answer.headers)
-            content = answer.body.encode() if isinstance(answer.body, str) else answer.body or b""
-            return body, behaviour, Response(content, answer.code, answer.headers)
-        if behaviour == "html":
-            return body, behaviour, HTMLResponse(HTML_PAGE)
+        scripted = scripted_response(behaviour)
+        if scripted is not None:
+            return body, behaviour, scripted
         if behaviour == "slow":
             await self._stall(request)
             return body, "ok", None
