@@ -141,7 +141,6 @@ class StoreOutputsRequest:
     canvas_id: str
     node_id: str
     provider: str
-    provider_job_id: str
     urls: list[str]
     provenance: Provenance = field(default_factory=Provenance)
 

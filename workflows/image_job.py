@@ -159,7 +159,6 @@ class ImageJobWorkflow:
                 canvas_id=job.canvas_id,
                 node_id=job.node_id,
                 provider=job.provider,
-                provider_job_id=submitted.provider_job_id,
                 urls=outcome.output_urls,
                 # The provider's report keeps what we asked it for (e.g. the nearest allowed size) beside its own.
                 provenance=replace(
