@@ -1,22 +1,26 @@
 """ImageJobWorkflow alone, on the time-skipping test server, with its activities replaced by fakes.
 
 Covers the asynchronous paths whose timing matters (webhook grace, polling cadence, late and duplicate
-events) and replays every recorded history, so a change that breaks determinism fails here.
+events) and replays every recorded history, so a change that breaks determinism fails here. Histories in
+tests/histories/ were recorded by earlier versions of the workflow: jobs still running when a worker is
+upgraded must replay on the new code.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from temporalio import activity
-from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowHistory
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
@@ -196,6 +200,34 @@ async def test_synchronous_job_runs_every_step_and_replays(time_skipping_env: Wo
     ]
     assert fakes.named("update_node")[0].image_url == IMAGE.url
     await replay(time_skipping_env, handle)
+
+
+async def test_database_steps_are_local_activities(time_skipping_env: WorkflowEnvironment) -> None:
+    fakes = FakeActivities(time_skipping_env)
+    async with workflow_worker(time_skipping_env, fakes) as queue:
+        handle = await start(time_skipping_env, queue, job_input(asynchronous=False))
+        await handle.result()
+    history = await handle.fetch_history()
+    scheduled = [
+        event.activity_task_scheduled_event_attributes.activity_type.name
+        for event in history.events
+        if event.HasField("activity_task_scheduled_event_attributes")
+    ]
+    markers = [
+        event.marker_recorded_event_attributes.marker_name
+        for event in history.events
+        if event.HasField("marker_recorded_event_attributes")
+    ]
+    assert scheduled == ["generate_image"]  # only the provider call goes through a task queue
+    assert markers.count("core_local_activity") == 4  # create_run, mark_running, update_node, complete_run
+    assert markers.count("core_patch") == 1
+
+
+@pytest.mark.parametrize("recorded", sorted(Path(__file__).with_name("histories").glob("*.json")), ids=lambda p: p.stem)
+async def test_histories_of_earlier_versions_replay(recorded: Path) -> None:
+    history = WorkflowHistory.from_json(recorded.stem, json.loads(recorded.read_text()))
+    assert history.events, recorded
+    await Replayer(workflows=[ImageJobWorkflow]).replay_workflow(history)
 
 
 async def test_no_webhook_means_polling_at_the_planned_cadence(time_skipping_env: WorkflowEnvironment) -> None:

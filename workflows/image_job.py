@@ -12,8 +12,10 @@ node, so the canvas never shows a job that is neither done nor failed.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError
@@ -35,7 +37,13 @@ with workflow.unsafe.imports_passed_through():
         RunTransition,
         StoreOutputsRequest,
     )
-    from workflows.policies import CLEANUP_STEP, DB_STEP, PROVIDER_CALL, PROVIDER_POLL
+    from workflows.policies import CLEANUP_STEP, DB_LOCAL_STEP, DB_STEP, PROVIDER_CALL, PROVIDER_POLL
+
+StepInput = TypeVar("StepInput")
+StepResult = TypeVar("StepResult")
+
+# Jobs started before database steps became local activities replay them as regular ones (see `_db_step`).
+DB_STEPS_AS_LOCAL_ACTIVITIES = "db-steps-as-local-activities"
 
 
 def provider_task_queue(base_queue: str, provider: str) -> str:
@@ -88,8 +96,8 @@ class ImageJobWorkflow:
         started = workflow.now()
         timings: dict[str, float] = {}
         try:
-            await workflow.execute_activity_method(RunActivities.create_run, job, **DB_STEP)
-            await workflow.execute_activity_method(RunActivities.mark_running, job, **DB_STEP)
+            await self._db_step(RunActivities.create_run, job)
+            await self._db_step(RunActivities.mark_running, job)
             self._state.phase = "running"
             timings["queued"] = _seconds_since(started)
             mark = workflow.now()
@@ -99,10 +107,9 @@ class ImageJobWorkflow:
             await self._update_node(job, "completed", result=result)
             timings["nodeUpdate"] = _seconds_since(mark)
             timings["total"] = _seconds_since(started)
-            await workflow.execute_activity_method(
+            await self._db_step(
                 RunActivities.complete_run,
                 RunTransition(job_id=job.job_id, status="completed", result=result, timings=timings),
-                **DB_STEP,
             )
             self._state.phase = "completed"
             self._state.progress = 1.0
@@ -140,10 +147,9 @@ class ImageJobWorkflow:
             GenerationActivities.submit_job, call, task_queue=queue, **PROVIDER_CALL
         )
         self._state.provider_job_id = submitted.provider_job_id
-        await workflow.execute_activity_method(
+        await self._db_step(
             RunActivities.attach_provider_job,
             ProviderJobAttached(job.job_id, submitted.provider_job_id, submitted.effective),
-            **DB_STEP,
         )
         outcome = await self._await_outcome(job, submitted.provider_job_id, queue)
         if outcome.status != "succeeded":
@@ -211,7 +217,7 @@ class ImageJobWorkflow:
             if event.progress is None or event.progress == self._state.progress:
                 continue
             self._state.progress = event.progress
-            await workflow.execute_activity_method(
+            await self._db_step(
                 RunActivities.record_progress,
                 ProgressUpdate(
                     job_id=job.job_id,
@@ -220,7 +226,6 @@ class ImageJobWorkflow:
                     progress=event.progress,
                     dedupe_key=f"progress:{event.progress:.4f}",
                 ),
-                **DB_STEP,
             )
 
     async def _update_node(
@@ -238,17 +243,25 @@ class ImageJobWorkflow:
             error=error,
             progress=1.0 if status == "completed" else None,
         )
-        await workflow.execute_activity_method(RunActivities.update_node, update, **DB_STEP)
+        await self._db_step(RunActivities.update_node, update)
+
+    async def _db_step(
+        self, step: Callable[[RunActivities, StepInput], Awaitable[StepResult]], argument: StepInput
+    ) -> StepResult:
+        """A database step: short and idempotent, so a local activity; jobs from before that change keep the
+        regular activities their histories recorded."""
+        if workflow.patched(DB_STEPS_AS_LOCAL_ACTIVITIES):
+            return await workflow.execute_local_activity_method(step, argument, **DB_LOCAL_STEP)
+        return await workflow.execute_activity_method(step, argument, **DB_STEP)
 
     async def _finish_failed(self, job: ImageJobInput, error_type: str, message: str) -> None:
         self._state.phase = "failed"
         self._state.error = message
         # Node first, as on success: once the run reads terminal, so does the node.
         await self._update_node(job, "failed", error=message)
-        await workflow.execute_activity_method(
+        await self._db_step(
             RunActivities.fail_run,
             RunTransition(job_id=job.job_id, status="failed", error=message, error_code=error_type),
-            **DB_STEP,
         )
 
     async def _finish_cancelled(self, job: ImageJobInput) -> None:
@@ -265,10 +278,9 @@ class ImageJobWorkflow:
             except ActivityError:
                 workflow.logger.warning("could not cancel %s job at the provider", job.provider)
         await self._update_node(job, "cancelled")
-        await workflow.execute_activity_method(
+        await self._db_step(
             RunActivities.cancel_run,
             RunTransition(job_id=job.job_id, status="cancelled", error="Cancelled", error_code="cancelled"),
-            **DB_STEP,
         )
 
 

@@ -1,7 +1,8 @@
 """Timeouts and retry policies of every activity call, in one place.
 
-Database steps are short and idempotent: they retry until a 10-minute budget runs out, so a database
-restart pauses jobs instead of failing them. Provider calls cost money and can be refused for good: three
+Database steps are short and idempotent: they run as local activities (in the worker that runs the
+workflow task, no task queue round trip) and retry until a 10-minute budget runs out, so a database restart
+pauses jobs instead of failing them. Provider calls cost money and can be refused for good: three
 attempts with exponential backoff (the provider's own Retry-After wins through `next_retry_delay`), and the
 non-retryable error types fail at once. Heartbeats let a killed worker's provider call move to another worker
 within `heartbeat_timeout`.
@@ -30,6 +31,10 @@ DB_STEP: dict[str, Any] = {
         initial_interval=timedelta(milliseconds=200), backoff_coefficient=2.0, maximum_interval=timedelta(seconds=10)
     ),
 }
+
+# The same budget for a database step run as a local activity. Backoffs up to the threshold are slept in the
+# worker; longer ones (not reached with a 10 s maximum interval) would become a durable timer.
+DB_LOCAL_STEP: dict[str, Any] = {**DB_STEP, "local_retry_threshold": timedelta(seconds=30)}
 
 PROVIDER_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
