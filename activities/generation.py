@@ -8,6 +8,7 @@ storage, and only keys and URLs are returned to the workflow.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
@@ -71,6 +72,25 @@ async def heartbeating() -> AsyncIterator[None]:
         task.cancel()
 
 
+# A canvas gains nothing from more than two progress updates a second, and each one is a database write.
+PROGRESS_EVERY_SECONDS = 0.5
+
+
+class ProgressGate:
+    """Admits a progress point at most once per interval; the first one always."""
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._last_admitted: float | None = None
+
+    def admit(self) -> bool:
+        now = time.monotonic()
+        if self._last_admitted is not None and now - self._last_admitted < self._interval:
+            return False
+        self._last_admitted = now
+        return True
+
+
 def image_key_prefix(canvas_id: str, job_id: str) -> str:
     return f"images/{canvas_id}/{job_id}"
 
@@ -101,8 +121,12 @@ class GenerationActivities:
         self.settings = settings
 
     def _ingest(self, *, job_id: str, canvas_id: str, node_id: str, output_count: int) -> ImageIngest:
+        gate = ProgressGate(PROGRESS_EVERY_SECONDS)
+
         async def on_progress(fraction: float, message: str | None) -> None:
             activity.heartbeat()
+            if not gate.admit():
+                return
             try:
                 await save_progress(
                     self.sessions,

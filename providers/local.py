@@ -85,9 +85,10 @@ class LocalProvider(ImageProvider):
     async def generate(self, call: ProviderCall, sink: OutputSink) -> Provenance:
         width, height = requested_pixels(call.spec)
         seed = call.spec.seed if call.spec.seed is not None else derive_seed(call.spec.prompt)
-        for step in range(1, PROGRESS_STEPS + 1):
-            await asyncio.sleep(self.delay_ms / 1000 / PROGRESS_STEPS)
-            await sink.progress(step / PROGRESS_STEPS * 0.9)
+        if self.delay_ms:  # progress only while pretending to work; an instant job has none to show
+            for step in range(1, PROGRESS_STEPS + 1):
+                await asyncio.sleep(self.delay_ms / 1000 / PROGRESS_STEPS)
+                await sink.progress(step / PROGRESS_STEPS * 0.9)
         for index in range(call.spec.n):
             png = await asyncio.to_thread(render_png, call.spec.prompt, seed + index, width, height)
             await sink.store_bytes(png)

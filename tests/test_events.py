@@ -9,6 +9,7 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from activities.generation import ProgressGate
 from tests.fixtures.stack import Stack
 from tests.sse import SseEvent, read_events
 
@@ -42,6 +43,8 @@ async def test_job_stream_is_ordered_and_resumable(stack: Stack) -> None:
     assert "progress" in kinds
     progress = [event.json()["progress"] for event in everything if event.event == "progress"]
     assert progress == sorted(progress)
+    # The local provider reports 10 steps in 300 ms; progress is recorded at most every 0.5 s.
+    assert 1 <= len(progress) <= 2, progress
     ids = [int(event.id or 0) for event in everything]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     assert [event.id for event in first_part + rest] == [event.id for event in everything]
@@ -124,3 +127,11 @@ async def test_streams_survive_a_lost_database_connection(
     assert renamed.status_code == 200
     await asyncio.wait_for(watcher, timeout=15)
     assert received[-1] == "after"
+
+
+async def test_progress_gate_admits_one_point_per_interval() -> None:
+    gate = ProgressGate(0.2)
+    assert [gate.admit() for _ in range(5)] == [True, False, False, False, False]
+    await asyncio.sleep(0.25)
+    assert gate.admit() is True
+    assert gate.admit() is False
