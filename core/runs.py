@@ -122,12 +122,17 @@ async def add_event(
     return int(found[0]) if found else None
 
 
-async def has_event(session: AsyncSession, run_id: str, dedupe_key: str) -> bool:
+async def webhook_target(session: AsyncSession, run_id: str, dedupe_key: str | None) -> tuple[str, bool] | None:
+    """(run status, whether an event with `dedupe_key` is recorded) in one query; None when there is no run."""
     found = await session.execute(
-        text("SELECT 1 FROM run_events WHERE run_id = :run AND dedupe_key = :dedupe"),
+        text(
+            "SELECT r.status, EXISTS (SELECT 1 FROM run_events e WHERE e.run_id = r.id AND e.dedupe_key = :dedupe)"
+            " FROM runs r WHERE r.id = :run"
+        ),
         {"run": run_id, "dedupe": dedupe_key},
     )
-    return found.first() is not None
+    row = found.first()
+    return (row[0], bool(row[1])) if row is not None else None
 
 
 def result_payload(result: GenerationResult) -> dict[str, Any]:

@@ -99,17 +99,23 @@ async def test_retry_a_cancelled_job_and_stats(stack_settings: Settings, tempora
         assert refused.json()["code"] == "job_not_retryable"
         await stack.api.post(f"/v1/jobs/{started['jobId']}/cancel")
         assert (await stack.wait(started["jobId"]))["status"] == "cancelled"
+        # Meanwhile another take runs for the node: the retry is the newest request, so it supersedes that one.
+        other = await stack.start("another take", workflowId=canvas, nodeId="n")
+        await stack.wait(other["jobId"], statuses=("running",))
         retried = await stack.api.post(f"/v1/jobs/{started['jobId']}/retry")
         assert retried.status_code == 202
         again = retried.json()
         assert again["jobId"] != started["jobId"]
         assert again["promptSpec"] == started["promptSpec"]
         assert again["metadata"]["retryOf"] == started["jobId"]
+        assert again["status"] == "pending"
+        assert (await stack.wait(other["jobId"]))["status"] == "cancelled"
         assert (await stack.wait(again["jobId"]))["status"] == "completed"
+        assert (await stack.node(canvas, "n"))["data"]["jobId"] == again["jobId"]
         stats = (await stack.api.get("/v1/stats", params={"workflowId": canvas})).json()
-        assert stats["byStatus"]["cancelled"] == 1
+        assert stats["byStatus"]["cancelled"] == 2
         assert stats["byStatus"]["completed"] == 1
-        assert stats["total"] == 2
+        assert stats["total"] == 3
 
 
 async def test_api_keys_protect_job_routes(stack_settings: Settings, temporal_client: Client) -> None:

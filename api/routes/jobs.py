@@ -75,24 +75,26 @@ async def get_run_or_404(session: SessionDep, job_id: str) -> Run:
     return run
 
 
-async def launch(state: StateDep, temporal: Client, job: ImageJobInput, effective: dict[str, object]) -> None:
-    """Record the run, then start its workflow; a start that fails leaves no run behind."""
+async def launch(state: StateDep, temporal: Client, job: ImageJobInput, effective: dict[str, object]) -> Run:
+    """Record the run and start its workflow, then cancel the node's older unfinished jobs (ownership already
+    keeps them from overwriting the node; cancelling saves their provider calls). A start that fails leaves no
+    run behind. One transaction records the run and reads what the answer needs."""
     async with transaction(state.sessions) as session:
         await runs.insert_run(session, job, effective=effective)
+        run = await get_run_or_404(session, job.job_id)
+        older = await runs.active_runs_for_node(session, job.canvas_id, job.node_id, except_job=job.job_id)
     try:
         await start_job(temporal, state.settings, job)
     except RPCError as error:
         async with transaction(state.sessions) as session:
             await runs.delete_pending_run(session, job.job_id)
         raise ApiError(503, "temporal_unavailable", f"Could not start the job: {error.message}") from error
+    await cancel_jobs(temporal, older)
+    return run
 
 
-async def supersede_older_jobs(state: StateDep, temporal: Client, job: ImageJobInput) -> None:
-    """A new job for a node cancels the node's older unfinished jobs; ownership already keeps them from
-    overwriting the node, cancelling saves the provider calls."""
-    async with state.sessions() as session:
-        older = await runs.active_runs_for_node(session, job.canvas_id, job.node_id, except_job=job.job_id)
-    for job_id in older:
+async def cancel_jobs(temporal: Client, job_ids: list[str]) -> None:
+    for job_id in job_ids:
         try:
             await temporal.get_workflow_handle(job_id).cancel()
         except RPCError as error:
@@ -118,11 +120,9 @@ async def start_image_job(
         response.headers["Idempotent-Replayed"] = "true"
         return ImageJobRecord.from_run(existing)
     # Hand the connection back before `launch` takes one: a request holding one while waiting for a second would,
-    # in a burst of starts, leave every request waiting on every other. The read below then sees the new run.
+    # in a burst of starts, leave every request waiting on every other.
     await session.rollback()
-    await launch(state, temporal, job, effective)
-    await supersede_older_jobs(state, temporal, job)
-    return ImageJobRecord.from_run(await get_run_or_404(session, job.job_id))
+    return ImageJobRecord.from_run(await launch(state, temporal, job, effective))
 
 
 @router.get("", response_model=JobPage, responses=ERRORS)
@@ -194,5 +194,4 @@ async def retry_job(job_id: str, state: StateDep, session: SessionDep, temporal:
     )
     job, effective = job_from_request(state, body, new_job_id())
     await session.rollback()  # one connection per request at a time, as in start_image_job
-    await launch(state, temporal, job, effective)
-    return ImageJobRecord.from_run(await get_run_or_404(session, job.job_id))
+    return ImageJobRecord.from_run(await launch(state, temporal, job, effective))

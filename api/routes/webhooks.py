@@ -99,13 +99,14 @@ async def receive_webhook(
     except WebhookRejected as error:
         log.warning("rejected %s webhook for %s: %s", provider, job_id, error)
         raise ApiError(401, "invalid_webhook_signature", f"Webhook rejected: {error}") from error
-    run = await runs.get_run(session, job_id)
-    if run is None:
-        raise ApiError(404, "job_not_found", f"No job {job_id!r}.")
     dedupe_key = f"webhook:{event.delivery_id}" if event.delivery_id else None
-    if dedupe_key and await runs.has_event(session, job_id, dedupe_key):
+    target = await runs.webhook_target(session, job_id, dedupe_key)
+    if target is None:
+        raise ApiError(404, "job_not_found", f"No job {job_id!r}.")
+    status, seen = target
+    if seen:
         return {"status": "duplicate"}
-    finished = run.status in runs.TERMINAL_STATUSES
+    finished = status in runs.TERMINAL_STATUSES
     # Hand the connection back before the Temporal call and the write: a request that held one connection while
     # waiting for a second would, in a storm of webhooks, leave every request waiting on every other.
     await session.rollback()
