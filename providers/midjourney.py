@@ -201,7 +201,9 @@ def task_event(task: Mapping[str, Any]) -> ProviderEvent:
         status=status,
         progress=progress,
         delivery_id=f"{task.get('id')}:{raw_status}:{task.get('progress') or ''}",
-        provenance=Provenance(provider_job_id=str(task.get("id")), predict_time=_run_seconds(task)),
+        provenance=Provenance(
+            provider_job_id=str(task["id"]) if task.get("id") else None, predict_time=_run_seconds(task)
+        ),
     )
     if status == "succeeded":
         image_url = task.get("imageUrl")

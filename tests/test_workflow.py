@@ -34,6 +34,7 @@ from models.payloads import (
     PollingPlan,
     PollRequest,
     ProgressUpdate,
+    Provenance,
     ProviderCall,
     ProviderEvent,
     ProviderJobAttached,
@@ -288,6 +289,38 @@ async def test_webhook_before_the_wait_is_kept(time_skipping_env: WorkflowEnviro
         await handles[0].result()
     assert fakes.named("poll_job") == []
     assert fakes.named("store_outputs")[0].urls == ["https://cdn.test/early.png"]
+
+
+async def test_a_second_job_from_a_retried_submit_is_cancelled_and_ignored(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    # The first submit created p-0 but its answer was lost; the retried submit created p-1 (the fake's answer).
+    # Both report to the job's webhook URL.
+    fakes = FakeActivities(time_skipping_env)
+    handles: list[WorkflowHandle[Any, Any]] = []
+
+    def event_of(provider_job_id: str, status: str, url: str | None = None) -> ProviderEvent:
+        return ProviderEvent(
+            status=status,  # type: ignore[arg-type]
+            output_urls=[url] if url else [],
+            delivery_id=f"{provider_job_id}:{status}",
+            provenance=Provenance(provider_job_id=provider_job_id),
+        )
+
+    async def stray_reports_during_submit() -> None:
+        await handles[0].signal(ImageJobWorkflow.provider_event, event_of("p-0", "running"))
+
+    fakes.on_submit = stray_reports_during_submit
+    async with workflow_worker(time_skipping_env, fakes) as queue:
+        handles.append(await start(time_skipping_env, queue, job_input(asynchronous=True)))
+        while not fakes.named("attach_provider_job"):
+            await asyncio.sleep(0.05)
+        await handles[0].signal(ImageJobWorkflow.provider_event, event_of("p-0", "succeeded", "https://cdn.test/0.png"))
+        await handles[0].signal(ImageJobWorkflow.provider_event, event_of("p-1", "succeeded", "https://cdn.test/1.png"))
+        await handles[0].result()
+    assert [request.provider_job_id for request in fakes.named("cancel_at_provider")] == ["p-0"]
+    assert [request.urls for request in fakes.named("store_outputs")] == [["https://cdn.test/1.png"]]
+    await replay(time_skipping_env, handles[0])
 
 
 async def test_provider_that_never_finishes_times_out(time_skipping_env: WorkflowEnvironment) -> None:

@@ -72,6 +72,9 @@ class ImageJobWorkflow:
         self._progress_events: list[ProviderEvent] = []
         self._terminal_event: ProviderEvent | None = None
         self._seen_deliveries: set[str] = set()
+        self._unattached_events: list[ProviderEvent] = []
+        self._strays: list[str] = []
+        self._strays_cancelled = 0
 
     @workflow.query
     def status(self) -> JobState:
@@ -79,8 +82,19 @@ class ImageJobWorkflow:
 
     @workflow.signal
     def provider_event(self, event: ProviderEvent) -> None:
-        """A verified webhook (or an early poll result). Duplicates and anything after the end are ignored."""
+        """A verified webhook (or a poll result). Duplicates and anything after the end are ignored."""
+        if self._state.provider_job_id is None:
+            # Until the submit answers, our job's events cannot be told from a stray's; they are taken after it.
+            self._unattached_events.append(event)
+            return
         if self._terminal_event is not None:
+            return
+        reported = event.provenance.provider_job_id
+        if reported and reported != self._state.provider_job_id:
+            # A submit whose answer was lost and retried leaves a second job at the provider, reporting to the
+            # same webhook URL: it is cancelled, and its events are not ours.
+            if reported not in self._strays:
+                self._strays.append(reported)
             return
         if event.delivery_id:
             if event.delivery_id in self._seen_deliveries:
@@ -147,6 +161,9 @@ class ImageJobWorkflow:
             GenerationActivities.submit_job, call, task_queue=queue, **PROVIDER_CALL
         )
         self._state.provider_job_id = submitted.provider_job_id
+        for early in self._unattached_events:
+            self.provider_event(early)
+        self._unattached_events.clear()
         await self._db_step(
             RunActivities.attach_provider_job,
             ProviderJobAttached(job.job_id, submitted.provider_job_id, submitted.effective),
@@ -183,6 +200,7 @@ class ImageJobWorkflow:
         next_poll = now + timedelta(seconds=plan.webhook_grace)
         while True:
             await self._record_progress_events(job)
+            await self._cancel_strays(job, queue)
             if self._terminal_event is not None:
                 return self._terminal_event
             now = workflow.now()
@@ -205,11 +223,33 @@ class ImageJobWorkflow:
             wake_at = min(next_poll, deadline)
             try:
                 await workflow.wait_condition(
-                    lambda: self._terminal_event is not None or bool(self._progress_events),
+                    lambda: (
+                        self._terminal_event is not None
+                        or bool(self._progress_events)
+                        or self._strays_cancelled < len(self._strays)
+                    ),
                     timeout=(wake_at - now).total_seconds(),
                 )
             except TimeoutError:
                 pass
+
+    async def _cancel_strays(self, job: ImageJobInput, queue: str) -> None:
+        while self._strays_cancelled < len(self._strays):
+            stray = self._strays[self._strays_cancelled]
+            self._strays_cancelled += 1
+            workflow.logger.warning("cancelling %s job %s: a second submit of job %s", job.provider, stray, job.job_id)
+            await self._cancel_at_provider(job, stray, queue)
+
+    async def _cancel_at_provider(self, job: ImageJobInput, provider_job_id: str, queue: str) -> None:
+        try:
+            await workflow.execute_activity_method(
+                GenerationActivities.cancel_at_provider,
+                CancelAtProvider(job.provider, provider_job_id),
+                task_queue=queue,
+                **CLEANUP_STEP,
+            )
+        except ActivityError:
+            workflow.logger.warning("could not cancel %s job %s at the provider", job.provider, provider_job_id)
 
     async def _record_progress_events(self, job: ImageJobInput) -> None:
         while self._progress_events and self._terminal_event is None:
@@ -268,15 +308,8 @@ class ImageJobWorkflow:
         """Cleanup after a cancellation: the provider's job, the run, the node."""
         self._state.phase = "cancelled"
         if self._state.provider_job_id:
-            try:
-                await workflow.execute_activity_method(
-                    GenerationActivities.cancel_at_provider,
-                    CancelAtProvider(job.provider, self._state.provider_job_id),
-                    task_queue=provider_task_queue(workflow.info().task_queue, job.provider),
-                    **CLEANUP_STEP,
-                )
-            except ActivityError:
-                workflow.logger.warning("could not cancel %s job at the provider", job.provider)
+            queue = provider_task_queue(workflow.info().task_queue, job.provider)
+            await self._cancel_at_provider(job, self._state.provider_job_id, queue)
         await self._update_node(job, "cancelled")
         await self._db_step(
             RunActivities.cancel_run,
