@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -13,6 +16,7 @@ from typing import Any
 from PIL import Image
 from temporalio.client import WorkflowHandle
 
+from bench import procfs
 from bench.drive import (
     MB,
     BenchConfig,
@@ -35,7 +39,6 @@ from bench.providers import DOWNLOAD_PROVIDER, WEBHOOK_PROVIDER, webhook_body
 from bench.report import Figure, Series
 from bench.stack import BenchError, BenchStack, Child, Workers
 from bench.workflows import FloorEvent, StepsInput, StepsWorkflow, WaitingWorkflow
-from core.ingest import THUMBNAIL_MAX_PIXELS
 
 # --- 4: throughput -----------------------------------------------------------------------------------------
 
@@ -117,6 +120,9 @@ async def throughput(stack: BenchStack, config: BenchConfig, workers: Workers) -
 
 # --- 6: memory while storing a large result ----------------------------------------------------------------
 
+# How often the worker's child processes (thumbnails of large images) have their peak RSS read.
+CHILD_SAMPLE_SECONDS = 0.005
+
 
 async def large_result_memory(stack: BenchStack, config: BenchConfig, workers: Workers) -> list[Figure]:
     """Needs a fresh product worker; it stores one large result at a time and its peak RSS is read."""
@@ -127,8 +133,11 @@ async def large_result_memory(stack: BenchStack, config: BenchConfig, workers: W
     for number, model in (("6a", "large-grey"), ("6b", "large-rgb")):
         before = worker.memory()
         peak_reset = worker.reset_peak()
-        job_id = await start_job(stack, canvas, f"n-{model}", provider=DOWNLOAD_PROVIDER, model=model)
-        await job_completes(stack, job_id)
+        started = time.monotonic()
+        async with descendant_peaks(worker.pid) as child_peaks:
+            job_id = await start_job(stack, canvas, f"n-{model}", provider=DOWNLOAD_PROVIDER, model=model)
+            await job_completes(stack, job_id)
+        job_seconds = time.monotonic() - started
         after = worker.memory()
         source = stack.files.path(model)
         stored = stack.settings.local_storage_dir / "images" / canvas / f"{job_id}.png"
@@ -137,8 +146,7 @@ async def large_result_memory(stack: BenchStack, config: BenchConfig, workers: W
         growth = (after.peak - before.rss) / MB
         size = source.stat().st_size / MB
         width, height, mode = png_shape(source)
-        path = "over THUMBNAIL_MAX_PIXELS: no thumbnail" if width * height > THUMBNAIL_MAX_PIXELS else "thumbnail drawn"
-        what = f"{width}x{height} {mode}, {path}"
+        what = f"{width}x{height} {mode}, {thumbnail_path(stack, width * height, child_peaks)}"
         figures.append(
             Figure(
                 number=number,
@@ -151,16 +159,80 @@ async def large_result_memory(stack: BenchStack, config: BenchConfig, workers: W
                     peakMB=after.peak / MB,
                     rssAfterMB=after.rss / MB,
                     peakResetBeforeJob=peak_reset,
+                    childProcesses=len(child_peaks),
+                    childPeakMB=max(child_peaks.values(), default=0) / MB,
+                    storeSeconds=await activity_seconds(stack, job_id, "generate_image"),
+                    jobSeconds=job_seconds,
                 ),
                 floors=[Series.of_value("size of the result", size)],
                 method=(
                     "bench-download provider: the worker streams the PNG from a local HTTP server into local "
                     "storage (ImageIngest). VmHWM reset through /proc/<pid>/clear_refs before the job, then "
-                    "read from /proc/<pid>/status after it; ratio = growth / result size."
+                    "read from /proc/<pid>/status after it; ratio = growth / result size. childPeakMB: the "
+                    "largest VmHWM of the worker's child processes (thumbnails of large images), sampled every "
+                    f"{CHILD_SAMPLE_SECONDS * 1000:.0f} ms while the job ran: a lower bound, whatever a child adds "
+                    "after its last sample is missed; it is a separate process, not part of the worker's growth. "
+                    "storeSeconds: start to end of the generate_image activity (download, spool, thumbnail, "
+                    "upload) in the workflow history; jobSeconds: POST /v1/jobs until the SSE `completed` event."
                 ),
             )
         )
     return figures
+
+
+def thumbnail_path(stack: BenchStack, pixels: int, child_peaks: dict[int, int]) -> str:
+    """Where the thumbnail was drawn, as observed: no child process seen means the worker drew it."""
+    if pixels > stack.settings.THUMBNAIL_MAX_PIXELS:
+        return "over THUMBNAIL_MAX_PIXELS: no thumbnail"
+    return "thumbnail drawn in a child process" if child_peaks else "thumbnail drawn in the worker"
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes below `pid`, read from each thread's `children` file (no scan of all of /proc)."""
+    found = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            for child in map(int, children.read_text().split()):
+                found += [child, *descendants(child)]
+    return found
+
+
+@asynccontextmanager
+async def descendant_peaks(pid: int) -> AsyncIterator[dict[int, int]]:
+    """Peak RSS (VmHWM, bytes) of each process below `pid` while the block runs, the largest sampled per pid."""
+    peaks: dict[int, int] = {}
+
+    async def sample() -> None:
+        while True:
+            for child in descendants(pid):
+                # A child that exited meanwhile has no /proc entry, a zombie no VmHWM.
+                with contextlib.suppress(OSError, KeyError):
+                    peaks[child] = max(peaks.get(child, 0), procfs.memory(child).peak)
+            await asyncio.sleep(CHILD_SAMPLE_SECONDS)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        yield peaks
+    finally:
+        sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
+
+
+async def activity_seconds(stack: BenchStack, workflow_id: str, activity_type: str) -> float:
+    """Start to completion of the first completed `activity_type` activity, from the workflow's history."""
+    names: dict[int, str] = {}
+    started: dict[int, datetime] = {}
+    async for event in stack.client.get_workflow_handle(workflow_id).fetch_history_events():
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            names[event.event_id] = event.activity_task_scheduled_event_attributes.activity_type.name
+        elif event.HasField("activity_task_started_event_attributes"):
+            started[event.event_id] = event.event_time.ToDatetime()
+        elif event.HasField("activity_task_completed_event_attributes"):
+            completed = event.activity_task_completed_event_attributes
+            if names.get(completed.scheduled_event_id) == activity_type:
+                return (event.event_time.ToDatetime() - started[completed.started_event_id]).total_seconds()
+    raise BenchError(f"no completed {activity_type} activity in the history of {workflow_id}")
 
 
 def png_shape(path: Path) -> tuple[int, int, str]:

@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     MAX_IMAGE_BYTES: int = 100 * 1024 * 1024
     DOWNLOAD_ALLOWLIST: CommaList = Field(default_factory=list)
     THUMBNAIL_PX: int = 256
+    THUMBNAIL_MAX_PIXELS: int = 50_000_000
+    THUMBNAIL_IN_PROCESS_MAX_PIXELS: int = 4_194_304
+    THUMBNAIL_MAX_CHILD_PROCESSES: int = Field(default=2, ge=1)
 
     MAX_PROMPT_CHARS: int = 32_000
     LOCAL_PROVIDER_DELAY_MS: int = 1500

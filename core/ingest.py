@@ -4,7 +4,8 @@
 decoded base64 value, a result URL), it takes the same path:
 
     chunks -> temporary file (size cap enforced while reading, content type sniffed from the first bytes)
-           -> Pillow reads the header (width, height) and draws a WebP thumbnail
+           -> Pillow reads the header (width, height) and draws a WebP thumbnail (core.thumbnails: in a child
+              process when decoding the image would swell the worker)
            -> storage.put_file(image), storage.put_file(thumbnail)
 
 The whole image is never held in memory, and keys are deterministic (`{prefix}.png`, or `{prefix}-{i}.png` for
@@ -14,7 +15,6 @@ several outputs), so a retried activity overwrites what an earlier attempt store
 from __future__ import annotations
 
 import asyncio
-import logging
 import socket
 import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
@@ -24,24 +24,19 @@ from pathlib import Path
 from typing import IO
 
 import httpx
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 from core.config import Settings
 from core.netguard import DownloadRefused, open_download
 from core.storage import ObjectStorage, validate_key
+from core.thumbnails import Thumbnailed, ThumbnailPolicy, Undecodable, make_thumbnail
 from models.payloads import StoredImage
 from providers.errors import BAD_OUTPUT, ProviderRejected, ProviderUnavailable
 
 __all__ = ["ImageIngest", "ImageKind", "ProgressCallback", "sniff_image_kind"]
 
-logger = logging.getLogger(__name__)
-
 ProgressCallback = Callable[[float, str | None], Awaitable[None]]
 
 SNIFF_BYTES = 12
-# Decoding more than this for a thumbnail costs hundreds of megabytes of memory; such images go without one.
-THUMBNAIL_MAX_PIXELS = 50_000_000
-THUMBNAIL_QUALITY = 80
 STORE_BYTES_CHUNK = 1024 * 1024
 RETRYABLE_DOWNLOAD_STATUSES = frozenset({408, 429})
 
@@ -85,13 +80,6 @@ class _Spooled:
     size: int
 
 
-@dataclass(frozen=True)
-class _Inspected:
-    width: int
-    height: int
-    has_thumbnail: bool
-
-
 class ImageIngest:
     """The OutputSink of one provider step: stores each output under a key derived from `key_prefix`."""
 
@@ -110,7 +98,7 @@ class ImageIngest:
         self._storage = storage
         self._http = http
         self._max_bytes = settings.MAX_IMAGE_BYTES
-        self._thumbnail_px = settings.THUMBNAIL_PX
+        self._thumbnails = ThumbnailPolicy.from_settings(settings)
         self._allowlist = list(settings.DOWNLOAD_ALLOWLIST)
         self._key_prefix = validate_key(key_prefix)
         self._output_count = output_count
@@ -194,11 +182,9 @@ class ImageIngest:
         thumbnail_key = f"{key_stem}.thumb.webp"
         thumbnail_path = spooled.path.with_suffix(".thumb.webp")
         try:
-            inspected = await asyncio.to_thread(
-                _inspect_and_thumbnail, spooled.path, spooled.kind, thumbnail_path, self._thumbnail_px
-            )
+            thumbnailed = await self._thumbnail(spooled, thumbnail_path)
             await self._storage.put_file(key, spooled.path, spooled.kind.content_type)
-            if inspected.has_thumbnail:
+            if thumbnailed.drawn:
                 await self._put_thumbnail(key, thumbnail_key, thumbnail_path)
         finally:
             thumbnail_path.unlink(missing_ok=True)
@@ -207,11 +193,19 @@ class ImageIngest:
             url=await self._storage.url_for(key),
             content_type=spooled.kind.content_type,
             size_bytes=spooled.size,
-            width=inspected.width,
-            height=inspected.height,
-            thumbnail_key=thumbnail_key if inspected.has_thumbnail else None,
-            thumbnail_url=await self._storage.url_for(thumbnail_key) if inspected.has_thumbnail else None,
+            width=thumbnailed.width,
+            height=thumbnailed.height,
+            thumbnail_key=thumbnail_key if thumbnailed.drawn else None,
+            thumbnail_url=await self._storage.url_for(thumbnail_key) if thumbnailed.drawn else None,
         )
+
+    async def _thumbnail(self, spooled: _Spooled, target: Path) -> Thumbnailed:
+        """The image's size and its thumbnail in `target`; a file Pillow cannot decode is refused as bad output."""
+        pillow_format = spooled.kind.pillow_format
+        try:
+            return await make_thumbnail(spooled.path, pillow_format, target, self._thumbnails)
+        except Undecodable as exc:
+            raise _bad_output(f"the {pillow_format} image cannot be decoded: {exc}") from exc
 
     async def _put_thumbnail(self, key: str, thumbnail_key: str, thumbnail_path: Path) -> None:
         try:
@@ -234,32 +228,3 @@ def _require_image(head: bytes) -> ImageKind:
         what = "an empty body" if not head else f"content starting with {head[:SNIFF_BYTES]!r}"
         raise _bad_output(f"expected a PNG, JPEG, WebP or GIF image, got {what}")
     return kind
-
-
-def _inspect_and_thumbnail(source: Path, kind: ImageKind, thumbnail: Path, max_side: int) -> _Inspected:
-    """Read the image's size from its header and write a WebP thumbnail (runs in a worker thread).
-
-    Pillow is held to the sniffed format; a file it cannot decode as that format is refused as bad output.
-    """
-    try:
-        # Past Pillow's bomb limit (~179 MP) open() refuses the image outright; between 89 and 179 MP it only warns.
-        with Image.open(source, formats=[kind.pillow_format]) as image:
-            width, height = image.size
-            if width * height > THUMBNAIL_MAX_PIXELS:
-                logger.warning("no thumbnail for a %dx%d image (over %d pixels)", width, height, THUMBNAIL_MAX_PIXELS)
-                return _Inspected(width=width, height=height, has_thumbnail=False)
-            small = _shrink(image, max_side)
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
-        raise _bad_output(f"the {kind.pillow_format} image cannot be decoded: {exc}") from exc
-    small.save(thumbnail, format="WEBP", quality=THUMBNAIL_QUALITY)
-    return _Inspected(width=width, height=height, has_thumbnail=True)
-
-
-def _shrink(image: Image.Image, max_side: int) -> Image.Image:
-    """A copy at most `max_side` pixels on its long side, upright, in a mode WebP can hold."""
-    # thumbnail() asks the decoder for a reduced size first (JPEG draft mode, reduce()) before resampling.
-    image.thumbnail((max_side, max_side))
-    small = ImageOps.exif_transpose(image)
-    if small.mode not in ("RGB", "RGBA"):
-        small = small.convert("RGBA" if small.has_transparency_data else "RGB")
-    return small

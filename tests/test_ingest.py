@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
+import os
+import signal
 import struct
 import tempfile
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -326,6 +330,145 @@ async def test_very_large_images_are_stored_without_a_thumbnail(
     assert (image.width, image.height, image.thumbnail_key, image.thumbnail_url) == (8000, 7000, None, None)
     assert stored_files(settings) == ["images/canvas-1/job-1.png"]
     assert "no thumbnail" in caplog.text
+
+
+def thumbnail_pids(caplog: pytest.LogCaptureFixture) -> list[int]:
+    """The processes that drew thumbnails, as core.thumbnails announces them."""
+    return [record.thumbnail_pid for record in caplog.records if hasattr(record, "thumbnail_pid")]
+
+
+@contextmanager
+def thumbnail_records_to(handler: logging.Handler) -> Iterator[None]:
+    """`handler` sees core.thumbnails' records meanwhile, synchronously, before caplog does."""
+    thumbnails_logger = logging.getLogger("core.thumbnails")
+    thumbnails_logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        thumbnails_logger.removeHandler(handler)
+
+
+class KillThumbnailChildren(logging.Handler):
+    """Kills each thumbnail child process the moment it is announced, as the OOM killer would."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        pid = getattr(record, "thumbnail_pid", os.getpid())
+        if pid != os.getpid():
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize(
+    ("format", "size", "drawn_in_child"),
+    [
+        ("PNG", (1024, 512), False),
+        ("PNG", (2048, 2048), False),  # THUMBNAIL_IN_PROCESS_MAX_PIXELS, the default
+        ("PNG", (3000, 1500), True),
+        ("JPEG", (4096, 4096), False),  # draft mode decodes it at 1/8 scale
+    ],
+)
+async def test_thumbnails_of_large_decodes_are_drawn_in_a_child_process(
+    settings: Settings,
+    http: httpx.AsyncClient,
+    spool_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+    format: str,
+    size: tuple[int, int],
+    drawn_in_child: bool,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="core.thumbnails")
+    ingest, storage = make_ingest(settings, http)
+
+    image = await ingest.store_bytes(image_bytes(*size, format=format))
+
+    [pid] = thumbnail_pids(caplog)
+    assert (pid != os.getpid()) is drawn_in_child
+    assert (image.width, image.height) == size
+    with Image.open(storage.local_path(image.thumbnail_key or "")) as thumbnail:
+        assert thumbnail.format == "WEBP"
+        assert thumbnail.size == (256, 256 * size[1] // size[0])
+        red, green, blue = thumbnail.convert("RGB").getpixel((10, 10))  # lossy WebP: about the source's red
+        assert red > 240 and green < 16 and blue < 16
+    assert list(spool_dir.iterdir()) == []
+
+
+async def test_an_image_whose_thumbnail_child_is_killed_is_stored_without_one(
+    settings: Settings, http: httpx.AsyncClient, spool_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="core.thumbnails")
+    ingest, _ = make_ingest(settings, http)
+
+    with thumbnail_records_to(KillThumbnailChildren()):
+        image = await ingest.store_bytes(image_bytes(3000, 1500))
+
+    assert (image.width, image.height, image.thumbnail_key, image.thumbnail_url) == (3000, 1500, None, None)
+    assert stored_files(settings) == ["images/canvas-1/job-1.png"]
+    assert "no thumbnail for a 3000x1500 image: its child process was killed by SIGKILL" in caplog.text
+    assert list(spool_dir.iterdir()) == []
+
+
+async def test_a_large_image_the_child_cannot_decode_is_refused(
+    settings: Settings, http: httpx.AsyncClient, spool_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="core.thumbnails")
+    ingest, _ = make_ingest(settings, http)
+
+    with pytest.raises(ProviderRejected, match="cannot be decoded: image file is truncated") as error:
+        await ingest.store_bytes(png_header_only(3000, 1500))
+
+    assert_bad_output(error)
+    [pid] = thumbnail_pids(caplog)
+    assert pid != os.getpid()
+    assert stored_files(settings) == [] and list(spool_dir.iterdir()) == []
+
+
+async def test_a_cancelled_store_takes_its_thumbnail_child_down(
+    settings: Settings, http: httpx.AsyncClient, spool_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="core.thumbnails")
+    ingest, _ = make_ingest(settings, http)
+    child_started = asyncio.Event()
+
+    class NoticeChild(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            child_started.set()
+
+    with thumbnail_records_to(NoticeChild()):
+        storing = asyncio.create_task(ingest.store_bytes(image_bytes(3000, 1500)))
+        await asyncio.wait_for(child_started.wait(), timeout=10)
+        storing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await storing
+
+    [child] = thumbnail_pids(caplog)
+    assert not Path(f"/proc/{child}").exists()
+    assert stored_files(settings) == [] and list(spool_dir.iterdir()) == []
+
+
+async def test_thumbnail_children_run_no_more_than_the_limit_at_once(
+    settings: Settings, http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="core.thumbnails")
+    settings = settings.model_copy(update={"THUMBNAIL_IN_PROCESS_MAX_PIXELS": 0, "THUMBNAIL_MAX_CHILD_PROCESSES": 1})
+    ingests = [
+        ImageIngest(
+            storage=build_storage(settings), http=http, settings=settings, key_prefix=f"images/c/{i}", output_count=1
+        )
+        for i in range(3)
+    ]
+    started: list[int] = []
+    alive_at_each_start: list[list[bool]] = []
+
+    class WatchChildren(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            alive_at_each_start.append([Path(f"/proc/{pid}").exists() for pid in started])
+            started.append(record.thumbnail_pid)
+
+    with thumbnail_records_to(WatchChildren()):
+        images = await asyncio.gather(*(ingest.store_bytes(image_bytes(64, 64)) for ingest in ingests))
+
+    assert all(image.thumbnail_key for image in images)
+    assert len(set(started) - {os.getpid()}) == 3
+    assert alive_at_each_start == [[], [False], [False, False]]
 
 
 async def test_progress_is_forwarded(settings: Settings, http: httpx.AsyncClient) -> None:
