@@ -21,6 +21,7 @@ from activities.generation import GenerationActivities
 from activities.runs import RunActivities
 from core.config import Settings, get_settings
 from core.db import create_engine, session_factory
+from core.pacing import ProviderPacer
 from core.storage import ObjectStorage, build_storage
 from core.temporal import connect, ensure_search_attributes
 from providers.base import ImageProvider
@@ -78,6 +79,7 @@ def build_workers(client: Client, settings: Settings, resources: WorkerResources
         http=resources.http,
         sessions=resources.sessions,
         settings=settings,
+        pacer=ProviderPacer(resources.sessions),
     )
     workers = [
         Worker(

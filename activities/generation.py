@@ -1,5 +1,7 @@
 """Activities that talk to providers. They run on `image-jobs.<provider>` task queues, whose
-`max_task_queue_activities_per_second` is that provider's rate limit across all workers.
+`max_task_queue_activities_per_second` is that provider's rate limit across all workers. That limit lets a burst
+through, so each request that counts against the limit first waits its turn in core/pacing.py, which spaces
+the provider's requests evenly across all workers.
 
 Image bytes stay inside these activities: they stream from the provider (or its result URL) into object
 storage, and only keys and URLs are returned to the workflow.
@@ -21,6 +23,7 @@ from temporalio.exceptions import ApplicationError
 from activities.runs import save_progress
 from core.config import Settings
 from core.ingest import ImageIngest
+from core.pacing import ProviderPacer
 from core.storage import ObjectStorage
 from models.payloads import (
     CancelAtProvider,
@@ -113,12 +116,20 @@ class GenerationActivities:
         http: httpx.AsyncClient,
         sessions: async_sessionmaker[AsyncSession],
         settings: Settings,
+        pacer: ProviderPacer,
     ) -> None:
         self.providers = providers
         self.storage = storage
         self.http = http
         self.sessions = sessions
         self.settings = settings
+        self.pacer = pacer
+
+    async def _wait_turn(self, provider_name: str) -> None:
+        """Wait for this request's turn in the provider's pacing, when the provider has a rate limit."""
+        rate = self.providers[provider_name].rate_limit_per_minute()
+        if rate:
+            await self.pacer.wait_turn(provider_name, rate)
 
     def _ingest(self, *, job_id: str, canvas_id: str, node_id: str, output_count: int) -> ImageIngest:
         gate = ProgressGate(PROGRESS_EVERY_SECONDS)
@@ -155,6 +166,7 @@ class GenerationActivities:
             job_id=call.job_id, canvas_id=call.canvas_id, node_id=call.node_id, output_count=call.spec.n
         )
         async with provider_errors(), heartbeating():
+            await self._wait_turn(call.provider)
             provenance = await provider.generate(call, sink)
         return GenerationResult(images=sink.stored, provenance=provenance)
 
@@ -164,11 +176,13 @@ class GenerationActivities:
         provider = self.providers[call.provider]
         call_with_hook = ProviderCall(**{**call.__dict__, "webhook_url": webhook_url_for(self.settings, call)})
         async with provider_errors(), heartbeating():
+            await self._wait_turn(call.provider)
             return await provider.submit(call_with_hook)
 
     @activity.defn
     async def poll_job(self, request: PollRequest) -> ProviderEvent:
-        async with provider_errors():
+        async with provider_errors(), heartbeating():
+            await self._wait_turn(request.provider)
             return await self.providers[request.provider].poll(request.provider_job_id)
 
     @activity.defn
@@ -187,5 +201,6 @@ class GenerationActivities:
 
     @activity.defn
     async def cancel_at_provider(self, request: CancelAtProvider) -> None:
+        # Not paced: a cancel is rare, stops work the provider bills for, and Temporal's queue limit counts it.
         async with provider_errors():
             await self.providers[request.provider].cancel(request.provider_job_id)

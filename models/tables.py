@@ -93,3 +93,12 @@ class WorkflowNode(SQLModel, table=True):
     version: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     created_at: datetime = _timestamp()
     updated_at: datetime = _timestamp()
+
+
+class ProviderPacing(SQLModel, table=True):
+    """Per provider, the earliest time its next call may go; core/pacing.py moves it on by one gap per call."""
+
+    __tablename__ = "provider_pacing"
+
+    provider: str = Field(primary_key=True, max_length=64)
+    next_slot_at: datetime = _timestamp(default_now=False)
