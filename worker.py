@@ -27,6 +27,7 @@ from core.temporal import connect, ensure_search_attributes
 from providers.base import ImageProvider
 from providers.registry import build_providers
 from workflows.image_job import ImageJobWorkflow, provider_task_queue
+from workflows.policies import HEARTBEAT_EVERY
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,9 @@ def build_workers(client: Client, settings: Settings, resources: WorkerResources
                     generation.cancel_at_provider,
                 ],
                 max_task_queue_activities_per_second=rate / 60 if rate else None,
+                # A provider job id rides on heartbeats so a retried attempt resumes that job; send them promptly
+                # rather than at the default 80 % of the heartbeat timeout.
+                max_heartbeat_throttle_interval=HEARTBEAT_EVERY,
             )
         )
     return workers

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -32,6 +33,7 @@ from models.payloads import (
     ProgressUpdate,
     ProviderCall,
     ProviderEvent,
+    StoredImage,
     StoreOutputsRequest,
     SubmitResult,
 )
@@ -59,13 +61,13 @@ async def provider_errors() -> AsyncIterator[None]:
 
 
 @asynccontextmanager
-async def heartbeating() -> AsyncIterator[None]:
+async def heartbeating(heartbeat: Callable[[], None] = activity.heartbeat) -> AsyncIterator[None]:
     """Heartbeat while a provider call runs, so a dead worker is noticed within the heartbeat timeout
     and a cancellation reaches the call."""
 
     async def beat() -> None:
         while True:
-            activity.heartbeat()
+            heartbeat()
             await asyncio.sleep(HEARTBEAT_EVERY.total_seconds())
 
     task = asyncio.create_task(beat())
@@ -105,6 +107,49 @@ def webhook_url_for(settings: Settings, call: ProviderCall) -> str:
     return f"{base}/v1/webhooks/{call.provider}/{call.job_id}"
 
 
+class ResumableSink:
+    """The OutputSink of one `generate_image` attempt: ImageIngest, plus the provider job id an adapter remembers.
+
+    Temporal hands an activity's last heartbeat details to its next attempt, so the id rides on every heartbeat of
+    this attempt: after a worker crash or a retryable failure the next attempt finds it (`remembered`) and resumes
+    that provider job instead of submitting, and paying for, another. A heartbeat without details would clear them,
+    so the attempt heartbeats only through `heartbeat`.
+    """
+
+    def __init__(
+        self, previous_details: Sequence[Any], build_ingest: Callable[[Callable[[], None]], ImageIngest]
+    ) -> None:
+        earlier = previous_details[0] if previous_details else None
+        self._provider_job_id = earlier if isinstance(earlier, str) else None
+        self._ingest = build_ingest(self.heartbeat)
+
+    @property
+    def stored(self) -> list[StoredImage]:
+        return self._ingest.stored
+
+    def heartbeat(self) -> None:
+        activity.heartbeat(*([self._provider_job_id] if self._provider_job_id else []))
+
+    def remember(self, provider_job_id: str) -> None:
+        self._provider_job_id = provider_job_id
+        self.heartbeat()
+
+    def remembered(self) -> str | None:
+        return self._provider_job_id
+
+    async def store_stream(self, chunks: AsyncIterable[bytes]) -> StoredImage:
+        return await self._ingest.store_stream(chunks)
+
+    async def store_bytes(self, data: bytes) -> StoredImage:
+        return await self._ingest.store_bytes(data)
+
+    async def store_url(self, url: str) -> StoredImage:
+        return await self._ingest.store_url(url)
+
+    async def progress(self, fraction: float, message: str | None = None) -> None:
+        await self._ingest.progress(fraction, message)
+
+
 class GenerationActivities:
     """Provider calls and result storage; gets providers, storage, HTTP client and sessions injected."""
 
@@ -131,11 +176,19 @@ class GenerationActivities:
         if rate:
             await self.pacer.wait_turn(provider_name, rate)
 
-    def _ingest(self, *, job_id: str, canvas_id: str, node_id: str, output_count: int) -> ImageIngest:
+    def _ingest(
+        self,
+        *,
+        job_id: str,
+        canvas_id: str,
+        node_id: str,
+        output_count: int,
+        heartbeat: Callable[[], None] = activity.heartbeat,
+    ) -> ImageIngest:
         gate = ProgressGate(PROGRESS_EVERY_SECONDS)
 
         async def on_progress(fraction: float, message: str | None) -> None:
-            activity.heartbeat()
+            heartbeat()
             if not gate.admit():
                 return
             try:
@@ -162,10 +215,17 @@ class GenerationActivities:
     async def generate_image(self, call: ProviderCall) -> GenerationResult:
         """Synchronous providers: call, and stream every image into storage."""
         provider = self.providers[call.provider]
-        sink = self._ingest(
-            job_id=call.job_id, canvas_id=call.canvas_id, node_id=call.node_id, output_count=call.spec.n
+        sink = ResumableSink(
+            activity.info().heartbeat_details,
+            lambda heartbeat: self._ingest(
+                job_id=call.job_id,
+                canvas_id=call.canvas_id,
+                node_id=call.node_id,
+                output_count=call.spec.n,
+                heartbeat=heartbeat,
+            ),
         )
-        async with provider_errors(), heartbeating():
+        async with provider_errors(), heartbeating(sink.heartbeat):
             await self._wait_turn(call.provider)
             provenance = await provider.generate(call, sink)
         return GenerationResult(images=sink.stored, provenance=provenance)

@@ -1,7 +1,7 @@
 """Images from providers into object storage: spooled to disk, capped, sniffed, measured, thumbnailed, uploaded.
 
-`ImageIngest` is the OutputSink a provider writes to. Whatever form the image comes in (a byte stream, a
-decoded base64 value, a result URL), it takes the same path:
+`ImageIngest` stores what a provider hands its OutputSink (activities/generation.py wraps it). Whatever form
+the image comes in (a byte stream, a decoded base64 value, a result URL), it takes the same path:
 
     chunks -> temporary file (size cap enforced while reading, content type sniffed from the first bytes)
            -> Pillow reads the header (width, height) and draws a WebP thumbnail (core.thumbnails: in a child
@@ -81,7 +81,7 @@ class _Spooled:
 
 
 class ImageIngest:
-    """The OutputSink of one provider step: stores each output under a key derived from `key_prefix`."""
+    """Stores the outputs of one provider step, each under a key derived from `key_prefix`."""
 
     def __init__(
         self,

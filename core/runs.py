@@ -179,7 +179,9 @@ async def transition(session: AsyncSession, change: RunTransition) -> bool:
             "payload": _json(payload, what="run payload"),
             "error": change.error,
             "code": change.error_code,
-            "provider_job_id": change.provider_job_id,
+            # Synchronous providers that run jobs of their own (Stability's upscaler) name them in the provenance.
+            "provider_job_id": change.provider_job_id
+            or (change.result.provenance.provider_job_id if change.result else None),
         },
     )
     if updated.first() is None:

@@ -25,6 +25,9 @@ class PromptSpec:
     style: str | None = None
     seed: int | None = None
     n: int = 1
+    # An image to start from (image-to-image, upscaling): only its URL travels; the worker downloads it.
+    input_image_url: str | None = None
+    strength: float | None = None
 
 
 @dataclass

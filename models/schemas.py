@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from core.config import get_settings
@@ -16,6 +17,7 @@ from models.tables import Run, RunEvent, WorkflowNode
 # Ids end up in storage keys and URLs, so they keep to a safe alphabet.
 ID_PATTERN = r"^[A-Za-z0-9._-]{1,200}$"
 MAX_SEED = 2**32 - 1
+MAX_URL_CHARS = 2048
 
 
 def _without_image_data(value: dict[str, Any]) -> dict[str, Any]:
@@ -53,6 +55,35 @@ class ImagePromptSpec(RequestModel):
     style: str | None = Field(default=None, max_length=64, description="Style modifier, e.g. vivid, natural, anime.")
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     n: int = Field(default=1, ge=1, le=10, description="Number of images.")
+    input_image_url: str | None = Field(
+        default=None,
+        max_length=MAX_URL_CHARS,
+        description="An http(s) URL of an image to start from (image-to-image, upscaling); the worker downloads it.",
+        examples=["https://example.com/sketch.png"],
+    )
+    strength: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="With inputImageUrl: how far to move from the input image (0 keeps it, 1 ignores it).",
+    )
+
+    @field_validator("input_image_url")
+    @classmethod
+    def _input_image_url_is_http(cls, url: str | None) -> str | None:
+        # The URL (never the bytes) is what travels; the worker's download guard checks where it points.
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("inputImageUrl must be an http or https URL with a host, e.g. https://example.com/a.png")
+        return url
+
+    @model_validator(mode="after")
+    def _strength_needs_an_input_image(self) -> ImagePromptSpec:
+        if self.strength is not None and self.input_image_url is None:
+            raise ValueError("strength only applies to an input image; set inputImageUrl or remove strength")
+        return self
 
     @field_validator("prompt")
     @classmethod

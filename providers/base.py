@@ -26,6 +26,12 @@ class OutputSink(Protocol):
 
     async def progress(self, fraction: float, message: str | None = None) -> None: ...
 
+    def remember(self, provider_job_id: str) -> None:
+        """Keep the id of a job `generate` submitted and then waits on, so a retried attempt resumes it."""
+
+    def remembered(self) -> str | None:
+        """The provider job id an earlier attempt of this step kept with `remember`, if any."""
+
 
 @dataclass(frozen=True)
 class ProviderInfo:

@@ -33,7 +33,15 @@ from providers.http import (
     retry_after,
     retry_info_delay,
 )
-from providers.request_checks import check_count, check_prompt, check_seeds, map_choice, require_model, unused_fields
+from providers.request_checks import (
+    check_count,
+    check_input_image,
+    check_prompt,
+    check_seeds,
+    map_choice,
+    require_model,
+    unused_fields,
+)
 from providers.sizing import nearest_ratio
 
 LABEL = "Google"
@@ -203,6 +211,7 @@ class GoogleProvider(ImageProvider):
         imagen = model in IMAGEN_MODELS
         max_outputs = IMAGEN_MAX_OUTPUTS if imagen else GEMINI_MAX_OUTPUTS
         check_count(spec, model, 1 if model in SINGLE_OUTPUT_MODELS else max_outputs)
+        check_input_image(spec, model, accepted=False)
         vertex_imagen = imagen and self.uses_vertex(model)
         if vertex_imagen:
             check_seeds(spec, model, *VERTEX_SEED_RANGE)

@@ -5,6 +5,7 @@
     classify_status(...)      an HTTP status -> ProviderUnavailable (retry) or ProviderRejected (don't)
     transport_errors(...)     httpx timeouts and connection failures -> ProviderUnavailable
     fetch_json / stream_image one provider call, its answer read with a size cap or streamed into the sink
+    poll_image                one look at a result endpoint: None while the job runs, else the image (streamed)
 
 Each adapter writes one error classifier of its own (content policy, provider error bodies) and hands every
 other case to `classify_status`, so the retry rules are the same for all providers.
@@ -45,6 +46,7 @@ __all__ = [
     "fetch_json",
     "json_answer_limit",
     "parse_json",
+    "poll_image",
     "read_at_most",
     "require_client",
     "retry_after",
@@ -265,15 +267,49 @@ async def stream_image(
     with transport_errors(provider):
         response = await http.send(request, stream=True)
         try:
-            if not response.is_success:
-                raise classify(response, await read_at_most(response, ERROR_BODY_LIMIT))
-            await _require_image(provider, response)
-            if inspect is not None:
-                inspect(response.headers)
-            await sink.store_stream(response.aiter_bytes())
+            await _store_image_answer(provider, response, sink, classify=classify, inspect=inspect)
         finally:
             await response.aclose()
     return response.headers
+
+
+async def poll_image(
+    http: httpx.AsyncClient,
+    provider: str,
+    request: httpx.Request,
+    sink: OutputSink,
+    *,
+    classify: ErrorClassifier,
+    inspect: Callable[[httpx.Headers], None] | None = None,
+    pending_status: int = 202,
+) -> httpx.Headers | None:
+    """One look at a result endpoint that answers `pending_status` while the job runs and the image once it is
+    done: None while pending, else the headers of the image, which went into the sink as with `stream_image`."""
+    with transport_errors(provider):
+        response = await http.send(request, stream=True)
+        try:
+            if response.status_code == pending_status:
+                return None
+            await _store_image_answer(provider, response, sink, classify=classify, inspect=inspect)
+        finally:
+            await response.aclose()
+    return response.headers
+
+
+async def _store_image_answer(
+    provider: str,
+    response: httpx.Response,
+    sink: OutputSink,
+    *,
+    classify: ErrorClassifier,
+    inspect: Callable[[httpx.Headers], None] | None,
+) -> None:
+    if not response.is_success:
+        raise classify(response, await read_at_most(response, ERROR_BODY_LIMIT))
+    await _require_image(provider, response)
+    if inspect is not None:
+        inspect(response.headers)
+    await sink.store_stream(response.aiter_bytes())
 
 
 async def _require_image(provider: str, response: httpx.Response) -> None:

@@ -32,6 +32,7 @@ from providers.errors import (
     WebhookRejected,
 )
 from providers.http import classify_status, describe_body, fetch_json, require_client, retry_after
+from providers.request_checks import check_input_image
 from providers.sizing import requested_ratio
 from providers.webhooks import job_webhook_token, verify_job_token
 
@@ -96,6 +97,7 @@ class MidjourneyProvider(ImageProvider):
             raise InvalidJobRequest("midjourney draws one image (a 2x2 grid) per job; ask for n=1", field="n")
         if spec.seed is not None and not 0 <= spec.seed <= MAX_SEED:
             raise InvalidJobRequest(f"midjourney seeds are 0..{MAX_SEED}", field="seed")
+        check_input_image(spec, model, accepted=False)
         aspect_ratio = _aspect_ratio(spec)
         return {"aspect_ratio": aspect_ratio} if aspect_ratio else {}
 

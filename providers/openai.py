@@ -27,7 +27,14 @@ from providers.http import (
     require_client,
     retry_after,
 )
-from providers.request_checks import check_count, check_prompt, map_choice, require_model, unused_fields
+from providers.request_checks import (
+    check_count,
+    check_input_image,
+    check_prompt,
+    map_choice,
+    require_model,
+    unused_fields,
+)
 from providers.sizing import nearest_size
 
 LABEL = "OpenAI"
@@ -165,6 +172,7 @@ class OpenAIProvider(ImageProvider):
         require_model(LABEL, model, self.models)
         check_prompt(spec, model, PROMPT_LIMITS.get(model, GPT_PROMPT_LIMIT))
         check_count(spec, model, MAX_OUTPUTS.get(model, DEFAULT_MAX_OUTPUTS))
+        check_input_image(spec, model, accepted=False)
         gpt = model in GPT_IMAGE_MODELS
         quality_words = GPT_QUALITY if gpt else DALL_E_3_QUALITY if model == DALL_E_3 else None
         supported = set(SUPPORTED_FIELDS.get(model, ("quality",)))

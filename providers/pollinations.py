@@ -28,7 +28,14 @@ from providers.http import (
     retry_after,
     stream_image,
 )
-from providers.request_checks import check_count, check_prompt, check_seeds, require_model, unused_fields
+from providers.request_checks import (
+    check_count,
+    check_input_image,
+    check_prompt,
+    check_seeds,
+    require_model,
+    unused_fields,
+)
 from providers.sizing import requested_pixels
 
 LABEL = "Pollinations"
@@ -119,6 +126,7 @@ class PollinationsProvider(ImageProvider):
         check_prompt(spec, model, MAX_PROMPT_CHARS)
         check_count(spec, model, MAX_OUTPUTS)
         check_seeds(spec, model, *SEED_RANGE)
+        check_input_image(spec, model, accepted=False)
         width, height = requested_pixels(spec)
         return PollinationsPlan(
             model=model,

@@ -31,6 +31,7 @@ from providers.errors import (
     WebhookRejected,
 )
 from providers.http import classify_status, error_reason, fetch_json, parse_json, require_client, retry_after
+from providers.request_checks import check_input_image
 from providers.sizing import nearest_ratio, requested_pixels
 from providers.webhooks import verify_standard_webhook
 
@@ -116,6 +117,7 @@ class ReplicateProvider(ImageProvider):
             raise InvalidJobRequest(f"{model} makes at most {traits.max_outputs} image(s) per job", field="n")
         if spec.negative_prompt and not traits.negative_prompt:
             raise InvalidJobRequest(f"{model} does not take a negative prompt", field="negativePrompt")
+        check_input_image(spec, model, accepted=False)
         effective: dict[str, Any] = {"num_outputs": spec.n}
         if traits.sizing == "pixels":
             width, height = requested_pixels(spec)

@@ -69,3 +69,16 @@ def unused_fields(spec: PromptSpec, supported: Collection[str]) -> list[str]:
         "seed": spec.seed,
     }
     return [name for name, value in given.items() if value is not None and name not in supported]
+
+
+def check_input_image(spec: PromptSpec, model: str, *, accepted: bool, required: bool = False) -> None:
+    """An input image goes only to models that use one: anywhere else it would be dropped without a word."""
+    if spec.input_image_url is None:
+        if required:
+            raise InvalidJobRequest(f"{model} works on an input image; set inputImageUrl", field="inputImageUrl")
+        return
+    if not accepted:
+        raise InvalidJobRequest(
+            f"{model} draws from the prompt alone and cannot use an input image; remove inputImageUrl",
+            field="inputImageUrl",
+        )

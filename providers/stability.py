@@ -1,14 +1,28 @@
-"""Stability AI v2beta synchronous generate: `POST /v2beta/stable-image/generate/{ultra|core|sd3}`.
+"""Stability AI v2beta: the synchronous generate endpoints and the asynchronous upscaler.
 
-Requests are multipart/form-data; with `Accept: image/*` the answer is the image itself, streamed to the sink,
-with `finish-reason` and `seed` headers. A CONTENT_FILTERED finish reason is still HTTP 200 (a blurred image),
-so it is checked before a byte is stored. One call makes one image: `n` outputs take `n` calls, seeds `seed + i`.
-`classify_stability_error` also serves the asynchronous endpoints.
+Generate (`POST /v2beta/stable-image/generate/{ultra|core|sd3}`): multipart/form-data; with `Accept: image/*` the
+answer is the image itself, streamed to the sink, with `finish-reason` and `seed` headers. A CONTENT_FILTERED
+finish reason is still HTTP 200 (a blurred image), so it is checked before a byte is stored. One call makes one
+image: `n` outputs take `n` calls, seeds `seed + i`. Ultra and SD 3.5 also start from an input image
+(`image` + `strength`; SD 3.5 with `mode=image-to-image`).
+
+Creative upscale (`POST /v2beta/stable-image/upscale/creative`) is asynchronous: the answer is `{"id": ...}` and
+the image is fetched from `GET /v2beta/results/{id}`, which says 202 until it is done. Stability sends no webhooks,
+so the whole exchange stays inside the provider activity: submit, remember the id with the sink (Temporal keeps it
+in the activity's heartbeat details), then poll. A retried attempt finds the id and resumes polling instead of
+submitting, and paying for, the job again.
+
+Input images are fetched by the worker from the job's `inputImageUrl` (providers.input_images); only the URL ever
+travels. `classify_stability_error` serves every endpoint.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -17,18 +31,39 @@ import httpx
 from core.config import Settings
 from models.payloads import PromptSpec, Provenance, ProviderCall
 from providers.base import ImageProvider, OutputSink
-from providers.errors import CONTENT_POLICY, ProviderError, ProviderRejected
+from providers.errors import (
+    BAD_OUTPUT,
+    CONTENT_POLICY,
+    JOB_FAILED,
+    ProviderError,
+    ProviderRejected,
+    ProviderUnavailable,
+)
 from providers.http import (
+    ErrorClassifier,
     as_object,
     classify_status,
     error_reason,
+    fetch_json,
     parse_json,
+    poll_image,
     require_client,
     retry_after,
     stream_image,
 )
-from providers.request_checks import check_count, check_prompt, check_seeds, map_choice, require_model, unused_fields
+from providers.input_images import InputImage, fetch_input_image
+from providers.request_checks import (
+    check_count,
+    check_input_image,
+    check_prompt,
+    check_seeds,
+    map_choice,
+    require_model,
+    unused_fields,
+)
 from providers.sizing import nearest_ratio
+
+logger = logging.getLogger(__name__)
 
 LABEL = "Stability"
 ENGINES = {
@@ -66,6 +101,21 @@ STYLE_PRESETS = {
 }
 STYLED_ENGINES = frozenset({"ultra", "core"})
 NO_NEGATIVE_PROMPT_MODELS = frozenset({"sd3.5-large-turbo"})
+# Models whose endpoint answers with a job id; the image comes from /v2beta/results/{id}.
+ASYNC_ENDPOINTS = {"upscale-creative": "/v2beta/stable-image/upscale/creative"}
+# Stable Image Core draws from text only; Ultra and SD 3.5 take `image` + `strength` as well.
+INPUT_IMAGE_MODELS = frozenset(
+    {"stable-image-ultra", "sd3.5-large", "sd3.5-large-turbo", "sd3.5-medium", *ASYNC_ENDPOINTS}
+)
+INPUT_IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
+# Stability refuses requests over 10 MiB (HTTP 413), so a larger input image is refused before the call.
+MAX_INPUT_IMAGE_BYTES = 10 * 1024 * 1024
+# Image-to-image without a strength: halfway between keeping the input image and ignoring it.
+DEFAULT_STRENGTH = 0.5
+SUBMIT_ANSWER_LIMIT = 64 * 1024
+RESULTS_PATH = "/v2beta/results"
+# Job ids become part of the results URL; Stability's are 64 hex characters.
+JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
 def classify_stability_error(response: httpx.Response, body: bytes) -> ProviderError:
@@ -98,54 +148,97 @@ def refuse_filtered_output(headers: httpx.Headers) -> None:
         )
 
 
+def classify_result_error(provider_job_id: str) -> ErrorClassifier:
+    """Errors of `GET /v2beta/results/{id}`: a 404 means the result is gone for good (or was never ours)."""
+
+    def classify(response: httpx.Response, body: bytes) -> ProviderError:
+        if response.status_code == 404:
+            return ProviderRejected(
+                f"Stability has no result for job {provider_job_id}: results are kept for 24 hours and only for "
+                "the API key that submitted the job. Start a new job.",
+                type=JOB_FAILED,
+            )
+        return classify_stability_error(response, body)
+
+    return classify
+
+
 @dataclass(frozen=True)
 class StabilityPlan:
     """What will be sent for one job, derived once from the spec."""
 
     model: str
-    aspect_ratio: str
+    aspect_ratio: str | None  # None when an input image sets the output's shape
     n: int
     negative_prompt: str | None
     seed: int | None
     style_preset: str | None
+    input_image_url: str | None
+    strength: float | None  # image-to-image only; the upscaler has no such parameter
     ignored: tuple[str, ...]
 
     @property
-    def engine(self) -> str:
-        return ENGINES[self.model]
+    def asynchronous(self) -> bool:
+        return self.model in ASYNC_ENDPOINTS
+
+    @property
+    def path(self) -> str:
+        return ASYNC_ENDPOINTS.get(self.model) or f"/v2beta/stable-image/generate/{ENGINES[self.model]}"
 
     def form(self, prompt: str, index: int) -> dict[str, str]:
         """The form fields of the `index`-th call; seed 0 asks Stability to pick one."""
         fields = {
             "prompt": prompt,
-            "aspect_ratio": self.aspect_ratio,
             "output_format": "png",
             "seed": str(self.seed + index if self.seed is not None else 0),
         }
+        if self.aspect_ratio:
+            fields["aspect_ratio"] = self.aspect_ratio
         if self.negative_prompt:
             fields["negative_prompt"] = self.negative_prompt
         if self.style_preset:
             fields["style_preset"] = self.style_preset
-        if self.engine == "sd3":
+        if self.strength is not None:
+            fields["strength"] = f"{self.strength:g}"
+        if ENGINES.get(self.model) == "sd3":
             fields["model"] = self.model
+            if self.input_image_url:
+                fields["mode"] = "image-to-image"
         return fields
 
     def effective(self) -> dict[str, Any]:
-        effective: dict[str, Any] = {"aspectRatio": self.aspect_ratio, "n": self.n}
+        effective: dict[str, Any] = {"n": self.n}
+        if self.aspect_ratio:
+            effective["aspectRatio"] = self.aspect_ratio
         if self.style_preset:
             effective["style"] = self.style_preset
+        if self.strength is not None:
+            effective["strength"] = self.strength
         if self.ignored:
             effective["ignored"] = list(self.ignored)
         return effective
 
 
+def _ignored(spec: PromptSpec, supported: set[str], *, from_image: bool, upscale: bool) -> tuple[str, ...]:
+    """Spec fields the calls will not use: with an input image, its shape sets the output's."""
+    ignored = unused_fields(spec, supported)
+    if from_image:
+        ignored += [name for name, value in (("size", spec.size), ("aspectRatio", spec.aspect_ratio)) if value]
+    if upscale and spec.strength is not None:
+        ignored.append("strength")
+    return tuple(ignored)
+
+
 class StabilityProvider(ImageProvider):
-    """Stability AI Stable Image Ultra, Core and SD 3.5 (synchronous generate endpoints)."""
+    """Stability AI Stable Image Ultra, Core and SD 3.5 (synchronous), and the creative upscaler (asynchronous)."""
 
     name: ClassVar[str] = "stability"
-    models: ClassVar[tuple[str, ...]] = tuple(ENGINES)
+    models: ClassVar[tuple[str, ...]] = (*ENGINES, *ASYNC_ENDPOINTS)
     default_model: ClassVar[str] = "stable-image-core"
-    description: ClassVar[str] = "Stability AI v2beta: Stable Image Ultra, Stable Image Core, SD 3.5."
+    description: ClassVar[str] = (
+        "Stability AI v2beta: Stable Image Ultra, Stable Image Core, SD 3.5 (Ultra and SD 3.5 also from an "
+        "inputImageUrl with strength), and upscale-creative (needs an inputImageUrl)."
+    )
 
     def __init__(
         self,
@@ -155,12 +248,20 @@ class StabilityProvider(ImageProvider):
         http: httpx.AsyncClient | None,
         timeout_seconds: float,
         rate_per_minute: float | None = None,
+        download_allowlist: Sequence[str] = (),
+        max_input_image_bytes: int = MAX_INPUT_IMAGE_BYTES,
+        poll_interval_seconds: float = 5.0,
+        poll_timeout_seconds: float = 300.0,
     ) -> None:
         self._api_key = api_key
         self._base_url = base_url.rstrip("/")
         self._http = http
         self._timeout = timeout_seconds
         self.rate_per_minute = rate_per_minute
+        self._download_allowlist = list(download_allowlist)
+        self._max_input_image_bytes = max_input_image_bytes
+        self._poll_interval = poll_interval_seconds
+        self._poll_timeout = poll_timeout_seconds
 
     def disabled_reason(self) -> str | None:
         return None if self._api_key else "STABILITY_API_KEY is not set"
@@ -172,41 +273,41 @@ class StabilityProvider(ImageProvider):
         """Validate the spec for `model` and decide every parameter of the calls."""
         require_model(LABEL, model, self.models)
         check_prompt(spec, model, MAX_PROMPT_CHARS)
-        check_count(spec, model, MAX_OUTPUTS)
+        upscale = model in ASYNC_ENDPOINTS
+        check_count(spec, model, 1 if upscale else MAX_OUTPUTS)
         check_seeds(spec, model, *SEED_RANGE)
-        styled = ENGINES[model] in STYLED_ENGINES
+        check_input_image(spec, model, accepted=model in INPUT_IMAGE_MODELS, required=upscale)
+        from_image = spec.input_image_url is not None
+        styled = ENGINES.get(model) in STYLED_ENGINES
         negative = model not in NO_NEGATIVE_PROMPT_MODELS
         supported = {"seed"} | ({"style"} if styled else set()) | ({"negativePrompt"} if negative else set())
+        image_to_image = from_image and not upscale
         return StabilityPlan(
             model=model,
-            aspect_ratio=nearest_ratio(spec, ASPECT_RATIOS),
+            aspect_ratio=None if from_image else nearest_ratio(spec, ASPECT_RATIOS),
             n=spec.n,
             negative_prompt=spec.negative_prompt if negative else None,
             seed=spec.seed,
             style_preset=map_choice(spec.style, STYLE_PRESETS, model, "style") if styled else None,
-            ignored=tuple(unused_fields(spec, supported)),
+            input_image_url=spec.input_image_url,
+            strength=(DEFAULT_STRENGTH if spec.strength is None else spec.strength) if image_to_image else None,
+            ignored=_ignored(spec, supported, from_image=from_image, upscale=upscale),
         )
 
     async def generate(self, call: ProviderCall, sink: OutputSink) -> Provenance:
         plan = self.plan(call.model, call.spec)
         http = require_client(self._http, LABEL)
+        if plan.asynchronous:
+            return await self._generate_asynchronously(http, plan, call.spec.prompt, sink)
+        image = await self._input_image(http, plan)
         started = time.monotonic()
         seeds: list[int] = []
         for index in range(plan.n):
-            request = http.build_request(
-                "POST",
-                f"{self._base_url}/v2beta/stable-image/generate/{plan.engine}",
-                # (None, value) parts are plain form fields; `files=` makes httpx send real multipart/form-data.
-                files={name: (None, value) for name, value in plan.form(call.spec.prompt, index).items()},
-                headers={"authorization": f"Bearer {self._api_key}", "accept": "image/*"},
-                timeout=self._timeout,
-            )
+            request = self._form_request(http, plan, plan.form(call.spec.prompt, index), image, accept="image/*")
             headers = await stream_image(
                 http, LABEL, request, sink, classify=classify_stability_error, inspect=refuse_filtered_output
             )
-            seed = headers.get("seed", "")
-            if seed.isdigit():
-                seeds.append(int(seed))
+            seeds += _seed_of(headers)
             await sink.progress((index + 1) / plan.n)
         effective = plan.effective() | ({"seeds": seeds} if seeds else {})
         return Provenance(
@@ -214,6 +315,95 @@ class StabilityProvider(ImageProvider):
             predict_time=round(time.monotonic() - started, 3),
             effective=effective,
         )
+
+    async def _generate_asynchronously(
+        self, http: httpx.AsyncClient, plan: StabilityPlan, prompt: str, sink: OutputSink
+    ) -> Provenance:
+        """Submit once (or resume the job an earlier attempt submitted), then poll until the image is stored."""
+        started = time.monotonic()
+        provider_job_id = sink.remembered()
+        if provider_job_id is None:
+            provider_job_id = await self._submit(http, plan, prompt)
+            sink.remember(provider_job_id)
+        else:
+            logger.info("resuming Stability job %s submitted by an earlier attempt", provider_job_id)
+        headers = await self._wait_for_result(http, provider_job_id, sink)
+        await sink.progress(1.0)
+        seeds = _seed_of(headers)
+        return Provenance(
+            provider_job_id=provider_job_id,
+            seed=seeds[0] if seeds else plan.seed,
+            predict_time=round(time.monotonic() - started, 3),
+            effective=plan.effective(),
+        )
+
+    async def _submit(self, http: httpx.AsyncClient, plan: StabilityPlan, prompt: str) -> str:
+        image = await self._input_image(http, plan)
+        request = self._form_request(http, plan, plan.form(prompt, 0), image, accept="application/json")
+        answer, _ = await fetch_json(http, LABEL, request, classify=classify_stability_error, limit=SUBMIT_ANSWER_LIMIT)
+        provider_job_id = answer.get("id")
+        if not isinstance(provider_job_id, str) or not JOB_ID.match(provider_job_id):
+            raise ProviderRejected(f"Stability accepted the job without a usable id: {answer!r:.200}", type=BAD_OUTPUT)
+        return provider_job_id
+
+    async def _wait_for_result(self, http: httpx.AsyncClient, provider_job_id: str, sink: OutputSink) -> httpx.Headers:
+        """Poll every `poll_interval_seconds`; past the timeout a retry resumes the same job (it is remembered)."""
+        deadline = time.monotonic() + self._poll_timeout
+        classify = classify_result_error(provider_job_id)
+        while True:
+            request = http.build_request(
+                "GET",
+                f"{self._base_url}{RESULTS_PATH}/{provider_job_id}",
+                headers={"authorization": f"Bearer {self._api_key}", "accept": "image/*"},
+                timeout=self._timeout,
+            )
+            headers = await poll_image(http, LABEL, request, sink, classify=classify, inspect=refuse_filtered_output)
+            if headers is not None:
+                return headers
+            if time.monotonic() >= deadline:
+                raise ProviderUnavailable(
+                    f"Stability job {provider_job_id} was still running after {self._poll_timeout:g} s"
+                )
+            await asyncio.sleep(self._poll_interval)
+
+    async def _input_image(self, http: httpx.AsyncClient, plan: StabilityPlan) -> InputImage | None:
+        if plan.input_image_url is None:
+            return None
+        return await fetch_input_image(
+            http,
+            plan.input_image_url,
+            allowlist=self._download_allowlist,
+            max_bytes=self._max_input_image_bytes,
+            accepted_types=INPUT_IMAGE_TYPES,
+        )
+
+    def _form_request(
+        self,
+        http: httpx.AsyncClient,
+        plan: StabilityPlan,
+        fields: dict[str, str],
+        image: InputImage | None,
+        *,
+        accept: str,
+    ) -> httpx.Request:
+        # (None, value) parts are plain form fields; `files=` makes httpx send real multipart/form-data.
+        parts: dict[str, tuple[str | None, str | bytes] | tuple[str, bytes, str]] = {
+            name: (None, value) for name, value in fields.items()
+        }
+        if image is not None:
+            parts["image"] = (image.filename, image.data, image.content_type)
+        return http.build_request(
+            "POST",
+            f"{self._base_url}{plan.path}",
+            files=parts,
+            headers={"authorization": f"Bearer {self._api_key}", "accept": accept},
+            timeout=self._timeout,
+        )
+
+
+def _seed_of(headers: httpx.Headers) -> list[int]:
+    seed = headers.get("seed", "")
+    return [int(seed)] if seed.isdigit() else []
 
 
 def from_settings(settings: Settings, http: httpx.AsyncClient | None) -> StabilityProvider:
@@ -223,4 +413,8 @@ def from_settings(settings: Settings, http: httpx.AsyncClient | None) -> Stabili
         http=http,
         timeout_seconds=settings.PROVIDER_TIMEOUT_SECONDS,
         rate_per_minute=settings.STABILITY_RATE_PER_MINUTE,
+        download_allowlist=settings.DOWNLOAD_ALLOWLIST,
+        max_input_image_bytes=min(settings.MAX_IMAGE_BYTES, MAX_INPUT_IMAGE_BYTES),
+        poll_interval_seconds=settings.POLL_INTERVAL_SECONDS,
+        poll_timeout_seconds=settings.POLL_TIMEOUT_SECONDS,
     )

@@ -4,6 +4,7 @@
     /v1/images/generations                     OpenAI             (OPENAI_BASE_URL = {url}/v1)
     /v1beta/models/{model}:{method}            Google Gemini API  (GOOGLE_BASE_URL = {url})
     /v2beta/stable-image/generate/{engine}     Stability          (STABILITY_BASE_URL = {url})
+    /v2beta/stable-image/upscale/creative      Stability async    (answers an id; the image at /v2beta/results/{id})
     /prompt/{prompt}                           Pollinations       (POLLINATIONS_BASE_URL = {url})
     /replicate/v1/...                          Replicate          (REPLICATE_BASE_URL = {url}/replicate/v1)
     /mj/...                                    midjourney-proxy   (MIDJOURNEY_BASE_URL = {url}/mj)

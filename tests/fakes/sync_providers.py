@@ -1,4 +1,5 @@
-"""Fake OpenAI Images, Google (Gemini API and Vertex AI), Stability generate and Pollinations endpoints.
+"""Fake OpenAI Images, Google (Gemini API and Vertex AI), Stability (generate, creative upscale and its results)
+and Pollinations endpoints.
 
 Each answers as ../shared/PROVIDERS.md says the real service does (real PNG/JPEG bytes made with Pillow), records
 every request in a Recorder, and follows the test's Script per route (see tests/fakes/script.py). `sync_routes`
@@ -12,9 +13,11 @@ import base64
 import io
 import json
 import random
+import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -34,10 +37,17 @@ OPENAI = "openai.generations"
 GOOGLE_PREDICT = "google.predict"
 GOOGLE_GENERATE_CONTENT = "google.generateContent"
 STABILITY_GENERATE = "stability.generate"
+STABILITY_UPSCALE = "stability.upscale"
+STABILITY_RESULTS = "stability.results"
 POLLINATIONS = "pollinations.image"
 
 STABILITY_ASPECT_RATIOS = {"21:9", "16:9", "3:2", "5:4", "1:1", "4:5", "2:3", "9:16", "9:21"}
 STABILITY_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
+STABILITY_INPUT_FORMATS = {"PNG", "JPEG", "WEBP"}
+# Answers of GET /v2beta/results/{id} that say 202 (still running) before the image comes.
+STABILITY_PENDING_POLLS = 2
+STABILITY_UPSCALE_FACTOR = 4
+STABILITY_UPSCALE_PIXELS = (4096, 1048576)
 OPENAI_SIZES = {
     "dall-e-2": {"256x256", "512x512", "1024x1024"},
     "dall-e-3": {"1024x1024", "1792x1024", "1024x1792"},
@@ -68,6 +78,8 @@ def sync_routes(recorder: Recorder, script: Script) -> list[Route]:
         Route("/v1beta/models/{target}", fake.google, methods=["POST"]),
         Route(google_vertex, fake.google, methods=["POST"]),
         Route("/v2beta/stable-image/generate/{engine}", fake.stability_generate, methods=["POST"]),
+        Route("/v2beta/stable-image/upscale/creative", fake.stability_upscale, methods=["POST"]),
+        Route("/v2beta/results/{id}", fake.stability_results, methods=["GET"]),
         Route("/prompt/{prompt:path}", fake.pollinations, methods=["GET"]),
         Route("/image/{prompt:path}", fake.pollinations, methods=["GET"]),
         Route("/files/{name}", fake.files, methods=["GET"]),
@@ -90,19 +102,50 @@ def form_fields(recorded: RecordedRequest) -> dict[str, str]:
     return parse_multipart(recorded.headers.get("content-type", ""), recorded.body)
 
 
+def form_files(recorded: RecordedRequest) -> dict[str, FilePart]:
+    """The file parts (e.g. Stability's `image`) of a recorded multipart/form-data body."""
+    return parse_multipart_files(recorded.headers.get("content-type", ""), recorded.body)
+
+
+@dataclass(frozen=True)
+class FilePart:
+    """A multipart part sent with a filename: its bytes and declared type."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+
 def parse_multipart(content_type: str, body: bytes) -> dict[str, str]:
+    """The plain fields (parts without a filename) of a multipart/form-data body."""
+    return {
+        name: payload.decode()
+        for name, part, payload in _multipart_parts(content_type, body)
+        if not part.get_filename()
+    }
+
+
+def parse_multipart_files(content_type: str, body: bytes) -> dict[str, FilePart]:
+    return {
+        name: FilePart(str(part.get_filename()), part.get_content_type(), payload)
+        for name, part, payload in _multipart_parts(content_type, body)
+        if part.get_filename()
+    }
+
+
+def _multipart_parts(content_type: str, body: bytes) -> list[tuple[str, EmailMessage, bytes]]:
     if not content_type.startswith("multipart/form-data"):
         raise ValueError(f"not multipart/form-data but {content_type!r}")
     envelope = b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body
     message = BytesParser(policy=policy.HTTP).parsebytes(envelope)
     if not isinstance(message, EmailMessage) or not message.is_multipart():
         raise ValueError("malformed multipart body")
-    fields: dict[str, str] = {}
+    parts = []
     for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")
         payload = part.get_payload(decode=True)
-        fields[str(name)] = payload.decode() if isinstance(payload, bytes) else ""
-    return fields
+        parts.append((str(name), part, payload if isinstance(payload, bytes) else b""))
+    return parts
 
 
 class SyncProvidersFake:
@@ -112,6 +155,7 @@ class SyncProvidersFake:
         self.recorder = recorder
         self.script = script
         self.stored: dict[str, bytes] = {}
+        self.stability_jobs: dict[str, StabilityJob] = {}
 
     async def _record(self, request: Request) -> bytes:
         body = await request.body()
@@ -249,19 +293,14 @@ class SyncProvidersFake:
         if request.path_params["engine"] not in ("ultra", "core", "sd3"):
             return _stability_error(404, "not_found", f"{request.url.path} does not exist")
         try:
-            fields = parse_multipart(request.headers.get("content-type", ""), body)
+            fields, files = _stability_form(request, body)
         except ValueError:
             return _stability_error(400, "bad_request", "content-type: must be multipart/form-data")
-        problem = _stability_problem(fields)
+        problem = _stability_problem(fields) or _stability_image_problem(request.path_params["engine"], fields, files)
         if problem:
             return _stability_error(400, "bad_request", problem)
         if behaviour == "moderation":
-            return _stability_error(
-                403,
-                "content_moderation",
-                "Your request was flagged by our content moderation system, as a result your request was denied "
-                "and you were not charged.",
-            )
+            return _stability_moderation()
         seed = int(fields.get("seed") or 0) or random.randint(1, 4294967294)
         finish_reason = "CONTENT_FILTERED" if behaviour == "all_filtered" else "SUCCESS"
         output_format = fields.get("output_format", "png")
@@ -271,6 +310,53 @@ class SyncProvidersFake:
             return JSONResponse({"image": encoded, "finish_reason": finish_reason, "seed": seed})
         headers = {"finish-reason": finish_reason, "seed": str(seed)}
         return _image_response(image, f"image/{output_format}", headers, stream=behaviour == "oversized")
+
+    async def stability_upscale(self, request: Request) -> Response:
+        """Creative upscale: checks the form, answers `{"id"}` at once; the image waits at /v2beta/results/{id}."""
+        body, behaviour, early = await self._begin(request, STABILITY_UPSCALE)
+        if early is not None:
+            return early
+        if not request.headers.get("authorization", "").startswith("Bearer "):
+            return _stability_error(401, "unauthorized", "authorization: missing or invalid")
+        try:
+            fields, files = _stability_form(request, body)
+        except ValueError:
+            return _stability_error(400, "bad_request", "content-type: must be multipart/form-data")
+        if "image" not in files:
+            return _stability_error(400, "bad_request", "image: required")
+        size, problem = _upscale_input_size(files["image"])
+        problem = problem or _stability_problem(fields)
+        if problem:
+            return _stability_error(400, "bad_request", problem)
+        if behaviour == "moderation":
+            return _stability_moderation()
+        job_id = secrets.token_hex(32)
+        output_size = (size[0] * STABILITY_UPSCALE_FACTOR, size[1] * STABILITY_UPSCALE_FACTOR)
+        seed = int(fields.get("seed") or 0) or random.randint(1, 4294967294)
+        self.stability_jobs[job_id] = StabilityJob(output_size, seed, filtered=behaviour == "all_filtered")
+        return JSONResponse({"id": job_id})
+
+    async def stability_results(self, request: Request) -> Response:
+        """202 `{id, status}` for the first STABILITY_PENDING_POLLS looks, then the image (as generate sends it)."""
+        _, _, early = await self._begin(request, STABILITY_RESULTS)
+        if early is not None:
+            return early
+        if not request.headers.get("authorization", "").startswith("Bearer "):
+            return _stability_error(401, "unauthorized", "authorization: missing or invalid")
+        job_id = request.path_params["id"]
+        job = self.stability_jobs.get(job_id)
+        if job is None:
+            return _stability_error(404, "not_found", f"generation {job_id} not found (or older than 24 hours)")
+        if job.pending_polls > 0:
+            job.pending_polls -= 1
+            return JSONResponse({"id": job_id, "status": "in-progress"}, 202)
+        image = image_bytes(job.size, "PNG")
+        finish_reason = "CONTENT_FILTERED" if job.filtered else "SUCCESS"
+        if request.headers.get("accept", "image/*").startswith("application/json"):
+            encoded = base64.b64encode(image).decode()
+            return JSONResponse({"result": encoded, "finish_reason": finish_reason, "seed": job.seed})
+        headers = {"finish-reason": finish_reason, "seed": str(job.seed)}
+        return _image_response(image, "image/png", headers, stream=False)
 
     # Pollinations ---------------------------------------------------------------------------------------------
 
@@ -360,6 +446,72 @@ def _google_unauthenticated(request: Request) -> Response | None:
 
 def _stability_error(status: int, name: str, *errors: str) -> Response:
     return JSONResponse({"id": uuid.uuid4().hex, "name": name, "errors": list(errors)}, status)
+
+
+@dataclass
+class StabilityJob:
+    """An accepted asynchronous job: what its result will be, and how many more polls it answers 202."""
+
+    size: tuple[int, int]
+    seed: int
+    filtered: bool = False
+    pending_polls: int = STABILITY_PENDING_POLLS
+
+
+def _stability_form(request: Request, body: bytes) -> tuple[dict[str, str], dict[str, FilePart]]:
+    content_type = request.headers.get("content-type", "")
+    return parse_multipart(content_type, body), parse_multipart_files(content_type, body)
+
+
+def _stability_moderation() -> Response:
+    return _stability_error(
+        403,
+        "content_moderation",
+        "Your request was flagged by our content moderation system, as a result your request was denied "
+        "and you were not charged.",
+    )
+
+
+def _decoded_size(part: FilePart) -> tuple[tuple[int, int], str | None]:
+    """The size of an uploaded image, or why it is not one Stability takes."""
+    try:
+        with Image.open(io.BytesIO(part.data)) as image:
+            size, image_format = image.size, image.format
+    except (OSError, ValueError):
+        return (0, 0), "image: cannot be decoded as an image"
+    if image_format not in STABILITY_INPUT_FORMATS:
+        return size, "image: must be png, jpeg or webp"
+    return size, None
+
+
+def _upscale_input_size(part: FilePart) -> tuple[tuple[int, int], str | None]:
+    size, problem = _decoded_size(part)
+    low, high = STABILITY_UPSCALE_PIXELS
+    if problem is None and not low <= size[0] * size[1] <= high:
+        problem = f"image: must have between {low} and {high} pixels, not {size[0] * size[1]}"
+    return size, problem
+
+
+def _stability_image_problem(engine: str, fields: dict[str, str], files: dict[str, FilePart]) -> str | None:
+    """Image-to-image on generate: `image` needs `strength` (and on sd3 `mode=image-to-image`); Core takes none."""
+    if "image" not in files:
+        return "strength: only valid with an image" if "strength" in fields else None
+    if engine == "core":
+        return "image: not supported by stable-image-core"
+    _, problem = _decoded_size(files["image"])
+    if problem:
+        return problem
+    try:
+        strength = float(fields["strength"])
+    except (KeyError, ValueError):
+        strength = -1.0
+    if not 0 <= strength <= 1:
+        return "strength: required with an image, between 0 and 1"
+    if engine == "sd3" and fields.get("mode") != "image-to-image":
+        return "mode: must be image-to-image when an image is sent"
+    if engine == "sd3" and "aspect_ratio" in fields:
+        return "aspect_ratio: only valid for text-to-image"
+    return None
 
 
 def _stability_problem(fields: dict[str, str]) -> str | None:
