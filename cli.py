@@ -262,6 +262,8 @@ def job_request(args: argparse.Namespace) -> dict[str, Any]:
         "aspectRatio": args.aspect_ratio,
         "n": args.n,
         "seed": args.seed,
+        "inputImageUrl": args.input_image,
+        "strength": args.strength,
     }
     request = {
         "workflowId": args.canvas,
@@ -531,6 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("-n", "--n", type=int, help="number of images")
     generate.add_argument("--seed", type=int, help="seed, for repeatable images where the provider supports it")
     generate.add_argument("--negative-prompt", help="what to keep out of the image")
+    generate.add_argument("--input-image", metavar="URL", help="an image to start from (image-to-image, upscaling)")
+    generate.add_argument("--strength", type=float, help="with --input-image: 0 keeps it, 1 ignores it")
     generate.add_argument("--canvas", default=DEFAULT_CANVAS_ID, help="canvas (workflowId) (default: %(default)s)")
     generate.add_argument("--node", help="canvas node id (default: a new node-<id>)")
     generate.set_defaults(handler=_generate)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from models.payloads import PromptSpec, Provenance, ProviderCall, ProviderEvent, StoredImage, SubmitResult
+from providers.request_checks import check_input_image
 
 
 class OutputSink(Protocol):
@@ -46,6 +47,7 @@ class ProviderInfo:
     webhooks: bool
     rate_limit_per_minute: float | None
     description: str
+    input_image_models: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -58,6 +60,9 @@ class ImageProvider(ABC):
     description: ClassVar[str] = ""
     asynchronous: ClassVar[bool] = False
     supports_webhooks: ClassVar[bool] = False
+    # Models that take `inputImageUrl` (image-to-image, upscaling), and those that cannot work without one.
+    input_image_models: ClassVar[frozenset[str]] = frozenset()
+    input_image_required_models: ClassVar[frozenset[str]] = frozenset()
 
     def disabled_reason(self) -> str | None:
         """None when the provider can be used; otherwise why not (e.g. its key is missing)."""
@@ -81,6 +86,7 @@ class ImageProvider(ABC):
             webhooks=self.supports_webhooks,
             rate_limit_per_minute=self.rate_limit_per_minute(),
             description=self.description,
+            input_image_models=tuple(model for model in self.models if model in self.input_image_models),
         )
 
     def accepts_model(self, model: str) -> bool:
@@ -92,6 +98,16 @@ class ImageProvider(ABC):
 
         Raises InvalidJobRequest when the model cannot do what the spec asks.
         """
+        check_input_image(
+            spec,
+            model,
+            accepted=model in self.input_image_models,
+            required=model in self.input_image_required_models,
+        )
+        return self.check_model_request(model, spec)
+
+    def check_model_request(self, model: str, spec: PromptSpec) -> dict[str, Any]:
+        """The adapter's own checks, after the ones every provider shares; returns the effective parameters."""
         return {}
 
     async def generate(self, call: ProviderCall, sink: OutputSink) -> Provenance:

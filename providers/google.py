@@ -35,7 +35,6 @@ from providers.http import (
 )
 from providers.request_checks import (
     check_count,
-    check_input_image,
     check_prompt,
     check_seeds,
     map_choice,
@@ -201,7 +200,7 @@ class GoogleProvider(ImageProvider):
     def uses_vertex(self, model: str) -> bool:
         return self._vertex_ready and (model in IMAGEN_MODELS or not self._api_key)
 
-    def check_request(self, model: str, spec: PromptSpec) -> dict[str, Any]:
+    def check_model_request(self, model: str, spec: PromptSpec) -> dict[str, Any]:
         return self.plan(model, spec).effective()
 
     def plan(self, model: str, spec: PromptSpec) -> GooglePlan:
@@ -211,7 +210,6 @@ class GoogleProvider(ImageProvider):
         imagen = model in IMAGEN_MODELS
         max_outputs = IMAGEN_MAX_OUTPUTS if imagen else GEMINI_MAX_OUTPUTS
         check_count(spec, model, 1 if model in SINGLE_OUTPUT_MODELS else max_outputs)
-        check_input_image(spec, model, accepted=False)
         vertex_imagen = imagen and self.uses_vertex(model)
         if vertex_imagen:
             check_seeds(spec, model, *VERTEX_SEED_RANGE)

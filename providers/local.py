@@ -18,7 +18,6 @@ from PIL import Image, ImageDraw, ImageFilter
 from models.payloads import PromptSpec, Provenance, ProviderCall
 from providers.base import ImageProvider, OutputSink
 from providers.errors import InvalidJobRequest
-from providers.request_checks import check_input_image
 from providers.sizing import requested_pixels
 
 MAX_SIDE = 4096
@@ -75,8 +74,7 @@ class LocalProvider(ImageProvider):
         self.delay_ms = delay_ms
         self.rate_per_minute = rate_per_minute
 
-    def check_request(self, model: str, spec: PromptSpec) -> dict[str, Any]:
-        check_input_image(spec, model, accepted=False)
+    def check_model_request(self, model: str, spec: PromptSpec) -> dict[str, Any]:
         width, height = requested_pixels(spec)
         if max(width, height) > MAX_SIDE:
             raise InvalidJobRequest(f"local draws at most {MAX_SIDE}px per side", field="size")

@@ -32,7 +32,6 @@ from providers.errors import (
     WebhookRejected,
 )
 from providers.http import classify_status, describe_body, fetch_json, require_client, retry_after
-from providers.request_checks import check_input_image
 from providers.sizing import requested_ratio
 from providers.webhooks import job_webhook_token, verify_job_token
 
@@ -89,7 +88,7 @@ class MidjourneyProvider(ImageProvider):
     def disabled_reason(self) -> str | None:
         return None if self.base_url else "MIDJOURNEY_BASE_URL is not set"
 
-    def check_request(self, model: str, spec: PromptSpec) -> dict[str, Any]:
+    def check_model_request(self, model: str, spec: PromptSpec) -> dict[str, Any]:
         """The prompt flags the spec turns into; Midjourney draws one grid per task and takes any aspect ratio."""
         if model not in VERSION_FLAGS:
             raise InvalidJobRequest(f"midjourney models are {', '.join(VERSION_FLAGS)}, not {model!r}", field="model")
@@ -97,7 +96,6 @@ class MidjourneyProvider(ImageProvider):
             raise InvalidJobRequest("midjourney draws one image (a 2x2 grid) per job; ask for n=1", field="n")
         if spec.seed is not None and not 0 <= spec.seed <= MAX_SEED:
             raise InvalidJobRequest(f"midjourney seeds are 0..{MAX_SEED}", field="seed")
-        check_input_image(spec, model, accepted=False)
         aspect_ratio = _aspect_ratio(spec)
         return {"aspect_ratio": aspect_ratio} if aspect_ratio else {}
 

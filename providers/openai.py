@@ -29,7 +29,6 @@ from providers.http import (
 )
 from providers.request_checks import (
     check_count,
-    check_input_image,
     check_prompt,
     map_choice,
     require_model,
@@ -164,7 +163,7 @@ class OpenAIProvider(ImageProvider):
     def disabled_reason(self) -> str | None:
         return None if self._api_key else "OPENAI_API_KEY is not set"
 
-    def check_request(self, model: str, spec: PromptSpec) -> dict[str, Any]:
+    def check_model_request(self, model: str, spec: PromptSpec) -> dict[str, Any]:
         return self.plan(model, spec).effective()
 
     def plan(self, model: str, spec: PromptSpec) -> OpenAIPlan:
@@ -172,7 +171,6 @@ class OpenAIProvider(ImageProvider):
         require_model(LABEL, model, self.models)
         check_prompt(spec, model, PROMPT_LIMITS.get(model, GPT_PROMPT_LIMIT))
         check_count(spec, model, MAX_OUTPUTS.get(model, DEFAULT_MAX_OUTPUTS))
-        check_input_image(spec, model, accepted=False)
         gpt = model in GPT_IMAGE_MODELS
         quality_words = GPT_QUALITY if gpt else DALL_E_3_QUALITY if model == DALL_E_3 else None
         supported = set(SUPPORTED_FIELDS.get(model, ("quality",)))

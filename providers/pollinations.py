@@ -30,7 +30,6 @@ from providers.http import (
 )
 from providers.request_checks import (
     check_count,
-    check_input_image,
     check_prompt,
     check_seeds,
     require_model,
@@ -117,7 +116,7 @@ class PollinationsProvider(ImageProvider):
     def disabled_reason(self) -> str | None:
         return None if self._enabled else "POLLINATIONS_ENABLED is false"
 
-    def check_request(self, model: str, spec: PromptSpec) -> dict[str, Any]:
+    def check_model_request(self, model: str, spec: PromptSpec) -> dict[str, Any]:
         return self.plan(model, spec).effective()
 
     def plan(self, model: str, spec: PromptSpec) -> PollinationsPlan:
@@ -126,7 +125,6 @@ class PollinationsProvider(ImageProvider):
         check_prompt(spec, model, MAX_PROMPT_CHARS)
         check_count(spec, model, MAX_OUTPUTS)
         check_seeds(spec, model, *SEED_RANGE)
-        check_input_image(spec, model, accepted=False)
         width, height = requested_pixels(spec)
         return PollinationsPlan(
             model=model,

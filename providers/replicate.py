@@ -31,7 +31,6 @@ from providers.errors import (
     WebhookRejected,
 )
 from providers.http import classify_status, error_reason, fetch_json, parse_json, require_client, retry_after
-from providers.request_checks import check_input_image
 from providers.sizing import nearest_ratio, requested_pixels
 from providers.webhooks import verify_standard_webhook
 
@@ -108,7 +107,7 @@ class ReplicateProvider(ImageProvider):
     def disabled_reason(self) -> str | None:
         return None if self.api_token else "REPLICATE_API_TOKEN is not set"
 
-    def check_request(self, model: str, spec: PromptSpec) -> dict[str, Any]:
+    def check_model_request(self, model: str, spec: PromptSpec) -> dict[str, Any]:
         """The sizing and output inputs sent to the model; refuses what the model cannot take."""
         if not MODEL_ID.match(model):
             raise InvalidJobRequest(f"replicate models look like owner/name or owner/name:version, not {model!r}")
@@ -117,7 +116,6 @@ class ReplicateProvider(ImageProvider):
             raise InvalidJobRequest(f"{model} makes at most {traits.max_outputs} image(s) per job", field="n")
         if spec.negative_prompt and not traits.negative_prompt:
             raise InvalidJobRequest(f"{model} does not take a negative prompt", field="negativePrompt")
-        check_input_image(spec, model, accepted=False)
         effective: dict[str, Any] = {"num_outputs": spec.n}
         if traits.sizing == "pixels":
             width, height = requested_pixels(spec)

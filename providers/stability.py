@@ -54,7 +54,6 @@ from providers.http import (
 from providers.input_images import InputImage, fetch_input_image
 from providers.request_checks import (
     check_count,
-    check_input_image,
     check_prompt,
     check_seeds,
     map_choice,
@@ -235,6 +234,8 @@ class StabilityProvider(ImageProvider):
     name: ClassVar[str] = "stability"
     models: ClassVar[tuple[str, ...]] = (*ENGINES, *ASYNC_ENDPOINTS)
     default_model: ClassVar[str] = "stable-image-core"
+    input_image_models: ClassVar[frozenset[str]] = INPUT_IMAGE_MODELS
+    input_image_required_models: ClassVar[frozenset[str]] = frozenset(ASYNC_ENDPOINTS)
     description: ClassVar[str] = (
         "Stability AI v2beta: Stable Image Ultra, Stable Image Core, SD 3.5 (Ultra and SD 3.5 also from an "
         "inputImageUrl with strength), and upscale-creative (needs an inputImageUrl)."
@@ -266,7 +267,7 @@ class StabilityProvider(ImageProvider):
     def disabled_reason(self) -> str | None:
         return None if self._api_key else "STABILITY_API_KEY is not set"
 
-    def check_request(self, model: str, spec: PromptSpec) -> dict[str, Any]:
+    def check_model_request(self, model: str, spec: PromptSpec) -> dict[str, Any]:
         return self.plan(model, spec).effective()
 
     def plan(self, model: str, spec: PromptSpec) -> StabilityPlan:
@@ -276,7 +277,6 @@ class StabilityProvider(ImageProvider):
         upscale = model in ASYNC_ENDPOINTS
         check_count(spec, model, 1 if upscale else MAX_OUTPUTS)
         check_seeds(spec, model, *SEED_RANGE)
-        check_input_image(spec, model, accepted=model in INPUT_IMAGE_MODELS, required=upscale)
         from_image = spec.input_image_url is not None
         styled = ENGINES.get(model) in STYLED_ENGINES
         negative = model not in NO_NEGATIVE_PROMPT_MODELS

@@ -311,6 +311,7 @@ async def test_generate_follows_the_event_stream_and_prints_the_urls(
     code = await _run_cli(
         "generate", "a lighthouse at dusk", "--api", api_url, "--api-key", "k-123",
         "--size", "640x480", "--n", "2", "--seed", "7", "--node", "n1",
+        "--input-image", "https://example.com/sketch.png", "--strength", "0.4",
     )  # fmt: skip
 
     captured = capsys.readouterr()
@@ -324,7 +325,14 @@ async def test_generate_follows_the_event_stream_and_prints_the_urls(
         "workflowId": "cli-canvas",
         "nodeId": "n1",
         "provider": "local",
-        "promptSpec": {"prompt": "a lighthouse at dusk", "size": "640x480", "n": 2, "seed": 7},
+        "promptSpec": {
+            "prompt": "a lighthouse at dusk",
+            "size": "640x480",
+            "n": 2,
+            "seed": 7,
+            "inputImageUrl": "https://example.com/sketch.png",
+            "strength": 0.4,
+        },
     }
     assert [request.path for request in fake.recorder.requests][-2:] == ["/v1/jobs/job-1/events", "/v1/jobs/job-1"]
 

@@ -510,6 +510,10 @@ async def test_providers_are_listed_with_their_state(
     assert "dall-e-3" in by_name["openai"]["models"] and "gpt-image-1" in by_name["openai"]["models"]
     assert by_name["openai"]["rateLimitPerMinute"] == provider_settings.OPENAI_RATE_PER_MINUTE
     assert by_name["google"]["rateLimitPerMinute"] == provider_settings.GOOGLE_RATE_PER_MINUTE
+    takes_input_images = {name: item["inputImageModels"] for name, item in by_name.items() if item["inputImageModels"]}
+    assert takes_input_images == {
+        "stability": ["stable-image-ultra", "sd3.5-large", "sd3.5-large-turbo", "sd3.5-medium", "upscale-creative"]
+    }
 
 
 async def test_a_disabled_provider_says_why_and_refuses_jobs(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
+from pydantic import Field
 
 from api.deps import StateDep
 from models.schemas import CamelModel
@@ -22,6 +23,7 @@ class ProviderDescription(CamelModel):
     webhooks: bool
     rate_limit_per_minute: float | None
     description: str
+    input_image_models: list[str] = Field(description="Models that take promptSpec.inputImageUrl.")
 
 
 class ProviderList(CamelModel):
@@ -30,9 +32,12 @@ class ProviderList(CamelModel):
 
 @router.get("", response_model=ProviderList)
 async def list_providers(state: StateDep) -> ProviderList:
-    """Every provider: enabled or not (and why), its models, sync or async, webhooks, rate limit."""
+    """Every provider: enabled or not (and why), its models (and which take an input image), sync or async,
+    webhooks, rate limit."""
     items: list[dict[str, Any]] = []
     for provider in state.providers.values():
         info = provider.info()
-        items.append({**info.__dict__, "models": list(info.models)})
+        items.append(
+            {**info.__dict__, "models": list(info.models), "input_image_models": list(info.input_image_models)}
+        )
     return ProviderList(items=[ProviderDescription.model_validate(item) for item in items])
