@@ -32,7 +32,9 @@ class AppState:
     temporal: Client | None = None
 
 
-def get_state(request: Request) -> AppState:
+# Dependencies are `async def` even when they do not await: FastAPI runs plain `def` ones in a thread pool,
+# a thread hand-off on every request for a dictionary lookup.
+async def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.imagejobs
     return state
 
@@ -65,7 +67,7 @@ TemporalDep = Annotated[Client, Depends(get_temporal)]
 _bearer = HTTPBearer(auto_error=False, description="One of the API_KEYS, when the server sets them.")
 
 
-def require_api_key(
+async def require_api_key(
     state: StateDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
     """With API_KEYS set, every protected route needs `Authorization: Bearer <key>`."""
