@@ -320,6 +320,34 @@ async def test_a_webhook_that_arrives_before_the_workflow_waits_is_kept(
     assert fake_providers.requests("GET", POLLS) == []
 
 
+async def test_a_prediction_left_by_a_retried_submit_is_cancelled_and_never_used(
+    provider_settings: Settings, fake_providers: FakeProviders, temporal_client: Client
+) -> None:
+    # Replicate creates the first prediction but its answer comes after our timeout: the retried submit creates a
+    # second one. Both call the job's webhook URL.
+    fake_providers.app.hold("POST", "/replicate/v1/models/", 2.5)
+    settings = make_settings(provider_settings, PROVIDER_TIMEOUT_SECONDS=1.0, **NO_POLLING)
+    creates = ("POST", "/replicate/v1/models/")
+    async with running_stack(settings, temporal_client) as stack:
+        started = await stack.start("a lighthouse at dusk", provider="replicate", model=REPLICATE_MODEL)
+        while not fake_providers.requests(*creates):
+            await asyncio.sleep(0.05)
+        fake_providers.app.holds.clear()  # the retry is answered at once
+        record = await stack.wait(started["jobId"], timeout=30)
+    await fake_providers.state.settle()
+
+    assert record["status"] == "completed", record
+    assert len(fake_providers.requests(*creates)) == 2
+    first, second = fake_providers.state.predictions  # in order of creation
+    assert record["providerJobId"] == second
+    assert [sent.path for sent in fake_providers.requests("POST", "/replicate/v1/predictions/")] == [
+        f"/replicate/v1/predictions/{first}/cancel"
+    ]
+    downloads = [sent.path for sent in fake_providers.requests("GET", "/outputs/")]
+    assert downloads == [f"/outputs/{second}-out-0.png"]
+    assert record["imageUrl"]
+
+
 async def test_a_webhook_gets_503_while_temporal_is_down_and_its_retry_completes_the_job(
     provider_settings: Settings, fake_providers: FakeProviders, tmp_path: Path
 ) -> None:
