@@ -17,8 +17,8 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Callable, Collection, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -264,12 +264,8 @@ async def stream_image(
 
     `inspect` sees the headers before a byte is stored and may raise (e.g. Stability's CONTENT_FILTERED).
     """
-    with transport_errors(provider):
-        response = await http.send(request, stream=True)
-        try:
-            await _store_image_answer(provider, response, sink, classify=classify, inspect=inspect)
-        finally:
-            await response.aclose()
+    async with _streamed(http, provider, request) as response:
+        await _store_image_answer(provider, response, sink, classify=classify, inspect=inspect)
     return response.headers
 
 
@@ -285,15 +281,22 @@ async def poll_image(
 ) -> httpx.Headers | None:
     """One look at a result endpoint that answers `pending_status` while the job runs and the image once it is
     done: None while pending, else the headers of the image, which went into the sink as with `stream_image`."""
+    async with _streamed(http, provider, request) as response:
+        if response.status_code == pending_status:
+            return None
+        await _store_image_answer(provider, response, sink, classify=classify, inspect=inspect)
+    return response.headers
+
+
+@asynccontextmanager
+async def _streamed(http: httpx.AsyncClient, provider: str, request: httpx.Request) -> AsyncIterator[httpx.Response]:
+    """The answer to `request`, read as a stream and closed afterwards; transport failures become transient."""
     with transport_errors(provider):
         response = await http.send(request, stream=True)
         try:
-            if response.status_code == pending_status:
-                return None
-            await _store_image_answer(provider, response, sink, classify=classify, inspect=inspect)
+            yield response
         finally:
             await response.aclose()
-    return response.headers
 
 
 async def _store_image_answer(
