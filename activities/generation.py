@@ -113,15 +113,13 @@ class ResumableSink:
     Temporal hands an activity's last heartbeat details to its next attempt, so the id rides on every heartbeat of
     this attempt: after a worker crash or a retryable failure the next attempt finds it (`remembered`) and resumes
     that provider job instead of submitting, and paying for, another. A heartbeat without details would clear them,
-    so the attempt heartbeats only through `heartbeat`.
+    so the attempt heartbeats only through `heartbeat` (ingest progress does not heartbeat).
     """
 
-    def __init__(
-        self, previous_details: Sequence[Any], build_ingest: Callable[[Callable[[], None]], ImageIngest]
-    ) -> None:
+    def __init__(self, previous_details: Sequence[Any], ingest: ImageIngest) -> None:
         earlier = previous_details[0] if previous_details else None
         self._provider_job_id = earlier if isinstance(earlier, str) else None
-        self._ingest = build_ingest(self.heartbeat)
+        self._ingest = ingest
 
     @property
     def stored(self) -> list[StoredImage]:
@@ -176,19 +174,11 @@ class GenerationActivities:
         if rate:
             await self.pacer.wait_turn(provider_name, rate)
 
-    def _ingest(
-        self,
-        *,
-        job_id: str,
-        canvas_id: str,
-        node_id: str,
-        output_count: int,
-        heartbeat: Callable[[], None] = activity.heartbeat,
-    ) -> ImageIngest:
+    def _ingest(self, *, job_id: str, canvas_id: str, node_id: str, output_count: int) -> ImageIngest:
+        """The sink of one provider step; its activity heartbeats on its own (`heartbeating`), so progress need not."""
         gate = ProgressGate(PROGRESS_EVERY_SECONDS)
 
         async def on_progress(fraction: float, message: str | None) -> None:
-            heartbeat()
             if not gate.admit():
                 return
             try:
@@ -215,16 +205,10 @@ class GenerationActivities:
     async def generate_image(self, call: ProviderCall) -> GenerationResult:
         """Synchronous providers: call, and stream every image into storage."""
         provider = self.providers[call.provider]
-        sink = ResumableSink(
-            activity.info().heartbeat_details,
-            lambda heartbeat: self._ingest(
-                job_id=call.job_id,
-                canvas_id=call.canvas_id,
-                node_id=call.node_id,
-                output_count=call.spec.n,
-                heartbeat=heartbeat,
-            ),
+        ingest = self._ingest(
+            job_id=call.job_id, canvas_id=call.canvas_id, node_id=call.node_id, output_count=call.spec.n
         )
+        sink = ResumableSink(activity.info().heartbeat_details, ingest)
         async with provider_errors(), heartbeating(sink.heartbeat):
             await self._wait_turn(call.provider)
             provenance = await provider.generate(call, sink)
