@@ -172,9 +172,9 @@ class ProgressDisplay:
             self._status = status
         progress = update.get("progress")
         if isinstance(progress, int | float) and not isinstance(progress, bool):
-            self._progress = min(max(float(progress), 0.0), 1.0)
+            self._progress = min(max(float(progress), 0.0), 100.0)  # percent, as the API reports it
         if self._status == "completed":
-            self._progress = 1.0
+            self._progress = 100.0
         self._draw()
 
     def finish(self) -> None:
@@ -185,7 +185,7 @@ class ProgressDisplay:
             self._last_line = None
 
     def _draw(self) -> None:
-        percent = "  --" if self._progress is None else f"{self._progress:4.0%}"
+        percent = "  --" if self._progress is None else f"{self._progress:3.0f}%"
         if not self._interactive:
             line = f"{self._job_id}  {self._status}  {percent.strip()}"
             if line != self._last_line:
@@ -193,7 +193,7 @@ class ProgressDisplay:
                 self._stream.flush()
                 self._last_line = line
             return
-        filled = round((self._progress or 0.0) * self.BAR_WIDTH)
+        filled = round((self._progress or 0.0) / 100 * self.BAR_WIDTH)
         bar = "#" * filled + "." * (self.BAR_WIDTH - filled)
         elapsed = time.monotonic() - self._started
         self._last_line = f"{self._job_id}  [{bar}] {percent}  {self._status:<9}  {elapsed:5.1f}s"
@@ -234,9 +234,8 @@ def report_outcome(record: dict[str, Any]) -> int:
         for url in urls:
             print(url)
         return EXIT_OK
-    error = record.get("error") or {}
-    code = error.get("code") or status
-    message = error.get("message") or f"the job ended {status}"
+    code = record.get("errorCode") or status
+    message = record.get("error") or f"the job ended {status}"
     print(f"error: {code}: {message}", file=sys.stderr)
     return EXIT_FAILED
 
@@ -256,13 +255,14 @@ def _follow_and_report(api: JobsApi, job_id: str) -> int:
 def job_request(args: argparse.Namespace) -> dict[str, Any]:
     """The POST /v1/jobs body for `imagejobs generate`; options left out are left to the API's defaults."""
     spec = {
-        "prompt": args.prompt,
+        "basePrompt": args.prompt,
+        "styleModifiers": args.style or None,
         "negativePrompt": args.negative_prompt,
         "size": args.size,
         "aspectRatio": args.aspect_ratio,
         "n": args.n,
         "seed": args.seed,
-        "inputImageUrl": args.input_image,
+        "previousImage": args.previous_image,
         "strength": args.strength,
     }
     request = {
@@ -533,8 +533,13 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("-n", "--n", type=int, help="number of images")
     generate.add_argument("--seed", type=int, help="seed, for repeatable images where the provider supports it")
     generate.add_argument("--negative-prompt", help="what to keep out of the image")
-    generate.add_argument("--input-image", metavar="URL", help="an image to start from (image-to-image, upscaling)")
-    generate.add_argument("--strength", type=float, help="with --input-image: 0 keeps it, 1 ignores it")
+    generate.add_argument(
+        "--previous-image", metavar="URL", help="an image to refine or start from (image-to-image, upscaling)"
+    )
+    generate.add_argument("--strength", type=float, help="with --previous-image: 0 keeps it, 1 ignores it")
+    generate.add_argument(
+        "--style", action="append", metavar="MODIFIER", help="a style modifier (repeat for several), e.g. watercolor"
+    )
     generate.add_argument("--canvas", default=DEFAULT_CANVAS_ID, help="canvas (workflowId) (default: %(default)s)")
     generate.add_argument("--node", help="canvas node id (default: a new node-<id>)")
     generate.set_defaults(handler=_generate)

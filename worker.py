@@ -1,7 +1,7 @@
 """The Temporal worker process: the job workflow, run bookkeeping, and one rate-limited queue per provider.
 
-Only this module wires clients into activity classes (STYLE rule 2). Start it with `imagejobs worker`;
-run as many as you like on any number of machines pointed at the same Temporal cluster.
+Only this module wires clients into activity classes: they receive them, they never build them.
+Start it with `imagejobs worker`; run as many as you like on any number of machines on one Temporal cluster.
 """
 
 from __future__ import annotations
@@ -13,21 +13,24 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 
-from activities.generation import GenerationActivities
+from activities.generation import HEARTBEAT_EVERY, GenerationActivities
 from activities.runs import RunActivities
-from core.config import Settings, get_settings
+from core import runs
+from core.config import Settings, get_settings, warn_about_lookalikes
 from core.db import create_engine, session_factory
+from core.jobs import job_from_run, start_job
 from core.pacing import ProviderPacer
 from core.storage import ObjectStorage, build_storage
 from core.temporal import connect, ensure_search_attributes
 from providers.base import ImageProvider
 from providers.registry import build_providers
 from workflows.image_job import ImageJobWorkflow, provider_task_queue
-from workflows.policies import HEARTBEAT_EVERY
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +76,7 @@ async def worker_resources(settings: Settings) -> AsyncIterator[WorkerResources]
 
 def build_workers(client: Client, settings: Settings, resources: WorkerResources) -> list[Worker]:
     """The main queue (workflows and database steps) plus one queue per enabled provider."""
-    runs = RunActivities(resources.sessions)
+    run_steps = RunActivities(resources.sessions)
     generation = GenerationActivities(
         providers=resources.providers,
         storage=resources.storage,
@@ -88,14 +91,14 @@ def build_workers(client: Client, settings: Settings, resources: WorkerResources
             task_queue=settings.TASK_QUEUE,
             workflows=[ImageJobWorkflow],
             activities=[
-                runs.create_run,
-                runs.mark_running,
-                runs.attach_provider_job,
-                runs.record_progress,
-                runs.update_node,
-                runs.complete_run,
-                runs.fail_run,
-                runs.cancel_run,
+                run_steps.create_run,
+                run_steps.mark_running,
+                run_steps.attach_provider_job,
+                run_steps.record_progress,
+                run_steps.update_node,
+                run_steps.complete_run,
+                run_steps.fail_run,
+                run_steps.cancel_run,
             ],
         )
     ]
@@ -125,14 +128,45 @@ def build_workers(client: Client, settings: Settings, resources: WorkerResources
     return workers
 
 
+# A run still pending this long after it was recorded may have lost its workflow start to an API crash; the sweep
+# starts it (a run whose workflow exists is left as it is: the start finds it).
+UNSTARTED_AFTER_SECONDS = 60.0
+SWEEP_EVERY_SECONDS = 30.0
+SWEEP_BATCH = 100
+
+
+async def sweep_unstarted_runs(client: Client, settings: Settings, resources: WorkerResources) -> int:
+    """Start the workflow of every stale pending run that has none; returns how many runs were looked at."""
+    async with resources.sessions() as session:
+        stale = await runs.stale_pending_runs(session, older_than_seconds=UNSTARTED_AFTER_SECONDS, limit=SWEEP_BATCH)
+    for run in stale:
+        provider = resources.providers.get(run.provider)
+        if provider is None:
+            continue
+        await start_job(client, settings, job_from_run(run, asynchronous=provider.asynchronous, settings=settings))
+    if stale:
+        log.info("made sure %d long-pending runs have their workflow", len(stale))
+    return len(stale)
+
+
+async def keep_sweeping(client: Client, settings: Settings, resources: WorkerResources) -> None:
+    while True:
+        try:
+            await sweep_unstarted_runs(client, settings, resources)
+        except (RPCError, SQLAlchemyError, OSError) as error:
+            log.warning("sweep for unstarted runs failed, trying again later: %s", error)
+        await asyncio.sleep(SWEEP_EVERY_SECONDS)
+
+
 async def run_worker(settings: Settings) -> None:
-    """Connect, register search attributes, and run every worker until cancelled."""
+    """Connect, register search attributes, and run every worker (and the sweep) until cancelled."""
+    warn_about_lookalikes()
     client = await connect(settings)
     await ensure_search_attributes(client)
     async with worker_resources(settings) as resources:
         workers = build_workers(client, settings, resources)
         log.info("worker polling %s", ", ".join(worker.task_queue for worker in workers))
-        await asyncio.gather(*(worker.run() for worker in workers))
+        await asyncio.gather(*(worker.run() for worker in workers), keep_sweeping(client, settings, resources))
 
 
 def main() -> None:

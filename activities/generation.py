@@ -13,6 +13,8 @@ import asyncio
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -26,6 +28,7 @@ from core.config import Settings
 from core.ingest import ImageIngest
 from core.pacing import ProviderPacer
 from core.storage import ObjectStorage
+from models.errors import INVALID_REQUEST, InvalidJobRequest, ProviderError
 from models.payloads import (
     CancelAtProvider,
     GenerationResult,
@@ -38,8 +41,10 @@ from models.payloads import (
     SubmitResult,
 )
 from providers.base import ImageProvider
-from providers.errors import INVALID_REQUEST, InvalidJobRequest, ProviderError
-from workflows.policies import HEARTBEAT_EVERY
+
+# How often an activity that waits on a provider tells Temporal it is alive; the provider calls' heartbeat
+# timeout (workflows/policies.py) is a few of these.
+HEARTBEAT_EVERY = timedelta(seconds=2)
 
 
 def as_application_error(error: ProviderError) -> ApplicationError:
@@ -181,11 +186,12 @@ class GenerationActivities:
         async def on_progress(fraction: float, message: str | None) -> None:
             if not gate.admit():
                 return
+            percent = round(fraction * 100, 1)
             try:
                 await save_progress(
                     self.sessions,
                     ProgressUpdate(
-                        job_id=job_id, canvas_id=canvas_id, node_id=node_id, progress=fraction, message=message
+                        job_id=job_id, canvas_id=canvas_id, node_id=node_id, progress=percent, message=message
                     ),
                 )
             except (OperationalError, InterfaceError) as error:
@@ -205,6 +211,7 @@ class GenerationActivities:
     async def generate_image(self, call: ProviderCall) -> GenerationResult:
         """Synchronous providers: call, and stream every image into storage."""
         provider = self.providers[call.provider]
+        call = replace(call, spec=provider.prepare(call.model, call.spec)[0])
         ingest = self._ingest(
             job_id=call.job_id, canvas_id=call.canvas_id, node_id=call.node_id, output_count=call.spec.n
         )
@@ -218,7 +225,9 @@ class GenerationActivities:
     async def submit_job(self, call: ProviderCall) -> SubmitResult:
         """Asynchronous providers: hand over the job with our webhook URL; returns the provider's job id."""
         provider = self.providers[call.provider]
-        call_with_hook = ProviderCall(**{**call.__dict__, "webhook_url": webhook_url_for(self.settings, call)})
+        call_with_hook = replace(
+            call, spec=provider.prepare(call.model, call.spec)[0], webhook_url=webhook_url_for(self.settings, call)
+        )
         async with provider_errors(), heartbeating():
             await self._wait_turn(call.provider)
             return await provider.submit(call_with_hook)

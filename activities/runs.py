@@ -8,6 +8,7 @@ from temporalio import activity
 from core import runs
 from core.db import transaction
 from models.payloads import ImageJobInput, NodeUpdate, ProgressUpdate, ProviderJobAttached, RunTransition
+from models.vocabulary import JobStatus
 
 
 async def save_progress(sessions: async_sessionmaker[AsyncSession], update: ProgressUpdate) -> None:
@@ -23,7 +24,7 @@ async def save_progress(sessions: async_sessionmaker[AsyncSession], update: Prog
                     canvas_id=update.canvas_id,
                     node_id=update.node_id,
                     job_id=update.job_id,
-                    status="running",
+                    status=JobStatus.RUNNING,
                     progress=update.progress,
                 ),
             )
@@ -44,10 +45,12 @@ class RunActivities:
     @activity.defn
     async def mark_running(self, job: ImageJobInput) -> None:
         async with transaction(self.sessions) as session:
-            if await runs.transition(session, RunTransition(job_id=job.job_id, status="running")):
+            if await runs.transition(session, RunTransition(job_id=job.job_id, status=JobStatus.RUNNING)):
                 await runs.update_node(
                     session,
-                    NodeUpdate(canvas_id=job.canvas_id, node_id=job.node_id, job_id=job.job_id, status="running"),
+                    NodeUpdate(
+                        canvas_id=job.canvas_id, node_id=job.node_id, job_id=job.job_id, status=JobStatus.RUNNING
+                    ),
                 )
 
     @activity.defn

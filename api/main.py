@@ -11,7 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from api.deps import AppState, require_api_key
 from api.errors import install_error_handlers
 from api.routes import canvases, events, files, health, jobs, providers, stats, webhooks
-from core.config import Settings, get_settings
+from core.config import Settings, get_settings, warn_about_lookalikes
 from core.db import create_engine, session_factory
 from core.events import EventBus
 from core.storage import build_storage
@@ -27,6 +27,7 @@ into the canvas node. Errors are JSON: `{"code": "...", "message": "..."}`.
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; the database engine, storage and Temporal client live as long as it runs."""
     settings = settings or get_settings()
+    warn_about_lookalikes()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

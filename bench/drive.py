@@ -131,7 +131,7 @@ async def start_job(
         "workflowId": canvas,
         "nodeId": node,
         "provider": provider,
-        "promptSpec": {"prompt": f"benchmark {node}", "size": IMAGE_SIZE},
+        "promptSpec": {"basePrompt": f"benchmark {node}", "size": IMAGE_SIZE},
     }
     if model:
         body["model"] = model
@@ -214,7 +214,7 @@ async def job_completes(stack: BenchStack, job_id: str) -> None:
 async def count_runs(stack: BenchStack, canvas: str, condition: str) -> int:
     async with stack.sessions() as session:
         found = await session.execute(
-            text(f"SELECT count(*) FROM runs WHERE subject_id = :canvas AND {condition}"), {"canvas": canvas}
+            text(f"SELECT count(*) FROM runs WHERE canvas_id = :canvas AND {condition}"), {"canvas": canvas}
         )
         return int(found.scalar_one())
 
@@ -284,9 +284,9 @@ async def writes_per_job(stack: BenchStack, canvas: str) -> dict[str, float]:
     async with stack.sessions() as session:
         found = await session.execute(
             text(
-                "SELECT (SELECT count(*) FROM run_events e JOIN runs r ON r.id = e.run_id WHERE r.subject_id = :c),"
-                " (SELECT coalesce(sum(version), 0) FROM workflow_nodes WHERE workflow_id = :c),"
-                " (SELECT count(*) FROM runs WHERE subject_id = :c)"
+                "SELECT (SELECT count(*) FROM run_events e JOIN runs r ON r.id = e.run_id WHERE r.canvas_id = :c),"
+                " (SELECT coalesce(sum(version), 0) FROM workflow_nodes WHERE canvas_id = :c),"
+                " (SELECT count(*) FROM runs WHERE canvas_id = :c)"
             ),
             {"c": canvas},
         )

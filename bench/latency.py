@@ -45,6 +45,7 @@ from core.jobs import new_job_id, polling_plan
 from core.jobs import start_job as start_image_job
 from models.payloads import ImageJobInput, PromptSpec
 from models.schemas import StartImageJobRequest
+from models.vocabulary import EventKind
 
 # --- 1: start latency --------------------------------------------------------------------------------------
 
@@ -91,7 +92,7 @@ async def start_breakdown(stack: BenchStack, canvas: str, samples: int) -> dict[
     timings: dict[str, list[float]] = {name: [] for name in START_STEPS}
     for index in range(samples):
         request = StartImageJobRequest.model_validate(
-            {"workflowId": canvas, "nodeId": f"b{index}", "promptSpec": {"prompt": "breakdown", "size": IMAGE_SIZE}}
+            {"workflowId": canvas, "nodeId": f"b{index}", "promptSpec": {"basePrompt": "breakdown", "size": IMAGE_SIZE}}
         )
         job = request.to_job(job_id=new_job_id(), model="procedural")
         job.polling = polling_plan(stack.settings)
@@ -338,7 +339,7 @@ async def live_latency(stack: BenchStack, config: BenchConfig, workers: Workers)
         await asyncio.to_thread(ready.wait, 10)
         for index in range(config.warmup + config.latency_samples):
             async with stack.sessions() as session:
-                event_id = await runs.add_event(session, job.job_id, "log", {"message": f"benchmark event {index}"})
+                event_id = await runs.add_event(session, job.job_id, EventKind.LOG, f"benchmark event {index}")
                 committing = time.perf_counter()
                 await session.commit()
                 commit_ms = ms_since(committing)

@@ -15,9 +15,9 @@ from typing import Any, ClassVar
 
 from fastapi import FastAPI
 
+from models.errors import WebhookRejected
 from models.payloads import Provenance, ProviderCall, ProviderEvent, SubmitResult
 from providers.base import ImageProvider, OutputSink
-from providers.errors import WebhookRejected
 from providers.midjourney import JOB_TOKEN_HEADER
 from providers.webhooks import job_webhook_token, verify_job_token
 

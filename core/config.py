@@ -6,12 +6,16 @@ production deployments set DATABASE_URL, TEMPORAL_ADDRESS, S3_* and the provider
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
+import logging
+import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = frozenset({"changethis", "changeme", "secret", "xxx"})
@@ -19,10 +23,15 @@ PLACEHOLDER_SECRETS = frozenset({"changethis", "changeme", "secret", "xxx"})
 CommaList = Annotated[list[str], NoDecode]
 
 
+def _named(*names: str) -> AliasChoices:
+    """A setting read from the first of `names` that is set (the order is the documented precedence)."""
+    return AliasChoices(*names)
+
+
 class Settings(BaseSettings):
     """All configuration of the API, the worker and the CLI."""
 
-    model_config = SettingsConfigDict(env_file=".env", env_ignore_empty=True, extra="ignore")
+    model_config = SettingsConfigDict(env_file=".env", env_ignore_empty=True, extra="ignore", populate_by_name=True)
 
     ENVIRONMENT: Literal["local", "production"] = "local"
     DATA_DIR: Path = Path(".data")
@@ -45,10 +54,13 @@ class Settings(BaseSettings):
 
     STORAGE_BACKEND: Literal["auto", "local", "s3"] = "auto"
     LOCAL_STORAGE_DIR: Path | None = None
-    S3_BUCKET: str | None = None
-    S3_ENDPOINT_URL: str | None = None
-    S3_REGION: str = "auto"
-    S3_PUBLIC_BASE_URL: str | None = None
+    # Our S3_* names first, then the spec's names (R2_* and the AWS alternative's S3_BUCKET_NAME, AWS_REGION).
+    S3_BUCKET: str | None = Field(
+        default=None, validation_alias=_named("S3_BUCKET", "R2_BUCKET_NAME", "S3_BUCKET_NAME")
+    )
+    S3_ENDPOINT_URL: str | None = Field(default=None, validation_alias=_named("S3_ENDPOINT_URL", "R2_ENDPOINT"))
+    S3_REGION: str = Field(default="auto", validation_alias=_named("S3_REGION", "AWS_REGION"))
+    S3_PUBLIC_BASE_URL: str | None = Field(default=None, validation_alias=_named("S3_PUBLIC_BASE_URL", "R2_PUBLIC_URL"))
     S3_PRESIGN_SECONDS: int = 3600
     S3_PART_BYTES: int = 8 * 1024 * 1024
     AWS_ACCESS_KEY_ID: str | None = None
@@ -154,6 +166,39 @@ class Settings(BaseSettings):
         if not self.DATABASE_URL:
             raise RuntimeError("DATABASE_URL is not set (imagejobs dev sets it for the embedded PostgreSQL)")
         return self.DATABASE_URL
+
+
+# Prefixes of our settings: a variable with one of them that is not a setting is most likely a typo of one.
+_OWN_PREFIXES = frozenset(name.split("_", 1)[0] for name in Settings.model_fields) - {"AWS", "API", "MAX", "LOCAL"}
+
+
+def setting_names() -> set[str]:
+    """Every environment variable a setting is read from."""
+    names: set[str] = set()
+    for name, field in Settings.model_fields.items():
+        names.add(name)
+        if isinstance(field.validation_alias, AliasChoices):
+            names.update(str(choice) for choice in field.validation_alias.choices)
+    return names
+
+
+def lookalike_settings(environ: Mapping[str, str]) -> list[str]:
+    """Warnings for variables that look like settings but are not one (`OPENAI_KEY`), so they are not lost quietly."""
+    known = setting_names()
+    warnings = []
+    for variable in sorted(environ):
+        if variable in known or variable.split("_", 1)[0] not in _OWN_PREFIXES:
+            continue
+        guess = difflib.get_close_matches(variable, known, n=1, cutoff=0.6)
+        hint = f"; did you mean {guess[0]}?" if guess else "; the README's settings table lists them all"
+        warnings.append(f"{variable} is set but is not a setting of this service{hint}")
+    return warnings
+
+
+def warn_about_lookalikes() -> None:
+    """Log a warning for each variable of this process's environment that looks like a setting but is none."""
+    for warning in lookalike_settings(os.environ):
+        logging.getLogger(__name__).warning(warning)
 
 
 @lru_cache

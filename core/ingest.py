@@ -29,8 +29,8 @@ from core.config import Settings
 from core.netguard import DownloadRefused, open_download
 from core.storage import ObjectStorage, validate_key
 from core.thumbnails import Thumbnailed, ThumbnailPolicy, Undecodable, make_thumbnail
+from models.errors import BAD_OUTPUT, ProviderRejected, ProviderUnavailable
 from models.payloads import StoredImage
-from providers.errors import BAD_OUTPUT, ProviderRejected, ProviderUnavailable
 
 __all__ = ["ImageIngest", "ImageKind", "ProgressCallback", "sniff_image_kind"]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import (
@@ -12,13 +13,19 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
+from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from core.config import Settings
 from core.temporal import CANVAS_ID, IMAGE_MODEL, NODE_ID, PROVIDER
-from models.payloads import GenerationResult, ImageJobInput, PollingPlan
-from workflows.image_job import ImageJobWorkflow
+from models.payloads import GenerationResult, ImageJobInput, PollingPlan, ProviderEvent
+from models.schemas import ImagePromptSpec
+from models.tables import Run
 
 SUMMARY_PROMPT_CHARS = 60
+# The job workflow and its signal, by the names workers register (`@workflow.defn` on ImageJobWorkflow). Starting
+# by name keeps the workflow module, and all the activity code it references, out of the API process.
+IMAGE_JOB_WORKFLOW = "ImageJobWorkflow"
+PROVIDER_EVENT_SIGNAL = "provider_event"
 
 
 def new_job_id(idempotency_key: str | None = None) -> str:
@@ -44,13 +51,20 @@ def job_summary(job: ImageJobInput) -> str:
     return f"{job.provider}:{job.model} · node {job.node_id} · {prompt}"
 
 
-async def start_job(
-    client: Client, settings: Settings, job: ImageJobInput
-) -> WorkflowHandle[ImageJobWorkflow, GenerationResult]:
-    """Start the job's workflow; starting the same job id again returns the existing one."""
+async def start_job(client: Client, settings: Settings, job: ImageJobInput) -> WorkflowHandle[Any, GenerationResult]:
+    """Start the job's workflow; starting the same job id again returns the existing one, running or ended."""
+    try:
+        return await _start(client, settings, job)
+    except WorkflowAlreadyStartedError:
+        # The job ran and ended already: REJECT_DUPLICATE keeps it from running twice, which is what a repeat wants.
+        return client.get_workflow_handle(job.job_id, result_type=GenerationResult)
+
+
+async def _start(client: Client, settings: Settings, job: ImageJobInput) -> WorkflowHandle[Any, GenerationResult]:
     return await client.start_workflow(
-        ImageJobWorkflow.run,
+        IMAGE_JOB_WORKFLOW,
         job,
+        result_type=GenerationResult,
         id=job.job_id,
         task_queue=settings.TASK_QUEUE,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
@@ -65,3 +79,25 @@ async def start_job(
         ),
         static_summary=job_summary(job),
     )
+
+
+def job_from_run(run: Run, *, asynchronous: bool, settings: Settings) -> ImageJobInput:
+    """The workflow input of a recorded run, rebuilt from what the run stored (its request, in the API's names)."""
+    spec = ImagePromptSpec.model_validate(run.request.get("promptSpec", {})).to_payload()
+    return ImageJobInput(
+        job_id=run.id,
+        canvas_id=run.canvas_id,
+        node_id=run.node_id,
+        provider=run.provider,
+        model=run.model,
+        spec=spec,
+        webhook_url=run.request.get("webhookUrl"),
+        metadata=run.request.get("metadata") or {},
+        polling=polling_plan(settings),
+        asynchronous=asynchronous,
+    )
+
+
+async def signal_provider_event(client: Client, job_id: str, event: ProviderEvent) -> None:
+    """Hand a verified provider event to the job's workflow."""
+    await client.get_workflow_handle(job_id).signal(PROVIDER_EVENT_SIGNAL, event)

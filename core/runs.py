@@ -9,25 +9,24 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, text
+from sqlalchemy import bindparam, func, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from models.guards import assert_no_image_data
-from models.payloads import GenerationResult, ImageJobInput, JobStatus, NodeUpdate, RunTransition
+from models.payloads import ImageJobInput, NodeUpdate, RunTransition, StoredImage
+from models.results import PROGRESS_KEY, RunResult
+from models.schemas import ImagePromptSpec
 from models.tables import Run, RunEvent, WorkflowNode
+from models.vocabulary import EVENT_KIND_BY_STATUS, TERMINAL_STATUSES, EventKind, JobStatus
 
-TERMINAL_STATUSES: tuple[JobStatus, ...] = ("completed", "failed", "cancelled")
-EVENT_KIND_BY_STATUS: dict[str, str] = {
-    "running": "status",
-    "completed": "completed",
-    "failed": "error",
-    "cancelled": "cancelled",
-}
+# The prompt a job shows on its node; the run keeps the whole of it (node data is capped at 64 KiB of JSON).
+NODE_PROMPT_CHARS = 4000
+# Terminal statuses as SQL parameters take them.
+_TERMINAL = tuple(sorted(TERMINAL_STATUSES))
 
 
 def _json(value: Any, *, what: str) -> str:
@@ -36,9 +35,7 @@ def _json(value: Any, *, what: str) -> str:
 
 
 def run_request_json(job: ImageJobInput) -> dict[str, Any]:
-    """The request as stored on the run (camelCase, as the API received it)."""
-    from models.schemas import ImagePromptSpec
-
+    """The request as stored on the run (camelCase, in the spec's names)."""
     return {
         "promptSpec": ImagePromptSpec.from_payload(job.spec).model_dump(by_alias=True, exclude_none=True),
         "webhookUrl": job.webhook_url,
@@ -47,30 +44,43 @@ def run_request_json(job: ImageJobInput) -> dict[str, Any]:
 
 
 async def insert_run(session: AsyncSession, job: ImageJobInput, *, effective: dict[str, Any] | None = None) -> bool:
-    """Create the run, its `created` event and the node claim; returns False when the run already existed.
+    """Create the run, its `created` event and the node claim; returns False (and changes nothing) when the run
+    already existed.
 
     `effective` is what the provider will actually be asked for (e.g. the nearest allowed size).
     """
     inserted = await session.execute(
         text(
-            "INSERT INTO runs (id, kind, subject_id, node_id, status, processor, request, payload)"
-            " VALUES (:id, 'image_gen', :canvas, :node, 'pending', :processor, CAST(:request AS jsonb),"
-            "   CAST(:payload AS jsonb))"
+            "INSERT INTO runs (id, kind, canvas_id, node_id, status, provider, model, processor, request, payload)"
+            " VALUES (:id, 'image_gen', :canvas, :node, 'pending', :provider, :model, :processor,"
+            "   CAST(:request AS jsonb), CAST(:payload AS jsonb))"
             " ON CONFLICT (id) DO NOTHING RETURNING id"
         ),
         {
             "id": job.job_id,
             "canvas": job.canvas_id,
             "node": job.node_id,
+            "provider": job.provider,
+            "model": job.model,
             "processor": job.processor,
             "request": _json(run_request_json(job), what="request"),
-            "payload": _json({"effective": effective or {}}, what="run payload"),
+            "payload": _json(RunResult(effective=effective or {}).to_json(), what="run payload"),
         },
     )
-    created = inserted.first() is not None
-    await add_event(session, job.job_id, "created", {"status": "pending"}, dedupe_key="created")
+    if inserted.first() is None:
+        # The run exists: its first insert recorded the event and claimed the node, in the same transaction. A
+        # repeat must not claim its own node for a job that may have been made from another request.
+        return False
+    await add_event(
+        session,
+        job.job_id,
+        EventKind.CREATED,
+        f"Queued for {job.processor}",
+        {"status": JobStatus.PENDING},
+        dedupe_key="created",
+    )
     await claim_node(session, job)
-    return created
+    return True
 
 
 async def claim_node(session: AsyncSession, job: ImageJobInput) -> bool:
@@ -78,9 +88,10 @@ async def claim_node(session: AsyncSession, job: ImageJobInput) -> bool:
     claimed = await session.execute(
         text(
             "INSERT INTO workflow_nodes AS node"
-            "   (workflow_id, id, node_type, node_data, owner_job_id, owner_since, version)"
-            " SELECT :canvas, :node, 'image', CAST(:data AS jsonb), r.id, r.created_at, 1 FROM runs r WHERE r.id = :job"
-            " ON CONFLICT (workflow_id, id) DO UPDATE SET"
+            "   (canvas_id, id, node_type, node_data, owner_job_id, owner_since, version)"
+            " SELECT :canvas, :node, 'image_generation', CAST(:data AS jsonb), r.id, r.created_at, 1"
+            " FROM runs r WHERE r.id = :job"
+            " ON CONFLICT (canvas_id, id) DO UPDATE SET"
             "   node_data = node.node_data || EXCLUDED.node_data, owner_job_id = EXCLUDED.owner_job_id,"
             "   owner_since = EXCLUDED.owner_since, version = node.version + 1, updated_at = now()"
             " WHERE node.owner_since IS NULL OR (node.owner_since, node.owner_job_id)"
@@ -97,7 +108,7 @@ async def claim_node(session: AsyncSession, job: ImageJobInput) -> bool:
                     "status": "pending",
                     "progress": 0,
                     "error": None,
-                    "prompt": job.spec.prompt[:500],
+                    "prompt": job.spec.prompt[:NODE_PROMPT_CHARS],
                 },
                 what="node data",
             ),
@@ -107,16 +118,30 @@ async def claim_node(session: AsyncSession, job: ImageJobInput) -> bool:
 
 
 async def add_event(
-    session: AsyncSession, run_id: str, kind: str, payload: dict[str, Any], *, dedupe_key: str | None = None
+    session: AsyncSession,
+    run_id: str,
+    kind: EventKind,
+    message: str,
+    payload: dict[str, Any] | None = None,
+    *,
+    dedupe_key: str | None = None,
 ) -> int | None:
-    """Append an event; with a dedupe key a repeat is ignored. Returns the new id, or None for a repeat."""
+    """Append an event with its human `message`; with a dedupe key a repeat is ignored.
+
+    Returns the new id, or None for a repeat.
+    """
     row = await session.execute(
         text(
             "INSERT INTO run_events (run_id, kind, payload, dedupe_key)"
             " VALUES (:run, :kind, CAST(:payload AS jsonb), :dedupe)"
             " ON CONFLICT (run_id, dedupe_key) DO NOTHING RETURNING id"
         ),
-        {"run": run_id, "kind": kind, "payload": _json(payload, what="event payload"), "dedupe": dedupe_key},
+        {
+            "run": run_id,
+            "kind": str(kind),
+            "payload": _json({**(payload or {}), "message": message}, what="event payload"),
+            "dedupe": dedupe_key,
+        },
     )
     found = row.first()
     return int(found[0]) if found else None
@@ -135,22 +160,29 @@ async def webhook_target(session: AsyncSession, run_id: str, dedupe_key: str | N
     return (row[0], bool(row[1])) if row is not None else None
 
 
-def result_payload(result: GenerationResult) -> dict[str, Any]:
-    """The run's payload for a finished generation: URLs and provenance, never bytes."""
-    images = result.images
-    provenance = result.provenance
-    payload: dict[str, Any] = {
-        "imageUrl": images[0].url if images else None,
-        "imageUrls": [image.url for image in images],
-        "thumbnailUrl": images[0].thumbnail_url if images else None,
-        "images": [asdict(image) for image in images],
-        "revisedPrompt": provenance.revised_prompt,
-        "seed": provenance.seed,
-        "predictTime": provenance.predict_time,
-        "effective": provenance.effective,
-        "progress": 1.0,
-    }
-    return {key: value for key, value in payload.items() if value is not None}
+def describe_stored(images: list[StoredImage]) -> str:
+    """'Stored 1024x1024 PNG, 1.2 MB', or a count and total for several images."""
+    if not images:
+        return "Completed without images"
+    total = sum(image.size_bytes for image in images)
+    if len(images) > 1:
+        return f"Stored {len(images)} images, {_megabytes(total)}"
+    image = images[0]
+    kind = image.content_type.removeprefix("image/").upper()
+    size = f"{image.width}x{image.height} " if image.width and image.height else ""
+    return f"Stored {size}{kind}, {_megabytes(total)}"
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1_000_000:.1f} MB" if size >= 100_000 else f"{size / 1000:.0f} kB"
+
+
+def transition_message(change: RunTransition, processor: str) -> str:
+    if change.status == JobStatus.RUNNING:
+        return f"Generating with {processor}"
+    if change.status == JobStatus.COMPLETED:
+        return describe_stored(change.result.images if change.result else [])
+    return change.error or change.status.capitalize()
 
 
 async def transition(session: AsyncSession, change: RunTransition) -> bool:
@@ -158,25 +190,25 @@ async def transition(session: AsyncSession, change: RunTransition) -> bool:
 
     Returns False when nothing changed (a retry, or a run that already ended).
     """
-    payload: dict[str, Any] = result_payload(change.result) if change.result else {}
+    result = RunResult.of_generation(change.result) if change.result else RunResult()
     if change.timings:
-        payload["timings"] = change.timings
+        result.timings = change.timings
     updated = await session.execute(
         text(
             "UPDATE runs SET status = :status, payload = payload || CAST(:payload AS jsonb),"
             " error = COALESCE(:error, error), error_code = COALESCE(:code, error_code),"
             " provider_job_id = COALESCE(:provider_job_id, provider_job_id),"
-            " started_at = CASE WHEN :status = 'running' THEN COALESCE(started_at, now()) ELSE started_at END,"
-            " finished_at = CASE WHEN :status IN ('completed', 'failed', 'cancelled') THEN now() ELSE NULL END,"
+            " finished_at = CASE WHEN :status IN :terminal THEN now() ELSE NULL END,"
             " updated_at = now()"
-            " WHERE id = :id AND status NOT IN ('completed', 'failed', 'cancelled')"
+            " WHERE id = :id AND status NOT IN :terminal"
             "   AND NOT (status = 'running' AND :status = 'running')"
-            " RETURNING id"
-        ),
+            " RETURNING processor"
+        ).bindparams(bindparam("terminal", expanding=True)),
         {
             "id": change.job_id,
             "status": change.status,
-            "payload": _json(payload, what="run payload"),
+            "terminal": _TERMINAL,
+            "payload": _json(result.to_json(), what="run payload"),
             "error": change.error,
             "code": change.error_code,
             # Synchronous providers that run jobs of their own (Stability's upscaler) name them in the provenance.
@@ -184,15 +216,23 @@ async def transition(session: AsyncSession, change: RunTransition) -> bool:
             or (change.result.provenance.provider_job_id if change.result else None),
         },
     )
-    if updated.first() is None:
+    row = updated.first()
+    if row is None:
         return False
     event: dict[str, Any] = {"status": change.status}
     if change.error:
         event["error"] = {"code": change.error_code, "message": change.error}
     if change.result:
-        event["imageUrls"] = payload.get("imageUrls", [])
+        event["imageUrls"] = result.image_urls
+    if change.status == JobStatus.COMPLETED:
+        event["progress"] = 100.0
     await add_event(
-        session, change.job_id, EVENT_KIND_BY_STATUS[change.status], event, dedupe_key=f"status:{change.status}"
+        session,
+        change.job_id,
+        EVENT_KIND_BY_STATUS[JobStatus(change.status)],
+        transition_message(change, row[0]),
+        event,
+        dedupe_key=f"status:{change.status}",
     )
     return True
 
@@ -204,27 +244,32 @@ async def set_provider_job(session: AsyncSession, job_id: str, provider_job_id: 
             "UPDATE runs SET provider_job_id = :pid, payload = payload || CAST(:payload AS jsonb), updated_at = now()"
             " WHERE id = :id"
         ),
-        {"id": job_id, "pid": provider_job_id, "payload": _json({"effective": effective}, what="run payload")},
+        {
+            "id": job_id,
+            "pid": provider_job_id,
+            "payload": _json(RunResult(effective=effective).to_json(), what="run payload"),
+        },
     )
 
 
 async def record_progress(
     session: AsyncSession, job_id: str, progress: float, *, message: str | None = None, dedupe_key: str | None = None
 ) -> bool:
-    """Store a progress observation on a run that has not ended; returns False when ignored."""
+    """Store a progress observation (percent, 0-100) on a run that has not ended; returns False when ignored."""
     updated = await session.execute(
         text(
-            "UPDATE runs SET payload = jsonb_set(payload, '{progress}', to_jsonb(CAST(:progress AS float8))),"
-            " updated_at = now() WHERE id = :id AND status NOT IN ('completed', 'failed', 'cancelled') RETURNING id"
-        ),
-        {"id": job_id, "progress": progress},
+            f"UPDATE runs SET payload = jsonb_set(payload, '{{{PROGRESS_KEY}}}', to_jsonb(CAST(:progress AS float8))),"
+            " updated_at = now() WHERE id = :id AND status NOT IN :terminal RETURNING id"
+        ).bindparams(bindparam("terminal", expanding=True)),
+        {"id": job_id, "progress": progress, "terminal": _TERMINAL},
     )
     if updated.first() is None:
         return False
-    payload: dict[str, Any] = {"progress": progress}
-    if message:
-        payload["message"] = message
-    return await add_event(session, job_id, "progress", payload, dedupe_key=dedupe_key) is not None
+    text_ = message or f"{progress:.0f}%"
+    recorded = await add_event(
+        session, job_id, EventKind.PROGRESS, text_, {"progress": progress}, dedupe_key=dedupe_key
+    )
+    return recorded is not None
 
 
 async def update_node(session: AsyncSession, update: NodeUpdate) -> bool:
@@ -245,7 +290,7 @@ async def update_node(session: AsyncSession, update: NodeUpdate) -> bool:
             "UPDATE workflow_nodes SET node_data = node_data || CAST(:patch AS jsonb)"
             "   || jsonb_build_object('updatedAt', now()),"
             " version = version + 1, updated_at = now()"
-            " WHERE workflow_id = :canvas AND id = :node AND owner_job_id = :job"
+            " WHERE canvas_id = :canvas AND id = :node AND owner_job_id = :job"
             "   AND NOT (node_data @> CAST(:patch AS jsonb))"
             " RETURNING id"
         ),
@@ -294,9 +339,9 @@ async def list_runs(
     if status:
         query = query.where(Run.status == status)
     if provider:
-        query = query.where(col(Run.processor).startswith(f"{provider}:"))
+        query = query.where(Run.provider == provider)
     if canvas_id:
-        query = query.where(Run.subject_id == canvas_id)
+        query = query.where(Run.canvas_id == canvas_id)
     if node_id:
         query = query.where(Run.node_id == node_id)
     if cursor:
@@ -319,7 +364,7 @@ async def list_canvas_events(session: AsyncSession, canvas_id: str, *, after_id:
     query = (
         select(RunEvent)
         .join(Run, col(Run.id) == col(RunEvent.run_id))
-        .where(Run.subject_id == canvas_id, col(RunEvent.id) > after_id)
+        .where(Run.canvas_id == canvas_id, col(RunEvent.id) > after_id)
         .order_by(col(RunEvent.id))
     )
     return list((await session.execute(query)).scalars())
@@ -327,14 +372,26 @@ async def list_canvas_events(session: AsyncSession, canvas_id: str, *, after_id:
 
 async def last_canvas_event_id(session: AsyncSession, canvas_id: str) -> int:
     found = await session.execute(
-        text("SELECT COALESCE(max(e.id), 0) FROM run_events e JOIN runs r ON r.id = e.run_id WHERE r.subject_id = :c"),
+        text("SELECT COALESCE(max(e.id), 0) FROM run_events e JOIN runs r ON r.id = e.run_id WHERE r.canvas_id = :c"),
         {"c": canvas_id},
     )
     return int(found.scalar_one())
 
 
 async def list_nodes(session: AsyncSession, canvas_id: str) -> list[WorkflowNode]:
-    query = select(WorkflowNode).where(WorkflowNode.workflow_id == canvas_id).order_by(col(WorkflowNode.created_at))
+    query = select(WorkflowNode).where(WorkflowNode.canvas_id == canvas_id).order_by(col(WorkflowNode.created_at))
+    return list((await session.execute(query)).scalars())
+
+
+async def stale_pending_runs(session: AsyncSession, *, older_than_seconds: float, limit: int) -> list[Run]:
+    """Runs still pending long after they were recorded: each may have lost its workflow start to a crash."""
+    query = (
+        select(Run)
+        .where(Run.status == JobStatus.PENDING)
+        .where(col(Run.created_at) < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, older_than_seconds))
+        .order_by(col(Run.created_at))
+        .limit(limit)
+    )
     return list((await session.execute(query)).scalars())
 
 
@@ -362,11 +419,11 @@ async def upsert_node(
     """
     assert_no_image_data(data or {}, what="node data")
     existing = await session.execute(
-        select(WorkflowNode).where(WorkflowNode.workflow_id == canvas_id, WorkflowNode.id == node_id).with_for_update()
+        select(WorkflowNode).where(WorkflowNode.canvas_id == canvas_id, WorkflowNode.id == node_id).with_for_update()
     )
     node = existing.scalars().first()
     if node is None:
-        node = WorkflowNode(workflow_id=canvas_id, id=node_id, node_data={}, position={"x": 0, "y": 0}, version=0)
+        node = WorkflowNode(canvas_id=canvas_id, id=node_id, node_data={}, position={"x": 0, "y": 0}, version=0)
         session.add(node)
     if data is not None:
         owned = {key: node.node_data[key] for key in JOB_OWNED_NODE_FIELDS if key in node.node_data}
@@ -386,10 +443,10 @@ async def active_runs_for_node(session: AsyncSession, canvas_id: str, node_id: s
     """Ids of the node's other jobs that have not ended (a new job supersedes them)."""
     found = await session.execute(
         select(Run.id).where(
-            Run.subject_id == canvas_id,
+            Run.canvas_id == canvas_id,
             Run.node_id == node_id,
             Run.id != except_job,
-            col(Run.status).not_in(TERMINAL_STATUSES),
+            col(Run.status).not_in(_TERMINAL),
         )
     )
     return list(found.scalars())
@@ -398,5 +455,5 @@ async def active_runs_for_node(session: AsyncSession, canvas_id: str, node_id: s
 async def count_by_status(session: AsyncSession, *, canvas_id: str | None = None) -> dict[str, int]:
     query = select(Run.status, func.count()).group_by(Run.status)
     if canvas_id:
-        query = query.where(Run.subject_id == canvas_id)
+        query = query.where(Run.canvas_id == canvas_id)
     return {status: int(count) for status, count in (await session.execute(query)).all()}

@@ -49,6 +49,8 @@ logger = logging.getLogger(__name__)
 # S3 (and R2, MinIO) refuse multipart parts below 5 MiB, except the last one.
 MIN_PART_BYTES = 5 * 1024 * 1024
 COPY_BUFFER_BYTES = 1024 * 1024
+# S3's own limit is 1024 bytes; file systems allow 255 per path segment, which the ids' pattern keeps to.
+MAX_KEY_CHARS = 1024
 _KEY_CHARACTERS = re.compile(r"[A-Za-z0-9._/-]+")
 _MISSING_OBJECT_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 # An unreachable bucket is an outage, not a failed provider call: an upload waits for it this long (retrying with
@@ -65,6 +67,8 @@ def validate_key(key: str) -> str:
     """
     if not key:
         raise ValueError("object key is empty")
+    if len(key) > MAX_KEY_CHARS:
+        raise ValueError(f"object key is longer than {MAX_KEY_CHARS} characters")
     if not _KEY_CHARACTERS.fullmatch(key):
         raise ValueError(f"object key {key!r} may only contain letters, digits and . _ / -")
     if key.startswith("/") or ".." in key or "//" in key or key.endswith("/"):
@@ -104,7 +108,7 @@ class ObjectStorage(ABC):
 
     @abstractmethod
     async def url_for(self, key: str) -> str:
-        """The URL a browser fetches the object from."""
+        """The URL a browser fetches the object from. It never expires: records and nodes keep it."""
 
     @abstractmethod
     async def check(self) -> None:
@@ -198,6 +202,8 @@ class S3Storage(ObjectStorage):
         self.bucket = settings.S3_BUCKET
         self.part_bytes = settings.S3_PART_BYTES
         self.public_base_url = settings.S3_PUBLIC_BASE_URL.rstrip("/") if settings.S3_PUBLIC_BASE_URL else None
+        # Without a public bucket URL, objects are reached through the API, which redirects to a fresh presigned GET.
+        self.files_base_url = f"{settings.app_url}/files"
         self.presign_seconds = settings.S3_PRESIGN_SECONDS
         self.upload_outage_seconds = UPLOAD_OUTAGE_SECONDS
         self._endpoint_url = settings.s3_endpoint_url
@@ -290,11 +296,22 @@ class S3Storage(ObjectStorage):
 
     async def url_for(self, key: str) -> str:
         validate_key(key)
-        if self.public_base_url:
-            return f"{self.public_base_url}/{key}"
+        return f"{self.public_base_url or self.files_base_url}/{key}"
+
+    async def presigned_get(self, key: str) -> str:
+        """A GET URL for `key` valid for S3_PRESIGN_SECONDS: handed out on each request, never stored."""
         client = await self._s3()
         return await client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=self.presign_seconds
+            "get_object", Params={"Bucket": self.bucket, "Key": validate_key(key)}, ExpiresIn=self.presign_seconds
+        )
+
+    async def presigned_put(self, key: str, content_type: str) -> str:
+        """A PUT URL a browser uploads `key` to directly (the spec's pattern 3), valid for S3_PRESIGN_SECONDS."""
+        client = await self._s3()
+        return await client.generate_presigned_url(
+            "put_object",
+            Params={"Bucket": self.bucket, "Key": validate_key(key), "ContentType": content_type},
+            ExpiresIn=self.presign_seconds,
         )
 
     async def check(self) -> None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-JobStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
+from models.vocabulary import JobStatus
+
 ProviderStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL_PROVIDER_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
@@ -18,6 +19,8 @@ class PromptSpec:
     """What to draw, independent of any provider; adapters map it onto their own parameters."""
 
     prompt: str
+    # The spec's styleModifiers: each adapter applies them its own way (its style field, or appended to the prompt).
+    style_modifiers: list[str] = field(default_factory=list)
     negative_prompt: str | None = None
     size: str | None = None
     aspect_ratio: str | None = None
@@ -25,8 +28,8 @@ class PromptSpec:
     style: str | None = None
     seed: int | None = None
     n: int = 1
-    # An image to start from (image-to-image, upscaling): only its URL travels; the worker downloads it.
-    input_image_url: str | None = None
+    # The spec's previousImage, an image to refine or start from: only its URL travels; the worker downloads it.
+    previous_image: str | None = None
     strength: float | None = None
 
 
@@ -118,7 +121,7 @@ class ProviderEvent:
     """A provider's report on an asynchronous job, from a webhook (signal) or a poll."""
 
     status: ProviderStatus
-    progress: float | None = None
+    progress: float | None = None  # percent, 0-100
     output_urls: list[str] = field(default_factory=list)
     error: str | None = None
     error_type: str | None = None
@@ -166,7 +169,7 @@ class ProgressUpdate:
     job_id: str
     canvas_id: str
     node_id: str
-    progress: float
+    progress: float  # percent, 0-100
     message: str | None = None
     dedupe_key: str | None = None
 
@@ -190,7 +193,7 @@ class NodeUpdate:
     image_urls: list[str] | None = None
     thumbnail_url: str | None = None
     error: str | None = None
-    progress: float | None = None
+    progress: float | None = None  # percent, 0-100
 
 
 @dataclass
@@ -204,6 +207,6 @@ class JobState:
     """The `status` query's answer: where the workflow is right now."""
 
     phase: str
-    progress: float | None = None
+    progress: float | None = None  # percent, 0-100
     provider_job_id: str | None = None
     error: str | None = None

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
-from core.config import get_settings
 from models.guards import ImageDataInJson, assert_no_image_data
-from models.payloads import ImageJobInput, JobStatus, PromptSpec
+from models.payloads import ImageJobInput, PromptSpec
+from models.results import RunResult
 from models.tables import Run, RunEvent, WorkflowNode
+from models.vocabulary import EventKind, JobStatus
 
 # Ids end up in storage keys and URLs, so they keep to a safe alphabet.
 ID_PATTERN = r"^[A-Za-z0-9._-]{1,200}$"
@@ -44,67 +55,88 @@ class RequestModel(CamelModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
-class ImagePromptSpec(RequestModel):
-    """What to draw. Providers map size, aspect ratio and quality onto the nearest values they allow."""
+StyleModifier = Annotated[str, Field(min_length=1, max_length=200)]
 
-    prompt: str = Field(min_length=1, description="The text prompt.")
-    negative_prompt: str | None = Field(default=None, max_length=10_000)
+
+class ImagePromptSpec(RequestModel):
+    """What to draw: the spec's ImagePromptSpec, plus `style`, `n` and `strength`.
+
+    Providers map size, aspect ratio and quality onto the nearest values they allow and report what they used in
+    the job's `effective`.
+    """
+
+    # The Python name stays `prompt` (it is what Temporal histories of running jobs carry); the wire says basePrompt.
+    prompt: str = Field(
+        min_length=1,
+        validation_alias=AliasChoices("basePrompt", "prompt"),
+        serialization_alias="basePrompt",
+        description="The text prompt (`prompt` is accepted as another name for it).",
+        examples=["a lighthouse at dusk"],
+    )
+    style_modifiers: list[StyleModifier] = Field(
+        default_factory=list,
+        max_length=20,
+        description="Style words; each provider applies them its best way (its own style field, or appended to "
+        "the prompt) and says which in `effective.styleModifiers`.",
+        examples=[["watercolor", "soft light"]],
+    )
     size: str | None = Field(default=None, pattern=r"^\d{2,5}x\d{2,5}$", examples=["1024x1024"])
     aspect_ratio: str | None = Field(default=None, pattern=r"^\d{1,3}:\d{1,3}$", examples=["16:9"])
-    quality: Literal["auto", "low", "medium", "high", "standard", "hd"] | None = None
-    style: str | None = Field(default=None, max_length=64, description="Style modifier, e.g. vivid, natural, anime.")
-    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
-    n: int = Field(default=1, ge=1, le=10, description="Number of images.")
-    input_image_url: str | None = Field(
+    quality: Literal["standard", "hd", "auto", "low", "medium", "high"] | None = None
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED, strict=True)
+    negative_prompt: str | None = Field(default=None, max_length=10_000)
+    previous_image: str | None = Field(
         default=None,
         max_length=MAX_URL_CHARS,
-        description="An http(s) URL of an image to start from (image-to-image, upscaling); the worker downloads it.",
+        validation_alias=AliasChoices("previousImage", "inputImageUrl"),
+        serialization_alias="previousImage",
+        description="The http(s) URL of an image to refine or start from; the worker downloads it. Only models "
+        "that take an input image accept it (`GET /v1/providers`).",
         examples=["https://example.com/sketch.png"],
     )
+    style: str | None = Field(default=None, max_length=64, description="A provider's own style, e.g. vivid, anime.")
+    n: int = Field(default=1, ge=1, le=10, strict=True, description="Number of images.")
     strength: float | None = Field(
         default=None,
         ge=0,
         le=1,
-        description="With inputImageUrl: how far to move from the input image (0 keeps it, 1 ignores it).",
+        description="With previousImage: how far to move from it (0 keeps it, 1 ignores it).",
     )
 
-    @field_validator("input_image_url")
+    @field_validator("previous_image")
     @classmethod
-    def _input_image_url_is_http(cls, url: str | None) -> str | None:
+    def _previous_image_is_http(cls, url: str | None) -> str | None:
         # The URL (never the bytes) is what travels; the worker's download guard checks where it points.
         if url is None:
             return None
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("inputImageUrl must be an http or https URL with a host, e.g. https://example.com/a.png")
+            raise ValueError("previousImage must be an http or https URL with a host, e.g. https://example.com/a.png")
         return url
-
-    @model_validator(mode="after")
-    def _strength_needs_an_input_image(self) -> ImagePromptSpec:
-        if self.strength is not None and self.input_image_url is None:
-            raise ValueError("strength only applies to an input image; set inputImageUrl or remove strength")
-        return self
 
     @field_validator("prompt")
     @classmethod
-    def _prompt_within_limit(cls, prompt: str) -> str:
-        limit = get_settings().MAX_PROMPT_CHARS
+    def _prompt_not_blank(cls, prompt: str) -> str:
         if not prompt.strip():
-            raise ValueError("prompt must not be blank")
-        if len(prompt) > limit:
-            raise ValueError(f"prompt is {len(prompt)} characters; the limit is {limit}")
+            raise ValueError("basePrompt must not be blank")
         return prompt
+
+    @model_validator(mode="after")
+    def _strength_needs_an_input_image(self) -> ImagePromptSpec:
+        if self.strength is not None and self.previous_image is None:
+            raise ValueError("strength only applies to a previous image; set previousImage or remove strength")
+        return self
 
     def to_payload(self) -> PromptSpec:
         return PromptSpec(**self.model_dump())
 
     @classmethod
     def from_payload(cls, spec: PromptSpec) -> ImagePromptSpec:
-        return cls.model_validate(spec.__dict__)
+        return cls.model_validate(asdict(spec))
 
 
 class StartImageJobRequest(RequestModel):
-    """Start an image job for one canvas node."""
+    """The spec's StartImageJobRequest: start an image job for one canvas node."""
 
     model_config = ConfigDict(
         alias_generator=to_camel,
@@ -113,18 +145,24 @@ class StartImageJobRequest(RequestModel):
         json_schema_extra={
             "examples": [
                 {
-                    "workflowId": "canvas-42",
                     "nodeId": "node-1",
+                    "workflowId": "canvas-42",
+                    "promptSpec": {
+                        "basePrompt": "a lighthouse at dusk",
+                        "styleModifiers": ["watercolor"],
+                        "size": "1024x1024",
+                        "seed": 7,
+                    },
                     "provider": "local",
                     "model": "procedural",
-                    "promptSpec": {"prompt": "a lighthouse at dusk", "size": "1024x1024"},
+                    "metadata": {"requestedBy": "canvas"},
                 }
             ]
         },
     )
 
-    workflow_id: str = Field(pattern=ID_PATTERN, description="The canvas (React Flow board) id.")
-    node_id: str = Field(pattern=ID_PATTERN, description="The canvas node that receives the image.")
+    node_id: str = Field(pattern=ID_PATTERN, description="The React Flow node that receives the image.")
+    workflow_id: str = Field(pattern=ID_PATTERN, description="The canvas (React Flow board) the node is on.")
     prompt_spec: ImagePromptSpec
     provider: str = Field(default="local", max_length=64)
     model: str | None = Field(default=None, max_length=200, description="Defaults to the provider's default model.")
@@ -154,64 +192,61 @@ class ErrorBody(CamelModel):
     details: Any | None = None
 
 
-class ImageJobError(CamelModel):
-    code: str
-    message: str
-
-
 class ImageJobRecord(CamelModel):
-    """A job as clients see it. Image URLs are absolute."""
+    """The spec's ImageJobRecord, and beside it what we add: error code, every image, thumbnail, progress,
+    timings and provenance. Image URLs are absolute and never expire."""
 
-    job_id: str
-    workflow_id: str
+    job_id: str = Field(description="Our job id (also the Temporal workflow id); the provider's is providerJobId.")
     node_id: str
-    status: JobStatus
+    workflow_id: str = Field(description="The canvas the node is on.")
     provider: str
     model: str
-    prompt_spec: dict[str, Any]
-    progress: float | None = None
+    status: JobStatus
+    started_at: datetime = Field(description="When the job was created.")
+    finished_at: datetime | None = None
     image_url: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    error: str | None = Field(default=None, description="What went wrong, in words a person can act on.")
+    error_code: str | None = Field(default=None, description="A stable code for `error`, e.g. ContentPolicyViolation.")
     image_urls: list[str] = Field(default_factory=list)
     thumbnail_url: str | None = None
+    progress: float | None = Field(default=None, description="Percent, 0-100.")
+    prompt_spec: dict[str, Any]
     provider_job_id: str | None = None
     revised_prompt: str | None = None
     seed: int | None = None
     predict_time: float | None = None
     effective: dict[str, Any] = Field(default_factory=dict, description="Parameters as the provider applied them.")
     timings: dict[str, float] = Field(default_factory=dict, description="Seconds spent per stage.")
-    error: ImageJobError | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
 
     @classmethod
     def from_run(cls, run: Run) -> ImageJobRecord:
-        provider, _, model = run.processor.partition(":")
-        payload = run.payload or {}
+        result = RunResult.from_json(run.payload)
         return cls(
             job_id=run.id,
-            workflow_id=run.subject_id,
             node_id=run.node_id,
-            status=run.status,
-            provider=provider,
-            model=model,
-            prompt_spec=run.request.get("promptSpec", {}),
-            progress=payload.get("progress"),
-            image_url=payload.get("imageUrl"),
-            image_urls=payload.get("imageUrls", []),
-            thumbnail_url=payload.get("thumbnailUrl"),
-            provider_job_id=run.provider_job_id,
-            revised_prompt=payload.get("revisedPrompt"),
-            seed=payload.get("seed"),
-            predict_time=payload.get("predictTime"),
-            effective=payload.get("effective", {}),
-            timings=payload.get("timings", {}),
-            error=ImageJobError(code=run.error_code or "failed", message=run.error) if run.error else None,
-            metadata=run.request.get("metadata", {}),
-            created_at=run.created_at,
+            workflow_id=run.canvas_id,
+            provider=run.provider,
+            model=run.model,
+            status=JobStatus(run.status),
             started_at=run.started_at,
             finished_at=run.finished_at,
+            image_url=result.image_url,
+            metadata=run.request.get("metadata", {}),
+            error=run.error,
+            error_code=(run.error_code or "failed") if run.error else None,
+            image_urls=result.image_urls,
+            thumbnail_url=result.thumbnail_url,
+            progress=result.progress,
+            prompt_spec=run.request.get("promptSpec", {}),
+            provider_job_id=run.provider_job_id,
+            revised_prompt=result.revised_prompt,
+            seed=result.seed,
+            predict_time=result.predict_time,
+            effective=result.effective,
+            timings=result.timings,
+            created_at=run.created_at,
         )
 
 
@@ -222,32 +257,72 @@ class JobPage(CamelModel):
     next_cursor: str | None = None
 
 
+class StatusImage(BaseModel):
+    url: str
+
+
+class ImageJobStatus(BaseModel):
+    """The spec's polling answer, in its own snake_case. A cancelled job reads `failed` with the error
+    `Cancelled`: the spec's status has no fourth ending."""
+
+    job_id: str
+    status: Literal["pending", "running", "completed", "failed"]
+    progress: float | None = Field(default=None, description="Percent, 0-100.")
+    images: list[StatusImage] = Field(default_factory=list)
+    error: str | None = None
+
+    @classmethod
+    def from_record(cls, record: ImageJobRecord) -> ImageJobStatus:
+        cancelled = record.status == JobStatus.CANCELLED
+        return cls(
+            job_id=record.job_id,
+            status="failed" if cancelled else record.status.value,
+            progress=record.progress,
+            images=[StatusImage(url=url) for url in record.image_urls],
+            error=record.error or ("Cancelled" if cancelled else None),
+        )
+
+
 class ImageProgressEvent(CamelModel):
-    """One entry of a job's audit trail, as stored and as streamed over SSE."""
+    """The spec's ImageProgressEvent: one entry of a job's audit trail, as stored and as streamed over SSE.
+
+    Beside the spec's fields: `id` (the SSE event id, for Last-Event-ID) and the job `status` it reports, if any.
+    """
 
     id: int
     job_id: str
-    kind: str
-    ts: datetime
-    status: JobStatus | None = None
-    progress: float | None = None
-    message: str | None = None
+    timestamp: datetime
+    kind: EventKind
+    message: str
+    progress: float | None = Field(default=None, description="Percent, 0-100.")
     data: dict[str, Any] = Field(default_factory=dict)
+    status: JobStatus | None = None
 
     @classmethod
     def from_event(cls, event: RunEvent) -> ImageProgressEvent:
         payload = dict(event.payload or {})
         assert event.id is not None
+        kind = EventKind(event.kind)
         return cls(
             id=event.id,
             job_id=event.run_id,
-            kind=event.kind,
-            ts=event.ts,
-            status=payload.pop("status", None),
+            timestamp=event.ts,
+            kind=kind,
+            # Events recorded before messages were kept get a sentence made from their kind.
+            message=payload.pop("message", None) or _fallback_message(kind, payload),
             progress=payload.pop("progress", None),
-            message=payload.pop("message", None),
+            status=payload.pop("status", None),
             data=payload,
         )
+
+
+def _fallback_message(kind: EventKind, payload: dict[str, Any]) -> str:
+    error = payload.get("error")
+    if kind == EventKind.ERROR and isinstance(error, dict) and error.get("message"):
+        return str(error["message"])
+    if kind == EventKind.PROGRESS and isinstance(payload.get("progress"), int | float):
+        return f"{payload['progress']:.0f}%"
+    return kind.value.capitalize()
 
 
 class NodePosition(CamelModel):

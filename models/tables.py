@@ -10,6 +10,9 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
 from models.guards import json_check_sql
+from models.vocabulary import JobStatus
+
+_STATUS_VALUES = ", ".join(f"'{status.value}'" for status in JobStatus)
 
 
 def _jsonb(**kwargs: Any) -> Any:
@@ -26,23 +29,29 @@ def _timestamp(*, nullable: bool = False, default_now: bool = True) -> Any:
 
 
 class Run(SQLModel, table=True):
-    """One image job: its request, its state and its result (URLs and provenance, never bytes)."""
+    """One image job: its request, its state and its result (URLs and provenance, never bytes).
+
+    `canvas_id` is the spec's `subject_id` (the wire's `workflowId`); `processor` is the spec's `provider:model`,
+    kept beside the two columns it is made of.
+    """
 
     __tablename__ = "runs"
     __table_args__ = (
-        Index("ix_runs_subject_kind", "subject_id", "kind"),
+        Index("ix_runs_canvas_kind", "canvas_id", "kind"),
         Index("ix_runs_status", "status"),
         Index("ix_runs_created", "created_at", "id"),
         CheckConstraint(json_check_sql("request"), name="ck_runs_request_no_image_data"),
         CheckConstraint(json_check_sql("payload"), name="ck_runs_payload_no_image_data"),
-        CheckConstraint("status IN ('pending', 'running', 'completed', 'failed', 'cancelled')", name="ck_runs_status"),
+        CheckConstraint(f"status IN ({_STATUS_VALUES})", name="ck_runs_status"),
     )
 
     id: str = Field(primary_key=True, max_length=128)
     kind: str = Field(default="image_gen", max_length=32)
-    subject_id: str = Field(max_length=256)
+    canvas_id: str = Field(max_length=256)
     node_id: str = Field(max_length=256)
     status: str = Field(default="pending", max_length=16)
+    provider: str = Field(max_length=64)
+    model: str = Field(max_length=200)
     processor: str = Field(max_length=256)
     provider_job_id: str | None = Field(default=None, max_length=256)
     request: dict[str, Any] = _jsonb(nullable=False)
@@ -50,7 +59,8 @@ class Run(SQLModel, table=True):
     error: str | None = Field(default=None, sa_column=Column(Text))
     error_code: str | None = Field(default=None, max_length=64)
     created_at: datetime = _timestamp()
-    started_at: datetime | None = _timestamp(nullable=True, default_now=False)
+    # The spec's startedAt is always present: the moment the job was created. Running begins at `timings.queued`.
+    started_at: datetime = _timestamp()
     finished_at: datetime | None = _timestamp(nullable=True, default_now=False)
     updated_at: datetime = _timestamp()
 
@@ -78,12 +88,12 @@ class WorkflowNode(SQLModel, table=True):
 
     __tablename__ = "workflow_nodes"
     __table_args__ = (
-        Index("ix_workflow_nodes_workflow", "workflow_id"),
+        Index("ix_workflow_nodes_canvas", "canvas_id"),
         CheckConstraint(json_check_sql("node_data"), name="ck_workflow_nodes_data_no_image_data"),
         CheckConstraint(json_check_sql("position"), name="ck_workflow_nodes_position_no_image_data"),
     )
 
-    workflow_id: str = Field(primary_key=True, max_length=256)
+    canvas_id: str = Field(primary_key=True, max_length=256)
     id: str = Field(primary_key=True, max_length=256)
     node_type: str = Field(default="image", max_length=64)
     node_data: dict[str, Any] = _jsonb(nullable=False, server_default="{}")

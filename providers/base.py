@@ -8,12 +8,12 @@ streams it into object storage (bytes never leave the activity). Asynchronous pr
 from __future__ import annotations
 
 from abc import ABC
-from collections.abc import AsyncIterable, Mapping
+from collections.abc import AsyncIterable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from models.payloads import PromptSpec, Provenance, ProviderCall, ProviderEvent, StoredImage, SubmitResult
-from providers.request_checks import check_input_image
+from providers.request_checks import apply_style_modifiers, check_input_image
 
 
 class OutputSink(Protocol):
@@ -60,7 +60,7 @@ class ImageProvider(ABC):
     description: ClassVar[str] = ""
     asynchronous: ClassVar[bool] = False
     supports_webhooks: ClassVar[bool] = False
-    # Models that take `inputImageUrl` (image-to-image, upscaling), and those that cannot work without one.
+    # Models that take `previousImage` (refinement, image-to-image, upscaling), and those that need one.
     input_image_models: ClassVar[frozenset[str]] = frozenset()
     input_image_required_models: ClassVar[frozenset[str]] = frozenset()
 
@@ -93,6 +93,14 @@ class ImageProvider(ABC):
         """Models beyond the listed ones this provider takes (e.g. any `owner/name` on Replicate)."""
         return False
 
+    def native_styles(self, model: str) -> Collection[str]:
+        """The style words `model` takes as a parameter of its own; style modifiers naming one go there."""
+        return ()
+
+    def prepare(self, model: str, spec: PromptSpec) -> tuple[PromptSpec, dict[str, Any]]:
+        """The spec as the adapter receives it (style modifiers applied), and how they were applied."""
+        return apply_style_modifiers(spec, self.native_styles(model))
+
     def check_request(self, model: str, spec: PromptSpec) -> dict[str, Any]:
         """Validate before any call; return the effective parameters (e.g. the nearest allowed size).
 
@@ -103,8 +111,10 @@ class ImageProvider(ABC):
             model,
             accepted=model in self.input_image_models,
             required=model in self.input_image_required_models,
+            able=[name for name in self.models if name in self.input_image_models],
         )
-        return self.check_model_request(model, spec)
+        prepared, styling = self.prepare(model, spec)
+        return {**self.check_model_request(model, prepared), **styling}
 
     def check_model_request(self, model: str, spec: PromptSpec) -> dict[str, Any]:
         """The adapter's own checks, after the ones every provider shares; returns the effective parameters."""
@@ -125,7 +135,7 @@ class ImageProvider(ABC):
 
     def verify_webhook(self, job_id: str, headers: Mapping[str, str], body: bytes) -> None:
         """Raise WebhookRejected unless the callback is authentic."""
-        from providers.errors import WebhookRejected
+        from models.errors import WebhookRejected
 
         raise WebhookRejected(f"{self.name} does not send webhooks")
 

@@ -17,9 +17,9 @@ from typing import Any, ClassVar
 import httpx
 
 from core.config import Settings
+from models.errors import AUTH, CONTENT_POLICY, JOB_FAILED, ProviderError, ProviderRejected
 from models.payloads import PromptSpec, Provenance, ProviderCall
 from providers.base import ImageProvider, OutputSink
-from providers.errors import AUTH, CONTENT_POLICY, JOB_FAILED, ProviderError, ProviderRejected
 from providers.http import (
     ErrorClassifier,
     as_object,

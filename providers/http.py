@@ -25,8 +25,7 @@ from typing import Any
 
 import httpx
 
-from providers.base import OutputSink
-from providers.errors import (
+from models.errors import (
     AUTH,
     BAD_OUTPUT,
     INVALID_REQUEST,
@@ -34,6 +33,7 @@ from providers.errors import (
     ProviderRejected,
     ProviderUnavailable,
 )
+from providers.base import OutputSink
 
 __all__ = [
     "ErrorClassifier",

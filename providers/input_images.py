@@ -18,7 +18,7 @@ import httpx
 
 from core.ingest import sniff_image_kind
 from core.netguard import DownloadRefused, open_download
-from providers.errors import INVALID_REQUEST, ProviderRejected, ProviderUnavailable
+from models.errors import INVALID_REQUEST, ProviderRejected, ProviderUnavailable
 from providers.http import declares_more_than, read_at_most
 
 __all__ = ["InputImage", "fetch_input_image"]

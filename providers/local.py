@@ -15,9 +15,9 @@ from typing import Any, ClassVar
 
 from PIL import Image, ImageDraw, ImageFilter
 
+from models.errors import InvalidJobRequest
 from models.payloads import PromptSpec, Provenance, ProviderCall
 from providers.base import ImageProvider, OutputSink
-from providers.errors import InvalidJobRequest
 from providers.sizing import requested_pixels
 
 MAX_SIDE = 4096

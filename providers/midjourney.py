@@ -18,9 +18,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import httpx
 
 from core.config import Settings
-from models.payloads import PromptSpec, Provenance, ProviderCall, ProviderEvent, ProviderStatus, SubmitResult
-from providers.base import ImageProvider
-from providers.errors import (
+from models.errors import (
     BAD_OUTPUT,
     CONTENT_POLICY,
     INVALID_REQUEST,
@@ -31,6 +29,8 @@ from providers.errors import (
     ProviderUnavailable,
     WebhookRejected,
 )
+from models.payloads import PromptSpec, Provenance, ProviderCall, ProviderEvent, ProviderStatus, SubmitResult
+from providers.base import ImageProvider
 from providers.http import classify_status, describe_body, fetch_json, require_client, retry_after
 from providers.sizing import requested_ratio
 from providers.webhooks import job_webhook_token, verify_job_token
@@ -196,7 +196,7 @@ def task_event(task: Mapping[str, Any]) -> ProviderEvent:
     """A Task object (from a poll or a notifyHook callback) as a provider event."""
     raw_status = str(task.get("status"))
     status = STATUS_MAP.get(raw_status, "running")
-    progress = 1.0 if status == "succeeded" else _progress(task.get("progress"))
+    progress = 100.0 if status == "succeeded" else _progress(task.get("progress"))
     event = ProviderEvent(
         status=status,
         progress=progress,
@@ -262,7 +262,7 @@ def _with_token(url: str, token: str) -> str:
 
 def _progress(value: Any) -> float | None:
     match = PROGRESS.search(str(value or ""))
-    return min(int(match.group(1)), 100) / 100 if match else None
+    return float(min(int(match.group(1)), 100)) if match else None
 
 
 def _run_seconds(task: Mapping[str, Any]) -> float | None:

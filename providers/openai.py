@@ -7,15 +7,16 @@ answer with base64. Either way the images go straight to the sink.
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import httpx
 
 from core.config import Settings
+from models.errors import AUTH, BAD_OUTPUT, CONTENT_POLICY, ProviderError, ProviderRejected, ProviderUnavailable
 from models.payloads import PromptSpec, Provenance, ProviderCall
 from providers.base import ImageProvider, OutputSink
-from providers.errors import AUTH, BAD_OUTPUT, CONTENT_POLICY, ProviderError, ProviderRejected, ProviderUnavailable
 from providers.http import (
     as_object,
     classify_status,
@@ -162,6 +163,9 @@ class OpenAIProvider(ImageProvider):
 
     def disabled_reason(self) -> str | None:
         return None if self._api_key else "OPENAI_API_KEY is not set"
+
+    def native_styles(self, model: str) -> Collection[str]:
+        return DALL_E_3_STYLES.keys() if model == DALL_E_3 else ()
 
     def check_model_request(self, model: str, spec: PromptSpec) -> dict[str, Any]:
         return self.plan(model, spec).effective()

@@ -16,9 +16,9 @@ from urllib.parse import quote
 import httpx
 
 from core.config import Settings
+from models.errors import ProviderError
 from models.payloads import PromptSpec, Provenance, ProviderCall
 from providers.base import ImageProvider, OutputSink
-from providers.errors import ProviderError
 from providers.http import (
     as_object,
     classify_status,

@@ -19,9 +19,7 @@ from typing import Any, ClassVar
 import httpx
 
 from core.config import Settings
-from models.payloads import PromptSpec, Provenance, ProviderCall, ProviderEvent, ProviderStatus, SubmitResult
-from providers.base import ImageProvider
-from providers.errors import (
+from models.errors import (
     BAD_OUTPUT,
     CONTENT_POLICY,
     JOB_FAILED,
@@ -30,6 +28,8 @@ from providers.errors import (
     ProviderUnavailable,
     WebhookRejected,
 )
+from models.payloads import PromptSpec, Provenance, ProviderCall, ProviderEvent, ProviderStatus, SubmitResult
+from providers.base import ImageProvider
 from providers.http import classify_status, error_reason, fetch_json, parse_json, require_client, retry_after
 from providers.sizing import nearest_ratio, requested_pixels
 from providers.webhooks import verify_standard_webhook
@@ -210,7 +210,7 @@ def prediction_event(prediction: Mapping[str, Any], *, delivery_id: str | None =
     """A prediction (from a poll or a webhook) as a provider event."""
     status = STATUS_MAP.get(str(prediction.get("status")), "running")
     logs = _text(prediction.get("logs"))
-    progress = 1.0 if status == "succeeded" else _log_progress(logs)
+    progress = 100.0 if status == "succeeded" else _log_progress(logs)
     provenance = _provenance(prediction, logs)
     event = ProviderEvent(
         status=status,
@@ -256,7 +256,7 @@ def _throttle_hint(detail: str) -> timedelta | None:
 
 def _log_progress(logs: str) -> float | None:
     matches = LOG_PROGRESS.findall(logs)
-    return min(int(matches[-1]), 100) / 100 if matches else None
+    return float(min(int(matches[-1]), 100)) if matches else None
 
 
 def _output_urls(output: Any) -> list[str]:

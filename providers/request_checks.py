@@ -6,9 +6,11 @@ Each check raises InvalidJobRequest naming the request field (camelCase, as the 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
 
+from models.errors import InvalidJobRequest
 from models.payloads import PromptSpec
-from providers.errors import InvalidJobRequest
 
 
 def require_model(provider: str, model: str, allowed: Sequence[str]) -> None:
@@ -71,14 +73,43 @@ def unused_fields(spec: PromptSpec, supported: Collection[str]) -> list[str]:
     return [name for name, value in given.items() if value is not None and name not in supported]
 
 
-def check_input_image(spec: PromptSpec, model: str, *, accepted: bool, required: bool = False) -> None:
-    """An input image goes only to models that use one: anywhere else it would be dropped without a word."""
-    if spec.input_image_url is None:
+def check_input_image(
+    spec: PromptSpec, model: str, *, accepted: bool, required: bool = False, able: Sequence[str] = ()
+) -> None:
+    """An input image goes only to models that use one: anywhere else it would be dropped without a word.
+
+    `able` names the provider's models that do take one, so the refusal says where to go instead.
+    """
+    if spec.previous_image is None:
         if required:
-            raise InvalidJobRequest(f"{model} works on an input image; set inputImageUrl", field="inputImageUrl")
+            raise InvalidJobRequest(f"{model} works on an input image; set previousImage", field="previousImage")
         return
     if not accepted:
+        instead = f"; models that can: {', '.join(able)}" if able else ""
         raise InvalidJobRequest(
-            f"{model} draws from the prompt alone and cannot use an input image; remove inputImageUrl",
-            field="inputImageUrl",
+            f"{model} draws from the prompt alone and cannot use previousImage{instead}",
+            field="previousImage",
         )
+
+
+def apply_style_modifiers(spec: PromptSpec, native_styles: Collection[str]) -> tuple[PromptSpec, dict[str, Any]]:
+    """Fold the spec's styleModifiers into what the provider takes, and say how.
+
+    The first modifier that names one of the model's own styles (OpenAI's `vivid`, a Stability preset) becomes its
+    `style` when none was set; the others are appended to the prompt, comma-separated, which every model reads.
+    Returns the spec to send (without modifiers) and the `effective` entry that reports what was done.
+    """
+    if not spec.style_modifiers:
+        return spec, {}
+    style = spec.style
+    appended: list[str] = []
+    for modifier in spec.style_modifiers:
+        if style is None and modifier.strip().lower() in native_styles:
+            style = modifier.strip().lower()
+        else:
+            appended.append(modifier)
+    prompt = ", ".join([spec.prompt, *appended]) if appended else spec.prompt
+    applied: dict[str, Any] = {"appendedToPrompt": appended}
+    if style is not None and style != spec.style:
+        applied["asStyle"] = style
+    return replace(spec, prompt=prompt, style=style, style_modifiers=[]), {"styleModifiers": applied}

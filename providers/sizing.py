@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from models.errors import InvalidJobRequest
 from models.payloads import PromptSpec
-from providers.errors import InvalidJobRequest
 
 DEFAULT_LONG_SIDE = 1024
 

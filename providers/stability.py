@@ -12,7 +12,7 @@ so the whole exchange stays inside the provider activity: submit, remember the i
 in the activity's heartbeat details), then poll. A retried attempt finds the id and resumes polling instead of
 submitting, and paying for, the job again.
 
-Input images are fetched by the worker from the job's `inputImageUrl` (providers.input_images); only the URL ever
+Input images are fetched by the worker from the job's `previousImage` (providers.input_images); only the URL ever
 travels. `classify_stability_error` serves every endpoint.
 """
 
@@ -22,16 +22,14 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import httpx
 
 from core.config import Settings
-from models.payloads import PromptSpec, Provenance, ProviderCall
-from providers.base import ImageProvider, OutputSink
-from providers.errors import (
+from models.errors import (
     BAD_OUTPUT,
     CONTENT_POLICY,
     JOB_FAILED,
@@ -39,6 +37,8 @@ from providers.errors import (
     ProviderRejected,
     ProviderUnavailable,
 )
+from models.payloads import PromptSpec, Provenance, ProviderCall
+from providers.base import ImageProvider, OutputSink
 from providers.http import (
     ErrorClassifier,
     as_object,
@@ -238,7 +238,7 @@ class StabilityProvider(ImageProvider):
     input_image_required_models: ClassVar[frozenset[str]] = frozenset(ASYNC_ENDPOINTS)
     description: ClassVar[str] = (
         "Stability AI v2beta: Stable Image Ultra, Stable Image Core, SD 3.5 (Ultra and SD 3.5 also from an "
-        "inputImageUrl with strength), and upscale-creative (needs an inputImageUrl)."
+        "previousImage with strength), and upscale-creative (needs a previousImage)."
     )
 
     def __init__(
@@ -264,6 +264,9 @@ class StabilityProvider(ImageProvider):
         self._poll_interval = poll_interval_seconds
         self._poll_timeout = poll_timeout_seconds
 
+    def native_styles(self, model: str) -> Collection[str]:
+        return STYLE_PRESETS.keys() if ENGINES.get(model) in STYLED_ENGINES else ()
+
     def disabled_reason(self) -> str | None:
         return None if self._api_key else "STABILITY_API_KEY is not set"
 
@@ -277,7 +280,7 @@ class StabilityProvider(ImageProvider):
         upscale = model in ASYNC_ENDPOINTS
         check_count(spec, model, 1 if upscale else MAX_OUTPUTS)
         check_seeds(spec, model, *SEED_RANGE)
-        from_image = spec.input_image_url is not None
+        from_image = spec.previous_image is not None
         styled = ENGINES.get(model) in STYLED_ENGINES
         negative = model not in NO_NEGATIVE_PROMPT_MODELS
         supported = {"seed"} | ({"style"} if styled else set()) | ({"negativePrompt"} if negative else set())
@@ -289,7 +292,7 @@ class StabilityProvider(ImageProvider):
             negative_prompt=spec.negative_prompt if negative else None,
             seed=spec.seed,
             style_preset=map_choice(spec.style, STYLE_PRESETS, model, "style") if styled else None,
-            input_image_url=spec.input_image_url,
+            input_image_url=spec.previous_image,
             strength=(DEFAULT_STRENGTH if spec.strength is None else spec.strength) if image_to_image else None,
             ignored=_ignored(spec, supported, from_image=from_image, upscale=upscale),
         )

@@ -21,7 +21,7 @@ import hmac
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
-from providers.errors import WebhookRejected
+from models.errors import WebhookRejected
 
 __all__ = [
     "DEFAULT_TOLERANCE",

@@ -292,7 +292,7 @@ async def _run_cli(*argv: str) -> int:
 
 COMPLETED = {
     "status": "completed",
-    "progress": 1.0,
+    "progress": 100.0,
     "imageUrl": "http://files.test/images/cli-canvas/job-1.png",
     "imageUrls": ["http://files.test/images/cli-canvas/job-1.png", "http://files.test/images/cli-canvas/job-1-2.png"],
     "error": None,
@@ -304,14 +304,14 @@ async def test_generate_follows_the_event_stream_and_prints_the_urls(
 ) -> None:
     fake = FakeJobsApi(
         records=[{"status": "pending", "progress": None}, COMPLETED],
-        events=[{"status": "running", "progress": 0.5}, {"kind": "log", "message": "no status here"}, COMPLETED],
+        events=[{"status": "running", "progress": 50.0}, {"kind": "log", "message": "no status here"}, COMPLETED],
     )
     api_url = await serve_fake(fake)
 
     code = await _run_cli(
         "generate", "a lighthouse at dusk", "--api", api_url, "--api-key", "k-123",
         "--size", "640x480", "--n", "2", "--seed", "7", "--node", "n1",
-        "--input-image", "https://example.com/sketch.png", "--strength", "0.4",
+        "--previous-image", "https://example.com/sketch.png", "--strength", "0.4", "--style", "ink",
     )  # fmt: skip
 
     captured = capsys.readouterr()
@@ -326,11 +326,12 @@ async def test_generate_follows_the_event_stream_and_prints_the_urls(
         "nodeId": "n1",
         "provider": "local",
         "promptSpec": {
-            "prompt": "a lighthouse at dusk",
+            "basePrompt": "a lighthouse at dusk",
+            "styleModifiers": ["ink"],
             "size": "640x480",
             "n": 2,
             "seed": 7,
-            "inputImageUrl": "https://example.com/sketch.png",
+            "previousImage": "https://example.com/sketch.png",
             "strength": 0.4,
         },
     }
@@ -343,9 +344,10 @@ async def test_generate_polls_without_events_and_fails_with_the_error(
     failed = {
         "status": "failed",
         "progress": None,
-        "error": {"code": "ContentPolicyViolation", "message": "The prompt was refused by the provider."},
+        "error": "The prompt was refused by the provider.",
+        "errorCode": "ContentPolicyViolation",
     }
-    fake = FakeJobsApi(records=[{"status": "pending"}, {"status": "running", "progress": 0.25}, failed])
+    fake = FakeJobsApi(records=[{"status": "pending"}, {"status": "running", "progress": 25.0}, failed])
     api_url = await serve_fake(fake)
 
     code = await _run_cli("generate", "something refused", "--api", api_url, "--provider", "openai")
@@ -413,7 +415,7 @@ def test_progress_bar_redraws_one_line_on_a_terminal() -> None:
 
     terminal = Terminal()
     display = cli.ProgressDisplay("job-1", terminal)  # type: ignore[arg-type]
-    display.show({"status": "running", "progress": 0.5})
+    display.show({"status": "running", "progress": 50.0})
     display.show({"status": "completed"})
     display.finish()
 

@@ -87,10 +87,10 @@ async def test_worker_killed_during_provider_calls_then_restarted(
         with worker_process(settings) as first:
             jobs = await start_batch(stack, promptSpec={"size": "256x256"})
             job_ids = [job.job_id for job in jobs]
-            await wait_for_provider_calls(db_sessions, job_ids, progress=0.2)
+            await wait_for_provider_calls(db_sessions, job_ids, progress=20)
             first.kill()
-        # The local provider reports up to 90% while it works; below that its call was cut short.
-        cut_short = [job_id for job_id, progress in (await progress_of(db_sessions, jobs)).items() if progress < 0.9]
+        # The local provider reports up to 90 % while it works; below that its call was cut short.
+        cut_short = [job_id for job_id, progress in (await progress_of(db_sessions, jobs)).items() if progress < 90]
         assert cut_short
         with worker_process(settings):
             await wait_for_terminal(db_sessions, temporal_client, job_ids, timeout=90)
@@ -109,7 +109,7 @@ async def test_two_workers_one_killed_the_other_finishes_every_job(
         with worker_process(settings) as first, worker_process(settings) as second:
             jobs = await start_batch(stack, promptSpec={"size": "256x256"})
             job_ids = [job.job_id for job in jobs]
-            await wait_for_provider_calls(db_sessions, job_ids, progress=0.2)
+            await wait_for_provider_calls(db_sessions, job_ids, progress=20)
             held_by = {job.job_id: await pending_activity_workers(temporal_client, job.job_id) for job in jobs}
             on_first = [job_id for job_id, workers in held_by.items() if owned_by(first, workers)]
             on_second = [job_id for job_id, workers in held_by.items() if owned_by(second, workers)]
@@ -151,7 +151,7 @@ async def test_s3_down_for_20_seconds_during_uploads(
         jobs = await start_batch(stack, promptSpec={"size": "256x256"})
         job_ids = [job.job_id for job in jobs]
         # Every call is still drawing, so every upload meets the outage.
-        await wait_for_provider_calls(db_sessions, job_ids, progress=0.2)
+        await wait_for_provider_calls(db_sessions, job_ids, progress=20)
         await asyncio.to_thread(restartable_s3.stop)
         assert restartable_s3.refuses_connections()
         await asyncio.sleep(S3_OUTAGE_SECONDS)
@@ -189,7 +189,7 @@ async def test_postgres_restarted_during_a_batch(
     async with running_stack(settings, temporal_client) as stack:
         jobs = await start_batch(stack, promptSpec={"size": "256x256"})
         job_ids = [job.job_id for job in jobs]
-        await wait_for_provider_calls(drill_sessions, job_ids, progress=0.2)
+        await wait_for_provider_calls(drill_sessions, job_ids, progress=20)
         await asyncio.to_thread(restartable_postgres.stop)
         during = await stack.api.get(f"/v1/jobs/{job_ids[0]}")
         await asyncio.sleep(POSTGRES_OUTAGE_SECONDS)

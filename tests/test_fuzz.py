@@ -99,14 +99,13 @@ NUL_CASES = [
     (
         "POST",
         "/v1/jobs",
-        {"workflowId": "c1", "nodeId": "n1", "promptSpec": {"prompt": "a"}, "metadata": {"k": "\u0000"}},
+        {"workflowId": "c1", "nodeId": "n1", "promptSpec": {"basePrompt": "a"}, "metadata": {"k": "\u0000"}},
     ),
     ("GET", "/v1/jobs/%00", None),
     ("GET", "/v1/jobs?workflowId=%00", None),
     ("GET", "/v1/stats?workflowId=%00", None),
     ("POST", "/v1/jobs/%00/cancel", None),
     ("POST", "/v1/jobs/%00/retry", None),
-    ("GET", "/v1/canvases/%00/nodes", None),
 ]
 
 
@@ -117,6 +116,14 @@ def test_nul_characters_are_refused_as_invalid(fuzzed_api: str, method: str, pat
     assert response.status_code == 422, response.text
     assert response.json()["code"] == "invalid_request"
     assert "NUL" in response.json()["message"]
+
+
+def test_canvas_ids_outside_the_id_alphabet_are_refused(fuzzed_api: str) -> None:
+    """Canvas ids become storage keys: a NUL (or any character outside letters, digits and . _ -) is refused."""
+    response = httpx.get(fuzzed_api + "/v1/canvases/%00/nodes", headers=AUTHORIZED, timeout=REQUEST_TIMEOUT_SECONDS)
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "invalid_request"
+    assert response.json()["details"][0]["field"] == "path.workflowId"
 
 
 SSE_ERROR_CASES = [

@@ -24,8 +24,8 @@ from core.config import Settings
 from core.ingest import ImageIngest
 from core.netguard import DownloadRefused, check_download_url
 from core.storage import LocalStorage, S3Storage, build_storage
+from models.errors import BAD_OUTPUT, ProviderRejected, ProviderUnavailable
 from models.payloads import StoredImage
-from providers.errors import BAD_OUTPUT, ProviderRejected, ProviderUnavailable
 from tests.fakes.server import RecordedRequest, Recorder, free_port, serve
 from tests.fixtures.s3 import s3_admin_client
 
@@ -234,7 +234,8 @@ async def test_images_are_stored_in_s3_with_their_thumbnail(s3_settings: Setting
     )
     try:
         image = await ingest.store_bytes(image_bytes(800, 800))
-        thumbnail = await http.get(image.thumbnail_url or "")
+        assert image.thumbnail_key is not None
+        thumbnail = await http.get(await storage.presigned_get(image.thumbnail_key))
     finally:
         await storage.aclose()
 

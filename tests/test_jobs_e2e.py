@@ -199,8 +199,9 @@ async def test_database_refuses_image_data(db_sessions: async_sessionmaker[Async
             with pytest.raises(IntegrityError):
                 await session.execute(
                     text(
-                        "INSERT INTO runs (id, subject_id, node_id, processor, request, payload)"
-                        " VALUES (:id, 'c', 'n', 'local:procedural', '{}', CAST(:payload AS jsonb))"
+                        "INSERT INTO runs (id, canvas_id, node_id, provider, model, processor, request, payload)"
+                        " VALUES (:id, 'c', 'n', 'local', 'procedural', 'local:procedural', '{}',"
+                        "   CAST(:payload AS jsonb))"
                     ),
                     {"id": "job_" + uuid.uuid4().hex, "payload": json.dumps(payload)},
                 )

@@ -18,9 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from core.config import Settings
-from models.payloads import PromptSpec, ProviderCall, ProviderEvent
-from providers import midjourney, replicate
-from providers.errors import (
+from models.errors import (
     AUTH,
     BAD_OUTPUT,
     CONTENT_POLICY,
@@ -31,6 +29,8 @@ from providers.errors import (
     ProviderUnavailable,
     WebhookRejected,
 )
+from models.payloads import PromptSpec, ProviderCall, ProviderEvent
+from providers import midjourney, replicate
 from providers.midjourney import MidjourneyProvider
 from providers.replicate import ReplicateProvider
 from providers.webhooks import job_webhook_token
@@ -241,8 +241,8 @@ async def test_replicate_poll_maps_statuses_progress_and_provenance(
     assert [(event.status, event.progress) for event in events] == [
         ("queued", None),
         ("running", 0.0),
-        ("running", 0.5),
-        ("succeeded", 1.0),
+        ("running", 50.0),
+        ("succeeded", 100.0),
     ]
     final = events[-1]
     assert len(final.output_urls) == 2
@@ -404,7 +404,7 @@ def test_replicate_parse_webhook_without_headers_derives_a_delivery_id() -> None
 
     event = provider.parse_webhook(body)
 
-    assert (event.status, event.progress, event.delivery_id) == ("running", 0.45, "p1:running:0.45")
+    assert (event.status, event.progress, event.delivery_id) == ("running", 45.0, "p1:running:45.0")
     with pytest.raises(WebhookRejected):
         provider.parse_webhook(b"not json")
 
@@ -477,8 +477,8 @@ async def test_midjourney_poll_maps_statuses_and_progress(
     assert [(event.status, event.progress) for event in events] == [
         ("queued", None),
         ("running", 0.0),
-        ("running", 0.45),
-        ("succeeded", 1.0),
+        ("running", 45.0),
+        ("succeeded", 100.0),
     ]
     [image_url] = events[-1].output_urls
     assert (await http.get(image_url)).content.startswith(PNG_SIGNATURE)
@@ -590,8 +590,8 @@ async def test_midjourney_notify_hooks_verify_and_parse(
     assert [(event.status, event.progress) for event in events] == [
         ("queued", None),
         ("running", 0.0),
-        ("running", 0.45),
-        ("succeeded", 1.0),
+        ("running", 45.0),
+        ("succeeded", 100.0),
     ]
     task_id = submitted.provider_job_id
     assert [event.delivery_id for event in events] == [

@@ -405,8 +405,9 @@ async def run_failing_job(settings: Settings, client: Client, **fields: Any) -> 
         node = await settled_node(stack, started["workflowId"])
     assert record["status"] == "failed", record
     assert node["data"]["status"] == "failed"
-    assert node["data"]["error"] == record["error"]["message"]
-    return FailedJob(job_id=record["jobId"], canvas_id=started["workflowId"], error=record["error"])
+    assert node["data"]["error"] == record["error"]
+    error = {"code": record["errorCode"], "message": record["error"]}
+    return FailedJob(job_id=record["jobId"], canvas_id=started["workflowId"], error=error)
 
 
 async def settled_node(stack: Stack, canvas_id: str, node_id: str = "node-1") -> dict[str, Any]:

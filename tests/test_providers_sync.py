@@ -1,6 +1,6 @@
 """The synchronous adapters against fakes that answer like OpenAI, Google, Stability and Pollinations, over sockets.
 
-Each success test checks the recorded request field by field against ../shared/PROVIDERS.md; failure tests check
+Each success test checks the recorded request field by field against docs/providers.md; failure tests check
 that every answer lands in the right error class with the provider's own reason and retry hint.
 """
 
@@ -19,10 +19,7 @@ import pytest
 from PIL import Image
 
 from core.config import Settings
-from models.payloads import PromptSpec, ProviderCall, StoredImage
-from providers import google, openai, pollinations, stability
-from providers.base import ImageProvider
-from providers.errors import (
+from models.errors import (
     AUTH,
     BAD_OUTPUT,
     CONTENT_POLICY,
@@ -31,6 +28,9 @@ from providers.errors import (
     ProviderRejected,
     ProviderUnavailable,
 )
+from models.payloads import PromptSpec, ProviderCall, StoredImage
+from providers import google, openai, pollinations, stability
+from providers.base import ImageProvider
 from providers.http import classify_status, retry_after, retry_info_delay
 from tests.fakes.script import Script
 from tests.fakes.server import Recorder, free_port, serve

@@ -2,7 +2,7 @@
 
 Adapter tests run against the fake Stability endpoints (tests/fakes/sync_providers.py) next to a small server of
 input images; the end-to-end tests go through the API, Temporal, the worker and storage. Requests are checked
-against ../shared/PROVIDERS.md: multipart `image` part, bearer key, the results path polled until it says 200.
+against docs/providers.md: multipart `image` part, bearer key, the results path polled until it says 200.
 """
 
 from __future__ import annotations
@@ -27,9 +27,7 @@ from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 
 from core.config import Settings
-from models.payloads import PromptSpec, ProviderCall, StoredImage
-from providers import stability
-from providers.errors import (
+from models.errors import (
     CONTENT_POLICY,
     INVALID_REQUEST,
     JOB_FAILED,
@@ -37,6 +35,8 @@ from providers.errors import (
     ProviderRejected,
     ProviderUnavailable,
 )
+from models.payloads import PromptSpec, ProviderCall, StoredImage
+from providers import stability
 from providers.registry import build_providers
 from tests.fakes.app import FakeProviders
 from tests.fakes.script import Script
@@ -192,7 +192,7 @@ async def test_upscale_sends_the_input_image_as_multipart_and_polls_the_results_
 ) -> None:
     sink = RememberingSink()
     provider = provider_for(fake, http)
-    call = call_for("upscale-creative", input_image_url=fake.input_url("photo.png"), seed=7, negative_prompt="blur")
+    call = call_for("upscale-creative", previous_image=fake.input_url("photo.png"), seed=7, negative_prompt="blur")
 
     provenance = await provider.generate(call, sink)
 
@@ -223,7 +223,7 @@ async def test_a_retried_attempt_resumes_the_remembered_job_and_never_submits_tw
     fake: Served, http: httpx.AsyncClient
 ) -> None:
     provider = provider_for(fake, http, POLL_INTERVAL_SECONDS=0.2)
-    call = call_for("upscale-creative", input_image_url=fake.input_url("photo.png"))
+    call = call_for("upscale-creative", previous_image=fake.input_url("photo.png"))
     first = RememberingSink()
     # The first attempt dies while it polls (a worker crash); the activity's heartbeat details kept the id.
     attempt = asyncio.create_task(provider.generate(call, first))
@@ -249,7 +249,7 @@ async def test_a_result_that_is_gone_fails_for_good(fake: Served, http: httpx.As
     expired = "f" * 64  # e.g. remembered by an attempt more than 24 hours ago
     with pytest.raises(ProviderRejected) as raised:
         await provider_for(fake, http).generate(
-            call_for("upscale-creative", input_image_url=fake.input_url("photo.png")),
+            call_for("upscale-creative", previous_image=fake.input_url("photo.png")),
             RememberingSink(provider_job_id=expired),
         )
     assert raised.value.type == JOB_FAILED and not raised.value.retryable
@@ -265,7 +265,7 @@ async def test_a_server_error_while_polling_is_retryable_and_keeps_the_job(
     sink = RememberingSink()
     with pytest.raises(ProviderUnavailable, match="Stability answered HTTP 503"):
         await provider_for(fake, http).generate(
-            call_for("upscale-creative", input_image_url=fake.input_url("photo.png")), sink
+            call_for("upscale-creative", previous_image=fake.input_url("photo.png")), sink
         )
     assert sink.provider_job_id is not None  # the next attempt resumes it
 
@@ -276,7 +276,7 @@ async def test_polling_gives_up_after_the_poll_timeout(fake: Served, http: httpx
     provider = provider_for(fake, http, POLL_INTERVAL_SECONDS=0.02, POLL_TIMEOUT_SECONDS=0.2)
     with pytest.raises(ProviderUnavailable, match="still running after 0.2 s"):
         await provider.generate(
-            call_for("upscale-creative", input_image_url=fake.input_url("photo.png")), RememberingSink()
+            call_for("upscale-creative", previous_image=fake.input_url("photo.png")), RememberingSink()
         )
     assert 3 <= len(fake.requests("GET", RESULTS_PATH)) < 50
 
@@ -286,7 +286,7 @@ async def test_a_filtered_upscale_is_a_content_policy_failure(fake: Served, http
     sink = RememberingSink()
     with pytest.raises(ProviderRejected) as raised:
         await provider_for(fake, http).generate(
-            call_for("upscale-creative", input_image_url=fake.input_url("photo.png")), sink
+            call_for("upscale-creative", previous_image=fake.input_url("photo.png")), sink
         )
     assert raised.value.type == CONTENT_POLICY
     assert sink.received == []
@@ -315,7 +315,7 @@ async def test_an_unusable_input_image_is_refused_before_stability_is_called(
     input_url = url.format(base=fake.base_url)
     for model in ("upscale-creative", "sd3.5-large"):
         with pytest.raises(ProviderRejected) as raised:
-            await provider.generate(call_for(model, input_image_url=input_url), RememberingSink())
+            await provider.generate(call_for(model, previous_image=input_url), RememberingSink())
         assert raised.value.type == INVALID_REQUEST and not raised.value.retryable
         assert reason in raised.value.message and input_url in raised.value.message
     assert fake.requests("POST", "/v2beta/") == []
@@ -327,7 +327,7 @@ async def test_an_unreachable_input_host_is_retryable(fake: Served, http: httpx.
     closed = "http://127.0.0.1:9/photo.png"
     with pytest.raises(ProviderUnavailable, match="downloading the input image"):
         await provider_for(fake, http).generate(
-            call_for("stable-image-ultra", input_image_url=closed), RememberingSink()
+            call_for("stable-image-ultra", previous_image=closed), RememberingSink()
         )
 
 
@@ -339,7 +339,7 @@ async def test_sd3_image_to_image_sends_image_strength_and_mode_on_every_call(
 ) -> None:
     sink = RememberingSink()
     call = call_for(
-        "sd3.5-large", input_image_url=fake.input_url("photo.jpg"), strength=0.3, aspect_ratio="16:9", seed=10, n=2
+        "sd3.5-large", previous_image=fake.input_url("photo.jpg"), strength=0.3, aspect_ratio="16:9", seed=10, n=2
     )
     provenance = await provider_for(fake, http).generate(call, sink)
 
@@ -363,7 +363,7 @@ async def test_sd3_image_to_image_sends_image_strength_and_mode_on_every_call(
 
 
 async def test_ultra_image_to_image_uses_the_default_strength(fake: Served, http: httpx.AsyncClient) -> None:
-    call = call_for("stable-image-ultra", input_image_url=fake.input_url("photo.png"), style="anime")
+    call = call_for("stable-image-ultra", previous_image=fake.input_url("photo.png"), style="anime")
     provenance = await provider_for(fake, http).generate(call, RememberingSink())
     (request,) = fake.requests("POST", "/v2beta/stable-image/generate/ultra")
     fields = form_fields(request)
@@ -403,16 +403,14 @@ def all_providers() -> dict[str, Any]:
 )
 def test_models_that_draw_from_text_alone_refuse_an_input_image(provider: str, model: str) -> None:
     with pytest.raises(InvalidJobRequest) as raised:
-        all_providers()[provider].check_request(
-            model, PromptSpec(prompt=PROMPT, input_image_url="https://x.test/a.png")
-        )
-    assert raised.value.field == "inputImageUrl"
-    assert "cannot use an input image" in raised.value.message
+        all_providers()[provider].check_request(model, PromptSpec(prompt=PROMPT, previous_image="https://x.test/a.png"))
+    assert raised.value.field == "previousImage"
+    assert "cannot use previousImage" in raised.value.message
 
 
 @pytest.mark.parametrize(
     ("spec", "field"),
-    [({}, "inputImageUrl"), ({"input_image_url": "https://x.test/a.png", "n": 2}, "n")],
+    [({}, "previousImage"), ({"previous_image": "https://x.test/a.png", "n": 2}, "n")],
     ids=["no-input-image", "two-outputs"],
 )
 def test_upscale_needs_exactly_one_input_image(spec: dict[str, Any], field: str) -> None:
@@ -422,7 +420,7 @@ def test_upscale_needs_exactly_one_input_image(spec: dict[str, Any], field: str)
 
 
 def test_upscale_reports_what_it_ignores() -> None:
-    spec = PromptSpec(prompt=PROMPT, input_image_url="https://x.test/a.png", strength=0.4, size="1024x1024", seed=3)
+    spec = PromptSpec(prompt=PROMPT, previous_image="https://x.test/a.png", strength=0.4, size="1024x1024", seed=3)
     assert all_providers()["stability"].check_request("upscale-creative", spec) == {
         "n": 1,
         "ignored": ["size", "strength"],
@@ -438,7 +436,7 @@ async def test_upscale_end_to_end_keeps_image_bytes_out_of_history(
     input_url = f"{fake_providers.url}/outputs/input.png"
     async with running_stack(provider_settings, temporal_client) as stack:
         started = await stack.start(
-            PROMPT, provider="stability", model="upscale-creative", promptSpec={"inputImageUrl": input_url, "seed": 5}
+            PROMPT, provider="stability", model="upscale-creative", promptSpec={"previousImage": input_url, "seed": 5}
         )
         record = await stack.wait(started["jobId"])
         node = await stack.node(started["workflowId"], "node-1")
@@ -453,7 +451,7 @@ async def test_upscale_end_to_end_keeps_image_bytes_out_of_history(
     polls = [poll.path.removeprefix(RESULTS_PATH) for poll in fake_providers.requests("GET", RESULTS_PATH)]
     assert len(polls) == STABILITY_PENDING_POLLS + 1 and len(set(polls)) == 1 and JOB_ID.match(polls[0]), polls
     assert len(fake_providers.requests("GET", "/outputs/input.png")) == 1
-    assert record["promptSpec"]["inputImageUrl"] == input_url
+    assert record["promptSpec"]["previousImage"] == input_url
     assert record["providerJobId"] == polls[0]  # Stability's job id, for operators
     assert node["data"]["imageUrl"] == record["imageUrl"]
     with Image.open(io.BytesIO(stored.content)) as image:
@@ -479,7 +477,7 @@ async def test_a_retried_upscale_resumes_polling_through_temporal_without_a_seco
     input_url = f"{fake_providers.url}/outputs/input.png"
     async with running_stack(provider_settings, temporal_client) as stack:
         started = await stack.start(
-            PROMPT, provider="stability", model="upscale-creative", promptSpec={"inputImageUrl": input_url}
+            PROMPT, provider="stability", model="upscale-creative", promptSpec={"previousImage": input_url}
         )
         record = await stack.wait(started["jobId"], timeout=40)
         history = await temporal_client.get_workflow_handle(record["jobId"]).fetch_history()
@@ -525,7 +523,7 @@ async def test_an_input_image_is_refused_with_a_422_where_it_cannot_be_used(
                     "nodeId": "n1",
                     "provider": provider,
                     "model": model,
-                    "promptSpec": {"prompt": PROMPT, "inputImageUrl": input_url},
+                    "promptSpec": {"prompt": PROMPT, "previousImage": input_url},
                 },
             )
             for provider, model in (("openai", "gpt-image-1"), ("stability", "stable-image-core"))
@@ -534,7 +532,7 @@ async def test_an_input_image_is_refused_with_a_422_where_it_cannot_be_used(
     for answer in answers:
         assert answer.status_code == 422, answer.text
         assert answer.json()["code"] == "unsupported_request"
-        assert answer.json()["details"] == [{"field": "promptSpec.inputImageUrl", "message": answer.json()["message"]}]
+        assert answer.json()["details"] == [{"field": "promptSpec.previousImage", "message": answer.json()["message"]}]
     assert jobs == []
     assert fake_providers.recorder.requests == []
 
@@ -542,11 +540,11 @@ async def test_an_input_image_is_refused_with_a_422_where_it_cannot_be_used(
 @pytest.mark.parametrize(
     ("prompt_spec", "field", "message"),
     [
-        ({"inputImageUrl": "ftp://example.com/a.png"}, "promptSpec.inputImageUrl", "http or https URL"),
-        ({"inputImageUrl": "data:image/png;base64,iVBORw0KGgo="}, "promptSpec.inputImageUrl", "http or https URL"),
-        ({"inputImageUrl": "/relative/a.png"}, "promptSpec.inputImageUrl", "http or https URL"),
-        ({"strength": 0.5}, "promptSpec", "strength only applies to an input image"),
-        ({"inputImageUrl": "https://example.com/a.png", "strength": 1.5}, "promptSpec.strength", "less than or equal"),
+        ({"previousImage": "ftp://example.com/a.png"}, "promptSpec.previousImage", "http or https URL"),
+        ({"previousImage": "data:image/png;base64,iVBORw0KGgo="}, "promptSpec.previousImage", "http or https URL"),
+        ({"previousImage": "/relative/a.png"}, "promptSpec.previousImage", "http or https URL"),
+        ({"strength": 0.5}, "promptSpec", "strength only applies to a previous image"),
+        ({"previousImage": "https://example.com/a.png", "strength": 1.5}, "promptSpec.strength", "less than or equal"),
     ],
     ids=["ftp", "data-uri", "relative", "strength-alone", "strength-above-1"],
 )
@@ -582,4 +580,4 @@ async def test_the_upscaler_is_listed_with_stability(
         listed = (await stack.api.get("/v1/providers")).json()["items"]
     (item,) = [item for item in listed if item["name"] == "stability"]
     assert "upscale-creative" in item["models"] and "stable-image-core" in item["models"]
-    assert "inputImageUrl" in item["description"]
+    assert "previousImage" in item["description"]

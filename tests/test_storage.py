@@ -160,15 +160,19 @@ def test_s3_refuses_parts_below_the_s3_minimum(s3_settings: Settings) -> None:
         S3Storage(s3_settings.model_copy(update={"S3_PART_BYTES": MIB}))
 
 
-async def test_s3_presigned_url_serves_the_object(s3_storage: S3Storage, tmp_path: Path) -> None:
+async def test_s3_presigned_get_serves_the_object_and_is_never_the_kept_url(
+    s3_storage: S3Storage, tmp_path: Path
+) -> None:
     data = os.urandom(4096)
     await s3_storage.put_file("images/c1/j1.webp", write_file(tmp_path, "img", data), "image/webp")
 
-    url = await s3_storage.url_for("images/c1/j1.webp")
+    url = await s3_storage.presigned_get("images/c1/j1.webp")
     async with httpx.AsyncClient() as client:
         response = await client.get(url)
 
     assert "X-Amz-Signature=" in url and "X-Amz-Expires=3600" in url
+    # What records keep is the API's stable URL, never the presigned one.
+    assert await s3_storage.url_for("images/c1/j1.webp") == "http://127.0.0.1:8000/files/images/c1/j1.webp"
     assert response.status_code == 200
     assert response.content == data
     assert response.headers["content-type"] == "image/webp"

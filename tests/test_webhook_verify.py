@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from providers.errors import WebhookRejected
+from models.errors import WebhookRejected
 from providers.webhooks import job_webhook_token, verify_generic_signature, verify_job_token, verify_standard_webhook
 
 VECTOR_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

@@ -451,6 +451,6 @@ async def test_midjourney_reports_progress_through_its_tokenised_hook(
             text("SELECT payload->>'progress' FROM run_events WHERE run_id = :id AND kind = 'progress'"),
             {"id": record["jobId"]},
         )
-        assert "0.45" in progress.scalars().all()
+        assert "45.0" in progress.scalars().all()
     assert record["providerJobId"] == json.loads(deliveries[-1].body)["id"]
     assert fake_providers.requests("GET", "/mj/task/") == []

@@ -235,8 +235,8 @@ async def test_no_webhook_means_polling_at_the_planned_cadence(time_skipping_env
     fakes = FakeActivities(
         time_skipping_env,
         poll_answers=[
-            ProviderEvent(status="running", progress=0.3),
-            ProviderEvent(status="running", progress=0.6),
+            ProviderEvent(status="running", progress=30.0),
+            ProviderEvent(status="running", progress=60.0),
             ProviderEvent(status="succeeded", output_urls=["https://cdn.test/out.png"]),
         ],
     )
@@ -248,7 +248,7 @@ async def test_no_webhook_means_polling_at_the_planned_cadence(time_skipping_env
     assert len(polls) == 3
     assert polls[0] - submitted_at == pytest.approx(10, abs=1)
     assert [round(later - earlier) for earlier, later in zip(polls, polls[1:], strict=False)] == [5, 5]
-    assert [update.progress for update in fakes.named("record_progress")] == [0.3, 0.6]
+    assert [update.progress for update in fakes.named("record_progress")] == [30.0, 60.0]
     assert fakes.named("store_outputs")[0].urls == ["https://cdn.test/out.png"]
     await replay(time_skipping_env, handle)
 
@@ -265,7 +265,7 @@ async def test_terminal_webhook_stops_polling(time_skipping_env: WorkflowEnviron
         for _ in range(3):
             await handle.signal(ImageJobWorkflow.provider_event, done)
         await handle.signal(
-            ImageJobWorkflow.provider_event, ProviderEvent(status="running", progress=0.5, delivery_id="late")
+            ImageJobWorkflow.provider_event, ProviderEvent(status="running", progress=50.0, delivery_id="late")
         )
         await handle.result()
         await time_skipping_env.sleep(60)

@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         RunTransition,
         StoreOutputsRequest,
     )
+    from models.vocabulary import JobStatus
     from workflows.policies import CLEANUP_STEP, DB_LOCAL_STEP, DB_STEP, PROVIDER_CALL, PROVIDER_POLL
 
 StepInput = TypeVar("StepInput")
@@ -118,15 +119,15 @@ class ImageJobWorkflow:
             result = await self._provider_step(job)
             timings["generation"] = _seconds_since(mark)
             mark = workflow.now()
-            await self._update_node(job, "completed", result=result)
+            await self._update_node(job, JobStatus.COMPLETED, result=result)
             timings["nodeUpdate"] = _seconds_since(mark)
             timings["total"] = _seconds_since(started)
             await self._db_step(
                 RunActivities.complete_run,
-                RunTransition(job_id=job.job_id, status="completed", result=result, timings=timings),
+                RunTransition(job_id=job.job_id, status=JobStatus.COMPLETED, result=result, timings=timings),
             )
             self._state.phase = "completed"
-            self._state.progress = 1.0
+            self._state.progress = 100.0
             return result
         except (asyncio.CancelledError, CancelledError):
             await self._finish_cancelled(job)
@@ -269,19 +270,19 @@ class ImageJobWorkflow:
             )
 
     async def _update_node(
-        self, job: ImageJobInput, status: str, *, result: GenerationResult | None = None, error: str | None = None
+        self, job: ImageJobInput, status: JobStatus, *, result: GenerationResult | None = None, error: str | None = None
     ) -> None:
         images = result.images if result else []
         update = NodeUpdate(
             canvas_id=job.canvas_id,
             node_id=job.node_id,
             job_id=job.job_id,
-            status=status,  # type: ignore[arg-type]
+            status=status,
             image_url=images[0].url if images else None,
             image_urls=[image.url for image in images] if images else None,
             thumbnail_url=images[0].thumbnail_url if images else None,
             error=error,
-            progress=1.0 if status == "completed" else None,
+            progress=100.0 if status == "completed" else None,
         )
         await self._db_step(RunActivities.update_node, update)
 
@@ -298,10 +299,10 @@ class ImageJobWorkflow:
         self._state.phase = "failed"
         self._state.error = message
         # Node first, as on success: once the run reads terminal, so does the node.
-        await self._update_node(job, "failed", error=message)
+        await self._update_node(job, JobStatus.FAILED, error=message)
         await self._db_step(
             RunActivities.fail_run,
-            RunTransition(job_id=job.job_id, status="failed", error=message, error_code=error_type),
+            RunTransition(job_id=job.job_id, status=JobStatus.FAILED, error=message, error_code=error_type),
         )
 
     async def _finish_cancelled(self, job: ImageJobInput) -> None:
@@ -310,10 +311,10 @@ class ImageJobWorkflow:
         if self._state.provider_job_id:
             queue = provider_task_queue(workflow.info().task_queue, job.provider)
             await self._cancel_at_provider(job, self._state.provider_job_id, queue)
-        await self._update_node(job, "cancelled")
+        await self._update_node(job, JobStatus.CANCELLED)
         await self._db_step(
             RunActivities.cancel_run,
-            RunTransition(job_id=job.job_id, status="cancelled", error="Cancelled", error_code="cancelled"),
+            RunTransition(job_id=job.job_id, status=JobStatus.CANCELLED, error="Cancelled", error_code="cancelled"),
         )
 
 

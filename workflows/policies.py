@@ -13,16 +13,13 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from temporalio import workflow
 from temporalio.common import RetryPolicy
 
-# Error types raised by providers/errors.py; named here too because workflows import no app modules.
-NON_RETRYABLE_PROVIDER_ERRORS = [
-    "ContentPolicyViolation",
-    "ProviderAuthError",
-    "InvalidProviderRequest",
-    "InvalidProviderOutput",
-    "ProviderJobFailed",
-]
+with workflow.unsafe.imports_passed_through():
+    from models.errors import AUTH, BAD_OUTPUT, CONTENT_POLICY, INVALID_REQUEST, JOB_FAILED
+
+NON_RETRYABLE_PROVIDER_ERRORS = [CONTENT_POLICY, AUTH, INVALID_REQUEST, BAD_OUTPUT, JOB_FAILED]
 
 DB_STEP: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=15),
@@ -60,6 +57,3 @@ CLEANUP_STEP: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=30),
     "retry_policy": RetryPolicy(maximum_attempts=3),
 }
-
-# How often an activity that waits on a provider tells Temporal it is alive.
-HEARTBEAT_EVERY = timedelta(seconds=2)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Path
 from pydantic import Field
 
@@ -12,6 +14,9 @@ from models.schemas import ID_PATTERN, CanvasNode, CanvasNodes, ErrorBody, JsonO
 
 router = APIRouter(prefix="/v1/canvases", tags=["canvases"])
 
+# A canvas is `workflowId` on the wire (the spec's name) and `canvas_id` everywhere behind it.
+CanvasIdPath = Annotated[str, Path(alias="workflowId", pattern=ID_PATTERN, description="The canvas id.")]
+
 
 class NodeUpsert(RequestModel):
     """A node as the canvas sends it; job-owned data fields (imageUrl, status, progress, ...) are ignored."""
@@ -21,24 +26,24 @@ class NodeUpsert(RequestModel):
     data: JsonObject | None = Field(default=None, examples=[{"label": "Hero image"}])
 
 
-@router.get("/{workflow_id}/nodes", response_model=CanvasNodes)
-async def list_canvas_nodes(workflow_id: str, session: SessionDep) -> CanvasNodes:
+@router.get("/{workflowId}/nodes", response_model=CanvasNodes)
+async def list_canvas_nodes(canvas_id: CanvasIdPath, session: SessionDep) -> CanvasNodes:
     """The canvas' nodes as React Flow nodes (`{id, type, position, data}`)."""
-    return CanvasNodes(items=[CanvasNode.from_row(node) for node in await runs.list_nodes(session, workflow_id)])
+    return CanvasNodes(items=[CanvasNode.from_row(node) for node in await runs.list_nodes(session, canvas_id)])
 
 
-@router.put("/{workflow_id}/nodes/{node_id}", response_model=CanvasNode, responses={422: {"model": ErrorBody}})
+@router.put("/{workflowId}/nodes/{node_id}", response_model=CanvasNode, responses={422: {"model": ErrorBody}})
 async def upsert_canvas_node(
     body: NodeUpsert,
     state: StateDep,
-    workflow_id: str = Path(pattern=ID_PATTERN),
+    canvas_id: CanvasIdPath,
     node_id: str = Path(pattern=ID_PATTERN),
 ) -> CanvasNode:
     """Create or replace a node's type, position and data; the fields a job writes stay the job's."""
     async with transaction(state.sessions) as session:
         node = await runs.upsert_node(
             session,
-            canvas_id=workflow_id,
+            canvas_id=canvas_id,
             node_id=node_id,
             node_type=body.type,
             position=body.position.model_dump() if body.position else None,

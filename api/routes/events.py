@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import suppress
 from typing import Annotated
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Path
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.deps import StateDep
@@ -21,10 +21,10 @@ from core import runs
 from core.events import canvas_topic, job_topic
 from models.schemas import CanvasNode, ErrorBody, ImageProgressEvent
 from models.tables import RunEvent
+from models.vocabulary import TERMINAL_EVENT_KINDS
 
 router = APIRouter(tags=["events"])
 
-TERMINAL_EVENT_KINDS = frozenset({"completed", "error", "cancelled"})
 KEEPALIVE_SECONDS = 15
 # A woken stream re-reads at least this often, as a safety net under the notifications.
 RECHECK_SECONDS = 5.0
@@ -90,12 +90,14 @@ async def stream_job_events(job_id: str, state: StateDep, last_event_id: LastEve
 
 
 @router.get(
-    "/v1/canvases/{workflow_id}/events",
+    "/v1/canvases/{workflowId}/events",
     response_class=EventSourceResponse,
     responses={200: {"content": {"text/event-stream": {}}}},
 )
 async def stream_canvas_events(
-    workflow_id: str, state: StateDep, last_event_id: LastEventId = None
+    canvas_id: Annotated[str, Path(alias="workflowId", max_length=256)],
+    state: StateDep,
+    last_event_id: LastEventId = None,
 ) -> EventSourceResponse:
     """Every node update (`node`, with the React Flow node) and job event of a canvas, as SSE.
 
@@ -104,17 +106,17 @@ async def stream_canvas_events(
     after = parse_last_event_id(last_event_id)
     if not after:
         async with state.sessions() as session:
-            after = await runs.last_canvas_event_id(session, workflow_id)
+            after = await runs.last_canvas_event_id(session, canvas_id)
 
     async def events() -> AsyncIterator[ServerSentEvent]:
         nonlocal after
         sent_versions: dict[str, int] = {}
-        async with state.bus.subscribe(canvas_topic(workflow_id)) as wake:
+        async with state.bus.subscribe(canvas_topic(canvas_id)) as wake:
             while True:
                 wake.clear()
                 async with state.sessions() as reader:
-                    nodes = await runs.list_nodes(reader, workflow_id)
-                    stored = await runs.list_canvas_events(reader, workflow_id, after_id=after)
+                    nodes = await runs.list_nodes(reader, canvas_id)
+                    stored = await runs.list_canvas_events(reader, canvas_id, after_id=after)
                 for node in nodes:
                     if sent_versions.get(node.id) != node.version:
                         sent_versions[node.id] = node.version

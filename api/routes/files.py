@@ -1,13 +1,18 @@
-"""Images kept in local storage, served under /files/{key} (S3/R2 serve their own URLs)."""
+"""Stored images under one stable URL, /files/{key}, whatever the storage.
+
+Local storage is served from disk. A bucket without a public URL is reached through here too: the answer is a
+302 to a presigned GET made for this request, so a URL kept in a record or a node never expires. Browsers may
+fetch from any origin (the spec: stored images carry CORS headers).
+"""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, RedirectResponse
 
 from api.deps import StateDep
 from api.errors import ApiError
-from core.storage import LocalStorage
+from core.storage import LocalStorage, S3Storage, validate_key
 
 router = APIRouter(tags=["files"])
 
@@ -18,22 +23,45 @@ CONTENT_TYPES = {
     ".webp": "image/webp",
     ".gif": "image/gif",
 }
+CORS_HEADERS = {"Access-Control-Allow-Origin": "*", "Cross-Origin-Resource-Policy": "cross-origin"}
+# A redirect may be cached while its presigned URL still has most of its life ahead.
+REDIRECT_CACHE_FRACTION = 0.5
 
 
-@router.get("/files/{key:path}", response_class=FileResponse, responses={404: {"description": "No such file."}})
-async def get_file(key: str, state: StateDep) -> FileResponse:
-    """An image or thumbnail from local storage."""
+def _checked_key(key: str) -> str:
+    try:
+        return validate_key(key)
+    except ValueError as error:
+        raise ApiError(404, "file_not_found", f"No file {key[:200]!r}.") from error
+
+
+@router.get(
+    "/files/{key:path}",
+    response_class=FileResponse,
+    response_model=None,
+    responses={302: {"description": "To a presigned URL of the bucket."}, 404: {"description": "No such file."}},
+)
+async def get_file(key: str, state: StateDep) -> FileResponse | RedirectResponse:
+    """An image or thumbnail by its storage key."""
     storage = state.storage
-    if not isinstance(storage, LocalStorage):
-        raise ApiError(404, "not_found", "Files are served by the object store, not by this API.")
+    key = _checked_key(key)
+    if isinstance(storage, S3Storage):
+        seconds = int(storage.presign_seconds * REDIRECT_CACHE_FRACTION)
+        return RedirectResponse(
+            await storage.presigned_get(key),
+            status_code=302,
+            headers={**CORS_HEADERS, "Cache-Control": f"private, max-age={seconds}"},
+        )
+    assert isinstance(storage, LocalStorage)
     try:
         path = storage.local_path(key)
-    except ValueError as error:
-        raise ApiError(404, "file_not_found", f"No file {key!r}.") from error
-    if not path.is_file():
-        raise ApiError(404, "file_not_found", f"No file {key!r}.")
+        found = path.is_file()
+    except (ValueError, OSError) as error:
+        raise ApiError(404, "file_not_found", f"No file {key[:200]!r}.") from error
+    if not found:
+        raise ApiError(404, "file_not_found", f"No file {key[:200]!r}.")
     return FileResponse(
         path,
         media_type=CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream"),
-        headers={"Cache-Control": "public, max-age=31536000, immutable"},
+        headers={**CORS_HEADERS, "Cache-Control": "public, max-age=31536000, immutable"},
     )

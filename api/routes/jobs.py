@@ -13,10 +13,11 @@ from api.errors import ApiError
 from core import runs
 from core.db import transaction
 from core.jobs import new_job_id, polling_plan, start_job
-from models.payloads import ImageJobInput, JobStatus
-from models.schemas import ErrorBody, ImageJobRecord, JobPage, StartImageJobRequest
+from models.errors import InvalidJobRequest
+from models.payloads import ImageJobInput
+from models.schemas import ErrorBody, ImageJobRecord, ImageJobStatus, JobPage, StartImageJobRequest
 from models.tables import Run
-from providers.errors import InvalidJobRequest
+from models.vocabulary import TERMINAL_STATUSES, JobStatus
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -41,6 +42,10 @@ def job_from_request(
     reason = provider.disabled_reason()
     if reason:
         raise ApiError(400, "provider_disabled", f"Provider {body.provider!r} is disabled: {reason}.")
+    limit = state.settings.MAX_PROMPT_CHARS
+    if len(body.prompt_spec.prompt) > limit:
+        message = f"basePrompt is {len(body.prompt_spec.prompt)} characters; the limit is {limit}"
+        raise ApiError(422, "invalid_request", message, [{"field": "promptSpec.basePrompt", "message": message}])
     model = body.model or provider.default_model
     if model not in provider.models and not provider.accepts_model(model):
         raise ApiError(
@@ -61,9 +66,9 @@ def job_from_request(
 
 def same_request(run: Run, job: ImageJobInput) -> bool:
     return (
-        run.subject_id == job.canvas_id
+        run.canvas_id == job.canvas_id
         and run.node_id == job.node_id
-        and run.processor == job.processor
+        and (run.provider, run.model) == (job.provider, job.model)
         and run.request == runs.run_request_json(job)
     )
 
@@ -75,21 +80,34 @@ async def get_run_or_404(session: SessionDep, job_id: str) -> Run:
     return run
 
 
-async def launch(state: StateDep, temporal: Client, job: ImageJobInput, effective: dict[str, object]) -> Run:
-    """Record the run and start its workflow, then cancel the node's older unfinished jobs (ownership already
-    keeps them from overwriting the node; cancelling saves their provider calls). A start that fails leaves no
-    run behind. One transaction records the run and reads what the answer needs."""
+async def launch(
+    state: StateDep, temporal: Client, job: ImageJobInput, effective: dict[str, object], response: Response
+) -> Run:
+    """Record the run, then start its workflow; answer a repeat of the same request with the same job.
+
+    Every crash point converges. The run and the node claim are one transaction, so either both exist or neither.
+    A repeat (the same Idempotency-Key and body) starts the workflow again with USE_EXISTING, so a start lost to a
+    crash after the commit happens then; the worker's sweep (`worker.sweep_unstarted_runs`) does the same for runs
+    nobody repeats. A start Temporal refuses leaves no run behind. The node's older unfinished jobs are cancelled:
+    ownership already keeps them from overwriting the node; cancelling saves their provider calls.
+    """
     async with transaction(state.sessions) as session:
-        await runs.insert_run(session, job, effective=effective)
+        created = await runs.insert_run(session, job, effective=effective)
         run = await get_run_or_404(session, job.job_id)
         older = await runs.active_runs_for_node(session, job.canvas_id, job.node_id, except_job=job.job_id)
+    if not created:
+        if not same_request(run, job):
+            raise ApiError(409, "idempotency_key_reused", "This Idempotency-Key was used for a different request.")
+        response.headers["Idempotent-Replayed"] = "true"
     try:
         await start_job(temporal, state.settings, job)
     except RPCError as error:
-        async with transaction(state.sessions) as session:
-            await runs.delete_pending_run(session, job.job_id)
+        if created:
+            async with transaction(state.sessions) as session:
+                await runs.delete_pending_run(session, job.job_id)
         raise ApiError(503, "temporal_unavailable", f"Could not start the job: {error.message}") from error
-    await cancel_jobs(temporal, older)
+    if created:
+        await cancel_jobs(temporal, older)
     return run
 
 
@@ -106,23 +124,17 @@ async def cancel_jobs(temporal: Client, job_ids: list[str]) -> None:
 async def start_image_job(
     body: StartImageJobRequest,
     state: StateDep,
-    session: SessionDep,
     temporal: TemporalDep,
     response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> ImageJobRecord:
-    """Start an image job for a canvas node; answers at once with the pending job."""
+    """Start an image job for a canvas node; answers at once with the pending job.
+
+    With an `Idempotency-Key`, a repeat of the same request answers the same job (`Idempotent-Replayed: true`)
+    and a different request under the same key answers 409.
+    """
     job, effective = job_from_request(state, body, new_job_id(idempotency_key))
-    existing = await runs.get_run(session, job.job_id) if idempotency_key else None
-    if existing is not None:
-        if not same_request(existing, job):
-            raise ApiError(409, "idempotency_key_reused", "This Idempotency-Key was used for a different request.")
-        response.headers["Idempotent-Replayed"] = "true"
-        return ImageJobRecord.from_run(existing)
-    # Hand the connection back before `launch` takes one: a request holding one while waiting for a second would,
-    # in a burst of starts, leave every request waiting on every other.
-    await session.rollback()
-    return ImageJobRecord.from_run(await launch(state, temporal, job, effective))
+    return ImageJobRecord.from_run(await launch(state, temporal, job, effective, response))
 
 
 @router.get("", response_model=JobPage, responses=ERRORS)
@@ -130,7 +142,7 @@ async def list_jobs(
     session: SessionDep,
     status: JobStatus | None = None,
     provider: Annotated[str | None, Query(max_length=64)] = None,
-    workflow_id: Annotated[str | None, Query(alias="workflowId", max_length=256)] = None,
+    canvas_id: Annotated[str | None, Query(alias="workflowId", max_length=256)] = None,
     node_id: Annotated[str | None, Query(alias="nodeId", max_length=256)] = None,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -141,7 +153,7 @@ async def list_jobs(
             session,
             status=status,
             provider=provider,
-            canvas_id=workflow_id,
+            canvas_id=canvas_id,
             node_id=node_id,
             cursor=cursor,
             limit=limit,
@@ -157,11 +169,17 @@ async def get_job(job_id: str, session: SessionDep) -> ImageJobRecord:
     return ImageJobRecord.from_run(await get_run_or_404(session, job_id))
 
 
+@router.get("/{job_id}/status", response_model=ImageJobStatus, responses=ERRORS)
+async def get_job_status(job_id: str, session: SessionDep) -> ImageJobStatus:
+    """The spec's ImageJobStatus (`job_id`, `status`, `progress`, `images[].url`, `error`), for polling clients."""
+    return ImageJobStatus.from_record(ImageJobRecord.from_run(await get_run_or_404(session, job_id)))
+
+
 @router.post("/{job_id}/cancel", status_code=202, response_model=ImageJobRecord, responses=ERRORS)
 async def cancel_job(job_id: str, session: SessionDep, temporal: TemporalDep) -> ImageJobRecord:
     """Cancel a pending or running job (the provider's job too, where it can be cancelled)."""
     run = await get_run_or_404(session, job_id)
-    if run.status in runs.TERMINAL_STATUSES:
+    if run.status in TERMINAL_STATUSES:
         raise ApiError(409, "job_finished", f"Job {job_id!r} already ended ({run.status}); nothing to cancel.")
     try:
         await temporal.get_workflow_handle(job_id).cancel()
@@ -173,25 +191,26 @@ async def cancel_job(job_id: str, session: SessionDep, temporal: TemporalDep) ->
 
 
 @router.post("/{job_id}/retry", status_code=202, response_model=ImageJobRecord, responses=ERRORS)
-async def retry_job(job_id: str, state: StateDep, session: SessionDep, temporal: TemporalDep) -> ImageJobRecord:
+async def retry_job(
+    job_id: str, state: StateDep, session: SessionDep, temporal: TemporalDep, response: Response
+) -> ImageJobRecord:
     """Start a new job with the same request as a failed or cancelled one."""
     run = await get_run_or_404(session, job_id)
     if run.status not in ("failed", "cancelled"):
         raise ApiError(
             409, "job_not_retryable", f"Only failed or cancelled jobs can be retried; this one is {run.status}."
         )
-    provider, _, model = run.processor.partition(":")
     body = StartImageJobRequest.model_validate(
         {
-            "workflowId": run.subject_id,
+            "workflowId": run.canvas_id,
             "nodeId": run.node_id,
-            "provider": provider,
-            "model": model,
+            "provider": run.provider,
+            "model": run.model,
             "promptSpec": run.request.get("promptSpec", {}),
             "webhookUrl": run.request.get("webhookUrl"),
             "metadata": {**run.request.get("metadata", {}), "retryOf": run.id},
         }
     )
     job, effective = job_from_request(state, body, new_job_id())
-    await session.rollback()  # one connection per request at a time, as in start_image_job
-    return ImageJobRecord.from_run(await launch(state, temporal, job, effective))
+    await session.rollback()  # one connection per request at a time: `launch` takes its own
+    return ImageJobRecord.from_run(await launch(state, temporal, job, effective, response))

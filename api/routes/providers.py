@@ -23,7 +23,7 @@ class ProviderDescription(CamelModel):
     webhooks: bool
     rate_limit_per_minute: float | None
     description: str
-    input_image_models: list[str] = Field(description="Models that take promptSpec.inputImageUrl.")
+    input_image_models: list[str] = Field(description="Models that take promptSpec.previousImage.")
 
 
 class ProviderList(CamelModel):

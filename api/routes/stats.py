@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from api.deps import SessionDep
 from core import runs
 from models.schemas import CamelModel
+from models.vocabulary import JobStatus
 
 
 class JobStats(CamelModel):
@@ -22,9 +23,9 @@ router = APIRouter(prefix="/v1/stats", tags=["stats"])
 
 @router.get("", response_model=JobStats)
 async def job_stats(
-    session: SessionDep, workflow_id: Annotated[str | None, Query(alias="workflowId", max_length=256)] = None
+    session: SessionDep, canvas_id: Annotated[str | None, Query(alias="workflowId", max_length=256)] = None
 ) -> JobStats:
     """How many jobs are in each status, overall or for one canvas."""
-    counts = await runs.count_by_status(session, canvas_id=workflow_id)
-    by_status = {status: counts.get(status, 0) for status in ("pending", "running", "completed", "failed", "cancelled")}
-    return JobStats(workflow_id=workflow_id, total=sum(by_status.values()), by_status=by_status)
+    counts = await runs.count_by_status(session, canvas_id=canvas_id)
+    by_status = {status.value: counts.get(status, 0) for status in JobStatus}
+    return JobStats(workflow_id=canvas_id, total=sum(by_status.values()), by_status=by_status)

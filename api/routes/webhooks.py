@@ -19,13 +19,14 @@ from api.errors import ApiError
 from core import runs
 from core.config import Settings
 from core.db import transaction
+from core.jobs import signal_provider_event
+from models.errors import WebhookRejected
 from models.payloads import ProviderEvent
 from models.schemas import ErrorBody
+from models.vocabulary import TERMINAL_STATUSES, EventKind
 from providers.base import ImageProvider
-from providers.errors import WebhookRejected
 from providers.midjourney import JOB_TOKEN_HEADER
 from providers.webhooks import verify_generic_signature
-from workflows.image_job import ImageJobWorkflow
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ async def signal_workflow(temporal: Client, job_id: str, event: ProviderEvent) -
         # The client retries an unreachable server for about ten seconds, longer than providers wait for an
         # answer; a prompt 503 gets the delivery retried (a repeat signal is deduplicated by the workflow).
         async with asyncio.timeout(SIGNAL_TIMEOUT_SECONDS):
-            await temporal.get_workflow_handle(job_id).signal(ImageJobWorkflow.provider_event, event)
+            await signal_provider_event(temporal, job_id, event)
     except (RPCError, TimeoutError) as error:
         if isinstance(error, RPCError) and error.status == RPCStatusCode.NOT_FOUND:
             return False
@@ -106,7 +107,7 @@ async def receive_webhook(
     status, seen = target
     if seen:
         return {"status": "duplicate"}
-    finished = status in runs.TERMINAL_STATUSES
+    finished = status in TERMINAL_STATUSES
     # Hand the connection back before the Temporal call and the write: a request that held one connection while
     # waiting for a second would, in a storm of webhooks, leave every request waiting on every other.
     await session.rollback()
@@ -116,7 +117,8 @@ async def receive_webhook(
         await runs.add_event(
             write,
             job_id,
-            "webhook",
+            EventKind.WEBHOOK,
+            f"{provider} reported {event.status}" + (f" ({event.progress:.0f}%)" if event.progress is not None else ""),
             {"providerStatus": event.status, "progress": event.progress, "deliveryId": event.delivery_id},
             dedupe_key=dedupe_key,
         )

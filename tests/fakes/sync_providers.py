@@ -1,7 +1,7 @@
 """Fake OpenAI Images, Google (Gemini API and Vertex AI), Stability (generate, creative upscale and its results)
 and Pollinations endpoints.
 
-Each answers as ../shared/PROVIDERS.md says the real service does (real PNG/JPEG bytes made with Pillow), records
+Each answers as docs/providers.md says the real service does (real PNG/JPEG bytes made with Pillow), records
 every request in a Recorder, and follows the test's Script per route (see tests/fakes/script.py). `sync_routes`
 lets the routes join other fakes in one app; `create_sync_fake` serves them alone.
 """

@@ -1,4 +1,4 @@
-"""How provider failures are named, once, for every adapter.
+"""How job failures are named, once, for every adapter, the ingest pipeline and the retry policies.
 
     ProviderError                    base: something a provider did or said
     ├── ProviderRejected             non-retryable: the same request will fail again
@@ -8,7 +8,8 @@
     WebhookRejected                  a callback that fails verification
 
 Activities turn ProviderError into a Temporal ApplicationError (`as_application_error`), which is where the
-retry policy sees `non_retryable` and `next_retry_delay`.
+retry policy sees `non_retryable` and `next_retry_delay`. Standard library only: workflows/policies.py names the
+non-retryable types from here.
 """
 
 from __future__ import annotations
