@@ -76,4 +76,9 @@ async def require_api_key(
         return
     presented = credentials.credentials if credentials else ""
     if not any(hmac.compare_digest(presented.encode(), key.encode()) for key in keys):
-        raise ApiError(401, "unauthorized", "A valid API key is required: send `Authorization: Bearer <key>`.")
+        raise ApiError(
+            401,
+            "unauthorized",
+            "A valid API key is required: send `Authorization: Bearer <key>`.",
+            headers={"WWW-Authenticate": 'Bearer realm="imagejobs"'},
+        )

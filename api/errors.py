@@ -36,12 +36,15 @@ STATUS_CODES = {
 class ApiError(Exception):
     """Raised by routes; becomes the JSON error answer."""
 
-    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, details: Any = None, *, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.details = details
+        self.headers = headers or {}
 
 
 def error_response(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
@@ -67,7 +70,9 @@ async def _validation_error(request: Request, error: Exception) -> JSONResponse:
 
 async def _api_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, ApiError)
-    return error_response(error.status, error.code, error.message, error.details)
+    response = error_response(error.status, error.code, error.message, error.details)
+    response.headers.update(error.headers)
+    return response
 
 
 async def _http_error(request: Request, error: Exception) -> JSONResponse:

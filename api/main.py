@@ -10,6 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from api.deps import AppState, require_api_key
 from api.errors import install_error_handlers
+from api.limits import BodyLimit
 from api.routes import canvases, events, files, health, jobs, providers, stats, webhooks
 from core.config import Settings, get_settings, warn_about_lookalikes
 from core.db import create_engine, session_factory
@@ -52,6 +53,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="Image Job Orchestrator", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     install_error_handlers(app)
+    # Webhooks have their own, larger cap (MAX_WEBHOOK_BYTES) and must not be cut short by this one.
+    app.add_middleware(BodyLimit, max_bytes=max(settings.MAX_REQUEST_BYTES, settings.MAX_WEBHOOK_BYTES))
     if settings.CORS_ORIGINS:
         app.add_middleware(
             CORSMiddleware,

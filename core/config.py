@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     WEBHOOK_SECRET: str = "local-development-webhook-secret"
     REPLICATE_WEBHOOK_SECRET: str | None = None
     MAX_WEBHOOK_BYTES: int = 1_000_000
+    MAX_REQUEST_BYTES: int = 1_000_000
 
     STORAGE_BACKEND: Literal["auto", "local", "s3"] = "auto"
     LOCAL_STORAGE_DIR: Path | None = None

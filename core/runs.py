@@ -16,7 +16,7 @@ from sqlalchemy import bindparam, func, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from models.guards import assert_no_image_data
+from models.guards import assert_storable_json
 from models.payloads import ImageJobInput, NodeUpdate, RunTransition, StoredImage
 from models.results import PROGRESS_KEY, RunResult
 from models.schemas import ImagePromptSpec
@@ -30,7 +30,7 @@ _TERMINAL = tuple(sorted(TERMINAL_STATUSES))
 
 
 def _json(value: Any, *, what: str) -> str:
-    assert_no_image_data(value, what=what)
+    assert_storable_json(value, what=what)
     return json.dumps(value)
 
 
@@ -417,7 +417,7 @@ async def upsert_node(
     The job-owned fields (result, status, progress) stay the job's: they are taken from the stored row,
     which is locked for the statement's transaction so a job's write cannot slip in between.
     """
-    assert_no_image_data(data or {}, what="node data")
+    assert_storable_json(data or {}, what="node data")
     existing = await session.execute(
         select(WorkflowNode).where(WorkflowNode.canvas_id == canvas_id, WorkflowNode.id == node_id).with_for_update()
     )

@@ -11,13 +11,15 @@ import re
 from typing import Any
 
 MAX_JSON_BYTES = 64 * 1024
+# Free-form JSON nests at most this deep: deeper values break JSON encoders (recursion) long before they mean data.
+MAX_JSON_DEPTH = 32
 # A data: URI of any media type, or a long unbroken base64 run (an inline image, in practice).
 _DATA_URI = re.compile(r"data:[a-z]+/[a-z0-9.+-]+;base64", re.IGNORECASE)
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{1000,}")
 
 
 class ImageDataInJson(ValueError):
-    """A JSON value that would carry image bytes, or is too large to be metadata."""
+    """A JSON value that would carry image bytes, or is too large or too deep to be metadata."""
 
 
 def assert_no_image_data(value: Any, *, what: str = "value") -> None:
@@ -29,6 +31,29 @@ def assert_no_image_data(value: Any, *, what: str = "value") -> None:
         raise ImageDataInJson(f"{what} contains a data: URI; store the image and pass its URL")
     if _BASE64_RUN.search(text):
         raise ImageDataInJson(f"{what} contains a base64 blob; store the image and pass its URL")
+
+
+def json_depth(value: Any) -> int:
+    """How deeply objects and arrays nest in `value` (a scalar is 0), counted without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth + 1)
+        if deepest > MAX_JSON_DEPTH:
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def assert_storable_json(value: Any, *, what: str = "value") -> None:
+    """`assert_no_image_data`, after refusing values nested deeper than MAX_JSON_DEPTH."""
+    if json_depth(value) > MAX_JSON_DEPTH:
+        raise ImageDataInJson(f"{what} nests deeper than {MAX_JSON_DEPTH} levels")
+    assert_no_image_data(value, what=what)
 
 
 def json_check_sql(column: str) -> str:

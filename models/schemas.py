@@ -19,7 +19,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from models.guards import ImageDataInJson, assert_no_image_data
+from models.guards import ImageDataInJson, assert_storable_json
 from models.payloads import ImageJobInput, PromptSpec
 from models.results import RunResult
 from models.tables import Run, RunEvent, WorkflowNode
@@ -33,13 +33,23 @@ MAX_URL_CHARS = 2048
 
 def _without_image_data(value: dict[str, Any]) -> dict[str, Any]:
     try:
-        assert_no_image_data(value, what="this object")
+        assert_storable_json(value, what="this object")
     except ImageDataInJson as error:
         raise ValueError(str(error)) from None
     return value
 
 
-# Free-form JSON from clients: small metadata, never image bytes.
+def _no_dot_segments(value: str) -> str:
+    # Ids become path segments of storage keys, where "." and ".." mean something else.
+    if ".." in value or set(value) == {"."}:
+        raise ValueError("an id may not be '.' or contain '..'")
+    return value
+
+
+# Ids end up in storage keys and URLs, so they keep to a safe alphabet and make no relative path segments.
+SafeId = Annotated[str, Field(pattern=ID_PATTERN), AfterValidator(_no_dot_segments)]
+
+# Free-form JSON from clients: small, shallow metadata, never image bytes.
 JsonObject = Annotated[dict[str, Any], AfterValidator(_without_image_data)]
 
 
@@ -161,8 +171,8 @@ class StartImageJobRequest(RequestModel):
         },
     )
 
-    node_id: str = Field(pattern=ID_PATTERN, description="The React Flow node that receives the image.")
-    workflow_id: str = Field(pattern=ID_PATTERN, description="The canvas (React Flow board) the node is on.")
+    node_id: SafeId = Field(description="The React Flow node that receives the image.")
+    workflow_id: SafeId = Field(description="The canvas (React Flow board) the node is on.")
     prompt_spec: ImagePromptSpec
     provider: str = Field(default="local", max_length=64)
     model: str | None = Field(default=None, max_length=200, description="Defaults to the provider's default model.")

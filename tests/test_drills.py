@@ -265,7 +265,7 @@ async def test_api_killed_during_a_webhook_storm(
                             "nodeId": f"n{index}",
                             "provider": "replicate",
                             "webhookUrl": relay_url,
-                            "promptSpec": {"prompt": f"storm picture {index}"},
+                            "promptSpec": {"basePrompt": f"storm picture {index}"},
                         },
                     )
                     for index in range(BATCH)
@@ -318,7 +318,7 @@ async def test_burst_of_keyed_starts_on_a_small_pool(stack_settings: Settings, t
     """Each request holds one database connection at a time, so a burst larger than the pool only queues."""
     settings = make_settings(stack_settings, DATABASE_POOL_SIZE=1)
     async with running_stack(settings, temporal_client, workers=False) as stack:
-        body = {"workflowId": f"drill-{uuid.uuid4().hex[:10]}", "promptSpec": {"prompt": "burst"}}
+        body = {"workflowId": f"drill-{uuid.uuid4().hex[:10]}", "promptSpec": {"basePrompt": "burst"}}
         answers = await asyncio.wait_for(
             asyncio.gather(
                 *(

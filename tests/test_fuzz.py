@@ -95,7 +95,7 @@ NODE = {"workflowId": "c1", "nodeId": "n1"}
 NUL_CASES = [
     ("PUT", "/v1/canvases/c1/nodes/n1", {"data": {"\u0000": None}}),
     ("PUT", "/v1/canvases/c1/nodes/n1", {"type": "image\u0000"}),
-    ("POST", "/v1/jobs", {"workflowId": "c1", "nodeId": "n1", "promptSpec": {"prompt": "a\u0000b"}}),
+    ("POST", "/v1/jobs", {"workflowId": "c1", "nodeId": "n1", "promptSpec": {"basePrompt": "a\u0000b"}}),
     (
         "POST",
         "/v1/jobs",

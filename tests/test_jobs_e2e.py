@@ -80,7 +80,7 @@ async def test_same_seed_gives_the_same_image(stack: Stack) -> None:
 
 async def test_idempotency_key_starts_one_workflow(stack: Stack) -> None:
     key = f"key-{uuid.uuid4()}"
-    body = {"workflowId": "canvas-idem", "nodeId": "n1", "promptSpec": {"prompt": "one only"}}
+    body = {"workflowId": "canvas-idem", "nodeId": "n1", "promptSpec": {"basePrompt": "one only"}}
     answers = [await stack.api.post("/v1/jobs", json=body, headers={"Idempotency-Key": key}) for _ in range(3)]
     assert [answer.status_code for answer in answers] == [202, 202, 202]
     job_ids = {answer.json()["jobId"] for answer in answers}
@@ -91,7 +91,7 @@ async def test_idempotency_key_starts_one_workflow(stack: Stack) -> None:
     assert len(executions) == 1
 
     different = await stack.api.post(
-        "/v1/jobs", json={**body, "promptSpec": {"prompt": "another"}}, headers={"Idempotency-Key": key}
+        "/v1/jobs", json={**body, "promptSpec": {"basePrompt": "another"}}, headers={"Idempotency-Key": key}
     )
     assert different.status_code == 409
     assert different.json()["code"] == "idempotency_key_reused"
@@ -129,26 +129,26 @@ async def test_bad_input_answers_clearly_and_stores_nothing(
     async with db_sessions() as session:
         before = (await session.execute(text("SELECT count(*) FROM runs"))).scalar_one()
 
-    malformed = await stack.api.post("/v1/jobs", json={"workflowId": "c", "promptSpec": {"prompt": ""}})
+    malformed = await stack.api.post("/v1/jobs", json={"workflowId": "c", "promptSpec": {"basePrompt": ""}})
     assert malformed.status_code == 422
     body = malformed.json()
     assert body["code"] == "invalid_request"
     fields = {item["field"] for item in body["details"]}
-    assert {"nodeId", "promptSpec.prompt"} <= fields
+    assert {"nodeId", "promptSpec.basePrompt"} <= fields
 
     not_json = await stack.api.post("/v1/jobs", content=b"{nope", headers={"content-type": "application/json"})
     assert not_json.status_code == 422
     assert not_json.json()["code"] == "invalid_request"
 
     unknown = await stack.api.post(
-        "/v1/jobs", json={"workflowId": "c", "nodeId": "n", "provider": "dalle9", "promptSpec": {"prompt": "x"}}
+        "/v1/jobs", json={"workflowId": "c", "nodeId": "n", "provider": "dalle9", "promptSpec": {"basePrompt": "x"}}
     )
     assert unknown.status_code == 400
     assert unknown.json()["code"] == "unknown_provider"
     assert "local" in unknown.json()["message"]
 
     huge = await stack.api.post(
-        "/v1/jobs", json={"workflowId": "c", "nodeId": "n", "promptSpec": {"prompt": "x" * 40_000}}
+        "/v1/jobs", json={"workflowId": "c", "nodeId": "n", "promptSpec": {"basePrompt": "x" * 40_000}}
     )
     assert huge.status_code == 422
     assert "limit" in huge.json()["message"]
@@ -158,7 +158,7 @@ async def test_bad_input_answers_clearly_and_stores_nothing(
         json={
             "workflowId": "c",
             "nodeId": "n",
-            "promptSpec": {"prompt": "x"},
+            "promptSpec": {"basePrompt": "x"},
             "metadata": {"ref": "data:image/png;base64,AAAA"},
         },
     )

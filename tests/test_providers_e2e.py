@@ -525,7 +525,7 @@ async def test_a_disabled_provider_says_why_and_refuses_jobs(
         by_name = {item["name"]: item for item in (await stack.api.get("/v1/providers")).json()["items"]}
         refused = await stack.api.post(
             "/v1/jobs",
-            json={"workflowId": "c1", "nodeId": "n1", "provider": "openai", "promptSpec": {"prompt": PROMPT}},
+            json={"workflowId": "c1", "nodeId": "n1", "provider": "openai", "promptSpec": {"basePrompt": PROMPT}},
         )
     assert by_name["local"]["enabled"] is True
     for name, setting in [
@@ -550,7 +550,7 @@ async def test_dall_e_3_with_two_images_is_refused_before_any_call(
             "nodeId": "n1",
             "provider": "openai",
             "model": "dall-e-3",
-            "promptSpec": {"prompt": PROMPT, "n": 2},
+            "promptSpec": {"basePrompt": PROMPT, "n": 2},
         }
         refused = await stack.api.post("/v1/jobs", json=body)
         jobs = (await stack.api.get("/v1/jobs", params={"workflowId": "canvas-n2"})).json()["items"]

@@ -523,7 +523,7 @@ async def test_an_input_image_is_refused_with_a_422_where_it_cannot_be_used(
                     "nodeId": "n1",
                     "provider": provider,
                     "model": model,
-                    "promptSpec": {"prompt": PROMPT, "previousImage": input_url},
+                    "promptSpec": {"basePrompt": PROMPT, "previousImage": input_url},
                 },
             )
             for provider, model in (("openai", "gpt-image-1"), ("stability", "stable-image-core"))
@@ -564,7 +564,7 @@ async def test_the_api_checks_the_input_image_fields(
                 "nodeId": "n1",
                 "provider": "stability",
                 "model": "sd3.5-large",
-                "promptSpec": {"prompt": PROMPT, **prompt_spec},
+                "promptSpec": {"basePrompt": PROMPT, **prompt_spec},
             },
         )
     assert answer.status_code == 422, answer.text

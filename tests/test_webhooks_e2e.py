@@ -384,7 +384,7 @@ async def test_api_keys_protect_job_routes_while_webhooks_still_work(
     provider_settings: Settings, fake_providers: FakeProviders, temporal_client: Client
 ) -> None:
     settings = make_settings(provider_settings, API_KEYS=["test-api-key"], **NO_POLLING)
-    job = {"workflowId": "canvas-keys", "nodeId": "n1", "provider": "replicate", "promptSpec": {"prompt": "keys"}}
+    job = {"workflowId": "canvas-keys", "nodeId": "n1", "provider": "replicate", "promptSpec": {"basePrompt": "keys"}}
     async with running_stack(settings, temporal_client) as stack:
         without_key = [
             await stack.api.post("/v1/jobs", json=job),

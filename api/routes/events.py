@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import suppress
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -24,6 +24,13 @@ from models.tables import RunEvent
 from models.vocabulary import TERMINAL_EVENT_KINDS
 
 router = APIRouter(tags=["events"])
+
+# Each SSE message's `data` is an ImageProgressEvent (canvas streams also send `node` messages, a CanvasNode).
+EVENT_STREAM: dict[str, Any] = {
+    "model": ImageProgressEvent,
+    "description": "Server-Sent Events; each `data` is an ImageProgressEvent and its `event` is the event's kind.",
+    "content": {"text/event-stream": {"schema": {"$ref": "#/components/schemas/ImageProgressEvent"}}},
+}
 
 KEEPALIVE_SECONDS = 15
 # A woken stream re-reads at least this often, as a safety net under the notifications.
@@ -56,7 +63,7 @@ async def wait_for_news(wake: asyncio.Event) -> None:
 @router.get(
     "/v1/jobs/{job_id}/events",
     response_class=EventSourceResponse,
-    responses={200: {"content": {"text/event-stream": {}}}, 404: {"model": ErrorBody}},
+    responses={200: EVENT_STREAM, 404: {"model": ErrorBody}},
 )
 async def stream_job_events(job_id: str, state: StateDep, last_event_id: LastEventId = None) -> EventSourceResponse:
     """A job's events as SSE: stored ones, then live ones; ends after the terminal event."""
@@ -92,7 +99,7 @@ async def stream_job_events(job_id: str, state: StateDep, last_event_id: LastEve
 @router.get(
     "/v1/canvases/{workflowId}/events",
     response_class=EventSourceResponse,
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={200: EVENT_STREAM},
 )
 async def stream_canvas_events(
     canvas_id: Annotated[str, Path(alias="workflowId", max_length=256)],

@@ -47,6 +47,8 @@ def upgrade() -> None:
     op.execute("ALTER INDEX ix_runs_subject_kind RENAME TO ix_runs_canvas_kind")
     op.alter_column("workflow_nodes", "workflow_id", new_column_name="canvas_id")
     op.execute("ALTER INDEX ix_workflow_nodes_workflow RENAME TO ix_workflow_nodes_canvas")
+    # The triggers name the renamed columns: replace them before any row below is updated.
+    op.execute(NOTIFY_FUNCTIONS)
     op.add_column("runs", sa.Column("provider", sa.String(length=64), nullable=True))
     op.add_column("runs", sa.Column("model", sa.String(length=200), nullable=True))
     op.execute("UPDATE runs SET provider = split_part(processor, ':', 1), model = substr(processor, strpos(processor, ':') + 1)")
@@ -56,7 +58,6 @@ def upgrade() -> None:
     op.alter_column("runs", "started_at", nullable=False, server_default=sa.text("now()"))
     for table, column in (("runs", "payload"), ("workflow_nodes", "node_data"), ("run_events", "payload")):
         op.execute(_TO_PERCENT.format(table=table, column=column))
-    op.execute(NOTIFY_FUNCTIONS)
 
 
 def downgrade() -> None:

@@ -1,0 +1,67 @@
+"""A cap on request bodies, enforced before a route reads them: a 100 MB body must not reach the JSON parser.
+
+Declared lengths over the cap are refused at once; a body sent without a length is read here and refused as soon
+as it passes the cap. Either way the answer is the usual JSON error, 413.
+"""
+
+from __future__ import annotations
+
+import json
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class BodyLimit:
+    """ASGI middleware: requests whose body exceeds `max_bytes` get 413 `payload_too_large`."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None:
+            if declared.isdigit() and int(declared) > self.max_bytes:
+                await self._refuse(send)
+                return
+            await self.app(scope, receive, send)
+            return
+        # No declared length (chunked): read it here, up to the cap, and hand the app what was read.
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                await self.app(scope, _replay(message), send)
+                return
+            body.extend(message.get("body", b""))
+            if len(body) > self.max_bytes:
+                await self._refuse(send)
+                return
+            if not message.get("more_body", False):
+                break
+        await self.app(scope, _replay({"type": "http.request", "body": bytes(body), "more_body": False}, receive), send)
+
+    async def _refuse(self, send: Send) -> None:
+        body = json.dumps(
+            {"code": "payload_too_large", "message": f"Request bodies are limited to {self.max_bytes} bytes."}
+        ).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _replay(first: Message, then: Receive | None = None) -> Receive:
+    """A `receive` that returns `first`, then defers to `then` (for the disconnect that follows)."""
+    pending = [first]
+
+    async def receive() -> Message:
+        if pending:
+            return pending.pop()
+        if then is None:
+            return {"type": "http.disconnect"}
+        return await then()
+
+    return receive

@@ -1,0 +1,115 @@
+"""Inputs a hostile caller sends: each is refused with a 4xx before anything is stored or started."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import Client
+
+from core.config import Settings
+from models.guards import MAX_JSON_DEPTH, json_depth
+from tests.fixtures.stack import Stack, make_settings, running_stack
+
+
+def nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {"leaf": 1}
+    for _ in range(depth - 1):
+        value = {"k": value}
+    return value
+
+
+def test_depth_counts_objects_and_arrays_without_recursion() -> None:
+    assert json_depth(1) == 0
+    assert json_depth({"a": [1, {"b": 2}]}) == 3
+    assert json_depth(nested(5000)) == MAX_JSON_DEPTH + 1  # stops counting past the limit; no RecursionError
+
+
+async def runs_on(sessions: async_sessionmaker[AsyncSession], canvas_id: str) -> int:
+    async with sessions() as session:
+        found = await session.execute(text("SELECT count(*) FROM runs WHERE canvas_id = :c"), {"c": canvas_id})
+        return int(found.scalar_one())
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 300, 900])
+async def test_deep_metadata_is_refused_and_nothing_is_stored(
+    depth: int, stack: Stack, db_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    canvas_id = "c-" + uuid.uuid4().hex[:8]
+    body = {"workflowId": canvas_id, "nodeId": "n", "promptSpec": {"basePrompt": "x"}, "metadata": nested(depth)}
+    answer = await stack.api.post("/v1/jobs", json=body)
+    assert answer.status_code == 422, answer.text[:300]
+    assert "nests deeper than" in answer.json()["message"]
+    assert await runs_on(db_sessions, canvas_id) == 0
+    listing = await stack.api.get("/v1/jobs", params={"limit": 200})
+    assert listing.status_code == 200
+
+
+async def test_metadata_at_the_depth_limit_is_taken(stack: Stack) -> None:
+    body = {"workflowId": "c-depth", "nodeId": "n", "promptSpec": {"basePrompt": "x"}, "metadata": nested(10)}
+    assert (await stack.api.post("/v1/jobs", json=body)).status_code == 202
+
+
+async def test_deep_node_data_is_refused(stack: Stack) -> None:
+    answer = await stack.api.put("/v1/canvases/c-deep/nodes/n1", json={"data": nested(100)})
+    assert answer.status_code == 422, answer.text[:300]
+
+
+@pytest.mark.parametrize("bad_id", [".", "..", "a..b", "../x", ""])
+@pytest.mark.parametrize("field", ["workflowId", "nodeId"])
+async def test_ids_that_make_relative_paths_are_refused(
+    field: str, bad_id: str, stack: Stack, db_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    canvas_id = "c-" + uuid.uuid4().hex[:8]
+    body = {"workflowId": canvas_id, "nodeId": "n", "promptSpec": {"basePrompt": "x"}, field: bad_id}
+    answer = await stack.api.post("/v1/jobs", json=body)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["code"] == "invalid_request"
+    assert await runs_on(db_sessions, canvas_id) == 0
+
+
+async def test_a_boolean_is_not_a_count_or_a_seed(stack: Stack) -> None:
+    for spec in ({"basePrompt": "x", "n": True}, {"basePrompt": "x", "seed": False}):
+        answer = await stack.api.post("/v1/jobs", json={"workflowId": "c", "nodeId": "n", "promptSpec": spec})
+        assert answer.status_code == 422, answer.text
+
+
+async def test_the_provider_filter_is_not_a_pattern(stack: Stack) -> None:
+    record = await stack.wait((await stack.start("filter me"))["jobId"])
+    canvas = record["workflowId"]
+    exact = await stack.api.get("/v1/jobs", params={"provider": "local", "workflowId": canvas})
+    wildcard = await stack.api.get("/v1/jobs", params={"provider": "l_cal", "workflowId": canvas})
+    percent = await stack.api.get("/v1/jobs", params={"provider": "%", "workflowId": canvas})
+    assert [item["jobId"] for item in exact.json()["items"]] == [record["jobId"]]
+    assert wildcard.json()["items"] == [] and percent.json()["items"] == []
+
+
+async def test_an_oversized_body_is_refused_before_it_is_read(stack: Stack) -> None:
+    huge = b'{"workflowId": "c", "nodeId": "n", "promptSpec": {"basePrompt": "' + b"x" * 3_000_000 + b'"}}'
+    declared = await stack.api.post("/v1/jobs", content=huge, headers={"content-type": "application/json"})
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(huge), 64 * 1024):
+            yield huge[start : start + 64 * 1024]
+
+    streamed = await stack.api.post("/v1/jobs", content=chunks(), headers={"content-type": "application/json"})
+    for answer in (declared, streamed):
+        assert answer.status_code == 413, answer.text[:200]
+        assert answer.json()["code"] == "payload_too_large"
+
+
+async def test_a_missing_key_is_a_401_that_says_how_to_authenticate(
+    stack_settings: Settings, temporal_client: Client
+) -> None:
+    settings = make_settings(stack_settings, API_KEYS=["k-1"])
+    async with running_stack(settings, temporal_client, workers=False) as stack:
+        refused = await stack.api.get("/v1/jobs")
+        allowed = await stack.api.get("/v1/jobs", headers={"Authorization": "Bearer k-1"})
+    assert refused.status_code == 401
+    assert refused.headers["www-authenticate"].startswith("Bearer")
+    assert refused.json()["code"] == "unauthorized"
+    assert allowed.status_code == 200

@@ -1,0 +1,81 @@
+"""A job recorded before the contract change (migration 0003) still reads correctly after it."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from core import runs
+from core.db import libpq_url, session_factory
+from models.schemas import ImageJobRecord, ImageProgressEvent
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def fresh_database(database_url: str) -> Iterator[str]:
+    """An empty database on the test server, dropped afterwards."""
+    name = f"migrate_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    head, _, tail = database_url.partition("?")
+    yield f"{head.rsplit('/', 1)[0]}/{name}?{tail}"
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def upgrade(database_url: str, revision: str) -> None:
+    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
+    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    command.upgrade(config, revision)
+
+
+OLD_PAYLOAD = {"imageUrl": "http://h/files/a.png", "imageUrls": ["http://h/files/a.png"], "progress": 1.0}
+
+
+async def test_a_job_recorded_before_0003_reads_in_the_new_shapes(fresh_database: str) -> None:
+    upgrade(fresh_database, "0002")
+    with psycopg.connect(libpq_url(fresh_database), autocommit=True) as old:
+        old.execute(
+            "INSERT INTO runs (id, kind, subject_id, node_id, status, processor, request, payload, started_at,"
+            " finished_at) VALUES ('job_old', 'image_gen', 'canvas-old', 'n1', 'completed', 'openai:dall-e-3',"
+            " %s, %s, now(), now())",
+            (json.dumps({"promptSpec": {"prompt": "an old job"}, "metadata": {"k": 1}}), json.dumps(OLD_PAYLOAD)),
+        )
+        old.execute(
+            "INSERT INTO run_events (run_id, kind, payload) VALUES ('job_old', 'progress', %s)",
+            (json.dumps({"progress": 0.45}),),
+        )
+        old.execute(
+            "INSERT INTO workflow_nodes (workflow_id, id, node_type, node_data)"
+            " VALUES ('canvas-old', 'n1', 'image', %s)",
+            (json.dumps({"status": "completed", "progress": 1.0}),),
+        )
+    upgrade(fresh_database, "head")
+
+    engine = create_async_engine(fresh_database)
+    try:
+        async with session_factory(engine)() as session:
+            run = await runs.get_run(session, "job_old")
+            assert run is not None
+            record = ImageJobRecord.from_run(run)
+            (event,) = await runs.list_events(session, "job_old")
+            (node,) = await runs.list_nodes(session, "canvas-old")
+    finally:
+        await engine.dispose()
+    assert (record.workflow_id, record.provider, record.model) == ("canvas-old", "openai", "dall-e-3")
+    assert record.progress == 100 and record.image_url == "http://h/files/a.png"
+    assert record.prompt_spec == {"prompt": "an old job"} and record.metadata == {"k": 1}
+    assert record.started_at is not None
+    progress = ImageProgressEvent.from_event(event)
+    assert (progress.progress, progress.message) == (45, "45%")
+    assert node.node_data["progress"] == 100
