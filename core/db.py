@@ -47,12 +47,12 @@ async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterat
         yield session
 
 
-def run_migrations(database_url: str) -> None:
-    """Bring the schema to the newest Alembic revision (idempotent)."""
+def run_migrations(database_url: str, revision: str = "head") -> None:
+    """Bring the schema to `revision`, the newest by default (idempotent)."""
     from alembic import command
     from alembic.config import Config
 
     config = Config(str(PROJECT_ROOT / "alembic.ini"))
     config.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
     config.set_main_option("sqlalchemy.url", sqlalchemy_url(database_url).replace("%", "%%"))
-    command.upgrade(config, "head")
+    command.upgrade(config, revision)

@@ -5,19 +5,14 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
-from alembic import command
-from alembic.config import Config
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from core import runs
-from core.db import libpq_url, session_factory
+from core.db import libpq_url, run_migrations, session_factory
 from models.schemas import ImageJobRecord, ImageProgressEvent
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -32,18 +27,11 @@ def fresh_database(database_url: str) -> Iterator[str]:
         admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
-def upgrade(database_url: str, revision: str) -> None:
-    config = Config(str(PROJECT_ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
-    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
-    command.upgrade(config, revision)
-
-
 OLD_PAYLOAD = {"imageUrl": "http://h/files/a.png", "imageUrls": ["http://h/files/a.png"], "progress": 1.0}
 
 
 async def test_a_job_recorded_before_0003_reads_in_the_new_shapes(fresh_database: str) -> None:
-    upgrade(fresh_database, "0002")
+    run_migrations(fresh_database, "0002")
     with psycopg.connect(libpq_url(fresh_database), autocommit=True) as old:
         old.execute(
             "INSERT INTO runs (id, kind, subject_id, node_id, status, processor, request, payload, started_at,"
@@ -60,7 +48,7 @@ async def test_a_job_recorded_before_0003_reads_in_the_new_shapes(fresh_database
             " VALUES ('canvas-old', 'n1', 'image', %s)",
             (json.dumps({"status": "completed", "progress": 1.0}),),
         )
-    upgrade(fresh_database, "head")
+    run_migrations(fresh_database, "head")
 
     engine = create_async_engine(fresh_database)
     try:
