@@ -21,9 +21,9 @@ from temporalio.worker import Worker
 
 from activities.generation import HEARTBEAT_EVERY, GenerationActivities
 from activities.runs import RunActivities
-from core import runs
+from core import deliveries, runs
 from core.config import Settings, get_settings, warn_about_lookalikes
-from core.db import create_engine, session_factory
+from core.db import create_engine, session_factory, transaction
 from core.jobs import job_from_run, start_job
 from core.pacing import ProviderPacer
 from core.storage import ObjectStorage, build_storage
@@ -150,9 +150,12 @@ async def sweep_unstarted_runs(client: Client, settings: Settings, resources: Wo
 
 
 async def keep_sweeping(client: Client, settings: Settings, resources: WorkerResources) -> None:
+    """The worker's housekeeping: unstarted runs get their workflow, old webhook refusals go."""
     while True:
         try:
             await sweep_unstarted_runs(client, settings, resources)
+            async with transaction(resources.sessions) as session:
+                await deliveries.prune_refusals(session)
         except (RPCError, SQLAlchemyError, OSError) as error:
             log.warning("sweep for unstarted runs failed, trying again later: %s", error)
         await asyncio.sleep(SWEEP_EVERY_SECONDS)

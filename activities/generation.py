@@ -24,6 +24,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.runs import save_progress
+from core import deliveries
 from core.config import Settings
 from core.ingest import ImageIngest
 from core.pacing import ProviderPacer
@@ -41,6 +42,7 @@ from models.payloads import (
     SubmitResult,
 )
 from providers.base import ImageProvider
+from providers.webhooks import job_webhook_url
 
 # How often an activity that waits on a provider tells Temporal it is alive; the provider calls' heartbeat
 # timeout (workflows/policies.py) is a few of these.
@@ -105,11 +107,11 @@ def image_key_prefix(canvas_id: str, job_id: str) -> str:
     return f"images/{canvas_id}/{job_id}"
 
 
-def webhook_url_for(settings: Settings, call: ProviderCall) -> str:
-    """Where the provider calls back: the job's own base URL or APP_URL. Providers that do not sign their
-    webhooks add the per-job token themselves, so no secret ever enters workflow history."""
-    base = (call.webhook_url or settings.app_url).rstrip("/")
-    return f"{base}/v1/webhooks/{call.provider}/{call.job_id}"
+def webhook_url_for(settings: Settings, call: ProviderCall, attempt: int) -> str:
+    """Where the provider calls back for this submit attempt: under the job's own base URL or APP_URL, with the
+    attempt's token. Made here, inside the activity, so no token ever enters workflow history."""
+    base = call.webhook_url or settings.app_url
+    return job_webhook_url(settings.WEBHOOK_SECRET, base, call.provider, call.job_id, attempt)
 
 
 class ResumableSink:
@@ -223,14 +225,27 @@ class GenerationActivities:
 
     @activity.defn
     async def submit_job(self, call: ProviderCall) -> SubmitResult:
-        """Asynchronous providers: hand over the job with our webhook URL; returns the provider's job id."""
+        """Asynchronous providers: hand over the job with our webhook URL; returns the provider's job id, recorded
+        as this job's before it is returned (the webhook route and stray cancels go by that record)."""
         provider = self.providers[call.provider]
+        attempt = activity.info().attempt
         call_with_hook = replace(
-            call, spec=provider.prepare(call.model, call.spec)[0], webhook_url=webhook_url_for(self.settings, call)
+            call,
+            spec=provider.prepare(call.model, call.spec)[0],
+            webhook_url=webhook_url_for(self.settings, call, attempt),
         )
         async with provider_errors(), heartbeating():
             await self._wait_turn(call.provider)
-            return await provider.submit(call_with_hook)
+            submitted = await provider.submit(call_with_hook)
+        async with self.sessions.begin() as session:
+            await deliveries.record_provider_job(
+                session,
+                provider=call.provider,
+                provider_job_id=submitted.provider_job_id,
+                job_id=call.job_id,
+                attempt=attempt,
+            )
+        return submitted
 
     @activity.defn
     async def poll_job(self, request: PollRequest) -> ProviderEvent:
@@ -254,6 +269,15 @@ class GenerationActivities:
 
     @activity.defn
     async def cancel_at_provider(self, request: CancelAtProvider) -> None:
+        """Cancel a provider job of this job's; one recorded as another job's is left alone."""
+        if request.job_id is not None:
+            async with self.sessions() as session:
+                owner = await deliveries.provider_job_owner(session, request.provider, request.provider_job_id)
+            if owner not in (None, request.job_id):
+                activity.logger.warning(
+                    "not cancelling %s job %s: it belongs to job %s", request.provider, request.provider_job_id, owner
+                )
+                return
         # Not paced: a cancel is rare, stops work the provider bills for, and Temporal's queue limit counts it.
         async with provider_errors():
             await self.providers[request.provider].cancel(request.provider_job_id)

@@ -1,7 +1,7 @@
 """Providers that exist only for the benchmarks, injected into the API and the worker beside the real ones.
 
 - `bench-webhook`: asynchronous; accepts a job at once and then waits for the webhooks the harness sends,
-  authenticated like midjourney-proxy's by the per-job token in the webhook URL.
+  authenticated like midjourney-proxy's by the token in the webhook URL alone.
 - `bench-download`: synchronous; its "image" is a file on the harness' file server, which the worker streams
   into storage through the same path as any provider result URL (the model names the file).
 """
@@ -18,8 +18,7 @@ from fastapi import FastAPI
 from models.errors import WebhookRejected
 from models.payloads import Provenance, ProviderCall, ProviderEvent, SubmitResult
 from providers.base import ImageProvider, OutputSink
-from providers.midjourney import JOB_TOKEN_HEADER
-from providers.webhooks import job_webhook_token, verify_job_token
+from providers.webhooks import job_webhook_url
 
 WEBHOOK_PROVIDER = "bench-webhook"
 DOWNLOAD_PROVIDER = "bench-download"
@@ -46,8 +45,8 @@ class BenchWebhookProvider(ImageProvider):
         return ProviderEvent(status="running")
 
     def verify_webhook(self, job_id: str, headers: Mapping[str, str], body: bytes) -> None:
-        lowered = {key.lower(): value for key, value in headers.items()}
-        verify_job_token(self.webhook_secret, job_id, lowered.get(JOB_TOKEN_HEADER))
+        """Nothing beyond the URL's token, which the webhook route checks."""
+        return None
 
     def parse_webhook(self, body: bytes, headers: Mapping[str, str] | None = None) -> ProviderEvent:
         try:
@@ -63,8 +62,8 @@ class BenchWebhookProvider(ImageProvider):
 
 
 def webhook_path(webhook_secret: str, job_id: str) -> str:
-    """Where the bench provider "calls back" for a job, token included (as the worker hands it out)."""
-    return f"/v1/webhooks/{WEBHOOK_PROVIDER}/{job_id}?token={job_webhook_token(webhook_secret, job_id)}"
+    """Where the bench provider "calls back" for a job's first submit, token included (as the worker makes it)."""
+    return job_webhook_url(webhook_secret, "", WEBHOOK_PROVIDER, job_id, 1)
 
 
 def webhook_body(

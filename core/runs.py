@@ -147,19 +147,6 @@ async def add_event(
     return int(found[0]) if found else None
 
 
-async def webhook_target(session: AsyncSession, run_id: str, dedupe_key: str | None) -> tuple[str, bool] | None:
-    """(run status, whether an event with `dedupe_key` is recorded) in one query; None when there is no run."""
-    found = await session.execute(
-        text(
-            "SELECT r.status, EXISTS (SELECT 1 FROM run_events e WHERE e.run_id = r.id AND e.dedupe_key = :dedupe)"
-            " FROM runs r WHERE r.id = :run"
-        ),
-        {"run": run_id, "dedupe": dedupe_key},
-    )
-    row = found.first()
-    return (row[0], bool(row[1])) if row is not None else None
-
-
 def describe_stored(images: list[StoredImage]) -> str:
     """'Stored 1024x1024 PNG, 1.2 MB', or a count and total for several images."""
     if not images:

@@ -200,6 +200,8 @@ class NodeUpdate:
 class CancelAtProvider:
     provider: str
     provider_job_id: str
+    # The job asking; a provider job recorded as another job's is not cancelled. None in older histories.
+    job_id: str | None = None
 
 
 @dataclass

@@ -22,7 +22,7 @@ from pydantic.alias_generators import to_camel
 from models.guards import ImageDataInJson, assert_storable_json
 from models.payloads import ImageJobInput, PromptSpec
 from models.results import RunResult
-from models.tables import Run, RunEvent, WorkflowNode
+from models.tables import Run, RunEvent, WebhookRefusal, WorkflowNode
 from models.vocabulary import EventKind, JobStatus
 
 # Ids end up in storage keys and URLs, so they keep to a safe alphabet.
@@ -355,3 +355,25 @@ class CanvasNode(CamelModel):
 
 class CanvasNodes(CamelModel):
     items: list[CanvasNode]
+
+
+class WebhookRefusalView(CamelModel):
+    """A webhook delivery the API refused: the job its URL named, the stable code and the reason."""
+
+    id: int
+    received_at: datetime
+    provider: str
+    job_id: str
+    code: str = Field(description="invalid_webhook_signature, job_not_found or webhook_not_for_this_job")
+    reason: str
+
+    @classmethod
+    def of(cls, refusal: WebhookRefusal) -> WebhookRefusalView:
+        return cls(
+            id=refusal.id or 0,
+            received_at=refusal.received_at,
+            provider=refusal.provider,
+            job_id=refusal.job_id,
+            code=refusal.code,
+            reason=refusal.reason,
+        )

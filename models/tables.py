@@ -112,3 +112,34 @@ class ProviderPacing(SQLModel, table=True):
 
     provider: str = Field(primary_key=True, max_length=64)
     next_slot_at: datetime = _timestamp(default_now=False)
+
+
+class ProviderJob(SQLModel, table=True):
+    """Every job a submit created at a provider, recorded the moment the provider answered.
+
+    A webhook is taken only by the job that owns the provider job it reports on, and a job cancels only the
+    provider jobs it created itself (a retried submit can leave one behind).
+    """
+
+    __tablename__ = "provider_jobs"
+    __table_args__ = (Index("ix_provider_jobs_job", "job_id"),)
+
+    provider: str = Field(primary_key=True, max_length=64)
+    provider_job_id: str = Field(primary_key=True, max_length=256)
+    job_id: str = Field(sa_column=Column(Text, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False))
+    submit_attempt: int = Field(default=1)
+    created_at: datetime = _timestamp()
+
+
+class WebhookRefusal(SQLModel, table=True):
+    """A delivery the webhook route refused, kept for operators: which job it named, why, and when."""
+
+    __tablename__ = "webhook_refusals"
+    __table_args__ = (Index("ix_webhook_refusals_received", "received_at"),)
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    received_at: datetime = _timestamp()
+    provider: str = Field(max_length=64)
+    job_id: str = Field(max_length=256)
+    code: str = Field(max_length=64)
+    reason: str = Field(sa_column=Column(Text, nullable=False))

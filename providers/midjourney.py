@@ -2,8 +2,8 @@
 
 `POST {base}/submit/imagine` answers HTTP 200 whatever happened; the outcome is the body's `code`. The task is
 then polled at `GET {base}/task/{id}/fetch`, and the proxy POSTs the same Task JSON to `notifyHook` on every
-status or progress change. Those callbacks are unsigned, so the hook URL carries a per-job token
-(`providers.webhooks.job_webhook_token`), appended here so the secret never enters workflow history.
+status or progress change. Those callbacks are unsigned: the token in the hook URL (every webhook URL has one,
+see providers/webhooks.py) is their whole proof.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import re
 from collections.abc import Mapping
 from fractions import Fraction
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
@@ -33,12 +32,8 @@ from models.payloads import PromptSpec, Provenance, ProviderCall, ProviderEvent,
 from providers.base import ImageProvider
 from providers.http import classify_status, describe_body, fetch_json, require_client, retry_after
 from providers.sizing import requested_ratio
-from providers.webhooks import job_webhook_token, verify_job_token
 
-__all__ = ["JOB_TOKEN_HEADER", "MidjourneyProvider", "from_settings", "task_event"]
-
-JOB_TOKEN_HEADER = "x-job-token"
-"""Pseudo-header under which the API layer passes the webhook URL's `token` query parameter to verify_webhook."""
+__all__ = ["MidjourneyProvider", "from_settings", "task_event"]
 
 VERSION_FLAGS = {"midjourney": "", "v6": " --v 6", "v6.1": " --v 6.1", "v7": " --v 7"}
 STATUS_MAP: dict[str, ProviderStatus] = {
@@ -73,14 +68,12 @@ class MidjourneyProvider(ImageProvider):
         *,
         base_url: str | None,
         api_key: str | None,
-        webhook_secret: str,
         http: httpx.AsyncClient | None,
         timeout_seconds: float,
         rate_per_minute: float | None = None,
     ) -> None:
         self.base_url = (base_url or "").rstrip("/")
         self.api_key = api_key
-        self.webhook_secret = webhook_secret
         self.http = http
         self.timeout_seconds = timeout_seconds
         self.rate_per_minute = rate_per_minute
@@ -108,7 +101,7 @@ class MidjourneyProvider(ImageProvider):
             "state": call.job_id,
         }
         if call.webhook_url:
-            body["notifyHook"] = _with_token(call.webhook_url, job_webhook_token(self.webhook_secret, call.job_id))
+            body["notifyHook"] = call.webhook_url
         answer = await self._request("POST", "/submit/imagine", json=body)
         return SubmitResult(provider_job_id=_task_id(answer), effective=effective)
 
@@ -129,13 +122,9 @@ class MidjourneyProvider(ImageProvider):
         return task_event(task)
 
     def verify_webhook(self, job_id: str, headers: Mapping[str, str], body: bytes) -> None:
-        """Check the per-job token of the hook URL.
-
-        midjourney-proxy does not sign its callbacks; the API layer passes the URL's `token` query parameter
-        inside `headers` under the pseudo-header `x-job-token` (JOB_TOKEN_HEADER).
-        """
-        lowered = {key.lower(): value for key, value in headers.items()}
-        verify_job_token(self.webhook_secret, job_id, lowered.get(JOB_TOKEN_HEADER))
+        """Nothing beyond the hook URL's token, which the webhook route checks for every provider: the proxy
+        does not sign its callbacks."""
+        return None
 
     def parse_webhook(self, body: bytes, headers: Mapping[str, str] | None = None) -> ProviderEvent:
         """The Task JSON as an event; `delivery_id` is f"{task id}:{status}:{progress}"."""
@@ -162,7 +151,6 @@ def from_settings(settings: Settings, http: httpx.AsyncClient | None) -> Midjour
     return MidjourneyProvider(
         base_url=settings.MIDJOURNEY_BASE_URL,
         api_key=settings.MIDJOURNEY_API_KEY,
-        webhook_secret=settings.WEBHOOK_SECRET,
         http=http,
         timeout_seconds=settings.PROVIDER_TIMEOUT_SECONDS,
         rate_per_minute=settings.MIDJOURNEY_RATE_PER_MINUTE,
@@ -251,13 +239,6 @@ def _aspect_ratio(spec: PromptSpec) -> str | None:
         return None
     ratio = max(Fraction(requested_ratio(spec)).limit_denominator(MAX_RATIO_TERM), Fraction(1, MAX_RATIO_TERM))
     return f"{ratio.numerator}:{ratio.denominator}"
-
-
-def _with_token(url: str, token: str) -> str:
-    """`url` with its `token` query parameter set (replaced when present)."""
-    parts = urlsplit(url)
-    query = [(key, value) for key, value in parse_qsl(parts.query, keep_blank_values=True) if key != "token"]
-    return urlunsplit(parts._replace(query=urlencode([*query, ("token", token)])))
 
 
 def _progress(value: Any) -> float | None:

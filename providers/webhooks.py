@@ -6,8 +6,10 @@ Three schemes:
   `webhook-signature`; the signature is base64(HMAC-SHA256(key, f"{id}.{timestamp}.{body}")) under a `whsec_`
   secret. See https://www.standardwebhooks.com.
 - The generic scheme: header `webhook-signature` holds the hex HMAC-SHA256 of the raw body under WEBHOOK_SECRET.
-- Per-job tokens, for providers that do not sign (midjourney-proxy): the webhook URL handed to the provider
-  carries `token=job_webhook_token(WEBHOOK_SECRET, job_id)`; only whoever got that URL can call back for that job.
+- Per-attempt tokens, on every webhook URL we hand out: `?attempt=N&token=job_webhook_token(WEBHOOK_SECRET,
+  provider, job_id, N)`. Neither signature scheme covers the URL, so the token is what binds a delivery to the
+  job, the provider and the submit attempt that URL was made for; for providers that do not sign
+  (midjourney-proxy) it is the whole proof.
 
 Every check compares bytes in constant time (headers and query values may hold any characters) and raises
 WebhookRejected with the precise reason, never the body.
@@ -20,12 +22,14 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
 
 from models.errors import WebhookRejected
 
 __all__ = [
     "DEFAULT_TOLERANCE",
     "job_webhook_token",
+    "job_webhook_url",
     "verify_generic_signature",
     "verify_job_token",
     "verify_standard_webhook",
@@ -75,17 +79,28 @@ def verify_generic_signature(secret: str, headers: Mapping[str, str], body: byte
         raise WebhookRejected("webhook-signature does not match the body")
 
 
-def job_webhook_token(secret: str, job_id: str) -> str:
-    """The per-job token for webhook URLs: hex HMAC-SHA256 of the job id (URL-safe as it stands)."""
-    return hmac.new(secret.encode(), f"{JOB_TOKEN_LABEL}{job_id}".encode(), hashlib.sha256).hexdigest()
+def job_webhook_token(secret: str, provider: str, job_id: str, attempt: int) -> str:
+    """The token of one submit attempt's webhook URL: hex HMAC-SHA256 (URL-safe as it stands)."""
+    message = f"{JOB_TOKEN_LABEL}{provider}:{job_id}:{attempt}"
+    return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
 
 
-def verify_job_token(secret: str, job_id: str, token: str | None) -> None:
-    """Raise WebhookRejected unless `token` is the job's webhook token (compared in constant time)."""
+def job_webhook_url(secret: str, base_url: str, provider: str, job_id: str, attempt: int) -> str:
+    """Where `provider` calls back for submit attempt `attempt` of `job_id`, token included."""
+    token = job_webhook_token(secret, provider, job_id, attempt)
+    return f"{base_url.rstrip('/')}/v1/webhooks/{provider}/{quote(job_id, safe='')}?attempt={attempt}&token={token}"
+
+
+def verify_job_token(secret: str, provider: str, job_id: str, attempt: str | None, token: str | None) -> int:
+    """The submit attempt the URL was made for; raises WebhookRejected unless `token` is its token."""
     if not token:
         raise WebhookRejected("missing job token")
-    if not hmac.compare_digest(job_webhook_token(secret, job_id).encode(), token.encode()):
-        raise WebhookRejected("job token does not match the job")
+    if not attempt or not attempt.isascii() or not attempt.isdigit() or len(attempt) > 6:
+        raise WebhookRejected("missing or malformed attempt")
+    expected = job_webhook_token(secret, provider, job_id, int(attempt))
+    if not hmac.compare_digest(expected.encode(), token.encode()):
+        raise WebhookRejected(f"job token does not match this {provider} job")
+    return int(attempt)
 
 
 def _lower_keys(headers: Mapping[str, str]) -> dict[str, str]:

@@ -17,7 +17,7 @@ from temporalio.api.history.v1 import ActivityTaskStartedEventAttributes, Histor
 from temporalio.client import Client
 
 from core.config import Settings
-from providers.webhooks import job_webhook_token
+from providers.webhooks import job_webhook_url
 from tests.fakes.app import FakeProviders
 from tests.fakes.async_providers import OUTPUTS, REPLICATE_TOKEN
 from tests.fakes.server import RecordedRequest
@@ -159,7 +159,9 @@ def check_replicate(request: RecordedRequest, record: dict[str, Any], settings: 
     assert body["input"]["aspect_ratio"] == "16:9"
     assert body["input"]["num_outputs"] == 1
     assert body["input"]["seed"] == 42
-    assert body["webhook"] == f"{settings.app_url}/v1/webhooks/replicate/{record['jobId']}"
+    assert body["webhook"] == job_webhook_url(
+        settings.WEBHOOK_SECRET, settings.app_url, "replicate", record["jobId"], 1
+    )
     assert "completed" in body["webhook_events_filter"]
     assert set(body["webhook_events_filter"]) <= {"start", "output", "logs", "completed"}
     assert "version" not in body  # owner/name: the model's latest version, by path
@@ -172,8 +174,7 @@ def check_midjourney(request: RecordedRequest, record: dict[str, Any], settings:
     assert body["prompt"] == f"{PROMPT} --ar 16:9 --seed 42"
     assert body["base64Array"] == []
     job_id = record["jobId"]
-    token = job_webhook_token(settings.WEBHOOK_SECRET, job_id)
-    assert body["notifyHook"] == f"{settings.app_url}/v1/webhooks/midjourney/{job_id}?token={token}"
+    assert body["notifyHook"] == job_webhook_url(settings.WEBHOOK_SECRET, settings.app_url, "midjourney", job_id, 1)
     assert body["state"] == job_id
     assert record["providerJobId"] and record["effective"] == {"aspect_ratio": "16:9"}
 

@@ -11,7 +11,13 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from models.errors import WebhookRejected
-from providers.webhooks import job_webhook_token, verify_generic_signature, verify_job_token, verify_standard_webhook
+from providers.webhooks import (
+    job_webhook_token,
+    job_webhook_url,
+    verify_generic_signature,
+    verify_job_token,
+    verify_standard_webhook,
+)
 
 VECTOR_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 VECTOR_ID = "msg_p5jXN8AQM9LWM0D4loKWxJek"
@@ -139,27 +145,52 @@ def test_generic_signature_rejects(headers: dict[str, str], reason: str) -> None
         verify_generic_signature("our-secret", headers, b"{}")
 
 
-def test_job_token_is_stable_url_safe_and_job_bound() -> None:
-    token = job_webhook_token("our-secret", "job-1")
-    assert token == job_webhook_token("our-secret", "job-1")
-    assert token != job_webhook_token("our-secret", "job-2")
-    assert token != job_webhook_token("other-secret", "job-1")
+def test_job_token_is_stable_url_safe_and_bound_to_provider_job_and_attempt() -> None:
+    token = job_webhook_token("our-secret", "replicate", "job-1", 1)
+    assert token == job_webhook_token("our-secret", "replicate", "job-1", 1)
+    assert token != job_webhook_token("our-secret", "replicate", "job-2", 1)
+    assert token != job_webhook_token("our-secret", "midjourney", "job-1", 1)
+    assert token != job_webhook_token("our-secret", "replicate", "job-1", 2)
+    assert token != job_webhook_token("other-secret", "replicate", "job-1", 1)
     assert len(token) == 64 and all(char in "0123456789abcdef" for char in token)
-    verify_job_token("our-secret", "job-1", token)
+    assert verify_job_token("our-secret", "replicate", "job-1", "1", token) == 1
+
+
+def test_job_webhook_url_carries_attempt_and_token() -> None:
+    url = job_webhook_url("our-secret", "https://app.example/", "replicate", "job 1", 3)
+    token = job_webhook_token("our-secret", "replicate", "job 1", 3)
+    assert url == f"https://app.example/v1/webhooks/replicate/job%201?attempt=3&token={token}"
 
 
 @pytest.mark.parametrize(
-    ("token", "reason"),
+    ("attempt", "token", "reason"),
     [
-        (None, "missing job token"),
-        ("", "missing job token"),
-        (job_webhook_token("our-secret", "job-2"), "does not match"),
-        (job_webhook_token("other-secret", "job-1"), "does not match"),
-        ("0" * 64, "does not match"),
-        ("é" * 64, "does not match"),
+        ("1", None, "missing job token"),
+        ("1", "", "missing job token"),
+        (None, job_webhook_token("our-secret", "replicate", "job-1", 1), "attempt"),
+        ("-1", job_webhook_token("our-secret", "replicate", "job-1", 1), "attempt"),
+        ("9" * 40, job_webhook_token("our-secret", "replicate", "job-1", 1), "attempt"),
+        ("1", job_webhook_token("our-secret", "replicate", "job-2", 1), "does not match"),
+        ("1", job_webhook_token("our-secret", "midjourney", "job-1", 1), "does not match"),
+        ("2", job_webhook_token("our-secret", "replicate", "job-1", 1), "does not match"),
+        ("1", job_webhook_token("other-secret", "replicate", "job-1", 1), "does not match"),
+        ("1", "0" * 64, "does not match"),
+        ("1", "é" * 64, "does not match"),
     ],
-    ids=["none", "empty", "other-job", "other-secret", "zeros", "non-ascii"],
+    ids=[
+        "none",
+        "empty",
+        "no-attempt",
+        "negative-attempt",
+        "huge-attempt",
+        "other-job",
+        "other-provider",
+        "other-attempt",
+        "other-secret",
+        "zeros",
+        "non-ascii",
+    ],
 )
-def test_job_token_rejects(token: str | None, reason: str) -> None:
+def test_job_token_rejects(attempt: str | None, token: str | None, reason: str) -> None:
     with pytest.raises(WebhookRejected, match=reason):
-        verify_job_token("our-secret", "job-1", token)
+        verify_job_token("our-secret", "replicate", "job-1", attempt, token)

@@ -23,7 +23,7 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 
 from core.config import Settings
-from providers.webhooks import job_webhook_token
+from providers.webhooks import job_webhook_token, job_webhook_url
 from tests.fakes.app import FakeProviders
 from tests.fakes.async_providers import REPLICATE_GET, REPLICATE_WEBHOOK_SECRET
 from tests.fakes.server import free_port
@@ -113,6 +113,11 @@ async def event_kinds(sessions: async_sessionmaker[AsyncSession], job_id: str) -
         return list(result.scalars())
 
 
+def hook_path(settings: Settings, provider: str, job_id: str, attempt: int = 1) -> str:
+    """The webhook URL the worker hands the provider for that submit attempt, as a path of the API."""
+    return job_webhook_url(settings.WEBHOOK_SECRET, "", provider, job_id, attempt)
+
+
 async def start_replicate_job(stack: Stack) -> dict[str, Any]:
     started = await stack.start("a lighthouse at dusk", provider="replicate", model=REPLICATE_MODEL)
     await stack.wait(started["jobId"], statuses=("running",))
@@ -128,7 +133,7 @@ async def test_a_standard_webhooks_signed_callback_completes_the_job(
         started = await start_replicate_job(stack)
         body = json.dumps(await finished_prediction(fake_providers)).encode()
         answer = await stack.api.post(
-            f"/v1/webhooks/replicate/{started['jobId']}", content=body, headers=signed_headers(body)
+            hook_path(settings, "replicate", started["jobId"]), content=body, headers=signed_headers(body)
         )
         record = await stack.wait(started["jobId"])
 
@@ -153,10 +158,12 @@ async def test_unauthentic_callbacks_get_401_and_never_reach_the_workflow(
         midjourney_job = await stack.start("a lighthouse at dusk", provider="midjourney", nodeId="node-2")
         prediction = json.dumps(await finished_prediction(fake_providers)).encode()
         task = json.dumps(await finished_task(fake_providers)).encode()
-        replicate_url = f"/v1/webhooks/replicate/{replicate_job['jobId']}"
+        secret, other_job, mj_job = settings.WEBHOOK_SECRET, replicate_job["jobId"], midjourney_job["jobId"]
+        replicate_url = hook_path(settings, "replicate", replicate_job["jobId"])
         midjourney_url = f"/v1/webhooks/midjourney/{midjourney_job['jobId']}"
         valid = signed_headers(prediction)
         missing_signature = {key: value for key, value in valid.items() if key != "webhook-signature"}
+        plain = {"content-type": "application/json"}
         attempts = {
             "wrong signature": (replicate_url, signed_headers(prediction, secret="whsec_" + "A" * 32)),
             "missing header": (replicate_url, missing_signature),
@@ -165,12 +172,21 @@ async def test_unauthentic_callbacks_get_401_and_never_reach_the_workflow(
                 signed_headers(prediction, sent_at=datetime.now(UTC) - timedelta(minutes=6)),
             ),
             "tampered body": (replicate_url, valid),
-            "wrong job token": (f"{midjourney_url}?token={'0' * 64}", {"content-type": "application/json"}),
-            "another job's token": (
-                f"{midjourney_url}?token={job_webhook_token(settings.WEBHOOK_SECRET, replicate_job['jobId'])}",
-                {"content-type": "application/json"},
+            "replicate without token": (replicate_url.partition("?")[0], valid),
+            "midjourney token on a replicate job": (
+                hook_path(settings, "midjourney", replicate_job["jobId"]).replace("midjourney", "replicate", 1),
+                valid,
             ),
-            "no job token": (midjourney_url, {"content-type": "application/json"}),
+            "wrong job token": (f"{midjourney_url}?attempt=1&token={'0' * 64}", plain),
+            "another job's token": (
+                f"{midjourney_url}?attempt=1&token={job_webhook_token(secret, 'midjourney', other_job, 1)}",
+                plain,
+            ),
+            "another attempt's token": (
+                f"{midjourney_url}?attempt=2&token={job_webhook_token(secret, 'midjourney', mj_job, 1)}",
+                plain,
+            ),
+            "no job token": (midjourney_url, plain),
         }
         answers = {}
         for name, (url, headers) in attempts.items():
@@ -184,14 +200,13 @@ async def test_unauthentic_callbacks_get_401_and_never_reach_the_workflow(
 
         # The same callbacks, authentic, do reach the workflows: the history check above can see a signal.
         accepted = await stack.api.post(replicate_url, content=prediction, headers=valid)
-        token = job_webhook_token(settings.WEBHOOK_SECRET, midjourney_job["jobId"])
-        accepted_mj = await stack.api.post(f"{midjourney_url}?token={token}", content=task)
+        accepted_mj = await stack.api.post(hook_path(settings, "midjourney", midjourney_job["jobId"]), content=task)
         records = [await stack.wait(job["jobId"]) for job in (replicate_job, midjourney_job)]
 
     for name, answer in answers.items():
         assert answer.status_code == 401, (name, answer.text)
         assert answer.json()["code"] == "invalid_webhook_signature", name
-    rejections = [record.getMessage() for record in caplog.records if "rejected" in record.getMessage()]
+    rejections = [record.getMessage() for record in caplog.records if "refused" in record.getMessage()]
     assert len(rejections) == len(attempts)
     assert not any("/outputs/" in message or "IMAGINE" in message for message in rejections)  # logged without body
     for events in refused_histories:
@@ -220,7 +235,7 @@ async def test_repeated_and_late_deliveries_change_nothing(
             for delivery in fake_providers.state.deliveries_sent
             if json.loads(delivery.body)["status"] == "succeeded"
         )
-        url = f"/v1/webhooks/replicate/{record['jobId']}"
+        url = hook_path(settings, "replicate", record["jobId"])
         repeat = await stack.api.post(url, content=completed.body, headers=completed.headers)
         late_progress = json.dumps({**json.loads(completed.body), "status": "processing", "output": None}).encode()
         late = await stack.api.post(url, content=late_progress, headers=signed_headers(late_progress))
@@ -361,7 +376,7 @@ async def test_a_webhook_gets_503_while_temporal_is_down_and_its_retry_completes
                 started = await start_replicate_job(stack)
                 prediction = json.dumps(await finished_prediction(fake_providers)).encode()
         webhook_id = f"msg_{uuid.uuid4().hex}"
-        url = f"/v1/webhooks/replicate/{started['jobId']}"
+        url = hook_path(settings, "replicate", started["jobId"])
         asked_at = time.monotonic()
         refused = await api.post(url, content=prediction, headers=signed_headers(prediction, webhook_id=webhook_id))
         refused_after = time.monotonic() - asked_at
@@ -441,8 +456,8 @@ async def test_midjourney_reports_progress_through_its_tokenised_hook(
     assert record["status"] == "completed", record
     assert node["data"]["imageUrl"] == record["imageUrl"]
     (submit,) = fake_providers.requests("POST", "/mj/submit/imagine")
-    token = job_webhook_token(settings.WEBHOOK_SECRET, record["jobId"])
-    assert submit.json()["notifyHook"] == f"{settings.app_url}/v1/webhooks/midjourney/{record['jobId']}?token={token}"
+    hook = job_webhook_url(settings.WEBHOOK_SECRET, settings.app_url, "midjourney", record["jobId"], 1)
+    assert submit.json()["notifyHook"] == hook
     deliveries = fake_providers.state.deliveries_sent
     assert [json.loads(delivery.body)["status"] for delivery in deliveries][-1] == "SUCCESS"
     assert all(delivery.url == submit.json()["notifyHook"] for delivery in deliveries)
@@ -454,3 +469,46 @@ async def test_midjourney_reports_progress_through_its_tokenised_hook(
         assert "45.0" in progress.scalars().all()
     assert record["providerJobId"] == json.loads(deliveries[-1].body)["id"]
     assert fake_providers.requests("GET", "/mj/task/") == []
+
+
+async def test_a_delivery_about_another_jobs_prediction_is_refused_recorded_and_cancels_nothing(
+    provider_settings: Settings, fake_providers: FakeProviders, temporal_client: Client
+) -> None:
+    # Job A's genuine, signed delivery replayed to job B's webhook URL (even with B's own token) must not make B take
+    # A's prediction for a stray of its own and cancel it at Replicate.
+    fake_providers.options.step_seconds = 0.4
+    settings = make_settings(provider_settings, **NO_POLLING)
+    async with running_stack(settings, temporal_client) as stack:
+        job_a = await start_replicate_job(stack)
+        job_b = await stack.start("a harbour at dawn", provider="replicate", model=REPLICATE_MODEL, nodeId="node-2")
+        for job in (job_a, job_b):
+            await wait_until_attached(stack, job["jobId"])
+        delivery_a = await eventually(
+            lambda: next((d for d in fake_providers.state.deliveries_sent if job_a["jobId"] in d.url), None),
+            what="a delivery for job A",
+        )
+        into_b = await stack.api.post(
+            hook_path(settings, "replicate", job_b["jobId"]), content=delivery_a.body, headers=delivery_a.headers
+        )
+        tokenless = await stack.api.post(
+            f"/v1/webhooks/replicate/{job_b['jobId']}", content=delivery_a.body, headers=delivery_a.headers
+        )
+        records = [await stack.wait(job["jobId"]) for job in (job_a, job_b)]
+        refusals = await stack.api.get("/v1/webhooks/refusals")
+
+    assert (into_b.status_code, into_b.json()["code"]) == (409, "webhook_not_for_this_job"), into_b.text
+    assert (tokenless.status_code, tokenless.json()["code"]) == (401, "invalid_webhook_signature")
+    assert [record["status"] for record in records] == ["completed", "completed"]
+    assert not [sent for sent in fake_providers.requests("POST", POLLS) if sent.path.endswith("/cancel")]
+    assert refusals.status_code == 200
+    newest = [(item["jobId"], item["code"]) for item in refusals.json()[:2]]
+    assert newest == [(job_b["jobId"], "invalid_webhook_signature"), (job_b["jobId"], "webhook_not_for_this_job")]
+    assert "another job" in refusals.json()[1]["reason"]
+
+
+async def wait_until_attached(stack: Stack, job_id: str) -> None:
+    """Until the job's record names its prediction (recorded as the job's before that)."""
+    deadline = time.monotonic() + 10
+    while not (await stack.job(job_id)).get("providerJobId"):
+        assert time.monotonic() < deadline, f"job {job_id} never attached a prediction"
+        await asyncio.sleep(0.05)

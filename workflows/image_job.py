@@ -45,6 +45,7 @@ StepResult = TypeVar("StepResult")
 
 # Jobs started before database steps became local activities replay them as regular ones (see `_db_step`).
 DB_STEPS_AS_LOCAL_ACTIVITIES = "db-steps-as-local-activities"
+PROGRESS_ONLY_FORWARD = "progress-only-forward"
 
 
 def provider_task_queue(base_queue: str, provider: str) -> str:
@@ -93,7 +94,8 @@ class ImageJobWorkflow:
         reported = event.provenance.provider_job_id
         if reported and reported != self._state.provider_job_id:
             # A submit whose answer was lost and retried leaves a second job at the provider, reporting to the
-            # same webhook URL: it is cancelled, and its events are not ours.
+            # first attempt's webhook URL: it is cancelled (unless recorded as another job's), and its events
+            # are not ours. The webhook route has already refused provider jobs other jobs own.
             if reported not in self._strays:
                 self._strays.append(reported)
             return
@@ -245,7 +247,7 @@ class ImageJobWorkflow:
         try:
             await workflow.execute_activity_method(
                 GenerationActivities.cancel_at_provider,
-                CancelAtProvider(job.provider, provider_job_id),
+                CancelAtProvider(job.provider, provider_job_id, job.job_id),
                 task_queue=queue,
                 **CLEANUP_STEP,
             )
@@ -256,6 +258,10 @@ class ImageJobWorkflow:
         while self._progress_events and self._terminal_event is None:
             event = self._progress_events.pop(0)
             if event.progress is None or event.progress == self._state.progress:
+                continue
+            # Progress only goes forward: a late or replayed delivery (the generic HMAC has no timestamp) moves
+            # nothing back. Older histories recorded such steps back, hence the patch.
+            if _moves_back(event.progress, self._state.progress) and workflow.patched(PROGRESS_ONLY_FORWARD):
                 continue
             self._state.progress = event.progress
             await self._db_step(
@@ -316,6 +322,10 @@ class ImageJobWorkflow:
             RunActivities.cancel_run,
             RunTransition(job_id=job.job_id, status=JobStatus.CANCELLED, error="Cancelled", error_code="cancelled"),
         )
+
+
+def _moves_back(progress: float, current: float | None) -> bool:
+    return current is not None and progress < current
 
 
 def _caused_by_cancellation(error: BaseException) -> bool:

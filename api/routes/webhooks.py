@@ -9,24 +9,26 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from typing import NoReturn
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Query, Request
+from sqlalchemy.exc import SQLAlchemyError
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import SessionDep, StateDep, TemporalDep
+from api.deps import AppState, SessionDep, StateDep, TemporalDep, require_api_key
 from api.errors import ApiError
-from core import runs
+from core import deliveries, runs
 from core.config import Settings
 from core.db import transaction
+from core.deliveries import WebhookTarget
 from core.jobs import signal_provider_event
 from models.errors import WebhookRejected
 from models.payloads import ProviderEvent
-from models.schemas import ErrorBody
+from models.schemas import ErrorBody, WebhookRefusalView
 from models.vocabulary import TERMINAL_STATUSES, EventKind
 from providers.base import ImageProvider
-from providers.midjourney import JOB_TOKEN_HEADER
-from providers.webhooks import verify_generic_signature
+from providers.webhooks import verify_generic_signature, verify_job_token
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +38,45 @@ SIGNAL_TIMEOUT_SECONDS = 3.0
 
 
 def authenticate_webhook(
-    provider: ImageProvider, settings: Settings, job_id: str, headers: Mapping[str, str], body: bytes
-) -> None:
-    """The provider's own scheme, or our generic one (hex HMAC of the body with WEBHOOK_SECRET, used by relays).
+    provider: ImageProvider,
+    settings: Settings,
+    job_id: str,
+    query: Mapping[str, str],
+    headers: Mapping[str, str],
+    body: bytes,
+) -> ProviderEvent:
+    """The delivery's event, once both proofs hold; raises WebhookRejected with the reason otherwise.
 
-    Raises WebhookRejected with the provider's reason when neither holds.
+    1. The URL's token: made for this provider, this job and one submit attempt (neither signature covers the URL).
+    2. The provider's own signature, or our generic one (hex HMAC of the body with WEBHOOK_SECRET, used by relays).
     """
+    verify_job_token(settings.WEBHOOK_SECRET, provider.name, job_id, query.get("attempt"), query.get("token"))
     signature = headers.get("webhook-signature", "")
     if signature and not signature.startswith("v1"):
         verify_generic_signature(settings.WEBHOOK_SECRET, headers, body)
-        return
-    provider.verify_webhook(job_id, headers, body)
+    else:
+        provider.verify_webhook(job_id, headers, body)
+    return provider.parse_webhook(body, headers)
+
+
+def binding_problem(target: WebhookTarget, job_id: str, provider: str) -> str | None:
+    """Why an authentic delivery is still not this job's to take, or None."""
+    if target.provider != provider:
+        return f"job {job_id} runs on {target.provider}, not {provider}"
+    if target.owner is not None and target.owner != job_id:
+        return f"the {provider} job it reports on belongs to another job"
+    return None
+
+
+async def refuse(state: AppState, provider: str, job_id: str, status: int, code: str, reason: str) -> NoReturn:
+    """Log and record the refusal for operators, then answer it; a failed record never hides the answer."""
+    log.warning("refused %s webhook for %s (%s): %s", provider, job_id, code, reason)
+    try:
+        async with transaction(state.sessions) as session:
+            await deliveries.record_refusal(session, provider=provider, job_id=job_id, code=code, reason=reason)
+    except SQLAlchemyError:
+        log.exception("could not record the refused webhook for %s", job_id)
+    raise ApiError(status, code, f"Webhook refused: {reason}")
 
 
 async def read_capped_body(request: Request, limit: int) -> bytes:
@@ -79,8 +109,9 @@ async def signal_workflow(temporal: Client, job_id: str, event: ProviderEvent) -
 @router.post(
     "/{provider}/{job_id}",
     responses={
-        401: {"model": ErrorBody},
+        401: {"model": ErrorBody, "description": "The URL's token or the body's signature does not hold."},
         404: {"model": ErrorBody},
+        409: {"model": ErrorBody, "description": "Authentic, but about a provider job another job owns."},
         413: {"model": ErrorBody},
         503: {"model": ErrorBody},
     },
@@ -88,30 +119,29 @@ async def signal_workflow(temporal: Client, job_id: str, event: ProviderEvent) -
 async def receive_webhook(
     provider: str, job_id: str, request: Request, state: StateDep, session: SessionDep, temporal: TemporalDep
 ) -> dict[str, str]:
-    """A provider's callback for one job (authenticated by signature or per-job token, not by API key)."""
+    """A provider's callback for one job (authenticated by the URL's token and the body's signature, not by API
+    key), taken only when the provider job it reports on is this job's."""
     adapter = state.providers.get(provider)
     if adapter is None or not adapter.supports_webhooks:
         raise ApiError(404, "unknown_provider", f"No webhooks are taken for provider {provider!r}.")
     body = await read_capped_body(request, state.settings.MAX_WEBHOOK_BYTES)
-    headers: Mapping[str, str] = {**request.headers, JOB_TOKEN_HEADER: request.query_params.get("token", "")}
     try:
-        authenticate_webhook(adapter, state.settings, job_id, headers, body)
-        event = adapter.parse_webhook(body, headers)
+        event = authenticate_webhook(adapter, state.settings, job_id, request.query_params, request.headers, body)
     except WebhookRejected as error:
-        log.warning("rejected %s webhook for %s: %s", provider, job_id, error)
-        raise ApiError(401, "invalid_webhook_signature", f"Webhook rejected: {error}") from error
+        await refuse(state, provider, job_id, 401, "invalid_webhook_signature", str(error))
     dedupe_key = f"webhook:{event.delivery_id}" if event.delivery_id else None
-    target = await runs.webhook_target(session, job_id, dedupe_key)
-    if target is None:
-        raise ApiError(404, "job_not_found", f"No job {job_id!r}.")
-    status, seen = target
-    if seen:
-        return {"status": "duplicate"}
-    finished = status in TERMINAL_STATUSES
-    # Hand the connection back before the Temporal call and the write: a request that held one connection while
-    # waiting for a second would, in a storm of webhooks, leave every request waiting on every other.
+    target = await deliveries.webhook_target(session, job_id, provider, event.provenance.provider_job_id, dedupe_key)
     await session.rollback()
-    if finished or not await signal_workflow(temporal, job_id, event):
+    if target is None:
+        await refuse(state, provider, job_id, 404, "job_not_found", f"no job {job_id!r}")
+    problem = binding_problem(target, job_id, provider)
+    if problem is not None:
+        await refuse(state, provider, job_id, 409, "webhook_not_for_this_job", problem)
+    if target.seen:
+        return {"status": "duplicate"}
+    # The connection went back above, before the Temporal call and the write: a request that held one connection
+    # while waiting for a second would, in a storm of webhooks, leave every request waiting on every other.
+    if target.status in TERMINAL_STATUSES or not await signal_workflow(temporal, job_id, event):
         return {"status": "ignored"}
     async with transaction(state.sessions) as write:
         await runs.add_event(
@@ -123,3 +153,11 @@ async def receive_webhook(
             dedupe_key=dedupe_key,
         )
     return {"status": "accepted"}
+
+
+@router.get("/refusals", dependencies=[Depends(require_api_key)], responses={401: {"model": ErrorBody}})
+async def list_refusals(
+    session: SessionDep, limit: int = Query(default=100, ge=1, le=1000)
+) -> list[WebhookRefusalView]:
+    """The deliveries the route refused lately, newest first: which job they named, and why (for operators)."""
+    return [WebhookRefusalView.of(refusal) for refusal in await deliveries.recent_refusals(session, limit=limit)]
