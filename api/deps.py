@@ -82,3 +82,11 @@ async def require_api_key(
             "A valid API key is required: send `Authorization: Bearer <key>`.",
             headers={"WWW-Authenticate": 'Bearer realm="imagejobs"'},
         )
+
+
+async def caller_scope(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:
+    """Whose request this is, for scoping idempotency keys: the API key presented ("" without one)."""
+    return credentials.credentials if credentials else ""
+
+
+CallerScopeDep = Annotated[str, Depends(caller_scope)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import uuid
 from typing import Any
 
@@ -28,10 +29,20 @@ IMAGE_JOB_WORKFLOW = "ImageJobWorkflow"
 PROVIDER_EVENT_SIGNAL = "provider_event"
 
 
-def new_job_id(idempotency_key: str | None = None) -> str:
-    """A fresh id, or the same id for the same Idempotency-Key (so a repeat finds the first job)."""
-    if idempotency_key:
-        return "job_" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
+JOB_ID_LABEL = "job-id:"
+
+
+def new_job_id(secret: str | None = None, idempotency_key: str | None = None, *, scope: str = "") -> str:
+    """A fresh id, or the same id for the same Idempotency-Key from the same caller (so a repeat finds the
+    first job).
+
+    The keyed id is an HMAC under the server's `secret` of the caller's `scope` (their API key) and the key:
+    nobody can compute a job id, and with it an image URL, from a guessable Idempotency-Key, and two callers
+    using the same key get two jobs.
+    """
+    if secret and idempotency_key:
+        message = f"{JOB_ID_LABEL}{len(scope)}:{scope}:{idempotency_key}".encode()
+        return "job_" + hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()[:32]
     return "job_" + uuid.uuid4().hex
 
 

@@ -37,7 +37,8 @@ async def record_without_starting(
     """What an API killed between its commit and its start_workflow leaves: the run, and no workflow."""
     state = SimpleNamespace(settings=stack.settings, providers=build_providers(stack.settings))
     request = StartImageJobRequest.model_validate(body)
-    job, effective = job_from_request(state, request, new_job_id(key))  # type: ignore[arg-type]
+    job_id = new_job_id(stack.settings.WEBHOOK_SECRET, key)
+    job, effective = job_from_request(state, request, job_id)  # type: ignore[arg-type]
     async with transaction(sessions) as session:
         assert await runs.insert_run(session, job, effective=effective)
     return job.job_id

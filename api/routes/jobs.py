@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, Query, Response
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import SessionDep, StateDep, TemporalDep
+from api.deps import CallerScopeDep, SessionDep, StateDep, TemporalDep
 from api.errors import ApiError
 from core import runs
 from core.db import transaction
@@ -126,6 +126,7 @@ async def start_image_job(
     state: StateDep,
     temporal: TemporalDep,
     response: Response,
+    caller: CallerScopeDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> ImageJobRecord:
     """Start an image job for a canvas node; answers at once with the pending job.
@@ -133,7 +134,8 @@ async def start_image_job(
     With an `Idempotency-Key`, a repeat of the same request answers the same job (`Idempotent-Replayed: true`)
     and a different request under the same key answers 409.
     """
-    job, effective = job_from_request(state, body, new_job_id(idempotency_key))
+    job_id = new_job_id(state.settings.WEBHOOK_SECRET, idempotency_key, scope=caller)
+    job, effective = job_from_request(state, body, job_id)
     return ImageJobRecord.from_run(await launch(state, temporal, job, effective, response))
 
 
