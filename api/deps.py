@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client
@@ -16,6 +16,7 @@ from api.errors import ApiError
 from core.config import Settings
 from core.events import EventBus
 from core.storage import ObjectStorage
+from models.schemas import ID_PATTERN
 from providers.base import ImageProvider
 
 
@@ -90,3 +91,6 @@ async def caller_scope(credentials: Annotated[HTTPAuthorizationCredentials | Non
 
 
 CallerScopeDep = Annotated[str, Depends(caller_scope)]
+
+# A canvas is `workflowId` on the wire (the spec's name) and `canvas_id` everywhere behind it.
+CanvasIdPath = Annotated[str, Path(alias="workflowId", pattern=ID_PATTERN, description="The canvas id.")]

@@ -10,10 +10,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.methods import allowed_methods
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +77,24 @@ async def _api_error(request: Request, error: Exception) -> JSONResponse:
     return response
 
 
-async def _http_error(request: Request, error: Exception) -> JSONResponse:
+async def _http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, StarletteHTTPException)
+    if error.status_code == 405:
+        return _method_not_allowed(request)
     response = error_response(error.status_code, STATUS_CODES.get(error.status_code, "error"), str(error.detail))
     for name, value in (error.headers or {}).items():
         response.headers[name] = value
+    return response
+
+
+def _method_not_allowed(request: Request) -> Response:
+    """OPTIONS: 204 with the path's methods; any other method the path does not take: 405 naming them."""
+    allow = ", ".join(allowed_methods(request))
+    if request.method == "OPTIONS":
+        return Response(status_code=204, headers={"Allow": allow})
+    message = f"{request.method} is not allowed here; this path takes {allow}."
+    response = error_response(405, "method_not_allowed", message)
+    response.headers["Allow"] = allow
     return response
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import Depends, FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 
+from api.cors import JsonCORSMiddleware
 from api.deps import AppState, require_api_key
 from api.errors import install_error_handlers
 from api.limits import BodyLimit
@@ -16,6 +17,7 @@ from core.config import Settings, get_settings, warn_about_lookalikes
 from core.db import create_engine, session_factory
 from core.events import EventBus
 from core.storage import build_storage
+from models.schemas import ErrorBody
 from providers.registry import build_providers
 
 DESCRIPTION = """
@@ -56,18 +58,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Webhooks have their own, larger cap (MAX_WEBHOOK_BYTES) and must not be cut short by this one.
     app.add_middleware(BodyLimit, max_bytes=max(settings.MAX_REQUEST_BYTES, settings.MAX_WEBHOOK_BYTES))
     if settings.CORS_ORIGINS:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.CORS_ORIGINS,
-            allow_methods=["GET", "POST", "PUT", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
-        )
+        app.add_middleware(JsonCORSMiddleware, origins=settings.CORS_ORIGINS)
     protected = [Depends(require_api_key)]
-    app.include_router(jobs.router, dependencies=protected)
-    app.include_router(canvases.router, dependencies=protected)
-    app.include_router(providers.router, dependencies=protected)
-    app.include_router(events.router, dependencies=protected)
-    app.include_router(stats.router, dependencies=protected)
+    unauthorized: dict[int | str, dict[str, Any]] = {
+        401: {"model": ErrorBody, "description": "API_KEYS is set and no valid `Authorization: Bearer` key came."}
+    }
+    for router in (jobs.router, canvases.router, providers.router, events.router, stats.router):
+        app.include_router(router, dependencies=protected, responses=unauthorized)
     app.include_router(webhooks.router)
     app.include_router(files.router)
     app.include_router(health.router)

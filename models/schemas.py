@@ -19,7 +19,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from models.guards import ImageDataInJson, assert_storable_json
+from models.guards import MAX_JSON_DEPTH, ImageDataInJson, assert_storable_json, json_depth
 from models.payloads import ImageJobInput, PromptSpec
 from models.results import RunResult
 from models.tables import Run, RunEvent, WebhookRefusal, WorkflowNode
@@ -229,6 +229,39 @@ class ImageJobRecord(CamelModel):
     effective: dict[str, Any] = Field(default_factory=dict, description="Parameters as the provider applied them.")
     timings: dict[str, float] = Field(default_factory=dict, description="Seconds spent per stage.")
     created_at: datetime
+    unreadable: str | None = Field(
+        default=None,
+        description="Set when part of the stored record cannot be shown (a row older than today's limits); "
+        "the job's ids and status are still right.",
+    )
+
+    @classmethod
+    def readable(cls, run: Run) -> ImageJobRecord:
+        """The record, or when its stored request or result cannot be shown, the part that can, saying so: one
+        bad row must not break a page of jobs."""
+        try:
+            record = cls.from_run(run)
+            for name, value in (("metadata", record.metadata), ("promptSpec", record.prompt_spec)):
+                if json_depth(value) > MAX_JSON_DEPTH:
+                    raise ValueError(f"its {name} nests deeper than {MAX_JSON_DEPTH} levels")
+            return record
+        except (ValueError, TypeError, KeyError) as error:  # pydantic's ValidationError is a ValueError
+            reason = f"the stored record cannot be shown: {str(error).splitlines()[0][:200]}"
+            return cls(
+                job_id=run.id,
+                node_id=run.node_id,
+                workflow_id=run.canvas_id,
+                provider=run.provider,
+                model=run.model,
+                status=JobStatus(run.status),
+                started_at=run.started_at,
+                finished_at=run.finished_at,
+                error=run.error,
+                error_code=(run.error_code or "failed") if run.error else None,
+                prompt_spec={},
+                created_at=run.created_at,
+                unreadable=reason,
+            )
 
     @classmethod
     def from_run(cls, run: Run) -> ImageJobRecord:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
+from collections.abc import AsyncIterator
 
 import httpx
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sse_starlette import ServerSentEvent
 
 from activities.generation import ProgressGate
+from api.routes.events import RECONNECT_AFTER_MS, ending_with_an_error_event
 from tests.fixtures.stack import Stack
 from tests.sse import SseEvent, read_events
 
@@ -135,3 +140,19 @@ async def test_progress_gate_admits_one_point_per_interval() -> None:
     await asyncio.sleep(0.25)
     assert gate.admit() is True
     assert gate.admit() is False
+
+
+async def test_a_stream_whose_database_fails_under_it_ends_with_an_error_event() -> None:
+    # The headers went long ago: an `error` event is the only way left to tell the client, and `retry` when to
+    # come back (it resumes from the last id it got).
+    async def stream() -> AsyncIterator[ServerSentEvent]:
+        yield ServerSentEvent(id="1", event="progress", data="{}")
+        raise OperationalError("SELECT 1", {}, ConnectionError("server closed the connection unexpectedly"))
+
+    sent = [event async for event in ending_with_an_error_event(stream())]
+    assert [event.event for event in sent] == ["progress", "error"]
+    assert json.loads(str(sent[1].data)) == {
+        "code": "database_unavailable",
+        "message": "The database is unavailable; reconnect shortly.",
+    }
+    assert sent[1].retry == RECONNECT_AFTER_MS

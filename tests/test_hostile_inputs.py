@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -137,3 +138,71 @@ async def test_a_job_id_cannot_be_computed_from_its_idempotency_key_and_is_scope
     assert "idempotent-replayed" not in answers[2].headers
     guessable = {hashlib.sha256(key.encode()).hexdigest()[:32], hashlib.sha256(f"k-1{key}".encode()).hexdigest()[:32]}
     assert first.removeprefix("job_") not in guessable
+
+
+async def test_one_unreadable_row_cannot_break_a_page_of_jobs(
+    stack: Stack, db_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    # A row stored before today's limits (metadata 300 deep): its page and its record still answer.
+    canvas_id = "c-" + uuid.uuid4().hex[:8]
+    fine = await stack.api.post(
+        "/v1/jobs", json={"workflowId": canvas_id, "nodeId": "n-1", "promptSpec": {"basePrompt": "x"}}
+    )
+    request = json.dumps({"promptSpec": {"basePrompt": "x"}, "metadata": nested(300)})
+    async with db_sessions.begin() as session:
+        await session.execute(
+            text(
+                "INSERT INTO runs (id, kind, canvas_id, node_id, status, provider, model, processor, request)"
+                " VALUES ('job_old_deep', 'image_gen', :canvas, 'n-2', 'completed', 'local', 'procedural',"
+                " 'local:procedural',"
+                " CAST(:request AS jsonb))"
+            ),
+            {"canvas": canvas_id, "request": request},
+        )
+    page = await stack.api.get("/v1/jobs", params={"workflowId": canvas_id})
+    record = await stack.api.get("/v1/jobs/job_old_deep")
+    assert page.status_code == 200, page.text[:300]
+    by_id = {item["jobId"]: item for item in page.json()["items"]}
+    assert set(by_id) == {fine.json()["jobId"], "job_old_deep"}
+    assert by_id["job_old_deep"]["unreadable"].startswith("the stored record cannot be shown")
+    assert by_id["job_old_deep"]["status"] == "completed"
+    assert by_id[fine.json()["jobId"]]["unreadable"] is None
+    assert record.status_code == 200 and record.json()["unreadable"]
+
+
+async def test_options_names_every_method_of_the_path(stack: Stack) -> None:
+    options = await stack.api.options("/v1/jobs")
+    wrong = await stack.api.delete("/v1/jobs")
+    assert options.status_code == 204
+    assert options.headers["allow"] == "GET, HEAD, OPTIONS, POST"
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "GET, HEAD, OPTIONS, POST"
+    assert wrong.json()["code"] == "method_not_allowed" and "GET" in wrong.json()["message"]
+    assert (await stack.api.options("/no/such/path")).status_code == 404
+
+
+async def test_a_refused_cors_preflight_answers_json(stack_settings: Settings, temporal_client: Client) -> None:
+    settings = make_settings(stack_settings, CORS_ORIGINS=["http://board.example"])
+    preflight = {"Access-Control-Request-Method": "POST"}
+    async with running_stack(settings, temporal_client, workers=False) as stack:
+        refused = await stack.api.options("/v1/jobs", headers={"Origin": "http://evil.example", **preflight})
+        allowed = await stack.api.options("/v1/jobs", headers={"Origin": "http://board.example", **preflight})
+    assert refused.status_code == 400
+    assert refused.headers["content-type"] == "application/json"
+    assert refused.json()["code"] == "cors_refused" and "CORS_ORIGINS" in refused.json()["message"]
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "http://board.example"
+
+
+async def test_a_canvas_id_the_database_cannot_hold_is_refused_before_the_stream(stack: Stack) -> None:
+    for headers in ({}, {"Last-Event-ID": "5"}):
+        answer = await stack.api.get("/v1/canvases/%00/events", headers=headers)
+        assert answer.status_code == 422, answer.text[:200]
+        assert answer.headers["content-type"] == "application/json"
+
+
+async def test_openapi_documents_401_on_protected_routes_and_400_on_streams(stack: Stack) -> None:
+    paths = (await stack.api.get("/openapi.json")).json()["paths"]
+    for path, method in [("/v1/jobs", "post"), ("/v1/jobs", "get"), ("/v1/providers", "get"), ("/v1/stats", "get")]:
+        assert "401" in paths[path][method]["responses"], (path, method)
+    for path in ("/v1/jobs/{job_id}/events", "/v1/canvases/{workflowId}/events"):
+        assert {"400", "401"} <= set(paths[path]["get"]["responses"]), path

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from fastapi import APIRouter, Path
 from pydantic import Field
 
-from api.deps import SessionDep, StateDep
+from api.deps import CanvasIdPath, SessionDep, StateDep
 from core import runs
 from core.db import transaction
 from models.schemas import ID_PATTERN, CanvasNode, CanvasNodes, ErrorBody, JsonObject, NodePosition, RequestModel
 
 router = APIRouter(prefix="/v1/canvases", tags=["canvases"])
-
-# A canvas is `workflowId` on the wire (the spec's name) and `canvas_id` everywhere behind it.
-CanvasIdPath = Annotated[str, Path(alias="workflowId", pattern=ID_PATTERN, description="The canvas id.")]
 
 
 class NodeUpsert(RequestModel):

@@ -8,20 +8,25 @@ nothing.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import suppress
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path
+from fastapi import APIRouter, Header
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from api.deps import StateDep
+from api.deps import CanvasIdPath, StateDep
 from api.errors import ApiError
 from core import runs
 from core.events import canvas_topic, job_topic
 from models.schemas import CanvasNode, ErrorBody, ImageProgressEvent
 from models.tables import RunEvent
 from models.vocabulary import TERMINAL_EVENT_KINDS
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["events"])
 
@@ -35,6 +40,10 @@ EVENT_STREAM: dict[str, Any] = {
 KEEPALIVE_SECONDS = 15
 # A woken stream re-reads at least this often, as a safety net under the notifications.
 RECHECK_SECONDS = 5.0
+
+# Database failures that end a stream with an `error` event, and how soon the client should come back.
+DATABASE_FAILURES = (OperationalError, InterfaceError, PoolTimeoutError, OSError)
+RECONNECT_AFTER_MS = 3000
 
 # run_events.id is a bigint; a larger id would fail in the database, after the stream had begun.
 MAX_EVENT_ID = 2**63 - 1
@@ -50,6 +59,21 @@ def parse_last_event_id(value: str | None) -> int:
     return int(value)
 
 
+async def ending_with_an_error_event(events: AsyncIterator[ServerSentEvent]) -> AsyncIterator[ServerSentEvent]:
+    """The stream, ended by an `error` event the client can read when the database fails under it.
+
+    The headers went long ago, so a status code cannot say it; the client reconnects after `retry` and resumes
+    from the last id it got, missing nothing.
+    """
+    try:
+        async for event in events:
+            yield event
+    except DATABASE_FAILURES as error:
+        log.warning("event stream ended: the database failed under it: %s", error)
+        body = ErrorBody(code="database_unavailable", message="The database is unavailable; reconnect shortly.")
+        yield ServerSentEvent(event="error", data=body.model_dump_json(exclude_none=True), retry=RECONNECT_AFTER_MS)
+
+
 def job_event(event: RunEvent) -> ServerSentEvent:
     body = ImageProgressEvent.from_event(event)
     return ServerSentEvent(id=str(event.id), event=event.kind, data=body.model_dump_json(by_alias=True))
@@ -63,7 +87,7 @@ async def wait_for_news(wake: asyncio.Event) -> None:
 @router.get(
     "/v1/jobs/{job_id}/events",
     response_class=EventSourceResponse,
-    responses={200: EVENT_STREAM, 404: {"model": ErrorBody}},
+    responses={200: EVENT_STREAM, 400: {"model": ErrorBody}, 404: {"model": ErrorBody}},
 )
 async def stream_job_events(job_id: str, state: StateDep, last_event_id: LastEventId = None) -> EventSourceResponse:
     """A job's events as SSE: stored ones, then live ones; ends after the terminal event."""
@@ -93,16 +117,16 @@ async def stream_job_events(job_id: str, state: StateDep, last_event_id: LastEve
                     return
                 await wait_for_news(wake)
 
-    return EventSourceResponse(events(), ping=KEEPALIVE_SECONDS)
+    return EventSourceResponse(ending_with_an_error_event(events()), ping=KEEPALIVE_SECONDS)
 
 
 @router.get(
     "/v1/canvases/{workflowId}/events",
     response_class=EventSourceResponse,
-    responses={200: EVENT_STREAM},
+    responses={200: EVENT_STREAM, 400: {"model": ErrorBody}, 422: {"model": ErrorBody}},
 )
 async def stream_canvas_events(
-    canvas_id: Annotated[str, Path(alias="workflowId", max_length=256)],
+    canvas_id: CanvasIdPath,
     state: StateDep,
     last_event_id: LastEventId = None,
 ) -> EventSourceResponse:
@@ -135,4 +159,4 @@ async def stream_canvas_events(
                     after = event.id or after
                 await wait_for_news(wake)
 
-    return EventSourceResponse(events(), ping=KEEPALIVE_SECONDS)
+    return EventSourceResponse(ending_with_an_error_event(events()), ping=KEEPALIVE_SECONDS)

@@ -136,7 +136,7 @@ async def start_image_job(
     """
     job_id = new_job_id(state.settings.WEBHOOK_SECRET, idempotency_key, scope=caller)
     job, effective = job_from_request(state, body, job_id)
-    return ImageJobRecord.from_run(await launch(state, temporal, job, effective, response))
+    return ImageJobRecord.readable(await launch(state, temporal, job, effective, response))
 
 
 @router.get("", response_model=JobPage, responses=ERRORS)
@@ -162,19 +162,19 @@ async def list_jobs(
         )
     except ValueError as error:
         raise ApiError(400, "invalid_cursor", "The cursor is not one this API returned.") from error
-    return JobPage(items=[ImageJobRecord.from_run(run) for run in items], next_cursor=next_cursor)
+    return JobPage(items=[ImageJobRecord.readable(run) for run in items], next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", response_model=ImageJobRecord, responses=ERRORS)
 async def get_job(job_id: str, session: SessionDep) -> ImageJobRecord:
     """Read one job."""
-    return ImageJobRecord.from_run(await get_run_or_404(session, job_id))
+    return ImageJobRecord.readable(await get_run_or_404(session, job_id))
 
 
 @router.get("/{job_id}/status", response_model=ImageJobStatus, responses=ERRORS)
 async def get_job_status(job_id: str, session: SessionDep) -> ImageJobStatus:
     """The spec's ImageJobStatus (`job_id`, `status`, `progress`, `images[].url`, `error`), for polling clients."""
-    return ImageJobStatus.from_record(ImageJobRecord.from_run(await get_run_or_404(session, job_id)))
+    return ImageJobStatus.from_record(ImageJobRecord.readable(await get_run_or_404(session, job_id)))
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=ImageJobRecord, responses=ERRORS)
@@ -189,7 +189,7 @@ async def cancel_job(job_id: str, session: SessionDep, temporal: TemporalDep) ->
         if error.status == RPCStatusCode.NOT_FOUND:
             raise ApiError(409, "job_finished", f"Job {job_id!r} is no longer running.") from error
         raise ApiError(503, "temporal_unavailable", f"Could not cancel the job: {error.message}") from error
-    return ImageJobRecord.from_run(run)
+    return ImageJobRecord.readable(run)
 
 
 @router.post("/{job_id}/retry", status_code=202, response_model=ImageJobRecord, responses=ERRORS)
@@ -215,4 +215,4 @@ async def retry_job(
     )
     job, effective = job_from_request(state, body, new_job_id())
     await session.rollback()  # one connection per request at a time: `launch` takes its own
-    return ImageJobRecord.from_run(await launch(state, temporal, job, effective, response))
+    return ImageJobRecord.readable(await launch(state, temporal, job, effective, response))
