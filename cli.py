@@ -30,7 +30,7 @@ from urllib.parse import quote
 import httpx
 
 if TYPE_CHECKING:
-    from core.devstack import ChildProcess, TemporalDevServer
+    from core.devstack import RestartingChild, TemporalDevServer
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -435,12 +435,12 @@ def _run_dev_stack(args: argparse.Namespace, stack: ExitStack) -> None:
         "TEMPORAL_ADDRESS": temporal.address,
         "APP_URL": settings.APP_URL or api_url,
     }
-    worker = _spawn("worker", ["worker"], environment)
+    worker = _restarting("worker", ["worker"], environment)
     stack.callback(worker.stop)
-    api = _spawn("API", ["api", "--host", LOOPBACK, "--port", str(args.port)], environment)
+    api = _restarting("API", ["api", "--host", LOOPBACK, "--port", str(args.port)], environment)
     stack.callback(api.stop)
     # uvicorn binds its socket only after the app's startup, so an open port means a ready API.
-    wait_for_port(LOOPBACK, args.port, api, timeout=60.0)
+    wait_for_port(LOOPBACK, args.port, api.process, timeout=60.0)
 
     _print_banner(api_url=api_url, temporal=temporal, database=database_note, data_dir=data_dir)
     try:
@@ -449,23 +449,20 @@ def _run_dev_stack(args: argparse.Namespace, stack: ExitStack) -> None:
         _say("Stopping: API and worker, then PostgreSQL and Temporal ...")
 
 
-def _spawn(name: str, arguments: list[str], environment: dict[str, str]) -> ChildProcess:
-    """Run another `imagejobs` command as a child; it shares our terminal, so Ctrl-C reaches it directly too."""
-    from core.devstack import ChildProcess
+def _restarting(name: str, arguments: list[str], environment: dict[str, str]) -> RestartingChild:
+    """Run another `imagejobs` command as a child, started again whenever it dies; it shares our terminal, so
+    Ctrl-C reaches it directly too."""
+    from core.devstack import RestartingChild
 
     command = [sys.executable, "-m", "cli", *arguments]
-    return ChildProcess(name, subprocess.Popen(command, env=environment, stdin=subprocess.DEVNULL))
+    return RestartingChild(name, lambda: subprocess.Popen(command, env=environment, stdin=subprocess.DEVNULL))
 
 
-def _supervise(children: list[ChildProcess]) -> None:
-    """Wait for Ctrl-C; a child that exits on its own brings the whole stack down with a clear message."""
-    from core.devstack import DevStackError
-
+def _supervise(children: list[RestartingChild]) -> None:
+    """Wait for Ctrl-C; a child that dies on its own is restarted (logged, with backoff), the rest keep running."""
     while True:
         for child in children:
-            code = child.exit_code()
-            if code is not None:
-                raise DevStackError(f"the {child.name} process exited with code {code}; its output is above")
+            child.check()
         time.sleep(0.2)
 
 

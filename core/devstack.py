@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING
@@ -109,6 +110,57 @@ class ChildProcess:
                 log.warning("%s did not stop within %.0f s; killing it", self.name, grace_seconds)
                 self.popen.kill()
         return self.popen.wait()
+
+
+# A child that dies on its own is started again after 1, 2, 4, ... seconds (at most RESTART_BACKOFF_CAP); one that
+# then stays up for HEALTHY_AFTER_SECONDS starts over at 1 s.
+RESTART_BACKOFF_FIRST = 1.0
+RESTART_BACKOFF_CAP = 30.0
+HEALTHY_AFTER_SECONDS = 60.0
+
+
+class RestartingChild:
+    """A child of the dev stack that is started again, with backoff, whenever it exits on its own."""
+
+    def __init__(self, name: str, spawn: Callable[[], subprocess.Popen[bytes]]) -> None:
+        self.name = name
+        self._spawn = spawn
+        self.restarts = 0
+        self._quick_crashes = 0
+        self._restart_at: float | None = None
+        self._start()
+
+    @property
+    def process(self) -> ChildProcess:
+        return self._process
+
+    def check(self, now: float | None = None) -> None:
+        """Notice an exit and plan the restart, or carry out one that is due; call it often."""
+        now = time.monotonic() if now is None else now
+        if self._restart_at is not None:
+            if now >= self._restart_at:
+                self._restart_at = None
+                self.restarts += 1
+                self._start()
+                log.warning("restarted the %s process (restart %d)", self.name, self.restarts)
+            return
+        code = self._process.exit_code()
+        if code is None:
+            if now - self._started_at >= HEALTHY_AFTER_SECONDS:
+                self._quick_crashes = 0
+            return
+        delay = min(RESTART_BACKOFF_FIRST * 2**self._quick_crashes, RESTART_BACKOFF_CAP)
+        self._quick_crashes += 1
+        self._restart_at = now + delay
+        log.warning("the %s process exited with code %d; restarting it in %.0f s", self.name, code, delay)
+
+    def stop(self, grace_seconds: float = STOP_GRACE_SECONDS) -> int:
+        self._restart_at = None
+        return self._process.stop(grace_seconds)
+
+    def _start(self) -> None:
+        self._process = ChildProcess(self.name, self._spawn())
+        self._started_at = time.monotonic()
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import os
 import shutil
 import signal
@@ -36,6 +37,7 @@ import cli
 from core.devstack import (
     DevStackError,
     EmbeddedPostgres,
+    RestartingChild,
     TemporalDevServer,
     ensure_port_free,
     find_temporal_binary,
@@ -149,15 +151,19 @@ def test_dev_serves_jobs_stops_on_ctrl_c_and_restarts_with_all_data(data_dir: Pa
     ports = {"--port": free_port(), "--temporal-port": free_port(), "--ui-port": free_port()}
     api_url = f"http://127.0.0.1:{ports['--port']}"
 
-    with _running_dev(data_dir, ports) as banner:
+    with _running_dev(data_dir, ports) as (banner, dev):
         assert f"API           {api_url}" in banner
         assert f"Temporal UI   http://127.0.0.1:{ports['--ui-port']}" in banner
+        # The dev stack heals: a worker killed -9 is restarted, and the next job still completes.
+        os.kill(_child_pid(dev.pid, "worker"), signal.SIGKILL)
+        _wait_for_text(data_dir / "dev.out", "restarted the worker process (restart 1)")
         generated = _imagejobs("generate", "a lighthouse at dusk", "--size", "320x240", "--api", api_url)
         assert generated.returncode == cli.EXIT_OK, generated.stderr
         image_url = generated.stdout.strip()
         job_id = generated.stderr.split()[0]
         image = Image.open(io.BytesIO(httpx.get(image_url, timeout=10).content))
         assert (image.format, image.size) == ("PNG", (320, 240))
+        assert "the worker process exited with code -9; restarting it in 1 s" in (data_dir / "dev.out").read_text()
 
     for port in ports.values():
         ensure_port_free(port, "released after Ctrl-C")
@@ -170,8 +176,55 @@ def test_dev_serves_jobs_stops_on_ctrl_c_and_restarts_with_all_data(data_dir: Pa
         assert httpx.get(image_url, timeout=10).status_code == 200
 
 
+def test_a_child_that_keeps_dying_is_restarted_with_growing_backoff(caplog: pytest.LogCaptureFixture) -> None:
+    spawned: list[subprocess.Popen[bytes]] = []
+
+    def spawn() -> subprocess.Popen[bytes]:
+        spawned.append(subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"]))
+        return spawned[-1]
+
+    caplog.set_level(logging.WARNING, logger="core.devstack")
+    child = RestartingChild("crasher", spawn)
+    spawned[-1].wait()
+    now = time.monotonic()
+    child.check(now)  # sees the exit: restart in 1 s
+    child.check(now + 0.9)
+    assert len(spawned) == 1
+    child.check(now + 1.0)
+    assert (len(spawned), child.restarts) == (2, 1)
+    spawned[-1].wait()
+    child.check(now + 1.1)  # a second quick crash: 2 s
+    child.check(now + 3.0)
+    assert len(spawned) == 2
+    child.check(now + 3.1)
+    assert (len(spawned), child.restarts) == (3, 2)
+    child.stop()
+    assert "crasher process exited with code 3; restarting it in 1 s" in caplog.text
+    assert "crasher process exited with code 3; restarting it in 2 s" in caplog.text
+
+
+def _child_pid(parent: int, command_word: str) -> int:
+    """The pid of `parent`'s child whose command line has `command_word` as an argument (Linux /proc)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            arguments = (stat.parent / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(fields[1]) == parent and command_word.encode() in arguments:
+            return int(stat.parent.name)
+    raise AssertionError(f"no {command_word} child of {parent}")
+
+
+def _wait_for_text(path: Path, text: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in path.read_text():
+        assert time.monotonic() < deadline, path.read_text()[-3000:]
+        time.sleep(0.1)
+
+
 @contextmanager
-def _running_dev(data_dir: Path, ports: dict[str, int]) -> Iterator[str]:
+def _running_dev(data_dir: Path, ports: dict[str, int]) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """Run `imagejobs dev` until the banner shows, yield the banner, then stop it as Ctrl-C in its terminal would."""
     output = data_dir / "dev.out"
     environment = {key: value for key, value in os.environ.items() if key not in DEV_SETTINGS_FROM_THE_TEST_HOST}
@@ -193,7 +246,7 @@ def _running_dev(data_dir: Path, ports: dict[str, int]) -> Iterator[str]:
             assert dev.poll() is None, output.read_text()
             assert time.monotonic() < deadline, output.read_text()
             time.sleep(0.1)
-        yield output.read_text()
+        yield output.read_text(), dev
     finally:
         os.killpg(dev.pid, signal.SIGINT)
         stopped_at = time.monotonic()
