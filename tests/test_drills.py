@@ -329,3 +329,60 @@ async def test_burst_of_keyed_starts_on_a_small_pool(stack_settings: Settings, t
             timeout=15,
         )
     assert [answer.status_code for answer in answers] == [202] * 8, answers[0].text
+
+
+async def post_until_answered(http: httpx.AsyncClient, body: dict[str, Any], key: str) -> httpx.Response | None:
+    """One start request; None when the API died under it (the caller retries with the same key)."""
+    try:
+        return await http.post("/v1/jobs", json=body, headers={"Idempotency-Key": key})
+    except httpx.TransportError:
+        return None
+
+
+async def test_api_killed_at_several_points_of_50_keyed_starts_then_all_retried(
+    stack_settings: Settings, temporal_client: Client, db_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """kill -9 of the API while 50 starts are in flight, at several moments, then every request retried with its
+    own key: every job completes once, and no run is left pending without a workflow."""
+    api_url = f"http://127.0.0.1:{free_port()}"
+    settings = make_settings(stack_settings, APP_URL=api_url)
+    canvas = f"drill-{uuid.uuid4().hex[:10]}"
+    requests = {
+        f"{canvas}-key-{index}": {
+            "workflowId": canvas,
+            "nodeId": f"n{index}",
+            "promptSpec": {"basePrompt": f"start path picture {index}", "size": "64x64"},
+        }
+        for index in range(50)
+    }
+    answered: dict[str, httpx.Response] = {}
+    cut_short: list[int] = []
+    async with (
+        api_process(settings) as api,
+        running_workers(temporal_client, settings),
+        httpx.AsyncClient(base_url=api_url, timeout=30) as http,
+    ):
+        for kill_after in (0.02, 0.08, 0.25):
+            pending = {key: body for key, body in requests.items() if key not in answered}
+            flight = asyncio.gather(*(post_until_answered(http, body, key) for key, body in pending.items()))
+            await asyncio.sleep(kill_after)
+            api.kill()
+            answers = await flight
+            cut_short.append(sum(answer is None for answer in answers))
+            for key, answer in zip(pending, answers, strict=True):
+                if answer is not None and answer.status_code == 202:
+                    answered[key] = answer
+            await api.start_healthy()
+        assert all(cut_short), f"every kill must cut requests short, cut: {cut_short}"
+        # Every request retried with its own key until it is answered.
+        for key, body in requests.items():
+            answer = await post_until_answered(http, body, key)
+            assert answer is not None and answer.status_code == 202, answer.text if answer else "no answer"
+            if key in answered:
+                assert answer.json()["jobId"] == answered[key].json()["jobId"]
+                assert answer.headers["idempotent-replayed"] == "true"
+            answered[key] = answer
+        jobs = [drill_job(answer.json()) for answer in answered.values()]
+        assert len({job.job_id for job in jobs}) == len(requests)
+        await wait_for_terminal(db_sessions, temporal_client, [job.job_id for job in jobs], timeout=120)
+    await assert_drill_outcome(db_sessions, temporal_client, jobs, local_images(settings.local_storage_dir))
