@@ -309,12 +309,15 @@ def _configure_logging() -> None:
 def _api(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from api.main import KEEP_ALIVE_SECONDS
+
     uvicorn.run(
         "api.main:create_app",
         factory=True,
         host=args.host,
         port=args.port,
         timeout_graceful_shutdown=API_GRACEFUL_SHUTDOWN_SECONDS,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
     return EXIT_OK
 

@@ -40,7 +40,7 @@ class RunActivities:
     async def create_run(self, job: ImageJobInput) -> None:
         """Insert the run, its `created` event and the node claim (the API usually did this already)."""
         async with transaction(self.sessions) as session:
-            await runs.insert_run(session, job)
+            await runs.record_run(session, job)
 
     @activity.defn
     async def mark_running(self, job: ImageJobInput) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
@@ -13,7 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from api.errors import ApiError
+from api.limits import InFlight
 from core.config import Settings
+from core.db import autocommit_session_factory
 from core.events import EventBus
 from core.storage import ObjectStorage
 from models.schemas import ID_PATTERN
@@ -31,6 +34,15 @@ class AppState:
     providers: dict[str, ImageProvider]
     bus: EventBus
     temporal: Client | None = None
+
+    @cached_property
+    def webhooks_in_flight(self) -> InFlight:
+        return InFlight(self.settings.WEBHOOK_MAX_IN_FLIGHT)
+
+    @cached_property
+    def autocommit_sessions(self) -> async_sessionmaker[AsyncSession]:
+        """Sessions for single statements (the hot paths: a job's start, a webhook's lookup and record)."""
+        return autocommit_session_factory(self.engine)
 
 
 # Dependencies are `async def` even when they do not await: FastAPI runs plain `def` ones in a thread pool,

@@ -1,4 +1,6 @@
-"""A cap on request bodies, enforced before a route reads them: a 100 MB body must not reach the JSON parser.
+"""Limits the API enforces before work starts: the size of a request body, and how many webhooks are handled at once.
+
+A cap on request bodies, enforced before a route reads them: a 100 MB body must not reach the JSON parser.
 
 Declared lengths over the cap are refused at once; a body sent without a length is read here and refused as soon
 as it passes the cap. Either way the answer is the usual JSON error, 413.
@@ -7,8 +9,12 @@ as it passes the cap. Either way the answer is the usual JSON error, 413.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.errors import ApiError
 
 
 class BodyLimit:
@@ -65,3 +71,27 @@ def _replay(first: Message, then: Receive | None = None) -> Receive:
         return await then()
 
     return receive
+
+
+class InFlight:
+    """How many webhooks this process is handling; past `limit`, new ones are shed (503 + Retry-After)."""
+
+    def __init__(self, limit: int, *, retry_after_seconds: int = 2) -> None:
+        self.limit = limit
+        self.retry_after_seconds = retry_after_seconds
+        self.count = 0
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        if self.count >= self.limit:
+            raise ApiError(
+                503,
+                "overloaded",
+                f"{self.count} webhooks are being handled; retry this one shortly.",
+                headers={"Retry-After": str(self.retry_after_seconds)},
+            )
+        self.count += 1
+        try:
+            yield
+        finally:
+            self.count -= 1

@@ -20,6 +20,11 @@ from core.storage import build_storage
 from models.schemas import ErrorBody
 from providers.registry import build_providers
 
+# For the HTTP server: longer than the idle time of common HTTP clients and proxies (60 s). A server that closes an
+# idle keep-alive connection first races the client's next request on it, which the client sees as a bare reset
+# (during a webhook storm, a delivery failed so with an empty error).
+KEEP_ALIVE_SECONDS = 75
+
 DESCRIPTION = """
 Durable AI image generation for canvas apps. Each job is a Temporal workflow: it calls the provider,
 waits for its webhook or polls, stores the image in S3/R2 (or a local directory) and writes the result

@@ -163,18 +163,25 @@ async def send_webhook(stack: BenchStack, job_id: str, body: bytes) -> None:
         raise BenchError(f"webhook for {job_id} answered {response.status_code}: {response.text[:300]}")
 
 
-async def deliver_like_a_provider(stack: BenchStack, job_id: str, body: bytes, failures: list[str]) -> None:
+async def deliver_like_a_provider(
+    stack: BenchStack, job_id: str, body: bytes, failures: list[str], answer_ms: list[float] | None = None
+) -> None:
     """Deliver as providers do under load: retry a failed delivery with backoff (a 5xx asks for exactly that),
-    noting each failure in `failures` so the figure reports them."""
+    noting each failure in `failures` (its type first: a reset's message is often empty) and each attempt's
+    time to its answer in `answer_ms`."""
     for attempt in range(WEBHOOK_ATTEMPTS):
+        started = time.perf_counter()
         try:
             await send_webhook(stack, job_id, body)
             return
         except (BenchError, httpx.TransportError) as error:
-            failures.append(str(error))
+            failures.append(f"{type(error).__name__}: {error}")
             if attempt + 1 == WEBHOOK_ATTEMPTS:
                 raise
             await asyncio.sleep(0.5 * 2**attempt)
+        finally:
+            if answer_ms is not None:
+                answer_ms.append((time.perf_counter() - started) * 1000)
 
 
 def synchronous_job_steps(queue: str, seconds: float = 0.0, *, local: bool = False) -> list[Step]:

@@ -39,7 +39,7 @@ from bench.report import Figure, Series, percentile
 from bench.stack import BenchError, BenchStack, Workers
 from bench.workflows import EmptyWorkflow, FloorEvent, Step, StepsInput, StepsWorkflow, WaitingWorkflow
 from core import runs
-from core.db import libpq_url, transaction
+from core.db import autocommit_session_factory, libpq_url, transaction
 from core.events import CHANNEL
 from core.jobs import new_job_id, polling_plan
 from core.jobs import start_job as start_image_job
@@ -64,10 +64,8 @@ async def bare_start_ms(stack: BenchStack, queue: str, tag: str) -> float:
 
 
 async def record_run(stack: BenchStack, job: ImageJobInput) -> None:
-    async with transaction(stack.sessions) as session:
-        await runs.insert_run(session, job)
-        await runs.get_run(session, job.job_id)
-        await runs.active_runs_for_node(session, job.canvas_id, job.node_id, except_job=job.job_id)
+    async with autocommit_session_factory(stack.engine)() as session:
+        await runs.record_run(session, job)
 
 
 async def start_workflow(stack: BenchStack, job: ImageJobInput) -> None:
@@ -80,7 +78,7 @@ async def empty_session(stack: BenchStack, job: ImageJobInput) -> None:
 
 
 START_STEPS: dict[str, Callable[[BenchStack, ImageJobInput], Awaitable[None]]] = {
-    "insert run+event+node claim, read back, older jobs (1 transaction)": record_run,
+    "record run+event+node claim, read back, older jobs (1 statement)": record_run,
     "start_workflow (4 search attributes, summary)": start_workflow,
     "empty session (checkout, pre-ping, SELECT 1)": empty_session,
 }
@@ -325,7 +323,7 @@ async def live_latency(stack: BenchStack, config: BenchConfig, workers: Workers)
         spec=PromptSpec(prompt="live latency"),
     )
     async with transaction(stack.sessions) as session:
-        await runs.insert_run(session, job)
+        await runs.record_run(session, job)
     sse, listened = Arrivals(), Arrivals()
     ready, stop = threading.Event(), threading.Event()
     listener = asyncio.create_task(

@@ -39,13 +39,13 @@ def load_settings() -> Settings:
 def run_api() -> None:
     import uvicorn
 
-    from api.main import create_app
+    from api.main import KEEP_ALIVE_SECONDS, create_app
     from bench.providers import bench_providers, with_providers
 
     settings = load_settings()
     app = with_providers(create_app(settings), bench_providers(settings.WEBHOOK_SECRET, os.environ["BENCH_FILES_URL"]))
     port = int(settings.app_url.rsplit(":", 1)[1])
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", timeout_keep_alive=KEEP_ALIVE_SECONDS)
 
 
 async def run_until_terminated(workers: list[Worker]) -> None:

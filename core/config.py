@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     WEBHOOK_SECRET: str = "local-development-webhook-secret"
     REPLICATE_WEBHOOK_SECRET: str | None = None
     MAX_WEBHOOK_BYTES: int = 1_000_000
+    # Webhooks one API process handles at once; beyond that it answers 503 with Retry-After at once, so a storm
+    # is retried by the providers instead of queueing until their clients time out.
+    WEBHOOK_MAX_IN_FLIGHT: int = Field(default=200, ge=1)
     MAX_REQUEST_BYTES: int = 1_000_000
 
     STORAGE_BACKEND: Literal["auto", "local", "s3"] = "auto"

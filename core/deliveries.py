@@ -79,9 +79,7 @@ async def record_refusal(session: AsyncSession, *, provider: str, job_id: str, c
 
 
 async def recent_refusals(session: AsyncSession, *, limit: int) -> list[WebhookRefusal]:
-    found = await session.execute(
-        select(WebhookRefusal).order_by(col(WebhookRefusal.id).desc()).limit(limit)
-    )
+    found = await session.execute(select(WebhookRefusal).order_by(col(WebhookRefusal.id).desc()).limit(limit))
     return list(found.scalars())
 
 

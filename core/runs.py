@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,78 +44,88 @@ def run_request_json(job: ImageJobInput) -> dict[str, Any]:
     }
 
 
-async def insert_run(session: AsyncSession, job: ImageJobInput, *, effective: dict[str, Any] | None = None) -> bool:
-    """Create the run, its `created` event and the node claim; returns False (and changes nothing) when the run
-    already existed.
+@dataclass(frozen=True)
+class RecordedRun:
+    """What `record_run` found: the run (the new one, or the one already there), whether this call created it,
+    and the node's other unfinished jobs (the new job supersedes them)."""
+
+    run: Run
+    created: bool
+    older_job_ids: list[str]
+
+
+# The run, its `created` event and the node claim in one statement: one round trip, and atomic without a
+# transaction. The CTEs' rows are invisible to the final SELECT's snapshot, so it reads the run either from
+# `new_run` (created now) or from `runs` (there already), never both; the event and claim happen only for a new run.
+_RECORD_RUN = text(
+    "WITH new_run AS ("
+    "  INSERT INTO runs (id, kind, canvas_id, node_id, status, provider, model, processor, request, payload)"
+    "  VALUES (:id, 'image_gen', :canvas, :node, 'pending', :provider, :model, :processor,"
+    "    CAST(:request AS jsonb), CAST(:payload AS jsonb))"
+    "  ON CONFLICT (id) DO NOTHING RETURNING *"
+    "), created_event AS ("
+    "  INSERT INTO run_events (run_id, kind, payload, dedupe_key)"
+    "  SELECT id, :event_kind, CAST(:event AS jsonb), 'created' FROM new_run"
+    "  ON CONFLICT (run_id, dedupe_key) DO NOTHING"
+    "), node_claim AS ("
+    + "  INSERT INTO workflow_nodes AS node (canvas_id, id, node_type, node_data, owner_job_id, owner_since, version)"
+    "  SELECT :canvas, :node, 'image_generation', CAST(:node_data AS jsonb), r.id, r.created_at, 1 FROM new_run r"
+    "  ON CONFLICT (canvas_id, id) DO UPDATE SET"
+    "    node_data = node.node_data || EXCLUDED.node_data, owner_job_id = EXCLUDED.owner_job_id,"
+    "    owner_since = EXCLUDED.owner_since, version = node.version + 1, updated_at = now()"
+    "  WHERE node.owner_since IS NULL OR (node.owner_since, node.owner_job_id)"
+    "    < (EXCLUDED.owner_since, EXCLUDED.owner_job_id)"
+    "), older AS ("
+    "  SELECT COALESCE(array_agg(id), '{}') AS ids FROM runs"
+    "  WHERE canvas_id = :canvas AND node_id = :node AND id <> :id AND status NOT IN :terminal"
+    ")"
+    " SELECT found.*, older.ids AS older_job_ids FROM ("
+    "   SELECT new_run.*, true AS created FROM new_run"
+    "   UNION ALL SELECT runs.*, false FROM runs WHERE id = :id"
+    " ) AS found, older"
+).bindparams(bindparam("terminal", expanding=True))
+
+
+async def record_run(
+    session: AsyncSession, job: ImageJobInput, *, effective: dict[str, Any] | None = None
+) -> RecordedRun:
+    """Create the run, its `created` event and the node claim, unless the run already exists (then nothing
+    changes: a repeat must not claim its node for a job that may have been made from another request).
 
     `effective` is what the provider will actually be asked for (e.g. the nearest allowed size).
     """
-    inserted = await session.execute(
-        text(
-            "INSERT INTO runs (id, kind, canvas_id, node_id, status, provider, model, processor, request, payload)"
-            " VALUES (:id, 'image_gen', :canvas, :node, 'pending', :provider, :model, :processor,"
-            "   CAST(:request AS jsonb), CAST(:payload AS jsonb))"
-            " ON CONFLICT (id) DO NOTHING RETURNING id"
-        ),
-        {
-            "id": job.job_id,
-            "canvas": job.canvas_id,
-            "node": job.node_id,
-            "provider": job.provider,
-            "model": job.model,
-            "processor": job.processor,
-            "request": _json(run_request_json(job), what="request"),
-            "payload": _json(RunResult(effective=effective or {}).to_json(), what="run payload"),
-        },
-    )
-    if inserted.first() is None:
-        # The run exists: its first insert recorded the event and claimed the node, in the same transaction. A
-        # repeat must not claim its own node for a job that may have been made from another request.
-        return False
-    await add_event(
-        session,
-        job.job_id,
-        EventKind.CREATED,
-        f"Queued for {job.processor}",
-        {"status": JobStatus.PENDING},
-        dedupe_key="created",
-    )
-    await claim_node(session, job)
-    return True
+    parameters = {
+        "id": job.job_id,
+        "canvas": job.canvas_id,
+        "node": job.node_id,
+        "provider": job.provider,
+        "model": job.model,
+        "processor": job.processor,
+        "request": _json(run_request_json(job), what="request"),
+        "payload": _json(RunResult(effective=effective or {}).to_json(), what="run payload"),
+        "event_kind": str(EventKind.CREATED),
+        "event": _json({"status": JobStatus.PENDING, "message": f"Queued for {job.processor}"}, what="event"),
+        "node_data": _json(_claimed_node_data(job), what="node data"),
+        "terminal": list(_TERMINAL),
+    }
+    found = (await session.execute(_RECORD_RUN, parameters)).first()
+    if found is None:
+        # A concurrent insert of the same id committed while this statement waited on it: the conflict left this
+        # statement nothing to insert, and its snapshot predates that commit. Asked again, it reads that run.
+        found = (await session.execute(_RECORD_RUN, parameters)).one()
+    row = dict(found._mapping)
+    created, older = bool(row.pop("created")), list(row.pop("older_job_ids"))
+    return RecordedRun(run=Run(**row), created=created, older_job_ids=older)
 
 
-async def claim_node(session: AsyncSession, job: ImageJobInput) -> bool:
-    """Make `job` the owner of its node unless a newer job already owns it (newest = latest run created_at)."""
-    claimed = await session.execute(
-        text(
-            "INSERT INTO workflow_nodes AS node"
-            "   (canvas_id, id, node_type, node_data, owner_job_id, owner_since, version)"
-            " SELECT :canvas, :node, 'image_generation', CAST(:data AS jsonb), r.id, r.created_at, 1"
-            " FROM runs r WHERE r.id = :job"
-            " ON CONFLICT (canvas_id, id) DO UPDATE SET"
-            "   node_data = node.node_data || EXCLUDED.node_data, owner_job_id = EXCLUDED.owner_job_id,"
-            "   owner_since = EXCLUDED.owner_since, version = node.version + 1, updated_at = now()"
-            " WHERE node.owner_since IS NULL OR (node.owner_since, node.owner_job_id)"
-            "   < (EXCLUDED.owner_since, EXCLUDED.owner_job_id)"
-            " RETURNING node.id"
-        ),
-        {
-            "canvas": job.canvas_id,
-            "node": job.node_id,
-            "job": job.job_id,
-            "data": _json(
-                {
-                    "jobId": job.job_id,
-                    "status": "pending",
-                    "progress": 0,
-                    "error": None,
-                    "prompt": job.spec.prompt[:NODE_PROMPT_CHARS],
-                },
-                what="node data",
-            ),
-        },
-    )
-    return claimed.first() is not None
+def _claimed_node_data(job: ImageJobInput) -> dict[str, Any]:
+    return {
+        "jobId": job.job_id,
+        "status": "pending",
+        "progress": 0,
+        "error": None,
+        "prompt": job.spec.prompt[:NODE_PROMPT_CHARS],
+    }
 
 
 async def add_event(
@@ -424,19 +435,6 @@ async def upsert_node(
     node.updated_at = datetime.now(UTC)
     await session.flush()
     return node
-
-
-async def active_runs_for_node(session: AsyncSession, canvas_id: str, node_id: str, *, except_job: str) -> list[str]:
-    """Ids of the node's other jobs that have not ended (a new job supersedes them)."""
-    found = await session.execute(
-        select(Run.id).where(
-            Run.canvas_id == canvas_id,
-            Run.node_id == node_id,
-            Run.id != except_job,
-            col(Run.status).not_in(_TERMINAL),
-        )
-    )
-    return list(found.scalars())
 
 
 async def count_by_status(session: AsyncSession, *, canvas_id: str | None = None) -> dict[str, int]:

@@ -74,7 +74,7 @@ async def test_an_older_job_never_overwrites_a_newer_one(db_sessions: async_sess
         older, newer = job_input(canvas, "job_old_" + canvas), job_input(canvas, "job_new_" + canvas)
         for job in (older, newer):
             async with transaction(db_sessions) as session:
-                await runs.insert_run(session, job)
+                await runs.record_run(session, job)
         writes = [(older, "old.png"), (newer, "new.png")]
         if newer_finishes_first:
             writes.reverse()

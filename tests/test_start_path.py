@@ -40,7 +40,7 @@ async def record_without_starting(
     job_id = new_job_id(stack.settings.WEBHOOK_SECRET, key)
     job, effective = job_from_request(state, request, job_id)  # type: ignore[arg-type]
     async with transaction(sessions) as session:
-        assert await runs.insert_run(session, job, effective=effective)
+        assert (await runs.record_run(session, job, effective=effective)).created
     return job.job_id
 
 

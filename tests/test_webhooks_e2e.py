@@ -512,3 +512,30 @@ async def wait_until_attached(stack: Stack, job_id: str) -> None:
     while not (await stack.job(job_id)).get("providerJobId"):
         assert time.monotonic() < deadline, f"job {job_id} never attached a prediction"
         await asyncio.sleep(0.05)
+
+
+async def test_a_webhook_storm_past_the_in_flight_limit_gets_503_with_retry_after_never_a_dropped_connection(
+    provider_settings: Settings, fake_providers: FakeProviders, temporal_client: Client
+) -> None:
+    fake_providers.options.webhooks = False
+    settings = make_settings(provider_settings, WEBHOOK_MAX_IN_FLIGHT=1, **NO_POLLING)
+    async with running_stack(settings, temporal_client) as stack:
+        started = await start_replicate_job(stack)
+        await wait_until_attached(stack, started["jobId"])
+        prediction = {**fake_providers.state.predictions[(await stack.job(started["jobId"]))["providerJobId"]]}
+        url = hook_path(settings, "replicate", started["jobId"])
+        bodies = [json.dumps({**prediction, "status": "processing", "logs": f"{i}%"}).encode() for i in range(30)]
+        storm = await asyncio.gather(
+            *(stack.api.post(url, content=body, headers=signed_headers(body)) for body in bodies)
+        )
+        shed = [index for index, answer in enumerate(storm) if answer.status_code == 503]
+        retried = [
+            await stack.api.post(url, content=bodies[index], headers=signed_headers(bodies[index])) for index in shed
+        ]
+
+    assert {answer.status_code for answer in storm} <= {200, 503}
+    assert shed, "thirty at once past a limit of one: some must be shed"
+    for index in shed:
+        assert storm[index].json()["code"] == "overloaded"
+        assert storm[index].headers["retry-after"] == "2"
+    assert [answer.status_code for answer in retried] == [200] * len(shed)

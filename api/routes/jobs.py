@@ -85,16 +85,16 @@ async def launch(
 ) -> Run:
     """Record the run, then start its workflow; answer a repeat of the same request with the same job.
 
-    Every crash point converges. The run and the node claim are one transaction, so either both exist or neither.
+    Every crash point converges. The run and the node claim are one statement, so either both exist or neither.
     A repeat (the same Idempotency-Key and body) starts the workflow again with USE_EXISTING, so a start lost to a
     crash after the commit happens then; the worker's sweep (`worker.sweep_unstarted_runs`) does the same for runs
     nobody repeats. A start Temporal refuses leaves no run behind. The node's older unfinished jobs are cancelled:
     ownership already keeps them from overwriting the node; cancelling saves their provider calls.
     """
-    async with transaction(state.sessions) as session:
-        created = await runs.insert_run(session, job, effective=effective)
-        run = await get_run_or_404(session, job.job_id)
-        older = await runs.active_runs_for_node(session, job.canvas_id, job.node_id, except_job=job.job_id)
+    # One statement, atomic by itself: no transaction round trips around it.
+    async with state.autocommit_sessions() as session:
+        recorded = await runs.record_run(session, job, effective=effective)
+    run, created = recorded.run, recorded.created
     if not created:
         if not same_request(run, job):
             raise ApiError(409, "idempotency_key_reused", "This Idempotency-Key was used for a different request.")
@@ -107,7 +107,7 @@ async def launch(
                 await runs.delete_pending_run(session, job.job_id)
         raise ApiError(503, "temporal_unavailable", f"Could not start the job: {error.message}") from error
     if created:
-        await cancel_jobs(temporal, older)
+        await cancel_jobs(temporal, recorded.older_job_ids)
     return run
 
 

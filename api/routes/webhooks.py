@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 
 SIGNAL_TIMEOUT_SECONDS = 3.0
+SHED_RETRY_AFTER_SECONDS = 2
 
 
 def authenticate_webhook(
@@ -102,7 +103,12 @@ async def signal_workflow(temporal: Client, job_id: str, event: ProviderEvent) -
     except (RPCError, TimeoutError) as error:
         if isinstance(error, RPCError) and error.status == RPCStatusCode.NOT_FOUND:
             return False
-        raise ApiError(503, "temporal_unavailable", "The event could not be delivered; retry later.") from error
+        raise ApiError(
+            503,
+            "temporal_unavailable",
+            "The event could not be delivered; retry later.",
+            headers={"Retry-After": str(SHED_RETRY_AFTER_SECONDS)},
+        ) from error
     return True
 
 
@@ -113,14 +119,22 @@ async def signal_workflow(temporal: Client, job_id: str, event: ProviderEvent) -
         404: {"model": ErrorBody},
         409: {"model": ErrorBody, "description": "Authentic, but about a provider job another job owns."},
         413: {"model": ErrorBody},
-        503: {"model": ErrorBody},
+        503: {"model": ErrorBody, "description": "Overloaded, or Temporal unreachable: retry after Retry-After."},
     },
 )
 async def receive_webhook(
-    provider: str, job_id: str, request: Request, state: StateDep, session: SessionDep, temporal: TemporalDep
+    provider: str, job_id: str, request: Request, state: StateDep, temporal: TemporalDep
 ) -> dict[str, str]:
     """A provider's callback for one job (authenticated by the URL's token and the body's signature, not by API
-    key), taken only when the provider job it reports on is this job's."""
+    key), taken only when the provider job it reports on is this job's. Under more than WEBHOOK_MAX_IN_FLIGHT at
+    once it answers 503 with Retry-After, never a dropped connection."""
+    with state.webhooks_in_flight.slot():
+        return await handle_webhook(provider, job_id, request, state, temporal)
+
+
+async def handle_webhook(
+    provider: str, job_id: str, request: Request, state: AppState, temporal: Client
+) -> dict[str, str]:
     adapter = state.providers.get(provider)
     if adapter is None or not adapter.supports_webhooks:
         raise ApiError(404, "unknown_provider", f"No webhooks are taken for provider {provider!r}.")
@@ -130,8 +144,13 @@ async def receive_webhook(
     except WebhookRejected as error:
         await refuse(state, provider, job_id, 401, "invalid_webhook_signature", str(error))
     dedupe_key = f"webhook:{event.delivery_id}" if event.delivery_id else None
-    target = await deliveries.webhook_target(session, job_id, provider, event.provenance.provider_job_id, dedupe_key)
-    await session.rollback()
+    # Single statements on autocommit sessions, each holding a connection only while it runs: a request that held
+    # one while waiting on Temporal or on a second one would, in a storm of webhooks, leave every request waiting
+    # on every other.
+    async with state.autocommit_sessions() as session:
+        target = await deliveries.webhook_target(
+            session, job_id, provider, event.provenance.provider_job_id, dedupe_key
+        )
     if target is None:
         await refuse(state, provider, job_id, 404, "job_not_found", f"no job {job_id!r}")
     problem = binding_problem(target, job_id, provider)
@@ -139,11 +158,9 @@ async def receive_webhook(
         await refuse(state, provider, job_id, 409, "webhook_not_for_this_job", problem)
     if target.seen:
         return {"status": "duplicate"}
-    # The connection went back above, before the Temporal call and the write: a request that held one connection
-    # while waiting for a second would, in a storm of webhooks, leave every request waiting on every other.
     if target.status in TERMINAL_STATUSES or not await signal_workflow(temporal, job_id, event):
         return {"status": "ignored"}
-    async with transaction(state.sessions) as write:
+    async with state.autocommit_sessions() as write:
         await runs.add_event(
             write,
             job_id,
