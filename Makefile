@@ -6,14 +6,21 @@ BIN := $(VENV)/bin
 # Reinstalled whenever pyproject.toml changes (new or updated dependencies).
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
+# The canvas app: installed from the committed lock, rebuilt when its sources change.
+WEB_MODULES := web/node_modules/.package-lock.json
+WEB_BUILD := web/dist/index.html
+WEB_SOURCES := $(shell find web/src -type f 2>/dev/null) web/index.html web/vite.config.ts web/tsconfig.json
+CHROMIUM ?= /usr/bin/chromium
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev test lint format bench fuzz clean
+.PHONY: help install web chromium api-types dev test lint format bench fuzz clean
 
 help:
-	@echo "make dev      run the whole stack on this machine (Temporal + Web UI, PostgreSQL, worker, API)"
-	@echo "make test     the whole test suite (starts real Temporal, PostgreSQL and S3 over HTTP by itself)"
-	@echo "make lint     ruff check, ruff format --check, mypy"
+	@echo "make dev      build the canvas, run the whole stack (Temporal + Web UI, PostgreSQL, worker, API)"
+	@echo "make test     the whole test suite (real Temporal, PostgreSQL, S3 over HTTP and Chromium)"
+	@echo "make lint     ruff, mypy, and the canvas' tsc and eslint"
+	@echo "make web      build the canvas app (web/dist), served by the API at /"
+	@echo "make api-types  regenerate web/openapi.json and the canvas' API types from the API"
 	@echo "make format   ruff format and the fixable lint rules"
 	@echo "make bench    benchmarks (print and save their figures)"
 	@echo "make fuzz     schemathesis against the OpenAPI schema"
@@ -27,16 +34,36 @@ $(INSTALLED): pyproject.toml
 	$(BIN)/python -m pip install -e '.[dev]'
 	touch $@
 
-dev: $(INSTALLED)
+$(WEB_MODULES): web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+	touch $@
+
+$(WEB_BUILD): $(WEB_MODULES) $(WEB_SOURCES)
+	cd web && npm run build
+
+web: $(WEB_BUILD)
+
+# The browser tests drive Debian's Chromium; install it when missing and we can (root with apt-get).
+chromium:
+	@test -x $(CHROMIUM) || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
+		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+		|| { echo "Chromium is missing at $(CHROMIUM): install Debian's chromium package"; exit 1; }
+
+api-types: $(INSTALLED) $(WEB_MODULES)
+	$(BIN)/imagejobs openapi --output web/openapi.json
+	cd web && npm run gen:api
+
+dev: $(INSTALLED) $(WEB_BUILD)
 	$(BIN)/imagejobs dev
 
-test: $(INSTALLED)
+test: $(INSTALLED) $(WEB_BUILD) chromium
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
-lint: $(INSTALLED)
+lint: $(INSTALLED) $(WEB_MODULES)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	cd web && npm run typecheck && npm run lint
 
 format: $(INSTALLED)
 	$(BIN)/ruff format .
@@ -49,5 +76,5 @@ fuzz: $(INSTALLED)
 	FUZZ_MAX_EXAMPLES=200 $(BIN)/pytest -q -m fuzz $(PYTEST_ARGS)
 
 clean:
-	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache
+	rm -rf build dist web/dist .pytest_cache .mypy_cache .ruff_cache
 	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -exec rm -rf {} +

@@ -322,6 +322,17 @@ def _api(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _openapi(args: argparse.Namespace) -> int:
+    from api.main import openapi_document
+
+    document = openapi_document()
+    if args.output:
+        args.output.write_text(document)
+    else:
+        sys.stdout.write(document)
+    return EXIT_OK
+
+
 def _worker(args: argparse.Namespace) -> int:
     from core.config import get_settings
     from worker import run_worker
@@ -437,6 +448,10 @@ def _run_dev_stack(args: argparse.Namespace, stack: ExitStack) -> None:
         "DATABASE_URL": database_url,
         "TEMPORAL_ADDRESS": temporal.address,
         "APP_URL": settings.APP_URL or api_url,
+        **({"TEMPORAL_UI_URL": temporal.ui_url} if temporal.ui_url else {}),
+        # Refinement on the dev stack starts from images the API serves on this machine: let the worker fetch
+        # from loopback (nowhere else private), unless DOWNLOAD_ALLOWLIST says otherwise.
+        "DOWNLOAD_ALLOWLIST": os.environ.get("DOWNLOAD_ALLOWLIST") or LOOPBACK,
     }
     worker = _restarting("worker", ["worker"], environment)
     stack.callback(worker.stop)
@@ -476,6 +491,7 @@ def _print_banner(*, api_url: str, temporal: TemporalDevServer, database: str, d
     lines = [
         "",
         "imagejobs dev is running",
+        f"  Canvas        {api_url}/",
         f"  API           {api_url}",
         f"  API docs      {api_url}/docs",
         f"  Temporal UI   {temporal.ui_url or 'off'}",
@@ -552,6 +568,10 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
     api.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
     api.set_defaults(handler=_api)
+
+    openapi = commands.add_parser("openapi", help="write the API's OpenAPI schema (the canvas' types come from it)")
+    openapi.add_argument("--output", type=Path, help="file to write (default: standard output)")
+    openapi.set_defaults(handler=_openapi)
 
     worker = commands.add_parser("worker", help="run a Temporal worker (settings from the environment)")
     worker.set_defaults(handler=_worker)

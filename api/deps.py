@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -80,21 +82,47 @@ TemporalDep = Annotated[Client, Depends(get_temporal)]
 _bearer = HTTPBearer(auto_error=False, description="One of the API_KEYS, when the server sets them.")
 
 
+# EventSource cannot send headers: a browser asks for a short-lived stream token (with its key) and passes it as
+# `?streamToken=` to the event routes, and only to them.
+STREAM_TOKEN_SECONDS = 3600
+STREAM_TOKEN_LABEL = "stream-token:"
+
+
+def stream_token(secret: str, expires_at: int) -> str:
+    """`<expiry>.<hex HMAC of it>`: good for the event streams until `expires_at` (Unix seconds)."""
+    mac = hmac.new(secret.encode(), f"{STREAM_TOKEN_LABEL}{expires_at}".encode(), hashlib.sha256).hexdigest()
+    return f"{expires_at}.{mac}"
+
+
+def valid_stream_token(secret: str, token: str, now: float) -> bool:
+    expiry, _, _mac = token.partition(".")
+    if not (expiry.isascii() and expiry.isdigit() and len(expiry) <= 12) or int(expiry) < now:
+        return False
+    return hmac.compare_digest(stream_token(secret, int(expiry)).encode(), token.encode())
+
+
 async def require_api_key(
-    state: StateDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    request: Request, state: StateDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
-    """With API_KEYS set, every protected route needs `Authorization: Bearer <key>`."""
+    """With API_KEYS set, every protected route needs `Authorization: Bearer <key>`; the event streams also take
+    a stream token (`?streamToken=`, from `POST /v1/stream-tokens`)."""
     keys = state.settings.API_KEYS
     if not keys:
         return
     presented = credentials.credentials if credentials else ""
-    if not any(hmac.compare_digest(presented.encode(), key.encode()) for key in keys):
-        raise ApiError(
-            401,
-            "unauthorized",
-            "A valid API key is required: send `Authorization: Bearer <key>`.",
-            headers={"WWW-Authenticate": 'Bearer realm="imagejobs"'},
-        )
+    if any(hmac.compare_digest(presented.encode(), key.encode()) for key in keys):
+        return
+    token = request.query_params.get("streamToken")
+    if token and request.url.path.endswith("/events"):
+        if valid_stream_token(state.settings.WEBHOOK_SECRET, token, time.time()):
+            return
+        raise ApiError(401, "invalid_stream_token", "The stream token is wrong or expired; get a new one.")
+    raise ApiError(
+        401,
+        "unauthorized",
+        "A valid API key is required: send `Authorization: Bearer <key>`.",
+        headers={"WWW-Authenticate": 'Bearer realm="imagejobs"'},
+    )
 
 
 async def caller_scope(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:

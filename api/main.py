@@ -13,6 +13,7 @@ from api.deps import AppState, require_api_key
 from api.errors import install_error_handlers
 from api.limits import BodyLimit
 from api.routes import canvases, events, files, health, jobs, providers, stats, webhooks
+from api.web import install_web
 from core.config import Settings, get_settings, warn_about_lookalikes
 from core.db import create_engine, session_factory
 from core.events import EventBus
@@ -58,7 +59,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await storage.aclose()
             await engine.dispose()
 
-    app = FastAPI(title="Image Job Orchestrator", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="Image Job Orchestrator",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,  # served by install_web, from local assets
+        redoc_url=None,
+    )
     install_error_handlers(app)
     # Webhooks have their own, larger cap (MAX_WEBHOOK_BYTES) and must not be cut short by this one.
     app.add_middleware(BodyLimit, max_bytes=max(settings.MAX_REQUEST_BYTES, settings.MAX_WEBHOOK_BYTES))
@@ -73,4 +81,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhooks.router)
     app.include_router(files.router)
     app.include_router(health.router)
+    install_web(app)
     return app
+
+
+def openapi_document() -> str:
+    """The OpenAPI schema as committed in web/openapi.json (the canvas' API types are generated from it)."""
+    import json
+
+    from core.config import Settings
+
+    return json.dumps(create_app(Settings(_env_file=None)).openapi(), indent=2, sort_keys=True) + "\n"

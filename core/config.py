@@ -41,6 +41,8 @@ class Settings(BaseSettings):
 
     TEMPORAL_ADDRESS: str = "localhost:7233"
     TEMPORAL_NAMESPACE: str = "default"
+    # Where people open the Temporal Web UI; the canvas links each job to its workflow page there.
+    TEMPORAL_UI_URL: str | None = None
     TEMPORAL_API_KEY: str | None = None
     TEMPORAL_TLS: bool = False
     TASK_QUEUE: str = "image-jobs"

@@ -409,11 +409,13 @@ async def upsert_node(
     node_type: str | None,
     position: dict[str, Any] | None,
     data: dict[str, Any] | None,
+    only_if_changed: bool = False,
 ) -> WorkflowNode:
     """Create or replace a node's type, position and data as the canvas sends them.
 
     The job-owned fields (result, status, progress) stay the job's: they are taken from the stored row,
-    which is locked for the statement's transaction so a job's write cannot slip in between.
+    which is locked for the statement's transaction so a job's write cannot slip in between. With
+    `only_if_changed`, a node that would stay as it is keeps its version (and no open board hears of it).
     """
     assert_storable_json(data or {}, what="node data")
     existing = await session.execute(
@@ -423,6 +425,7 @@ async def upsert_node(
     if node is None:
         node = WorkflowNode(canvas_id=canvas_id, id=node_id, node_data={}, position={"x": 0, "y": 0}, version=0)
         session.add(node)
+    before = (dict(node.node_data), dict(node.position), node.node_type)
     if data is not None:
         owned = {key: node.node_data[key] for key in JOB_OWNED_NODE_FIELDS if key in node.node_data}
         user_data = {key: value for key, value in data.items() if key not in JOB_OWNED_NODE_FIELDS}
@@ -431,6 +434,8 @@ async def upsert_node(
         node.position = position
     if node_type is not None:
         node.node_type = node_type
+    if only_if_changed and node.version and before == (node.node_data, node.position, node.node_type):
+        return node
     node.version += 1
     node.updated_at = datetime.now(UTC)
     await session.flush()

@@ -22,7 +22,7 @@ from pydantic.alias_generators import to_camel
 from models.guards import MAX_JSON_DEPTH, ImageDataInJson, assert_storable_json, json_depth
 from models.payloads import ImageJobInput, PromptSpec
 from models.results import RunResult
-from models.tables import Run, RunEvent, WebhookRefusal, WorkflowNode
+from models.tables import CanvasEdge, Run, RunEvent, WebhookRefusal, WorkflowNode
 from models.vocabulary import EventKind, JobStatus
 
 # Ids end up in storage keys and URLs, so they keep to a safe alphabet.
@@ -410,3 +410,110 @@ class WebhookRefusalView(CamelModel):
             code=refusal.code,
             reason=refusal.reason,
         )
+
+
+# --- boards: React Flow's own object shape, as `toObject()` gives it ---------------------------------------------
+
+MAX_BOARD_NODES = 1000
+MAX_BOARD_EDGES = 2000
+BoardId = Annotated[str, Field(pattern=ID_PATTERN), AfterValidator(_no_dot_segments)]
+
+
+class Viewport(CamelModel):
+    x: float = 0
+    y: float = 0
+    zoom: float = Field(default=1, gt=0, le=100)
+
+
+class BoardNode(CamelModel):
+    """A node as React Flow has it. Its other keys (measured, selected, width, ...) are the app's to recompute and
+    are not kept. Job-owned `data` fields (imageUrl, status, progress, ...) are the job's: a save never changes them."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    id: BoardId
+    type: str = Field(default="image_generation", max_length=64)
+    position: NodePosition = Field(default_factory=NodePosition)
+    data: JsonObject = Field(default_factory=dict)
+
+    @classmethod
+    def from_row(cls, node: WorkflowNode) -> BoardNode:
+        return cls(id=node.id, type=node.node_type, position=NodePosition(**node.position), data=node.node_data)
+
+
+class BoardEdge(CamelModel):
+    """An edge as React Flow has it; between image nodes, the target refines the source's image."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    id: BoardId
+    source: BoardId
+    target: BoardId
+    source_handle: str | None = Field(default=None, max_length=256)
+    target_handle: str | None = Field(default=None, max_length=256)
+    type: str | None = Field(default=None, max_length=64)
+    data: JsonObject = Field(default_factory=dict)
+
+    @classmethod
+    def from_row(cls, edge: CanvasEdge) -> BoardEdge:
+        return cls(
+            id=edge.id,
+            source=edge.source,
+            target=edge.target,
+            source_handle=edge.source_handle,
+            target_handle=edge.target_handle,
+            type=edge.edge_type,
+            data=edge.edge_data,
+        )
+
+
+class BoardSave(RequestModel):
+    """`PUT /v1/canvases/{workflowId}`: the whole board. Nodes missing from it are deleted, edges replaced."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    nodes: list[BoardNode] = Field(default_factory=list, max_length=MAX_BOARD_NODES)
+    edges: list[BoardEdge] = Field(default_factory=list, max_length=MAX_BOARD_EDGES)
+    viewport: Viewport = Field(default_factory=Viewport)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BoardSave:
+        node_ids = [node.id for node in self.nodes]
+        if len(set(node_ids)) != len(node_ids):
+            raise ValueError("node ids must be unique")
+        if len({edge.id for edge in self.edges}) != len(self.edges):
+            raise ValueError("edge ids must be unique")
+        known = set(node_ids)
+        for edge in self.edges:
+            for end in (edge.source, edge.target):
+                if end not in known:
+                    raise ValueError(f"edge {edge.id} names node {end!r}, which is not on the board")
+        return self
+
+
+class Board(CamelModel):
+    """A board as React Flow restores it (`setNodes`, `setEdges`, `setViewport`), with its id, name and version."""
+
+    id: str
+    name: str
+    version: int
+    nodes: list[BoardNode]
+    edges: list[BoardEdge]
+    viewport: Viewport
+    updated_at: datetime
+
+
+class NewCanvas(RequestModel):
+    name: str = Field(default="Untitled canvas", min_length=1, max_length=200)
+
+
+class CanvasSummary(CamelModel):
+    """A line of the canvas list."""
+
+    id: str
+    name: str
+    node_count: int
+    updated_at: datetime
+
+
+class CanvasList(CamelModel):
+    items: list[CanvasSummary]

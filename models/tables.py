@@ -143,3 +143,35 @@ class WebhookRefusal(SQLModel, table=True):
     job_id: str = Field(max_length=256)
     code: str = Field(max_length=64)
     reason: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class Canvas(SQLModel, table=True):
+    """A board: its name and viewport. Its nodes are `workflow_nodes`, its edges `canvas_edges`; `version` moves
+    on with every save of the board, and a trigger announces it so open tabs reload what changed."""
+
+    __tablename__ = "canvases"
+    __table_args__ = (CheckConstraint(json_check_sql("viewport"), name="ck_canvases_viewport_no_image_data"),)
+
+    id: str = Field(primary_key=True, max_length=256)
+    name: str = Field(max_length=200)
+    viewport: dict[str, Any] = _jsonb(nullable=False, server_default='{"x": 0, "y": 0, "zoom": 1}')
+    version: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    created_at: datetime = _timestamp()
+    updated_at: datetime = _timestamp()
+
+
+class CanvasEdge(SQLModel, table=True):
+    """A React Flow edge of a board. Between image nodes it means refinement: the target starts from the
+    source's image."""
+
+    __tablename__ = "canvas_edges"
+    __table_args__ = (CheckConstraint(json_check_sql("edge_data"), name="ck_canvas_edges_data_no_image_data"),)
+
+    canvas_id: str = Field(primary_key=True, max_length=256)
+    id: str = Field(primary_key=True, max_length=256)
+    source: str = Field(max_length=256)
+    target: str = Field(max_length=256)
+    source_handle: str | None = Field(default=None, max_length=256)
+    target_handle: str | None = Field(default=None, max_length=256)
+    edge_type: str | None = Field(default=None, max_length=64)
+    edge_data: dict[str, Any] = _jsonb(nullable=False, server_default="{}")

@@ -3,6 +3,10 @@
 It draws layered gradients and shapes whose colours and layout come from the prompt and seed, so the same
 prompt and seed always give the same picture, at exactly the requested size. It needs no key and no network,
 which makes it the provider of `imagejobs dev` and of the end-to-end tests.
+
+Given a `previousImage` it refines: the input, re-tinted and overlaid with the prompt's shapes, so a chain of
+refinements runs offline and each step visibly comes from the one before. The input is fetched like any input
+image (providers.input_images: SSRF-guarded, size-capped, sniffed).
 """
 
 from __future__ import annotations
@@ -11,16 +15,23 @@ import asyncio
 import hashlib
 import io
 import random
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
+import httpx
 from PIL import Image, ImageDraw, ImageFilter
 
 from models.errors import InvalidJobRequest
 from models.payloads import PromptSpec, Provenance, ProviderCall
 from providers.base import ImageProvider, OutputSink
+from providers.http import require_client
+from providers.input_images import fetch_input_image
 from providers.sizing import requested_pixels
 
 MAX_SIDE = 4096
+REFINE_TINT = 0.3  # how far a refinement moves its input towards the prompt's colour
+MAX_INPUT_IMAGE_BYTES = 20 * 1024 * 1024
+INPUT_IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
 MAX_OUTPUTS = 4
 PROGRESS_STEPS = 10
 
@@ -30,20 +41,30 @@ def derive_seed(prompt: str) -> int:
     return int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:4], "big")
 
 
-def render_png(prompt: str, seed: int, width: int, height: int) -> bytes:
-    """Procedural PNG art; deterministic in (prompt, seed, width, height)."""
+def render_png(prompt: str, seed: int, width: int, height: int, start_from: bytes | None = None) -> bytes:
+    """Procedural PNG art; deterministic in (prompt, seed, width, height, start_from).
+
+    With `start_from` (an image's bytes), that image resized, re-tinted and overlaid instead of a fresh gradient.
+    """
     rng = random.Random(f"{seed}:{prompt}")
-    base = Image.new("RGB", (width, height))
     top, bottom = _palette(rng), _palette(rng)
-    gradient = Image.linear_gradient("L").resize((width, height))
-    base = Image.composite(Image.new("RGB", base.size, bottom), Image.new("RGB", base.size, top), gradient)
+    if start_from is None:
+        gradient = Image.linear_gradient("L").resize((width, height))
+        base = Image.composite(
+            Image.new("RGB", (width, height), bottom), Image.new("RGB", (width, height), top), gradient
+        )
+    else:
+        with Image.open(io.BytesIO(start_from)) as source:
+            base = source.convert("RGB").resize((width, height))
+        base = Image.blend(base, Image.new("RGB", base.size, top), REFINE_TINT)
     layer = Image.new("RGBA", base.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(layer)
     scale = max(width, height)
     for _ in range(rng.randint(6, 14)):
         x, y = rng.uniform(0, width), rng.uniform(0, height)
         radius = rng.uniform(0.05, 0.35) * scale
-        colour = (*_palette(rng), rng.randint(60, 170))
+        alpha = rng.randint(60, 170) if start_from is None else rng.randint(30, 90)
+        colour = (*_palette(rng), alpha)
         box = (x - radius, y - radius, x + radius, y + radius)
         if rng.random() < 0.5:
             draw.ellipse(box, fill=colour)
@@ -70,9 +91,20 @@ class LocalProvider(ImageProvider):
         "Offline procedural art (gradients and shapes from the prompt and seed); not an AI model."
     )
 
-    def __init__(self, *, delay_ms: int = 0, rate_per_minute: float | None = None) -> None:
+    input_image_models: ClassVar[frozenset[str]] = frozenset({"procedural"})
+
+    def __init__(
+        self,
+        *,
+        delay_ms: int = 0,
+        rate_per_minute: float | None = None,
+        http: httpx.AsyncClient | None = None,
+        download_allowlist: Sequence[str] = (),
+    ) -> None:
         self.delay_ms = delay_ms
         self.rate_per_minute = rate_per_minute
+        self.http = http
+        self.download_allowlist = download_allowlist
 
     def check_model_request(self, model: str, spec: PromptSpec) -> dict[str, Any]:
         width, height = requested_pixels(spec)
@@ -89,7 +121,20 @@ class LocalProvider(ImageProvider):
             for step in range(1, PROGRESS_STEPS + 1):
                 await asyncio.sleep(self.delay_ms / 1000 / PROGRESS_STEPS)
                 await sink.progress(step / PROGRESS_STEPS * 0.9)
+        start_from = await self._input_image(call.spec.previous_image)
         for index in range(call.spec.n):
-            png = await asyncio.to_thread(render_png, call.spec.prompt, seed + index, width, height)
+            png = await asyncio.to_thread(render_png, call.spec.prompt, seed + index, width, height, start_from)
             await sink.store_bytes(png)
         return Provenance(seed=seed, effective={"size": f"{width}x{height}"})
+
+    async def _input_image(self, url: str | None) -> bytes | None:
+        if url is None:
+            return None
+        image = await fetch_input_image(
+            require_client(self.http, self.name),
+            url,
+            allowlist=self.download_allowlist,
+            max_bytes=MAX_INPUT_IMAGE_BYTES,
+            accepted_types=INPUT_IMAGE_TYPES,
+        )
+        return image.data

@@ -17,7 +17,12 @@ def build_providers(settings: Settings, http: httpx.AsyncClient | None = None) -
     one, for validation and listing only.
     """
     providers: list[ImageProvider] = [
-        LocalProvider(delay_ms=settings.LOCAL_PROVIDER_DELAY_MS, rate_per_minute=settings.LOCAL_RATE_PER_MINUTE),
+        LocalProvider(
+            delay_ms=settings.LOCAL_PROVIDER_DELAY_MS,
+            rate_per_minute=settings.LOCAL_RATE_PER_MINUTE,
+            http=http,
+            download_allowlist=settings.DOWNLOAD_ALLOWLIST,
+        ),
         openai.from_settings(settings, http),
         google.from_settings(settings, http),
         stability.from_settings(settings, http),

@@ -1,4 +1,4 @@
-"""Canvas nodes as React Flow nodes."""
+"""Boards (React Flow's `{nodes, edges, viewport}`) and their nodes."""
 
 from __future__ import annotations
 
@@ -6,9 +6,22 @@ from fastapi import APIRouter, Path
 from pydantic import Field
 
 from api.deps import CanvasIdPath, SessionDep, StateDep
-from core import runs
+from api.errors import ApiError
+from core import canvases, runs
 from core.db import transaction
-from models.schemas import ID_PATTERN, CanvasNode, CanvasNodes, ErrorBody, JsonObject, NodePosition, RequestModel
+from models.schemas import (
+    ID_PATTERN,
+    Board,
+    BoardSave,
+    CanvasList,
+    CanvasNode,
+    CanvasNodes,
+    ErrorBody,
+    JsonObject,
+    NewCanvas,
+    NodePosition,
+    RequestModel,
+)
 
 router = APIRouter(prefix="/v1/canvases", tags=["canvases"])
 
@@ -19,6 +32,43 @@ class NodeUpsert(RequestModel):
     type: str | None = Field(default=None, max_length=64, examples=["image"])
     position: NodePosition | None = None
     data: JsonObject | None = Field(default=None, examples=[{"label": "Hero image"}])
+
+
+@router.get("", response_model=CanvasList)
+async def list_boards(session: SessionDep) -> CanvasList:
+    """Every canvas, the most recently changed first: id, name, node count, last change."""
+    return CanvasList(items=await canvases.list_canvases(session))
+
+
+@router.post("", status_code=201, response_model=Board, responses={422: {"model": ErrorBody}})
+async def create_board(state: StateDep, body: NewCanvas | None = None) -> Board:
+    """A new, empty canvas with a fresh id."""
+    async with transaction(state.sessions) as session:
+        canvas = await canvases.create_canvas(session, (body or NewCanvas()).name)
+    return await read_board_or_404(state, canvas.id)
+
+
+@router.get("/{workflowId}", response_model=Board, responses={404: {"model": ErrorBody}})
+async def get_board(canvas_id: CanvasIdPath, state: StateDep) -> Board:
+    """The board as React Flow restores it: `nodes`, `edges` and `viewport`, plus its name and version."""
+    return await read_board_or_404(state, canvas_id)
+
+
+@router.put("/{workflowId}", response_model=Board, responses={422: {"model": ErrorBody}})
+async def save_board(canvas_id: CanvasIdPath, body: BoardSave, state: StateDep) -> Board:
+    """Save the whole board as `toObject()` gives it: nodes missing from it are deleted, edges are replaced, and
+    the fields a job writes into a node (image, status, progress, error) stay the job's."""
+    async with transaction(state.sessions) as session:
+        await canvases.save_board(session, canvas_id, body)
+    return await read_board_or_404(state, canvas_id)
+
+
+async def read_board_or_404(state: StateDep, canvas_id: str) -> Board:
+    async with state.sessions() as session:
+        board = await canvases.read_board(session, canvas_id)
+    if board is None:
+        raise ApiError(404, "canvas_not_found", f"No canvas {canvas_id!r}; create one with POST /v1/canvases.")
+    return board
 
 
 @router.get("/{workflowId}/nodes", response_model=CanvasNodes)

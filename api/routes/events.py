@@ -8,21 +8,24 @@ nothing.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import suppress
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header
+from pydantic import Field
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from api.deps import CanvasIdPath, StateDep
+from api.deps import STREAM_TOKEN_SECONDS, CanvasIdPath, StateDep, stream_token
 from api.errors import ApiError
-from core import runs
+from core import canvases, runs
 from core.events import canvas_topic, job_topic
-from models.schemas import CanvasNode, ErrorBody, ImageProgressEvent
+from models.schemas import CamelModel, CanvasNode, ErrorBody, ImageProgressEvent
 from models.tables import RunEvent
 from models.vocabulary import TERMINAL_EVENT_KINDS
 
@@ -130,7 +133,8 @@ async def stream_canvas_events(
     state: StateDep,
     last_event_id: LastEventId = None,
 ) -> EventSourceResponse:
-    """Every node update (`node`, with the React Flow node) and job event of a canvas, as SSE.
+    """Every node update (`node`, with the React Flow node), board save (`board`, with its version) and job event
+    of a canvas, as SSE.
 
     A new stream starts with the current nodes; job events follow from `Last-Event-ID` or from now.
     """
@@ -142,12 +146,18 @@ async def stream_canvas_events(
     async def events() -> AsyncIterator[ServerSentEvent]:
         nonlocal after
         sent_versions: dict[str, int] = {}
+        board_seen: int | None = None
         async with state.bus.subscribe(canvas_topic(canvas_id)) as wake:
             while True:
                 wake.clear()
                 async with state.sessions() as reader:
+                    board = await canvases.board_version(reader, canvas_id)
                     nodes = await runs.list_nodes(reader, canvas_id)
                     stored = await runs.list_canvas_events(reader, canvas_id, after_id=after)
+                if board_seen is not None and board != board_seen:
+                    # A save (another tab's, say) may have deleted nodes or changed edges: reload the board.
+                    yield ServerSentEvent(event="board", data=json.dumps({"version": board}))
+                board_seen = board
                 for node in nodes:
                     if sent_versions.get(node.id) != node.version:
                         sent_versions[node.id] = node.version
@@ -160,3 +170,15 @@ async def stream_canvas_events(
                 await wait_for_news(wake)
 
     return EventSourceResponse(ending_with_an_error_event(events()), ping=KEEPALIVE_SECONDS)
+
+
+class StreamToken(CamelModel):
+    token: str = Field(description="Pass as `?streamToken=` to the event streams (EventSource cannot send headers).")
+    expires_at: int = Field(description="Unix seconds.")
+
+
+@router.post("/v1/stream-tokens", response_model=StreamToken, status_code=201)
+async def create_stream_token(state: StateDep) -> StreamToken:
+    """A short-lived token for the event streams, for browsers whose EventSource cannot send the API key."""
+    expires_at = int(time.time()) + STREAM_TOKEN_SECONDS
+    return StreamToken(token=stream_token(state.settings.WEBHOOK_SECRET, expires_at), expires_at=expires_at)

@@ -1,12 +1,15 @@
-"""Liveness and readiness (open routes, for load balancers and orchestrators)."""
+"""Liveness, readiness and the client configuration (open routes, for load balancers, orchestrators and apps that
+have not authenticated yet)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import Field
 from sqlalchemy import text
 
 from api.deps import StateDep, get_temporal
+from models.schemas import CamelModel
 
 router = APIRouter(tags=["health"])
 
@@ -15,6 +18,25 @@ router = APIRouter(tags=["health"])
 async def healthz() -> dict[str, str]:
     """The process is up."""
     return {"status": "ok"}
+
+
+class ClientConfig(CamelModel):
+    """What a client needs before it authenticates."""
+
+    api_keys_required: bool = Field(description="Whether job, canvas and event routes need an API key.")
+    temporal_ui_url: str | None = Field(description="The Temporal Web UI, for links to each job's workflow page.")
+    temporal_namespace: str
+
+
+@router.get("/v1/config", response_model=ClientConfig)
+async def client_config(state: StateDep) -> ClientConfig:
+    """Whether an API key is needed, and where the Temporal Web UI is (the canvas links jobs to it)."""
+    settings = state.settings
+    return ClientConfig(
+        api_keys_required=bool(settings.API_KEYS),
+        temporal_ui_url=settings.TEMPORAL_UI_URL,
+        temporal_namespace=settings.TEMPORAL_NAMESPACE,
+    )
 
 
 @router.get("/readyz", responses={503: {"description": "A dependency is not reachable."}})

@@ -1,0 +1,132 @@
+"""Every SQL statement about boards: the canvas list, a board's name, viewport and edges, and a board's save.
+
+Nodes live in `workflow_nodes` (core/runs.py writes the fields a job owns). A save writes what the person owns:
+the node set, types, positions and their own `data` keys; a node's job-owned keys stay as the job wrote them.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from datetime import UTC, datetime
+
+from sqlalchemy import delete, text
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
+
+from core import runs
+from models.guards import assert_storable_json
+from models.schemas import Board, BoardEdge, BoardNode, BoardSave, CanvasSummary, Viewport
+from models.tables import Canvas, CanvasEdge, WorkflowNode
+
+CANVAS_LIST_LIMIT = 500
+
+
+def new_canvas_id() -> str:
+    return "canvas-" + secrets.token_hex(6)
+
+
+async def list_canvases(session: AsyncSession) -> list[CanvasSummary]:
+    """Every board, newest change first: saved ones and those only jobs have written to."""
+    found = await session.execute(
+        text(
+            "SELECT c.id, c.name, count(n.id) AS node_count, greatest(c.updated_at, max(n.updated_at)) AS updated_at"
+            " FROM canvases c LEFT JOIN workflow_nodes n ON n.canvas_id = c.id GROUP BY c.id"
+            " UNION ALL"
+            " SELECT n.canvas_id, n.canvas_id, count(*), max(n.updated_at) FROM workflow_nodes n"
+            " WHERE NOT EXISTS (SELECT 1 FROM canvases c WHERE c.id = n.canvas_id) GROUP BY n.canvas_id"
+            " ORDER BY updated_at DESC LIMIT :limit"
+        ),
+        {"limit": CANVAS_LIST_LIMIT},
+    )
+    return [CanvasSummary(id=row[0], name=row[1], node_count=row[2], updated_at=row[3]) for row in found.all()]
+
+
+async def create_canvas(session: AsyncSession, name: str) -> Canvas:
+    canvas = Canvas(id=new_canvas_id(), name=name, viewport=Viewport().model_dump(), version=1)
+    session.add(canvas)
+    await session.flush()
+    return canvas
+
+
+async def read_board(session: AsyncSession, canvas_id: str) -> Board | None:
+    """The board, or None when neither a save nor a job ever wrote to it."""
+    canvas = await session.get(Canvas, canvas_id)
+    nodes = await runs.list_nodes(session, canvas_id)
+    if canvas is None and not nodes:
+        return None
+    edges = await session.execute(
+        select(CanvasEdge).where(CanvasEdge.canvas_id == canvas_id).order_by(col(CanvasEdge.id))
+    )
+    updated = max([node.updated_at for node in nodes] + ([canvas.updated_at] if canvas else []))
+    return Board(
+        id=canvas_id,
+        name=canvas.name if canvas else canvas_id,
+        version=canvas.version if canvas else 0,
+        nodes=[BoardNode.from_row(node) for node in nodes],
+        edges=[BoardEdge.from_row(edge) for edge in edges.scalars()],
+        viewport=Viewport(**canvas.viewport) if canvas else Viewport(),
+        updated_at=updated,
+    )
+
+
+async def save_board(session: AsyncSession, canvas_id: str, board: BoardSave) -> None:
+    """Make the stored board the one sent: its name and viewport, its node set (what is missing is deleted), each
+    node's type, position and own data, and its edges (replaced). One transaction; the caller commits."""
+    await _upsert_canvas(session, canvas_id, board)
+    keep = [node.id for node in board.nodes]
+    await session.execute(
+        delete(WorkflowNode).where(
+            col(WorkflowNode.canvas_id) == canvas_id, col(WorkflowNode.id).not_in(keep)
+        )  # an empty `keep` deletes every node
+    )
+    for node in board.nodes:
+        await runs.upsert_node(
+            session,
+            canvas_id=canvas_id,
+            node_id=node.id,
+            node_type=node.type,
+            position=node.position.model_dump(),
+            data=node.data,
+            only_if_changed=True,
+        )
+    await session.execute(delete(CanvasEdge).where(col(CanvasEdge.canvas_id) == canvas_id))
+    for edge in board.edges:
+        session.add(
+            CanvasEdge(
+                canvas_id=canvas_id,
+                id=edge.id,
+                source=edge.source,
+                target=edge.target,
+                source_handle=edge.source_handle,
+                target_handle=edge.target_handle,
+                edge_type=edge.type,
+                edge_data=edge.data,
+            )
+        )
+    await session.flush()
+
+
+async def _upsert_canvas(session: AsyncSession, canvas_id: str, board: BoardSave) -> None:
+    viewport = board.viewport.model_dump()
+    assert_storable_json(viewport, what="viewport")
+    await session.execute(
+        text(
+            "INSERT INTO canvases (id, name, viewport, version) VALUES (:id, :name, CAST(:viewport AS jsonb), 1)"
+            " ON CONFLICT (id) DO UPDATE SET name = COALESCE(CAST(:given_name AS varchar), canvases.name),"
+            "   viewport = EXCLUDED.viewport, version = canvases.version + 1, updated_at = :now"
+        ),
+        {
+            "id": canvas_id,
+            "name": board.name or canvas_id,
+            "given_name": board.name,
+            "viewport": json.dumps(viewport),
+            "now": datetime.now(UTC),
+        },
+    )
+
+
+async def board_version(session: AsyncSession, canvas_id: str) -> int:
+    """The board's save count (0 before its first save)."""
+    found = await session.execute(text("SELECT version FROM canvases WHERE id = :id"), {"id": canvas_id})
+    return int(found.scalar_one_or_none() or 0)

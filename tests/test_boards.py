@@ -1,0 +1,116 @@
+"""Boards through the HTTP API: React Flow's `{nodes, edges, viewport}` saved and read back, the canvas list,
+job-owned node fields kept through a save, refused boards, and the `board` event that tells other tabs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from tests.fixtures.stack import Stack
+from tests.sse import read_events
+
+BOARD: dict[str, Any] = {
+    "name": "Harbour studies",
+    "nodes": [
+        {
+            "id": "a",
+            "type": "image_generation",
+            "position": {"x": 0, "y": 0},
+            "data": {"prompt": "a harbour", "size": "512x512"},
+            "measured": {"width": 260, "height": 300},  # React Flow's own keys: not kept
+            "selected": True,
+        },
+        {"id": "b", "type": "image_generation", "position": {"x": 420.5, "y": 60}, "data": {"prompt": "at night"}},
+    ],
+    "edges": [{"id": "a-b", "source": "a", "target": "b", "animated": True}],
+    "viewport": {"x": 12, "y": -40, "zoom": 0.8},
+}
+
+
+async def new_canvas(stack: Stack) -> str:
+    created = await stack.api.post("/v1/canvases", json={"name": "Untitled canvas"})
+    assert created.status_code == 201, created.text
+    canvas_id: str = created.json()["id"]
+    return canvas_id
+
+
+async def test_a_board_saves_and_reads_back_in_react_flows_shape(stack: Stack) -> None:
+    canvas_id = await new_canvas(stack)
+    saved = await stack.api.put(f"/v1/canvases/{canvas_id}", json=BOARD)
+    read = await stack.api.get(f"/v1/canvases/{canvas_id}")
+    listing = await stack.api.get("/v1/canvases")
+
+    assert saved.status_code == 200, saved.text
+    board = read.json()
+    assert board["name"] == "Harbour studies" and board["viewport"] == {"x": 12, "y": -40, "zoom": 0.8}
+    assert [(node["id"], node["position"], node["data"]) for node in board["nodes"]] == [
+        ("a", {"x": 0, "y": 0}, {"prompt": "a harbour", "size": "512x512"}),
+        ("b", {"x": 420.5, "y": 60}, {"prompt": "at night"}),
+    ]
+    assert board["edges"] == [
+        {
+            "id": "a-b",
+            "source": "a",
+            "target": "b",
+            "sourceHandle": None,
+            "targetHandle": None,
+            "type": None,
+            "data": {},
+        }
+    ]
+    summary = next(item for item in listing.json()["items"] if item["id"] == canvas_id)
+    assert (summary["name"], summary["nodeCount"]) == ("Harbour studies", 2)
+
+
+async def test_a_save_deletes_missing_nodes_and_keeps_what_jobs_wrote(stack: Stack) -> None:
+    canvas_id = await new_canvas(stack)
+    await stack.api.put(f"/v1/canvases/{canvas_id}", json=BOARD)
+    record = await stack.wait((await stack.start("a harbour", workflowId=canvas_id, nodeId="a"))["jobId"])
+    only_a = {
+        "nodes": [
+            {
+                "id": "a",
+                "position": {"x": 5, "y": 5},
+                "data": {"prompt": "edited", "imageUrl": "https://x.example/y.png"},
+            }
+        ],
+        "edges": [],
+    }
+    saved = await stack.api.put(f"/v1/canvases/{canvas_id}", json=only_a)
+
+    (node,) = saved.json()["nodes"]
+    assert saved.json()["edges"] == []
+    assert node["data"]["prompt"] == "edited" and node["position"] == {"x": 5, "y": 5}
+    assert node["data"]["imageUrl"] == record["imageUrl"]  # the job's, not the save's
+    assert node["data"]["status"] == "completed" and node["data"]["jobId"] == record["jobId"]
+
+
+async def test_boards_that_cannot_be_are_refused(stack: Stack) -> None:
+    canvas_id = await new_canvas(stack)
+    dangling = {**BOARD, "edges": [{"id": "x", "source": "a", "target": "ghost"}]}
+    twice = {**BOARD, "nodes": [BOARD["nodes"][0], BOARD["nodes"][0]], "edges": []}
+    for board, words in ((dangling, "not on the board"), (twice, "unique")):
+        answer = await stack.api.put(f"/v1/canvases/{canvas_id}", json=board)
+        assert answer.status_code == 422, answer.text
+        assert words in answer.json()["message"]
+    assert (await stack.api.get("/v1/canvases/canvas-nobody")).status_code == 404
+    assert (await stack.api.put("/v1/canvases/..", json=BOARD)).status_code in (404, 422)
+
+
+async def test_a_save_tells_open_streams_to_reload_the_board(stack: Stack) -> None:
+    canvas_id = await new_canvas(stack)
+    received: list[dict[str, Any]] = []
+
+    async def listen() -> None:
+        async with stack.api.stream("GET", f"/v1/canvases/{canvas_id}/events") as response:
+            async for event in read_events(response):
+                if event.event == "board":
+                    received.append(json.loads(event.data))
+                    return
+
+    listener = asyncio.create_task(listen())
+    await asyncio.sleep(0.5)
+    saved = await stack.api.put(f"/v1/canvases/{canvas_id}", json=BOARD)
+    await asyncio.wait_for(listener, timeout=10)
+    assert received == [{"version": saved.json()["version"]}]

@@ -1,0 +1,233 @@
+"""The canvas app in a real browser (Debian's Chromium through Playwright), against the real stack.
+
+The app is the build in web/dist (`make test` builds it first); each test reads like a person using the board.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+from temporalio.client import Client
+
+from api.web import WEB_DIST
+from core.config import Settings
+from tests.fixtures.stack import Stack, make_settings, running_stack
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+LIVE = 15_000  # ms: the UI follows jobs live; generous for a loaded CI machine
+
+
+@pytest.fixture(scope="session")
+def built_app() -> None:
+    assert (WEB_DIST / "index.html").is_file(), "web/dist is missing: run `make web` (make test builds it)"
+
+
+@pytest.fixture
+async def browser(built_app: None) -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+@pytest.fixture
+async def app_stack(stack_settings: Settings, temporal_client: Client) -> AsyncIterator[Stack]:
+    # Refinement fetches the upstream image from this API's own /files, on loopback.
+    settings = make_settings(stack_settings, DOWNLOAD_ALLOWLIST=["127.0.0.1"])
+    async with running_stack(settings, temporal_client) as stack:
+        yield stack
+
+
+async def new_page(browser: Browser, stack: Stack) -> Page:
+    page = await browser.new_page(base_url=stack.base_url)
+    page.set_default_timeout(LIVE)
+    return page
+
+
+async def new_board(stack: Stack, **board: Any) -> str:
+    created = await stack.api.post("/v1/canvases", json={"name": "Test board"})
+    assert created.status_code == 201, created.text
+    canvas_id: str = created.json()["id"]
+    if board:
+        saved = await stack.api.put(f"/v1/canvases/{canvas_id}", json=board)
+        assert saved.status_code == 200, saved.text
+    return canvas_id
+
+
+def node_element(page: Page, node_id: str) -> Any:
+    return page.locator(f'[data-node-id="{node_id}"]')
+
+
+async def saved_board(stack: Stack, canvas_id: str) -> dict[str, Any]:
+    answer = await stack.api.get(f"/v1/canvases/{canvas_id}")
+    assert answer.status_code == 200, answer.text
+    board: dict[str, Any] = answer.json()
+    return board
+
+
+async def test_new_canvas_add_a_node_type_a_prompt_and_generate_shows_the_thumbnail_and_its_dialog(
+    browser: Browser, app_stack: Stack
+) -> None:
+    page = await new_page(browser, app_stack)
+    await page.goto("/")
+    await page.get_by_role("button", name="New canvas").click()
+    await expect(page).to_have_url(re.compile(r"/canvases/canvas-[0-9a-f]+$"))
+    await page.get_by_role("button", name="Add image node").click()
+    await page.get_by_label("Prompt").fill("a lighthouse at dusk")
+    await page.get_by_role("button", name="Generate").click()
+
+    picture = page.get_by_role("img", name="a lighthouse at dusk")
+    await expect(picture).to_be_visible()
+    await expect(page.locator("[data-status]")).to_have_attribute("data-status", "completed")
+    await expect(page.get_by_role("button", name="Regenerate")).to_be_enabled()
+
+    await picture.click()
+    dialog = page.get_by_role("dialog", name="Full-size image")
+    await expect(dialog).to_be_visible()
+    await expect(dialog.get_by_role("img", name="a lighthouse at dusk")).to_be_visible()
+    await expect(dialog).to_contain_text("local")
+    await expect(dialog).to_contain_text("procedural")
+    await expect(dialog).to_contain_text(re.compile(r"job_[0-9a-f]{32}"))
+    await dialog.get_by_role("button", name="Close").click()
+    await expect(dialog).to_be_hidden()
+
+
+async def test_a_job_started_through_the_api_shows_live_on_the_open_board(browser: Browser, app_stack: Stack) -> None:
+    canvas_id = await new_board(app_stack)
+    page = await new_page(browser, app_stack)
+    await page.goto(f"/canvases/{canvas_id}")
+    await expect(page.get_by_role("button", name="Add image node")).to_be_enabled()
+
+    await app_stack.start("a harbour from the API", workflowId=canvas_id, nodeId="from-api")
+
+    await expect(node_element(page, "from-api")).to_have_attribute("data-status", "completed")
+    await expect(page.get_by_role("img", name="a harbour from the API")).to_be_visible()
+
+
+async def test_a_failed_job_raises_an_alert_and_marks_its_node(browser: Browser, app_stack: Stack) -> None:
+    canvas_id = await new_board(app_stack)
+    page = await new_page(browser, app_stack)
+    await page.goto(f"/canvases/{canvas_id}")
+    await expect(page.get_by_role("button", name="Add image node")).to_be_enabled()
+    missing = f"{app_stack.base_url}/files/images/nowhere/missing.png"
+
+    await app_stack.start(
+        "refine what is not there", workflowId=canvas_id, nodeId="doomed", promptSpec={"previousImage": missing}
+    )
+
+    await expect(node_element(page, "doomed")).to_have_attribute("data-status", "failed")
+    alert = page.get_by_role("alert")
+    await expect(alert.first).to_contain_text("missing.png")
+    await expect(node_element(page, "doomed")).to_contain_text("missing.png")
+
+
+async def test_cancel_stops_a_running_job(browser: Browser, stack_settings: Settings, temporal_client: Client) -> None:
+    settings = make_settings(stack_settings, LOCAL_PROVIDER_DELAY_MS=20_000)
+    async with running_stack(settings, temporal_client) as stack:
+        canvas_id = await new_board(
+            stack, nodes=[{"id": "slow", "type": "image_generation", "data": {"prompt": "a slow sunrise"}}]
+        )
+        page = await new_page(browser, stack)
+        await page.goto(f"/canvases/{canvas_id}")
+        await page.get_by_role("button", name="Generate").click()
+        await expect(page.get_by_role("progressbar", name="Progress")).to_be_visible()
+        await page.get_by_role("button", name="Cancel").click()
+        await expect(node_element(page, "slow")).to_have_attribute("data-status", "cancelled")
+        job_id = (await saved_board(stack, canvas_id))["nodes"][0]["data"]["jobId"]
+        assert (await stack.wait(job_id))["status"] == "cancelled"
+
+
+async def test_a_reload_keeps_nodes_edges_and_positions(browser: Browser, app_stack: Stack) -> None:
+    canvas_id = await new_board(
+        app_stack,
+        nodes=[
+            {"id": "a", "type": "image_generation", "position": {"x": 0, "y": 0}, "data": {"prompt": "first"}},
+            {"id": "b", "type": "image_generation", "position": {"x": 420, "y": 60}, "data": {"prompt": "second"}},
+        ],
+        edges=[{"id": "a-b", "source": "a", "target": "b"}],
+    )
+    page = await new_page(browser, app_stack)
+    await page.goto(f"/canvases/{canvas_id}")
+    await page.get_by_role("button", name="Add image node").click()
+    await page.get_by_label("Prompt").last.fill("third, added in the browser")
+    # The board saves itself (debounced); wait until the API has it.
+    for _ in range(50):
+        board = await saved_board(app_stack, canvas_id)
+        if any(node["data"].get("prompt") == "third, added in the browser" for node in board["nodes"]):
+            break
+        await page.wait_for_timeout(100)
+    else:
+        raise AssertionError("the board was never saved")
+    positions = {node["id"]: node["position"] for node in board["nodes"]}
+
+    await page.reload()
+    await expect(page.locator("[data-node-id]")).to_have_count(3)
+    await expect(page.locator(".react-flow__edge")).to_have_count(1)
+    await expect(page.get_by_label("Prompt").last).to_have_value("third, added in the browser")
+    after = await saved_board(app_stack, canvas_id)
+    assert {node["id"]: node["position"] for node in after["nodes"]} == positions
+    assert positions["b"] == {"x": 420, "y": 60}
+
+
+async def test_two_tabs_see_each_others_changes(browser: Browser, app_stack: Stack) -> None:
+    canvas_id = await new_board(app_stack)
+    first, second = await new_page(browser, app_stack), await new_page(browser, app_stack)
+    for page in (first, second):
+        await page.goto(f"/canvases/{canvas_id}")
+        await expect(page.get_by_role("button", name="Add image node")).to_be_enabled()
+
+    await first.get_by_role("button", name="Add image node").click()
+    await first.get_by_label("Prompt").fill("typed in the first tab")
+
+    await expect(second.get_by_label("Prompt")).to_have_value("typed in the first tab")
+    await second.get_by_role("button", name="Generate").click()
+    await expect(first.get_by_role("img", name="typed in the first tab")).to_be_visible()
+
+
+async def test_an_edge_makes_the_target_refine_the_sources_image(browser: Browser, app_stack: Stack) -> None:
+    canvas_id = await new_board(
+        app_stack,
+        nodes=[
+            {"id": "a", "type": "image_generation", "position": {"x": 0, "y": 0}, "data": {"prompt": "a red barn"}},
+            {"id": "b", "type": "image_generation", "position": {"x": 420, "y": 0}, "data": {"prompt": "at night"}},
+        ],
+        edges=[{"id": "a-b", "source": "a", "target": "b"}],
+    )
+    page = await new_page(browser, app_stack)
+    await page.goto(f"/canvases/{canvas_id}")
+    await node_element(page, "a").get_by_role("button", name="Generate").click()
+    await expect(node_element(page, "a")).to_have_attribute("data-status", "completed")
+    await node_element(page, "b").get_by_role("button", name="Generate").click()
+    await expect(node_element(page, "b")).to_have_attribute("data-status", "completed")
+
+    nodes = {node["id"]: node["data"] for node in (await saved_board(app_stack, canvas_id))["nodes"]}
+    refined = await app_stack.job(nodes["b"]["jobId"])
+    assert refined["promptSpec"]["previousImage"] == nodes["a"]["imageUrl"]
+    assert nodes["b"]["imageUrl"] != nodes["a"]["imageUrl"]
+
+
+async def test_with_api_keys_the_app_asks_for_a_key_and_says_when_it_is_wrong(
+    browser: Browser, stack_settings: Settings, temporal_client: Client
+) -> None:
+    settings = make_settings(stack_settings, API_KEYS=["board-key"])
+    async with running_stack(settings, temporal_client) as stack:
+        page = await new_page(browser, stack)
+        await page.goto("/")
+        await page.get_by_label("API key").fill("wrong-key")
+        await page.get_by_role("button", name="Use key").click()
+        await expect(page.get_by_role("status")).to_contain_text("refused")
+        await page.get_by_label("API key").fill("board-key")
+        await page.get_by_role("button", name="Use key").click()
+        await page.get_by_role("button", name="New canvas").click()
+        await page.get_by_role("button", name="Add image node").click()
+        await page.get_by_label("Prompt").fill("behind a key")
+        await page.get_by_role("button", name="Generate").click()
+        # The live stream works with the key too (through a stream token).
+        await expect(page.get_by_role("img", name="behind a key")).to_be_visible()

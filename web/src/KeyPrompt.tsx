@@ -1,0 +1,23 @@
+import { useState, type FormEvent } from "react";
+
+/** Asks for an API key once; it is kept for this tab only (sessionStorage). */
+export function KeyPrompt({ reason, onKey }: { reason: string; onKey: (key: string) => void }) {
+  const [key, setKey] = useState("");
+  const submit = (event: FormEvent) => {
+    event.preventDefault();
+    if (key.trim()) onKey(key.trim());
+  };
+  return (
+    <main className="page">
+      <form className="key-prompt" onSubmit={submit}>
+        <h1>API key</h1>
+        <p role="status">{reason}</p>
+        <label>
+          API key
+          <input type="password" value={key} onChange={(event) => setKey(event.target.value)} autoFocus />
+        </label>
+        <button type="submit">Use key</button>
+      </form>
+    </main>
+  );
+}

@@ -1,0 +1,71 @@
+// The API as the canvas uses it: typed from the OpenAPI schema (schema.d.ts is generated, never edited).
+import type { components } from "./schema";
+
+type Schemas = components["schemas"];
+export type Board = Schemas["Board"];
+export type BoardNode = Schemas["BoardNode"];
+export type BoardEdge = Schemas["BoardEdge"];
+export type CanvasSummary = Schemas["CanvasSummary"];
+export type ImageJobRecord = Schemas["ImageJobRecord"];
+export type ImageProgressEvent = Schemas["ImageProgressEvent"];
+export type ProviderDescription = Schemas["ProviderDescription"];
+export type ClientConfig = Schemas["ClientConfig"];
+export type StartImageJobRequest = Schemas["StartImageJobRequest"];
+
+const KEY_STORAGE = "imagejobs.apiKey";
+
+/** An error answer of the API: its stable `code` and human `message`. */
+export class ApiError extends Error {
+  readonly status: number;
+  readonly code: string;
+
+  constructor(status: number, code: string, message: string) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+export function apiKey(): string | null {
+  return sessionStorage.getItem(KEY_STORAGE);
+}
+
+export function setApiKey(key: string | null): void {
+  if (key) sessionStorage.setItem(KEY_STORAGE, key);
+  else sessionStorage.removeItem(KEY_STORAGE);
+}
+
+export async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
+  const headers: Record<string, string> = {};
+  const key = apiKey();
+  if (key) headers.Authorization = `Bearer ${key}`;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let response: Response;
+  try {
+    response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch {
+    throw new ApiError(0, "network_error", "The API cannot be reached; is `make dev` still running?");
+  }
+  if (response.status === 204) return undefined as T;
+  const text = await response.text();
+  const parsed: unknown = text ? JSON.parse(text) : undefined;
+  if (!response.ok) {
+    const error = (parsed ?? {}) as { code?: string; message?: string };
+    throw new ApiError(response.status, error.code ?? "error", error.message ?? `${method} ${path}: ${response.status}`);
+  }
+  return parsed as T;
+}
+
+export const api = {
+  config: () => call<ClientConfig>("GET", "/v1/config"),
+  canvases: () => call<Schemas["CanvasList"]>("GET", "/v1/canvases"),
+  createCanvas: (name: string) => call<Board>("POST", "/v1/canvases", { name }),
+  board: (id: string) => call<Board>("GET", `/v1/canvases/${encodeURIComponent(id)}`),
+  saveBoard: (id: string, board: Schemas["BoardSave"]) =>
+    call<Board>("PUT", `/v1/canvases/${encodeURIComponent(id)}`, board),
+  providers: () => call<Schemas["ProviderList"]>("GET", "/v1/providers"),
+  startJob: (request: StartImageJobRequest) => call<ImageJobRecord>("POST", "/v1/jobs", request),
+  cancelJob: (jobId: string) => call<ImageJobRecord>("POST", `/v1/jobs/${encodeURIComponent(jobId)}/cancel`),
+  job: (jobId: string) => call<ImageJobRecord>("GET", `/v1/jobs/${encodeURIComponent(jobId)}`),
+  streamToken: () => call<Schemas["StreamToken"]>("POST", "/v1/stream-tokens"),
+};

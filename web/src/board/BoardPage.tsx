@@ -1,0 +1,323 @@
+// One board: React Flow with image nodes, saved as the person edits it and kept live by the board's stream.
+import {
+  Background,
+  Controls,
+  ReactFlow,
+  ReactFlowProvider,
+  addEdge,
+  useEdgesState,
+  useNodesState,
+  useReactFlow,
+  type Connection,
+  type EdgeChange,
+  type NodeChange,
+  type NodeTypes,
+} from "@xyflow/react";
+import { useCallback, useEffect, useMemo, useRef, useState } from "react";
+import { ApiError, api, type Board, type ClientConfig, type ProviderDescription } from "../api";
+import { navigate } from "../App";
+import { useToast } from "../Toasts";
+import { BoardActionsContext, type BoardActions } from "./actions";
+import { ImageDialog, PromptEditor } from "./ImageDialog";
+import { ImageNodeView } from "./ImageNodeView";
+import { IMAGE_NODE, currentImage, jobOwned, newNodeId, type AppEdge, type AppNode, type ImageNodeData } from "./nodeData";
+import { useBoardStream, type StreamNode } from "./useBoardStream";
+
+const SAVE_AFTER_MS = 400;
+const NODE_TYPES: NodeTypes = { [IMAGE_NODE]: ImageNodeView };
+
+type Props = { canvasId: string; config: ClientConfig; onUnauthorized: (error: ApiError) => void };
+
+export function BoardPage(props: Props) {
+  return (
+    <ReactFlowProvider>
+      <BoardCanvas {...props} />
+    </ReactFlowProvider>
+  );
+}
+
+function asAppNodes(board: Board): AppNode[] {
+  return board.nodes.map((node) => ({
+    id: node.id,
+    type: IMAGE_NODE,
+    position: node.position as { x: number; y: number },
+    data: node.data as ImageNodeData,
+  }));
+}
+
+function asAppEdges(board: Board): AppEdge[] {
+  return board.edges.map((edge) => ({
+    id: edge.id,
+    source: edge.source,
+    target: edge.target,
+    sourceHandle: edge.sourceHandle ?? null,
+    targetHandle: edge.targetHandle ?? null,
+  }));
+}
+
+function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
+  const flow = useReactFlow<AppNode, AppEdge>();
+  const toast = useToast();
+  const [nodes, setNodes, onNodesChangeBase] = useNodesState<AppNode>([]);
+  const [edges, setEdges, onEdgesChangeBase] = useEdgesState<AppEdge>([]);
+  const [name, setName] = useState("");
+  const [loaded, setLoaded] = useState(false);
+  const [providers, setProviders] = useState<ProviderDescription[]>([]);
+  const [dialogNode, setDialogNode] = useState<string | null>(null);
+  const [editingNode, setEditingNode] = useState<string | null>(null);
+  // Local changes not yet saved: while there are some, the stream does not overwrite what the person owns.
+  const unsaved = useRef(0);
+  const savedVersion = useRef(0);
+  const saveTimer = useRef<number | null>(null);
+  const saving = useRef<Promise<void>>(Promise.resolve());
+
+  const fail = useCallback(
+    (error: unknown) => {
+      if (error instanceof ApiError && error.status === 401) onUnauthorized(error);
+      else toast(error instanceof Error ? error.message : String(error));
+    },
+    [onUnauthorized, toast],
+  );
+
+  const load = useCallback(async () => {
+    const board = await api.board(canvasId);
+    savedVersion.current = board.version;
+    setName(board.name);
+    setNodes(asAppNodes(board));
+    setEdges(asAppEdges(board));
+    await flow.setViewport(board.viewport as { x: number; y: number; zoom: number });
+    setLoaded(true);
+  }, [canvasId, flow, setEdges, setNodes]);
+
+  useEffect(() => {
+    load().catch((error: unknown) => {
+      if (error instanceof ApiError && error.code === "canvas_not_found") setLoaded(true);
+      else fail(error);
+    });
+    api.providers().then((list) => setProviders(list.items), fail);
+  }, [load, fail]);
+
+  const save = useCallback(async () => {
+    const changes = unsaved.current;
+    const board = flow.toObject();
+    const saved = await api.saveBoard(canvasId, {
+      nodes: board.nodes.map(({ id, type, position, data }) => ({ id, type: type ?? IMAGE_NODE, position, data })),
+      edges: board.edges.map(({ id, source, target, sourceHandle, targetHandle }) => ({
+        id,
+        source,
+        target,
+        sourceHandle: sourceHandle ?? null,
+        targetHandle: targetHandle ?? null,
+      })),
+      viewport: board.viewport,
+    });
+    savedVersion.current = saved.version;
+    unsaved.current -= changes;
+  }, [canvasId, flow]);
+
+  const flushSave = useCallback((): Promise<void> => {
+    if (saveTimer.current !== null) {
+      window.clearTimeout(saveTimer.current);
+      saveTimer.current = null;
+    }
+    saving.current = saving.current.then(() => (unsaved.current > 0 ? save() : undefined)).catch(fail);
+    return saving.current;
+  }, [save, fail]);
+
+  const scheduleSave = useCallback(() => {
+    unsaved.current += 1;
+    if (saveTimer.current !== null) window.clearTimeout(saveTimer.current);
+    saveTimer.current = window.setTimeout(() => void flushSave(), SAVE_AFTER_MS);
+  }, [flushSave]);
+
+  useEffect(() => () => void flushSave(), [flushSave]);
+
+  const onNodesChange = useCallback(
+    (changes: NodeChange<AppNode>[]) => {
+      onNodesChangeBase(changes);
+      const edited = changes.some(
+        (change) => change.type === "remove" || change.type === "add" || (change.type === "position" && !change.dragging),
+      );
+      if (edited) scheduleSave();
+    },
+    [onNodesChangeBase, scheduleSave],
+  );
+
+  const onEdgesChange = useCallback(
+    (changes: EdgeChange<AppEdge>[]) => {
+      onEdgesChangeBase(changes);
+      if (changes.some((change) => change.type === "remove" || change.type === "add")) scheduleSave();
+    },
+    [onEdgesChangeBase, scheduleSave],
+  );
+
+  const onConnect = useCallback(
+    (connection: Connection) => {
+      setEdges((all) => addEdge({ ...connection, id: `edge-${connection.source}-${connection.target}` }, all));
+      scheduleSave();
+    },
+    [setEdges, scheduleSave],
+  );
+
+  const update = useCallback(
+    (nodeId: string, change: Partial<ImageNodeData>) => {
+      setNodes((all) => all.map((node) => (node.id === nodeId ? { ...node, data: { ...node.data, ...change } } : node)));
+      scheduleSave();
+    },
+    [setNodes, scheduleSave],
+  );
+
+  const addImageNode = useCallback(() => {
+    const centre = flow.screenToFlowPosition({ x: window.innerWidth / 2, y: window.innerHeight / 2 });
+    const offset = (flow.getNodes().length % 5) * 30;
+    const node: AppNode = {
+      id: newNodeId(),
+      type: IMAGE_NODE,
+      position: { x: centre.x - 120 + offset, y: centre.y - 150 + offset },
+      data: { prompt: "", provider: "local", model: "procedural", size: "512x512", n: 1 },
+    };
+    setNodes((all) => [...all, node]);
+    scheduleSave();
+  }, [flow, setNodes, scheduleSave]);
+
+  const generate = useCallback(
+    async (nodeId: string) => {
+      await flushSave();
+      const node = flow.getNode(nodeId);
+      if (!node) return;
+      // An edge into this node means refinement: start from the upstream node's current image.
+      const upstream = flow.getEdges().find((edge) => edge.target === nodeId);
+      const source = upstream ? flow.getNode(upstream.source) : undefined;
+      const previousImage = source ? currentImage(source.data) : null;
+      if (source && !previousImage) {
+        toast(`Generate the node this one refines first: it has no image yet.`);
+        return;
+      }
+      const data = node.data;
+      try {
+        const job = await api.startJob({
+          workflowId: canvasId,
+          nodeId,
+          provider: data.provider ?? "local",
+          model: data.model ?? null,
+          promptSpec: {
+            basePrompt: data.prompt ?? "",
+            styleModifiers: data.styleModifiers ?? [],
+            size: data.size ?? null,
+            seed: data.seed ?? null,
+            n: data.n ?? 1,
+            previousImage,
+          },
+        });
+        setNodes((all) =>
+          all.map((item) =>
+            item.id === nodeId
+              ? { ...item, data: { ...item.data, jobId: job.jobId, status: job.status, progress: 0, error: null, chosenImageUrl: null } }
+              : item,
+          ),
+        );
+      } catch (error) {
+        fail(error);
+      }
+    },
+    [canvasId, flow, flushSave, setNodes, toast, fail],
+  );
+
+  const cancel = useCallback(
+    async (nodeId: string) => {
+      const jobId = flow.getNode(nodeId)?.data.jobId;
+      if (jobId) await api.cancelJob(jobId).catch(fail);
+    },
+    [flow, fail],
+  );
+
+  useBoardStream(canvasId, config.apiKeysRequired, {
+    onNodes: (updates: StreamNode[]) =>
+      setNodes((all) => {
+        const byId = new Map(updates.map((update) => [update.id, update]));
+        const merged = all.map((node) => {
+          const update = byId.get(node.id);
+          if (!update) return node;
+          byId.delete(node.id);
+          // While local edits are unsaved, only the job's fields come from the stream; otherwise all of it.
+          const data = unsaved.current > 0 ? { ...node.data, ...jobOwned(update.data) } : (update.data as ImageNodeData);
+          const position = unsaved.current > 0 || node.dragging ? node.position : update.position;
+          return { ...node, position, data };
+        });
+        const added = [...byId.values()].map((update) => ({
+          id: update.id,
+          type: IMAGE_NODE,
+          position: update.position,
+          data: update.data as ImageNodeData,
+        }));
+        return [...merged, ...added];
+      }),
+    onBoardSaved: (version) => {
+      if (version > savedVersion.current && unsaved.current === 0) load().catch(fail);
+    },
+    onJobEvent: (event) => {
+      if (event.kind === "error") toast(`${event.message}`);
+    },
+  });
+
+  const actions = useMemo<BoardActions>(
+    () => ({
+      providers,
+      update,
+      generate: (nodeId) => void generate(nodeId),
+      cancel: (nodeId) => void cancel(nodeId),
+      open: setDialogNode,
+      editPrompt: setEditingNode,
+    }),
+    [providers, update, generate, cancel],
+  );
+
+  const dialogData = dialogNode ? nodes.find((node) => node.id === dialogNode)?.data : undefined;
+  const editingData = editingNode ? nodes.find((node) => node.id === editingNode)?.data : undefined;
+
+  return (
+    <BoardActionsContext.Provider value={actions}>
+      <div className="board">
+        <header className="toolbar">
+          <a
+            href="/"
+            onClick={(event) => {
+              event.preventDefault();
+              void flushSave().then(() => navigate("/"));
+            }}
+          >
+            ← Canvases
+          </a>
+          <h1>{name || canvasId}</h1>
+          <button type="button" onClick={addImageNode} disabled={!loaded}>
+            Add image node
+          </button>
+        </header>
+        <div className="flow" aria-busy={!loaded}>
+          <ReactFlow
+            nodes={nodes}
+            edges={edges}
+            nodeTypes={NODE_TYPES}
+            onNodesChange={onNodesChange}
+            onEdgesChange={onEdgesChange}
+            onConnect={onConnect}
+            onMoveEnd={scheduleSave}
+            deleteKeyCode={["Delete"]}
+            minZoom={0.2}
+          >
+            <Background />
+            <Controls />
+          </ReactFlow>
+        </div>
+        {dialogData && <ImageDialog data={dialogData} config={config} onClose={() => setDialogNode(null)} />}
+        {editingNode && editingData && (
+          <PromptEditor
+            prompt={editingData.prompt ?? ""}
+            onSave={(prompt) => update(editingNode, { prompt })}
+            onClose={() => setEditingNode(null)}
+          />
+        )}
+      </div>
+    </BoardActionsContext.Provider>
+  );
+}

@@ -1,0 +1,156 @@
+// The image node: prompt and settings, Generate / Regenerate / Cancel, status, live progress, thumbnail, variants.
+import { Handle, Position, type NodeProps } from "@xyflow/react";
+import { memo } from "react";
+import { useBoardActions } from "./actions";
+import { SIZES, currentImage, isBusy, type ImageNode } from "./nodeData";
+
+function ImageNodeViewInner({ id, data }: NodeProps<ImageNode>) {
+  const actions = useBoardActions();
+  const status = data.status ?? "idle";
+  const busy = isBusy(status);
+  const image = currentImage(data);
+  const provider = actions.providers.find((item) => item.name === (data.provider ?? "local"));
+  const variants = data.imageUrls ?? [];
+  const progress = Math.round(data.progress ?? 0);
+  const thumbnail = !data.chosenImageUrl || data.chosenImageUrl === data.imageUrl ? data.thumbnailUrl : null;
+
+  return (
+    <div className="image-node" data-node-id={id} data-status={status}>
+      <Handle type="target" position={Position.Left} />
+      <header className="image-node-header">
+        <span className={`badge badge-${status}`}>{status}</span>
+        <span className="processor">
+          {data.provider ?? "local"}:{data.model ?? provider?.defaultModel ?? ""}
+        </span>
+      </header>
+      <label className="field">
+        Prompt
+        <textarea
+          className="nodrag prompt"
+          rows={3}
+          value={data.prompt ?? ""}
+          placeholder="What to draw"
+          onChange={(event) => actions.update(id, { prompt: event.target.value })}
+        />
+      </label>
+      <button type="button" className="link nodrag" onClick={() => actions.editPrompt(id)}>
+        Larger editor
+      </button>
+      <details className="settings nodrag">
+        <summary>Settings</summary>
+        <label className="field">
+          Provider
+          <select
+            value={data.provider ?? "local"}
+            onChange={(event) => {
+              const chosen = actions.providers.find((item) => item.name === event.target.value);
+              actions.update(id, { provider: event.target.value, model: chosen?.defaultModel });
+            }}
+          >
+            {actions.providers.map((item) => (
+              <option key={item.name} value={item.name} disabled={!item.enabled}>
+                {item.enabled ? item.name : `${item.name} (${item.disabledReason ?? "disabled"})`}
+              </option>
+            ))}
+          </select>
+        </label>
+        <label className="field">
+          Model
+          <select
+            value={data.model ?? provider?.defaultModel ?? ""}
+            onChange={(event) => actions.update(id, { model: event.target.value })}
+          >
+            {(provider?.models ?? []).map((model) => (
+              <option key={model} value={model}>
+                {model}
+              </option>
+            ))}
+          </select>
+        </label>
+        <label className="field">
+          Size
+          <select value={data.size ?? "512x512"} onChange={(event) => actions.update(id, { size: event.target.value })}>
+            {SIZES.map((size) => (
+              <option key={size}>{size}</option>
+            ))}
+          </select>
+        </label>
+        <label className="field">
+          Seed
+          <input
+            type="number"
+            value={data.seed ?? ""}
+            onChange={(event) => actions.update(id, { seed: event.target.value === "" ? null : Number(event.target.value) })}
+          />
+        </label>
+        <label className="field">
+          Images
+          <input
+            type="number"
+            min={1}
+            max={4}
+            value={data.n ?? 1}
+            onChange={(event) => actions.update(id, { n: Math.max(1, Number(event.target.value) || 1) })}
+          />
+        </label>
+        <label className="field">
+          Style modifiers
+          <input
+            value={(data.styleModifiers ?? []).join(", ")}
+            placeholder="watercolor, soft light"
+            onChange={(event) =>
+              actions.update(id, {
+                styleModifiers: event.target.value
+                  .split(",")
+                  .map((word) => word.trim())
+                  .filter(Boolean),
+              })
+            }
+          />
+        </label>
+      </details>
+      {busy && (
+        <div className="progress" role="progressbar" aria-label="Progress" aria-valuenow={progress} aria-valuemin={0} aria-valuemax={100}>
+          <div className="progress-bar" style={{ width: `${progress}%` }} />
+        </div>
+      )}
+      {image && (
+        <img
+          className="thumbnail nodrag"
+          src={thumbnail ?? image}
+          alt={data.prompt ?? ""}
+          onClick={() => actions.open(id)}
+        />
+      )}
+      {variants.length > 1 && (
+        <div className="variants nodrag" aria-label="Variants">
+          {variants.map((url, index) => (
+            <button
+              type="button"
+              key={url}
+              aria-pressed={url === image}
+              aria-label={`Variant ${index + 1}`}
+              onClick={() => actions.update(id, { chosenImageUrl: url })}
+            >
+              <img src={url} alt="" />
+            </button>
+          ))}
+        </div>
+      )}
+      {status === "failed" && data.error && <p className="node-error">{data.error}</p>}
+      <div className="actions nodrag">
+        <button type="button" disabled={busy || !(data.prompt ?? "").trim()} onClick={() => actions.generate(id)}>
+          {image ? "Regenerate" : "Generate"}
+        </button>
+        {busy && (
+          <button type="button" onClick={() => actions.cancel(id)}>
+            Cancel
+          </button>
+        )}
+      </div>
+      <Handle type="source" position={Position.Right} />
+    </div>
+  );
+}
+
+export const ImageNodeView = memo(ImageNodeViewInner);

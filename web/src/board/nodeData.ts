@@ -1,0 +1,49 @@
+// What an image node carries in `data`: the person's generation settings, and beside them the fields its newest
+// job writes (jobId, status, progress, error, imageUrl, imageUrls, thumbnailUrl), which a save never changes.
+import type { Edge, Node } from "@xyflow/react";
+
+export type ImageNodeData = {
+  prompt?: string;
+  styleModifiers?: string[];
+  provider?: string;
+  model?: string;
+  size?: string;
+  seed?: number | null;
+  n?: number;
+  chosenImageUrl?: string | null;
+  jobId?: string;
+  status?: string;
+  progress?: number | null;
+  error?: string | null;
+  imageUrl?: string | null;
+  imageUrls?: string[] | null;
+  thumbnailUrl?: string | null;
+};
+
+export type ImageNode = Node<ImageNodeData, "image_generation">;
+export type AppNode = ImageNode;
+export type AppEdge = Edge;
+
+export const IMAGE_NODE = "image_generation" as const;
+export const JOB_OWNED = ["jobId", "status", "progress", "error", "imageUrl", "imageUrls", "thumbnailUrl"] as const;
+export const SIZES = ["512x512", "768x768", "1024x1024", "1024x768", "768x1024", "1536x1024", "1024x1536"];
+
+export function isBusy(status: string | undefined): boolean {
+  return status === "pending" || status === "running";
+}
+
+/** The image the node shows and passes on: the variant the person chose, else the job's first. */
+export function currentImage(data: ImageNodeData): string | null {
+  return data.chosenImageUrl ?? data.imageUrl ?? null;
+}
+
+/** Only the job-owned fields of `data`. */
+export function jobOwned(data: Record<string, unknown>): Partial<ImageNodeData> {
+  const owned: Record<string, unknown> = {};
+  for (const key of JOB_OWNED) if (key in data) owned[key] = data[key];
+  return owned as Partial<ImageNodeData>;
+}
+
+export function newNodeId(): string {
+  return `node-${Math.random().toString(36).slice(2, 10)}`;
+}

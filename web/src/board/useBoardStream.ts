@@ -1,0 +1,65 @@
+// One EventSource per open board: node updates (coalesced into one render per animation frame, so fifty jobs
+// updating at once cost one update), board saves by others, and job events (failures raise a toast).
+import { useEffect, useRef } from "react";
+import { api, type ImageProgressEvent } from "../api";
+
+export type StreamNode = { id: string; type: string; position: { x: number; y: number }; data: Record<string, unknown> };
+
+type Handlers = {
+  onNodes: (nodes: StreamNode[]) => void;
+  onBoardSaved: (version: number) => void;
+  onJobEvent: (event: ImageProgressEvent) => void;
+};
+
+export function useBoardStream(canvasId: string, needsToken: boolean, handlers: Handlers): void {
+  const latest = useRef(handlers);
+  useEffect(() => {
+    latest.current = handlers;
+  });
+
+  useEffect(() => {
+    let source: EventSource | null = null;
+    let closed = false;
+    let pending: StreamNode[] = [];
+    let frame: number | null = null;
+
+    const flush = () => {
+      frame = null;
+      const batch = pending;
+      pending = [];
+      if (batch.length) latest.current.onNodes(batch);
+    };
+
+    const open = async () => {
+      let url = `/v1/canvases/${encodeURIComponent(canvasId)}/events`;
+      if (needsToken) {
+        // EventSource cannot send the API key; a short-lived stream token stands in for it.
+        const { token } = await api.streamToken();
+        url += `?streamToken=${encodeURIComponent(token)}`;
+      }
+      if (closed) return;
+      source = new EventSource(url);
+      source.addEventListener("node", (message) => {
+        pending.push(JSON.parse((message as MessageEvent<string>).data) as StreamNode);
+        if (frame === null) frame = requestAnimationFrame(flush);
+      });
+      source.addEventListener("board", (message) => {
+        latest.current.onBoardSaved((JSON.parse((message as MessageEvent<string>).data) as { version: number }).version);
+      });
+      for (const kind of ["created", "status", "progress", "webhook", "completed", "error", "cancelled"]) {
+        source.addEventListener(kind, (message) => {
+          const data = (message as MessageEvent<string | undefined>).data;
+          if (!data) return; // the browser's own "error" (a lost connection): EventSource reconnects by itself
+          const event = JSON.parse(data) as ImageProgressEvent | { code: string };
+          if ("jobId" in event) latest.current.onJobEvent(event);
+        });
+      }
+    };
+    void open();
+    return () => {
+      closed = true;
+      source?.close();
+      if (frame !== null) cancelAnimationFrame(frame);
+    };
+  }, [canvasId, needsToken]);
+}
