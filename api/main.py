@@ -12,7 +12,7 @@ from api.cors import JsonCORSMiddleware
 from api.deps import AppState, require_api_key
 from api.errors import install_error_handlers
 from api.limits import BodyLimit
-from api.routes import canvases, events, files, health, jobs, providers, stats, webhooks
+from api.routes import canvases, events, files, health, jobs, providers, stats, uploads, webhooks
 from api.web import install_web
 from core.config import Settings, get_settings, warn_about_lookalikes
 from core.db import create_engine, session_factory
@@ -69,16 +69,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     # Webhooks have their own, larger cap (MAX_WEBHOOK_BYTES) and must not be cut short by this one.
-    app.add_middleware(BodyLimit, max_bytes=max(settings.MAX_REQUEST_BYTES, settings.MAX_WEBHOOK_BYTES))
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=max(settings.MAX_REQUEST_BYTES, settings.MAX_WEBHOOK_BYTES),
+        own_limit_prefixes=(f"{uploads.router.prefix}/",),
+    )
     if settings.CORS_ORIGINS:
         app.add_middleware(JsonCORSMiddleware, origins=settings.CORS_ORIGINS)
     protected = [Depends(require_api_key)]
     unauthorized: dict[int | str, dict[str, Any]] = {
         401: {"model": ErrorBody, "description": "API_KEYS is set and no valid `Authorization: Bearer` key came."}
     }
-    for router in (jobs.router, canvases.router, providers.router, events.router, stats.router):
+    for router in (jobs.router, canvases.router, providers.router, events.router, stats.router, uploads.router):
         app.include_router(router, dependencies=protected, responses=unauthorized)
     app.include_router(webhooks.router)
+    app.include_router(uploads.signed_router)
     app.include_router(files.router)
     app.include_router(health.router)
     install_web(app)

@@ -329,10 +329,12 @@ async def list_runs(
     provider: str | None = None,
     canvas_id: str | None = None,
     node_id: str | None = None,
+    text_in_prompt: str | None = None,
     cursor: str | None = None,
     limit: int = 50,
 ) -> tuple[list[Run], str | None]:
-    """Runs newest first, filtered; keyset pagination over (created_at, id)."""
+    """Runs newest first, filtered (`text_in_prompt`: a case-insensitive substring of the prompt, taken
+    literally); keyset pagination over (created_at, id)."""
     query = select(Run).order_by(col(Run.created_at).desc(), col(Run.id).desc()).limit(limit + 1)
     if status:
         query = query.where(Run.status == status)
@@ -342,6 +344,10 @@ async def list_runs(
         query = query.where(Run.canvas_id == canvas_id)
     if node_id:
         query = query.where(Run.node_id == node_id)
+    if text_in_prompt:
+        literal = text_in_prompt.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        prompt = col(Run.request)["promptSpec"]["basePrompt"].astext
+        query = query.where(prompt.ilike(f"%{literal}%", escape="\\"))
     if cursor:
         created, job_id = decode_cursor(cursor)
         query = query.where(

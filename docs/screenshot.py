@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,11 @@ from playwright.async_api import async_playwright
 OUTPUT = Path(__file__).resolve().parent / "board.png"
 NODES = [
     {"id": "lighthouse", "position": {"x": 0, "y": 40}, "data": {"prompt": "a lighthouse at dusk", "size": "512x512"}},
-    {"id": "night", "position": {"x": 340, "y": 0}, "data": {"prompt": "the same lighthouse at night", "size": "512x512"}},
+    {
+        "id": "night",
+        "position": {"x": 340, "y": 0},
+        "data": {"prompt": "the same lighthouse at night", "size": "512x512"},
+    },
     {"id": "storm", "position": {"x": 680, "y": 40}, "data": {"prompt": "a storm over the harbour", "size": "512x512"}},
 ]
 
@@ -64,7 +69,7 @@ async def main(base_url: str) -> None:
             await page.wait_for_timeout(1500)  # a little progress on the bar
             await page.screenshot(path=OUTPUT)
             await browser.close()
-    print(f"wrote {OUTPUT}")
+    sys.stdout.write(f"wrote {OUTPUT}\n")
 
 
 if __name__ == "__main__":

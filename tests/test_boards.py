@@ -7,6 +7,8 @@ import asyncio
 import json
 from typing import Any
 
+import httpx
+
 from tests.fixtures.stack import Stack
 from tests.sse import read_events
 
@@ -114,3 +116,41 @@ async def test_a_save_tells_open_streams_to_reload_the_board(stack: Stack) -> No
     saved = await stack.api.put(f"/v1/canvases/{canvas_id}", json=BOARD)
     await asyncio.wait_for(listener, timeout=10)
     assert received == [{"version": saved.json()["version"]}]
+
+
+async def test_jobs_can_be_searched_by_prompt_text_taken_literally(stack: Stack) -> None:
+    canvas_id = await new_canvas(stack)
+    for prompt in ("A Red Barn at dawn", "a blue barn", "100% pure_sky"):
+        await stack.start(prompt, workflowId=canvas_id, nodeId=f"n{len(prompt)}")
+
+    async def found(q: str) -> list[str]:
+        answer = await stack.api.get("/v1/jobs", params={"workflowId": canvas_id, "q": q})
+        assert answer.status_code == 200, answer.text
+        return sorted(item["promptSpec"]["basePrompt"] for item in answer.json()["items"])
+
+    assert await found("barn") == ["A Red Barn at dawn", "a blue barn"]
+    assert await found("red BARN") == ["A Red Barn at dawn"]
+    assert await found("%") == ["100% pure_sky"]  # not a wildcard
+    assert await found("d_b") == []  # `_` is not a wildcard either (it would match "Red Barn")
+
+
+async def test_an_upload_url_takes_the_announced_image_and_refuses_anything_else(stack: Stack) -> None:
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 200
+    ticket = await stack.api.post("/v1/uploads", json={"contentType": "image/png", "bytes": len(png)})
+    assert ticket.status_code == 201, ticket.text
+    upload_url, file_url = ticket.json()["uploadUrl"], ticket.json()["fileUrl"]
+
+    async with httpx.AsyncClient(timeout=10) as browser:  # no API key: the URL is the credential
+        wrong_type = await browser.put(upload_url, content=b"<html>" + b"x" * 194)
+        too_long = await browser.put(upload_url, content=png + b"more")
+        forged = await browser.put(upload_url.replace("token=", "token=0"), content=png)
+        taken = await browser.put(upload_url, content=png)
+        served = await browser.get(file_url)
+
+    assert (wrong_type.status_code, wrong_type.json()["code"]) == (415, "not_the_announced_image")
+    assert (too_long.status_code, too_long.json()["code"]) == (413, "payload_too_large")
+    assert (forged.status_code, forged.json()["code"]) == (401, "invalid_upload_url")
+    assert taken.status_code == 204
+    assert served.status_code == 200 and served.content == png
+    refused = await stack.api.post("/v1/uploads", json={"contentType": "text/html", "bytes": 10})
+    assert refused.status_code == 422

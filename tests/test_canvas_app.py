@@ -5,12 +5,15 @@ The app is the build in web/dist (`make test` builds it first); each test reads 
 
 from __future__ import annotations
 
+import base64
+import io
 import re
 import shutil
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from PIL import Image
 from playwright.async_api import Browser, Page, async_playwright, expect
 from temporalio.client import Client
 
@@ -231,3 +234,60 @@ async def test_with_api_keys_the_app_asks_for_a_key_and_says_when_it_is_wrong(
         await page.get_by_role("button", name="Generate").click()
         # The live stream works with the key too (through a stream token).
         await expect(page.get_by_role("img", name="behind a key")).to_be_visible()
+
+
+async def test_the_history_panel_lists_filters_and_searches_the_boards_jobs(browser: Browser, app_stack: Stack) -> None:
+    canvas_id = await new_board(app_stack)
+    for node, prompt in (("n1", "a red barn"), ("n2", "a blue boat")):
+        await app_stack.wait((await app_stack.start(prompt, workflowId=canvas_id, nodeId=node))["jobId"])
+    page = await new_page(browser, app_stack)
+    await page.goto(f"/canvases/{canvas_id}")
+    await page.get_by_role("button", name="History").click()
+
+    history = page.get_by_role("complementary", name="History")
+    jobs = history.get_by_role("list", name="Jobs").get_by_role("listitem")
+    await expect(jobs).to_have_count(2)
+    await expect(history.get_by_label("Stats")).to_contain_text("completed 2")
+    await history.get_by_label("Search prompts").fill("boat")
+    await expect(jobs).to_have_count(1)
+    await expect(jobs.first).to_contain_text("a blue boat")
+    await history.get_by_label("Status").select_option("failed")
+    await expect(jobs).to_have_count(0)
+
+
+def small_png() -> str:
+    buffer = io.BytesIO()
+    Image.new("RGB", (96, 64), (200, 40, 40)).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+PASTE = """async (encoded) => {
+    const bytes = Uint8Array.from(atob(encoded), (char) => char.charCodeAt(0));
+    const clipboard = new DataTransfer();
+    clipboard.items.add(new File([bytes], "sketch.png", { type: "image/png" }));
+    document.dispatchEvent(new ClipboardEvent("paste", { clipboardData: clipboard, bubbles: true }));
+}"""
+
+
+async def test_a_pasted_image_becomes_a_node_that_feeds_a_refinement(browser: Browser, app_stack: Stack) -> None:
+    refine = {"id": "b", "type": "image_generation", "position": {"x": 500, "y": 0}, "data": {"prompt": "by night"}}
+    canvas_id = await new_board(app_stack, nodes=[refine], viewport={"x": 0, "y": 0, "zoom": 1})
+    page = await new_page(browser, app_stack)
+    await page.goto(f"/canvases/{canvas_id}")
+    await expect(page.get_by_role("button", name="Add image node")).to_be_enabled()
+
+    await page.evaluate(PASTE, small_png())
+    await expect(page.get_by_role("img", name="sketch.png")).to_be_visible()
+    pasted = page.locator('[data-node-id^="node-"]')
+    await pasted.locator(".react-flow__handle-right").drag_to(
+        node_element(page, "b").locator(".react-flow__handle-left")
+    )
+    await expect(page.locator(".react-flow__edge")).to_have_count(1)
+    await node_element(page, "b").get_by_role("button", name="Generate").click()
+    await expect(node_element(page, "b")).to_have_attribute("data-status", "completed")
+
+    nodes = {node["id"]: node for node in (await saved_board(app_stack, canvas_id))["nodes"]}
+    (uploaded,) = [node for node in nodes.values() if node["type"] == "image"]
+    assert uploaded["data"]["sourceUrl"].startswith(f"{app_stack.base_url}/files/uploads/")
+    refined = await app_stack.job(nodes["b"]["data"]["jobId"])
+    assert refined["promptSpec"]["previousImage"] == uploaded["data"]["sourceUrl"]

@@ -146,10 +146,11 @@ async def list_jobs(
     provider: Annotated[str | None, Query(max_length=64)] = None,
     canvas_id: Annotated[str | None, Query(alias="workflowId", max_length=256)] = None,
     node_id: Annotated[str | None, Query(alias="nodeId", max_length=256)] = None,
+    q: Annotated[str | None, Query(max_length=200, description="Text the prompt contains (any case).")] = None,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> JobPage:
-    """List jobs, newest first, filtered by status, provider, canvas or node."""
+    """List jobs, newest first, filtered by status, provider, canvas, node or text in the prompt (`q`)."""
     try:
         items, next_cursor = await runs.list_runs(
             session,
@@ -157,6 +158,7 @@ async def list_jobs(
             provider=provider,
             canvas_id=canvas_id,
             node_id=node_id,
+            text_in_prompt=q,
             cursor=cursor,
             limit=limit,
         )

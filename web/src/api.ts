@@ -68,4 +68,11 @@ export const api = {
   cancelJob: (jobId: string) => call<ImageJobRecord>("POST", `/v1/jobs/${encodeURIComponent(jobId)}/cancel`),
   job: (jobId: string) => call<ImageJobRecord>("GET", `/v1/jobs/${encodeURIComponent(jobId)}`),
   streamToken: () => call<Schemas["StreamToken"]>("POST", "/v1/stream-tokens"),
+  createUpload: (request: Schemas["UploadRequest"]) => call<Schemas["UploadTicket"]>("POST", "/v1/uploads", request),
+  retryJob: (jobId: string) => call<ImageJobRecord>("POST", `/v1/jobs/${encodeURIComponent(jobId)}/retry`),
+  jobs: (filters: Record<string, string | undefined>) => {
+    const query = new URLSearchParams(Object.entries(filters).filter((entry): entry is [string, string] => !!entry[1]));
+    return call<Schemas["JobPage"]>("GET", `/v1/jobs?${query.toString()}`);
+  },
+  stats: (canvasId: string) => call<Schemas["JobStats"]>("GET", `/v1/stats?workflowId=${encodeURIComponent(canvasId)}`),
 };

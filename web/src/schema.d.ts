@@ -205,7 +205,7 @@ export interface paths {
         };
         /**
          * List Jobs
-         * @description List jobs, newest first, filtered by status, provider, canvas or node.
+         * @description List jobs, newest first, filtered by status, provider, canvas, node or text in the prompt (`q`).
          */
         get: operations["list_jobs_v1_jobs_get"];
         put?: never;
@@ -378,6 +378,46 @@ export interface paths {
          * @description A short-lived token for the event streams, for browsers whose EventSource cannot send the API key.
          */
         post: operations["create_stream_token_v1_stream_tokens_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/uploads": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Create Upload
+         * @description Where to PUT an image of `bytes` bytes, and where it will then be.
+         */
+        post: operations["create_upload_v1_uploads_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/uploads/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Receive Upload
+         * @description The bytes of an upload this API handed out (local storage); refused when they are not the image announced.
+         */
+        put: operations["receive_upload_v1_uploads__name__put"];
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -974,6 +1014,37 @@ export interface components {
              */
             token: string;
         };
+        /** UploadRequest */
+        UploadRequest: {
+            /**
+             * Bytes
+             * @description The file's size; at most 20971520 bytes.
+             */
+            bytes: number;
+            /**
+             * Contenttype
+             * @enum {string}
+             */
+            contentType: "image/png" | "image/jpeg" | "image/webp";
+        };
+        /** UploadTicket */
+        UploadTicket: {
+            /**
+             * Expiresat
+             * @description Unix seconds after which uploadUrl is refused.
+             */
+            expiresAt: number;
+            /**
+             * Fileurl
+             * @description Where the file will be: use it as a node's image or as previousImage.
+             */
+            fileUrl: string;
+            /**
+             * Uploadurl
+             * @description PUT the file's bytes here, with the same Content-Type.
+             */
+            uploadUrl: string;
+        };
         /** ValidationError */
         ValidationError: {
             /** Context */
@@ -1464,6 +1535,8 @@ export interface operations {
                 provider?: string | null;
                 workflowId?: string | null;
                 nodeId?: string | null;
+                /** @description Text the prompt contains (any case). */
+                q?: string | null;
                 cursor?: string | null;
                 limit?: number;
             };
@@ -2078,6 +2151,109 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    create_upload_v1_uploads_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["UploadRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UploadTicket"];
+                };
+            };
+            /** @description API_KEYS is set and no valid `Authorization: Bearer` key came. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    receive_upload_v1_uploads__name__put: {
+        parameters: {
+            query: {
+                contentType: "image/png" | "image/jpeg" | "image/webp";
+                bytes: number;
+                expires: number;
+                token: string;
+            };
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Request Entity Too Large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unsupported Media Type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
         };

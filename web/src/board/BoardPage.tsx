@@ -13,18 +13,31 @@ import {
   type NodeChange,
   type NodeTypes,
 } from "@xyflow/react";
-import { useCallback, useEffect, useMemo, useRef, useState } from "react";
+import { useCallback, useEffect, useMemo, useRef, useState, type DragEvent } from "react";
 import { ApiError, api, type Board, type ClientConfig, type ProviderDescription } from "../api";
 import { navigate } from "../App";
 import { useToast } from "../Toasts";
 import { BoardActionsContext, type BoardActions } from "./actions";
 import { ImageDialog, PromptEditor } from "./ImageDialog";
+import { HistoryPanel } from "./HistoryPanel";
 import { ImageNodeView } from "./ImageNodeView";
-import { IMAGE_NODE, currentImage, jobOwned, newNodeId, type AppEdge, type AppNode, type ImageNodeData } from "./nodeData";
+import {
+  IMAGE_NODE,
+  UPLOADED_NODE,
+  UPLOAD_TYPES,
+  currentImage,
+  jobOwned,
+  newNodeId,
+  nodeType,
+  type AppEdge,
+  type AppNode,
+  type ImageNodeData,
+} from "./nodeData";
+import { UploadedImageView } from "./UploadedImageView";
 import { useBoardStream, type StreamNode } from "./useBoardStream";
 
 const SAVE_AFTER_MS = 400;
-const NODE_TYPES: NodeTypes = { [IMAGE_NODE]: ImageNodeView };
+const NODE_TYPES: NodeTypes = { [IMAGE_NODE]: ImageNodeView, [UPLOADED_NODE]: UploadedImageView };
 
 type Props = { canvasId: string; config: ClientConfig; onUnauthorized: (error: ApiError) => void };
 
@@ -39,7 +52,7 @@ export function BoardPage(props: Props) {
 function asAppNodes(board: Board): AppNode[] {
   return board.nodes.map((node) => ({
     id: node.id,
-    type: IMAGE_NODE,
+    type: nodeType(node.type),
     position: node.position as { x: number; y: number },
     data: node.data as ImageNodeData,
   }));
@@ -65,6 +78,8 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
   const [providers, setProviders] = useState<ProviderDescription[]>([]);
   const [dialogNode, setDialogNode] = useState<string | null>(null);
   const [editingNode, setEditingNode] = useState<string | null>(null);
+  const [historyOpen, setHistoryOpen] = useState(false);
+  const [jobRevision, setJobRevision] = useState(0);
   // Local changes not yet saved: while there are some, the stream does not overwrite what the person owns.
   const unsaved = useRef(0);
   const savedVersion = useRef(0);
@@ -101,7 +116,7 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
     const changes = unsaved.current;
     const board = flow.toObject();
     const saved = await api.saveBoard(canvasId, {
-      nodes: board.nodes.map(({ id, type, position, data }) => ({ id, type: type ?? IMAGE_NODE, position, data })),
+      nodes: board.nodes.map(({ id, type, position, data }) => ({ id, type: nodeType(type), position, data })),
       edges: board.edges.map(({ id, source, target, sourceHandle, targetHandle }) => ({
         id,
         source,
@@ -180,6 +195,53 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
     scheduleSave();
   }, [flow, setNodes, scheduleSave]);
 
+  const addUploadedImage = useCallback(
+    async (file: File, at?: { x: number; y: number }) => {
+      const contentType = UPLOAD_TYPES.find((type) => type === file.type);
+      if (!contentType) {
+        toast(`${file.name || "That file"} is not a PNG, JPEG or WebP image.`);
+        return;
+      }
+      try {
+        const ticket = await api.createUpload({ contentType, bytes: file.size });
+        const put = await fetch(ticket.uploadUrl, { method: "PUT", headers: { "Content-Type": contentType }, body: file });
+        if (!put.ok) throw new ApiError(put.status, "upload_failed", `Uploading ${file.name} failed (HTTP ${put.status}).`);
+        const position = at ?? flow.screenToFlowPosition({ x: window.innerWidth / 3, y: window.innerHeight / 3 });
+        const node: AppNode = {
+          id: newNodeId(),
+          type: UPLOADED_NODE,
+          position,
+          data: { label: file.name || "pasted image", sourceUrl: ticket.fileUrl },
+        };
+        setNodes((all) => [...all, node]);
+        scheduleSave();
+      } catch (error) {
+        fail(error);
+      }
+    },
+    [flow, setNodes, scheduleSave, toast, fail],
+  );
+
+  useEffect(() => {
+    const onPaste = (event: ClipboardEvent) => {
+      // A paste into a text field is text for that field, not an image for the board.
+      if (event.target instanceof Element && event.target.closest("input, textarea")) return;
+      for (const file of Array.from(event.clipboardData?.files ?? [])) void addUploadedImage(file);
+    };
+    document.addEventListener("paste", onPaste);
+    return () => document.removeEventListener("paste", onPaste);
+  }, [addUploadedImage]);
+
+  const onDrop = useCallback(
+    (event: DragEvent<HTMLDivElement>) => {
+      if (!event.dataTransfer.files.length) return;
+      event.preventDefault();
+      const at = flow.screenToFlowPosition({ x: event.clientX, y: event.clientY });
+      for (const file of Array.from(event.dataTransfer.files)) void addUploadedImage(file, at);
+    },
+    [flow, addUploadedImage],
+  );
+
   const generate = useCallback(
     async (nodeId: string) => {
       await flushSave();
@@ -246,7 +308,7 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
         });
         const added = [...byId.values()].map((update) => ({
           id: update.id,
-          type: IMAGE_NODE,
+          type: nodeType(update.type),
           position: update.position,
           data: update.data as ImageNodeData,
         }));
@@ -257,6 +319,7 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
     },
     onJobEvent: (event) => {
       if (event.kind === "error") toast(`${event.message}`);
+      if (event.kind !== "progress") setJobRevision((revision) => revision + 1);
     },
   });
 
@@ -289,25 +352,31 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
             ← Canvases
           </a>
           <h1>{name || canvasId}</h1>
+          <button type="button" aria-pressed={historyOpen} onClick={() => setHistoryOpen((open) => !open)}>
+            History
+          </button>
           <button type="button" onClick={addImageNode} disabled={!loaded}>
             Add image node
           </button>
         </header>
-        <div className="flow" aria-busy={!loaded}>
-          <ReactFlow
-            nodes={nodes}
-            edges={edges}
-            nodeTypes={NODE_TYPES}
-            onNodesChange={onNodesChange}
-            onEdgesChange={onEdgesChange}
-            onConnect={onConnect}
-            onMoveEnd={scheduleSave}
-            deleteKeyCode={["Delete"]}
-            minZoom={0.2}
-          >
-            <Background />
-            <Controls />
-          </ReactFlow>
+        <div className="board-body">
+          <div className="flow" aria-busy={!loaded} onDrop={onDrop} onDragOver={(event) => event.preventDefault()}>
+            <ReactFlow
+              nodes={nodes}
+              edges={edges}
+              nodeTypes={NODE_TYPES}
+              onNodesChange={onNodesChange}
+              onEdgesChange={onEdgesChange}
+              onConnect={onConnect}
+              onMoveEnd={scheduleSave}
+              deleteKeyCode={["Delete"]}
+              minZoom={0.2}
+            >
+              <Background />
+              <Controls />
+            </ReactFlow>
+          </div>
+          {historyOpen && <HistoryPanel canvasId={canvasId} providers={providers} revision={jobRevision} onError={fail} />}
         </div>
         {dialogData && <ImageDialog data={dialogData} config={config} onClose={() => setDialogNode(null)} />}
         {editingNode && editingData && (

@@ -11,6 +11,9 @@ export type ImageNodeData = {
   seed?: number | null;
   n?: number;
   chosenImageUrl?: string | null;
+  // An image node of the person's own (dropped or pasted): where its upload went, and the file's name.
+  sourceUrl?: string;
+  label?: string;
   jobId?: string;
   status?: string;
   progress?: number | null;
@@ -21,10 +24,13 @@ export type ImageNodeData = {
 };
 
 export type ImageNode = Node<ImageNodeData, "image_generation">;
-export type AppNode = ImageNode;
+export type UploadedNode = Node<ImageNodeData, "image">;
+export type AppNode = ImageNode | UploadedNode;
 export type AppEdge = Edge;
 
 export const IMAGE_NODE = "image_generation" as const;
+export const UPLOADED_NODE = "image" as const;
+export const UPLOAD_TYPES = ["image/png", "image/jpeg", "image/webp"] as const;
 export const JOB_OWNED = ["jobId", "status", "progress", "error", "imageUrl", "imageUrls", "thumbnailUrl"] as const;
 export const SIZES = ["512x512", "768x768", "1024x1024", "1024x768", "768x1024", "1536x1024", "1024x1536"];
 
@@ -32,9 +38,9 @@ export function isBusy(status: string | undefined): boolean {
   return status === "pending" || status === "running";
 }
 
-/** The image the node shows and passes on: the variant the person chose, else the job's first. */
+/** The image the node shows and passes on: the variant the person chose, else the job's first, else the upload. */
 export function currentImage(data: ImageNodeData): string | null {
-  return data.chosenImageUrl ?? data.imageUrl ?? null;
+  return data.chosenImageUrl ?? data.imageUrl ?? data.sourceUrl ?? null;
 }
 
 /** Only the job-owned fields of `data`. */
@@ -46,4 +52,8 @@ export function jobOwned(data: Record<string, unknown>): Partial<ImageNodeData> 
 
 export function newNodeId(): string {
   return `node-${Math.random().toString(36).slice(2, 10)}`;
+}
+
+export function nodeType(type: string | undefined): AppNode["type"] {
+  return type === UPLOADED_NODE ? UPLOADED_NODE : IMAGE_NODE;
 }
