@@ -79,6 +79,8 @@ async def test_new_canvas_add_a_node_type_a_prompt_and_generate_shows_the_thumbn
     browser: Browser, app_stack: Stack
 ) -> None:
     page = await new_page(browser, app_stack)
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
     await page.goto("/")
     await page.get_by_role("button", name="New canvas").click()
     await expect(page).to_have_url(re.compile(r"/canvases/canvas-[0-9a-f]+$"))
@@ -100,6 +102,8 @@ async def test_new_canvas_add_a_node_type_a_prompt_and_generate_shows_the_thumbn
     await expect(dialog).to_contain_text(re.compile(r"job_[0-9a-f]{32}"))
     await dialog.get_by_role("button", name="Close").click()
     await expect(dialog).to_be_hidden()
+    # No remote script, font or style: everything came from this server.
+    assert requested and all(url.startswith(app_stack.base_url) for url in requested), requested
 
 
 async def test_a_job_started_through_the_api_shows_live_on_the_open_board(browser: Browser, app_stack: Stack) -> None:

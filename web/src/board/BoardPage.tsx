@@ -14,7 +14,7 @@ import {
   type NodeTypes,
 } from "@xyflow/react";
 import { useCallback, useEffect, useMemo, useRef, useState, type DragEvent } from "react";
-import { ApiError, api, type Board, type ClientConfig, type ProviderDescription } from "../api";
+import { ApiError, api, type Board, type ClientConfig, type ProviderDescription, type StartImageJobRequest } from "../api";
 import { navigate } from "../App";
 import { useToast } from "../Toasts";
 import { BoardActionsContext, type BoardActions } from "./actions";
@@ -265,7 +265,10 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
           promptSpec: {
             basePrompt: data.prompt ?? "",
             styleModifiers: data.styleModifiers ?? [],
-            size: data.size ?? null,
+            // An aspect ratio, when chosen, shapes the image instead of the size.
+            size: data.aspectRatio ? null : (data.size ?? null),
+            aspectRatio: data.aspectRatio ?? null,
+            quality: (data.quality ?? null) as StartImageJobRequest["promptSpec"]["quality"],
             seed: data.seed ?? null,
             n: data.n ?? 1,
             previousImage,

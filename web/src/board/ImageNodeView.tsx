@@ -2,7 +2,7 @@
 import { Handle, Position, type NodeProps } from "@xyflow/react";
 import { memo } from "react";
 import { useBoardActions } from "./actions";
-import { SIZES, currentImage, isBusy, type ImageNode } from "./nodeData";
+import { ASPECT_RATIOS, QUALITIES, SIZES, currentImage, isBusy, type ImageNode } from "./nodeData";
 
 function ImageNodeViewInner({ id, data }: NodeProps<ImageNode>) {
   const actions = useBoardActions();
@@ -72,6 +72,30 @@ function ImageNodeViewInner({ id, data }: NodeProps<ImageNode>) {
           <select value={data.size ?? "512x512"} onChange={(event) => actions.update(id, { size: event.target.value })}>
             {SIZES.map((size) => (
               <option key={size}>{size}</option>
+            ))}
+          </select>
+        </label>
+        <label className="field">
+          Aspect ratio
+          <select
+            value={data.aspectRatio ?? ""}
+            onChange={(event) => actions.update(id, { aspectRatio: event.target.value || undefined })}
+          >
+            <option value="">from the size</option>
+            {ASPECT_RATIOS.map((ratio) => (
+              <option key={ratio}>{ratio}</option>
+            ))}
+          </select>
+        </label>
+        <label className="field">
+          Quality
+          <select
+            value={data.quality ?? ""}
+            onChange={(event) => actions.update(id, { quality: event.target.value || undefined })}
+          >
+            <option value="">the model's default</option>
+            {QUALITIES.map((quality) => (
+              <option key={quality}>{quality}</option>
             ))}
           </select>
         </label>

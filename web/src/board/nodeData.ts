@@ -8,6 +8,8 @@ export type ImageNodeData = {
   provider?: string;
   model?: string;
   size?: string;
+  aspectRatio?: string;
+  quality?: string;
   seed?: number | null;
   n?: number;
   chosenImageUrl?: string | null;
@@ -32,6 +34,8 @@ export const IMAGE_NODE = "image_generation" as const;
 export const UPLOADED_NODE = "image" as const;
 export const UPLOAD_TYPES = ["image/png", "image/jpeg", "image/webp"] as const;
 export const JOB_OWNED = ["jobId", "status", "progress", "error", "imageUrl", "imageUrls", "thumbnailUrl"] as const;
+export const ASPECT_RATIOS = ["1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3"];
+export const QUALITIES = ["standard", "hd", "low", "medium", "high"];
 export const SIZES = ["512x512", "768x768", "1024x1024", "1024x768", "768x1024", "1536x1024", "1024x1536"];
 
 export function isBusy(status: string | undefined): boolean {
