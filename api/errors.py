@@ -16,6 +16,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.methods import allowed_methods
+from models.guards import ImageDataInJson
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,11 @@ async def _unstorable_value(request: Request, error: Exception) -> JSONResponse:
     return error_response(422, "invalid_request", message)
 
 
+async def _unstorable_json(request: Request, error: Exception) -> JSONResponse:
+    """A request whose JSON, as it would be stored, holds image data or is too large or deep: the caller's to fix."""
+    return error_response(422, "unstorable_request", f"The request cannot be stored: {error}.")
+
+
 async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(500, "internal_error", "Something went wrong on our side; the error was logged.")
@@ -127,4 +133,6 @@ def install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(outage, _database_unavailable)
     # PostgreSQL's "data exception" class: a value from the request it cannot hold (a NUL character in any text).
     app.add_exception_handler(DataError, _unstorable_value)
+    # Checked again where JSON is stored (a request's fields together can look like a base64 blob or exceed 64 KiB).
+    app.add_exception_handler(ImageDataInJson, _unstorable_json)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -3,8 +3,9 @@
     python -m bench.run [--quick] [--jobs N] [--scale-jobs N] [--samples N] [--only PHASE,...] [--output PATH]
 
 Phases, each with fresh worker processes: `start` (figure 1, no workers), `instant` (2, 4, 5; local
-provider without delay), `overhead` (3; local provider taking 1.0 s), `memory` (6), `scale` (7). A phase that
-fails is reported with its error, its workflows are terminated, the next phase still runs, and the logs are kept.
+provider without delay), `overhead` (3; local provider taking 1.0 s), `memory` (6), `scale` (7), `ui` (8: the
+canvas in Chromium; needs `make web`). A phase that fails is reported with its error, its workflows are
+terminated, the next phase still runs, and the logs are kept.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from bench.drive import MB, BenchConfig, warm_up
 from bench.latency import live_latency, orchestration_overhead, start_latency, webhook_latency
 from bench.report import Figure, details, table, write_results
 from bench.stack import BenchStack, Workers, bench_stack
+from bench.ui import ui_latency
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results.json"
 
@@ -48,6 +50,7 @@ PHASES = {
     "overhead": Phase(figures=(orchestration_overhead,), delayed_provider=True),
     "memory": Phase(figures=(large_result_memory,), floor_worker=False, warm_up=False),
     "scale": Phase(figures=(scale,)),
+    "ui": Phase(figures=(ui_latency,), product_worker=False, floor_worker=False, warm_up=False),
 }
 
 

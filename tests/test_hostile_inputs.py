@@ -206,3 +206,15 @@ async def test_openapi_documents_401_on_protected_routes_and_400_on_streams(stac
         assert "401" in paths[path][method]["responses"], (path, method)
     for path in ("/v1/jobs/{job_id}/events", "/v1/canvases/{workflowId}/events"):
         assert {"400", "401"} <= set(paths[path]["get"]["responses"]), path
+
+
+async def test_a_request_that_would_store_a_base64_looking_blob_is_a_422_and_stores_nothing(
+    stack: Stack, db_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    # Found by schemathesis: a 10,000-character negativePrompt of zeros reads as a base64 blob when stored.
+    canvas_id = "c-" + uuid.uuid4().hex[:8]
+    spec = {"basePrompt": "x", "negativePrompt": "0" * 10_000, "previousImage": "https://example.com/sketch.png"}
+    answer = await stack.api.post("/v1/jobs", json={"workflowId": canvas_id, "nodeId": "n", "promptSpec": spec})
+    assert answer.status_code == 422, answer.text[:300]
+    assert answer.json()["code"] == "unstorable_request"
+    assert await runs_on(db_sessions, canvas_id) == 0

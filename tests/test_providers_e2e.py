@@ -514,7 +514,8 @@ async def test_providers_are_listed_with_their_state(
     assert by_name["google"]["rateLimitPerMinute"] == provider_settings.GOOGLE_RATE_PER_MINUTE
     takes_input_images = {name: item["inputImageModels"] for name, item in by_name.items() if item["inputImageModels"]}
     assert takes_input_images == {
-        "stability": ["stable-image-ultra", "sd3.5-large", "sd3.5-large-turbo", "sd3.5-medium", "upscale-creative"]
+        "local": ["procedural"],
+        "stability": ["stable-image-ultra", "sd3.5-large", "sd3.5-large-turbo", "sd3.5-medium", "upscale-creative"],
     }
 
 

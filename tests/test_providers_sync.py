@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
+from PIL import Image, ImageStat
 
 from core.config import Settings
 from models.errors import (
@@ -29,7 +29,7 @@ from models.errors import (
     ProviderUnavailable,
 )
 from models.payloads import PromptSpec, ProviderCall, StoredImage
-from providers import google, openai, pollinations, stability
+from providers import google, local, openai, pollinations, stability
 from providers.base import ImageProvider
 from providers.http import classify_status, retry_after, retry_info_delay
 from tests.fakes.script import Script
@@ -743,3 +743,22 @@ def test_classify_status(status, kind, error_type):
     assert type(error) is kind
     assert error.type == error_type
     assert error.message.startswith(f"Acme answered HTTP {status}: nope")
+
+
+def test_the_local_provider_refines_its_input_visibly() -> None:
+    # A refinement keeps its input's look (re-tinted, overlaid), so a chain of refinements is visibly a chain.
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (230, 20, 20)).save(buffer, format="PNG")
+    red = buffer.getvalue()
+    fresh = Image.open(io.BytesIO(local.render_png("a barn", 7, 64, 64)))
+    refined = Image.open(io.BytesIO(local.render_png("a barn", 7, 64, 64, start_from=red)))
+
+    def mean(image: Image.Image, band: int) -> float:
+        return float(ImageStat.Stat(image).mean[band])
+
+    assert refined.size == (64, 64)
+    assert mean(refined, 0) > mean(refined, 2) + 40  # still mostly red
+    assert refined.tobytes() != fresh.tobytes()
+    assert local.render_png("a barn", 7, 64, 64, start_from=red) == local.render_png(
+        "a barn", 7, 64, 64, start_from=red
+    )

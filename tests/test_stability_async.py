@@ -391,7 +391,6 @@ def all_providers() -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("provider", "model"),
     [
-        ("local", "procedural"),
         ("openai", "gpt-image-1"),
         ("google", "imagen-4.0-generate-001"),
         ("google", "gemini-2.5-flash-image"),
