@@ -3,6 +3,8 @@
 import { useEffect, useRef } from "react";
 import { api, type ImageProgressEvent } from "../api";
 
+const REOPEN_MS = 2000;
+
 export type StreamNode = { id: string; type: string; position: { x: number; y: number }; data: Record<string, unknown> };
 
 type Handlers = {
@@ -39,6 +41,11 @@ export function useBoardStream(canvasId: string, needsToken: boolean, handlers: 
       }
       if (closed) return;
       source = new EventSource(url);
+      // EventSource reconnects by itself after a lost connection, but gives up on an error answer (an expired
+      // stream token, a restarting API): then open again, with a fresh token.
+      source.onerror = () => {
+        if (source?.readyState === EventSource.CLOSED) reopen();
+      };
       source.addEventListener("node", (message) => {
         pending.push(JSON.parse((message as MessageEvent<string>).data) as StreamNode);
         if (frame === null) frame = requestAnimationFrame(flush);
@@ -55,7 +62,10 @@ export function useBoardStream(canvasId: string, needsToken: boolean, handlers: 
         });
       }
     };
-    void open();
+    function reopen() {
+      if (!closed) window.setTimeout(() => void open().catch(reopen), REOPEN_MS);
+    }
+    void open().catch(reopen);
     return () => {
       closed = true;
       source?.close();
