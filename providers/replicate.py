@@ -107,6 +107,10 @@ class ReplicateProvider(ImageProvider):
     def disabled_reason(self) -> str | None:
         return None if self.api_token else "REPLICATE_API_TOKEN is not set"
 
+    def accepts_model(self, model: str) -> bool:
+        """Any `owner/name` or `owner/name:version` on Replicate, not only the listed ones."""
+        return bool(MODEL_ID.match(model))
+
     def check_model_request(self, model: str, spec: PromptSpec) -> dict[str, Any]:
         """The sizing and output inputs sent to the model; refuses what the model cannot take."""
         if not MODEL_ID.match(model):

@@ -539,3 +539,30 @@ async def test_a_webhook_storm_past_the_in_flight_limit_gets_503_with_retry_afte
         assert storm[index].json()["code"] == "overloaded"
         assert storm[index].headers["retry-after"] == "2"
     assert [answer.status_code for answer in retried] == [200] * len(shed)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "bytedance/sdxl-lightning",
+        "black-forest-labs/flux-schnell:" + "5f24084160c9089501c1b3545d9be3c27883ae2239b6f412990e82d4a6210f8f",
+    ],
+    ids=["unlisted", "pinned-version"],
+)
+async def test_any_replicate_model_is_taken_and_completes(
+    model: str, provider_settings: Settings, fake_providers: FakeProviders, temporal_client: Client
+) -> None:
+    settings = make_settings(provider_settings, **NO_POLLING)
+    async with running_stack(settings, temporal_client) as stack:
+        started = await stack.start("a lighthouse at dusk", provider="replicate", model=model)
+        record = await stack.wait(started["jobId"])
+    assert record["status"] == "completed", record
+    assert record["model"] == model and record["imageUrl"]
+    (create,) = [
+        sent for sent in fake_providers.requests("POST", "/replicate/v1/") if not sent.path.endswith("/cancel")
+    ]
+    name, _, version = model.partition(":")
+    if version:
+        assert create.path == "/replicate/v1/predictions" and create.json()["version"] == version
+    else:
+        assert create.path == f"/replicate/v1/models/{name}/predictions"
