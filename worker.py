@@ -143,7 +143,10 @@ async def sweep_unstarted_runs(client: Client, settings: Settings, resources: Wo
         provider = resources.providers.get(run.provider)
         if provider is None:
             continue
-        await start_job(client, settings, job_from_run(run, asynchronous=provider.asynchronous, settings=settings))
+        job = job_from_run(
+            run, asynchronous=provider.asynchronous, settings=settings, webhooks=provider.supports_webhooks
+        )
+        await start_job(client, settings, job)
     if stale:
         log.info("made sure %d long-pending runs have their workflow", len(stale))
     return len(stale)

@@ -46,11 +46,14 @@ def new_job_id(secret: str | None = None, idempotency_key: str | None = None, *,
     return "job_" + uuid.uuid4().hex
 
 
-def polling_plan(settings: Settings) -> PollingPlan:
+def polling_plan(settings: Settings, *, webhooks: bool = False) -> PollingPlan:
+    """How an asynchronous job polls: backing off when the provider sends webhooks (polling is then a fallback;
+    the spec: never poll continuously a provider that can call back), at a steady pace when it does not."""
     return PollingPlan(
         webhook_grace=settings.WEBHOOK_GRACE_SECONDS,
         interval=settings.POLL_INTERVAL_SECONDS,
         timeout=settings.POLL_TIMEOUT_SECONDS,
+        backoff=webhooks,
     )
 
 
@@ -92,7 +95,7 @@ async def _start(client: Client, settings: Settings, job: ImageJobInput) -> Work
     )
 
 
-def job_from_run(run: Run, *, asynchronous: bool, settings: Settings) -> ImageJobInput:
+def job_from_run(run: Run, *, asynchronous: bool, settings: Settings, webhooks: bool = False) -> ImageJobInput:
     """The workflow input of a recorded run, rebuilt from what the run stored (its request, in the API's names)."""
     spec = ImagePromptSpec.model_validate(run.request.get("promptSpec", {})).to_payload()
     return ImageJobInput(
@@ -104,7 +107,7 @@ def job_from_run(run: Run, *, asynchronous: bool, settings: Settings) -> ImageJo
         spec=spec,
         webhook_url=run.request.get("webhookUrl"),
         metadata=run.request.get("metadata") or {},
-        polling=polling_plan(settings),
+        polling=polling_plan(settings, webhooks=webhooks),
         asynchronous=asynchronous,
     )
 

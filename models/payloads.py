@@ -40,6 +40,17 @@ class PollingPlan:
     webhook_grace: float = 10.0
     interval: float = 5.0
     timeout: float = 300.0
+    # For providers that send webhooks, polling is only the fallback: each poll waits twice as long as the one
+    # before (5, 10, 20 s ...), at most `max_interval`. Polling-only providers poll every `interval`.
+    backoff: bool = False
+    max_interval: float = 60.0
+
+    def next_interval(self, polls_so_far: int) -> float:
+        """How long after poll number `polls_so_far` (1 = the first) the next one comes."""
+        if not self.backoff:
+            return self.interval
+        doubled: float = self.interval * 2.0 ** max(0, polls_so_far - 1)
+        return min(doubled, max(self.max_interval, self.interval))
 
 
 @dataclass

@@ -375,3 +375,24 @@ def test_policies_bound_provider_retries() -> None:
 
     assert PROVIDER_CALL["retry_policy"].maximum_attempts == 3
     assert PROVIDER_CALL["heartbeat_timeout"] <= timedelta(seconds=30)
+
+
+def test_the_fallback_poll_backs_off_for_webhook_providers_and_keeps_pace_otherwise() -> None:
+    backing_off = PollingPlan(interval=5, backoff=True, max_interval=60)
+    assert [backing_off.next_interval(polls) for polls in range(1, 8)] == [5, 10, 20, 40, 60, 60, 60]
+    assert [PollingPlan(interval=5).next_interval(polls) for polls in range(1, 4)] == [5, 5, 5]
+
+
+async def test_a_webhook_provider_that_never_calls_back_is_polled_with_backoff(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    # The spec: never poll a webhook-capable provider continuously. Over 300 s: polls at 5, 10, 20, 40, 80, 140,
+    # 200 and 260 s instead of one every 5 s (60 polls).
+    fakes = FakeActivities(time_skipping_env)
+    plan = PollingPlan(webhook_grace=5, interval=5, timeout=300, backoff=True, max_interval=60)
+    async with workflow_worker(time_skipping_env, fakes) as queue:
+        handle = await start(time_skipping_env, queue, job_input(asynchronous=True, polling=plan))
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+    assert 7 <= len(fakes.named("poll_job")) <= 9
+    await replay(time_skipping_env, handle)

@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         ImageJobInput,
         JobState,
         NodeUpdate,
+        PollingPlan,
         PollRequest,
         ProgressUpdate,
         ProviderCall,
@@ -46,6 +47,7 @@ StepResult = TypeVar("StepResult")
 # Jobs started before database steps became local activities replay them as regular ones (see `_db_step`).
 DB_STEPS_AS_LOCAL_ACTIVITIES = "db-steps-as-local-activities"
 PROGRESS_ONLY_FORWARD = "progress-only-forward"
+POLL_BACKOFF = "poll-backoff"
 
 
 def provider_task_queue(base_queue: str, provider: str) -> str:
@@ -201,6 +203,7 @@ class ImageJobWorkflow:
         now = workflow.now()
         deadline = now + timedelta(seconds=plan.timeout)
         next_poll = now + timedelta(seconds=plan.webhook_grace)
+        polls = 0
         while True:
             await self._record_progress_events(job)
             await self._cancel_strays(job, queue)
@@ -221,7 +224,8 @@ class ImageJobWorkflow:
                     **PROVIDER_POLL,
                 )
                 self.provider_event(polled)
-                next_poll = workflow.now() + timedelta(seconds=plan.interval)
+                polls += 1
+                next_poll = workflow.now() + timedelta(seconds=self._poll_interval(plan, polls))
                 continue
             wake_at = min(next_poll, deadline)
             try:
@@ -235,6 +239,13 @@ class ImageJobWorkflow:
                 )
             except TimeoutError:
                 pass
+
+    @staticmethod
+    def _poll_interval(plan: PollingPlan, polls: int) -> float:
+        # Jobs started before the backoff have no `backoff` in their plan (False): they keep their steady pace.
+        if plan.backoff and workflow.patched(POLL_BACKOFF):
+            return plan.next_interval(polls)
+        return plan.interval
 
     async def _cancel_strays(self, job: ImageJobInput, queue: str) -> None:
         while self._strays_cancelled < len(self._strays):

@@ -60,7 +60,7 @@ def job_from_request(
         details = [{"field": f"promptSpec.{error.field}", "message": error.message}] if error.field else None
         raise ApiError(422, "unsupported_request", error.message, details) from error
     job.asynchronous = provider.asynchronous
-    job.polling = polling_plan(state.settings)
+    job.polling = polling_plan(state.settings, webhooks=provider.supports_webhooks)
     return job, effective
 
 
