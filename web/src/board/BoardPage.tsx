@@ -12,6 +12,7 @@ import {
   type EdgeChange,
   type NodeChange,
   type NodeTypes,
+  type Viewport,
 } from "@xyflow/react";
 import { useCallback, useEffect, useMemo, useRef, useState, type DragEvent } from "react";
 import { ApiError, api, type Board, type ClientConfig, type ProviderDescription, type StartImageJobRequest } from "../api";
@@ -94,23 +95,39 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
     [onUnauthorized, toast],
   );
 
+  // A viewport that arrives before React Flow can take one is applied in onInit.
+  const pendingViewport = useRef<Viewport | null>(null);
+
   const load = useCallback(async () => {
     const board = await api.board(canvasId);
     savedVersion.current = board.version;
     setName(board.name);
     setNodes(asAppNodes(board));
     setEdges(asAppEdges(board));
-    await flow.setViewport(board.viewport as { x: number; y: number; zoom: number });
+    const viewport = board.viewport as Viewport;
+    if (flow.viewportInitialized) await flow.setViewport(viewport);
+    else pendingViewport.current = viewport;
     setLoaded(true);
   }, [canvasId, flow, setEdges, setNodes]);
 
+  // The board loads once per canvas. `load` changes identity when React Flow finishes setting up, and loading
+  // again then would drop a node added in between.
+  const loadOnce = useRef(load);
   useEffect(() => {
-    load().catch((error: unknown) => {
+    loadOnce.current = load;
+  });
+  useEffect(() => {
+    loadOnce.current().catch((error: unknown) => {
       if (error instanceof ApiError && error.code === "canvas_not_found") setLoaded(true);
       else fail(error);
     });
     api.providers().then((list) => setProviders(list.items), fail);
-  }, [load, fail]);
+  }, [canvasId, fail]);
+
+  const onInit = useCallback(() => {
+    if (pendingViewport.current) void flow.setViewport(pendingViewport.current);
+    pendingViewport.current = null;
+  }, [flow]);
 
   const save = useCallback(async () => {
     const changes = unsaved.current;
@@ -371,7 +388,8 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
               onNodesChange={onNodesChange}
               onEdgesChange={onEdgesChange}
               onConnect={onConnect}
-              onMoveEnd={scheduleSave}
+              onInit={onInit}
+            onMoveEnd={scheduleSave}
               deleteKeyCode={["Delete"]}
               minZoom={0.2}
             >
