@@ -1,4 +1,5 @@
-"""OpenAI Images: `POST {OPENAI_BASE_URL}/images/generations` for DALL-E 2, DALL-E 3 and the GPT image models.
+"""OpenAI Images: `POST {OPENAI_BASE_URL}/images/generations` for DALL-E 2, DALL-E 3 and the GPT image models, and
+`POST /images/edits` (multipart, the previous image's bytes as `image`) when a job has a previousImage.
 
 DALL-E answers with URLs (valid 60 minutes) or base64 as `OPENAI_RESPONSE_FORMAT` asks; GPT image models always
 answer with base64. Either way the images go straight to the sink.
@@ -7,7 +8,7 @@ answer with base64. Either way the images go straight to the sink.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -28,6 +29,7 @@ from providers.http import (
     require_client,
     retry_after,
 )
+from providers.input_images import fetch_input_image
 from providers.request_checks import (
     check_count,
     check_prompt,
@@ -64,6 +66,12 @@ DALL_E_3_QUALITY = {
 }
 DALL_E_3_STYLES = {"vivid": "vivid", "natural": "natural"}
 SUPPORTED_FIELDS = {DALL_E_2: (), DALL_E_3: ("quality", "style")}  # GPT image models: quality only
+# previousImage goes to POST /images/edits, as the image's bytes in a multipart part. DALL-E 2 edits take a PNG.
+EDIT_MODELS = frozenset({DALL_E_2, *GPT_IMAGE_MODELS})
+EDIT_IMAGE_TYPES = {DALL_E_2: ("image/png",)}
+GPT_EDIT_IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
+MAX_EDIT_IMAGE_BYTES = {DALL_E_2: 4 * 1024 * 1024}
+GPT_MAX_EDIT_IMAGE_BYTES = 50 * 1024 * 1024
 MODERATION_CODES = frozenset({"content_policy_violation", "moderation_blocked"})
 RETRYABLE_STATUSES = (409,)  # the official SDK retries conflicts (lock timeouts) as well
 
@@ -141,6 +149,7 @@ class OpenAIProvider(ImageProvider):
     models: ClassVar[tuple[str, ...]] = (DALL_E_2, DALL_E_3, *GPT_IMAGE_MODELS)
     default_model: ClassVar[str] = "gpt-image-1"
     description: ClassVar[str] = "OpenAI Images API: DALL-E 2, DALL-E 3 and GPT image models."
+    input_image_models: ClassVar[frozenset[str]] = EDIT_MODELS
 
     def __init__(
         self,
@@ -152,6 +161,7 @@ class OpenAIProvider(ImageProvider):
         max_image_bytes: int,
         response_format: Literal["url", "b64_json"] = "url",
         rate_per_minute: float | None = None,
+        download_allowlist: Sequence[str] = (),
     ) -> None:
         self._api_key = api_key
         self._base_url = base_url.rstrip("/")
@@ -160,6 +170,7 @@ class OpenAIProvider(ImageProvider):
         self._max_image_bytes = max_image_bytes
         self._response_format = response_format
         self.rate_per_minute = rate_per_minute
+        self._download_allowlist = list(download_allowlist)
 
     def disabled_reason(self) -> str | None:
         return None if self._api_key else "OPENAI_API_KEY is not set"
@@ -192,13 +203,16 @@ class OpenAIProvider(ImageProvider):
         plan = self.plan(call.model, call.spec)
         started = time.monotonic()
         http = require_client(self._http, LABEL)
-        request = http.build_request(
-            "POST",
-            f"{self._base_url}/images/generations",
-            json=plan.body(call.spec.prompt),
-            headers={"authorization": f"Bearer {self._api_key}"},
-            timeout=self._timeout,
-        )
+        if call.spec.previous_image:
+            request = await self._edit_request(http, plan, call.spec.prompt, call.spec.previous_image)
+        else:
+            request = http.build_request(
+                "POST",
+                f"{self._base_url}/images/generations",
+                json=plan.body(call.spec.prompt),
+                headers={"authorization": f"Bearer {self._api_key}"},
+                timeout=self._timeout,
+            )
         payload, headers = await fetch_json(
             http,
             LABEL,
@@ -217,6 +231,31 @@ class OpenAIProvider(ImageProvider):
             revised_prompt=revised if isinstance(revised, str) else None,
             predict_time=round(time.monotonic() - started, 3),
             effective=plan.effective(),
+        )
+
+    async def _edit_request(
+        self, http: httpx.AsyncClient, plan: OpenAIPlan, prompt: str, image_url: str
+    ) -> httpx.Request:
+        """`POST /images/edits`: the plan's fields as form fields, the previous image's bytes as the `image` part
+        (fetched here, inside the activity, so they never enter workflow history)."""
+        image = await fetch_input_image(
+            http,
+            image_url,
+            allowlist=self._download_allowlist,
+            max_bytes=MAX_EDIT_IMAGE_BYTES.get(plan.model, GPT_MAX_EDIT_IMAGE_BYTES),
+            accepted_types=EDIT_IMAGE_TYPES.get(plan.model, GPT_EDIT_IMAGE_TYPES),
+        )
+        fields = {name: str(value) for name, value in plan.body(prompt).items() if name != "style"}
+        parts: dict[str, tuple[str | None, str | bytes] | tuple[str, bytes, str]] = {
+            name: (None, value) for name, value in fields.items()
+        }
+        parts["image"] = (image.filename, image.data, image.content_type)
+        return http.build_request(
+            "POST",
+            f"{self._base_url}/images/edits",
+            files=parts,
+            headers={"authorization": f"Bearer {self._api_key}"},
+            timeout=self._timeout,
         )
 
 
@@ -238,4 +277,5 @@ def from_settings(settings: Settings, http: httpx.AsyncClient | None) -> OpenAIP
         max_image_bytes=settings.MAX_IMAGE_BYTES,
         response_format=settings.OPENAI_RESPONSE_FORMAT,
         rate_per_minute=settings.OPENAI_RATE_PER_MINUTE,
+        download_allowlist=settings.DOWNLOAD_ALLOWLIST,
     )

@@ -515,6 +515,7 @@ async def test_providers_are_listed_with_their_state(
     takes_input_images = {name: item["inputImageModels"] for name, item in by_name.items() if item["inputImageModels"]}
     assert takes_input_images == {
         "local": ["procedural"],
+        "openai": ["dall-e-2", "gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5", "gpt-image-2"],
         "stability": ["stable-image-ultra", "sd3.5-large", "sd3.5-large-turbo", "sd3.5-medium", "upscale-creative"],
     }
 

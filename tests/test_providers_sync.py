@@ -17,6 +17,10 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image, ImageStat
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from core.config import Settings
 from models.errors import (
@@ -42,6 +46,7 @@ from tests.fakes.sync_providers import (
     STABILITY_GENERATE,
     create_sync_fake,
     form_fields,
+    form_files,
     image_bytes,
 )
 
@@ -762,3 +767,38 @@ def test_the_local_provider_refines_its_input_visibly() -> None:
     assert local.render_png("a barn", 7, 64, 64, start_from=red) == local.render_png(
         "a barn", 7, 64, 64, start_from=red
     )
+
+
+async def test_openai_with_a_previous_image_edits_it_sending_exactly_its_bytes(fake, http, sink):
+    source = image_bytes((64, 64))
+
+    async def picture(request: Request) -> Response:
+        return Response(source, media_type="image/png")
+
+    async with serve(Starlette(routes=[Route("/sketch.png", picture)])) as images:
+        settings = settings_for(fake.base_url, DOWNLOAD_ALLOWLIST=["127.0.0.1"])
+        provider = openai.from_settings(settings, http)
+        call = call_for("gpt-image-1", "openai", previous_image=f"{images}/sketch.png", quality="high")
+        provenance = await provider.generate(call, sink)
+
+    [edit] = [request for request in fake.recorder.requests if request.path == "/v1/images/edits"]
+    assert form_files(edit)["image"].data == source
+    assert form_files(edit)["image"].content_type == "image/png"
+    assert form_fields(edit) == {
+        "model": "gpt-image-1",
+        "prompt": "a lighthouse at dusk",
+        "n": "1",
+        "size": "1024x1024",
+        "quality": "high",
+        "output_format": "png",
+    }
+    assert sink.ways == ["bytes"] and provenance.effective["size"] == "1024x1024"
+    assert not [request for request in fake.recorder.requests if request.path == "/v1/images/generations"]
+
+
+def test_dall_e_3_refuses_a_previous_image_naming_the_models_that_can() -> None:
+    provider = openai.from_settings(settings_for("http://unused.test"), None)
+    with pytest.raises(InvalidJobRequest) as refused:
+        provider.check_request("dall-e-3", PromptSpec(prompt="x", previous_image="https://x.test/a.png"))
+    assert refused.value.field == "previousImage"
+    assert "dall-e-2" in refused.value.message and "gpt-image-1" in refused.value.message

@@ -391,7 +391,7 @@ def all_providers() -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("provider", "model"),
     [
-        ("openai", "gpt-image-1"),
+        ("openai", "dall-e-3"),
         ("google", "imagen-4.0-generate-001"),
         ("google", "gemini-2.5-flash-image"),
         ("pollinations", "flux"),
@@ -525,7 +525,7 @@ async def test_an_input_image_is_refused_with_a_422_where_it_cannot_be_used(
                     "promptSpec": {"basePrompt": PROMPT, "previousImage": input_url},
                 },
             )
-            for provider, model in (("openai", "gpt-image-1"), ("stability", "stable-image-core"))
+            for provider, model in (("openai", "dall-e-3"), ("stability", "stable-image-core"))
         ]
         jobs = (await stack.api.get("/v1/jobs", params={"workflowId": "canvas-input"})).json()["items"]
     for answer in answers:

@@ -75,6 +75,7 @@ def sync_routes(recorder: Recorder, script: Script) -> list[Route]:
     google_vertex = "/v1/projects/{project}/locations/{location}/publishers/google/models/{target}"
     return [
         Route("/v1/images/generations", fake.openai_generations, methods=["POST"]),
+        Route("/v1/images/edits", fake.openai_edits, methods=["POST"]),
         Route("/v1beta/models/{target}", fake.google, methods=["POST"]),
         Route(google_vertex, fake.google, methods=["POST"]),
         Route("/v2beta/stable-image/generate/{engine}", fake.stability_generate, methods=["POST"]),
@@ -221,6 +222,26 @@ class SyncProvidersFake:
             answer["size"] = payload.get("size", "1024x1024")
             answer["usage"] = {"input_tokens": 12, "output_tokens": 4160, "total_tokens": 4172}
         return JSONResponse(answer, headers={"x-request-id": f"req_{uuid.uuid4().hex}"})
+
+    async def openai_edits(self, request: Request) -> Response:
+        """Like generations, from a multipart form whose `image` part is the image to start from."""
+        body, behaviour, early = await self._begin(request, OPENAI)
+        if early is not None:
+            return early
+        try:
+            fields = parse_multipart(request.headers.get("content-type", ""), body)
+            files = parse_multipart_files(request.headers.get("content-type", ""), body)
+        except ValueError:
+            return _openai_error(400, "Expected multipart/form-data.", "invalid_request_error", None)
+        if "image" not in files:
+            return _openai_error(400, "Missing required parameter: 'image'.", "invalid_request_error", "image")
+        model = fields.get("model", "dall-e-2")
+        if model == "dall-e-3":
+            return _openai_error(400, "Invalid model: dall-e-3 cannot edit.", "invalid_request_error", "model")
+        gpt = model.startswith("gpt-image")
+        payload = {**fields, "n": int(fields.get("n", "1"))}
+        items = [self._openai_item(request, payload, gpt, self._image(behaviour)) for _ in range(payload["n"])]
+        return JSONResponse({"created": int(time.time()), "data": items}, headers={"x-request-id": "req_edit"})
 
     def _openai_item(self, request: Request, payload: dict[str, Any], gpt: bool, image: bytes) -> dict[str, Any]:
         if gpt or payload.get("response_format") == "b64_json":
