@@ -39,7 +39,7 @@ class AppState:
 
     @cached_property
     def webhooks_in_flight(self) -> InFlight:
-        return InFlight(self.settings.WEBHOOK_MAX_IN_FLIGHT)
+        return InFlight(self.settings.WEBHOOK_MAX_IN_FLIGHT, retry_after_seconds=RETRY_AFTER_SECONDS)
 
     @cached_property
     def autocommit_sessions(self) -> async_sessionmaker[AsyncSession]:
@@ -81,6 +81,9 @@ TemporalDep = Annotated[Client, Depends(get_temporal)]
 
 _bearer = HTTPBearer(auto_error=False, description="One of the API_KEYS, when the server sets them.")
 
+
+# How long a caller told to come back (503: overloaded, Temporal unreachable) should wait.
+RETRY_AFTER_SECONDS = 2
 
 # EventSource cannot send headers: a browser asks for a short-lived stream token (with its key) and passes it as
 # `?streamToken=` to the event routes, and only to them.

@@ -78,7 +78,7 @@ def _replay(first: Message, then: Receive | None = None) -> Receive:
 class InFlight:
     """How many webhooks this process is handling; past `limit`, new ones are shed (503 + Retry-After)."""
 
-    def __init__(self, limit: int, *, retry_after_seconds: int = 2) -> None:
+    def __init__(self, limit: int, *, retry_after_seconds: int) -> None:
         self.limit = limit
         self.retry_after_seconds = retry_after_seconds
         self.count = 0

@@ -34,8 +34,8 @@ class WebhookTarget:
 
 async def record_provider_job(
     session: AsyncSession, *, provider: str, provider_job_id: str, job_id: str, attempt: int
-) -> str:
-    """Record that `job_id` created `provider_job_id`; returns the owner (another job when it was there first)."""
+) -> None:
+    """Record that `job_id` created `provider_job_id` (a record already there, from a repeat, stays)."""
     await session.execute(
         text(
             "INSERT INTO provider_jobs (provider, provider_job_id, job_id, submit_attempt)"
@@ -43,8 +43,6 @@ async def record_provider_job(
         ),
         {"provider": provider, "pid": provider_job_id, "job": job_id, "attempt": attempt},
     )
-    owner = await provider_job_owner(session, provider, provider_job_id)
-    return owner or job_id
 
 
 async def provider_job_owner(session: AsyncSession, provider: str, provider_job_id: str) -> str | None:

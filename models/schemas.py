@@ -247,38 +247,15 @@ class ImageJobRecord(CamelModel):
             return record
         except (ValueError, TypeError, KeyError) as error:  # pydantic's ValidationError is a ValueError
             reason = f"the stored record cannot be shown: {str(error).splitlines()[0][:200]}"
-            return cls(
-                job_id=run.id,
-                node_id=run.node_id,
-                workflow_id=run.canvas_id,
-                provider=run.provider,
-                model=run.model,
-                status=JobStatus(run.status),
-                started_at=run.started_at,
-                finished_at=run.finished_at,
-                error=run.error,
-                error_code=(run.error_code or "failed") if run.error else None,
-                prompt_spec={},
-                created_at=run.created_at,
-                unreadable=reason,
-            )
+            return cls(**_run_identity(run), prompt_spec={}, unreadable=reason)
 
     @classmethod
     def from_run(cls, run: Run) -> ImageJobRecord:
         result = RunResult.from_json(run.payload)
         return cls(
-            job_id=run.id,
-            node_id=run.node_id,
-            workflow_id=run.canvas_id,
-            provider=run.provider,
-            model=run.model,
-            status=JobStatus(run.status),
-            started_at=run.started_at,
-            finished_at=run.finished_at,
+            **_run_identity(run),
             image_url=result.image_url,
             metadata=run.request.get("metadata", {}),
-            error=run.error,
-            error_code=(run.error_code or "failed") if run.error else None,
             image_urls=result.image_urls,
             thumbnail_url=result.thumbnail_url,
             progress=result.progress,
@@ -289,8 +266,24 @@ class ImageJobRecord(CamelModel):
             predict_time=result.predict_time,
             effective=result.effective,
             timings=result.timings,
-            created_at=run.created_at,
         )
+
+
+def _run_identity(run: Run) -> dict[str, Any]:
+    """The record fields read from the run's own columns, which are always readable."""
+    return {
+        "job_id": run.id,
+        "node_id": run.node_id,
+        "workflow_id": run.canvas_id,
+        "provider": run.provider,
+        "model": run.model,
+        "status": JobStatus(run.status),
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "error": run.error,
+        "error_code": (run.error_code or "failed") if run.error else None,
+        "created_at": run.created_at,
+    }
 
 
 class JobPage(CamelModel):

@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import AppState, SessionDep, StateDep, TemporalDep, require_api_key
+from api.deps import RETRY_AFTER_SECONDS, AppState, SessionDep, StateDep, TemporalDep, require_api_key
 from api.errors import ApiError
 from core import deliveries, runs
 from core.config import Settings
@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 
 SIGNAL_TIMEOUT_SECONDS = 3.0
-SHED_RETRY_AFTER_SECONDS = 2
 
 
 def authenticate_webhook(
@@ -107,7 +106,7 @@ async def signal_workflow(temporal: Client, job_id: str, event: ProviderEvent) -
             503,
             "temporal_unavailable",
             "The event could not be delivered; retry later.",
-            headers={"Retry-After": str(SHED_RETRY_AFTER_SECONDS)},
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         ) from error
     return True
 

@@ -50,13 +50,14 @@ export function BoardPage(props: Props) {
   );
 }
 
-function asAppNodes(board: Board): AppNode[] {
-  return board.nodes.map((node) => ({
+/** A node as the API sends it (a board's, or the stream's) as React Flow takes it. */
+function toAppNode(node: { id: string; type?: string; position?: { x: number; y: number }; data?: object }): AppNode {
+  return {
     id: node.id,
     type: nodeType(node.type),
-    position: node.position as { x: number; y: number },
-    data: node.data as ImageNodeData,
-  }));
+    position: node.position ?? { x: 0, y: 0 },
+    data: (node.data ?? {}) as ImageNodeData,
+  };
 }
 
 function asAppEdges(board: Board): AppEdge[] {
@@ -102,7 +103,7 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
     const board = await api.board(canvasId);
     savedVersion.current = board.version;
     setName(board.name);
-    setNodes(asAppNodes(board));
+    setNodes(board.nodes.map(toAppNode));
     setEdges(asAppEdges(board));
     const viewport = board.viewport as Viewport;
     if (flow.viewportInitialized) await flow.setViewport(viewport);
@@ -326,13 +327,7 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
           const position = unsaved.current > 0 || node.dragging ? node.position : update.position;
           return { ...node, position, data };
         });
-        const added = [...byId.values()].map((update) => ({
-          id: update.id,
-          type: nodeType(update.type),
-          position: update.position,
-          data: update.data as ImageNodeData,
-        }));
-        return [...merged, ...added];
+        return [...merged, ...[...byId.values()].map(toAppNode)];
       }),
     onBoardSaved: (version) => {
       if (version > savedVersion.current && unsaved.current === 0) load().catch(fail);
