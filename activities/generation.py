@@ -262,9 +262,10 @@ class GenerationActivities:
             node_id=request.node_id,
             output_count=max(1, len(request.urls)),
         )
+        provider, outputs = self.providers[request.provider], ResumableSink((), sink)
         async with provider_errors(), heartbeating():
-            for url in request.urls:
-                await sink.store_url(url)
+            for reference in request.urls:
+                await provider.store_output(reference, outputs)
         return GenerationResult(images=sink.stored, provenance=request.provenance)
 
     @activity.defn

@@ -109,13 +109,18 @@ class Settings(BaseSettings):
     REPLICATE_API_TOKEN: str | None = None
     REPLICATE_BASE_URL: str = "https://api.replicate.com/v1"
     REPLICATE_RATE_PER_MINUTE: float = 600
+    CUSTOM_PROVIDER_URL: str | None = None
+    CUSTOM_PROVIDER_API_KEY: str | None = None
+    CUSTOM_PROVIDER_WEBHOOK_SECRET: str | None = None
+    CUSTOM_PROVIDER_MODELS: CommaList = Field(default_factory=lambda: ["default"])
+    CUSTOM_PROVIDER_RATE_PER_MINUTE: float | None = None
     POLLINATIONS_TOKEN: str | None = None
     POLLINATIONS_BASE_URL: str = "https://image.pollinations.ai"
     POLLINATIONS_ENABLED: bool = True
     POLLINATIONS_RATE_PER_MINUTE: float = 12
     LOCAL_RATE_PER_MINUTE: float | None = None
 
-    @field_validator("API_KEYS", "CORS_ORIGINS", "DOWNLOAD_ALLOWLIST", mode="before")
+    @field_validator("API_KEYS", "CORS_ORIGINS", "DOWNLOAD_ALLOWLIST", "CUSTOM_PROVIDER_MODELS", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):

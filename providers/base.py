@@ -8,12 +8,12 @@ streams it into object storage (bytes never leave the activity). Asynchronous pr
 from __future__ import annotations
 
 from abc import ABC
-from collections.abc import AsyncIterable, Collection, Mapping
+from collections.abc import AsyncIterable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from models.payloads import PromptSpec, Provenance, ProviderCall, ProviderEvent, StoredImage, SubmitResult
-from providers.request_checks import apply_style_modifiers, check_input_image
+from providers.request_checks import apply_style_modifiers, check_input_image, require_model
 
 
 class OutputSink(Protocol):
@@ -35,6 +35,20 @@ class OutputSink(Protocol):
 
 
 @dataclass(frozen=True)
+class ModelCapabilities:
+    """What one model can be asked for, as `GET /v1/providers` lists it (so a client can build its form)."""
+
+    model: str
+    input_image: bool
+    input_image_required: bool
+    max_images: int
+    seed: bool
+    negative_prompt: bool
+    # The sizes ("1024x1024") or aspect ratios ("16:9") the model draws; empty when it draws any size.
+    sizes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ProviderInfo:
     """What `GET /v1/providers` says of a provider."""
 
@@ -48,6 +62,7 @@ class ProviderInfo:
     rate_limit_per_minute: float | None
     description: str
     input_image_models: tuple[str, ...] = ()
+    capabilities: tuple[ModelCapabilities, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -55,14 +70,19 @@ class ImageProvider(ABC):
     """Base of every adapter; subclasses override what their service supports."""
 
     name: ClassVar[str]
-    models: ClassVar[tuple[str, ...]]
-    default_model: ClassVar[str]
+    # Class attributes for adapters with a fixed list; an adapter configured by settings (custom) sets them per
+    # instance.
+    models: tuple[str, ...]
+    default_model: str
     description: ClassVar[str] = ""
     asynchronous: ClassVar[bool] = False
     supports_webhooks: ClassVar[bool] = False
+    # The provider's own webhook signature is the generic hex HMAC of the body (under its own secret), so a hex
+    # signature is the provider's to verify rather than a relay's (see api/routes/webhooks.py).
+    signs_with_hex_hmac: ClassVar[bool] = False
     # Models that take `previousImage` (refinement, image-to-image, upscaling), and those that need one.
-    input_image_models: ClassVar[frozenset[str]] = frozenset()
-    input_image_required_models: ClassVar[frozenset[str]] = frozenset()
+    input_image_models: frozenset[str] = frozenset()
+    input_image_required_models: frozenset[str] = frozenset()
 
     def disabled_reason(self) -> str | None:
         """None when the provider can be used; otherwise why not (e.g. its key is missing)."""
@@ -87,11 +107,30 @@ class ImageProvider(ABC):
             rate_limit_per_minute=self.rate_limit_per_minute(),
             description=self.description,
             input_image_models=tuple(model for model in self.models if model in self.input_image_models),
+            capabilities=tuple(self.capabilities(model) for model in self.models),
+        )
+
+    def capabilities(self, model: str) -> ModelCapabilities:
+        """What `model` takes; adapters say it through `describe`."""
+        return self.describe(model, max_images=1, seed=False, negative_prompt=False)
+
+    def describe(
+        self, model: str, *, max_images: int, seed: bool, negative_prompt: bool, sizes: Sequence[str] = ()
+    ) -> ModelCapabilities:
+        return ModelCapabilities(
+            model=model,
+            input_image=model in self.input_image_models,
+            input_image_required=model in self.input_image_required_models,
+            max_images=max_images,
+            seed=seed,
+            negative_prompt=negative_prompt,
+            sizes=tuple(sizes),
         )
 
     def accepts_model(self, model: str) -> bool:
-        """Models beyond the listed ones this provider takes (e.g. any `owner/name` on Replicate)."""
-        return False
+        """Whether this provider takes `model`: the listed ones, unless the adapter knows better (any
+        `owner/name` on Replicate, the models a custom server was configured with)."""
+        return model in self.models
 
     def native_styles(self, model: str) -> Collection[str]:
         """The style words `model` takes as a parameter of its own; style modifiers naming one go there."""
@@ -106,6 +145,7 @@ class ImageProvider(ABC):
 
         Raises InvalidJobRequest when the model cannot do what the spec asks.
         """
+        require_model(self.name, model, self.models, accepted=self.accepts_model(model))
         check_input_image(
             spec,
             model,
@@ -132,6 +172,10 @@ class ImageProvider(ABC):
     async def cancel(self, provider_job_id: str) -> None:
         """Cancel at the provider where it can; a no-op by default."""
         return None
+
+    async def store_output(self, reference: str, sink: OutputSink) -> None:
+        """Store one output an event reported; a URL unless the adapter reports outputs some other way."""
+        await sink.store_url(reference)
 
     def verify_webhook(self, job_id: str, headers: Mapping[str, str], body: bytes) -> None:
         """Raise WebhookRejected unless the callback is authentic."""

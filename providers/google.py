@@ -8,6 +8,7 @@ there too unless an API key is set. Only Vertex accepts Imagen's `negativePrompt
 
 from __future__ import annotations
 
+import base64
 import re
 import time
 from dataclasses import dataclass
@@ -17,9 +18,9 @@ from typing import Any, ClassVar
 import httpx
 
 from core.config import Settings
-from models.errors import AUTH, CONTENT_POLICY, JOB_FAILED, ProviderError, ProviderRejected
+from models.errors import AUTH, CONTENT_POLICY, JOB_FAILED, InvalidJobRequest, ProviderError, ProviderRejected
 from models.payloads import PromptSpec, Provenance, ProviderCall
-from providers.base import ImageProvider, OutputSink
+from providers.base import ModelCapabilities, OutputSink
 from providers.http import (
     ErrorClassifier,
     as_object,
@@ -29,16 +30,16 @@ from providers.http import (
     fetch_json,
     json_answer_limit,
     parse_json,
-    require_client,
     retry_after,
     retry_info_delay,
 )
+from providers.http_provider import Connection, HttpProvider
+from providers.input_images import InputImage
 from providers.request_checks import (
     check_count,
     check_prompt,
     check_seeds,
     map_choice,
-    require_model,
     unused_fields,
 )
 from providers.sizing import nearest_ratio
@@ -51,6 +52,11 @@ IMAGEN_MODELS = (
     "imagen-3.0-generate-002",
 )
 GEMINI_MODELS = ("gemini-2.5-flash-image", "gemini-3-pro-image-preview")
+# Imagen edits (the previousImage as a raw reference image) exist on Vertex AI only.
+IMAGEN_EDIT_MODEL = "imagen-3.0-capability-001"
+PREDICT_MODELS = (*IMAGEN_MODELS, IMAGEN_EDIT_MODEL)
+INPUT_IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
+MAX_INPUT_IMAGE_BYTES = 20 * 1024 * 1024  # the Gemini API's limit for a whole inline request
 IMAGEN_RATIOS = ("1:1", "3:4", "4:3", "9:16", "16:9")
 GEMINI_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
 IMAGEN_MAX_OUTPUTS = 4
@@ -118,10 +124,22 @@ class GooglePlan:
 
     @property
     def imagen(self) -> bool:
-        return self.model in IMAGEN_MODELS
+        return self.model in PREDICT_MODELS
 
-    def predict_body(self, prompt: str) -> dict[str, Any]:
-        parameters: dict[str, Any] = {"sampleCount": self.n, "aspectRatio": self.aspect_ratio, "includeRaiReason": True}
+    def predict_body(self, prompt: str, image: InputImage | None = None) -> dict[str, Any]:
+        instance: dict[str, Any] = {"prompt": prompt}
+        parameters: dict[str, Any] = {"sampleCount": self.n, "includeRaiReason": True}
+        if image is None:
+            parameters["aspectRatio"] = self.aspect_ratio
+        else:  # an edit keeps the input's shape
+            instance["referenceImages"] = [
+                {
+                    "referenceType": "REFERENCE_TYPE_RAW",
+                    "referenceId": 1,
+                    "referenceImage": {"bytesBase64Encoded": base64.b64encode(image.data).decode()},
+                }
+            ]
+            parameters["editMode"] = "EDIT_MODE_DEFAULT"
         if self.sample_image_size:
             parameters["sampleImageSize"] = self.sample_image_size
         if self.negative_prompt:
@@ -129,11 +147,16 @@ class GooglePlan:
         if self.seed is not None:
             # Vertex ignores the seed while it watermarks, and it watermarks by default.
             parameters.update(seed=self.seed, addWatermark=False)
-        return {"instances": [{"prompt": prompt}], "parameters": parameters}
+        return {"instances": [instance], "parameters": parameters}
 
-    def generate_content_body(self, prompt: str) -> dict[str, Any]:
+    def generate_content_body(self, prompt: str, image: InputImage | None = None) -> dict[str, Any]:
+        parts: list[dict[str, Any]] = [{"text": prompt}]
+        if image is not None:
+            parts.append(
+                {"inlineData": {"mimeType": image.content_type, "data": base64.b64encode(image.data).decode()}}
+            )
         return {
-            "contents": [{"role": "user", "parts": [{"text": prompt}]}],
+            "contents": [{"role": "user", "parts": parts}],
             "generationConfig": {
                 "responseModalities": ["TEXT", "IMAGE"],
                 "imageConfig": {"aspectRatio": self.aspect_ratio},
@@ -155,59 +178,76 @@ class GooglePlan:
         return effective
 
 
-class GoogleProvider(ImageProvider):
+class GoogleProvider(HttpProvider):
     """Imagen and Gemini image models (synchronous), on the Gemini API or Vertex AI."""
 
     name: ClassVar[str] = "google"
-    models: ClassVar[tuple[str, ...]] = IMAGEN_MODELS + GEMINI_MODELS
-    default_model: ClassVar[str] = "imagen-4.0-generate-001"
+    models: tuple[str, ...] = PREDICT_MODELS + GEMINI_MODELS
+    input_image_models: frozenset[str] = frozenset({*GEMINI_MODELS, IMAGEN_EDIT_MODEL})
+    input_image_required_models: frozenset[str] = frozenset({IMAGEN_EDIT_MODEL})
+    default_model: str = "imagen-4.0-generate-001"
     description: ClassVar[str] = "Google Imagen (predict) and Gemini image models (generateContent)."
+
+    label: ClassVar[str] = LABEL
+    key_setting: ClassVar[str | None] = "GOOGLE_API_KEY"
+    base_url_setting: ClassVar[str] = "GOOGLE_BASE_URL"
+    rate_setting: ClassVar[str | None] = "GOOGLE_RATE_PER_MINUTE"
 
     def __init__(
         self,
+        connection: Connection,
         *,
-        api_key: str | None,
-        base_url: str,
-        http: httpx.AsyncClient | None,
-        timeout_seconds: float,
-        max_image_bytes: int,
+        rate_per_minute: float | None = None,
         vertex_project: str | None = None,
         vertex_location: str = "us-central1",
         vertex_token: str | None = None,
         vertex_base_url: str | None = None,
-        rate_per_minute: float | None = None,
     ) -> None:
-        self._api_key = api_key
-        self._base_url = base_url.rstrip("/")
-        self._http = http
-        self._timeout = timeout_seconds
-        self._max_image_bytes = max_image_bytes
+        super().__init__(connection, rate_per_minute=rate_per_minute)
         self._vertex_project = vertex_project
         self._vertex_location = vertex_location
         self._vertex_token = vertex_token
         self._vertex_base_url = (vertex_base_url or _vertex_host(vertex_location)).rstrip("/")
-        self.rate_per_minute = rate_per_minute
+
+    @classmethod
+    def options_from(cls, settings: Settings) -> dict[str, Any]:
+        return {
+            "vertex_project": settings.GOOGLE_VERTEX_PROJECT,
+            "vertex_location": settings.GOOGLE_VERTEX_LOCATION,
+            "vertex_token": settings.GOOGLE_VERTEX_TOKEN,
+            "vertex_base_url": settings.GOOGLE_VERTEX_BASE_URL,
+        }
 
     @property
     def _vertex_ready(self) -> bool:
         return bool(self._vertex_project and self._vertex_token)
 
     def disabled_reason(self) -> str | None:
-        if self._api_key or self._vertex_ready:
+        if self.api_key or self._vertex_ready:
             return None
         return "GOOGLE_API_KEY is not set (nor GOOGLE_VERTEX_PROJECT with GOOGLE_VERTEX_TOKEN)"
 
-    def uses_vertex(self, model: str) -> bool:
-        return self._vertex_ready and (model in IMAGEN_MODELS or not self._api_key)
+    def capabilities(self, model: str) -> ModelCapabilities:
+        vertex_imagen = model in PREDICT_MODELS and self.uses_vertex(model)
+        max_images = 1 if model in SINGLE_OUTPUT_MODELS else IMAGEN_MAX_OUTPUTS if model in PREDICT_MODELS else 4
+        ratios = IMAGEN_RATIOS if model in IMAGEN_MODELS else GEMINI_RATIOS if model in GEMINI_MODELS else ()
+        return self.describe(
+            model, max_images=max_images, seed=vertex_imagen, negative_prompt=vertex_imagen, sizes=ratios
+        )
 
-    def check_model_request(self, model: str, spec: PromptSpec) -> dict[str, Any]:
-        return self.plan(model, spec).effective()
+    def uses_vertex(self, model: str) -> bool:
+        return self._vertex_ready and (model in PREDICT_MODELS or not self.api_key)
 
     def plan(self, model: str, spec: PromptSpec) -> GooglePlan:
         """Validate the spec for `model` and decide every parameter of the call."""
-        require_model(LABEL, model, self.models)
         check_prompt(spec, model, MAX_PROMPT_CHARS)
-        imagen = model in IMAGEN_MODELS
+        if model == IMAGEN_EDIT_MODEL and not self._vertex_ready:
+            raise InvalidJobRequest(
+                f"{model} edits on Vertex AI only; set GOOGLE_VERTEX_PROJECT and GOOGLE_VERTEX_TOKEN, or use "
+                f"{' or '.join(GEMINI_MODELS)}",
+                field="model",
+            )
+        imagen = model in PREDICT_MODELS
         max_outputs = IMAGEN_MAX_OUTPUTS if imagen else GEMINI_MAX_OUTPUTS
         check_count(spec, model, 1 if model in SINGLE_OUTPUT_MODELS else max_outputs)
         vertex_imagen = imagen and self.uses_vertex(model)
@@ -230,21 +270,27 @@ class GoogleProvider(ImageProvider):
         plan = self.plan(call.model, call.spec)
         started = time.monotonic()
         response_id, effective = None, plan.effective()
+        image = await self._input_image(call.spec.previous_image)
         if plan.imagen:
-            filtered = await self._predict(plan, call.spec.prompt, sink)
+            filtered = await self._predict(plan, call.spec.prompt, image, sink)
             if filtered:
                 effective["filtered"] = filtered
         else:
-            response_id = await self._generate_content(plan, call.spec.prompt, sink)
+            response_id = await self._generate_content(plan, call.spec.prompt, image, sink)
         return Provenance(
             provider_job_id=response_id,
             predict_time=round(time.monotonic() - started, 3),
             effective=effective,
         )
 
-    async def _predict(self, plan: GooglePlan, prompt: str, sink: OutputSink) -> int:
+    async def _input_image(self, url: str | None) -> InputImage | None:
+        if url is None:
+            return None
+        return await self.fetch_input(url, max_bytes=MAX_INPUT_IMAGE_BYTES, accepted_types=INPUT_IMAGE_TYPES)
+
+    async def _predict(self, plan: GooglePlan, prompt: str, image: InputImage | None, sink: OutputSink) -> int:
         """Store the images Imagen returned; answer how many of the `n` its safety filters removed."""
-        payload = await self._call(plan, "predict", plan.predict_body(prompt), images=plan.n)
+        payload = await self._call(plan, "predict", plan.predict_body(prompt, image), images=plan.n)
         predictions = [item for item in payload.get("predictions") or [] if isinstance(item, dict)]
         images = [item for item in predictions if isinstance(item.get("bytesBase64Encoded"), str)]
         if not images:
@@ -253,11 +299,14 @@ class GoogleProvider(ImageProvider):
             await sink.store_bytes(decode_base64(LABEL, item["bytesBase64Encoded"]))
         return max(plan.n - len(images), 0)
 
-    async def _generate_content(self, plan: GooglePlan, prompt: str, sink: OutputSink) -> str | None:
-        """Gemini makes one image per call, so `n` images take `n` calls."""
+    async def _generate_content(
+        self, plan: GooglePlan, prompt: str, image: InputImage | None, sink: OutputSink
+    ) -> str | None:
+        """Gemini makes one image per call, so `n` images take `n` calls (an input image rides in each)."""
         first_response_id: str | None = None
+        body = plan.generate_content_body(prompt, image)
         for index in range(plan.n):
-            payload = await self._call(plan, "generateContent", plan.generate_content_body(prompt), images=1)
+            payload = await self._call(plan, "generateContent", body, images=1)
             await sink.store_bytes(_gemini_image(payload))
             if index == 0 and isinstance(payload.get("responseId"), str):
                 first_response_id = payload["responseId"]
@@ -265,7 +314,6 @@ class GoogleProvider(ImageProvider):
         return first_response_id
 
     async def _call(self, plan: GooglePlan, method: str, body: dict[str, Any], *, images: int) -> dict[str, Any]:
-        http = require_client(self._http, LABEL)
         if plan.vertex:
             url = (
                 f"{self._vertex_base_url}/v1/projects/{self._vertex_project}/locations/{self._vertex_location}"
@@ -273,12 +321,14 @@ class GoogleProvider(ImageProvider):
             )
             headers, key_setting = {"authorization": f"Bearer {self._vertex_token}"}, "GOOGLE_VERTEX_TOKEN"
         else:
-            url = f"{self._base_url}/v1beta/models/{plan.model}:{method}"
-            headers, key_setting = {"x-goog-api-key": self._api_key or ""}, "GOOGLE_API_KEY"
+            url = f"{self.base_url}/v1beta/models/{plan.model}:{method}"
+            headers, key_setting = {"x-goog-api-key": self.api_key or ""}, "GOOGLE_API_KEY"
         classify: ErrorClassifier = partial(classify_google_error, key_setting=key_setting)
-        request = http.build_request("POST", url, json=body, headers=headers, timeout=self._timeout)
-        limit = json_answer_limit(self._max_image_bytes, images)
-        payload, _ = await fetch_json(http, LABEL, request, classify=classify, limit=limit)
+        request = self.http.build_request(
+            "POST", url, json=body, headers=headers, timeout=self.connection.timeout_seconds
+        )
+        limit = json_answer_limit(self.connection.max_image_bytes, images)
+        payload, _ = await fetch_json(self.http, LABEL, request, classify=classify, limit=limit)
         return payload
 
 
@@ -324,18 +374,3 @@ def _refuse_blocked_prompt(feedback: dict[str, Any]) -> None:
     explained = f": {detail}" if detail else ""
     message = f"Google blocked the prompt (blockReason {feedback['blockReason']}){explained}. Rephrase the prompt."
     raise ProviderRejected(message, type=CONTENT_POLICY)
-
-
-def from_settings(settings: Settings, http: httpx.AsyncClient | None) -> GoogleProvider:
-    return GoogleProvider(
-        api_key=settings.GOOGLE_API_KEY,
-        base_url=settings.GOOGLE_BASE_URL,
-        http=http,
-        timeout_seconds=settings.PROVIDER_TIMEOUT_SECONDS,
-        max_image_bytes=settings.MAX_IMAGE_BYTES,
-        vertex_project=settings.GOOGLE_VERTEX_PROJECT,
-        vertex_location=settings.GOOGLE_VERTEX_LOCATION,
-        vertex_token=settings.GOOGLE_VERTEX_TOKEN,
-        vertex_base_url=settings.GOOGLE_VERTEX_BASE_URL,
-        rate_per_minute=settings.GOOGLE_RATE_PER_MINUTE,
-    )

@@ -10,6 +10,7 @@ while a host that is unreachable or overloaded may recover (ProviderUnavailable)
 
 from __future__ import annotations
 
+import base64
 import socket
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from core.netguard import DownloadRefused, open_download
 from models.errors import INVALID_REQUEST, ProviderRejected, ProviderUnavailable
 from providers.http import declares_more_than, read_at_most
 
-__all__ = ["InputImage", "fetch_input_image"]
+__all__ = ["FormParts", "InputImage", "fetch_input_image", "form_parts"]
 
 RETRYABLE_STATUSES = frozenset({408, 429})
 SNIFF_BYTES = 12
@@ -38,6 +39,23 @@ class InputImage:
     @property
     def filename(self) -> str:
         return f"input.{self.extension}"
+
+    @property
+    def data_uri(self) -> str:
+        """The image inline, for services that take images as URIs in JSON (Replicate, midjourney-proxy)."""
+        return f"data:{self.content_type};base64,{base64.b64encode(self.data).decode()}"
+
+
+FormParts = dict[str, tuple[str | None, str | bytes] | tuple[str, bytes, str]]
+
+
+def form_parts(fields: dict[str, str], image: InputImage | None, *, image_field: str = "image") -> FormParts:
+    """Multipart parts for httpx's `files=`: (None, value) parts are plain form fields, and passing them as files
+    makes httpx send real multipart/form-data even without an image."""
+    parts: FormParts = {name: (None, value) for name, value in fields.items()}
+    if image is not None:
+        parts[image_field] = (image.filename, image.data, image.content_type)
+    return parts
 
 
 def _refused(message: str) -> ProviderRejected:

@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from models.errors import InvalidJobRequest
 from models.payloads import PromptSpec, Provenance, ProviderCall
-from providers.base import ImageProvider, OutputSink
+from providers.base import ImageProvider, ModelCapabilities, OutputSink
 from providers.http import require_client
 from providers.input_images import fetch_input_image
 from providers.sizing import requested_pixels
@@ -85,13 +85,13 @@ class LocalProvider(ImageProvider):
     """Offline procedural images with a configurable delay that stands in for a real provider's work."""
 
     name: ClassVar[str] = "local"
-    models: ClassVar[tuple[str, ...]] = ("procedural",)
-    default_model: ClassVar[str] = "procedural"
+    models: tuple[str, ...] = ("procedural",)
+    default_model: str = "procedural"
     description: ClassVar[str] = (
         "Offline procedural art (gradients and shapes from the prompt and seed); not an AI model."
     )
 
-    input_image_models: ClassVar[frozenset[str]] = frozenset({"procedural"})
+    input_image_models: frozenset[str] = frozenset({"procedural"})
 
     def __init__(
         self,
@@ -105,6 +105,9 @@ class LocalProvider(ImageProvider):
         self.rate_per_minute = rate_per_minute
         self.http = http
         self.download_allowlist = download_allowlist
+
+    def capabilities(self, model: str) -> ModelCapabilities:
+        return self.describe(model, max_images=MAX_OUTPUTS, seed=True, negative_prompt=False)
 
     def check_model_request(self, model: str, spec: PromptSpec) -> dict[str, Any]:
         width, height = requested_pixels(spec)

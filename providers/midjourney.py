@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, ClassVar
 
 import httpx
 
-from core.config import Settings
 from models.errors import (
     BAD_OUTPUT,
     CONTENT_POLICY,
@@ -29,11 +29,12 @@ from models.errors import (
     WebhookRejected,
 )
 from models.payloads import PromptSpec, Provenance, ProviderCall, ProviderEvent, ProviderStatus, SubmitResult
-from providers.base import ImageProvider
-from providers.http import classify_status, describe_body, fetch_json, require_client, retry_after
+from providers.base import ModelCapabilities
+from providers.http import classify_status, describe_body, fetch_json, retry_after
+from providers.http_provider import HttpProvider
 from providers.sizing import requested_ratio
 
-__all__ = ["MidjourneyProvider", "from_settings", "task_event"]
+__all__ = ["MidjourneyProvider", "task_event"]
 
 VERSION_FLAGS = {"midjourney": "", "v6": " --v 6", "v6.1": " --v 6.1", "v7": " --v 7"}
 STATUS_MAP: dict[str, ProviderStatus] = {
@@ -51,59 +52,68 @@ MAX_RATIO_TERM = 100
 PROGRESS = re.compile(r"(\d{1,3})\s*%")
 BANNED_REASON = re.compile(r"banned|nsfw|moderat|blocked|not allowed|violat", re.IGNORECASE)
 ANSWER_LIMIT = 1024 * 1024
+INPUT_IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
+MAX_INPUT_IMAGE_BYTES = 10 * 1024 * 1024
 
 
-class MidjourneyProvider(ImageProvider):
+@dataclass(frozen=True)
+class ImaginePlan:
+    aspect_ratio: str | None
+
+    def effective(self) -> dict[str, Any]:
+        return {"aspect_ratio": self.aspect_ratio} if self.aspect_ratio else {}
+
+
+class MidjourneyProvider(HttpProvider):
     """Midjourney imagine tasks through a midjourney-proxy compatible server."""
 
     name: ClassVar[str] = "midjourney"
-    models: ClassVar[tuple[str, ...]] = tuple(VERSION_FLAGS)
-    default_model: ClassVar[str] = "midjourney"
+    models: tuple[str, ...] = tuple(VERSION_FLAGS)
+    default_model: str = "midjourney"
     description: ClassVar[str] = "Midjourney imagine tasks via a midjourney-proxy task API (one 2x2 grid image)."
     asynchronous: ClassVar[bool] = True
     supports_webhooks: ClassVar[bool] = True
+    input_image_models: frozenset[str] = frozenset(VERSION_FLAGS)
 
-    def __init__(
-        self,
-        *,
-        base_url: str | None,
-        api_key: str | None,
-        http: httpx.AsyncClient | None,
-        timeout_seconds: float,
-        rate_per_minute: float | None = None,
-    ) -> None:
-        self.base_url = (base_url or "").rstrip("/")
-        self.api_key = api_key
-        self.http = http
-        self.timeout_seconds = timeout_seconds
-        self.rate_per_minute = rate_per_minute
+    label: ClassVar[str] = "midjourney"
+    key_setting: ClassVar[str | None] = "MIDJOURNEY_API_KEY"
+    key_required: ClassVar[bool] = False  # a self-hosted proxy may take anyone
+    base_url_setting: ClassVar[str] = "MIDJOURNEY_BASE_URL"
+    rate_setting: ClassVar[str | None] = "MIDJOURNEY_RATE_PER_MINUTE"
 
-    def disabled_reason(self) -> str | None:
-        return None if self.base_url else "MIDJOURNEY_BASE_URL is not set"
+    def capabilities(self, model: str) -> ModelCapabilities:
+        return self.describe(model, max_images=1, seed=True, negative_prompt=True)  # any aspect ratio
 
-    def check_model_request(self, model: str, spec: PromptSpec) -> dict[str, Any]:
+    def auth_headers(self) -> dict[str, str]:
+        return {"mj-api-secret": self.api_key} if self.api_key else {}
+
+    def plan(self, model: str, spec: PromptSpec) -> ImaginePlan:
         """The prompt flags the spec turns into; Midjourney draws one grid per task and takes any aspect ratio."""
-        if model not in VERSION_FLAGS:
-            raise InvalidJobRequest(f"midjourney models are {', '.join(VERSION_FLAGS)}, not {model!r}", field="model")
         if spec.n != 1:
             raise InvalidJobRequest("midjourney draws one image (a 2x2 grid) per job; ask for n=1", field="n")
         if spec.seed is not None and not 0 <= spec.seed <= MAX_SEED:
             raise InvalidJobRequest(f"midjourney seeds are 0..{MAX_SEED}", field="seed")
-        aspect_ratio = _aspect_ratio(spec)
-        return {"aspect_ratio": aspect_ratio} if aspect_ratio else {}
+        return ImaginePlan(_aspect_ratio(spec))
 
     async def submit(self, call: ProviderCall) -> SubmitResult:
         """Submit an imagine task; `state` carries the job id, `notifyHook` the tokenised webhook URL."""
         effective = self.check_request(call.model, call.spec)
         body: dict[str, Any] = {
             "prompt": imagine_prompt(call.model, call.spec, effective.get("aspect_ratio")),
-            "base64Array": [],
+            "base64Array": await self._image_prompts(call.spec.previous_image),
             "state": call.job_id,
         }
         if call.webhook_url:
             body["notifyHook"] = call.webhook_url
         answer = await self._request("POST", "/submit/imagine", json=body)
         return SubmitResult(provider_job_id=_task_id(answer), effective=effective)
+
+    async def _image_prompts(self, image_url: str | None) -> list[str]:
+        """An image prompt: the previousImage as a data URI in `base64Array`, which the proxy hands to Midjourney."""
+        if image_url is None:
+            return []
+        image = await self.fetch_input(image_url, max_bytes=MAX_INPUT_IMAGE_BYTES, accepted_types=INPUT_IMAGE_TYPES)
+        return [image.data_uri]
 
     async def poll(self, provider_job_id: str) -> ProviderEvent:
         try:
@@ -137,24 +147,9 @@ class MidjourneyProvider(ImageProvider):
         return task_event(task)
 
     async def _request(self, method: str, path: str, *, json: Any = None) -> dict[str, Any]:
-        http = require_client(self.http, self.name)
-        headers = {"mj-api-secret": self.api_key} if self.api_key else {}
-        request = http.build_request(
-            method, f"{self.base_url}{path}", json=json, headers=headers, timeout=self.timeout_seconds
-        )
-        payload, _ = await fetch_json(http, self.name, request, classify=classify_error, limit=ANSWER_LIMIT)
+        request = self.request(method, path, json=json)
+        payload, _ = await fetch_json(self.http, self.name, request, classify=classify_error, limit=ANSWER_LIMIT)
         return payload
-
-
-def from_settings(settings: Settings, http: httpx.AsyncClient | None) -> MidjourneyProvider:
-    """The adapter as the registry builds it (disabled without MIDJOURNEY_BASE_URL; the key is optional)."""
-    return MidjourneyProvider(
-        base_url=settings.MIDJOURNEY_BASE_URL,
-        api_key=settings.MIDJOURNEY_API_KEY,
-        http=http,
-        timeout_seconds=settings.PROVIDER_TIMEOUT_SECONDS,
-        rate_per_minute=settings.MIDJOURNEY_RATE_PER_MINUTE,
-    )
 
 
 def imagine_prompt(model: str, spec: PromptSpec, aspect_ratio: str | None) -> str:

@@ -8,7 +8,7 @@ answer with base64. Either way the images go straight to the sink.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -17,7 +17,7 @@ import httpx
 from core.config import Settings
 from models.errors import AUTH, BAD_OUTPUT, CONTENT_POLICY, ProviderError, ProviderRejected, ProviderUnavailable
 from models.payloads import PromptSpec, Provenance, ProviderCall
-from providers.base import ImageProvider, OutputSink
+from providers.base import ModelCapabilities, OutputSink
 from providers.http import (
     as_object,
     classify_status,
@@ -26,15 +26,14 @@ from providers.http import (
     fetch_json,
     json_answer_limit,
     parse_json,
-    require_client,
     retry_after,
 )
-from providers.input_images import fetch_input_image
+from providers.http_provider import Connection, HttpProvider
+from providers.input_images import form_parts
 from providers.request_checks import (
     check_count,
     check_prompt,
     map_choice,
-    require_model,
     unused_fields,
 )
 from providers.sizing import nearest_size
@@ -142,48 +141,49 @@ class OpenAIPlan:
         return effective
 
 
-class OpenAIProvider(ImageProvider):
+class OpenAIProvider(HttpProvider):
     """OpenAI Images (synchronous): DALL-E 2, DALL-E 3 and the GPT image models."""
 
     name: ClassVar[str] = "openai"
-    models: ClassVar[tuple[str, ...]] = (DALL_E_2, DALL_E_3, *GPT_IMAGE_MODELS)
-    default_model: ClassVar[str] = "gpt-image-1"
+    models: tuple[str, ...] = (DALL_E_2, DALL_E_3, *GPT_IMAGE_MODELS)
+    default_model: str = "gpt-image-1"
     description: ClassVar[str] = "OpenAI Images API: DALL-E 2, DALL-E 3 and GPT image models."
-    input_image_models: ClassVar[frozenset[str]] = EDIT_MODELS
+    input_image_models: frozenset[str] = EDIT_MODELS
+
+    label: ClassVar[str] = LABEL
+    key_setting: ClassVar[str | None] = "OPENAI_API_KEY"
+    base_url_setting: ClassVar[str] = "OPENAI_BASE_URL"
+    rate_setting: ClassVar[str | None] = "OPENAI_RATE_PER_MINUTE"
 
     def __init__(
         self,
+        connection: Connection,
         *,
-        api_key: str | None,
-        base_url: str,
-        http: httpx.AsyncClient | None,
-        timeout_seconds: float,
-        max_image_bytes: int,
-        response_format: Literal["url", "b64_json"] = "url",
         rate_per_minute: float | None = None,
-        download_allowlist: Sequence[str] = (),
+        response_format: Literal["url", "b64_json"] = "url",
     ) -> None:
-        self._api_key = api_key
-        self._base_url = base_url.rstrip("/")
-        self._http = http
-        self._timeout = timeout_seconds
-        self._max_image_bytes = max_image_bytes
+        super().__init__(connection, rate_per_minute=rate_per_minute)
         self._response_format = response_format
-        self.rate_per_minute = rate_per_minute
-        self._download_allowlist = list(download_allowlist)
 
-    def disabled_reason(self) -> str | None:
-        return None if self._api_key else "OPENAI_API_KEY is not set"
+    @classmethod
+    def options_from(cls, settings: Settings) -> dict[str, Any]:
+        return {"response_format": settings.OPENAI_RESPONSE_FORMAT}
+
+    def capabilities(self, model: str) -> ModelCapabilities:
+        sizes = GPT_SIZES if model in GPT_IMAGE_MODELS else SIZES[model]
+        return self.describe(
+            model,
+            max_images=MAX_OUTPUTS.get(model, DEFAULT_MAX_OUTPUTS),
+            seed=False,
+            negative_prompt=False,
+            sizes=sizes,
+        )
 
     def native_styles(self, model: str) -> Collection[str]:
         return DALL_E_3_STYLES.keys() if model == DALL_E_3 else ()
 
-    def check_model_request(self, model: str, spec: PromptSpec) -> dict[str, Any]:
-        return self.plan(model, spec).effective()
-
     def plan(self, model: str, spec: PromptSpec) -> OpenAIPlan:
         """Validate the spec for `model` and decide every parameter of the call."""
-        require_model(LABEL, model, self.models)
         check_prompt(spec, model, PROMPT_LIMITS.get(model, GPT_PROMPT_LIMIT))
         check_count(spec, model, MAX_OUTPUTS.get(model, DEFAULT_MAX_OUTPUTS))
         gpt = model in GPT_IMAGE_MODELS
@@ -202,23 +202,16 @@ class OpenAIProvider(ImageProvider):
     async def generate(self, call: ProviderCall, sink: OutputSink) -> Provenance:
         plan = self.plan(call.model, call.spec)
         started = time.monotonic()
-        http = require_client(self._http, LABEL)
         if call.spec.previous_image:
-            request = await self._edit_request(http, plan, call.spec.prompt, call.spec.previous_image)
+            request = await self._edit_request(plan, call.spec.prompt, call.spec.previous_image)
         else:
-            request = http.build_request(
-                "POST",
-                f"{self._base_url}/images/generations",
-                json=plan.body(call.spec.prompt),
-                headers={"authorization": f"Bearer {self._api_key}"},
-                timeout=self._timeout,
-            )
+            request = self.request("POST", "/images/generations", json=plan.body(call.spec.prompt))
         payload, headers = await fetch_json(
-            http,
+            self.http,
             LABEL,
             request,
             classify=classify_openai_error,
-            limit=json_answer_limit(self._max_image_bytes, plan.n),
+            limit=json_answer_limit(self.connection.max_image_bytes, plan.n),
         )
         items = [item for item in payload.get("data") or [] if isinstance(item, dict)]
         if not items:
@@ -233,30 +226,16 @@ class OpenAIProvider(ImageProvider):
             effective=plan.effective(),
         )
 
-    async def _edit_request(
-        self, http: httpx.AsyncClient, plan: OpenAIPlan, prompt: str, image_url: str
-    ) -> httpx.Request:
+    async def _edit_request(self, plan: OpenAIPlan, prompt: str, image_url: str) -> httpx.Request:
         """`POST /images/edits`: the plan's fields as form fields, the previous image's bytes as the `image` part
         (fetched here, inside the activity, so they never enter workflow history)."""
-        image = await fetch_input_image(
-            http,
+        image = await self.fetch_input(
             image_url,
-            allowlist=self._download_allowlist,
             max_bytes=MAX_EDIT_IMAGE_BYTES.get(plan.model, GPT_MAX_EDIT_IMAGE_BYTES),
             accepted_types=EDIT_IMAGE_TYPES.get(plan.model, GPT_EDIT_IMAGE_TYPES),
         )
         fields = {name: str(value) for name, value in plan.body(prompt).items() if name != "style"}
-        parts: dict[str, tuple[str | None, str | bytes] | tuple[str, bytes, str]] = {
-            name: (None, value) for name, value in fields.items()
-        }
-        parts["image"] = (image.filename, image.data, image.content_type)
-        return http.build_request(
-            "POST",
-            f"{self._base_url}/images/edits",
-            files=parts,
-            headers={"authorization": f"Bearer {self._api_key}"},
-            timeout=self._timeout,
-        )
+        return self.request("POST", "/images/edits", files=form_parts(fields, image))
 
 
 async def _store_item(item: dict[str, Any], sink: OutputSink) -> None:
@@ -266,16 +245,3 @@ async def _store_item(item: dict[str, Any], sink: OutputSink) -> None:
         await sink.store_url(item["url"])
     else:
         raise ProviderRejected("OpenAI answered with an image that has neither b64_json nor url", type=BAD_OUTPUT)
-
-
-def from_settings(settings: Settings, http: httpx.AsyncClient | None) -> OpenAIProvider:
-    return OpenAIProvider(
-        api_key=settings.OPENAI_API_KEY,
-        base_url=settings.OPENAI_BASE_URL,
-        http=http,
-        timeout_seconds=settings.PROVIDER_TIMEOUT_SECONDS,
-        max_image_bytes=settings.MAX_IMAGE_BYTES,
-        response_format=settings.OPENAI_RESPONSE_FORMAT,
-        rate_per_minute=settings.OPENAI_RATE_PER_MINUTE,
-        download_allowlist=settings.DOWNLOAD_ALLOWLIST,
-    )

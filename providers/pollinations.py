@@ -18,21 +18,20 @@ import httpx
 from core.config import Settings
 from models.errors import ProviderError
 from models.payloads import PromptSpec, Provenance, ProviderCall
-from providers.base import ImageProvider, OutputSink
+from providers.base import ModelCapabilities, OutputSink
 from providers.http import (
     as_object,
     classify_status,
     error_reason,
     parse_json,
-    require_client,
     retry_after,
     stream_image,
 )
+from providers.http_provider import Connection, HttpProvider
 from providers.request_checks import (
     check_count,
     check_prompt,
     check_seeds,
-    require_model,
     unused_fields,
 )
 from providers.sizing import requested_pixels
@@ -88,40 +87,36 @@ class PollinationsPlan:
         return effective
 
 
-class PollinationsProvider(ImageProvider):
+class PollinationsProvider(HttpProvider):
     """Pollinations image generation (synchronous, raw bytes, free tier without a token)."""
 
     name: ClassVar[str] = "pollinations"
-    models: ClassVar[tuple[str, ...]] = MODELS
-    default_model: ClassVar[str] = "flux"
+    models: tuple[str, ...] = MODELS
+    default_model: str = "flux"
     description: ClassVar[str] = "Pollinations.ai: free image generation (FLUX), no key needed."
 
-    def __init__(
-        self,
-        *,
-        enabled: bool,
-        token: str | None,
-        base_url: str,
-        http: httpx.AsyncClient | None,
-        timeout_seconds: float,
-        rate_per_minute: float | None = None,
-    ) -> None:
+    label: ClassVar[str] = LABEL
+    key_setting: ClassVar[str | None] = "POLLINATIONS_TOKEN"
+    key_required: ClassVar[bool] = False  # the free tier takes anonymous callers
+    base_url_setting: ClassVar[str] = "POLLINATIONS_BASE_URL"
+    rate_setting: ClassVar[str | None] = "POLLINATIONS_RATE_PER_MINUTE"
+
+    def __init__(self, connection: Connection, *, rate_per_minute: float | None = None, enabled: bool = True) -> None:
+        super().__init__(connection, rate_per_minute=rate_per_minute)
         self._enabled = enabled
-        self._token = token
-        self._base_url = base_url.rstrip("/")
-        self._http = http
-        self._timeout = timeout_seconds
-        self.rate_per_minute = rate_per_minute
+
+    @classmethod
+    def options_from(cls, settings: Settings) -> dict[str, Any]:
+        return {"enabled": settings.POLLINATIONS_ENABLED}
 
     def disabled_reason(self) -> str | None:
-        return None if self._enabled else "POLLINATIONS_ENABLED is false"
+        return super().disabled_reason() if self._enabled else "POLLINATIONS_ENABLED is false"
 
-    def check_model_request(self, model: str, spec: PromptSpec) -> dict[str, Any]:
-        return self.plan(model, spec).effective()
+    def capabilities(self, model: str) -> ModelCapabilities:
+        return self.describe(model, max_images=MAX_OUTPUTS, seed=True, negative_prompt=False)
 
     def plan(self, model: str, spec: PromptSpec) -> PollinationsPlan:
         """Validate the spec for `model` and decide every parameter of the calls."""
-        require_model(LABEL, model, self.models)
         check_prompt(spec, model, MAX_PROMPT_CHARS)
         check_count(spec, model, MAX_OUTPUTS)
         check_seeds(spec, model, *SEED_RANGE)
@@ -137,30 +132,15 @@ class PollinationsProvider(ImageProvider):
 
     async def generate(self, call: ProviderCall, sink: OutputSink) -> Provenance:
         plan = self.plan(call.model, call.spec)
-        http = require_client(self._http, LABEL)
         base_seed = plan.seed if plan.seed is not None else secrets.randbelow(SEED_RANGE[1] - plan.n + 2)
-        headers = {"authorization": f"Bearer {self._token}"} if self._token else {}
-        url = f"{self._base_url}/prompt/{quote(call.spec.prompt, safe='')}"
+        path = f"/prompt/{quote(call.spec.prompt, safe='')}"
         started = time.monotonic()
         for index in range(plan.n):
-            request = http.build_request(
-                "GET", url, params=plan.query(base_seed + index), headers=headers, timeout=self._timeout
-            )
-            await stream_image(http, LABEL, request, sink, classify=classify_pollinations_error)
+            request = self.request("GET", path, params=plan.query(base_seed + index))
+            await stream_image(self.http, LABEL, request, sink, classify=classify_pollinations_error)
             await sink.progress((index + 1) / plan.n)
         return Provenance(
             seed=base_seed,
             predict_time=round(time.monotonic() - started, 3),
             effective=plan.effective() | {"seed": base_seed},
         )
-
-
-def from_settings(settings: Settings, http: httpx.AsyncClient | None) -> PollinationsProvider:
-    return PollinationsProvider(
-        enabled=settings.POLLINATIONS_ENABLED,
-        token=settings.POLLINATIONS_TOKEN,
-        base_url=settings.POLLINATIONS_BASE_URL,
-        http=http,
-        timeout_seconds=settings.PROVIDER_TIMEOUT_SECONDS,
-        rate_per_minute=settings.POLLINATIONS_RATE_PER_MINUTE,
-    )

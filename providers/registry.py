@@ -5,9 +5,26 @@ from __future__ import annotations
 import httpx
 
 from core.config import Settings
-from providers import google, midjourney, openai, pollinations, replicate, stability
 from providers.base import ImageProvider
+from providers.custom import CustomProvider
+from providers.google import GoogleProvider
+from providers.http_provider import HttpProvider
 from providers.local import LocalProvider
+from providers.midjourney import MidjourneyProvider
+from providers.openai import OpenAIProvider
+from providers.pollinations import PollinationsProvider
+from providers.replicate import ReplicateProvider
+from providers.stability import StabilityProvider
+
+HTTP_ADAPTERS: tuple[type[HttpProvider], ...] = (
+    OpenAIProvider,
+    GoogleProvider,
+    StabilityProvider,
+    MidjourneyProvider,
+    ReplicateProvider,
+    PollinationsProvider,
+    CustomProvider,
+)
 
 
 def build_providers(settings: Settings, http: httpx.AsyncClient | None = None) -> dict[str, ImageProvider]:
@@ -23,11 +40,6 @@ def build_providers(settings: Settings, http: httpx.AsyncClient | None = None) -
             http=http,
             download_allowlist=settings.DOWNLOAD_ALLOWLIST,
         ),
-        openai.from_settings(settings, http),
-        google.from_settings(settings, http),
-        stability.from_settings(settings, http),
-        midjourney.from_settings(settings, http),
-        replicate.from_settings(settings, http),
-        pollinations.from_settings(settings, http),
+        *(adapter.from_settings(settings, http) for adapter in HTTP_ADAPTERS),
     ]
     return {provider.name: provider for provider in providers}

@@ -12,7 +12,7 @@ import json
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, ClassVar
 
@@ -22,19 +22,24 @@ from core.config import Settings
 from models.errors import (
     BAD_OUTPUT,
     CONTENT_POLICY,
+    INVALID_REQUEST,
     JOB_FAILED,
     InvalidJobRequest,
     ProviderError,
+    ProviderRejected,
     ProviderUnavailable,
     WebhookRejected,
 )
 from models.payloads import PromptSpec, Provenance, ProviderCall, ProviderEvent, ProviderStatus, SubmitResult
-from providers.base import ImageProvider
-from providers.http import classify_status, error_reason, fetch_json, parse_json, require_client, retry_after
+from providers.base import ModelCapabilities
+from providers.http import classify_status, error_reason, fetch_json, parse_json, retry_after
+from providers.http_provider import Connection, HttpProvider
+from providers.input_images import InputImage, form_parts
+from providers.request_checks import check_input_image
 from providers.sizing import nearest_ratio, requested_pixels
 from providers.webhooks import verify_standard_webhook
 
-__all__ = ["ReplicateProvider", "from_settings", "prediction_event"]
+__all__ = ["ReplicateProvider", "image_field", "prediction_event"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,74 +70,110 @@ class ModelTraits:
     negative_prompt: bool
     sizing: str  # "aspect_ratio" (from a fixed list) or "pixels" (width and height)
     output_format: str | None = None
+    input_image: bool = False  # takes a previousImage (the field's name is read from the model's schema)
 
 
+KONTEXT = ModelTraits(1, False, "aspect_ratio", "png", input_image=True)
 KNOWN_MODELS: dict[str, ModelTraits] = {
     "black-forest-labs/flux-schnell": ModelTraits(4, False, "aspect_ratio", "png"),
     "black-forest-labs/flux-dev": ModelTraits(4, False, "aspect_ratio", "png"),
     "black-forest-labs/flux-1.1-pro": ModelTraits(1, False, "aspect_ratio", "png"),
-    "stability-ai/sdxl": ModelTraits(4, True, "pixels"),
+    "black-forest-labs/flux-kontext-pro": KONTEXT,
+    "black-forest-labs/flux-kontext-max": KONTEXT,
+    "stability-ai/sdxl": ModelTraits(4, True, "pixels", input_image=True),
 }
-# Any other public model: the inputs most image models on Replicate share.
-OTHER_MODELS = ModelTraits(4, True, "aspect_ratio")
+# Any other public model: the inputs most image models on Replicate share. Whether it takes an input image is
+# only known from its schema, read when a job brings one.
+OTHER_MODELS = ModelTraits(4, True, "aspect_ratio", input_image=True)
+# Names image inputs go by, most specific first; a schema field is an image input when it takes a URI.
+IMAGE_FIELD_NAMES = ("input_image", "image", "input_images", "image_input", "init_image")
+# Replicate fetches the URI it is given; our storage is often private, so the bytes travel with the request:
+# inline as a data URI when small, else through Replicate's file upload.
+DATA_URI_LIMIT = 1024 * 1024
+INPUT_IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
+MAX_INPUT_IMAGE_BYTES = 100 * 1024 * 1024
 
 
-class ReplicateProvider(ImageProvider):
+@dataclass(frozen=True)
+class ReplicatePlan:
+    """The model's inputs that follow from the spec (the prompt and input image are added at submit)."""
+
+    inputs: dict[str, Any]
+
+    def effective(self) -> dict[str, Any]:
+        return dict(self.inputs)
+
+
+class ReplicateProvider(HttpProvider):
     """Replicate predictions: submit with a webhook, poll, cancel, verify Standard Webhooks."""
 
     name: ClassVar[str] = "replicate"
-    models: ClassVar[tuple[str, ...]] = tuple(KNOWN_MODELS)
-    default_model: ClassVar[str] = "black-forest-labs/flux-schnell"
-    description: ClassVar[str] = "Replicate predictions (FLUX, SDXL or any owner/name[:version] image model)."
+    label: ClassVar[str] = "replicate"
+    models: tuple[str, ...] = tuple(KNOWN_MODELS)
+    default_model: str = "black-forest-labs/flux-schnell"
+    description: ClassVar[str] = "Replicate predictions (FLUX, Kontext, SDXL or any owner/name[:version] model)."
     asynchronous: ClassVar[bool] = True
     supports_webhooks: ClassVar[bool] = True
+    input_image_models: frozenset[str] = frozenset(
+        model for model, traits in KNOWN_MODELS.items() if traits.input_image
+    )
+    key_setting: ClassVar[str | None] = "REPLICATE_API_TOKEN"
+    base_url_setting: ClassVar[str] = "REPLICATE_BASE_URL"
+    rate_setting: ClassVar[str | None] = "REPLICATE_RATE_PER_MINUTE"
 
     def __init__(
-        self,
-        *,
-        api_token: str | None,
-        base_url: str,
-        webhook_secret: str | None,
-        http: httpx.AsyncClient | None,
-        timeout_seconds: float,
-        rate_per_minute: float | None = None,
+        self, connection: Connection, *, rate_per_minute: float | None = None, webhook_secret: str | None = None
     ) -> None:
-        self.api_token = api_token
-        self.base_url = base_url.rstrip("/")
+        super().__init__(connection, rate_per_minute=rate_per_minute)
         self.webhook_secret = webhook_secret
-        self.http = http
-        self.timeout_seconds = timeout_seconds
-        self.rate_per_minute = rate_per_minute
 
-    def disabled_reason(self) -> str | None:
-        return None if self.api_token else "REPLICATE_API_TOKEN is not set"
+    @classmethod
+    def options_from(cls, settings: Settings) -> dict[str, Any]:
+        return {"webhook_secret": settings.REPLICATE_WEBHOOK_SECRET}
+
+    def capabilities(self, model: str) -> ModelCapabilities:
+        traits = model_traits(model)
+        sizes = FLUX_RATIOS if traits.sizing == "aspect_ratio" else ()
+        return self.describe(
+            model, max_images=traits.max_outputs, seed=True, negative_prompt=traits.negative_prompt, sizes=sizes
+        )
 
     def accepts_model(self, model: str) -> bool:
         """Any `owner/name` or `owner/name:version` on Replicate, not only the listed ones."""
         return bool(MODEL_ID.match(model))
 
-    def check_model_request(self, model: str, spec: PromptSpec) -> dict[str, Any]:
+    def check_request(self, model: str, spec: PromptSpec) -> dict[str, Any]:
+        # An unlisted model may take an input image (its schema says so at submit), so only listed ones are refused.
+        able = [*sorted(self.input_image_models), "any model whose schema has an image input"]
+        check_input_image(spec, model, accepted=model_traits(model).input_image, able=able)
+        unlisted = model.partition(":")[0] not in KNOWN_MODELS
+        return super().check_request(model, replace(spec, previous_image=None) if unlisted else spec)
+
+    def plan(self, model: str, spec: PromptSpec) -> ReplicatePlan:
         """The sizing and output inputs sent to the model; refuses what the model cannot take."""
-        if not MODEL_ID.match(model):
-            raise InvalidJobRequest(f"replicate models look like owner/name or owner/name:version, not {model!r}")
         traits = model_traits(model)
         if spec.n > traits.max_outputs:
             raise InvalidJobRequest(f"{model} makes at most {traits.max_outputs} image(s) per job", field="n")
         if spec.negative_prompt and not traits.negative_prompt:
             raise InvalidJobRequest(f"{model} does not take a negative prompt", field="negativePrompt")
-        effective: dict[str, Any] = {"num_outputs": spec.n}
-        if traits.sizing == "pixels":
+        inputs: dict[str, Any] = {} if traits.max_outputs == 1 else {"num_outputs": spec.n}
+        if traits is KONTEXT and spec.previous_image:
+            inputs["aspect_ratio"] = "match_input_image"
+        elif traits.sizing == "pixels":
             width, height = requested_pixels(spec)
-            effective |= {"width": _round_to_step(width), "height": _round_to_step(height)}
+            inputs |= {"width": _round_to_step(width), "height": _round_to_step(height)}
         else:
-            effective["aspect_ratio"] = nearest_ratio(spec, FLUX_RATIOS)
+            inputs["aspect_ratio"] = nearest_ratio(spec, FLUX_RATIOS)
         if traits.output_format:
-            effective["output_format"] = traits.output_format
-        return effective
+            inputs["output_format"] = traits.output_format
+        return ReplicatePlan(inputs)
 
     async def submit(self, call: ProviderCall) -> SubmitResult:
         effective = self.check_request(call.model, call.spec)
-        body: dict[str, Any] = {"input": {"prompt": call.spec.prompt, **_optional_inputs(call.spec), **effective}}
+        inputs = {"prompt": call.spec.prompt, **_optional_inputs(call.spec), **effective}
+        if call.spec.previous_image:
+            inputs |= await self._image_input(call.model, call.spec.previous_image)
+        body: dict[str, Any] = {"input": inputs}
         model, _, version = call.model.partition(":")
         if version:
             path = "/predictions"
@@ -146,6 +187,38 @@ class ReplicateProvider(ImageProvider):
             logger.warning("REPLICATE_WEBHOOK_SECRET is not set: job %s will be polled, not called back", call.job_id)
         prediction = await self._request("POST", path, json=body)
         return SubmitResult(provider_job_id=_prediction_id(prediction), effective=effective)
+
+    async def _image_input(self, model: str, image_url: str) -> dict[str, Any]:
+        """`{field: uri}` for the model's image input, the field named by the model's own schema."""
+        field_name, is_list = image_field(await self._input_schema(model))
+        if field_name is None:
+            raise ProviderRejected(
+                f"{model} has no image input in its schema, so it cannot start from a previousImage",
+                type=INVALID_REQUEST,
+            )
+        image = await self.fetch_input(image_url, max_bytes=MAX_INPUT_IMAGE_BYTES, accepted_types=INPUT_IMAGE_TYPES)
+        uri = image.data_uri if len(image.data) <= DATA_URI_LIMIT else await self._upload(image)
+        return {field_name: [uri] if is_list else uri}
+
+    async def _input_schema(self, model: str) -> Mapping[str, Any]:
+        """`components.schemas.Input.properties` of the version the prediction will run."""
+        name, _, version = model.partition(":")
+        if version:
+            version_object: Mapping[str, Any] = await self._request("GET", f"/models/{name}/versions/{version}")
+        else:
+            version_object = _mapping((await self._request("GET", f"/models/{name}")).get("latest_version"))
+        schemas = _mapping(_mapping(version_object.get("openapi_schema")).get("components")).get("schemas")
+        return _mapping(_mapping(_mapping(schemas).get("Input")).get("properties"))
+
+    async def _upload(self, image: InputImage) -> str:
+        """`POST /files`: the image as a file on Replicate, for an image too large to inline."""
+        parts = form_parts({"type": image.content_type}, image, image_field="content")
+        request = self.request("POST", "/files", files=parts)
+        answer, _ = await fetch_json(self.http, self.name, request, classify=classify_error, limit=ANSWER_LIMIT)
+        url = _mapping(answer.get("urls")).get("get")
+        if not isinstance(url, str):
+            raise ProviderUnavailable("replicate stored the input image without saying where")
+        return url
 
     async def poll(self, provider_job_id: str) -> ProviderEvent:
         return prediction_event(await self._request("GET", f"/predictions/{provider_job_id}"))
@@ -171,28 +244,24 @@ class ReplicateProvider(ImageProvider):
         return prediction_event(prediction, delivery_id=lowered.get("webhook-id"))
 
     async def _request(self, method: str, path: str, *, json: Any = None) -> dict[str, Any]:
-        http = require_client(self.http, self.name)
-        request = http.build_request(
-            method,
-            f"{self.base_url}{path}",
-            json=json,
-            headers={"Authorization": f"Bearer {self.api_token}"},
-            timeout=self.timeout_seconds,
-        )
-        payload, _ = await fetch_json(http, self.name, request, classify=classify_error, limit=ANSWER_LIMIT)
+        request = self.request(method, path, json=json)
+        payload, _ = await fetch_json(self.http, self.name, request, classify=classify_error, limit=ANSWER_LIMIT)
         return payload
 
 
-def from_settings(settings: Settings, http: httpx.AsyncClient | None) -> ReplicateProvider:
-    """The adapter as the registry builds it (disabled without REPLICATE_API_TOKEN)."""
-    return ReplicateProvider(
-        api_token=settings.REPLICATE_API_TOKEN,
-        base_url=settings.REPLICATE_BASE_URL,
-        webhook_secret=settings.REPLICATE_WEBHOOK_SECRET,
-        http=http,
-        timeout_seconds=settings.PROVIDER_TIMEOUT_SECONDS,
-        rate_per_minute=settings.REPLICATE_RATE_PER_MINUTE,
-    )
+def image_field(properties: Mapping[str, Any]) -> tuple[str | None, bool]:
+    """The schema's image input, and whether it takes a list: a URI field, preferring the usual names."""
+    candidates: dict[str, bool] = {}
+    for name, field_schema in properties.items():
+        field_schema = _mapping(field_schema)
+        if field_schema.get("format") == "uri":
+            candidates[name] = False
+        elif field_schema.get("type") == "array" and _mapping(field_schema.get("items")).get("format") == "uri":
+            candidates[name] = True
+    for name in (*IMAGE_FIELD_NAMES, *sorted(name for name in candidates if "image" in name)):
+        if name in candidates:
+            return name, candidates[name]
+    return None, False
 
 
 def model_traits(model: str) -> ModelTraits:

@@ -13,10 +13,11 @@ from models.errors import InvalidJobRequest
 from models.payloads import PromptSpec
 
 
-def require_model(provider: str, model: str, allowed: Sequence[str]) -> None:
-    if model not in allowed:
+def require_model(provider: str, model: str, listed: Sequence[str], *, accepted: bool) -> None:
+    """Refuse a model the provider does not accept, naming the ones it lists."""
+    if not accepted:
         raise InvalidJobRequest(
-            f"{provider} has no model {model!r}; choose one of: {', '.join(allowed)}",
+            f"{provider} has no model {model!r}; choose one of: {', '.join(listed)}",
             field="model",
         )
 

@@ -22,7 +22,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -38,7 +38,7 @@ from models.errors import (
     ProviderUnavailable,
 )
 from models.payloads import PromptSpec, Provenance, ProviderCall
-from providers.base import ImageProvider, OutputSink
+from providers.base import ModelCapabilities, OutputSink
 from providers.http import (
     ErrorClassifier,
     as_object,
@@ -47,17 +47,16 @@ from providers.http import (
     fetch_json,
     parse_json,
     poll_image,
-    require_client,
     retry_after,
     stream_image,
 )
-from providers.input_images import InputImage, fetch_input_image
+from providers.http_provider import Connection, HttpProvider
+from providers.input_images import InputImage, form_parts
 from providers.request_checks import (
     check_count,
     check_prompt,
     check_seeds,
     map_choice,
-    require_model,
     unused_fields,
 )
 from providers.sizing import nearest_ratio
@@ -228,54 +227,58 @@ def _ignored(spec: PromptSpec, supported: set[str], *, from_image: bool, upscale
     return tuple(ignored)
 
 
-class StabilityProvider(ImageProvider):
+class StabilityProvider(HttpProvider):
     """Stability AI Stable Image Ultra, Core and SD 3.5 (synchronous), and the creative upscaler (asynchronous)."""
 
     name: ClassVar[str] = "stability"
-    models: ClassVar[tuple[str, ...]] = (*ENGINES, *ASYNC_ENDPOINTS)
-    default_model: ClassVar[str] = "stable-image-core"
-    input_image_models: ClassVar[frozenset[str]] = INPUT_IMAGE_MODELS
-    input_image_required_models: ClassVar[frozenset[str]] = frozenset(ASYNC_ENDPOINTS)
+    models: tuple[str, ...] = (*ENGINES, *ASYNC_ENDPOINTS)
+    default_model: str = "stable-image-core"
+    input_image_models: frozenset[str] = INPUT_IMAGE_MODELS
+    input_image_required_models: frozenset[str] = frozenset(ASYNC_ENDPOINTS)
     description: ClassVar[str] = (
         "Stability AI v2beta: Stable Image Ultra, Stable Image Core, SD 3.5 (Ultra and SD 3.5 also from an "
         "previousImage with strength), and upscale-creative (needs a previousImage)."
     )
 
+    label: ClassVar[str] = LABEL
+    key_setting: ClassVar[str | None] = "STABILITY_API_KEY"
+    base_url_setting: ClassVar[str] = "STABILITY_BASE_URL"
+    rate_setting: ClassVar[str | None] = "STABILITY_RATE_PER_MINUTE"
+
     def __init__(
         self,
+        connection: Connection,
         *,
-        api_key: str | None,
-        base_url: str,
-        http: httpx.AsyncClient | None,
-        timeout_seconds: float,
         rate_per_minute: float | None = None,
-        download_allowlist: Sequence[str] = (),
-        max_input_image_bytes: int = MAX_INPUT_IMAGE_BYTES,
         poll_interval_seconds: float = 5.0,
         poll_timeout_seconds: float = 300.0,
     ) -> None:
-        self._api_key = api_key
-        self._base_url = base_url.rstrip("/")
-        self._http = http
-        self._timeout = timeout_seconds
-        self.rate_per_minute = rate_per_minute
-        self._download_allowlist = list(download_allowlist)
-        self._max_input_image_bytes = max_input_image_bytes
+        super().__init__(connection, rate_per_minute=rate_per_minute)
         self._poll_interval = poll_interval_seconds
         self._poll_timeout = poll_timeout_seconds
+
+    @classmethod
+    def options_from(cls, settings: Settings) -> dict[str, Any]:
+        return {
+            "poll_interval_seconds": settings.POLL_INTERVAL_SECONDS,
+            "poll_timeout_seconds": settings.POLL_TIMEOUT_SECONDS,
+        }
+
+    def capabilities(self, model: str) -> ModelCapabilities:
+        upscale = model in ASYNC_ENDPOINTS
+        return self.describe(
+            model,
+            max_images=1 if upscale else MAX_OUTPUTS,
+            seed=True,
+            negative_prompt=model not in NO_NEGATIVE_PROMPT_MODELS,
+            sizes=() if upscale else ASPECT_RATIOS,
+        )
 
     def native_styles(self, model: str) -> Collection[str]:
         return STYLE_PRESETS.keys() if ENGINES.get(model) in STYLED_ENGINES else ()
 
-    def disabled_reason(self) -> str | None:
-        return None if self._api_key else "STABILITY_API_KEY is not set"
-
-    def check_model_request(self, model: str, spec: PromptSpec) -> dict[str, Any]:
-        return self.plan(model, spec).effective()
-
     def plan(self, model: str, spec: PromptSpec) -> StabilityPlan:
         """Validate the spec for `model` and decide every parameter of the calls."""
-        require_model(LABEL, model, self.models)
         check_prompt(spec, model, MAX_PROMPT_CHARS)
         upscale = model in ASYNC_ENDPOINTS
         check_count(spec, model, 1 if upscale else MAX_OUTPUTS)
@@ -299,16 +302,15 @@ class StabilityProvider(ImageProvider):
 
     async def generate(self, call: ProviderCall, sink: OutputSink) -> Provenance:
         plan = self.plan(call.model, call.spec)
-        http = require_client(self._http, LABEL)
         if plan.asynchronous:
-            return await self._generate_asynchronously(http, plan, call.spec.prompt, sink)
-        image = await self._input_image(http, plan)
+            return await self._generate_asynchronously(plan, call.spec.prompt, sink)
+        image = await self._input_image(plan)
         started = time.monotonic()
         seeds: list[int] = []
         for index in range(plan.n):
-            request = self._form_request(http, plan, plan.form(call.spec.prompt, index), image, accept="image/*")
+            request = self._form_request(plan, plan.form(call.spec.prompt, index), image, accept="image/*")
             headers = await stream_image(
-                http, LABEL, request, sink, classify=classify_stability_error, inspect=refuse_filtered_output
+                self.http, LABEL, request, sink, classify=classify_stability_error, inspect=refuse_filtered_output
             )
             seeds += _seed_of(headers)
             await sink.progress((index + 1) / plan.n)
@@ -319,18 +321,16 @@ class StabilityProvider(ImageProvider):
             effective=effective,
         )
 
-    async def _generate_asynchronously(
-        self, http: httpx.AsyncClient, plan: StabilityPlan, prompt: str, sink: OutputSink
-    ) -> Provenance:
+    async def _generate_asynchronously(self, plan: StabilityPlan, prompt: str, sink: OutputSink) -> Provenance:
         """Submit once (or resume the job an earlier attempt submitted), then poll until the image is stored."""
         started = time.monotonic()
         provider_job_id = sink.remembered()
         if provider_job_id is None:
-            provider_job_id = await self._submit(http, plan, prompt)
+            provider_job_id = await self._submit(plan, prompt)
             sink.remember(provider_job_id)
         else:
             logger.info("resuming Stability job %s submitted by an earlier attempt", provider_job_id)
-        headers = await self._wait_for_result(http, provider_job_id, sink)
+        headers = await self._wait_for_result(provider_job_id, sink)
         await sink.progress(1.0)
         seeds = _seed_of(headers)
         return Provenance(
@@ -340,27 +340,26 @@ class StabilityProvider(ImageProvider):
             effective=plan.effective(),
         )
 
-    async def _submit(self, http: httpx.AsyncClient, plan: StabilityPlan, prompt: str) -> str:
-        image = await self._input_image(http, plan)
-        request = self._form_request(http, plan, plan.form(prompt, 0), image, accept="application/json")
-        answer, _ = await fetch_json(http, LABEL, request, classify=classify_stability_error, limit=SUBMIT_ANSWER_LIMIT)
+    async def _submit(self, plan: StabilityPlan, prompt: str) -> str:
+        image = await self._input_image(plan)
+        request = self._form_request(plan, plan.form(prompt, 0), image, accept="application/json")
+        answer, _ = await fetch_json(
+            self.http, LABEL, request, classify=classify_stability_error, limit=SUBMIT_ANSWER_LIMIT
+        )
         provider_job_id = answer.get("id")
         if not isinstance(provider_job_id, str) or not JOB_ID.match(provider_job_id):
             raise ProviderRejected(f"Stability accepted the job without a usable id: {answer!r:.200}", type=BAD_OUTPUT)
         return provider_job_id
 
-    async def _wait_for_result(self, http: httpx.AsyncClient, provider_job_id: str, sink: OutputSink) -> httpx.Headers:
+    async def _wait_for_result(self, provider_job_id: str, sink: OutputSink) -> httpx.Headers:
         """Poll every `poll_interval_seconds`; past the timeout a retry resumes the same job (it is remembered)."""
         deadline = time.monotonic() + self._poll_timeout
         classify = classify_result_error(provider_job_id)
         while True:
-            request = http.build_request(
-                "GET",
-                f"{self._base_url}{RESULTS_PATH}/{provider_job_id}",
-                headers={"authorization": f"Bearer {self._api_key}", "accept": "image/*"},
-                timeout=self._timeout,
+            request = self.request("GET", f"{RESULTS_PATH}/{provider_job_id}", headers={"accept": "image/*"})
+            headers = await poll_image(
+                self.http, LABEL, request, sink, classify=classify, inspect=refuse_filtered_output
             )
-            headers = await poll_image(http, LABEL, request, sink, classify=classify, inspect=refuse_filtered_output)
             if headers is not None:
                 return headers
             if time.monotonic() >= deadline:
@@ -369,55 +368,19 @@ class StabilityProvider(ImageProvider):
                 )
             await asyncio.sleep(self._poll_interval)
 
-    async def _input_image(self, http: httpx.AsyncClient, plan: StabilityPlan) -> InputImage | None:
+    async def _input_image(self, plan: StabilityPlan) -> InputImage | None:
         if plan.input_image_url is None:
             return None
-        return await fetch_input_image(
-            http,
-            plan.input_image_url,
-            allowlist=self._download_allowlist,
-            max_bytes=self._max_input_image_bytes,
-            accepted_types=INPUT_IMAGE_TYPES,
+        return await self.fetch_input(
+            plan.input_image_url, max_bytes=MAX_INPUT_IMAGE_BYTES, accepted_types=INPUT_IMAGE_TYPES
         )
 
     def _form_request(
-        self,
-        http: httpx.AsyncClient,
-        plan: StabilityPlan,
-        fields: dict[str, str],
-        image: InputImage | None,
-        *,
-        accept: str,
+        self, plan: StabilityPlan, fields: dict[str, str], image: InputImage | None, *, accept: str
     ) -> httpx.Request:
-        # (None, value) parts are plain form fields; `files=` makes httpx send real multipart/form-data.
-        parts: dict[str, tuple[str | None, str | bytes] | tuple[str, bytes, str]] = {
-            name: (None, value) for name, value in fields.items()
-        }
-        if image is not None:
-            parts["image"] = (image.filename, image.data, image.content_type)
-        return http.build_request(
-            "POST",
-            f"{self._base_url}{plan.path}",
-            files=parts,
-            headers={"authorization": f"Bearer {self._api_key}", "accept": accept},
-            timeout=self._timeout,
-        )
+        return self.request("POST", plan.path, files=form_parts(fields, image), headers={"accept": accept})
 
 
 def _seed_of(headers: httpx.Headers) -> list[int]:
     seed = headers.get("seed", "")
     return [int(seed)] if seed.isdigit() else []
-
-
-def from_settings(settings: Settings, http: httpx.AsyncClient | None) -> StabilityProvider:
-    return StabilityProvider(
-        api_key=settings.STABILITY_API_KEY,
-        base_url=settings.STABILITY_BASE_URL,
-        http=http,
-        timeout_seconds=settings.PROVIDER_TIMEOUT_SECONDS,
-        rate_per_minute=settings.STABILITY_RATE_PER_MINUTE,
-        download_allowlist=settings.DOWNLOAD_ALLOWLIST,
-        max_input_image_bytes=min(settings.MAX_IMAGE_BYTES, MAX_INPUT_IMAGE_BYTES),
-        poll_interval_seconds=settings.POLL_INTERVAL_SECONDS,
-        poll_timeout_seconds=settings.POLL_TIMEOUT_SECONDS,
-    )

@@ -144,12 +144,12 @@ def fake_settings(fake: Fake, **overrides: Any) -> Settings:
 
 @pytest.fixture
 def replicate_provider(fake: Fake, http: httpx.AsyncClient) -> ReplicateProvider:
-    return replicate.from_settings(fake_settings(fake), http)
+    return replicate.ReplicateProvider.from_settings(fake_settings(fake), http)
 
 
 @pytest.fixture
 def mj_provider(fake: Fake, http: httpx.AsyncClient) -> MidjourneyProvider:
-    return midjourney.from_settings(fake_settings(fake), http)
+    return midjourney.MidjourneyProvider.from_settings(fake_settings(fake), http)
 
 
 def call(provider: str, model: str, webhook_url: str | None = None, **spec: Any) -> ProviderCall:
@@ -311,7 +311,7 @@ async def test_replicate_transient_errors_are_retryable_with_the_hint(
 
 
 async def test_replicate_bad_token_is_an_auth_error(fake: Fake, http: httpx.AsyncClient) -> None:
-    provider = replicate.from_settings(fake_settings(fake, REPLICATE_API_TOKEN="r8_wrong"), http)
+    provider = replicate.ReplicateProvider.from_settings(fake_settings(fake, REPLICATE_API_TOKEN="r8_wrong"), http)
 
     with pytest.raises(ProviderRejected) as caught:
         await provider.submit(call("replicate", "black-forest-labs/flux-schnell"))
@@ -333,12 +333,14 @@ async def test_replicate_validation_error_is_not_retryable(replicate_provider: R
 
 
 async def test_replicate_timeout_and_refused_connection_are_retryable(fake: Fake, http: httpx.AsyncClient) -> None:
-    slow = replicate.from_settings(fake_settings(fake, PROVIDER_TIMEOUT_SECONDS=0.2), http)
+    slow = replicate.ReplicateProvider.from_settings(fake_settings(fake, PROVIDER_TIMEOUT_SECONDS=0.2), http)
     fake.script.queue(REPLICATE_CREATE, "slow")
     with pytest.raises(ProviderUnavailable, match="in time"):
         await slow.submit(call("replicate", "black-forest-labs/flux-schnell"))
 
-    closed = replicate.from_settings(fake_settings(fake, REPLICATE_BASE_URL=f"http://127.0.0.1:{free_port()}"), http)
+    closed = replicate.ReplicateProvider.from_settings(
+        fake_settings(fake, REPLICATE_BASE_URL=f"http://127.0.0.1:{free_port()}"), http
+    )
     with pytest.raises(ProviderUnavailable, match="reach"):
         await closed.poll("anything")
 
@@ -387,7 +389,7 @@ async def test_replicate_duplicated_and_reversed_webhooks_keep_their_delivery_id
 async def test_replicate_without_webhook_secret_asks_for_no_webhook(
     fake: Fake, http: httpx.AsyncClient, receiver: Receiver
 ) -> None:
-    provider = replicate.from_settings(fake_settings(fake, REPLICATE_WEBHOOK_SECRET=None), http)
+    provider = replicate.ReplicateProvider.from_settings(fake_settings(fake, REPLICATE_WEBHOOK_SECRET=None), http)
     await provider.submit(call("replicate", "black-forest-labs/flux-schnell", receiver.hook_url("replicate", "j")))
 
     [request] = fake.requests("POST", "/replicate/v1/models/.*/predictions")
@@ -397,7 +399,7 @@ async def test_replicate_without_webhook_secret_asks_for_no_webhook(
 
 
 def test_replicate_parse_webhook_without_headers_derives_a_delivery_id() -> None:
-    provider = replicate.from_settings(Settings(_env_file=None), None)
+    provider = replicate.ReplicateProvider.from_settings(Settings(_env_file=None), None)
     body = b'{"id": "p1", "status": "processing", "logs": " 45%|####      | 9/20"}'
 
     event = provider.parse_webhook(body)
@@ -412,12 +414,12 @@ def test_replicate_parse_webhook_without_headers_derives_a_delivery_id() -> None
     [
         ("black-forest-labs/flux-1.1-pro", {"n": 2}, "n"),
         ("black-forest-labs/flux-schnell", {"negative_prompt": "text"}, "negativePrompt"),
-        ("flux-schnell", {}, None),
+        ("flux-schnell", {}, "model"),
     ],
     ids=["too-many-outputs", "negative-prompt", "model-id"],
 )
 def test_replicate_refuses_what_the_model_cannot_do(model: str, spec: dict[str, Any], field: str | None) -> None:
-    provider = replicate.from_settings(Settings(_env_file=None), None)
+    provider = replicate.ReplicateProvider.from_settings(Settings(_env_file=None), None)
     with pytest.raises(InvalidJobRequest) as caught:
         provider.check_request(model, PromptSpec(prompt="x", **spec))
     assert caught.value.field == field
@@ -425,9 +427,14 @@ def test_replicate_refuses_what_the_model_cannot_do(model: str, spec: dict[str, 
 
 def test_providers_without_configuration_say_why() -> None:
     settings = Settings(_env_file=None)
-    assert replicate.from_settings(settings, None).disabled_reason() == "REPLICATE_API_TOKEN is not set"
-    assert midjourney.from_settings(settings, None).disabled_reason() == "MIDJOURNEY_BASE_URL is not set"
-    info = replicate.from_settings(settings, None).info()
+    assert (
+        replicate.ReplicateProvider.from_settings(settings, None).disabled_reason() == "REPLICATE_API_TOKEN is not set"
+    )
+    assert (
+        midjourney.MidjourneyProvider.from_settings(settings, None).disabled_reason()
+        == "MIDJOURNEY_BASE_URL is not set"
+    )
+    info = replicate.ReplicateProvider.from_settings(settings, None).info()
     assert (info.enabled, info.mode, info.webhooks) == (False, "async", True)
 
 
@@ -456,7 +463,7 @@ async def test_midjourney_submit_matches_the_wire_shape(
 
 async def test_midjourney_submit_without_hook_or_key(fake: Fake, http: httpx.AsyncClient) -> None:
     fake.options.midjourney_secret = None
-    provider = midjourney.from_settings(fake_settings(fake, MIDJOURNEY_API_KEY=None), http)
+    provider = midjourney.MidjourneyProvider.from_settings(fake_settings(fake, MIDJOURNEY_API_KEY=None), http)
 
     await provider.submit(call("midjourney", "midjourney"))
 
@@ -557,13 +564,13 @@ async def test_midjourney_submit_codes(
 
 
 async def test_midjourney_http_errors_are_classified(fake: Fake, http: httpx.AsyncClient) -> None:
-    wrong_key = midjourney.from_settings(fake_settings(fake, MIDJOURNEY_API_KEY="wrong"), http)
+    wrong_key = midjourney.MidjourneyProvider.from_settings(fake_settings(fake, MIDJOURNEY_API_KEY="wrong"), http)
     with pytest.raises(ProviderRejected) as caught:
         await wrong_key.submit(call("midjourney", "midjourney"))
     assert caught.value.type == AUTH and "MIDJOURNEY_API_KEY" in caught.value.message
 
     fake.script.queue(MIDJOURNEY_FETCH, ("status", 502, "Bad Gateway", {"retry-after": "3"}))
-    provider = midjourney.from_settings(fake_settings(fake), http)
+    provider = midjourney.MidjourneyProvider.from_settings(fake_settings(fake), http)
     with pytest.raises(ProviderUnavailable) as unavailable:
         await provider.poll("1712205491372999")
     assert unavailable.value.retry_after == timedelta(seconds=3)
@@ -608,7 +615,7 @@ async def test_midjourney_notify_hooks_parse(mj_provider: MidjourneyProvider, fa
     ],
 )
 def test_midjourney_prompt_flags(spec: dict[str, Any], flags: str) -> None:
-    provider = midjourney.from_settings(Settings(_env_file=None), None)
+    provider = midjourney.MidjourneyProvider.from_settings(Settings(_env_file=None), None)
     prompt_spec = PromptSpec(prompt="cat", **spec)
     effective = provider.check_request("midjourney", prompt_spec)
     assert midjourney.imagine_prompt("midjourney", prompt_spec, effective.get("aspect_ratio")) == f"cat{flags}"
@@ -619,7 +626,7 @@ def test_midjourney_prompt_flags(spec: dict[str, Any], flags: str) -> None:
     [("midjourney", {"n": 2}, "n"), ("v5", {}, "model"), ("midjourney", {"seed": -1}, "seed")],
 )
 def test_midjourney_refuses_what_it_cannot_do(model: str, spec: dict[str, Any], field: str) -> None:
-    provider = midjourney.from_settings(Settings(_env_file=None), None)
+    provider = midjourney.MidjourneyProvider.from_settings(Settings(_env_file=None), None)
     with pytest.raises(InvalidJobRequest) as caught:
         provider.check_request(model, PromptSpec(prompt="x", **spec))
     assert caught.value.field == field

@@ -142,11 +142,11 @@ Factory = Callable[[Settings, httpx.AsyncClient | None], ImageProvider]
 
 # name -> (factory, the fake's route, a model)
 PROVIDERS: dict[str, tuple[Factory, str, str]] = {
-    "openai": (openai.from_settings, OPENAI, "gpt-image-1"),
-    "imagen": (google.from_settings, GOOGLE_PREDICT, "imagen-4.0-generate-001"),
-    "gemini": (google.from_settings, GOOGLE_GENERATE_CONTENT, "gemini-2.5-flash-image"),
-    "stability": (stability.from_settings, STABILITY_GENERATE, "stable-image-core"),
-    "pollinations": (pollinations.from_settings, POLLINATIONS, "flux"),
+    "openai": (openai.OpenAIProvider.from_settings, OPENAI, "gpt-image-1"),
+    "imagen": (google.GoogleProvider.from_settings, GOOGLE_PREDICT, "imagen-4.0-generate-001"),
+    "gemini": (google.GoogleProvider.from_settings, GOOGLE_GENERATE_CONTENT, "gemini-2.5-flash-image"),
+    "stability": (stability.StabilityProvider.from_settings, STABILITY_GENERATE, "stable-image-core"),
+    "pollinations": (pollinations.PollinationsProvider.from_settings, POLLINATIONS, "flux"),
 }
 
 
@@ -167,7 +167,7 @@ async def generate(fake: Fake, http: httpx.AsyncClient, sink: CollectingSink, na
 
 
 async def test_openai_dall_e_3_sends_the_documented_body_and_stores_the_url_answer(fake, http, sink):
-    provider = openai.from_settings(settings_for(fake.base_url), http)
+    provider = openai.OpenAIProvider.from_settings(settings_for(fake.base_url), http)
     call = call_for("dall-e-3", "openai", size="1920x1080", quality="hd", style="vivid")
 
     provenance = await provider.generate(call, sink)
@@ -193,7 +193,7 @@ async def test_openai_dall_e_3_sends_the_documented_body_and_stores_the_url_answ
 
 
 async def test_openai_gpt_image_three_outputs_arrive_as_base64(fake, http, sink):
-    provider = openai.from_settings(settings_for(fake.base_url), http)
+    provider = openai.OpenAIProvider.from_settings(settings_for(fake.base_url), http)
     call = call_for("gpt-image-1", "openai", aspect_ratio="9:16", quality="standard", seed=5, n=3)
 
     provenance = await provider.generate(call, sink)
@@ -213,7 +213,7 @@ async def test_openai_gpt_image_three_outputs_arrive_as_base64(fake, http, sink)
 
 async def test_openai_dall_e_2_asks_for_base64_when_configured(fake, http, sink):
     settings = settings_for(fake.base_url, OPENAI_RESPONSE_FORMAT="b64_json")
-    provider = openai.from_settings(settings, http)
+    provider = openai.OpenAIProvider.from_settings(settings, http)
 
     await provider.generate(call_for("dall-e-2", "openai", size="300x300", n=2), sink)
 
@@ -228,7 +228,7 @@ async def test_openai_dall_e_2_asks_for_base64_when_configured(fake, http, sink)
 
 
 async def test_imagen_on_the_gemini_api_uses_the_key_header_and_predict_body(fake, http, sink):
-    provider = google.from_settings(settings_for(fake.base_url), http)
+    provider = google.GoogleProvider.from_settings(settings_for(fake.base_url), http)
     call = call_for("imagen-4.0-generate-001", "google", aspect_ratio="2:1", quality="high", negative_prompt="fog", n=2)
 
     provenance = await provider.generate(call, sink)
@@ -265,7 +265,7 @@ async def test_imagen_on_vertex_uses_the_bearer_token_path_and_vertex_only_field
         GOOGLE_VERTEX_TOKEN="ya29.test-token",
         GOOGLE_VERTEX_BASE_URL=fake.base_url,
     )
-    provider = google.from_settings(settings, http)
+    provider = google.GoogleProvider.from_settings(settings, http)
     call = call_for("imagen-3.0-generate-002", "google", size="768x1024", negative_prompt="blurry", seed=42)
 
     provenance = await provider.generate(call, sink)
@@ -292,7 +292,7 @@ async def test_imagen_on_vertex_uses_the_bearer_token_path_and_vertex_only_field
 
 
 async def test_gemini_image_model_calls_generate_content_once_per_output(fake, http, sink):
-    provider = google.from_settings(settings_for(fake.base_url), http)
+    provider = google.GoogleProvider.from_settings(settings_for(fake.base_url), http)
 
     provenance = await provider.generate(call_for("gemini-2.5-flash-image", "google", size="2560x1080", n=2), sink)
 
@@ -310,7 +310,7 @@ async def test_gemini_image_model_calls_generate_content_once_per_output(fake, h
 
 
 async def test_stability_core_sends_multipart_fields_and_reads_the_seed_header(fake, http, sink):
-    provider = stability.from_settings(settings_for(fake.base_url), http)
+    provider = stability.StabilityProvider.from_settings(settings_for(fake.base_url), http)
     call = call_for(
         "stable-image-core", "stability", size="1200x800", negative_prompt="blurry", seed=1234, style="Anime"
     )
@@ -336,7 +336,7 @@ async def test_stability_core_sends_multipart_fields_and_reads_the_seed_header(f
 
 
 async def test_stability_sd3_three_outputs_take_three_calls_with_consecutive_seeds(fake, http, sink):
-    provider = stability.from_settings(settings_for(fake.base_url), http)
+    provider = stability.StabilityProvider.from_settings(settings_for(fake.base_url), http)
     call = call_for("sd3.5-large-turbo", "stability", aspect_ratio="9:16", negative_prompt="fog", seed=10, n=3)
 
     provenance = await provider.generate(call, sink)
@@ -351,7 +351,7 @@ async def test_stability_sd3_three_outputs_take_three_calls_with_consecutive_see
 
 
 async def test_pollinations_three_outputs_get_their_own_seeds_in_the_query(fake, http, sink):
-    provider = pollinations.from_settings(settings_for(fake.base_url), http)
+    provider = pollinations.PollinationsProvider.from_settings(settings_for(fake.base_url), http)
     prompt = "a red fox / in snow & ice?"
 
     provenance = await provider.generate(
@@ -376,7 +376,9 @@ async def test_pollinations_three_outputs_get_their_own_seeds_in_the_query(fake,
 
 
 async def test_pollinations_sends_the_token_when_one_is_set(fake, http, sink):
-    provider = pollinations.from_settings(settings_for(fake.base_url, POLLINATIONS_TOKEN="pk-test"), http)
+    provider = pollinations.PollinationsProvider.from_settings(
+        settings_for(fake.base_url, POLLINATIONS_TOKEN="pk-test"), http
+    )
 
     provenance = await provider.generate(call_for("flux", "pollinations"), sink)
 
@@ -475,7 +477,7 @@ async def test_a_slow_answer_times_out_as_retryable(fake, http, sink, name):
 
 
 async def test_a_refused_connection_is_retryable(http, sink):
-    provider = stability.from_settings(settings_for(f"http://127.0.0.1:{free_port()}"), http)
+    provider = stability.StabilityProvider.from_settings(settings_for(f"http://127.0.0.1:{free_port()}"), http)
 
     with pytest.raises(ProviderUnavailable, match="Could not reach Stability"):
         await provider.generate(call_for("stable-image-core", "stability"), sink)
@@ -589,7 +591,7 @@ async def test_an_html_page_instead_of_json_is_refused(fake, http, sink):
 
 async def test_an_oversized_base64_answer_is_refused_unread(fake, http, sink):
     fake.script.queue(OPENAI, "oversized")
-    provider = openai.from_settings(settings_for(fake.base_url, MAX_IMAGE_BYTES=100_000), http)
+    provider = openai.OpenAIProvider.from_settings(settings_for(fake.base_url, MAX_IMAGE_BYTES=100_000), http)
 
     with pytest.raises(ProviderRejected, match="larger than") as caught:
         await provider.generate(call_for("gpt-image-1", "openai"), sink)
@@ -602,7 +604,7 @@ async def test_an_oversized_base64_answer_is_refused_unread(fake, http, sink):
 
 
 async def test_dall_e_3_with_two_images_is_refused_before_any_request(fake, http, sink):
-    provider = openai.from_settings(settings_for(fake.base_url), http)
+    provider = openai.OpenAIProvider.from_settings(settings_for(fake.base_url), http)
     call = call_for("dall-e-3", "openai", n=2)
 
     with pytest.raises(InvalidJobRequest) as caught:
@@ -617,20 +619,20 @@ async def test_dall_e_3_with_two_images_is_refused_before_any_request(fake, http
 @pytest.mark.parametrize(
     ("factory", "model", "spec", "field_name"),
     [
-        (openai.from_settings, "dall-e-4", {}, "model"),
-        (openai.from_settings, "dall-e-2", {"prompt": "x" * 1001}, "prompt"),
-        (openai.from_settings, "dall-e-3", {"prompt": "x" * 4001}, "prompt"),
-        (openai.from_settings, "gpt-image-1", {"prompt": "x" * 32001}, "prompt"),
-        (openai.from_settings, "gpt-image-1", {"n": 11}, "n"),
-        (openai.from_settings, "dall-e-3", {"style": "anime"}, "style"),
-        (openai.from_settings, "gpt-image-1", {"quality": "ultra"}, "quality"),
-        (google.from_settings, "imagen-4.0-generate-001", {"n": 5}, "n"),
-        (google.from_settings, "imagen-4.0-ultra-generate-001", {"n": 2}, "n"),
-        (stability.from_settings, "stable-image-ultra", {"prompt": "x" * 10001}, "prompt"),
-        (stability.from_settings, "stable-image-core", {"seed": 4294967294, "n": 2}, "seed"),
-        (stability.from_settings, "stable-image-core", {"seed": -1}, "seed"),
-        (stability.from_settings, "stable-image-core", {"style": "watercolour"}, "style"),
-        (pollinations.from_settings, "flux", {"prompt": "  "}, "prompt"),
+        (openai.OpenAIProvider.from_settings, "dall-e-4", {}, "model"),
+        (openai.OpenAIProvider.from_settings, "dall-e-2", {"prompt": "x" * 1001}, "prompt"),
+        (openai.OpenAIProvider.from_settings, "dall-e-3", {"prompt": "x" * 4001}, "prompt"),
+        (openai.OpenAIProvider.from_settings, "gpt-image-1", {"prompt": "x" * 32001}, "prompt"),
+        (openai.OpenAIProvider.from_settings, "gpt-image-1", {"n": 11}, "n"),
+        (openai.OpenAIProvider.from_settings, "dall-e-3", {"style": "anime"}, "style"),
+        (openai.OpenAIProvider.from_settings, "gpt-image-1", {"quality": "ultra"}, "quality"),
+        (google.GoogleProvider.from_settings, "imagen-4.0-generate-001", {"n": 5}, "n"),
+        (google.GoogleProvider.from_settings, "imagen-4.0-ultra-generate-001", {"n": 2}, "n"),
+        (stability.StabilityProvider.from_settings, "stable-image-ultra", {"prompt": "x" * 10001}, "prompt"),
+        (stability.StabilityProvider.from_settings, "stable-image-core", {"seed": 4294967294, "n": 2}, "seed"),
+        (stability.StabilityProvider.from_settings, "stable-image-core", {"seed": -1}, "seed"),
+        (stability.StabilityProvider.from_settings, "stable-image-core", {"style": "watercolour"}, "style"),
+        (pollinations.PollinationsProvider.from_settings, "flux", {"prompt": "  "}, "prompt"),
     ],
 )
 def test_what_a_model_cannot_do_is_an_invalid_job_request(factory, model, spec, field_name):
@@ -644,7 +646,7 @@ def test_what_a_model_cannot_do_is_an_invalid_job_request(factory, model, spec, 
 
 
 def test_an_unknown_model_error_names_the_allowed_models():
-    provider = stability.from_settings(settings_for("http://127.0.0.1:9"), None)
+    provider = stability.StabilityProvider.from_settings(settings_for("http://127.0.0.1:9"), None)
 
     with pytest.raises(InvalidJobRequest, match="stable-image-ultra, stable-image-core, sd3.5-large"):
         provider.check_request("sdxl", PromptSpec(prompt="a lighthouse"))
@@ -653,16 +655,22 @@ def test_an_unknown_model_error_names_the_allowed_models():
 @pytest.mark.parametrize(
     ("factory", "model", "spec", "key", "expected"),
     [
-        (openai.from_settings, "dall-e-3", {"aspect_ratio": "16:9"}, "size", "1792x1024"),
-        (openai.from_settings, "dall-e-3", {"aspect_ratio": "1:2"}, "size", "1024x1792"),
-        (openai.from_settings, "gpt-image-1", {"size": "1600x1200"}, "size", "1536x1024"),
-        (openai.from_settings, "dall-e-2", {"size": "600x500"}, "size", "512x512"),
-        (google.from_settings, "imagen-4.0-generate-001", {"aspect_ratio": "5:4"}, "aspectRatio", "4:3"),
-        (google.from_settings, "imagen-4.0-generate-001", {"size": "1080x1920"}, "aspectRatio", "9:16"),
-        (google.from_settings, "gemini-2.5-flash-image", {"aspect_ratio": "5:4"}, "aspectRatio", "5:4"),
-        (stability.from_settings, "stable-image-ultra", {"aspect_ratio": "12:5"}, "aspectRatio", "21:9"),
-        (stability.from_settings, "stable-image-ultra", {"size": "1000x1900"}, "aspectRatio", "9:16"),
-        (pollinations.from_settings, "flux", {"aspect_ratio": "16:9"}, "size", "1024x576"),
+        (openai.OpenAIProvider.from_settings, "dall-e-3", {"aspect_ratio": "16:9"}, "size", "1792x1024"),
+        (openai.OpenAIProvider.from_settings, "dall-e-3", {"aspect_ratio": "1:2"}, "size", "1024x1792"),
+        (openai.OpenAIProvider.from_settings, "gpt-image-1", {"size": "1600x1200"}, "size", "1536x1024"),
+        (openai.OpenAIProvider.from_settings, "dall-e-2", {"size": "600x500"}, "size", "512x512"),
+        (google.GoogleProvider.from_settings, "imagen-4.0-generate-001", {"aspect_ratio": "5:4"}, "aspectRatio", "4:3"),
+        (google.GoogleProvider.from_settings, "imagen-4.0-generate-001", {"size": "1080x1920"}, "aspectRatio", "9:16"),
+        (google.GoogleProvider.from_settings, "gemini-2.5-flash-image", {"aspect_ratio": "5:4"}, "aspectRatio", "5:4"),
+        (
+            stability.StabilityProvider.from_settings,
+            "stable-image-ultra",
+            {"aspect_ratio": "12:5"},
+            "aspectRatio",
+            "21:9",
+        ),
+        (stability.StabilityProvider.from_settings, "stable-image-ultra", {"size": "1000x1900"}, "aspectRatio", "9:16"),
+        (pollinations.PollinationsProvider.from_settings, "flux", {"aspect_ratio": "16:9"}, "size", "1024x576"),
     ],
 )
 def test_the_nearest_allowed_size_is_reported(factory, model, spec, key, expected):
@@ -676,22 +684,28 @@ def test_the_nearest_allowed_size_is_reported(factory, model, spec, key, expecte
 def test_providers_without_their_key_are_disabled_and_say_why():
     settings = Settings(_env_file=None, OPENAI_API_KEY=None, GOOGLE_API_KEY=None, STABILITY_API_KEY=None)
 
-    assert openai.from_settings(settings, None).disabled_reason() == "OPENAI_API_KEY is not set"
-    assert google.from_settings(settings, None).disabled_reason().startswith("GOOGLE_API_KEY is not set")
-    assert stability.from_settings(settings, None).disabled_reason() == "STABILITY_API_KEY is not set"
-    assert pollinations.from_settings(settings, None).disabled_reason() is None
+    assert openai.OpenAIProvider.from_settings(settings, None).disabled_reason() == "OPENAI_API_KEY is not set"
+    assert google.GoogleProvider.from_settings(settings, None).disabled_reason().startswith("GOOGLE_API_KEY is not set")
+    assert stability.StabilityProvider.from_settings(settings, None).disabled_reason() == "STABILITY_API_KEY is not set"
+    assert pollinations.PollinationsProvider.from_settings(settings, None).disabled_reason() is None
     no_pollinations = settings.model_copy(update={"POLLINATIONS_ENABLED": False})
-    assert pollinations.from_settings(no_pollinations, None).disabled_reason() == "POLLINATIONS_ENABLED is false"
+    assert (
+        pollinations.PollinationsProvider.from_settings(no_pollinations, None).disabled_reason()
+        == "POLLINATIONS_ENABLED is false"
+    )
     vertex = settings.model_copy(update={"GOOGLE_VERTEX_PROJECT": "p", "GOOGLE_VERTEX_TOKEN": "t"})
-    assert google.from_settings(vertex, None).disabled_reason() is None
+    assert google.GoogleProvider.from_settings(vertex, None).disabled_reason() is None
 
 
 def test_rate_limits_come_from_settings():
     settings = settings_for("http://127.0.0.1:9", OPENAI_RATE_PER_MINUTE=7, GOOGLE_RATE_PER_MINUTE=8)
 
-    assert openai.from_settings(settings, None).rate_limit_per_minute() == 7
-    assert google.from_settings(settings, None).rate_limit_per_minute() == 8
-    assert stability.from_settings(settings, None).info().rate_limit_per_minute == settings.STABILITY_RATE_PER_MINUTE
+    assert openai.OpenAIProvider.from_settings(settings, None).rate_limit_per_minute() == 7
+    assert google.GoogleProvider.from_settings(settings, None).rate_limit_per_minute() == 8
+    assert (
+        stability.StabilityProvider.from_settings(settings, None).info().rate_limit_per_minute
+        == settings.STABILITY_RATE_PER_MINUTE
+    )
 
 
 # The shared helpers ----------------------------------------------------------------------------------------------
@@ -777,7 +791,7 @@ async def test_openai_with_a_previous_image_edits_it_sending_exactly_its_bytes(f
 
     async with serve(Starlette(routes=[Route("/sketch.png", picture)])) as images:
         settings = settings_for(fake.base_url, DOWNLOAD_ALLOWLIST=["127.0.0.1"])
-        provider = openai.from_settings(settings, http)
+        provider = openai.OpenAIProvider.from_settings(settings, http)
         call = call_for("gpt-image-1", "openai", previous_image=f"{images}/sketch.png", quality="high")
         provenance = await provider.generate(call, sink)
 
@@ -797,7 +811,7 @@ async def test_openai_with_a_previous_image_edits_it_sending_exactly_its_bytes(f
 
 
 def test_dall_e_3_refuses_a_previous_image_naming_the_models_that_can() -> None:
-    provider = openai.from_settings(settings_for("http://unused.test"), None)
+    provider = openai.OpenAIProvider.from_settings(settings_for("http://unused.test"), None)
     with pytest.raises(InvalidJobRequest) as refused:
         provider.check_request("dall-e-3", PromptSpec(prompt="x", previous_image="https://x.test/a.png"))
     assert refused.value.field == "previousImage"

@@ -169,7 +169,7 @@ def provider_for(fake: Served, http: httpx.AsyncClient | None, **overrides: Any)
         "POLL_INTERVAL_SECONDS": 0.01,
         "POLL_TIMEOUT_SECONDS": 5.0,
     }
-    return stability.from_settings(Settings(_env_file=None, **(values | overrides)), http)
+    return stability.StabilityProvider.from_settings(Settings(_env_file=None, **(values | overrides)), http)
 
 
 def call_for(model: str, **spec: Any) -> ProviderCall:
@@ -393,10 +393,8 @@ def all_providers() -> dict[str, Any]:
     [
         ("openai", "dall-e-3"),
         ("google", "imagen-4.0-generate-001"),
-        ("google", "gemini-2.5-flash-image"),
         ("pollinations", "flux"),
         ("replicate", "black-forest-labs/flux-schnell"),
-        ("midjourney", "midjourney"),
         ("stability", "stable-image-core"),
     ],
 )

@@ -47,7 +47,7 @@ def job_from_request(
         message = f"basePrompt is {len(body.prompt_spec.prompt)} characters; the limit is {limit}"
         raise ApiError(422, "invalid_request", message, [{"field": "promptSpec.basePrompt", "message": message}])
     model = body.model or provider.default_model
-    if model not in provider.models and not provider.accepts_model(model):
+    if not provider.accepts_model(model):
         raise ApiError(
             422,
             "unsupported_model",

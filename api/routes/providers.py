@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import asdict
 
 from fastapi import APIRouter
 from pydantic import Field
 
 from api.deps import StateDep
 from models.schemas import CamelModel
+from providers.base import ProviderInfo
 
 router = APIRouter(prefix="/v1/providers", tags=["providers"])
+
+
+class ModelDescription(CamelModel):
+    """What one model takes, so a client can build its form."""
+
+    model: str
+    input_image: bool = Field(description="Takes promptSpec.previousImage.")
+    input_image_required: bool = Field(description="Needs a previousImage (an upscaler, an edit-only model).")
+    max_images: int = Field(description="The largest n one job may ask for.")
+    seed: bool = Field(description="Honours promptSpec.seed.")
+    negative_prompt: bool = Field(description="Honours promptSpec.negativePrompt.")
+    sizes: list[str] = Field(
+        description="The sizes (1024x1024) or aspect ratios (16:9) it draws, the nearest one chosen; empty: any."
+    )
 
 
 class ProviderDescription(CamelModel):
@@ -24,6 +39,7 @@ class ProviderDescription(CamelModel):
     rate_limit_per_minute: float | None
     description: str
     input_image_models: list[str] = Field(description="Models that take promptSpec.previousImage.")
+    model_capabilities: list[ModelDescription]
 
 
 class ProviderList(CamelModel):
@@ -32,12 +48,12 @@ class ProviderList(CamelModel):
 
 @router.get("", response_model=ProviderList)
 async def list_providers(state: StateDep) -> ProviderList:
-    """Every provider: enabled or not (and why), its models (and which take an input image), sync or async,
-    webhooks, rate limit."""
-    items: list[dict[str, Any]] = []
-    for provider in state.providers.values():
-        info = provider.info()
-        items.append(
-            {**info.__dict__, "models": list(info.models), "input_image_models": list(info.input_image_models)}
-        )
-    return ProviderList(items=[ProviderDescription.model_validate(item) for item in items])
+    """Every provider: enabled or not (and why), its models and what each takes (input image, n, seed,
+    negativePrompt, sizes), sync or async, webhooks, rate limit."""
+    return ProviderList(items=[describe(provider.info()) for provider in state.providers.values()])
+
+
+def describe(info: ProviderInfo) -> ProviderDescription:
+    fields = {name: value for name, value in asdict(info).items() if name != "capabilities"}
+    capabilities = [ModelDescription.model_validate(asdict(model)) for model in info.capabilities]
+    return ProviderDescription.model_validate({**fields, "model_capabilities": capabilities})

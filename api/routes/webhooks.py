@@ -52,7 +52,7 @@ def authenticate_webhook(
     """
     verify_job_token(settings.WEBHOOK_SECRET, provider.name, job_id, query.get("attempt"), query.get("token"))
     signature = headers.get("webhook-signature", "")
-    if signature and not signature.startswith("v1"):
+    if signature and not signature.startswith("v1") and not provider.signs_with_hex_hmac:
         verify_generic_signature(settings.WEBHOOK_SECRET, headers, body)
     else:
         provider.verify_webhook(job_id, headers, body)
