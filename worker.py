@@ -74,10 +74,9 @@ async def worker_resources(settings: Settings) -> AsyncIterator[WorkerResources]
         await engine.dispose()
 
 
-def build_workers(client: Client, settings: Settings, resources: WorkerResources) -> list[Worker]:
-    """The main queue (workflows and database steps) plus one queue per enabled provider."""
-    run_steps = RunActivities(resources.sessions)
-    generation = GenerationActivities(
+def generation_activities(settings: Settings, resources: WorkerResources) -> GenerationActivities:
+    """The provider activities, with the clients they are given."""
+    return GenerationActivities(
         providers=resources.providers,
         storage=resources.storage,
         http=resources.http,
@@ -85,6 +84,12 @@ def build_workers(client: Client, settings: Settings, resources: WorkerResources
         settings=settings,
         pacer=ProviderPacer(resources.sessions),
     )
+
+
+def build_workers(client: Client, settings: Settings, resources: WorkerResources) -> list[Worker]:
+    """The main queue (workflows and database steps) plus one queue per enabled provider."""
+    run_steps = RunActivities(resources.sessions)
+    generation = generation_activities(settings, resources)
     workers = [
         Worker(
             client,

@@ -119,7 +119,9 @@ def create_app(options: ServerOptions | None = None) -> FastAPI:
             raise HTTPException(422, "promptSpec.basePrompt is required")
         job = Job(uuid.uuid4().hex, spec["basePrompt"], spec.get("previousImage"), payload.get("webhookUrl"))
         jobs[job.job_id] = job
-        task = asyncio.create_task(run(job, str(request.base_url).rstrip("/")))
+        # Its own base URL as the caller reached it (behind a proxy or a mount too): the submit URL less /jobs.
+        base_url = str(request.url.replace(query="")).removesuffix("/jobs")
+        task = asyncio.create_task(run(job, base_url))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
         return job.status_body()

@@ -20,7 +20,7 @@ from temporalio.client import Client
 from core.config import Settings, lookalike_settings
 from models.vocabulary import EventKind, JobStatus
 from tests.fakes.app import FakeProviders
-from tests.fakes.sync_providers import OPENAI
+from tests.fakes.openai import OPENAI
 from tests.fixtures.s3 import S3_ACCESS_KEY, S3_SECRET_KEY, s3_admin_client
 from tests.fixtures.stack import Stack, make_settings, running_stack
 from tests.sse import read_events

@@ -20,13 +20,9 @@ from temporalio.client import Client
 
 from core.config import Settings
 from core.db import session_factory
-from tests.fakes.async_providers import (
-    REPLICATE_TOKEN,
-    REPLICATE_WEBHOOK_SECRET,
-    AsyncFakeState,
-    AsyncOptions,
-    create_async_fake,
-)
+from tests.fakes.app import create_async_fake
+from tests.fakes.async_base import REPLICATE_TOKEN, AsyncFakeState, AsyncOptions
+from tests.fakes.replicate import REPLICATE_WEBHOOK_SECRET
 from tests.fakes.script import Script
 from tests.fakes.server import Recorder, free_port, serve
 from tests.fixtures.drills import (

@@ -4,10 +4,13 @@ over HTTP -> object storage -> canvas node. The fake's recorded requests are che
 from __future__ import annotations
 
 import asyncio
+import base64
+import importlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import pairwise
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,17 +20,16 @@ from temporalio.api.history.v1 import ActivityTaskStartedEventAttributes, Histor
 from temporalio.client import Client
 
 from core.config import Settings
-from providers.webhooks import job_webhook_url
+from providers.registry import build_providers
 from tests.fakes.app import FakeProviders
-from tests.fakes.async_providers import OUTPUTS, REPLICATE_TOKEN
+from tests.fakes.async_base import OUTPUTS
+from tests.fakes.base import form_files
+from tests.fakes.openai import OPENAI
+from tests.fakes.pollinations import POLLINATIONS
 from tests.fakes.server import RecordedRequest
-from tests.fakes.sync_providers import OPENAI, POLLINATIONS, STABILITY_GENERATE, form_fields
+from tests.fakes.stability import STABILITY_GENERATE
 from tests.fixtures.providers import (
-    GOOGLE_KEY,
-    MIDJOURNEY_SECRET,
-    OPENAI_KEY,
-    POLLINATIONS_TOKEN,
-    STABILITY_KEY,
+    Case,
     dedicated_temporal,
     stored_files,
     temporal_address_of,
@@ -37,210 +39,6 @@ from tests.fixtures.stack import TERMINAL, Stack, make_settings, running_stack, 
 PROMPT = "a lighthouse at dusk"
 ONE_PARTITION = ("matching.numTaskqueueReadPartitions=1", "matching.numTaskqueueWritePartitions=1")
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
-# Request fields PROVIDERS.md documents, per provider endpoint: anything else sent is a mapping bug.
-IMAGEN_GEMINI_API_PARAMETERS = {
-    "sampleCount",
-    "aspectRatio",
-    "personGeneration",
-    "safetySetting",
-    "includeRaiReason",
-    "outputOptions",
-    "sampleImageSize",
-    "guidanceScale",
-}
-STABILITY_FORM_FIELDS = {
-    "prompt",
-    "negative_prompt",
-    "aspect_ratio",
-    "seed",
-    "output_format",
-    "style_preset",
-    "image",
-    "strength",
-    "model",
-    "mode",
-    "cfg_scale",
-}
-
-
-@dataclass
-class Case:
-    """One provider and model, the job's prompt spec, and how its call must look on the wire."""
-
-    provider: str
-    model: str
-    spec: dict[str, Any]
-    method: str
-    path: str
-    check: Callable[[RecordedRequest, dict[str, Any], Settings], None]
-    settings: dict[str, Any] = field(default_factory=dict)
-    polls: str | None = None  # asynchronous providers: where polls would go (they must not, webhooks come first)
-
-
-def check_dall_e_3(request: RecordedRequest, record: dict[str, Any], settings: Settings) -> None:
-    assert request.headers["authorization"] == f"Bearer {OPENAI_KEY}"
-    assert request.headers["content-type"] == "application/json"
-    assert request.json() == {
-        "model": "dall-e-3",
-        "prompt": PROMPT,
-        "n": 1,
-        "size": "1792x1024",
-        "quality": "hd",
-        "style": "vivid",
-        "response_format": "url",
-    }
-    assert record["revisedPrompt"] == f"A detailed illustration of {PROMPT}"
-    assert record["effective"]["size"] == "1792x1024"
-
-
-def check_gpt_image(request: RecordedRequest, record: dict[str, Any], settings: Settings) -> None:
-    assert request.headers["authorization"] == f"Bearer {OPENAI_KEY}"
-    body = request.json()
-    # GPT image models always answer base64; response_format is DALL-E only.
-    assert "response_format" not in body
-    assert body == {
-        "model": "gpt-image-1",
-        "prompt": PROMPT,
-        "n": 1,
-        "size": "1024x1024",
-        "quality": "high",
-        "output_format": "png",
-    }
-
-
-def check_imagen(request: RecordedRequest, record: dict[str, Any], settings: Settings) -> None:
-    assert request.headers["x-goog-api-key"] == GOOGLE_KEY
-    assert "authorization" not in request.headers
-    body = request.json()
-    assert body["instances"] == [{"prompt": PROMPT}]
-    parameters = body["parameters"]
-    assert set(parameters) <= IMAGEN_GEMINI_API_PARAMETERS, "Vertex-only fields sent to the Gemini API"
-    assert parameters["sampleCount"] == 1
-    assert parameters["aspectRatio"] == "16:9"
-
-
-def check_gemini(request: RecordedRequest, record: dict[str, Any], settings: Settings) -> None:
-    assert request.headers["x-goog-api-key"] == GOOGLE_KEY
-    assert request.json() == {
-        "contents": [{"role": "user", "parts": [{"text": PROMPT}]}],
-        "generationConfig": {"responseModalities": ["TEXT", "IMAGE"], "imageConfig": {"aspectRatio": "16:9"}},
-    }
-
-
-def check_stability(request: RecordedRequest, record: dict[str, Any], settings: Settings) -> None:
-    assert request.headers["authorization"] == f"Bearer {STABILITY_KEY}"
-    assert request.headers["accept"] == "image/*"
-    assert request.headers["content-type"].startswith("multipart/form-data; boundary=")
-    fields = form_fields(request)
-    assert set(fields) <= STABILITY_FORM_FIELDS
-    assert fields["prompt"] == PROMPT
-    assert fields["negative_prompt"] == "fog"
-    assert fields["aspect_ratio"] == "16:9"
-    assert fields["seed"] == "42"
-    assert fields["output_format"] == "png"
-    assert fields["style_preset"] == "cinematic"
-    assert record["seed"] == 42
-
-
-def check_pollinations(request: RecordedRequest, record: dict[str, Any], settings: Settings) -> None:
-    assert request.headers["authorization"] == f"Bearer {POLLINATIONS_TOKEN}"
-    assert request.path == f"/prompt/{PROMPT}"
-    assert request.query["model"] == "flux"
-    assert request.query["seed"] == "42"
-    assert (request.query["width"], request.query["height"]) == ("640", "360")
-    assert request.query["nologo"] == "true"
-    assert record["effective"]["size"] == "640x360"
-
-
-def check_replicate(request: RecordedRequest, record: dict[str, Any], settings: Settings) -> None:
-    assert request.headers["authorization"] == f"Bearer {REPLICATE_TOKEN}"
-    body = request.json()
-    assert body["input"]["prompt"] == PROMPT
-    assert body["input"]["aspect_ratio"] == "16:9"
-    assert body["input"]["num_outputs"] == 1
-    assert body["input"]["seed"] == 42
-    assert body["webhook"] == job_webhook_url(
-        settings.WEBHOOK_SECRET, settings.app_url, "replicate", record["jobId"], 1
-    )
-    assert "completed" in body["webhook_events_filter"]
-    assert set(body["webhook_events_filter"]) <= {"start", "output", "logs", "completed"}
-    assert "version" not in body  # owner/name: the model's latest version, by path
-    assert record["seed"] == 42 and record["providerJobId"] and record["predictTime"] is not None
-
-
-def check_midjourney(request: RecordedRequest, record: dict[str, Any], settings: Settings) -> None:
-    assert request.headers["mj-api-secret"] == MIDJOURNEY_SECRET
-    body = request.json()
-    assert body["prompt"] == f"{PROMPT} --ar 16:9 --seed 42"
-    assert body["base64Array"] == []
-    job_id = record["jobId"]
-    assert body["notifyHook"] == job_webhook_url(settings.WEBHOOK_SECRET, settings.app_url, "midjourney", job_id, 1)
-    assert body["state"] == job_id
-    assert record["providerJobId"] and record["effective"] == {"aspect_ratio": "16:9"}
-
-
-CASES = [
-    Case(
-        "openai",
-        "dall-e-3",
-        {"size": "1600x900", "quality": "high", "style": "vivid"},
-        "POST",
-        "/v1/images/generations",
-        check_dall_e_3,
-        {"OPENAI_RESPONSE_FORMAT": "url"},
-    ),
-    Case(
-        "openai",
-        "gpt-image-1",
-        {"size": "1024x1024", "quality": "high"},
-        "POST",
-        "/v1/images/generations",
-        check_gpt_image,
-    ),
-    Case(
-        "google",
-        "imagen-4.0-generate-001",
-        {"aspectRatio": "16:9"},
-        "POST",
-        "/v1beta/models/imagen-4.0-generate-001:predict",
-        check_imagen,
-    ),
-    Case(
-        "google",
-        "gemini-2.5-flash-image",
-        {"aspectRatio": "16:9"},
-        "POST",
-        "/v1beta/models/gemini-2.5-flash-image:generateContent",
-        check_gemini,
-    ),
-    Case(
-        "stability",
-        "stable-image-core",
-        {"size": "1920x1080", "seed": 42, "negativePrompt": "fog", "style": "cinematic"},
-        "POST",
-        "/v2beta/stable-image/generate/core",
-        check_stability,
-    ),
-    Case("pollinations", "flux", {"size": "640x360", "seed": 42}, "GET", "/prompt/", check_pollinations),
-    Case(
-        "replicate",
-        "black-forest-labs/flux-schnell",
-        {"aspectRatio": "16:9", "seed": 42},
-        "POST",
-        "/replicate/v1/models/black-forest-labs/flux-schnell/predictions",
-        check_replicate,
-        polls="/replicate/v1/predictions/",
-    ),
-    Case(
-        "midjourney",
-        "midjourney",
-        {"aspectRatio": "16:9", "seed": 42},
-        "POST",
-        "/mj/submit/imagine",
-        check_midjourney,
-        polls="/mj/task/",
-    ),
-]
 
 
 async def fetch_image(url: str) -> httpx.Response:
@@ -251,7 +49,25 @@ async def fetch_image(url: str) -> httpx.Response:
     return response
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda case: f"{case.provider}-{case.model}")
+def registry_cases() -> list[Case]:
+    """Every provider's E2E_CASES, found by the registry's names: a provider added to the registry is run here
+    without this file changing, and one without its test module fails the check below."""
+    cases: list[Case] = []
+    for name in build_providers(Settings(_env_file=None)):
+        module = importlib.import_module(f"tests.providers.test_{name}")
+        cases += module.E2E_CASES
+    return cases
+
+
+def test_every_provider_has_its_test_module_its_fake_and_an_end_to_end_case() -> None:
+    fakes = Path(__file__).parent / "fakes"
+    for name in build_providers(Settings(_env_file=None)):
+        module = importlib.import_module(f"tests.providers.test_{name}")
+        assert [case.provider for case in module.E2E_CASES] and {case.provider for case in module.E2E_CASES} == {name}
+        assert name == "local" or (fakes / f"{name}.py").exists(), f"tests/fakes/{name}.py is missing"
+
+
+@pytest.mark.parametrize("case", registry_cases(), ids=lambda case: f"{case.provider}-{case.model}")
 async def test_each_provider_end_to_end(
     case: Case, provider_settings: Settings, fake_providers: FakeProviders, temporal_client: Client
 ) -> None:
@@ -264,9 +80,10 @@ async def test_each_provider_end_to_end(
             await fetch_image(record["imageUrl"])
 
     assert record["status"] == "completed", record
-    calls = fake_providers.requests(case.method, case.path)
-    assert len(calls) == 1, [request.path for request in fake_providers.recorder.requests]
-    case.check(calls[0], record, settings)
+    if case.method and case.path and case.check:
+        calls = fake_providers.requests(case.method, case.path)
+        assert len(calls) == 1, [request.path for request in fake_providers.recorder.requests]
+        case.check(calls[0], record, settings)
     if case.polls:
         assert fake_providers.requests("GET", case.polls) == []
 
@@ -503,12 +320,21 @@ async def test_providers_are_listed_with_their_state(
     async with running_stack(provider_settings, temporal_client, workers=False) as stack:
         listed = (await stack.api.get("/v1/providers")).json()["items"]
     by_name = {item["name"]: item for item in listed}
-    assert set(by_name) == {"local", "openai", "google", "stability", "midjourney", "replicate", "pollinations"}
+    assert set(by_name) == {
+        "local",
+        "openai",
+        "google",
+        "stability",
+        "midjourney",
+        "replicate",
+        "pollinations",
+        "custom",
+    }
     for item in listed:
         assert item["enabled"] is True and item["disabledReason"] is None, item
         assert item["defaultModel"] in item["models"]
-    assert {name for name, item in by_name.items() if item["mode"] == "async"} == {"midjourney", "replicate"}
-    assert {name for name, item in by_name.items() if item["webhooks"]} == {"midjourney", "replicate"}
+    assert {name for name, item in by_name.items() if item["mode"] == "async"} == {"midjourney", "replicate", "custom"}
+    assert {name for name, item in by_name.items() if item["webhooks"]} == {"midjourney", "replicate", "custom"}
     assert "dall-e-3" in by_name["openai"]["models"] and "gpt-image-1" in by_name["openai"]["models"]
     assert by_name["openai"]["rateLimitPerMinute"] == provider_settings.OPENAI_RATE_PER_MINUTE
     assert by_name["google"]["rateLimitPerMinute"] == provider_settings.GOOGLE_RATE_PER_MINUTE
@@ -517,7 +343,23 @@ async def test_providers_are_listed_with_their_state(
         "local": ["procedural"],
         "openai": ["dall-e-2", "gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5", "gpt-image-2"],
         "stability": ["stable-image-ultra", "sd3.5-large", "sd3.5-large-turbo", "sd3.5-medium", "upscale-creative"],
+        "google": ["imagen-3.0-capability-001", "gemini-2.5-flash-image", "gemini-3-pro-image-preview"],
+        "midjourney": ["midjourney", "v6", "v6.1", "v7"],
+        "replicate": ["black-forest-labs/flux-kontext-pro", "black-forest-labs/flux-kontext-max", "stability-ai/sdxl"],
+        "custom": ["default"],
     }
+    gpt_image = {item["model"]: item for item in by_name["openai"]["modelCapabilities"]}["gpt-image-1"]
+    assert gpt_image == {
+        "model": "gpt-image-1",
+        "inputImage": True,
+        "inputImageRequired": False,
+        "maxImages": 10,
+        "seed": False,
+        "negativePrompt": False,
+        "sizes": ["1024x1024", "1536x1024", "1024x1536"],
+    }
+    upscaler = {item["model"]: item for item in by_name["stability"]["modelCapabilities"]}["upscale-creative"]
+    assert (upscaler["inputImageRequired"], upscaler["maxImages"]) == (True, 1)
 
 
 async def test_a_disabled_provider_says_why_and_refuses_jobs(
@@ -563,3 +405,76 @@ async def test_dall_e_3_with_two_images_is_refused_before_any_call(
     assert "n=2" in refused.json()["message"]
     assert jobs == []
     assert fake_providers.recorder.requests == []
+
+
+def data_uri_bytes(uri: str) -> bytes:
+    header, _, encoded = uri.partition(",")
+    assert header.startswith("data:image/") and header.endswith(";base64"), header
+    return base64.b64decode(encoded)
+
+
+def sent_openai_image(request: RecordedRequest) -> bytes:
+    return form_files(request)["image"].data
+
+
+def sent_gemini_image(request: RecordedRequest) -> bytes:
+    text, image = request.json()["contents"][0]["parts"]
+    assert text == {"text": PROMPT}
+    return base64.b64decode(image["inlineData"]["data"])
+
+
+def sent_stability_image(request: RecordedRequest) -> bytes:
+    return form_files(request)["image"].data
+
+
+def sent_replicate_image(request: RecordedRequest) -> bytes:
+    inputs = request.json()["input"]
+    assert inputs["aspect_ratio"] == "match_input_image"
+    return data_uri_bytes(inputs["input_image"])
+
+
+def sent_midjourney_image(request: RecordedRequest) -> bytes:
+    (image,) = request.json()["base64Array"]
+    return data_uri_bytes(image)
+
+
+EDITS = [
+    ("openai", "gpt-image-1", "POST", "/v1/images/edits", sent_openai_image),
+    ("openai", "dall-e-2", "POST", "/v1/images/edits", sent_openai_image),
+    ("google", "gemini-2.5-flash-image", "POST", "/v1beta/models/gemini-2.5-flash-image:", sent_gemini_image),
+    ("stability", "stable-image-ultra", "POST", "/v2beta/stable-image/generate/ultra", sent_stability_image),
+    (
+        "replicate",
+        "black-forest-labs/flux-kontext-pro",
+        "POST",
+        "/replicate/v1/models/black-forest-labs/flux-kontext-pro/predictions",
+        sent_replicate_image,
+    ),
+    ("midjourney", "midjourney", "POST", "/mj/submit/imagine", sent_midjourney_image),
+]
+
+
+@pytest.mark.parametrize(
+    ("provider", "model", "method", "path", "sent_image"), EDITS, ids=[f"{edit[0]}-{edit[1]}" for edit in EDITS]
+)
+async def test_each_editing_model_receives_exactly_the_previous_images_bytes(
+    provider: str,
+    model: str,
+    method: str,
+    path: str,
+    sent_image: Callable[[RecordedRequest], bytes],
+    provider_settings: Settings,
+    fake_providers: FakeProviders,
+    temporal_client: Client,
+) -> None:
+    async with running_stack(provider_settings, temporal_client) as stack:
+        source = await stack.wait((await stack.start(PROMPT, provider="local"))["jobId"])
+        source_bytes = (await fetch_image(source["imageUrl"])).content
+        started = await stack.start(
+            PROMPT, provider=provider, model=model, nodeId="node-2", promptSpec={"previousImage": source["imageUrl"]}
+        )
+        record = await stack.wait(started["jobId"])
+
+    assert record["status"] == "completed", record
+    (call,) = fake_providers.requests(method, path)
+    assert sent_image(call) == source_bytes

@@ -25,7 +25,7 @@ from temporalio.client import Client
 from core.config import Settings
 from providers.webhooks import job_webhook_token, job_webhook_url
 from tests.fakes.app import FakeProviders
-from tests.fakes.async_providers import REPLICATE_GET, REPLICATE_WEBHOOK_SECRET
+from tests.fakes.replicate import REPLICATE_GET, REPLICATE_WEBHOOK_SECRET
 from tests.fakes.server import free_port
 from tests.fixtures.providers import dedicated_temporal, stored_files
 from tests.fixtures.stack import Stack, make_settings, running_api, running_stack, running_workers

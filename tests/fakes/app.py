@@ -1,5 +1,5 @@
-"""Every fake provider in one ASGI app: the synchronous services (sync_providers) and the asynchronous ones
-(async_providers) on one port, as a deployment would reach them at different hosts.
+"""Every fake provider in one ASGI app (one module per provider: tests/fakes/<provider>.py), on one port, as a
+deployment would reach them at different hosts.
 
     /v1/images/generations                     OpenAI             (OPENAI_BASE_URL = {url}/v1)
     /v1beta/models/{model}:{method}            Google Gemini API  (GOOGLE_BASE_URL = {url})
@@ -8,6 +8,7 @@
     /prompt/{prompt}                           Pollinations       (POLLINATIONS_BASE_URL = {url})
     /replicate/v1/...                          Replicate          (REPLICATE_BASE_URL = {url}/replicate/v1)
     /mj/...                                    midjourney-proxy   (MIDJOURNEY_BASE_URL = {url}/mj)
+    /custom/jobs...                            custom (examples/) (CUSTOM_PROVIDER_URL = {url}/custom)
     /files/{name}, /outputs/{name}.png         the result URLs the answers point at
 
 All routes share one Recorder and one Script. `ResponseMonitor` wraps the app and notes, per request, how much
@@ -20,13 +21,49 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from standardwebhooks.webhooks import Webhook
 from starlette.applications import Starlette
+from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tests.fakes.async_providers import REPLICATE_WEBHOOK_SECRET, AsyncFakeState, AsyncOptions, async_routes
+from tests.fakes import google, midjourney, openai, pollinations, replicate, stability
+from tests.fakes.async_base import AsyncFakeState, AsyncOptions
+from tests.fakes.custom import custom_fake
+from tests.fakes.replicate import REPLICATE_WEBHOOK_SECRET
 from tests.fakes.script import Script
 from tests.fakes.server import RecordedRequest, Recorder
-from tests.fakes.sync_providers import sync_routes
+
+# The fakes of the services that answer at once, and of those whose jobs run on their own clock.
+SYNC_FAKES = (openai, google, stability, pollinations)
+ASYNC_FAKES = (replicate, midjourney)
+
+
+def sync_routes(recorder: Recorder, script: Script) -> list[Route]:
+    return [route for fake in SYNC_FAKES for route in fake.routes(recorder, script)]
+
+
+def create_sync_fake(recorder: Recorder, script: Script) -> Starlette:
+    """One ASGI app with every synchronous provider's endpoints."""
+    return Starlette(routes=sync_routes(recorder, script))
+
+
+def async_routes(
+    recorder: Recorder, script: Script, *, webhook_secret: str, options: AsyncOptions | None = None
+) -> tuple[list[Route], AsyncFakeState]:
+    """The routes, to join other fakes in one app, and the state that drives them."""
+    state = AsyncFakeState(recorder, script, options or AsyncOptions(), Webhook(webhook_secret))
+    routes = [route for fake in ASYNC_FAKES for route in fake.routes(state)]
+    return [*routes, Route("/outputs/{name}.png", state.outputs, methods=["GET"])], state
+
+
+def create_async_fake(
+    recorder: Recorder, script: Script, *, webhook_secret: str, options: AsyncOptions | None = None
+) -> Starlette:
+    """The asynchronous fakes alone as an ASGI app; their AsyncFakeState is at `app.state.fake`."""
+    routes, state = async_routes(recorder, script, webhook_secret=webhook_secret, options=options)
+    app = Starlette(routes=routes)
+    app.state.fake = state
+    return app
 
 
 @dataclass
@@ -127,5 +164,6 @@ def create_fake_providers(
     """The app and the handles tests drive it with; serve `fake.app` with tests.fakes.server.serve."""
     recorder, script = Recorder(), Script()
     async_list, state = async_routes(recorder, script, webhook_secret=webhook_secret, options=options)
-    app = Starlette(routes=[*sync_routes(recorder, script), *async_list])
+    custom = custom_fake(recorder=recorder)
+    app = Starlette(routes=[*sync_routes(recorder, script), *async_list, Mount("/custom", app=custom)])
     return FakeProviders(app=ResponseMonitor(app), recorder=recorder, script=script, state=state)

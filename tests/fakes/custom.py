@@ -20,8 +20,8 @@ CUSTOM_WEBHOOK_SECRET = "custom-server-secret"
 class RecordingApp:
     """The reference server behind a recorder of method, path, query, headers and body."""
 
-    def __init__(self, options: ServerOptions) -> None:
-        self.recorder = Recorder()
+    def __init__(self, options: ServerOptions, recorder: Recorder | None = None) -> None:
+        self.recorder = recorder or Recorder()
         self._app = create_app(options)
 
     def requests(self, method: str, path_prefix: str) -> list[RecordedRequest]:
@@ -64,6 +64,13 @@ class RecordingApp:
         await self._app(scope, replay, send)
 
 
-def custom_fake(*, webhooks: bool = True, inline_images: bool = False, step_seconds: float = 0.2) -> RecordingApp:
+def custom_fake(
+    *,
+    webhooks: bool = True,
+    inline_images: bool = False,
+    step_seconds: float = 0.2,
+    recorder: Recorder | None = None,
+) -> RecordingApp:
     secret = CUSTOM_WEBHOOK_SECRET if webhooks else None
-    return RecordingApp(ServerOptions(webhook_secret=secret, inline_images=inline_images, step_seconds=step_seconds))
+    options = ServerOptions(webhook_secret=secret, inline_images=inline_images, step_seconds=step_seconds)
+    return RecordingApp(options, recorder)

@@ -19,8 +19,8 @@ from models.payloads import PromptSpec, ProviderCall
 from providers.custom import INLINE_RESULT, CustomProvider, status_event
 from providers.webhooks import job_webhook_url
 from tests.fakes.custom import CUSTOM_WEBHOOK_SECRET, RecordingApp, custom_fake
-from tests.fakes.server import serve
-from tests.fixtures.providers import stored_files
+from tests.fakes.server import RecordedRequest, serve
+from tests.fixtures.providers import Case, stored_files
 from tests.fixtures.stack import make_settings, running_stack
 
 PROMPT = "a lighthouse at dusk"
@@ -157,7 +157,9 @@ async def test_without_webhooks_the_job_completes_by_polling_and_inline_images_a
 ) -> None:
     server: RecordingApp = custom_fake(webhooks=False, inline_images=True)
     async with serve(server) as url:
-        settings = make_settings(provider_settings, CUSTOM_PROVIDER_URL=url, **POLL_QUICKLY)
+        settings = make_settings(
+            provider_settings, CUSTOM_PROVIDER_URL=url, CUSTOM_PROVIDER_WEBHOOK_SECRET=None, **POLL_QUICKLY
+        )
         async with running_stack(settings, temporal_client) as stack:
             started = await stack.start(PROMPT, provider="custom")
             record = await stack.wait(started["jobId"])
@@ -169,3 +171,15 @@ async def test_without_webhooks_the_job_completes_by_polling_and_inline_images_a
     # At least one poll found it running or done, and the store step read the inline image once more.
     assert len(polls) >= 2
     assert record["imageUrl"].rsplit("/", 1)[1] in stored_files(settings, started["workflowId"])
+
+
+def check_custom(request: RecordedRequest, record: dict[str, Any], settings: Settings) -> None:
+    body = request.json()
+    assert body["promptSpec"] == {"basePrompt": PROMPT, "seed": 42, "n": 1, "styleModifiers": []}
+    assert body["webhookUrl"] == job_webhook_url(
+        settings.WEBHOOK_SECRET, settings.app_url, "custom", record["jobId"], 1
+    )
+    assert (body["jobId"], body["model"]) == (record["jobId"], "default")
+
+
+E2E_CASES = [Case("custom", "default", {"seed": 42}, "POST", "/custom/jobs", check_custom, polls="/custom/jobs/")]

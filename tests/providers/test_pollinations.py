@@ -1,0 +1,91 @@
+"""Pollinations: seeds per output, the token, throttling, against the fake."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from typing import Any
+
+import pytest
+
+from core.config import Settings
+from models.errors import (
+    ProviderUnavailable,
+)
+from providers import pollinations
+from tests.fakes.pollinations import POLLINATIONS
+from tests.fakes.server import RecordedRequest
+from tests.fixtures.providers import E2E_PROMPT, POLLINATIONS_TOKEN, Case
+from tests.fixtures.sync_adapters import call_for, generate, settings_for
+
+
+async def test_pollinations_three_outputs_get_their_own_seeds_in_the_query(sync_fake, http, sink):
+    provider = pollinations.PollinationsProvider.from_settings(settings_for(sync_fake.base_url), http)
+    prompt = "a red fox / in snow & ice?"
+
+    provenance = await provider.generate(
+        call_for("flux", "pollinations", prompt=prompt, size="800x600", seed=7, n=3), sink
+    )
+
+    assert len(sync_fake.recorder.requests) == 3
+    for index, request in enumerate(sync_fake.recorder.requests):
+        assert (request.method, request.path) == ("GET", f"/prompt/{prompt}")
+        assert request.query == {
+            "model": "flux",
+            "seed": str(7 + index),
+            "width": "800",
+            "height": "600",
+            "nologo": "true",
+            "enhance": "false",
+        }
+        assert "authorization" not in request.headers
+    assert sink.ways == ["stream"] * 3
+    assert all(data.startswith(b"\xff\xd8") for _, data in sink.received)
+    assert provenance.seed == 7
+
+
+async def test_pollinations_sends_the_token_when_one_is_set(sync_fake, http, sink):
+    provider = pollinations.PollinationsProvider.from_settings(
+        settings_for(sync_fake.base_url, POLLINATIONS_TOKEN="pk-test"), http
+    )
+
+    provenance = await provider.generate(call_for("flux", "pollinations"), sink)
+
+    assert sync_fake.recorder.requests[0].headers["authorization"] == "Bearer pk-test"
+    assert 0 <= provenance.seed < 2**31
+
+
+async def test_pollinations_429_honours_an_http_date(sync_fake, http, sink):
+    when = datetime.now(UTC) + timedelta(seconds=30)
+    sync_fake.script.queue(
+        POLLINATIONS,
+        ("status", 429, {"error": "Too many requests"}, {"retry-after": format_datetime(when, usegmt=True)}),
+    )
+
+    with pytest.raises(ProviderUnavailable) as caught:
+        await generate(sync_fake, http, sink, "pollinations")
+
+    assert timedelta(seconds=25) < caught.value.retry_after <= timedelta(seconds=30)
+
+
+async def test_pollinations_queue_full_402_is_retryable(sync_fake, http, sink):
+    sync_fake.script.queue(POLLINATIONS, ("status", 402, {"x402Version": 1, "error": "Queue full for IP 203.0.113.9"}))
+
+    with pytest.raises(ProviderUnavailable, match="Queue full"):
+        await generate(sync_fake, http, sink, "pollinations")
+
+
+def check_pollinations(request: RecordedRequest, record: dict[str, Any], settings: Settings) -> None:
+    assert request.headers["authorization"] == f"Bearer {POLLINATIONS_TOKEN}"
+    assert request.path == f"/prompt/{E2E_PROMPT}"
+    assert request.query["model"] == "flux"
+    assert request.query["seed"] == "42"
+    assert (request.query["width"], request.query["height"]) == ("640", "360")
+    assert request.query["nologo"] == "true"
+    assert record["effective"]["size"] == "640x360"
+
+
+# This provider's jobs through the whole product, run by tests/test_providers_e2e.py.
+E2E_CASES = [
+    Case("pollinations", "flux", {"size": "640x360", "seed": 42}, "GET", "/prompt/", check_pollinations),
+]
