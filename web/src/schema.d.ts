@@ -332,8 +332,8 @@ export interface paths {
         };
         /**
          * List Providers
-         * @description Every provider: enabled or not (and why), its models (and which take an input image), sync or async,
-         *     webhooks, rate limit.
+         * @description Every provider: enabled or not (and why), its models and what each takes (input image, n, seed,
+         *     negativePrompt, sizes), sync or async, webhooks, rate limit.
          */
         get: operations["list_providers_v1_providers_get"];
         put?: never;
@@ -867,6 +867,44 @@ export interface components {
          * @enum {string}
          */
         JobStatus: "pending" | "running" | "completed" | "failed" | "cancelled";
+        /**
+         * ModelDescription
+         * @description What one model takes, so a client can build its form.
+         */
+        ModelDescription: {
+            /**
+             * Inputimage
+             * @description Takes promptSpec.previousImage.
+             */
+            inputImage: boolean;
+            /**
+             * Inputimagerequired
+             * @description Needs a previousImage (an upscaler, an edit-only model).
+             */
+            inputImageRequired: boolean;
+            /**
+             * Maximages
+             * @description The largest n one job may ask for.
+             */
+            maxImages: number;
+            /** Model */
+            model: string;
+            /**
+             * Negativeprompt
+             * @description Honours promptSpec.negativePrompt.
+             */
+            negativePrompt: boolean;
+            /**
+             * Seed
+             * @description Honours promptSpec.seed.
+             */
+            seed: boolean;
+            /**
+             * Sizes
+             * @description The sizes (1024x1024) or aspect ratios (16:9) it draws, the nearest one chosen; empty: any.
+             */
+            sizes: string[];
+        };
         /** NewCanvas */
         NewCanvas: {
             /**
@@ -926,6 +964,8 @@ export interface components {
             inputImageModels: string[];
             /** Mode */
             mode: string;
+            /** Modelcapabilities */
+            modelCapabilities: components["schemas"]["ModelDescription"][];
             /** Models */
             models: string[];
             /** Name */
