@@ -8,11 +8,12 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import uvicorn
 
 
@@ -68,3 +69,23 @@ async def serve(app: Any, port: int | None = None, *, lifespan: bool = False) ->
     finally:
         server.should_exit = True
         await task
+
+
+INPUT_HOST = "img.test"
+
+
+def mock_http(
+    answer: Callable[[httpx.Request], httpx.Response], *, input_image: bytes | None = None
+) -> tuple[httpx.AsyncClient, list[httpx.Request]]:
+    """A client on httpx.MockTransport, for request-mapping tests that need no socket: every request to the
+    service is kept in the list and answered by `answer`; `http://img.test/...` serves `input_image` (allowlist
+    `img.test` to let adapters fetch it)."""
+    sent: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.host == INPUT_HOST and input_image is not None:
+            return httpx.Response(200, content=input_image, headers={"content-type": "image/png"})
+        sent.append(request)
+        return answer(request)
+
+    return httpx.AsyncClient(transport=httpx.MockTransport(handle)), sent

@@ -22,7 +22,7 @@ from providers import google
 from providers.google import GoogleProvider
 from tests.fakes.base import image_bytes
 from tests.fakes.google import GOOGLE_PREDICT
-from tests.fakes.server import RecordedRequest
+from tests.fakes.server import RecordedRequest, mock_http
 from tests.fixtures.providers import E2E_PROMPT, GOOGLE_KEY, Case
 from tests.fixtures.sync_adapters import CollectingSink, call_for, generate, settings_for
 
@@ -199,22 +199,15 @@ def png(size: tuple[int, int] = (8, 8)) -> bytes:
     return image_bytes(size, "PNG")
 
 
-def mock_google(sent: list[httpx.Request], answer: dict[str, Any], **settings: Any) -> GoogleProvider:
-    def handle(request: httpx.Request) -> httpx.Response:
-        if request.url.host == "img.test":
-            return httpx.Response(200, content=png(), headers={"content-type": "image/png"})
-        sent.append(request)
-        return httpx.Response(200, json=answer)
-
+def mock_google(answer: dict[str, Any], **settings: Any) -> tuple[GoogleProvider, list[httpx.Request]]:
+    http, sent = mock_http(lambda request: httpx.Response(200, json=answer), input_image=png())
     values = {"GOOGLE_API_KEY": "k", "DOWNLOAD_ALLOWLIST": ["img.test"]} | settings
-    http = httpx.AsyncClient(transport=httpx.MockTransport(handle))
-    return GoogleProvider.from_settings(Settings(_env_file=None, **values), http)
+    return GoogleProvider.from_settings(Settings(_env_file=None, **values), http), sent
 
 
 async def test_gemini_sends_the_previous_image_as_an_inline_part_beside_the_text() -> None:
-    sent: list[httpx.Request] = []
     answer = {"candidates": [{"content": {"parts": [{"inlineData": {"mimeType": "image/png", "data": b64(png())}}]}}]}
-    provider = mock_google(sent, answer)
+    provider, sent = mock_google(answer)
     spec = PromptSpec(prompt="make it night", previous_image="http://img.test/a.png")
     call = ProviderCall("job-1", "canvas-1", "node-1", "google", "gemini-2.5-flash-image", spec)
     await provider.generate(call, CollectingSink(provider.http))
@@ -224,9 +217,7 @@ async def test_gemini_sends_the_previous_image_as_an_inline_part_beside_the_text
 
 
 async def test_imagen_edit_goes_to_vertex_with_the_image_as_a_raw_reference() -> None:
-    sent: list[httpx.Request] = []
-    provider = mock_google(
-        sent,
+    provider, sent = mock_google(
         {"predictions": [{"bytesBase64Encoded": b64(png())}]},
         GOOGLE_API_KEY=None,
         GOOGLE_VERTEX_PROJECT="p1",

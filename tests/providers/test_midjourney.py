@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -18,12 +20,13 @@ from models.errors import (
     ProviderRejected,
     ProviderUnavailable,
 )
-from models.payloads import PromptSpec
+from models.payloads import PromptSpec, ProviderCall
 from providers import midjourney
 from providers.midjourney import MidjourneyProvider
 from providers.webhooks import job_webhook_url
+from tests.fakes.base import image_bytes
 from tests.fakes.midjourney import MIDJOURNEY_FETCH, MIDJOURNEY_IMAGINE
-from tests.fakes.server import RecordedRequest
+from tests.fakes.server import RecordedRequest, mock_http
 from tests.fixtures.async_adapters import (
     MJ_SECRET,
     PNG_SIGNATURE,
@@ -253,3 +256,25 @@ E2E_CASES = [
         polls="/mj/task/",
     ),
 ]
+
+
+async def test_imagine_request_mapping_on_a_mock_transport() -> None:
+    png = image_bytes((4, 4), "PNG")
+    http, sent = mock_http(lambda request: httpx.Response(200, json={"code": 1, "result": "task-9"}), input_image=png)
+    settings = Settings(
+        _env_file=None, MIDJOURNEY_BASE_URL="http://mj.test/mj", MIDJOURNEY_API_KEY="s", DOWNLOAD_ALLOWLIST=["img.test"]
+    )
+    provider = MidjourneyProvider.from_settings(settings, http)
+    spec = PromptSpec(
+        prompt="a fox", aspect_ratio="16:9", negative_prompt="text", previous_image="http://img.test/a.png"
+    )
+    call = ProviderCall("job-1", "c", "n", "midjourney", "v7", spec, webhook_url="https://me.test/hook")
+    assert (await provider.submit(call)).provider_job_id == "task-9"
+    (request,) = sent
+    assert str(request.url) == "http://mj.test/mj/submit/imagine" and request.headers["mj-api-secret"] == "s"
+    assert json.loads(request.content) == {
+        "prompt": "a fox --ar 16:9 --no text --v 7",
+        "base64Array": ["data:image/png;base64," + base64.b64encode(png).decode()],
+        "state": "job-1",
+        "notifyHook": "https://me.test/hook",
+    }

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -16,13 +19,13 @@ from models.errors import (
     InvalidJobRequest,
     ProviderUnavailable,
 )
-from models.payloads import PromptSpec
+from models.payloads import PromptSpec, ProviderCall
 from providers import openai
 from tests.fakes.base import form_fields, form_files, image_bytes
 from tests.fakes.openai import OPENAI
-from tests.fakes.server import RecordedRequest, serve
+from tests.fakes.server import RecordedRequest, mock_http, serve
 from tests.fixtures.providers import E2E_PROMPT, OPENAI_KEY, Case
-from tests.fixtures.sync_adapters import call_for, generate, settings_for
+from tests.fixtures.sync_adapters import CollectingSink, call_for, generate, settings_for
 
 
 async def test_openai_dall_e_3_sends_the_documented_body_and_stores_the_url_answer(sync_fake, http, sink):
@@ -203,3 +206,24 @@ E2E_CASES = [
         check_gpt_image,
     ),
 ]
+
+
+async def test_generations_request_mapping_on_a_mock_transport() -> None:
+    http, sent = mock_http(lambda request: httpx.Response(200, json={"data": [{"b64_json": PNG_B64}]}))
+    provider = openai.OpenAIProvider.from_settings(Settings(_env_file=None, OPENAI_API_KEY="sk-1"), http)
+    spec = PromptSpec(prompt="a fox", size="1536x1024", quality="hd")
+    await provider.generate(ProviderCall("job-1", "c", "n", "openai", "gpt-image-1", spec), CollectingSink(http))
+    (request,) = sent
+    assert (request.method, str(request.url)) == ("POST", "https://api.openai.com/v1/images/generations")
+    assert request.headers["authorization"] == "Bearer sk-1"
+    assert json.loads(request.content) == {
+        "model": "gpt-image-1",
+        "prompt": "a fox",
+        "n": 1,
+        "size": "1536x1024",
+        "quality": "high",
+        "output_format": "png",
+    }
+
+
+PNG_B64 = base64.b64encode(image_bytes((4, 4), "PNG")).decode()

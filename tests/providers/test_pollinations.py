@@ -6,17 +6,20 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 
+import httpx
 import pytest
 
 from core.config import Settings
 from models.errors import (
     ProviderUnavailable,
 )
+from models.payloads import PromptSpec, ProviderCall
 from providers import pollinations
+from tests.fakes.base import image_bytes
 from tests.fakes.pollinations import POLLINATIONS
-from tests.fakes.server import RecordedRequest
+from tests.fakes.server import RecordedRequest, mock_http
 from tests.fixtures.providers import E2E_PROMPT, POLLINATIONS_TOKEN, Case
-from tests.fixtures.sync_adapters import call_for, generate, settings_for
+from tests.fixtures.sync_adapters import CollectingSink, call_for, generate, settings_for
 
 
 async def test_pollinations_three_outputs_get_their_own_seeds_in_the_query(sync_fake, http, sink):
@@ -89,3 +92,17 @@ def check_pollinations(request: RecordedRequest, record: dict[str, Any], setting
 E2E_CASES = [
     Case("pollinations", "flux", {"size": "640x360", "seed": 42}, "GET", "/prompt/", check_pollinations),
 ]
+
+
+async def test_request_mapping_on_a_mock_transport() -> None:
+    png = image_bytes((4, 4), "PNG")
+    http, sent = mock_http(lambda request: httpx.Response(200, content=png, headers={"content-type": "image/png"}))
+    provider = pollinations.PollinationsProvider.from_settings(Settings(_env_file=None), http)
+    spec = PromptSpec(prompt="a fox & a hound", size="640x360", seed=9, n=2)
+    await provider.generate(ProviderCall("job-1", "c", "n", "pollinations", "turbo", spec), CollectingSink(http))
+    first, second = sent
+    assert first.url.raw_path.split(b"?")[0] == b"/prompt/a%20fox%20%26%20a%20hound"
+    assert "authorization" not in first.headers
+    query = {"model": "turbo", "seed": "9", "width": "640", "height": "360", "nologo": "true", "enhance": "false"}
+    assert dict(first.url.params) == query
+    assert second.url.params["seed"] == "10"

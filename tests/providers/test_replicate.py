@@ -28,7 +28,7 @@ from providers.webhooks import job_webhook_url
 from tests.fakes.async_base import REPLICATE_TOKEN
 from tests.fakes.base import image_bytes
 from tests.fakes.replicate import NSFW_ERROR, REPLICATE_CREATE
-from tests.fakes.server import RecordedRequest, free_port
+from tests.fakes.server import RecordedRequest, free_port, mock_http
 from tests.fixtures.async_adapters import (
     PNG_SIGNATURE,
     SDXL_VERSION,
@@ -318,11 +318,8 @@ def schema_answer(properties: dict[str, Any]) -> dict[str, Any]:
     return {"latest_version": {"id": "v1", "openapi_schema": schema}}
 
 
-def mock_replicate(sent: list[httpx.Request], properties: dict[str, Any], image: bytes) -> ReplicateProvider:
-    def handle(request: httpx.Request) -> httpx.Response:
-        if request.url.host == "img.test":
-            return httpx.Response(200, content=image, headers={"content-type": "image/png"})
-        sent.append(request)
+def mock_replicate(properties: dict[str, Any], image: bytes) -> tuple[ReplicateProvider, list[httpx.Request]]:
+    def answer(request: httpx.Request) -> httpx.Response:
         if request.method == "GET" and "/models/" in request.url.path:
             model = schema_answer(properties)
             return httpx.Response(200, json=model["latest_version"] if "/versions/" in request.url.path else model)
@@ -330,8 +327,9 @@ def mock_replicate(sent: list[httpx.Request], properties: dict[str, Any], image:
             return httpx.Response(201, json={"id": "f1", "urls": {"get": "https://api.replicate.test/v1/files/f1"}})
         return httpx.Response(201, json={"id": "p1", "status": "starting"})
 
+    http, sent = mock_http(answer, input_image=image)
     settings = Settings(_env_file=None, REPLICATE_API_TOKEN="r8_k", DOWNLOAD_ALLOWLIST=["img.test"])
-    return ReplicateProvider.from_settings(settings, httpx.AsyncClient(transport=httpx.MockTransport(handle)))
+    return ReplicateProvider.from_settings(settings, http), sent
 
 
 def image_call(model: str) -> ProviderCall:
@@ -352,9 +350,8 @@ def image_call(model: str) -> ProviderCall:
 async def test_the_image_goes_in_the_field_the_models_schema_names(
     properties: dict[str, Any], field: str, as_list: bool
 ) -> None:
-    sent: list[httpx.Request] = []
     source = image_bytes((8, 8), "PNG")
-    provider = mock_replicate(sent, properties, source)
+    provider, sent = mock_replicate(properties, source)
     await provider.submit(image_call("acme/some-editor"))
     schema_call, create = sent
     assert schema_call.url.path == "/v1/models/acme/some-editor"
@@ -365,9 +362,8 @@ async def test_the_image_goes_in_the_field_the_models_schema_names(
 
 
 async def test_a_large_image_is_uploaded_and_its_file_url_sent() -> None:
-    sent: list[httpx.Request] = []
     large = image_bytes((900, 900), "PNG") + b"\0" * (1024 * 1024)  # past the data-URI limit
-    provider = mock_replicate(sent, {"image": {"type": "string", "format": "uri"}}, large)
+    provider, sent = mock_replicate({"image": {"type": "string", "format": "uri"}}, large)
     await provider.submit(image_call("acme/some-editor:abc123"))
     schema_call, upload, create = sent
     assert schema_call.url.path == "/v1/models/acme/some-editor/versions/abc123"
@@ -376,8 +372,7 @@ async def test_a_large_image_is_uploaded_and_its_file_url_sent() -> None:
 
 
 async def test_an_unlisted_model_without_an_image_input_is_refused_for_good() -> None:
-    sent: list[httpx.Request] = []
-    provider = mock_replicate(sent, {"seed": {"type": "integer"}}, image_bytes((8, 8), "PNG"))
+    provider, sent = mock_replicate({"seed": {"type": "integer"}}, image_bytes((8, 8), "PNG"))
     with pytest.raises(ProviderRejected) as refused:
         await provider.submit(image_call("acme/text-only"))
     assert refused.value.type == INVALID_REQUEST and "no image input" in refused.value.message

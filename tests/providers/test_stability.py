@@ -24,11 +24,11 @@ from models.errors import (
     ProviderRejected,
     ProviderUnavailable,
 )
-from models.payloads import PromptSpec
+from models.payloads import PromptSpec, ProviderCall
 from providers import stability
 from tests.fakes.app import FakeProviders
-from tests.fakes.base import form_fields, form_files
-from tests.fakes.server import RecordedRequest
+from tests.fakes.base import form_fields, form_files, image_bytes
+from tests.fakes.server import RecordedRequest, mock_http
 from tests.fakes.stability import (
     STABILITY_GENERATE,
     STABILITY_PENDING_POLLS,
@@ -53,7 +53,7 @@ from tests.fixtures.stability_adapter import (
     stability_call,
 )
 from tests.fixtures.stack import make_settings, running_stack
-from tests.fixtures.sync_adapters import call_for, generate, settings_for
+from tests.fixtures.sync_adapters import CollectingSink, call_for, generate, settings_for
 from worker import generation_activities, worker_resources
 
 
@@ -478,3 +478,29 @@ async def test_the_activity_hands_a_remembered_job_to_the_next_attempt_which_res
     assert len(stability_fake.requests("POST", UPSCALE_PATH)) == 1
     assert result.provenance.provider_job_id == remembered[-1][0]
     assert len(result.images) == 1
+
+
+async def test_generate_request_mapping_on_a_mock_transport() -> None:
+    png = image_bytes((4, 4), "PNG")
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=png, headers={"content-type": "image/png", "seed": "5"})
+
+    http, sent = mock_http(answer, input_image=png)
+    settings = Settings(_env_file=None, STABILITY_API_KEY="sk-s", DOWNLOAD_ALLOWLIST=["img.test"])
+    provider = stability.StabilityProvider.from_settings(settings, http)
+    spec = PromptSpec(prompt="a fox", previous_image="http://img.test/a.png", strength=0.4, seed=5)
+    await provider.generate(ProviderCall("job-1", "c", "n", "stability", "sd3.5-large", spec), CollectingSink(http))
+    (request,) = sent
+    assert str(request.url) == "https://api.stability.ai/v2beta/stable-image/generate/sd3"
+    assert request.headers["authorization"] == "Bearer sk-s" and request.headers["accept"] == "image/*"
+    recorded = RecordedRequest("POST", request.url.path, {}, dict(request.headers), request.content)
+    assert form_fields(recorded) == {
+        "prompt": "a fox",
+        "seed": "5",
+        "output_format": "png",
+        "model": "sd3.5-large",
+        "mode": "image-to-image",
+        "strength": "0.4",
+    }
+    assert form_files(recorded)["image"].data == png
