@@ -20,7 +20,7 @@ from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from activities.generation import HEARTBEAT_EVERY, GenerationActivities
-from activities.runs import RunActivities
+from activities.runs import CanvasRunActivities, RunActivities
 from core import deliveries, runs
 from core.config import Settings, get_settings, warn_about_lookalikes
 from core.db import create_engine, session_factory, transaction
@@ -30,6 +30,7 @@ from core.storage import ObjectStorage, build_storage
 from core.temporal import connect, ensure_search_attributes
 from providers.base import ImageProvider
 from providers.registry import build_providers
+from workflows.canvas_run import CanvasRunWorkflow
 from workflows.image_job import ImageJobWorkflow, provider_task_queue
 
 log = logging.getLogger(__name__)
@@ -89,12 +90,13 @@ def generation_activities(settings: Settings, resources: WorkerResources) -> Gen
 def build_workers(client: Client, settings: Settings, resources: WorkerResources) -> list[Worker]:
     """The main queue (workflows and database steps) plus one queue per enabled provider."""
     run_steps = RunActivities(resources.sessions)
+    canvas_steps = CanvasRunActivities(resources.sessions)
     generation = generation_activities(settings, resources)
     workers = [
         Worker(
             client,
             task_queue=settings.TASK_QUEUE,
-            workflows=[ImageJobWorkflow],
+            workflows=[ImageJobWorkflow, CanvasRunWorkflow],
             activities=[
                 run_steps.create_run,
                 run_steps.mark_running,
@@ -104,6 +106,8 @@ def build_workers(client: Client, settings: Settings, resources: WorkerResources
                 run_steps.complete_run,
                 run_steps.fail_run,
                 run_steps.cancel_run,
+                canvas_steps.record_node_state,
+                canvas_steps.finish_canvas_run,
             ],
         )
     ]

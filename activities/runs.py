@@ -5,9 +5,17 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
-from core import runs
+from core import canvas_runs, runs
 from core.db import transaction
-from models.payloads import ImageJobInput, NodeUpdate, ProgressUpdate, ProviderJobAttached, RunTransition
+from models.payloads import (
+    CanvasRunFinished,
+    ImageJobInput,
+    NodeRunUpdate,
+    NodeUpdate,
+    ProgressUpdate,
+    ProviderJobAttached,
+    RunTransition,
+)
 from models.vocabulary import JobStatus
 
 
@@ -83,3 +91,20 @@ class RunActivities:
     async def _transition(self, change: RunTransition) -> bool:
         async with transaction(self.sessions) as session:
             return await runs.transition(session, change)
+
+
+class CanvasRunActivities:
+    """A canvas run's bookkeeping: its nodes' states (on their rows and on the board) and its end."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.sessions = sessions
+
+    @activity.defn
+    async def record_node_state(self, update: NodeRunUpdate) -> None:
+        async with transaction(self.sessions) as session:
+            await canvas_runs.set_node_state(session, update)
+
+    @activity.defn
+    async def finish_canvas_run(self, finished: CanvasRunFinished) -> None:
+        async with transaction(self.sessions) as session:
+            await canvas_runs.finish_run(session, finished.run_id, finished.status)

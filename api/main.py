@@ -12,7 +12,7 @@ from api.cors import JsonCORSMiddleware
 from api.deps import AppState, require_api_key
 from api.errors import install_error_handlers
 from api.limits import BodyLimit
-from api.routes import canvases, events, files, health, jobs, providers, stats, uploads, webhooks
+from api.routes import canvas_runs, canvases, events, files, health, jobs, providers, stats, uploads, webhooks
 from api.web import install_web
 from core.config import Settings, get_settings, warn_about_lookalikes
 from core.db import create_engine, session_factory
@@ -80,7 +80,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     unauthorized: dict[int | str, dict[str, Any]] = {
         401: {"model": ErrorBody, "description": "API_KEYS is set and no valid `Authorization: Bearer` key came."}
     }
-    for router in (jobs.router, canvases.router, providers.router, events.router, stats.router, uploads.router):
+    routers = (jobs.router, canvases.router, canvas_runs.router, providers.router, events.router, stats.router)
+    for router in (*routers, uploads.router):
         app.include_router(router, dependencies=protected, responses=unauthorized)
     app.include_router(webhooks.router)
     app.include_router(uploads.signed_router)

@@ -9,6 +9,7 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import (
+    Priority,
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
@@ -18,9 +19,11 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from core.config import Settings
 from core.temporal import CANVAS_ID, IMAGE_MODEL, NODE_ID, PROVIDER
-from models.payloads import GenerationResult, ImageJobInput, PollingPlan, ProviderEvent
+from models.payloads import CanvasRunInput, GenerationResult, ImageJobInput, PollingPlan, ProviderEvent
 from models.schemas import ImagePromptSpec
 from models.tables import Run
+from models.vocabulary import PRIORITY_KEYS
+from models.vocabulary import Priority as JobPriority
 
 SUMMARY_PROMPT_CHARS = 60
 # The job workflow and its signal, by the names workers register (`@workflow.defn` on ImageJobWorkflow). Starting
@@ -92,7 +95,13 @@ async def _start(client: Client, settings: Settings, job: ImageJobInput) -> Work
             ]
         ),
         static_summary=job_summary(job),
+        priority=task_priority(job.priority),
     )
+
+
+def task_priority(priority: str) -> Priority:
+    """Temporal's priority for a job or run: its tasks are taken from a backlogged queue in this order."""
+    return Priority(priority_key=PRIORITY_KEYS[JobPriority(priority)])
 
 
 def job_from_run(run: Run, *, asynchronous: bool, settings: Settings, webhooks: bool = False) -> ImageJobInput:
@@ -109,9 +118,27 @@ def job_from_run(run: Run, *, asynchronous: bool, settings: Settings, webhooks: 
         metadata=run.request.get("metadata") or {},
         polling=polling_plan(settings, webhooks=webhooks),
         asynchronous=asynchronous,
+        priority=run.request.get("priority") or JobPriority.NORMAL,
     )
 
 
 async def signal_provider_event(client: Client, job_id: str, event: ProviderEvent) -> None:
     """Hand a verified provider event to the job's workflow."""
     await client.get_workflow_handle(job_id).signal(PROVIDER_EVENT_SIGNAL, event)
+
+
+CANVAS_RUN_WORKFLOW = "CanvasRunWorkflow"
+
+
+async def start_canvas_run(client: Client, settings: Settings, plan: CanvasRunInput) -> None:
+    """Start a board's run (workflow id = run id); its nodes' jobs are its children."""
+    await client.start_workflow(
+        CANVAS_RUN_WORKFLOW,
+        plan,
+        id=plan.run_id,
+        task_queue=settings.TASK_QUEUE,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        search_attributes=TypedSearchAttributes([SearchAttributePair(CANVAS_ID, plan.canvas_id)]),
+        static_summary=f"canvas {plan.canvas_id} · {len(plan.nodes)} nodes",
+        priority=task_priority(plan.priority),
+    )

@@ -41,6 +41,7 @@ def run_request_json(job: ImageJobInput) -> dict[str, Any]:
         "promptSpec": ImagePromptSpec.from_payload(job.spec).model_dump(by_alias=True, exclude_none=True),
         "webhookUrl": job.webhook_url,
         "metadata": job.metadata,
+        "priority": job.priority,
     }
 
 
@@ -404,7 +405,20 @@ async def delete_pending_run(session: AsyncSession, job_id: str) -> None:
     await session.execute(text("DELETE FROM runs WHERE id = :id AND status = 'pending'"), {"id": job_id})
 
 
-JOB_OWNED_NODE_FIELDS = ("jobId", "status", "progress", "error", "imageUrl", "imageUrls", "thumbnailUrl", "updatedAt")
+# What jobs and canvas runs write into a node's data; a save of the board never changes these.
+JOB_OWNED_NODE_FIELDS = (
+    "jobId",
+    "status",
+    "progress",
+    "error",
+    "imageUrl",
+    "imageUrls",
+    "thumbnailUrl",
+    "updatedAt",
+    "runId",
+    "runState",
+    "runReason",
+)
 
 
 async def upsert_node(

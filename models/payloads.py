@@ -67,6 +67,7 @@ class ImageJobInput:
     metadata: dict[str, Any] = field(default_factory=dict)
     polling: PollingPlan = field(default_factory=PollingPlan)
     asynchronous: bool = False
+    priority: str = "normal"  # a models.vocabulary.Priority; set on the workflow at start, inherited by its tasks
 
     @property
     def processor(self) -> str:
@@ -223,3 +224,58 @@ class JobState:
     progress: float | None = None  # percent, 0-100
     provider_job_id: str | None = None
     error: str | None = None
+
+
+@dataclass
+class CachedImage:
+    """What a node whose inputs did not change starts its downstream nodes from: its last job's image."""
+
+    job_id: str
+    image_url: str
+
+
+@dataclass
+class RunNodePlan:
+    """One image node of a canvas run: the job it becomes, and the node whose image it refines in this run.
+
+    `job.spec.previous_image` is already set when the image comes from outside the run (an uploaded image, or a
+    node not in a partial run); otherwise the upstream node's result is put there when that node is done.
+    `content_hash` covers the node's settings, provider, model and its input image (or upstream's hash)."""
+
+    node_id: str
+    job: ImageJobInput
+    upstream: str | None
+    content_hash: str
+    # The node's current image, when the job that made it had these same inputs: nothing to generate.
+    cached: CachedImage | None = None
+
+
+@dataclass
+class CanvasRunInput:
+    """CanvasRunWorkflow's argument (the workflow id is `run_id`): the board's nodes as saved when it started."""
+
+    run_id: str
+    canvas_id: str
+    nodes: list[RunNodePlan]
+    force: bool = False
+    max_parallel: int = 4
+    priority: str = "low"
+
+
+@dataclass
+class NodeRunUpdate:
+    """A node's new state in a canvas run, for its row and, when `node_reason` is set, for the node on the board."""
+
+    run_id: str
+    canvas_id: str
+    node_id: str
+    state: str  # a models.vocabulary.NodeRunState
+    job_id: str | None = None
+    image_url: str | None = None
+    reason: str | None = None
+
+
+@dataclass
+class CanvasRunFinished:
+    run_id: str
+    status: str  # a models.vocabulary.JobStatus

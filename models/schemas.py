@@ -22,8 +22,8 @@ from pydantic.alias_generators import to_camel
 from models.guards import MAX_JSON_DEPTH, ImageDataInJson, assert_storable_json, json_depth
 from models.payloads import ImageJobInput, PromptSpec
 from models.results import RunResult
-from models.tables import CanvasEdge, Run, RunEvent, WebhookRefusal, WorkflowNode
-from models.vocabulary import EventKind, JobStatus
+from models.tables import CanvasEdge, CanvasRun, CanvasRunNode, Run, RunEvent, WebhookRefusal, WorkflowNode
+from models.vocabulary import EventKind, JobStatus, NodeRunState, Priority
 
 # Ids end up in storage keys and URLs, so they keep to a safe alphabet.
 ID_PATTERN = r"^[A-Za-z0-9._-]{1,200}$"
@@ -180,6 +180,10 @@ class StartImageJobRequest(RequestModel):
         default=None, description="Base URL providers call back (overrides APP_URL for this job's webhooks)."
     )
     metadata: JsonObject = Field(default_factory=dict, description="Small JSON kept with the job.")
+    priority: Priority = Field(
+        default=Priority.NORMAL,
+        description="How soon the job's tasks leave a backlogged queue: a person's Generate (high) before batch work.",
+    )
 
     def to_job(self, *, job_id: str, model: str) -> ImageJobInput:
         return ImageJobInput(
@@ -191,6 +195,7 @@ class StartImageJobRequest(RequestModel):
             spec=self.prompt_spec.to_payload(),
             webhook_url=str(self.webhook_url) if self.webhook_url else None,
             metadata=self.metadata,
+            priority=self.priority,
         )
 
 
@@ -510,3 +515,62 @@ class CanvasSummary(CamelModel):
 
 class CanvasList(CamelModel):
     items: list[CanvasSummary]
+
+
+class CanvasRunRequest(RequestModel):
+    """`POST /v1/canvases/{workflowId}/runs`: which image nodes to run (all of them by default)."""
+
+    node_ids: list[BoardId] | None = Field(default=None, max_length=MAX_BOARD_NODES, description="Only these nodes.")
+    from_node_id: BoardId | None = Field(default=None, description="This node and everything downstream of it.")
+    force: bool = Field(default=False, description="Generate even the nodes whose inputs have not changed.")
+    priority: Priority = Field(default=Priority.LOW, description="Batch work by default; a person's Generate wins.")
+
+
+class CanvasRunNodeView(CamelModel):
+    node_id: str
+    state: NodeRunState
+    upstream: str | None = Field(description="The node whose image this one refines in the run.")
+    job_id: str | None
+    image_url: str | None
+    reason: str | None = Field(description="Why a node failed or was skipped.")
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def from_row(cls, node: CanvasRunNode) -> CanvasRunNodeView:
+        return cls(
+            node_id=node.node_id,
+            state=NodeRunState(node.state),
+            upstream=node.upstream,
+            job_id=node.job_id,
+            image_url=node.image_url,
+            reason=node.reason,
+            started_at=node.started_at,
+            finished_at=node.finished_at,
+        )
+
+
+class CanvasRunView(CamelModel):
+    """A canvas run: its status (running, completed, failed or cancelled) and every node's state, in run order."""
+
+    run_id: str
+    workflow_id: str = Field(description="The canvas.")
+    status: JobStatus
+    priority: Priority
+    forced: bool
+    created_at: datetime
+    finished_at: datetime | None
+    nodes: list[CanvasRunNodeView]
+
+    @classmethod
+    def from_rows(cls, run: CanvasRun, nodes: list[CanvasRunNode]) -> CanvasRunView:
+        return cls(
+            run_id=run.id,
+            workflow_id=run.canvas_id,
+            status=JobStatus(run.status),
+            priority=Priority(run.priority),
+            forced=run.forced,
+            created_at=run.created_at,
+            finished_at=run.finished_at,
+            nodes=[CanvasRunNodeView.from_row(node) for node in nodes],
+        )

@@ -175,3 +175,39 @@ class CanvasEdge(SQLModel, table=True):
     target_handle: str | None = Field(default=None, max_length=256)
     edge_type: str | None = Field(default=None, max_length=64)
     edge_data: dict[str, Any] = _jsonb(nullable=False, server_default="{}")
+
+
+class CanvasRun(SQLModel, table=True):
+    """A run of a board's image nodes as one graph workflow (workflow id = `id`); its nodes' states are
+    `canvas_run_nodes`."""
+
+    __tablename__ = "canvas_runs"
+
+    id: str = Field(primary_key=True, max_length=128)
+    canvas_id: str = Field(max_length=256)
+    status: str = Field(default="running", max_length=16)
+    priority: str = Field(default="low", max_length=8)
+    forced: bool = False
+    created_at: datetime = _timestamp()
+    finished_at: datetime | None = _timestamp(nullable=True, default_now=False)
+
+
+class CanvasRunNode(SQLModel, table=True):
+    """One node's state in a canvas run; `content_hash` is what its inputs were, `position` its place in the
+    run's order (upstream before downstream)."""
+
+    __tablename__ = "canvas_run_nodes"
+
+    run_id: str = Field(primary_key=True, max_length=128, foreign_key="canvas_runs.id")
+    node_id: str = Field(primary_key=True, max_length=256)
+    canvas_id: str = Field(max_length=256)
+    position: int
+    upstream: str | None = Field(default=None, max_length=256)
+    state: str = Field(default="pending", max_length=16)
+    job_id: str | None = Field(default=None, max_length=128)
+    image_url: str | None = Field(default=None, sa_column=Column(Text))
+    reason: str | None = Field(default=None, sa_column=Column(Text))
+    content_hash: str = Field(max_length=64)
+    started_at: datetime | None = _timestamp(nullable=True, default_now=False)
+    finished_at: datetime | None = _timestamp(nullable=True, default_now=False)
+    version: int = 1

@@ -49,3 +49,35 @@ EVENT_KIND_BY_STATUS: dict[JobStatus, EventKind] = {
     JobStatus.FAILED: EventKind.ERROR,
     JobStatus.CANCELLED: EventKind.CANCELLED,
 }
+
+
+class NodeRunState(StrEnum):
+    """Where one node of a canvas run is: a job's statuses, plus `cached` (its inputs had not changed since its
+    last completed job, so nothing was generated) and `skipped` (a node upstream of it failed)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    CACHED = "cached"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+
+FINISHED_NODE_STATES: frozenset[NodeRunState] = frozenset(
+    {NodeRunState.COMPLETED, NodeRunState.CACHED, NodeRunState.FAILED, NodeRunState.SKIPPED, NodeRunState.CANCELLED}
+)
+# States whose image a downstream node can start from.
+IMAGE_STATES: frozenset[NodeRunState] = frozenset({NodeRunState.COMPLETED, NodeRunState.CACHED})
+
+
+class Priority(StrEnum):
+    """How soon a job's tasks are taken from a backlogged queue: a person's Generate before batch work."""
+
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+
+
+# Temporal's priority keys: smaller runs sooner; the server's default range is 1 to 5 and 3 is the default.
+PRIORITY_KEYS: dict[Priority, int] = {Priority.HIGH: 1, Priority.NORMAL: 3, Priority.LOW: 5}

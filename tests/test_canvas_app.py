@@ -295,3 +295,32 @@ async def test_a_pasted_image_becomes_a_node_that_feeds_a_refinement(browser: Br
     assert uploaded["data"]["sourceUrl"].startswith(f"{app_stack.base_url}/files/uploads/")
     refined = await app_stack.job(nodes["b"]["data"]["jobId"])
     assert refined["promptSpec"]["previousImage"] == uploaded["data"]["sourceUrl"]
+
+
+async def test_run_all_runs_the_board_and_a_second_run_shows_its_nodes_cached(
+    browser: Browser, app_stack: Stack
+) -> None:
+    canvas_id = await new_board(
+        app_stack,
+        nodes=[
+            {"id": "a", "type": "image_generation", "position": {"x": 0, "y": 0}, "data": {"prompt": "a red barn"}},
+            {"id": "b", "type": "image_generation", "position": {"x": 420, "y": 0}, "data": {"prompt": "at night"}},
+        ],
+        edges=[{"id": "a-b", "source": "a", "target": "b"}],
+    )
+    page = await new_page(browser, app_stack)
+    await page.goto(f"/canvases/{canvas_id}")
+    await page.get_by_role("button", name="Run all").click()
+    status = page.get_by_role("status").filter(has_text="Run")
+    await expect(status).to_have_attribute("data-run-status", "completed")
+    await expect(status).to_contain_text("2/2 nodes done")
+    for node_id in ("a", "b"):
+        await expect(node_element(page, node_id)).to_have_attribute("data-status", "completed")
+        await expect(node_element(page, node_id).locator("img").first).to_be_visible()
+
+    await node_element(page, "a").get_by_role("button", name="Run from here").click()
+    await expect(node_element(page, "b").locator(".badge-run-cached")).to_have_text("cached")
+    await expect(node_element(page, "a").locator(".badge-run-cached")).to_have_text("cached")
+    nodes = {node["id"]: node["data"] for node in (await saved_board(app_stack, canvas_id))["nodes"]}
+    refined = await app_stack.job(nodes["b"]["jobId"])
+    assert refined["promptSpec"]["previousImage"] == nodes["a"]["imageUrl"]

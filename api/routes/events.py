@@ -19,13 +19,14 @@ from fastapi import APIRouter, Header
 from pydantic import Field
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.ext.asyncio import AsyncSession
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.deps import STREAM_TOKEN_SECONDS, CanvasIdPath, StateDep, stream_token
 from api.errors import ApiError
-from core import canvases, runs
+from core import canvas_runs, canvases, runs
 from core.events import canvas_topic, job_topic
-from models.schemas import CamelModel, CanvasNode, ErrorBody, ImageProgressEvent
+from models.schemas import CamelModel, CanvasNode, CanvasRunView, ErrorBody, ImageProgressEvent
 from models.tables import RunEvent
 from models.vocabulary import TERMINAL_EVENT_KINDS
 
@@ -133,8 +134,8 @@ async def stream_canvas_events(
     state: StateDep,
     last_event_id: LastEventId = None,
 ) -> EventSourceResponse:
-    """Every node update (`node`, with the React Flow node), board save (`board`, with its version) and job event
-    of a canvas, as SSE.
+    """Every node update (`node`, with the React Flow node), board save (`board`, with its version), canvas run
+    change (`run`, a CanvasRunView) and job event of a canvas, as SSE.
 
     A new stream starts with the current nodes; job events follow from `Last-Event-ID` or from now.
     """
@@ -146,6 +147,7 @@ async def stream_canvas_events(
     async def events() -> AsyncIterator[ServerSentEvent]:
         nonlocal after
         sent_versions: dict[str, int] = {}
+        sent_runs: dict[str, str] = {}
         board_seen: int | None = None
         async with state.bus.subscribe(canvas_topic(canvas_id)) as wake:
             while True:
@@ -154,6 +156,7 @@ async def stream_canvas_events(
                     board = await canvases.board_version(reader, canvas_id)
                     nodes = await runs.list_nodes(reader, canvas_id)
                     stored = await runs.list_canvas_events(reader, canvas_id, after_id=after)
+                    changed_runs = await changed_canvas_runs(reader, canvas_id, sent_runs)
                 if board_seen is not None and board != board_seen:
                     # A save (another tab's, say) may have deleted nodes or changed edges: reload the board.
                     yield ServerSentEvent(event="board", data=json.dumps({"version": board}))
@@ -167,9 +170,24 @@ async def stream_canvas_events(
                 for event in stored:
                     yield job_event(event)
                     after = event.id or after
+                for view in changed_runs:
+                    yield ServerSentEvent(event="run", data=view.model_dump_json(by_alias=True))
                 await wait_for_news(wake)
 
     return EventSourceResponse(ending_with_an_error_event(events()), ping=KEEPALIVE_SECONDS)
+
+
+async def changed_canvas_runs(session: AsyncSession, canvas_id: str, sent: dict[str, str]) -> list[CanvasRunView]:
+    """The canvas' recent runs that changed since they were last sent (`sent` is updated)."""
+    views = []
+    for run_id, fingerprint in (await canvas_runs.recent_run_versions(session, canvas_id)).items():
+        if sent.get(run_id) == fingerprint:
+            continue
+        found = await canvas_runs.read_run(session, canvas_id, run_id)
+        if found is not None:
+            sent[run_id] = fingerprint
+            views.append(CanvasRunView.from_rows(*found))
+    return views
 
 
 class StreamToken(CamelModel):

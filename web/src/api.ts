@@ -11,6 +11,8 @@ export type ImageProgressEvent = Schemas["ImageProgressEvent"];
 export type ProviderDescription = Schemas["ProviderDescription"];
 export type ClientConfig = Schemas["ClientConfig"];
 export type StartImageJobRequest = Schemas["StartImageJobRequest"];
+export type CanvasRunView = Schemas["CanvasRunView"];
+export type CanvasRunRequest = Schemas["CanvasRunRequest"];
 
 const KEY_STORAGE = "imagejobs.apiKey";
 
@@ -74,5 +76,12 @@ export const api = {
     const query = new URLSearchParams(Object.entries(filters).filter((entry): entry is [string, string] => !!entry[1]));
     return call<Schemas["JobPage"]>("GET", `/v1/jobs?${query.toString()}`);
   },
+  startRun: (canvasId: string, request: Partial<CanvasRunRequest>) =>
+    call<CanvasRunView>("POST", `/v1/canvases/${encodeURIComponent(canvasId)}/runs`, request),
+  cancelRun: (canvasId: string, runId: string) =>
+    call<CanvasRunView>(
+      "POST",
+      `/v1/canvases/${encodeURIComponent(canvasId)}/runs/${encodeURIComponent(runId)}/cancel`,
+    ),
   stats: (canvasId: string) => call<Schemas["JobStats"]>("GET", `/v1/stats?workflowId=${encodeURIComponent(canvasId)}`),
 };

@@ -122,8 +122,8 @@ export interface paths {
         };
         /**
          * Stream Canvas Events
-         * @description Every node update (`node`, with the React Flow node), board save (`board`, with its version) and job event
-         *     of a canvas, as SSE.
+         * @description Every node update (`node`, with the React Flow node), board save (`board`, with its version), canvas run
+         *     change (`run`, a CanvasRunView) and job event of a canvas, as SSE.
          *
          *     A new stream starts with the current nodes; job events follow from `Last-Event-ID` or from now.
          */
@@ -170,6 +170,67 @@ export interface paths {
          */
         put: operations["upsert_canvas_node_v1_canvases__workflowId__nodes__node_id__put"];
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/canvases/{workflowId}/runs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Start Run
+         * @description Run the board's image nodes as saved now (all, `nodeIds`, or `fromNodeId` and below): an edge A -> B makes
+         *     B refine A's image; unchanged nodes are `cached` unless `force`.
+         */
+        post: operations["start_run_v1_canvases__workflowId__runs_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/canvases/{workflowId}/runs/{runId}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Run
+         * @description The run's status and each node's state (pending, running, completed, cached, failed, skipped, cancelled).
+         */
+        get: operations["get_run_v1_canvases__workflowId__runs__runId__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/canvases/{workflowId}/runs/{runId}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Cancel Run
+         * @description Cancel the run: running nodes' jobs are cancelled, pending nodes are marked cancelled.
+         */
+        post: operations["cancel_run_v1_canvases__workflowId__runs__runId__cancel_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -571,6 +632,83 @@ export interface components {
             /** Items */
             items: components["schemas"]["CanvasNode"][];
         };
+        /** CanvasRunNodeView */
+        CanvasRunNodeView: {
+            /** Finishedat */
+            finishedAt: string | null;
+            /** Imageurl */
+            imageUrl: string | null;
+            /** Jobid */
+            jobId: string | null;
+            /** Nodeid */
+            nodeId: string;
+            /**
+             * Reason
+             * @description Why a node failed or was skipped.
+             */
+            reason: string | null;
+            /** Startedat */
+            startedAt: string | null;
+            state: components["schemas"]["NodeRunState"];
+            /**
+             * Upstream
+             * @description The node whose image this one refines in the run.
+             */
+            upstream: string | null;
+        };
+        /**
+         * CanvasRunRequest
+         * @description `POST /v1/canvases/{workflowId}/runs`: which image nodes to run (all of them by default).
+         */
+        CanvasRunRequest: {
+            /**
+             * Force
+             * @description Generate even the nodes whose inputs have not changed.
+             * @default false
+             */
+            force: boolean;
+            /**
+             * Fromnodeid
+             * @description This node and everything downstream of it.
+             */
+            fromNodeId?: string | null;
+            /**
+             * Nodeids
+             * @description Only these nodes.
+             */
+            nodeIds?: string[] | null;
+            /**
+             * @description Batch work by default; a person's Generate wins.
+             * @default low
+             */
+            priority: components["schemas"]["Priority"];
+        };
+        /**
+         * CanvasRunView
+         * @description A canvas run: its status (running, completed, failed or cancelled) and every node's state, in run order.
+         */
+        CanvasRunView: {
+            /**
+             * Createdat
+             * Format: date-time
+             */
+            createdAt: string;
+            /** Finishedat */
+            finishedAt: string | null;
+            /** Forced */
+            forced: boolean;
+            /** Nodes */
+            nodes: components["schemas"]["CanvasRunNodeView"][];
+            priority: components["schemas"]["Priority"];
+            /** Runid */
+            runId: string;
+            status: components["schemas"]["JobStatus"];
+            /**
+             * Workflowid
+             * @description The canvas.
+             */
+            workflowId: string;
+        };
         /**
          * CanvasSummary
          * @description A line of the canvas list.
@@ -927,6 +1065,13 @@ export interface components {
             y: number;
         };
         /**
+         * NodeRunState
+         * @description Where one node of a canvas run is: a job's statuses, plus `cached` (its inputs had not changed since its
+         *     last completed job, so nothing was generated) and `skipped` (a node upstream of it failed).
+         * @enum {string}
+         */
+        NodeRunState: "pending" | "running" | "completed" | "cached" | "failed" | "skipped" | "cancelled";
+        /**
          * NodeUpsert
          * @description A node as the canvas sends it; job-owned data fields (imageUrl, status, progress, ...) are ignored.
          */
@@ -947,6 +1092,12 @@ export interface components {
              */
             type?: string | null;
         };
+        /**
+         * Priority
+         * @description How soon a job's tasks are taken from a backlogged queue: a person's Generate before batch work.
+         * @enum {string}
+         */
+        Priority: "low" | "normal" | "high";
         /** ProviderDescription */
         ProviderDescription: {
             /** Defaultmodel */
@@ -1019,6 +1170,11 @@ export interface components {
              * @description The React Flow node that receives the image.
              */
             nodeId: string;
+            /**
+             * @description How soon the job's tasks leave a backlogged queue: a person's Generate (high) before batch work.
+             * @default normal
+             */
+            priority: components["schemas"]["Priority"];
             promptSpec: components["schemas"]["ImagePromptSpec"];
             /**
              * Provider
@@ -1539,6 +1695,189 @@ export interface operations {
             };
             /** @description Unprocessable Entity */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    start_run_v1_canvases__workflowId__runs_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The canvas id. */
+                workflowId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["CanvasRunRequest"] | null;
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CanvasRunView"];
+                };
+            };
+            /** @description API_KEYS is set and no valid `Authorization: Bearer` key came. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The board cannot run as asked; `details` names the nodes. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_run_v1_canvases__workflowId__runs__runId__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The canvas id. */
+                workflowId: string;
+                runId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CanvasRunView"];
+                };
+            };
+            /** @description API_KEYS is set and no valid `Authorization: Bearer` key came. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The board cannot run as asked; `details` names the nodes. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    cancel_run_v1_canvases__workflowId__runs__runId__cancel_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The canvas id. */
+                workflowId: string;
+                runId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CanvasRunView"];
+                };
+            };
+            /** @description API_KEYS is set and no valid `Authorization: Bearer` key came. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The board cannot run as asked; `details` names the nodes. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -15,7 +15,15 @@ import {
   type Viewport,
 } from "@xyflow/react";
 import { useCallback, useEffect, useMemo, useRef, useState, type DragEvent } from "react";
-import { ApiError, api, type Board, type ClientConfig, type ProviderDescription, type StartImageJobRequest } from "../api";
+import {
+  ApiError,
+  api,
+  type Board,
+  type CanvasRunView,
+  type ClientConfig,
+  type ProviderDescription,
+  type StartImageJobRequest,
+} from "../api";
 import { navigate } from "../App";
 import { useToast } from "../Toasts";
 import { BoardActionsContext, type BoardActions } from "./actions";
@@ -82,6 +90,7 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
   const [editingNode, setEditingNode] = useState<string | null>(null);
   const [historyOpen, setHistoryOpen] = useState(false);
   const [jobRevision, setJobRevision] = useState(0);
+  const [run, setRun] = useState<CanvasRunView | null>(null);
   // Local changes not yet saved: while there are some, the stream does not overwrite what the person owns.
   const unsaved = useRef(0);
   const savedVersion = useRef(0);
@@ -280,6 +289,8 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
           nodeId,
           provider: data.provider ?? "local",
           model: data.model ?? null,
+          // A person waiting on this node goes before batch work such as canvas runs.
+          priority: "high",
           promptSpec: {
             basePrompt: data.prompt ?? "",
             styleModifiers: data.styleModifiers ?? [],
@@ -305,6 +316,22 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
     },
     [canvasId, flow, flushSave, setNodes, toast, fail],
   );
+
+  const startRun = useCallback(
+    async (fromNodeId?: string) => {
+      await flushSave();
+      try {
+        setRun(await api.startRun(canvasId, fromNodeId ? { fromNodeId } : {}));
+      } catch (error) {
+        fail(error);
+      }
+    },
+    [canvasId, flushSave, fail],
+  );
+
+  const cancelRun = useCallback(async () => {
+    if (run) await api.cancelRun(canvasId, run.runId).catch(fail);
+  }, [canvasId, run, fail]);
 
   const cancel = useCallback(
     async (nodeId: string) => {
@@ -332,6 +359,7 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
     onBoardSaved: (version) => {
       if (version > savedVersion.current && unsaved.current === 0) load().catch(fail);
     },
+    onRun: (view) => setRun((current) => (!current || view.createdAt >= current.createdAt ? view : current)),
     onJobEvent: (event) => {
       if (event.kind === "error") toast(`${event.message}`);
       if (event.kind !== "progress") setJobRevision((revision) => revision + 1);
@@ -344,10 +372,11 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
       update,
       generate: (nodeId) => void generate(nodeId),
       cancel: (nodeId) => void cancel(nodeId),
+      runFrom: (nodeId) => void startRun(nodeId),
       open: setDialogNode,
       editPrompt: setEditingNode,
     }),
-    [providers, update, generate, cancel],
+    [providers, update, generate, cancel, startRun],
   );
 
   const dialogData = dialogNode ? nodes.find((node) => node.id === dialogNode)?.data : undefined;
@@ -373,6 +402,10 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
           <button type="button" onClick={addImageNode} disabled={!loaded}>
             Add image node
           </button>
+          <button type="button" onClick={() => void startRun()} disabled={!loaded || run?.status === "running"}>
+            Run all
+          </button>
+          {run && <RunStatus run={run} onCancel={() => void cancelRun()} />}
         </header>
         <div className="board-body">
           <div className="flow" aria-busy={!loaded} onDrop={onDrop} onDragOver={(event) => event.preventDefault()}>
@@ -404,5 +437,21 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
         )}
       </div>
     </BoardActionsContext.Provider>
+  );
+}
+
+/** The board's newest run: how far it is, and a way to stop it. */
+function RunStatus({ run, onCancel }: { run: CanvasRunView; onCancel: () => void }) {
+  const finished = run.nodes.filter((node) => !["pending", "running"].includes(node.state)).length;
+  const failed = run.nodes.filter((node) => node.state === "failed").length;
+  return (
+    <span className="run-status" role="status" data-run-status={run.status}>
+      Run {run.status}: {finished}/{run.nodes.length} nodes done{failed ? `, ${failed} failed` : ""}
+      {run.status === "running" && (
+        <button type="button" onClick={onCancel}>
+          Cancel run
+        </button>
+      )}
+    </span>
   );
 }

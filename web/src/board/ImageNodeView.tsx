@@ -2,7 +2,7 @@
 import { Handle, Position, type NodeProps } from "@xyflow/react";
 import { memo } from "react";
 import { useBoardActions } from "./actions";
-import { ASPECT_RATIOS, QUALITIES, SIZES, currentImage, isBusy, type ImageNode } from "./nodeData";
+import { ASPECT_RATIOS, QUALITIES, RUN_ONLY_STATES, SIZES, currentImage, isBusy, type ImageNode } from "./nodeData";
 
 function ImageNodeViewInner({ id, data }: NodeProps<ImageNode>) {
   const actions = useBoardActions();
@@ -19,6 +19,11 @@ function ImageNodeViewInner({ id, data }: NodeProps<ImageNode>) {
       <Handle type="target" position={Position.Left} />
       <header className="image-node-header">
         <span className={`badge badge-${status}`}>{status}</span>
+        {data.runState && RUN_ONLY_STATES.includes(data.runState) && (
+          <span className={`badge badge-run-${data.runState}`} title={data.runReason ?? undefined}>
+            {data.runState}
+          </span>
+        )}
         <span className="processor">
           {data.provider ?? "local"}:{data.model ?? provider?.defaultModel ?? ""}
         </span>
@@ -162,6 +167,7 @@ function ImageNodeViewInner({ id, data }: NodeProps<ImageNode>) {
         </div>
       )}
       {status === "failed" && data.error && <p className="node-error">{data.error}</p>}
+      {data.runState === "skipped" && data.runReason && <p className="node-error">Skipped: {data.runReason}</p>}
       <div className="actions nodrag">
         <button type="button" disabled={busy || !(data.prompt ?? "").trim()} onClick={() => actions.generate(id)}>
           {image ? "Regenerate" : "Generate"}
@@ -171,6 +177,9 @@ function ImageNodeViewInner({ id, data }: NodeProps<ImageNode>) {
             Cancel
           </button>
         )}
+        <button type="button" disabled={busy} onClick={() => actions.runFrom(id)}>
+          Run from here
+        </button>
       </div>
       <Handle type="source" position={Position.Right} />
     </div>

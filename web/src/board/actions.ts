@@ -8,6 +8,7 @@ export type BoardActions = {
   update: (nodeId: string, change: Partial<ImageNodeData>) => void;
   generate: (nodeId: string) => void;
   cancel: (nodeId: string) => void;
+  runFrom: (nodeId: string) => void;
   open: (nodeId: string) => void;
   editPrompt: (nodeId: string) => void;
 };

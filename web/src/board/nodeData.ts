@@ -23,6 +23,10 @@ export type ImageNodeData = {
   imageUrl?: string | null;
   imageUrls?: string[] | null;
   thumbnailUrl?: string | null;
+  // Written by a canvas run: its id, and this node's state and reason in it (cached, skipped, ...).
+  runId?: string;
+  runState?: string;
+  runReason?: string | null;
 };
 
 export type ImageNode = Node<ImageNodeData, "image_generation">;
@@ -33,7 +37,20 @@ export type AppEdge = Edge;
 export const IMAGE_NODE = "image_generation" as const;
 export const UPLOADED_NODE = "image" as const;
 export const UPLOAD_TYPES = ["image/png", "image/jpeg", "image/webp"] as const;
-export const JOB_OWNED = ["jobId", "status", "progress", "error", "imageUrl", "imageUrls", "thumbnailUrl"] as const;
+export const JOB_OWNED = [
+  "jobId",
+  "status",
+  "progress",
+  "error",
+  "imageUrl",
+  "imageUrls",
+  "thumbnailUrl",
+  "runId",
+  "runState",
+  "runReason",
+] as const;
+// What a node's state in a canvas run adds to its job's status, on the board.
+export const RUN_ONLY_STATES = ["pending", "cached", "skipped", "cancelled"];
 export const ASPECT_RATIOS = ["1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3"];
 export const QUALITIES = ["standard", "hd", "low", "medium", "high"];
 export const SIZES = ["512x512", "768x768", "1024x1024", "1024x768", "768x1024", "1536x1024", "1024x1536"];

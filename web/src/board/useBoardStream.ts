@@ -1,7 +1,7 @@
 // One EventSource per open board: node updates (coalesced into one render per animation frame, so fifty jobs
 // updating at once cost one update), board saves by others, and job events (failures raise a toast).
 import { useEffect, useRef } from "react";
-import { api, type ImageProgressEvent } from "../api";
+import { api, type CanvasRunView, type ImageProgressEvent } from "../api";
 
 const REOPEN_MS = 2000;
 
@@ -11,6 +11,7 @@ type Handlers = {
   onNodes: (nodes: StreamNode[]) => void;
   onBoardSaved: (version: number) => void;
   onJobEvent: (event: ImageProgressEvent) => void;
+  onRun: (run: CanvasRunView) => void;
 };
 
 export function useBoardStream(canvasId: string, needsToken: boolean, handlers: Handlers): void {
@@ -49,6 +50,9 @@ export function useBoardStream(canvasId: string, needsToken: boolean, handlers: 
       source.addEventListener("node", (message) => {
         pending.push(JSON.parse((message as MessageEvent<string>).data) as StreamNode);
         if (frame === null) frame = requestAnimationFrame(flush);
+      });
+      source.addEventListener("run", (message) => {
+        latest.current.onRun(JSON.parse((message as MessageEvent<string>).data) as CanvasRunView);
       });
       source.addEventListener("board", (message) => {
         latest.current.onBoardSaved((JSON.parse((message as MessageEvent<string>).data) as { version: number }).version);

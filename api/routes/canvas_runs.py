@@ -1,0 +1,207 @@
+"""Canvas runs: a board's connected image nodes run as one durable graph workflow (workflows/canvas_run.py).
+
+The board is read and checked as saved at the moment of the request; anything that would stop the run (a cycle,
+a node without a prompt, an edge into a model that cannot take an image, a node a provider would refuse) is a 422
+naming the nodes, before anything is stored or started.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Path
+from pydantic import ValidationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.deps import CanvasIdPath, StateDep, TemporalDep
+from api.errors import ApiError
+from api.routes.jobs import job_from_request
+from core import canvas_runs, canvases
+from core.canvas_plan import MAX_RUN_NODES, GraphRefused, RunGraph, content_hash, run_graph
+from core.db import transaction
+from core.jobs import start_canvas_run
+from models.payloads import CanvasRunInput, ImageJobInput, RunNodePlan
+from models.schemas import (
+    ID_PATTERN,
+    Board,
+    BoardNode,
+    CanvasRunRequest,
+    CanvasRunView,
+    ErrorBody,
+    StartImageJobRequest,
+)
+
+router = APIRouter(prefix="/v1/canvases", tags=["canvas runs"])
+
+IMAGE_NODE = "image_generation"
+RunIdPath = Path(alias="runId", pattern=ID_PATTERN)
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody},
+    422: {"model": ErrorBody, "description": "The board cannot run as asked; `details` names the nodes."},
+    503: {"model": ErrorBody},
+}
+# Children at once per run: enough to keep a provider queue busy, few enough that a person's jobs are not starved.
+MAX_PARALLEL_NODES = 4
+
+
+def refused(code: str, message: str, nodes: list[str]) -> ApiError:
+    return ApiError(422, code, message, [{"nodeId": node} for node in nodes])
+
+
+def node_job_id(run_id: str, node_id: str) -> str:
+    """The node's job in this run: fixed by the run, so a replayed or retried start never makes a second one."""
+    return "job_" + hashlib.sha256(f"{run_id}:{node_id}".encode()).hexdigest()[:32]
+
+
+def current_image(node: BoardNode) -> str | None:
+    """What a node shows and passes on (as the canvas app has it): the chosen variant, the job's, the upload."""
+    for key in ("chosenImageUrl", "imageUrl", "sourceUrl"):
+        value = node.data.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def job_request(canvas_id: str, node: BoardNode, previous_image: str | None) -> StartImageJobRequest:
+    """The node's generation settings as a job request, in the same shape the canvas' Generate sends."""
+    data = node.data
+    spec = {
+        "basePrompt": data.get("prompt") or "",
+        "styleModifiers": data.get("styleModifiers") or [],
+        "size": None if data.get("aspectRatio") else data.get("size"),
+        "aspectRatio": data.get("aspectRatio"),
+        "quality": data.get("quality"),
+        "seed": data.get("seed"),
+        "n": data.get("n") or 1,
+        "previousImage": previous_image,
+    }
+    body = {"workflowId": canvas_id, "nodeId": node.id, "provider": data.get("provider") or "local"}
+    body |= {"model": data.get("model"), "promptSpec": {key: value for key, value in spec.items() if value is not None}}
+    try:
+        return StartImageJobRequest.model_validate(body)
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise refused("invalid_node", f"Node {node.id}: {first['msg']}", [node.id]) from error
+
+
+def checked_job(
+    state: StateDep, board: Board, node: BoardNode, *, upstream_image: str | None, in_run: bool
+) -> tuple[StartImageJobRequest, ImageJobInput]:
+    """The node's job (validated as POST /v1/jobs would), before its run-specific fields are set."""
+    if not str(node.data.get("prompt") or "").strip():
+        raise refused("missing_prompt", f"Node {node.id} has no prompt.", [node.id])
+    # An upstream node of the run has no image yet; any URL lets the provider check that the model takes one.
+    checked_image = f"{state.settings.app_url}/files/upstream-of-{node.id}.png" if in_run else upstream_image
+    body = job_request(board.id, node, checked_image)
+    try:
+        job, _ = job_from_request(state, body, "job_check")
+    except ApiError as error:
+        code = "input_image_not_supported" if "previousImage" in error.message else error.code
+        raise refused(code, f"Node {node.id}: {error.message}", [node.id]) from error
+    return body, job
+
+
+def plan_run(state: StateDep, board: Board, request: CanvasRunRequest, run_id: str) -> CanvasRunInput:
+    image_nodes = [node.id for node in board.nodes if node.type == IMAGE_NODE]
+    try:
+        graph: RunGraph = run_graph(
+            image_nodes,
+            [(edge.source, edge.target) for edge in board.edges],
+            node_ids=request.node_ids,
+            from_node=request.from_node_id,
+        )
+    except GraphRefused as error:
+        raise refused(error.code, error.message, error.nodes) from error
+    if not graph.order:
+        raise refused("nothing_to_run", "The board has no image generation nodes to run.", [])
+    if len(graph.order) > MAX_RUN_NODES:
+        raise refused("too_many_nodes", f"A run takes at most {MAX_RUN_NODES} nodes.", [])
+    hashes: dict[str, str] = {}
+    nodes = [plan_node(state, board, graph, hashes, run_id, node_id) for node_id in graph.order]
+    return CanvasRunInput(
+        run_id=run_id,
+        canvas_id=board.id,
+        nodes=nodes,
+        force=request.force,
+        max_parallel=MAX_PARALLEL_NODES,
+        priority=request.priority,
+    )
+
+
+def plan_node(
+    state: StateDep, board: Board, graph: RunGraph, hashes: dict[str, str], run_id: str, node_id: str
+) -> RunNodePlan:
+    """One node's job in the run, and its content hash (added to `hashes`, which holds those upstream of it)."""
+    by_id = {node.id: node for node in board.nodes}
+    source = graph.upstream[node_id]
+    in_run = source is not None and source in hashes
+    outside_image = current_image(by_id[source]) if source in by_id and not in_run else None
+    if source is not None and not in_run and outside_image is None:
+        raise refused("upstream_without_image", f"Node {node_id} refines {source}, which has no image.", [source])
+    body, job = checked_job(state, board, by_id[node_id], upstream_image=outside_image, in_run=in_run)
+    settings = {"provider": job.provider, "model": job.model}
+    settings |= body.prompt_spec.model_dump(exclude={"previous_image"})
+    hashes[node_id] = content_hash(settings, hashes[source] if in_run and source else outside_image)
+    job.job_id = node_job_id(run_id, node_id)
+    job.spec.previous_image = None if in_run else outside_image
+    job.metadata = {**job.metadata, "canvasRunId": run_id, "contentHash": hashes[node_id]}
+    return RunNodePlan(node_id, job, source if in_run else None, hashes[node_id])
+
+
+async def read_view(state: StateDep, canvas_id: str, run_id: str) -> CanvasRunView:
+    async with state.sessions() as session:
+        found = await canvas_runs.read_run(session, canvas_id, run_id)
+    if found is None:
+        raise ApiError(404, "run_not_found", f"No run {run_id!r} on canvas {canvas_id!r}.")
+    return CanvasRunView.from_rows(*found)
+
+
+@router.post("/{workflowId}/runs", status_code=202, response_model=CanvasRunView, responses=ERRORS)
+async def start_run(
+    canvas_id: CanvasIdPath, state: StateDep, temporal: TemporalDep, body: CanvasRunRequest | None = None
+) -> CanvasRunView:
+    """Run the board's image nodes as saved now (all, `nodeIds`, or `fromNodeId` and below): an edge A -> B makes
+    B refine A's image; unchanged nodes are `cached` unless `force`."""
+    request = body or CanvasRunRequest()
+    async with state.sessions() as session:
+        board = await canvases.read_board(session, canvas_id)
+    if board is None:
+        raise ApiError(404, "canvas_not_found", f"No canvas {canvas_id!r}.")
+    plan = plan_run(state, board, request, "run_" + uuid.uuid4().hex)
+    shown = {node.id: node.data.get("jobId") for node in board.nodes}
+    async with transaction(state.sessions) as session:
+        candidates = {node.node_id: (str(shown[node.node_id]), node.content_hash) for node in plan.nodes}
+        cached = await canvas_runs.cached_images(session, canvas_id, candidates)
+        for node in plan.nodes:
+            node.cached = cached.get(node.node_id)
+        await canvas_runs.create_run(session, plan)
+    try:
+        await start_canvas_run(temporal, state.settings, plan)
+    except RPCError as error:
+        async with transaction(state.sessions) as session:
+            await canvas_runs.delete_run(session, plan.run_id)
+        raise ApiError(503, "temporal_unavailable", f"Could not start the run: {error.message}") from error
+    return await read_view(state, canvas_id, plan.run_id)
+
+
+@router.get("/{workflowId}/runs/{runId}", response_model=CanvasRunView, responses=ERRORS)
+async def get_run(canvas_id: CanvasIdPath, state: StateDep, run_id: str = RunIdPath) -> CanvasRunView:
+    """The run's status and each node's state (pending, running, completed, cached, failed, skipped, cancelled)."""
+    return await read_view(state, canvas_id, run_id)
+
+
+@router.post("/{workflowId}/runs/{runId}/cancel", status_code=202, response_model=CanvasRunView, responses=ERRORS)
+async def cancel_run(
+    canvas_id: CanvasIdPath, state: StateDep, temporal: TemporalDep, run_id: str = RunIdPath
+) -> CanvasRunView:
+    """Cancel the run: running nodes' jobs are cancelled, pending nodes are marked cancelled."""
+    view = await read_view(state, canvas_id, run_id)
+    if view.finished_at is None:
+        try:
+            await temporal.get_workflow_handle(run_id).cancel()
+        except RPCError as error:
+            if error.status != RPCStatusCode.NOT_FOUND:
+                raise ApiError(503, "temporal_unavailable", f"Could not cancel the run: {error.message}") from error
+    return view

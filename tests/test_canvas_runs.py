@@ -1,0 +1,224 @@
+"""Canvas runs end to end: a board's image nodes as one graph workflow on real Temporal, PostgreSQL and the local
+provider (which honours previousImage visibly), and the refusals that stop a run before anything starts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from temporalio.client import Client
+
+from core.config import Settings
+from tests.fakes.app import FakeProviders
+from tests.fakes.openai import OPENAI
+from tests.fixtures.stack import Stack, make_settings, running_stack
+
+FINISHED = ("completed", "failed", "cancelled")
+PROMPTS = {"A": "a lighthouse", "B": "the lighthouse at night", "C": "the lighthouse in snow", "D": "with a ship"}
+
+
+def image_node(node_id: str, prompt: str, **data: Any) -> dict[str, Any]:
+    return {"id": node_id, "type": "image_generation", "position": {"x": 0, "y": 0}, "data": {"prompt": prompt, **data}}
+
+
+def edge(source: str, target: str) -> dict[str, str]:
+    return {"id": f"{source}-{target}", "source": source, "target": target}
+
+
+TREE = [edge("A", "B"), edge("A", "C"), edge("B", "D")]
+
+
+@pytest.fixture
+async def run_stack(stack_settings: Settings, temporal_client: Client) -> AsyncIterator[Stack]:
+    # Refinements fetch their parent's image from this API's own /files (loopback), as `imagejobs dev` allows.
+    settings = make_settings(stack_settings, DOWNLOAD_ALLOWLIST=["127.0.0.1"], LOCAL_PROVIDER_DELAY_MS=0)
+    async with running_stack(settings, temporal_client) as stack:
+        yield stack
+
+
+async def save_board(stack: Stack, canvas_id: str, nodes: list[dict[str, Any]], edges: list[dict[str, str]]) -> None:
+    saved = await stack.api.put(f"/v1/canvases/{canvas_id}", json={"nodes": nodes, "edges": edges})
+    assert saved.status_code == 200, saved.text
+
+
+async def start_run(stack: Stack, canvas_id: str, **body: Any) -> dict[str, Any]:
+    started = await stack.api.post(f"/v1/canvases/{canvas_id}/runs", json=body)
+    assert started.status_code == 202, started.text
+    run: dict[str, Any] = started.json()
+    return run
+
+
+async def finished_run(stack: Stack, canvas_id: str, run_id: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        run: dict[str, Any] = (await stack.api.get(f"/v1/canvases/{canvas_id}/runs/{run_id}")).json()
+        if run["status"] in FINISHED:
+            return run
+        assert time.monotonic() < deadline, run
+        await asyncio.sleep(0.2)
+
+
+def states(run: dict[str, Any]) -> dict[str, str]:
+    return {node["nodeId"]: node["state"] for node in run["nodes"]}
+
+
+def jobs_of(run: dict[str, Any]) -> dict[str, str]:
+    return {node["nodeId"]: node["jobId"] for node in run["nodes"]}
+
+
+async def job(stack: Stack, job_id: str) -> dict[str, Any]:
+    return await stack.job(job_id)
+
+
+async def test_a_tree_runs_each_node_from_its_parents_image_then_caches_and_reruns_only_what_changed(
+    run_stack: Stack,
+) -> None:
+    stack, canvas_id = run_stack, "canvas-run-tree"
+    await save_board(stack, canvas_id, [image_node(key, prompt, seed=7) for key, prompt in PROMPTS.items()], TREE)
+
+    first = await finished_run(stack, canvas_id, (await start_run(stack, canvas_id))["runId"])
+
+    assert first["status"] == "completed", first
+    assert states(first) == dict.fromkeys("ABCD", "completed")
+    records = {node: await job(stack, job_id) for node, job_id in jobs_of(first).items()}
+    for child, parent in (("B", "A"), ("C", "A"), ("D", "B")):
+        assert records[child]["promptSpec"]["previousImage"] == records[parent]["imageUrl"], child
+        assert records[child]["startedAt"] >= records[parent]["finishedAt"], child
+    assert "previousImage" not in records["A"]["promptSpec"]
+    board = (await stack.api.get(f"/v1/canvases/{canvas_id}")).json()
+    shown = {node["id"]: node["data"] for node in board["nodes"]}
+    assert {key: data["imageUrl"] for key, data in shown.items()} == {k: r["imageUrl"] for k, r in records.items()}
+    assert {data["runState"] for data in shown.values()} == {"completed"}
+
+    second = await finished_run(stack, canvas_id, (await start_run(stack, canvas_id))["runId"])
+    assert states(second) == dict.fromkeys("ABCD", "cached")
+    assert jobs_of(second) == jobs_of(first)
+
+    changed = [image_node(key, prompt + (" at dawn" if key == "C" else ""), seed=7) for key, prompt in PROMPTS.items()]
+    await save_board(stack, canvas_id, changed, TREE)
+    third = await finished_run(stack, canvas_id, (await start_run(stack, canvas_id))["runId"])
+    assert states(third) == {"A": "cached", "B": "cached", "C": "completed", "D": "cached"}
+    assert jobs_of(third)["C"] != jobs_of(first)["C"]
+    assert (await job(stack, jobs_of(third)["C"]))["promptSpec"]["previousImage"] == records["A"]["imageUrl"]
+
+    await save_board(stack, canvas_id, changed, [*TREE, edge("D", "A")])
+    cycle = await stack.api.post(f"/v1/canvases/{canvas_id}/runs", json={})
+    assert (cycle.status_code, cycle.json()["code"]) == (422, "cycle")
+    assert "A -> B -> D -> A" in cycle.json()["message"]
+    assert {detail["nodeId"] for detail in cycle.json()["details"]} == {"A", "B", "D"}
+
+
+async def test_force_and_partial_runs(run_stack: Stack) -> None:
+    stack, canvas_id = run_stack, "canvas-run-partial"
+    await save_board(stack, canvas_id, [image_node(key, prompt) for key, prompt in PROMPTS.items()], TREE)
+    first = await finished_run(stack, canvas_id, (await start_run(stack, canvas_id))["runId"])
+
+    from_b = await finished_run(
+        stack, canvas_id, (await start_run(stack, canvas_id, fromNodeId="B", force=True))["runId"]
+    )
+    assert states(from_b) == {"B": "completed", "D": "completed"}
+    b_job = await job(stack, jobs_of(from_b)["B"])
+    first_a = await job(stack, jobs_of(first)["A"])
+    assert b_job["promptSpec"]["previousImage"] == first_a["imageUrl"]  # A is outside the run: its image goes in
+
+    only_c = await finished_run(
+        stack, canvas_id, (await start_run(stack, canvas_id, nodeIds=["C"], force=True))["runId"]
+    )
+    assert states(only_c) == {"C": "completed"}
+
+
+@pytest.mark.parametrize(
+    ("nodes", "edges", "code", "culprits"),
+    [
+        ([image_node("A", "x"), image_node("B", "")], [edge("A", "B")], "missing_prompt", {"B"}),
+        (
+            [image_node("A", "x"), image_node("B", "y", provider="openai", model="dall-e-3")],
+            [edge("A", "B")],
+            "input_image_not_supported",
+            {"B"},
+        ),
+        (
+            [image_node("A", "x"), image_node("B", "y"), image_node("C", "z")],
+            [edge("A", "C"), edge("B", "C")],
+            "too_many_inputs",
+            {"C"},
+        ),
+        ([image_node("A", "x"), image_node("B", "y")], [edge("A", "B"), edge("B", "A")], "cycle", {"A", "B"}),
+        (
+            [{"id": "U", "type": "image", "data": {}}, image_node("B", "y")],
+            [edge("U", "B")],
+            "upstream_without_image",
+            {"U"},
+        ),
+    ],
+    ids=["no-prompt", "edge-into-text-only-model", "two-inputs", "cycle", "upload-without-image"],
+)
+async def test_what_cannot_run_is_refused_with_422_naming_the_nodes_and_starts_nothing(
+    nodes: list[dict[str, Any]],
+    edges: list[dict[str, str]],
+    code: str,
+    culprits: set[str],
+    stack_settings: Settings,
+    temporal_client: Client,
+) -> None:
+    settings = make_settings(stack_settings, OPENAI_API_KEY="sk-test")
+    async with running_stack(settings, temporal_client, workers=False) as stack:
+        canvas_id = f"canvas-refused-{code}"
+        await save_board(stack, canvas_id, nodes, edges)
+        refused = await stack.api.post(f"/v1/canvases/{canvas_id}/runs", json={})
+        listed = (await stack.api.get("/v1/jobs", params={"workflowId": canvas_id})).json()
+    assert (refused.status_code, refused.json()["code"]) == (422, code), refused.text
+    assert {detail["nodeId"] for detail in refused.json()["details"]} == culprits
+    assert listed["items"] == []
+
+
+async def test_a_failed_node_skips_what_is_below_it_and_the_other_branch_goes_on(
+    provider_settings: Settings, fake_providers: FakeProviders, temporal_client: Client
+) -> None:
+    fake_providers.script.queue(OPENAI, "moderation")
+    settings = make_settings(provider_settings, LOCAL_PROVIDER_DELAY_MS=0)
+    nodes = [
+        image_node("A", "a castle", provider="openai", model="gpt-image-1"),
+        image_node("B", "the castle at night"),
+        image_node("C", "a meadow"),
+        image_node("D", "the meadow in rain"),
+    ]
+    async with running_stack(settings, temporal_client) as stack:
+        canvas_id = "canvas-run-failure"
+        await save_board(stack, canvas_id, nodes, [edge("A", "B"), edge("C", "D")])
+        run = await finished_run(stack, canvas_id, (await start_run(stack, canvas_id))["runId"])
+        board = (await stack.api.get(f"/v1/canvases/{canvas_id}")).json()
+
+    assert run["status"] == "failed"
+    assert states(run) == {"A": "failed", "B": "skipped", "C": "completed", "D": "completed"}
+    by_node = {node["nodeId"]: node for node in run["nodes"]}
+    assert "refused the prompt" in by_node["A"]["reason"]
+    assert by_node["B"]["reason"] == "A did not produce an image" and by_node["B"]["jobId"] is None
+    shown = {node["id"]: node["data"] for node in board["nodes"]}
+    assert (shown["B"]["runState"], shown["B"]["runReason"]) == ("skipped", "A did not produce an image")
+
+
+async def test_cancelling_a_run_cancels_its_running_job_and_marks_the_rest(
+    stack_settings: Settings, temporal_client: Client
+) -> None:
+    settings = make_settings(stack_settings, DOWNLOAD_ALLOWLIST=["127.0.0.1"], LOCAL_PROVIDER_DELAY_MS=20_000)
+    async with running_stack(settings, temporal_client) as stack:
+        canvas_id = "canvas-run-cancel"
+        await save_board(stack, canvas_id, [image_node("A", "slow"), image_node("B", "after")], [edge("A", "B")])
+        run = await start_run(stack, canvas_id)
+        path = f"/v1/canvases/{canvas_id}/runs/{run['runId']}"
+        deadline = time.monotonic() + 20
+        while states((await stack.api.get(path)).json())["A"] != "running":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        cancelled = await stack.api.post(f"{path}/cancel")
+        final = await finished_run(stack, canvas_id, run["runId"])
+        a_job = await stack.wait(jobs_of(final)["A"])
+
+    assert cancelled.status_code == 202
+    assert final["status"] == "cancelled"
+    assert states(final) == {"A": "cancelled", "B": "cancelled"}
+    assert a_job["status"] == "cancelled"
