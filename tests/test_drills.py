@@ -382,3 +382,59 @@ async def test_api_killed_at_several_points_of_50_keyed_starts_then_all_retried(
         assert len({job.job_id for job in jobs}) == len(requests)
         await wait_for_terminal(db_sessions, temporal_client, [job.job_id for job in jobs], timeout=120)
     await assert_drill_outcome(db_sessions, temporal_client, jobs, local_images(settings.local_storage_dir))
+
+
+async def test_worker_killed_during_a_canvas_run_then_restarted_finishes_it_without_a_second_job(
+    stack_settings: Settings, temporal_client: Client, db_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    settings = make_settings(stack_settings, LOCAL_PROVIDER_DELAY_MS=2500, DOWNLOAD_ALLOWLIST=["127.0.0.1"])
+    canvas_id = f"drill-run-{uuid.uuid4().hex[:8]}"
+    names = ("A", "B", "C", "D", "E")
+    nodes = [{"id": key, "type": "image_generation", "data": {"prompt": f"picture {key}"}} for key in names]
+    edges = [{"id": f"{s}-{t}", "source": s, "target": t} for s, t in (("A", "B"), ("B", "C"), ("A", "D"))]
+    async with running_stack(settings, temporal_client, workers=False) as stack:
+        saved = await stack.api.put(f"/v1/canvases/{canvas_id}", json={"nodes": nodes, "edges": edges})
+        assert saved.status_code == 200, saved.text
+        with worker_process(settings) as first:
+            run = (await stack.api.post(f"/v1/canvases/{canvas_id}/runs", json={})).json()
+            run_path = f"/v1/canvases/{canvas_id}/runs/{run['runId']}"
+            # Kill it once A is done and B and D are being drawn (their provider calls under way).
+            await wait_until(lambda: node_is_running(stack, run_path, "B"), timeout=30, what="B to run")
+            first.kill()
+        with worker_process(settings):
+            await wait_until(lambda: run_has_ended(stack, run_path), timeout=90, what="the run to end")
+        final = await run_view(stack, run_path)
+    assert final["status"] == "completed", final
+    assert {node["state"] for node in final["nodes"]} == {"completed"}
+    job_ids = {node["nodeId"]: node["jobId"] for node in final["nodes"]}
+    async with db_sessions() as session:
+        per_node = dict(
+            (
+                await session.execute(
+                    text("SELECT node_id, count(*) FROM runs WHERE canvas_id = :c GROUP BY node_id"), {"c": canvas_id}
+                )
+            ).all()
+        )
+    assert per_node == dict.fromkeys(names, 1)  # one job per node: none was started twice
+    stored = local_images(settings.local_storage_dir)(canvas_id)
+    for node, job_id in job_ids.items():
+        assert len([name for name in stored if name.startswith(job_id)]) == 1, (node, stored)  # one image per job
+    children = 0
+    async for event in temporal_client.get_workflow_handle(run["runId"]).fetch_history_events():
+        children += event.HasField("start_child_workflow_execution_initiated_event_attributes")
+    assert children == len(names)
+
+
+async def run_view(stack: Stack, path: str) -> dict[str, Any]:
+    view: dict[str, Any] = (await stack.api.get(path)).json()
+    return view
+
+
+async def node_is_running(stack: Stack, path: str, node_id: str) -> bool:
+    return any(
+        node["nodeId"] == node_id and node["state"] == "running" for node in (await run_view(stack, path))["nodes"]
+    )
+
+
+async def run_has_ended(stack: Stack, path: str) -> bool:
+    return (await run_view(stack, path))["status"] != "running"
