@@ -4,7 +4,8 @@
 
 Phases, each with fresh worker processes: `start` (figure 1, no workers), `instant` (2, 4, 5; local
 provider without delay), `overhead` (3; local provider taking 1.0 s), `memory` (6), `scale` (7), `ui` (8: the
-canvas in Chromium; needs `make web`). A phase that fails is reported with its error, its workflows are
+canvas in Chromium; needs `make web`), `canvas` (9: a canvas run beside the same jobs started independently).
+A phase that fails is reported with its error, its workflows are
 terminated, the next phase still runs, and the logs are kept.
 """
 
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.canvas import canvas_run
 from bench.capacity import large_result_memory, scale, throughput
 from bench.drive import MB, BenchConfig, warm_up
 from bench.latency import live_latency, orchestration_overhead, start_latency, webhook_latency
@@ -51,6 +53,7 @@ PHASES = {
     "memory": Phase(figures=(large_result_memory,), floor_worker=False, warm_up=False),
     "scale": Phase(figures=(scale,)),
     "ui": Phase(figures=(ui_latency,), product_worker=False, floor_worker=False, warm_up=False),
+    "canvas": Phase(figures=(canvas_run,)),
 }
 
 

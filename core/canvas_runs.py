@@ -14,14 +14,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from models.payloads import CachedImage, CanvasRunInput, NodeRunUpdate
-from models.tables import CanvasRun, CanvasRunNode
+from models.tables import CanvasRun, CanvasRunNode, Run
 from models.vocabulary import FINISHED_NODE_STATES, IMAGE_STATES, NodeRunState
 
 RECENT_RUNS = 3
 
 
 async def create_run(session: AsyncSession, plan: CanvasRunInput) -> None:
-    """The run and a pending row per node, in run order (the API records them before the workflow starts)."""
+    """The run, a pending row per node in run order with the job it will run, and `pending` on the board's nodes
+    (the API records them before the workflow starts)."""
     session.add(CanvasRun(id=plan.run_id, canvas_id=plan.canvas_id, priority=plan.priority, forced=plan.force))
     await session.flush()
     for position, node in enumerate(plan.nodes):
@@ -33,9 +34,18 @@ async def create_run(session: AsyncSession, plan: CanvasRunInput) -> None:
                 position=position,
                 upstream=node.upstream,
                 content_hash=node.content_hash,
+                job_id=node.job.job_id,
             )
         )
     await session.flush()
+    patch = {"runId": plan.run_id, "runState": NodeRunState.PENDING, "runReason": None}
+    await session.execute(
+        text(
+            "UPDATE workflow_nodes SET node_data = node_data || CAST(:patch AS jsonb), version = version + 1,"
+            " updated_at = now() WHERE canvas_id = :canvas AND id = ANY(:nodes)"
+        ),
+        {"canvas": plan.canvas_id, "nodes": [node.node_id for node in plan.nodes], "patch": json.dumps(patch)},
+    )
 
 
 async def delete_run(session: AsyncSession, run_id: str) -> None:
@@ -108,14 +118,21 @@ async def finish_run(session: AsyncSession, run_id: str, status: str) -> None:
     )
 
 
-async def read_run(session: AsyncSession, canvas_id: str, run_id: str) -> tuple[CanvasRun, list[CanvasRunNode]] | None:
+RunRows = tuple[CanvasRun, list[tuple[CanvasRunNode, str | None]]]
+
+
+async def read_run(session: AsyncSession, canvas_id: str, run_id: str) -> RunRows | None:
+    """The run, and its nodes in run order each with its job's status (None before the job exists)."""
     run = await session.get(CanvasRun, run_id)
     if run is None or run.canvas_id != canvas_id:
         return None
-    nodes = await session.execute(
-        select(CanvasRunNode).where(CanvasRunNode.run_id == run_id).order_by(col(CanvasRunNode.position))
+    found = await session.execute(
+        select(CanvasRunNode, Run.status)
+        .outerjoin(Run, col(Run.id) == col(CanvasRunNode.job_id))
+        .where(CanvasRunNode.run_id == run_id)
+        .order_by(col(CanvasRunNode.position))
     )
-    return run, list(nodes.scalars())
+    return run, [(node, job_status) for node, job_status in found.all()]
 
 
 async def recent_run_versions(session: AsyncSession, canvas_id: str) -> dict[str, str]:

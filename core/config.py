@@ -119,6 +119,8 @@ class Settings(BaseSettings):
     POLLINATIONS_ENABLED: bool = True
     POLLINATIONS_RATE_PER_MINUTE: float = 12
     LOCAL_RATE_PER_MINUTE: float | None = None
+    # Image jobs one canvas run keeps going at once (independent branches run side by side up to this).
+    CANVAS_RUN_MAX_PARALLEL: int = Field(default=16, ge=1, le=100)
 
     @field_validator("API_KEYS", "CORS_ORIGINS", "DOWNLOAD_ALLOWLIST", "CUSTOM_PROVIDER_MODELS", mode="before")
     @classmethod

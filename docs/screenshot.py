@@ -1,9 +1,10 @@
-"""Make docs/board.png: a board with a completed, a running and a failed node, as the README shows it.
+"""Make the README's pictures: docs/board.png (a completed, a running and a failed node) and, with --run,
+docs/board-run.png (a canvas run caught mid-way: done, running, waiting, failed and skipped nodes).
 
-Against a running stack whose local provider takes a while, so one node can be caught mid-run:
+Against a running stack whose local provider takes a while, so nodes can be caught mid-run:
 
     LOCAL_PROVIDER_DELAY_MS=8000 imagejobs dev        # in one terminal
-    .venv/bin/python docs/screenshot.py               # in another
+    .venv/bin/python docs/screenshot.py [--run]       # in another
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import httpx
 from playwright.async_api import async_playwright
 
 OUTPUT = Path(__file__).resolve().parent / "board.png"
+RUN_OUTPUT = Path(__file__).resolve().parent / "board-run.png"
 NODES = [
     {"id": "lighthouse", "position": {"x": 0, "y": 40}, "data": {"prompt": "a lighthouse at dusk", "size": "512x512"}},
     {
@@ -47,6 +49,49 @@ async def start(api: httpx.AsyncClient, canvas_id: str, node: str, prompt: str, 
     return job_id
 
 
+def image_node(node_id: str, x: float, y: float, prompt: str) -> dict[str, Any]:
+    return {"id": node_id, "position": {"x": x, "y": y}, "data": {"prompt": prompt, "size": "512x512"}}
+
+
+async def shoot(base_url: str, canvas_id: str, ready: str, output: Path) -> None:
+    """Open the board and photograph it once `ready` (a selector) shows."""
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=shutil.which("chromium") or "/usr/bin/chromium", args=["--no-sandbox"]
+        )
+        page = await browser.new_page(base_url=base_url, viewport={"width": 1400, "height": 860})
+        await page.goto(f"/canvases/{canvas_id}")
+        await page.locator(ready).first.wait_for(timeout=120_000)
+        await page.wait_for_timeout(1500)  # a little progress on the bars
+        await page.screenshot(path=output)
+        await browser.close()
+    sys.stdout.write(f"wrote {output}\n")
+
+
+async def run_picture(base_url: str) -> None:
+    """A board run by "Run all": a tree from the lighthouse, and a branch from a sketch whose file is missing."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as api:
+        canvas_id = (await api.post("/v1/canvases", json={"name": "Harbour run"})).raise_for_status().json()["id"]
+        missing = f"{base_url}/files/images/{canvas_id}/sketch-that-was-never-uploaded.png"
+        nodes = [
+            image_node("lighthouse", 0, 0, "a lighthouse at dusk"),
+            image_node("night", 330, -60, "the same lighthouse at night"),
+            image_node("snow", 330, 420, "the lighthouse in snow"),
+            image_node("ship", 660, -60, "a ship passing the lit lighthouse"),
+            {"id": "sketch", "type": "image", "position": {"x": 0, "y": 520}, "data": {"sourceUrl": missing}},
+            image_node("painted", 660, 420, "the sketch, painted"),
+        ]
+        edges = [
+            {"id": f"{source}-{target}", "source": source, "target": target}
+            for source, target in (("lighthouse", "night"), ("lighthouse", "snow"), ("night", "ship"))
+        ]
+        edges.append({"id": "sketch-painted", "source": "sketch", "target": "painted"})
+        board = {"nodes": nodes, "edges": edges, "viewport": {"x": 40, "y": 120, "zoom": 0.8}}
+        (await api.put(f"/v1/canvases/{canvas_id}", json=board)).raise_for_status()
+        (await api.post(f"/v1/canvases/{canvas_id}/runs", json={})).raise_for_status()
+    await shoot(base_url, canvas_id, '[data-node-id="night"] [role="progressbar"]', RUN_OUTPUT)
+
+
 async def main(base_url: str) -> None:
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as api:
         canvas_id = (await api.post("/v1/canvases", json={"name": "Harbour studies"})).raise_for_status().json()["id"]
@@ -59,20 +104,12 @@ async def main(base_url: str) -> None:
         await wait_for(api, failed, ("failed",))
         running = await start(api, canvas_id, "night", "the same lighthouse at night", previousImage=first["imageUrl"])
         await wait_for(api, running, ("running",))
-        async with async_playwright() as playwright:
-            browser = await playwright.chromium.launch(
-                executable_path=shutil.which("chromium") or "/usr/bin/chromium", args=["--no-sandbox"]
-            )
-            page = await browser.new_page(base_url=base_url, viewport={"width": 1100, "height": 720})
-            await page.goto(f"/canvases/{canvas_id}")
-            await page.locator('[data-node-id="night"] [role="progressbar"]').wait_for()
-            await page.wait_for_timeout(1500)  # a little progress on the bar
-            await page.screenshot(path=OUTPUT)
-            await browser.close()
-    sys.stdout.write(f"wrote {OUTPUT}\n")
+    await shoot(base_url, canvas_id, '[data-node-id="night"] [role="progressbar"]', OUTPUT)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--api", default="http://127.0.0.1:8000", help="the stack's API (default: %(default)s)")
-    asyncio.run(main(parser.parse_args().api))
+    parser.add_argument("--run", action="store_true", help="make docs/board-run.png instead")
+    arguments = parser.parse_args()
+    asyncio.run(run_picture(arguments.api) if arguments.run else main(arguments.api))

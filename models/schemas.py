@@ -537,12 +537,16 @@ class CanvasRunNodeView(CamelModel):
     finished_at: datetime | None
 
     @classmethod
-    def from_row(cls, node: CanvasRunNode) -> CanvasRunNodeView:
+    def from_row(cls, node: CanvasRunNode, job_status: str | None) -> CanvasRunNodeView:
+        """A pending node whose job has begun is `running`: its job's record says so (the run records outcomes)."""
+        state = NodeRunState(node.state)
+        if state == NodeRunState.PENDING and job_status in (JobStatus.PENDING, JobStatus.RUNNING):
+            state = NodeRunState.RUNNING
         return cls(
             node_id=node.node_id,
-            state=NodeRunState(node.state),
+            state=state,
             upstream=node.upstream,
-            job_id=node.job_id,
+            job_id=node.job_id if job_status is not None else None,  # a skipped node's job never began
             image_url=node.image_url,
             reason=node.reason,
             started_at=node.started_at,
@@ -563,7 +567,7 @@ class CanvasRunView(CamelModel):
     nodes: list[CanvasRunNodeView]
 
     @classmethod
-    def from_rows(cls, run: CanvasRun, nodes: list[CanvasRunNode]) -> CanvasRunView:
+    def from_rows(cls, run: CanvasRun, nodes: list[tuple[CanvasRunNode, str | None]]) -> CanvasRunView:
         return cls(
             run_id=run.id,
             workflow_id=run.canvas_id,
@@ -572,5 +576,5 @@ class CanvasRunView(CamelModel):
             forced=run.forced,
             created_at=run.created_at,
             finished_at=run.finished_at,
-            nodes=[CanvasRunNodeView.from_row(node) for node in nodes],
+            nodes=[CanvasRunNodeView.from_row(node, job_status) for node, job_status in nodes],
         )

@@ -2,9 +2,10 @@
 
 Each node runs as an ImageJobWorkflow child (its own record, events, node updates and Temporal page) once the node
 it refines has an image, which becomes the child's previousImage. Independent branches run side by side, at most
-`max_parallel` children at once. A node whose inputs match the job it shows is `cached` (nothing generated); a
-node that fails or is cancelled marks everything below it `skipped`, and the other branches go on. Every state
-change is written (a local activity) to the node's run row and to the node on the board.
+`max_parallel` children at once (CANVAS_RUN_MAX_PARALLEL). A node whose inputs match the job it shows is `cached`
+(nothing generated); a node that fails or is cancelled marks everything below it `skipped`, and the other branches
+go on. Every outcome is written (a local activity) to the node's run row and to the node on the board; a node is
+`running` while its job runs, which its job's own record says.
 
 History stays small: per node, a child's start and end (about five events) and two or three markers, so a
 200-node run is some 2,000 events, far inside Temporal's 51,200 (core.canvas_plan.MAX_RUN_NODES caps a run at
@@ -79,7 +80,7 @@ class CanvasRunWorkflow:
         if node.upstream is not None:
             spec = replace(spec, previous_image=self._images[node.upstream])
         job = replace(node.job, spec=spec, priority=plan.priority)
-        await self._record(plan, node, NodeRunState.RUNNING, job_id=job.job_id)
+        # Not recorded: the node reads `running` from its job's own record (its id is the node's from the start).
         try:
             result = await workflow.execute_child_workflow(
                 ImageJobWorkflow.run,

@@ -42,8 +42,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorBody, "description": "The board cannot run as asked; `details` names the nodes."},
     503: {"model": ErrorBody},
 }
-# Children at once per run: enough to keep a provider queue busy, few enough that a person's jobs are not starved.
-MAX_PARALLEL_NODES = 4
 
 
 def refused(code: str, message: str, nodes: list[str]) -> ApiError:
@@ -125,7 +123,7 @@ def plan_run(state: StateDep, board: Board, request: CanvasRunRequest, run_id: s
         canvas_id=board.id,
         nodes=nodes,
         force=request.force,
-        max_parallel=MAX_PARALLEL_NODES,
+        max_parallel=state.settings.CANVAS_RUN_MAX_PARALLEL,
         priority=request.priority,
     )
 
