@@ -17,8 +17,6 @@ from bench.report import Figure, Series
 from bench.stack import BenchError, BenchStack, Workers
 
 CHAIN = 5
-BOARD_NODES = 50
-LARGE_BOARD_NODES = 200
 
 
 def board(nodes: int) -> dict[str, Any]:
@@ -83,28 +81,31 @@ async def same_jobs_independently(stack: BenchStack, config: BenchConfig, run_id
 
 
 async def canvas_run(stack: BenchStack, config: BenchConfig, workers: Workers) -> Figure:
-    seconds, run_id = await run_board(stack, config, BOARD_NODES)
+    seconds, run_id = await run_board(stack, config, config.board_nodes)
     history = await history_length(stack, run_id)
-    _, large_run = await run_board(stack, config, LARGE_BOARD_NODES)
+    _, large_run = await run_board(stack, config, config.large_board_nodes)
     large_history = await history_length(stack, large_run)
     floor = await same_jobs_independently(stack, config, run_id)
     return Figure(
         number="9",
-        title=f"canvas run, {BOARD_NODES} nodes in chains of {CHAIN}",
+        title=f"canvas run, {config.board_nodes} nodes in chains of {CHAIN}",
         unit="s",
         product=Series.of_value(
             f"one canvas run (CANVAS_RUN_MAX_PARALLEL={stack.settings.CANVAS_RUN_MAX_PARALLEL})",
             seconds,
-            BOARD_NODES,
+            config.board_nodes,
             parentHistoryEvents=history,
-            parentHistoryEvents200Nodes=large_history,
+            parentHistoryEventsLargeBoard=large_history,
+            largeBoardNodes=config.large_board_nodes,
             temporalHistoryLimit=51_200,
         ),
-        floors=[Series.of_value(f"the same {BOARD_NODES} jobs started independently", floor, BOARD_NODES)],
+        floors=[
+            Series.of_value(f"the same {config.board_nodes} jobs started independently", floor, config.board_nodes)
+        ],
         method=(
             "local provider, no delay. Product: POST .../runs until the run reads completed; floor: the run's own "
             "jobs, each with the request it ran (refinements with their input image), POSTed to /v1/jobs at once "
             "until the last workflow closed. parentHistoryEvents: "
-            f"the run workflow's history length, for {BOARD_NODES} and for {LARGE_BOARD_NODES} nodes."
+            f"the run workflow's history length, for {config.board_nodes} and {config.large_board_nodes} nodes."
         ),
     )

@@ -56,6 +56,8 @@ class BenchConfig:
     # would cost the Temporal server CPU that the figures are measuring.
     visibility_poll_seconds: float = 0.5
     overhead_warmup_rounds: int = 1
+    board_nodes: int = 50
+    large_board_nodes: int = 200
     timeout: float = 900.0
 
     @classmethod
@@ -74,6 +76,8 @@ class BenchConfig:
             settle_seconds=0.0,
             visibility_poll_seconds=0.1,
             overhead_warmup_rounds=0,
+            board_nodes=10,
+            large_board_nodes=10,
             timeout=60.0,
         )
 

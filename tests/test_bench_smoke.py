@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-FIGURES = {"1", "2", "3", "4", "5", "6a", "6b", "7a", "7b", "7c", "7d", "8a", "8b"}
+FIGURES = {"1", "2", "3", "4", "5", "6a", "6b", "7a", "7b", "7c", "7d", "8a", "8b", "9"}
 
 
 def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
