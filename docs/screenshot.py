@@ -53,15 +53,18 @@ def image_node(node_id: str, x: float, y: float, prompt: str) -> dict[str, Any]:
     return {"id": node_id, "position": {"x": x, "y": y}, "data": {"prompt": prompt, "size": "512x512"}}
 
 
-async def shoot(base_url: str, canvas_id: str, ready: str, output: Path) -> None:
-    """Open the board and photograph it once `ready` (a selector) shows."""
+async def shoot(base_url: str, canvas_id: str, output: Path, *ready: str) -> None:
+    """Open the board and photograph it once every `ready` selector shows."""
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
             executable_path=shutil.which("chromium") or "/usr/bin/chromium", args=["--no-sandbox"]
         )
-        page = await browser.new_page(base_url=base_url, viewport={"width": 1400, "height": 860})
+        page = await browser.new_page(base_url=base_url, viewport={"width": 1100, "height": 1000})
         await page.goto(f"/canvases/{canvas_id}")
-        await page.locator(ready).first.wait_for(timeout=120_000)
+        for selector in ready:
+            await page.locator(selector).first.wait_for(timeout=120_000)
+        await page.locator('[role="alert"]').first.wait_for(state="detached", timeout=30_000)  # toasts fade
+        await page.get_by_role("button", name="Fit View").click()  # React Flow's own control: every node in view
         await page.wait_for_timeout(1500)  # a little progress on the bars
         await page.screenshot(path=output)
         await browser.close()
@@ -75,21 +78,31 @@ async def run_picture(base_url: str) -> None:
         missing = f"{base_url}/files/images/{canvas_id}/sketch-that-was-never-uploaded.png"
         nodes = [
             image_node("lighthouse", 0, 0, "a lighthouse at dusk"),
-            image_node("night", 330, -60, "the same lighthouse at night"),
-            image_node("snow", 330, 420, "the lighthouse in snow"),
-            image_node("ship", 660, -60, "a ship passing the lit lighthouse"),
-            {"id": "sketch", "type": "image", "position": {"x": 0, "y": 520}, "data": {"sourceUrl": missing}},
-            image_node("painted", 660, 420, "the sketch, painted"),
+            image_node("night", 330, 0, "the same lighthouse at night"),
+            image_node("ship", 660, 0, "a ship passing the lit lighthouse"),
+            image_node("snow", 330, 520, "the lighthouse in snow"),
+            {"id": "sketch", "type": "image", "position": {"x": 0, "y": 1040}, "data": {"sourceUrl": missing}},
+            image_node("painted", 330, 1040, "the sketch, painted"),
+            image_node("framed", 660, 1040, "the painting, framed"),
         ]
-        edges = [
-            {"id": f"{source}-{target}", "source": source, "target": target}
-            for source, target in (("lighthouse", "night"), ("lighthouse", "snow"), ("night", "ship"))
-        ]
-        edges.append({"id": "sketch-painted", "source": "sketch", "target": "painted"})
-        board = {"nodes": nodes, "edges": edges, "viewport": {"x": 40, "y": 120, "zoom": 0.8}}
+        pairs = (
+            ("lighthouse", "night"),
+            ("lighthouse", "snow"),
+            ("night", "ship"),
+            ("sketch", "painted"),
+            ("painted", "framed"),
+        )
+        edges = [{"id": f"{source}-{target}", "source": source, "target": target} for source, target in pairs]
+        board = {"nodes": nodes, "edges": edges, "viewport": {"x": 20, "y": 20, "zoom": 0.78}}
         (await api.put(f"/v1/canvases/{canvas_id}", json=board)).raise_for_status()
         (await api.post(f"/v1/canvases/{canvas_id}/runs", json={})).raise_for_status()
-    await shoot(base_url, canvas_id, '[data-node-id="night"] [role="progressbar"]', RUN_OUTPUT)
+    await shoot(
+        base_url,
+        canvas_id,
+        RUN_OUTPUT,
+        '[data-node-id="framed"] .badge-run-skipped',
+        '[data-node-id="night"] [role="progressbar"]',
+    )
 
 
 async def main(base_url: str) -> None:
@@ -104,7 +117,7 @@ async def main(base_url: str) -> None:
         await wait_for(api, failed, ("failed",))
         running = await start(api, canvas_id, "night", "the same lighthouse at night", previousImage=first["imageUrl"])
         await wait_for(api, running, ("running",))
-    await shoot(base_url, canvas_id, '[data-node-id="night"] [role="progressbar"]', OUTPUT)
+    await shoot(base_url, canvas_id, OUTPUT, '[data-node-id="night"] [role="progressbar"]')
 
 
 if __name__ == "__main__":

@@ -12,6 +12,10 @@ function ImageNodeViewInner({ id, data }: NodeProps<ImageNode>) {
   const provider = actions.providers.find((item) => item.name === (data.provider ?? "local"));
   const variants = data.imageUrls ?? [];
   const progress = Math.round(data.progress ?? 0);
+  // What the node's canvas run adds to its job's status: waiting its turn (until its job starts), cached, ...
+  const runBadge = data.runState && RUN_ONLY_STATES.includes(data.runState) && !(data.runState === "pending" && busy)
+    ? data.runState
+    : null;
   const thumbnail = !data.chosenImageUrl || data.chosenImageUrl === data.imageUrl ? data.thumbnailUrl : null;
 
   return (
@@ -19,9 +23,9 @@ function ImageNodeViewInner({ id, data }: NodeProps<ImageNode>) {
       <Handle type="target" position={Position.Left} />
       <header className="image-node-header">
         <span className={`badge badge-${status}`}>{status}</span>
-        {data.runState && RUN_ONLY_STATES.includes(data.runState) && (
-          <span className={`badge badge-run-${data.runState}`} title={data.runReason ?? undefined}>
-            {data.runState}
+        {runBadge && (
+          <span className={`badge badge-run-${runBadge}`} title={data.runReason ?? undefined}>
+            {runBadge === "pending" ? "waiting" : runBadge}
           </span>
         )}
         <span className="processor">
