@@ -118,21 +118,21 @@ async def finish_run(session: AsyncSession, run_id: str, status: str) -> None:
     )
 
 
-RunRows = tuple[CanvasRun, list[tuple[CanvasRunNode, str | None]]]
+RunRows = tuple[CanvasRun, list[tuple[CanvasRunNode, Run | None]]]
 
 
 async def read_run(session: AsyncSession, canvas_id: str, run_id: str) -> RunRows | None:
-    """The run, and its nodes in run order each with its job's status (None before the job exists)."""
+    """The run, and its nodes in run order each with its job's record (None before the job exists)."""
     run = await session.get(CanvasRun, run_id)
     if run is None or run.canvas_id != canvas_id:
         return None
     found = await session.execute(
-        select(CanvasRunNode, Run.status)
+        select(CanvasRunNode, Run)
         .outerjoin(Run, col(Run.id) == col(CanvasRunNode.job_id))
         .where(CanvasRunNode.run_id == run_id)
         .order_by(col(CanvasRunNode.position))
     )
-    return run, [(node, job_status) for node, job_status in found.all()]
+    return run, [(node, job) for node, job in found.all()]
 
 
 async def recent_run_versions(session: AsyncSession, canvas_id: str) -> dict[str, str]:

@@ -537,19 +537,20 @@ class CanvasRunNodeView(CamelModel):
     finished_at: datetime | None
 
     @classmethod
-    def from_row(cls, node: CanvasRunNode, job_status: str | None) -> CanvasRunNodeView:
-        """A pending node whose job has begun is `running`: its job's record says so (the run records outcomes)."""
+    def from_row(cls, node: CanvasRunNode, job: Run | None) -> CanvasRunNodeView:
+        """A pending node whose job has begun is `running`, and began when its job did: the job's record says so
+        (the run records outcomes)."""
         state = NodeRunState(node.state)
-        if state == NodeRunState.PENDING and job_status in (JobStatus.PENDING, JobStatus.RUNNING):
+        if state == NodeRunState.PENDING and job is not None and job.status in (JobStatus.PENDING, JobStatus.RUNNING):
             state = NodeRunState.RUNNING
         return cls(
             node_id=node.node_id,
             state=state,
             upstream=node.upstream,
-            job_id=node.job_id if job_status is not None else None,  # a skipped node's job never began
+            job_id=node.job_id if job is not None else None,  # a skipped node's job never began
             image_url=node.image_url,
             reason=node.reason,
-            started_at=node.started_at,
+            started_at=node.started_at or (job.created_at if job is not None else None),
             finished_at=node.finished_at,
         )
 
@@ -567,7 +568,7 @@ class CanvasRunView(CamelModel):
     nodes: list[CanvasRunNodeView]
 
     @classmethod
-    def from_rows(cls, run: CanvasRun, nodes: list[tuple[CanvasRunNode, str | None]]) -> CanvasRunView:
+    def from_rows(cls, run: CanvasRun, nodes: list[tuple[CanvasRunNode, Run | None]]) -> CanvasRunView:
         return cls(
             run_id=run.id,
             workflow_id=run.canvas_id,
@@ -576,5 +577,5 @@ class CanvasRunView(CamelModel):
             forced=run.forced,
             created_at=run.created_at,
             finished_at=run.finished_at,
-            nodes=[CanvasRunNodeView.from_row(node, job_status) for node, job_status in nodes],
+            nodes=[CanvasRunNodeView.from_row(node, job) for node, job in nodes],
         )

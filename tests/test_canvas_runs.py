@@ -83,6 +83,8 @@ async def test_a_tree_runs_each_node_from_its_parents_image_then_caches_and_reru
 
     assert first["status"] == "completed", first
     assert states(first) == dict.fromkeys("ABCD", "completed")
+    for node in first["nodes"]:
+        assert node["startedAt"] and node["finishedAt"] and node["startedAt"] <= node["finishedAt"], node
     records = {node: await job(stack, job_id) for node, job_id in jobs_of(first).items()}
     for child, parent in (("B", "A"), ("C", "A"), ("D", "B")):
         assert records[child]["promptSpec"]["previousImage"] == records[parent]["imageUrl"], child
