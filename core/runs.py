@@ -384,7 +384,12 @@ async def last_canvas_event_id(session: AsyncSession, canvas_id: str) -> int:
 
 
 async def list_nodes(session: AsyncSession, canvas_id: str) -> list[WorkflowNode]:
-    query = select(WorkflowNode).where(WorkflowNode.canvas_id == canvas_id).order_by(col(WorkflowNode.created_at))
+    # Nodes saved in one transaction share created_at; their ids keep the order stable.
+    query = (
+        select(WorkflowNode)
+        .where(WorkflowNode.canvas_id == canvas_id)
+        .order_by(col(WorkflowNode.created_at), col(WorkflowNode.id))
+    )
     return list((await session.execute(query)).scalars())
 
 

@@ -29,6 +29,7 @@ from tests.fakes.pollinations import POLLINATIONS
 from tests.fakes.server import RecordedRequest
 from tests.fakes.stability import STABILITY_GENERATE
 from tests.fixtures.providers import (
+    ONE_PARTITION,
     Case,
     dedicated_temporal,
     stored_files,
@@ -37,7 +38,6 @@ from tests.fixtures.providers import (
 from tests.fixtures.stack import TERMINAL, Stack, make_settings, running_stack, running_workers
 
 PROMPT = "a lighthouse at dusk"
-ONE_PARTITION = ("matching.numTaskqueueReadPartitions=1", "matching.numTaskqueueWritePartitions=1")
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
 
 

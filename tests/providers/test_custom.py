@@ -3,6 +3,7 @@ reference server of examples/ over real sockets (by signed webhook, refused forg
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -138,7 +139,7 @@ async def test_a_forged_webhook_gets_401_and_the_job_still_completes(
         )
         async with running_stack(settings, temporal_client) as stack:
             started = await stack.start(PROMPT, provider="custom")
-            await stack.wait(started["jobId"], statuses=("running", "completed"))
+            await wait_until_submitted(server)
             (submit,) = server.requests("POST", "/jobs")
             hook = submit.json()["webhookUrl"]
             provider_job_id = (await stack.job(started["jobId"]))["providerJobId"]
@@ -150,6 +151,13 @@ async def test_a_forged_webhook_gets_401_and_the_job_still_completes(
 
     assert (forged.status_code, forged.json()["code"]) == (401, "invalid_webhook_signature")
     assert record["status"] == "completed" and "evil.test" not in json.dumps(record)
+
+
+async def wait_until_submitted(server: RecordingApp, timeout: float = 20) -> None:
+    """Until the job's submit has reached the server (a job is `running` from before its provider call)."""
+    async with asyncio.timeout(timeout):
+        while not server.requests("POST", "/jobs"):
+            await asyncio.sleep(0.05)
 
 
 async def test_without_webhooks_the_job_completes_by_polling_and_inline_images_are_stored(
