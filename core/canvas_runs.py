@@ -38,13 +38,21 @@ async def create_run(session: AsyncSession, plan: CanvasRunInput) -> None:
             )
         )
     await session.flush()
-    patch = {"runId": plan.run_id, "runState": NodeRunState.PENDING, "runReason": None}
+    nodes = [node.node_id for node in plan.nodes]
+    await _show_on_board(session, plan.canvas_id, nodes, plan.run_id, NodeRunState.PENDING, None)
+
+
+async def _show_on_board(
+    session: AsyncSession, canvas_id: str, node_ids: list[str], run_id: str, state: str, reason: str | None
+) -> None:
+    """The run's state of these nodes in their data on the board (`runId`, `runState`, `runReason`)."""
+    patch = {"runId": run_id, "runState": state, "runReason": reason}
     await session.execute(
         text(
             "UPDATE workflow_nodes SET node_data = node_data || CAST(:patch AS jsonb), version = version + 1,"
             " updated_at = now() WHERE canvas_id = :canvas AND id = ANY(:nodes)"
         ),
-        {"canvas": plan.canvas_id, "nodes": [node.node_id for node in plan.nodes], "patch": json.dumps(patch)},
+        {"canvas": canvas_id, "nodes": node_ids, "patch": json.dumps(patch)},
     )
 
 
@@ -98,14 +106,7 @@ async def set_node_state(session: AsyncSession, update: NodeRunUpdate) -> None:
     )
     if changed.first() is None:
         return
-    patch = {"runId": update.run_id, "runState": update.state, "runReason": update.reason}
-    await session.execute(
-        text(
-            "UPDATE workflow_nodes SET node_data = node_data || CAST(:patch AS jsonb), version = version + 1,"
-            " updated_at = now() WHERE canvas_id = :canvas AND id = :node"
-        ),
-        {"canvas": update.canvas_id, "node": update.node_id, "patch": json.dumps(patch)},
-    )
+    await _show_on_board(session, update.canvas_id, [update.node_id], update.run_id, update.state, update.reason)
 
 
 async def finish_run(session: AsyncSession, run_id: str, status: str) -> None:

@@ -59,7 +59,7 @@ SUBMIT_ANSWER_LIMIT = 1024 * 1024
 
 @dataclass(frozen=True)
 class CustomPlan:
-    model: str
+    """The server gets the spec as it is; nothing is decided here but that the prompt is there."""
 
     def effective(self) -> dict[str, Any]:
         return {}
@@ -107,7 +107,7 @@ class CustomProvider(HttpProvider):
 
     def plan(self, model: str, spec: PromptSpec) -> CustomPlan:
         check_prompt(spec, model, MAX_PROMPT_CHARS)
-        return CustomPlan(model)
+        return CustomPlan()
 
     async def submit(self, call: ProviderCall) -> SubmitResult:
         """POST /jobs; a webhook is asked for only when CUSTOM_PROVIDER_WEBHOOK_SECRET can verify it."""

@@ -64,6 +64,18 @@ async def new_board(stack: Stack, **board: Any) -> str:
     return canvas_id
 
 
+async def refinement_board(stack: Stack) -> str:
+    """Two image nodes, b refining a."""
+    return await new_board(
+        stack,
+        nodes=[
+            {"id": "a", "type": "image_generation", "position": {"x": 0, "y": 0}, "data": {"prompt": "a red barn"}},
+            {"id": "b", "type": "image_generation", "position": {"x": 420, "y": 0}, "data": {"prompt": "at night"}},
+        ],
+        edges=[{"id": "a-b", "source": "a", "target": "b"}],
+    )
+
+
 def node_element(page: Page, node_id: str) -> Any:
     return page.locator(f'[data-node-id="{node_id}"]')
 
@@ -199,14 +211,7 @@ async def test_two_tabs_see_each_others_changes(browser: Browser, app_stack: Sta
 
 
 async def test_an_edge_makes_the_target_refine_the_sources_image(browser: Browser, app_stack: Stack) -> None:
-    canvas_id = await new_board(
-        app_stack,
-        nodes=[
-            {"id": "a", "type": "image_generation", "position": {"x": 0, "y": 0}, "data": {"prompt": "a red barn"}},
-            {"id": "b", "type": "image_generation", "position": {"x": 420, "y": 0}, "data": {"prompt": "at night"}},
-        ],
-        edges=[{"id": "a-b", "source": "a", "target": "b"}],
-    )
+    canvas_id = await refinement_board(app_stack)
     page = await new_page(browser, app_stack)
     await page.goto(f"/canvases/{canvas_id}")
     await node_element(page, "a").get_by_role("button", name="Generate").click()
@@ -300,14 +305,7 @@ async def test_a_pasted_image_becomes_a_node_that_feeds_a_refinement(browser: Br
 async def test_run_all_runs_the_board_and_a_second_run_shows_its_nodes_cached(
     browser: Browser, app_stack: Stack
 ) -> None:
-    canvas_id = await new_board(
-        app_stack,
-        nodes=[
-            {"id": "a", "type": "image_generation", "position": {"x": 0, "y": 0}, "data": {"prompt": "a red barn"}},
-            {"id": "b", "type": "image_generation", "position": {"x": 420, "y": 0}, "data": {"prompt": "at night"}},
-        ],
-        edges=[{"id": "a-b", "source": "a", "target": "b"}],
-    )
+    canvas_id = await refinement_board(app_stack)
     page = await new_page(browser, app_stack)
     await page.goto(f"/canvases/{canvas_id}")
     await page.get_by_role("button", name="Run all").click()

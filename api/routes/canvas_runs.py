@@ -117,7 +117,8 @@ def plan_run(state: StateDep, board: Board, request: CanvasRunRequest, run_id: s
     if len(graph.order) > MAX_RUN_NODES:
         raise refused("too_many_nodes", f"A run takes at most {MAX_RUN_NODES} nodes.", [])
     hashes: dict[str, str] = {}
-    nodes = [plan_node(state, board, graph, hashes, run_id, node_id) for node_id in graph.order]
+    by_id = {node.id: node for node in board.nodes}
+    nodes = [plan_node(state, board, by_id, graph, hashes, run_id, node_id) for node_id in graph.order]
     return CanvasRunInput(
         run_id=run_id,
         canvas_id=board.id,
@@ -129,10 +130,15 @@ def plan_run(state: StateDep, board: Board, request: CanvasRunRequest, run_id: s
 
 
 def plan_node(
-    state: StateDep, board: Board, graph: RunGraph, hashes: dict[str, str], run_id: str, node_id: str
+    state: StateDep,
+    board: Board,
+    by_id: dict[str, BoardNode],
+    graph: RunGraph,
+    hashes: dict[str, str],
+    run_id: str,
+    node_id: str,
 ) -> RunNodePlan:
     """One node's job in the run, and its content hash (added to `hashes`, which holds those upstream of it)."""
-    by_id = {node.id: node for node in board.nodes}
     source = graph.upstream[node_id]
     in_run = source is not None and source in hashes
     outside_image = current_image(by_id[source]) if source in by_id and not in_run else None
@@ -168,9 +174,11 @@ async def start_run(
     if board is None:
         raise ApiError(404, "canvas_not_found", f"No canvas {canvas_id!r}.")
     plan = plan_run(state, board, request, "run_" + uuid.uuid4().hex)
-    shown = {node.id: node.data.get("jobId") for node in board.nodes}
+    shown = {node.id: node.data["jobId"] for node in board.nodes if isinstance(node.data.get("jobId"), str)}
     async with transaction(state.sessions) as session:
-        candidates = {node.node_id: (str(shown[node.node_id]), node.content_hash) for node in plan.nodes}
+        candidates = {
+            node.node_id: (shown[node.node_id], node.content_hash) for node in plan.nodes if node.node_id in shown
+        }
         cached = await canvas_runs.cached_images(session, canvas_id, candidates)
         for node in plan.nodes:
             node.cached = cached.get(node.node_id)
