@@ -11,23 +11,24 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 
 import httpx
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client
-from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from activities.generation import HEARTBEAT_EVERY, GenerationActivities
 from activities.runs import CanvasRunActivities, RunActivities
-from core import deliveries, runs
+from core import deliveries, handoff
 from core.config import Settings, get_settings, warn_about_lookalikes
 from core.db import create_engine, session_factory, transaction
-from core.jobs import job_from_run, start_job
+from core.jobs import job_from_run
 from core.pacing import ProviderPacer
 from core.storage import ObjectStorage, build_storage
 from core.temporal import connect, ensure_search_attributes
+from models.payloads import ImageJobInput
+from models.tables import Run
 from providers.base import ImageProvider
 from providers.registry import build_providers
 from workflows.canvas_run import CanvasRunWorkflow
@@ -137,40 +138,29 @@ def build_workers(client: Client, settings: Settings, resources: WorkerResources
     return workers
 
 
-# A run still pending this long after it was recorded may have lost its workflow start to an API crash; the sweep
-# starts it (a run whose workflow exists is left as it is: the start finds it).
-UNSTARTED_AFTER_SECONDS = 60.0
-SWEEP_EVERY_SECONDS = 30.0
-SWEEP_BATCH = 100
+def workflow_input(settings: Settings, resources: WorkerResources, run: Run) -> ImageJobInput | None:
+    """The workflow input of a recorded run; None when this worker has no such provider."""
+    provider = resources.providers.get(run.provider)
+    if provider is None:
+        return None
+    return job_from_run(run, asynchronous=provider.asynchronous, settings=settings, webhooks=provider.supports_webhooks)
 
 
-async def sweep_unstarted_runs(client: Client, settings: Settings, resources: WorkerResources) -> int:
-    """Start the workflow of every stale pending run that has none; returns how many runs were looked at."""
-    async with resources.sessions() as session:
-        stale = await runs.stale_pending_runs(session, older_than_seconds=UNSTARTED_AFTER_SECONDS, limit=SWEEP_BATCH)
-    for run in stale:
-        provider = resources.providers.get(run.provider)
-        if provider is None:
-            continue
-        job = job_from_run(
-            run, asynchronous=provider.asynchronous, settings=settings, webhooks=provider.supports_webhooks
-        )
-        await start_job(client, settings, job)
-    if stale:
-        log.info("made sure %d long-pending runs have their workflow", len(stale))
-    return len(stale)
+async def sweep_once(client: Client, settings: Settings, resources: WorkerResources) -> int:
+    """Start the runs and send the signals API processes left behind (core/handoff.py); returns how many."""
+    return await handoff.sweep(client, settings, resources.sessions, partial(workflow_input, settings, resources))
 
 
 async def keep_sweeping(client: Client, settings: Settings, resources: WorkerResources) -> None:
-    """The worker's housekeeping: unstarted runs get their workflow, old webhook refusals go."""
+    """The worker's housekeeping: what the API left undone gets done, old webhook refusals go."""
     while True:
         try:
-            await sweep_unstarted_runs(client, settings, resources)
+            await sweep_once(client, settings, resources)
             async with transaction(resources.sessions) as session:
                 await deliveries.prune_refusals(session)
-        except (RPCError, SQLAlchemyError, OSError) as error:
-            log.warning("sweep for unstarted runs failed, trying again later: %s", error)
-        await asyncio.sleep(SWEEP_EVERY_SECONDS)
+        except handoff.TRANSIENT_ERRORS as error:
+            log.warning("the sweep failed, trying again later: %s", error)
+        await asyncio.sleep(settings.SWEEP_INTERVAL_SECONDS)
 
 
 async def run_worker(settings: Settings) -> None:

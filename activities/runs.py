@@ -46,9 +46,10 @@ class RunActivities:
 
     @activity.defn
     async def create_run(self, job: ImageJobInput) -> None:
-        """Insert the run, its `created` event and the node claim (the API usually did this already)."""
+        """Insert the run, its `created` event and the node claim (the API usually did this already; a canvas run's
+        jobs are recorded here)."""
         async with transaction(self.sessions) as session:
-            await runs.record_run(session, job)
+            await runs.record_run(session, job, workflow_started=True)
 
     @activity.defn
     async def mark_running(self, job: ImageJobInput) -> None:

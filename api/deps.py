@@ -20,6 +20,7 @@ from api.limits import InFlight
 from core.config import Settings
 from core.db import autocommit_session_factory
 from core.events import EventBus
+from core.handoff import Handoff
 from core.storage import ObjectStorage
 from models.schemas import ID_PATTERN
 from providers.base import ImageProvider
@@ -36,6 +37,19 @@ class AppState:
     providers: dict[str, ImageProvider]
     bus: EventBus
     temporal: Client | None = None
+
+    async def temporal_client(self) -> Client:
+        """The Temporal client, connected on first use so the API starts (and reports) while Temporal is down."""
+        if self.temporal is None:
+            from core.temporal import connect
+
+            self.temporal = await connect(self.settings)
+        return self.temporal
+
+    @cached_property
+    def handoff(self) -> Handoff:
+        """Starts and signals owed to Temporal for what requests committed (made after their answer)."""
+        return Handoff(self.temporal_client, self.settings, self.autocommit_sessions)
 
     @cached_property
     def webhooks_in_flight(self) -> InFlight:
@@ -66,15 +80,10 @@ SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
 async def get_temporal(state: StateDep) -> Client:
-    """The Temporal client, connected on first use so the API starts (and reports) while Temporal is down."""
-    if state.temporal is None:
-        from core.temporal import connect
-
-        try:
-            state.temporal = await connect(state.settings)
-        except Exception as error:
-            raise ApiError(503, "temporal_unavailable", f"Temporal is not reachable: {error}") from error
-    return state.temporal
+    try:
+        return await state.temporal_client()
+    except Exception as error:  # the client's connect raises bare RuntimeErrors
+        raise ApiError(503, "temporal_unavailable", f"Temporal is not reachable: {error}") from error
 
 
 TemporalDep = Annotated[Client, Depends(get_temporal)]

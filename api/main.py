@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await app.state.imagejobs.handoff.aclose()
             await bus.stop()
             await storage.aclose()
             await engine.dispose()

@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     WEBHOOK_GRACE_SECONDS: float = 10.0
     POLL_INTERVAL_SECONDS: float = 5.0
     POLL_TIMEOUT_SECONDS: float = 300.0
+    # The workers' sweep (core/handoff.py): every SWEEP_INTERVAL_SECONDS it starts the runs and sends the webhook
+    # signals an API process committed over HANDOFF_GRACE_SECONDS ago and did not hand off to Temporal.
+    SWEEP_INTERVAL_SECONDS: float = Field(default=5.0, gt=0)
+    HANDOFF_GRACE_SECONDS: float = Field(default=15.0, ge=0)
 
     OPENAI_API_KEY: str | None = None
     OPENAI_BASE_URL: str = "https://api.openai.com/v1"

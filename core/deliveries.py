@@ -1,19 +1,22 @@
-"""Who owns which provider job, and which webhook deliveries were refused; used by the webhook route and the
-provider activities.
+"""Who owns which provider job, which webhook deliveries were taken (and still need their signal) and which were
+refused; used by the webhook route, the handoff and the provider activities.
 
 A submit records the provider's job id the moment the provider answers. The webhook route takes a delivery
 only for the job that owns the provider job it reports on, and a job cancels at the provider only provider jobs
-no other job owns. Refused deliveries are kept for operators (`GET /v1/webhooks/refusals`) for REFUSALS_KEPT_DAYS.
+no other job owns. A taken delivery waits in `pending_signals` until its workflow has it (core/handoff.py).
+Refused deliveries are kept for operators (`GET /v1/webhooks/refusals`) for REFUSALS_KEPT_DAYS.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
+from core.runs import TERMINAL_SQL
 from models.tables import WebhookRefusal
 
 REFUSALS_KEPT_DAYS = 7
@@ -22,7 +25,7 @@ REASON_CHARS = 500
 
 @dataclass(frozen=True)
 class WebhookTarget:
-    """What the webhook route needs to know about the job a delivery names, read in one query."""
+    """What the webhook route learned about the job a delivery names, and whether it took the delivery."""
 
     status: str
     provider: str
@@ -30,6 +33,21 @@ class WebhookTarget:
     owner: str | None
     # Whether a delivery with the same dedupe key was already taken.
     seen: bool
+    # The pending signal queued for the workflow, when the delivery was taken.
+    signal_id: int | None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """An authentic delivery to take: the job it names and what to record of it."""
+
+    job_id: str
+    provider: str
+    provider_job_id: str | None
+    dedupe_key: str | None
+    # The timeline entry (a `webhook` run event) and the event for the workflow (a pending signal), as JSON.
+    timeline: str
+    event: str
 
 
 async def record_provider_job(
@@ -53,23 +71,64 @@ async def provider_job_owner(session: AsyncSession, provider: str, provider_job_
     return found.scalar_one_or_none()
 
 
-async def webhook_target(
-    session: AsyncSession, job_id: str, provider: str, provider_job_id: str | None, dedupe_key: str | None
-) -> WebhookTarget | None:
-    """The job's status and provider, the reported provider job's owner, and whether the delivery was seen."""
+# The job a delivery names, looked up and, when the delivery is this job's to take and new, recorded: its timeline
+# event and its pending signal. One statement, atomic by itself; a concurrent repeat of the same delivery loses
+# on the event's dedupe key and queues nothing.
+_TAKE_DELIVERY = text(
+    "WITH target AS ("
+    "  SELECT r.id, r.status, r.provider,"
+    "    (SELECT p.job_id FROM provider_jobs p WHERE p.provider = :provider AND p.provider_job_id = :pid) AS owner,"
+    "    EXISTS (SELECT 1 FROM run_events e WHERE e.run_id = r.id AND e.dedupe_key = :dedupe) AS seen"
+    "  FROM runs r WHERE r.id = :run"
+    "), taken AS ("
+    "  INSERT INTO run_events (run_id, kind, payload, dedupe_key)"
+    "  SELECT id, 'webhook', CAST(:timeline AS jsonb), :dedupe FROM target"
+    "  WHERE provider = :provider AND (owner IS NULL OR owner = id) AND NOT seen"
+    f"    AND status NOT IN ({TERMINAL_SQL})"
+    "  ON CONFLICT (run_id, dedupe_key) DO NOTHING RETURNING run_id"
+    "), queued AS ("
+    "  INSERT INTO pending_signals (run_id, event) SELECT run_id, CAST(:event AS jsonb) FROM taken RETURNING id"
+    ")"
+    " SELECT status, provider, owner, seen, (SELECT id FROM queued) AS signal_id FROM target"
+)
+
+
+async def take_delivery(session: AsyncSession, delivery: Delivery) -> WebhookTarget | None:
+    """The named job's target facts, having recorded the delivery if it is the job's and new; None: no such job."""
     found = await session.execute(
-        text(
-            "SELECT r.status, r.provider,"
-            " (SELECT p.job_id FROM provider_jobs p WHERE p.provider = :provider AND p.provider_job_id = :pid),"
-            " EXISTS (SELECT 1 FROM run_events e WHERE e.run_id = r.id AND e.dedupe_key = :dedupe)"
-            " FROM runs r WHERE r.id = :run"
-        ),
-        {"run": job_id, "provider": provider, "pid": provider_job_id, "dedupe": dedupe_key},
+        _TAKE_DELIVERY,
+        {
+            "run": delivery.job_id,
+            "provider": delivery.provider,
+            "pid": delivery.provider_job_id,
+            "dedupe": delivery.dedupe_key,
+            "timeline": delivery.timeline,
+            "event": delivery.event,
+        },
     )
     row = found.first()
     if row is None:
         return None
-    return WebhookTarget(status=row[0], provider=row[1], owner=row[2], seen=bool(row[3]))
+    return WebhookTarget(status=row[0], provider=row[1], owner=row[2], seen=bool(row[3]), signal_id=row[4])
+
+
+async def forget_signal(session: AsyncSession, signal_id: int) -> None:
+    """The signal was delivered (or its workflow has ended): nothing is left to send."""
+    await session.execute(text("DELETE FROM pending_signals WHERE id = :id"), {"id": signal_id})
+
+
+async def unsent_signals(
+    session: AsyncSession, *, older_than_seconds: float, limit: int
+) -> list[tuple[int, str, dict[str, Any]]]:
+    """(id, job id, event) of signals queued over `older_than_seconds` ago and still not delivered."""
+    found = await session.execute(
+        text(
+            "SELECT id, run_id, event FROM pending_signals"
+            " WHERE created_at < now() - make_interval(secs => :age) ORDER BY id LIMIT :limit"
+        ),
+        {"age": older_than_seconds, "limit": limit},
+    )
+    return [(int(row[0]), str(row[1]), dict(row[2])) for row in found.all()]
 
 
 async def record_refusal(session: AsyncSession, *, provider: str, job_id: str, code: str, reason: str) -> None:

@@ -26,11 +26,14 @@ from models.vocabulary import EVENT_KIND_BY_STATUS, TERMINAL_STATUSES, EventKind
 
 # The prompt a job shows on its node; the run keeps the whole of it (node data is capped at 64 KiB of JSON).
 NODE_PROMPT_CHARS = 4000
-# Terminal statuses as SQL parameters take them.
+# Terminal statuses as SQL parameters take them, and as a literal list for the hot statements (an expanding
+# parameter is rendered anew on every execution).
 _TERMINAL = tuple(sorted(TERMINAL_STATUSES))
+TERMINAL_SQL = ", ".join(f"'{status}'" for status in _TERMINAL)
 
 
-def _json(value: Any, *, what: str) -> str:
+def storable_json(value: Any, *, what: str) -> str:
+    """`value` as JSON text for a jsonb column, once the no-image-data guard passed it."""
     assert_storable_json(value, what=what)
     return json.dumps(value)
 
@@ -60,9 +63,10 @@ class RecordedRun:
 # `new_run` (created now) or from `runs` (there already), never both; the event and claim happen only for a new run.
 _RECORD_RUN = text(
     "WITH new_run AS ("
-    "  INSERT INTO runs (id, kind, canvas_id, node_id, status, provider, model, processor, request, payload)"
+    "  INSERT INTO runs (id, kind, canvas_id, node_id, status, provider, model, processor, request, payload,"
+    "    workflow_started_at)"
     "  VALUES (:id, 'image_gen', :canvas, :node, 'pending', :provider, :model, :processor,"
-    "    CAST(:request AS jsonb), CAST(:payload AS jsonb))"
+    "    CAST(:request AS jsonb), CAST(:payload AS jsonb), CASE WHEN :started THEN now() END)"
     "  ON CONFLICT (id) DO NOTHING RETURNING *"
     "), created_event AS ("
     "  INSERT INTO run_events (run_id, kind, payload, dedupe_key)"
@@ -78,22 +82,27 @@ _RECORD_RUN = text(
     "    < (EXCLUDED.owner_since, EXCLUDED.owner_job_id)"
     "), older AS ("
     "  SELECT COALESCE(array_agg(id), '{}') AS ids FROM runs"
-    "  WHERE canvas_id = :canvas AND node_id = :node AND id <> :id AND status NOT IN :terminal"
+    f"  WHERE canvas_id = :canvas AND node_id = :node AND id <> :id AND status NOT IN ({TERMINAL_SQL})"
     ")"
     " SELECT found.*, older.ids AS older_job_ids FROM ("
     "   SELECT new_run.*, true AS created FROM new_run"
     "   UNION ALL SELECT runs.*, false FROM runs WHERE id = :id"
     " ) AS found, older"
-).bindparams(bindparam("terminal", expanding=True))
+)
 
 
 async def record_run(
-    session: AsyncSession, job: ImageJobInput, *, effective: dict[str, Any] | None = None
+    session: AsyncSession,
+    job: ImageJobInput,
+    *,
+    effective: dict[str, Any] | None = None,
+    workflow_started: bool = False,
 ) -> RecordedRun:
     """Create the run, its `created` event and the node claim, unless the run already exists (then nothing
     changes: a repeat must not claim its node for a job that may have been made from another request).
 
     `effective` is what the provider will actually be asked for (e.g. the nearest allowed size).
+    `workflow_started` says the caller is the run's workflow: the API records runs before their start.
     """
     parameters = {
         "id": job.job_id,
@@ -102,12 +111,12 @@ async def record_run(
         "provider": job.provider,
         "model": job.model,
         "processor": job.processor,
-        "request": _json(run_request_json(job), what="request"),
-        "payload": _json(RunResult(effective=effective or {}).to_json(), what="run payload"),
+        "request": storable_json(run_request_json(job), what="request"),
+        "payload": storable_json(RunResult(effective=effective or {}).to_json(), what="run payload"),
         "event_kind": str(EventKind.CREATED),
-        "event": _json({"status": JobStatus.PENDING, "message": f"Queued for {job.processor}"}, what="event"),
-        "node_data": _json(_claimed_node_data(job), what="node data"),
-        "terminal": list(_TERMINAL),
+        "event": storable_json({"status": JobStatus.PENDING, "message": f"Queued for {job.processor}"}, what="event"),
+        "node_data": storable_json(_claimed_node_data(job), what="node data"),
+        "started": workflow_started,
     }
     found = (await session.execute(_RECORD_RUN, parameters)).first()
     if found is None:
@@ -151,7 +160,7 @@ async def add_event(
         {
             "run": run_id,
             "kind": str(kind),
-            "payload": _json({**(payload or {}), "message": message}, what="event payload"),
+            "payload": storable_json({**(payload or {}), "message": message}, what="event payload"),
             "dedupe": dedupe_key,
         },
     )
@@ -207,7 +216,7 @@ async def transition(session: AsyncSession, change: RunTransition) -> bool:
             "id": change.job_id,
             "status": change.status,
             "terminal": _TERMINAL,
-            "payload": _json(result.to_json(), what="run payload"),
+            "payload": storable_json(result.to_json(), what="run payload"),
             "error": change.error,
             "code": change.error_code,
             # Synchronous providers that run jobs of their own (Stability's upscaler) name them in the provenance.
@@ -246,7 +255,7 @@ async def set_provider_job(session: AsyncSession, job_id: str, provider_job_id: 
         {
             "id": job_id,
             "pid": provider_job_id,
-            "payload": _json(RunResult(effective=effective).to_json(), what="run payload"),
+            "payload": storable_json(RunResult(effective=effective).to_json(), what="run payload"),
         },
     )
 
@@ -293,7 +302,12 @@ async def update_node(session: AsyncSession, update: NodeUpdate) -> bool:
             "   AND NOT (node_data @> CAST(:patch AS jsonb))"
             " RETURNING id"
         ),
-        {"canvas": update.canvas_id, "node": update.node_id, "job": update.job_id, "patch": _json(patch, what="node")},
+        {
+            "canvas": update.canvas_id,
+            "node": update.node_id,
+            "job": update.job_id,
+            "patch": storable_json(patch, what="node"),
+        },
     )
     return updated.first() is not None
 
@@ -393,10 +407,12 @@ async def list_nodes(session: AsyncSession, canvas_id: str) -> list[WorkflowNode
     return list((await session.execute(query)).scalars())
 
 
-async def stale_pending_runs(session: AsyncSession, *, older_than_seconds: float, limit: int) -> list[Run]:
-    """Runs still pending long after they were recorded: each may have lost its workflow start to a crash."""
+async def unstarted_runs(session: AsyncSession, *, older_than_seconds: float, limit: int) -> list[Run]:
+    """Pending runs recorded over `older_than_seconds` ago whose workflow start was never confirmed: the API that
+    committed each may have crashed before starting it, or Temporal was down."""
     query = (
         select(Run)
+        .where(col(Run.workflow_started_at).is_(None))
         .where(Run.status == JobStatus.PENDING)
         .where(col(Run.created_at) < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, older_than_seconds))
         .order_by(col(Run.created_at))
@@ -405,9 +421,12 @@ async def stale_pending_runs(session: AsyncSession, *, older_than_seconds: float
     return list((await session.execute(query)).scalars())
 
 
-async def delete_pending_run(session: AsyncSession, job_id: str) -> None:
-    """Undo `insert_run` when the workflow could not be started, so nothing dangles."""
-    await session.execute(text("DELETE FROM runs WHERE id = :id AND status = 'pending'"), {"id": job_id})
+async def mark_workflows_started(session: AsyncSession, job_ids: list[str]) -> None:
+    """Confirm that these runs' workflows exist (started now, or found running)."""
+    await session.execute(
+        text("UPDATE runs SET workflow_started_at = now() WHERE id = ANY(:ids) AND workflow_started_at IS NULL"),
+        {"ids": job_ids},
+    )
 
 
 # What jobs and canvas runs write into a node's data; a save of the board never changes these.

@@ -5,7 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, Column, DateTime, ForeignKey, Index, Text, UniqueConstraint, func
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -40,6 +51,7 @@ class Run(SQLModel, table=True):
         Index("ix_runs_canvas_kind", "canvas_id", "kind"),
         Index("ix_runs_status", "status"),
         Index("ix_runs_created", "created_at", "id"),
+        Index("ix_runs_unstarted", "created_at", postgresql_where=text("workflow_started_at IS NULL")),
         CheckConstraint(json_check_sql("request"), name="ck_runs_request_no_image_data"),
         CheckConstraint(json_check_sql("payload"), name="ck_runs_payload_no_image_data"),
         CheckConstraint(f"status IN ({_STATUS_VALUES})", name="ck_runs_status"),
@@ -63,6 +75,8 @@ class Run(SQLModel, table=True):
     started_at: datetime = _timestamp()
     finished_at: datetime | None = _timestamp(nullable=True, default_now=False)
     updated_at: datetime = _timestamp()
+    # When the run's workflow was known to exist; None while the start the API committed is still to be made.
+    workflow_started_at: datetime | None = _timestamp(nullable=True, default_now=False)
 
 
 class RunEvent(SQLModel, table=True):
@@ -143,6 +157,21 @@ class WebhookRefusal(SQLModel, table=True):
     job_id: str = Field(max_length=256)
     code: str = Field(max_length=64)
     reason: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class PendingSignal(SQLModel, table=True):
+    """An accepted webhook's event, kept until its workflow has been signalled (core/handoff.py)."""
+
+    __tablename__ = "pending_signals"
+    __table_args__ = (
+        Index("ix_pending_signals_created", "created_at"),
+        CheckConstraint(json_check_sql("event"), name="ck_pending_signals_event_no_image_data"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    run_id: str = Field(sa_column=Column(Text, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False))
+    event: dict[str, Any] = _jsonb(nullable=False)
+    created_at: datetime = _timestamp()
 
 
 class Canvas(SQLModel, table=True):

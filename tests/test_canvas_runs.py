@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from core.config import Settings
@@ -74,7 +76,7 @@ async def job(stack: Stack, job_id: str) -> dict[str, Any]:
 
 
 async def test_a_tree_runs_each_node_from_its_parents_image_then_caches_and_reruns_only_what_changed(
-    run_stack: Stack,
+    run_stack: Stack, db_sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     stack, canvas_id = run_stack, "canvas-run-tree"
     await save_board(stack, canvas_id, [image_node(key, prompt, seed=7) for key, prompt in PROMPTS.items()], TREE)
@@ -90,6 +92,12 @@ async def test_a_tree_runs_each_node_from_its_parents_image_then_caches_and_reru
         assert records[child]["promptSpec"]["previousImage"] == records[parent]["imageUrl"], child
         assert records[child]["startedAt"] >= records[parent]["finishedAt"], child
     assert "previousImage" not in records["A"]["promptSpec"]
+    async with db_sessions() as session:  # a run's jobs are recorded by their own workflows: never swept
+        found = await session.execute(
+            text("SELECT count(*) FROM runs WHERE id = ANY(:ids) AND workflow_started_at IS NOT NULL"),
+            {"ids": list(jobs_of(first).values())},
+        )
+    assert found.scalar_one() == 4
     board = (await stack.api.get(f"/v1/canvases/{canvas_id}")).json()
     shown = {node["id"]: node["data"] for node in board["nodes"]}
     assert {key: data["imageUrl"] for key, data in shown.items()} == {k: r["imageUrl"] for k, r in records.items()}

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
@@ -14,12 +17,16 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.routes.jobs import job_from_request
 from core import runs
+from core.config import Settings
 from core.db import transaction
-from core.jobs import new_job_id
+from core.handoff import Handoff
+from core.jobs import job_from_run, new_job_id
 from models.schemas import StartImageJobRequest
 from providers.registry import build_providers
-from tests.fixtures.stack import Stack
-from worker import sweep_unstarted_runs, worker_resources
+from tests.fakes.server import free_port
+from tests.fixtures.providers import dedicated_temporal
+from tests.fixtures.stack import Stack, make_settings, running_api, running_workers
+from worker import sweep_once, worker_resources
 
 
 def start_body(canvas_id: str, node_id: str = "node-1") -> dict[str, Any]:
@@ -67,6 +74,7 @@ async def test_a_repeat_starts_the_workflow_a_crash_lost(
     assert repeat.headers["idempotent-replayed"] == "true"
     assert repeat.json()["jobId"] == job_id
     assert (await stack.wait(job_id))["status"] == "completed"
+    assert await start_is_confirmed(db_sessions, job_id)
 
 
 async def test_the_worker_sweep_starts_runs_nobody_repeats(
@@ -80,7 +88,7 @@ async def test_the_worker_sweep_starts_runs_nobody_repeats(
             text("UPDATE runs SET created_at = now() - interval '5 minutes' WHERE id = :id"), {"id": job_id}
         )
     async with worker_resources(stack.settings) as resources:
-        assert await sweep_unstarted_runs(stack.client, stack.settings, resources) >= 1
+        assert await sweep_once(stack.client, stack.settings, resources) >= 1
     assert (await stack.wait(job_id))["status"] == "completed"
 
 
@@ -106,3 +114,76 @@ async def test_concurrent_repeats_of_one_key_answer_their_own_job_or_409(stack: 
         assert len(accepted) == 10  # every identical body got the same job
     job_id = accepted[0][1].json()["jobId"]
     assert (await stack.wait(job_id))["status"] == "completed"
+
+
+async def test_a_job_posted_while_temporal_is_down_is_accepted_and_runs_once_temporal_is_back(
+    stack_settings: Settings, tmp_path: Path
+) -> None:
+    port = free_port()
+    settings = make_settings(
+        stack_settings, TEMPORAL_ADDRESS=f"127.0.0.1:{port}", HANDOFF_GRACE_SECONDS=1.0, SWEEP_INTERVAL_SECONDS=0.5
+    )
+    async with running_api(settings) as base_url, httpx.AsyncClient(base_url=base_url, timeout=30) as api:
+        asked_at = time.monotonic()
+        answer = await api.post("/v1/jobs", json=start_body("c-" + uuid.uuid4().hex[:8]))
+        answered_after = time.monotonic() - asked_at
+        assert answer.status_code == 202, answer.text
+        assert answered_after < 1.0  # the answer waits on the database, never on Temporal
+        async with dedicated_temporal(port=port, database=tmp_path / "temporal.sqlite") as temporal:
+            stack = Stack(settings=settings, base_url=base_url, api=api, client=temporal.client)
+            async with running_workers(temporal.client, settings):
+                record = await stack.wait(answer.json()["jobId"], timeout=60)
+    assert record["status"] == "completed", record
+
+
+async def test_cancelling_a_job_whose_start_is_still_to_come_cancels_it(
+    stack: Stack, db_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    body = start_body("c-" + uuid.uuid4().hex[:8])
+    job_id = await record_without_starting(stack, db_sessions, body, uuid.uuid4().hex)
+
+    cancelled = await stack.api.post(f"/v1/jobs/{job_id}/cancel")
+
+    assert cancelled.status_code == 202, cancelled.text
+    record = await stack.wait(job_id)
+    assert record["status"] == "cancelled", record
+    node = await stack.node(body["workflowId"], body["nodeId"])
+    assert node["data"]["status"] == "cancelled"
+
+
+class RefusingClient:
+    """A Temporal client whose every start is refused for a reason no retry mends."""
+
+    async def start_workflow(self, *args: Any, **kwargs: Any) -> None:
+        raise ValueError("the input cannot be encoded")
+
+
+async def test_a_start_refused_for_good_fails_the_job_instead_of_leaving_it_pending(
+    stack: Stack, db_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    body = start_body("c-" + uuid.uuid4().hex[:8])
+    job_id = await record_without_starting(stack, db_sessions, body, uuid.uuid4().hex)
+    async with db_sessions() as session:
+        run = await runs.get_run(session, job_id)
+    assert run is not None
+    job = job_from_run(run, asynchronous=False, settings=stack.settings)
+
+    async def refusing() -> Client:
+        return RefusingClient()  # type: ignore[return-value]
+
+    handoff = Handoff(refusing, stack.settings, db_sessions)
+    handoff.start(job)
+    await handoff.aclose()
+
+    record = await stack.job(job_id)
+    assert record["status"] == "failed", record
+    assert record["errorCode"] == "StartRefused"
+    assert "cannot be encoded" in record["error"]
+    assert (await stack.node(body["workflowId"], body["nodeId"]))["data"]["status"] == "failed"
+    assert await start_is_confirmed(db_sessions, job_id), "a job failed for good is not left for the sweep"
+
+
+async def start_is_confirmed(sessions: async_sessionmaker[AsyncSession], job_id: str) -> bool:
+    async with sessions() as session:
+        found = await session.execute(text("SELECT workflow_started_at FROM runs WHERE id = :id"), {"id": job_id})
+        return found.scalar_one() is not None

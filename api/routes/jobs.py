@@ -8,11 +8,11 @@ from fastapi import APIRouter, Header, Query, Response
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import CallerScopeDep, SessionDep, StateDep, TemporalDep
+from api.deps import AppState, CallerScopeDep, SessionDep, StateDep, TemporalDep
 from api.errors import ApiError
 from core import runs
-from core.db import transaction
-from core.jobs import new_job_id, polling_plan, start_job
+from core.handoff import start_confirmed
+from core.jobs import job_from_run, new_job_id, polling_plan
 from models.errors import InvalidJobRequest
 from models.payloads import ImageJobInput
 from models.schemas import ErrorBody, ImageJobRecord, ImageJobStatus, JobPage, StartImageJobRequest
@@ -80,51 +80,32 @@ async def get_run_or_404(session: SessionDep, job_id: str) -> Run:
     return run
 
 
-async def launch(
-    state: StateDep, temporal: Client, job: ImageJobInput, effective: dict[str, object], response: Response
-) -> Run:
-    """Record the run, then start its workflow; answer a repeat of the same request with the same job.
+async def launch(state: StateDep, job: ImageJobInput, effective: dict[str, object], response: Response) -> Run:
+    """Record the run and answer; its workflow is started right after (core/handoff.py). A repeat of the same
+    request answers the same job.
 
-    Every crash point converges. The run and the node claim are one statement, so either both exist or neither.
-    A repeat (the same Idempotency-Key and body) starts the workflow again with USE_EXISTING, so a start lost to a
-    crash after the commit happens then; the worker's sweep (`worker.sweep_unstarted_runs`) does the same for runs
-    nobody repeats. A start Temporal refuses leaves no run behind. The node's older unfinished jobs are cancelled:
-    ownership already keeps them from overwriting the node; cancelling saves their provider calls.
+    Every crash point converges. The run, its event and the node claim are one statement, so either all exist or
+    none. Once committed, the run gets its workflow: from this process at once, or from the workers' sweep if
+    this process dies first or Temporal is down. A repeat of a run still pending hands its start off again (a
+    start finds a workflow already there), so a start lost to a crash happens then at the latest.
     """
     # One statement, atomic by itself: no transaction round trips around it.
     async with state.autocommit_sessions() as session:
         recorded = await runs.record_run(session, job, effective=effective)
-    run, created = recorded.run, recorded.created
-    if not created:
+    run = recorded.run
+    if not recorded.created:
         if not same_request(run, job):
             raise ApiError(409, "idempotency_key_reused", "This Idempotency-Key was used for a different request.")
         response.headers["Idempotent-Replayed"] = "true"
-    try:
-        await start_job(temporal, state.settings, job)
-    except RPCError as error:
-        if created:
-            async with transaction(state.sessions) as session:
-                await runs.delete_pending_run(session, job.job_id)
-        raise ApiError(503, "temporal_unavailable", f"Could not start the job: {error.message}") from error
-    if created:
-        await cancel_jobs(temporal, recorded.older_job_ids)
+    if recorded.created or run.workflow_started_at is None:
+        state.handoff.start(job, supersedes=recorded.older_job_ids if recorded.created else None)
     return run
-
-
-async def cancel_jobs(temporal: Client, job_ids: list[str]) -> None:
-    for job_id in job_ids:
-        try:
-            await temporal.get_workflow_handle(job_id).cancel()
-        except RPCError as error:
-            if error.status != RPCStatusCode.NOT_FOUND:
-                raise ApiError(503, "temporal_unavailable", f"Could not supersede {job_id}: {error.message}") from error
 
 
 @router.post("", status_code=202, response_model=ImageJobRecord, responses=ERRORS)
 async def start_image_job(
     body: StartImageJobRequest,
     state: StateDep,
-    temporal: TemporalDep,
     response: Response,
     caller: CallerScopeDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
@@ -136,7 +117,7 @@ async def start_image_job(
     """
     job_id = new_job_id(state.settings.WEBHOOK_SECRET, idempotency_key, scope=caller)
     job, effective = job_from_request(state, body, job_id)
-    return ImageJobRecord.readable(await launch(state, temporal, job, effective, response))
+    return ImageJobRecord.readable(await launch(state, job, effective, response))
 
 
 @router.get("", response_model=JobPage, responses=ERRORS)
@@ -180,13 +161,13 @@ async def get_job_status(job_id: str, session: SessionDep) -> ImageJobStatus:
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=ImageJobRecord, responses=ERRORS)
-async def cancel_job(job_id: str, session: SessionDep, temporal: TemporalDep) -> ImageJobRecord:
+async def cancel_job(job_id: str, state: StateDep, session: SessionDep, temporal: TemporalDep) -> ImageJobRecord:
     """Cancel a pending or running job (the provider's job too, where it can be cancelled)."""
     run = await get_run_or_404(session, job_id)
     if run.status in TERMINAL_STATUSES:
         raise ApiError(409, "job_finished", f"Job {job_id!r} already ended ({run.status}); nothing to cancel.")
     try:
-        await temporal.get_workflow_handle(job_id).cancel()
+        await cancel_workflow(state, temporal, run)
     except RPCError as error:
         if error.status == RPCStatusCode.NOT_FOUND:
             raise ApiError(409, "job_finished", f"Job {job_id!r} is no longer running.") from error
@@ -194,10 +175,25 @@ async def cancel_job(job_id: str, session: SessionDep, temporal: TemporalDep) ->
     return ImageJobRecord.readable(run)
 
 
+async def cancel_workflow(state: AppState, temporal: Client, run: Run) -> None:
+    """Cancel the run's workflow; a run committed and not started yet is started first, so that the workflow's
+    own cancellation finishes its run and its node as for any other job."""
+    handle = temporal.get_workflow_handle(run.id)
+    try:
+        await handle.cancel()
+    except RPCError as error:
+        provider = state.providers.get(run.provider)
+        if error.status != RPCStatusCode.NOT_FOUND or run.workflow_started_at is not None or provider is None:
+            raise
+        job = job_from_run(
+            run, asynchronous=provider.asynchronous, settings=state.settings, webhooks=provider.supports_webhooks
+        )
+        await start_confirmed(temporal, state.settings, state.autocommit_sessions, job)
+        await handle.cancel()
+
+
 @router.post("/{job_id}/retry", status_code=202, response_model=ImageJobRecord, responses=ERRORS)
-async def retry_job(
-    job_id: str, state: StateDep, session: SessionDep, temporal: TemporalDep, response: Response
-) -> ImageJobRecord:
+async def retry_job(job_id: str, state: StateDep, session: SessionDep, response: Response) -> ImageJobRecord:
     """Start a new job with the same request as a failed or cancelled one."""
     run = await get_run_or_404(session, job_id)
     if run.status not in ("failed", "cancelled"):
@@ -217,4 +213,4 @@ async def retry_job(
     )
     job, effective = job_from_request(state, body, new_job_id())
     await session.rollback()  # one connection per request at a time: `launch` takes its own
-    return ImageJobRecord.readable(await launch(state, temporal, job, effective, response))
+    return ImageJobRecord.readable(await launch(state, job, effective, response))

@@ -1,40 +1,36 @@
 """Provider callbacks: verify, dedupe, signal the job's workflow, answer fast.
 
-The handler downloads nothing and calls no provider: the workflow does the work. When the signal cannot be
-delivered it answers 503, so the provider's own retry delivers the event later and nothing is lost.
+The handler downloads nothing and calls no provider: the workflow does the work. It answers once the delivery is
+committed (its timeline event and a pending signal); the signal follows (core/handoff.py), so an answer never
+waits on Temporal and a delivery taken is never lost.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from typing import NoReturn
 
 from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy.exc import SQLAlchemyError
-from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import RETRY_AFTER_SECONDS, AppState, SessionDep, StateDep, TemporalDep, require_api_key
+from api.deps import AppState, SessionDep, StateDep, require_api_key
 from api.errors import ApiError
 from core import deliveries, runs
 from core.config import Settings
 from core.db import transaction
-from core.deliveries import WebhookTarget
-from core.jobs import signal_provider_event
+from core.deliveries import Delivery, WebhookTarget
+from core.handoff import event_json
 from models.errors import WebhookRejected
 from models.payloads import ProviderEvent
 from models.schemas import ErrorBody, WebhookRefusalView
-from models.vocabulary import TERMINAL_STATUSES, EventKind
+from models.vocabulary import TERMINAL_STATUSES
 from providers.base import ImageProvider
 from providers.webhooks import verify_generic_signature, verify_job_token
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
-
-SIGNAL_TIMEOUT_SECONDS = 3.0
 
 
 def authenticate_webhook(
@@ -92,25 +88,6 @@ async def read_capped_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-async def signal_workflow(temporal: Client, job_id: str, event: ProviderEvent) -> bool:
-    """Deliver the event; False when the workflow has already ended (a late webhook)."""
-    try:
-        # The client retries an unreachable server for about ten seconds, longer than providers wait for an
-        # answer; a prompt 503 gets the delivery retried (a repeat signal is deduplicated by the workflow).
-        async with asyncio.timeout(SIGNAL_TIMEOUT_SECONDS):
-            await signal_provider_event(temporal, job_id, event)
-    except (RPCError, TimeoutError) as error:
-        if isinstance(error, RPCError) and error.status == RPCStatusCode.NOT_FOUND:
-            return False
-        raise ApiError(
-            503,
-            "temporal_unavailable",
-            "The event could not be delivered; retry later.",
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-        ) from error
-    return True
-
-
 @router.post(
     "/{provider}/{job_id}",
     responses={
@@ -118,22 +95,18 @@ async def signal_workflow(temporal: Client, job_id: str, event: ProviderEvent) -
         404: {"model": ErrorBody},
         409: {"model": ErrorBody, "description": "Authentic, but about a provider job another job owns."},
         413: {"model": ErrorBody},
-        503: {"model": ErrorBody, "description": "Overloaded, or Temporal unreachable: retry after Retry-After."},
+        503: {"model": ErrorBody, "description": "Overloaded, or the database unreachable: retry after Retry-After."},
     },
 )
-async def receive_webhook(
-    provider: str, job_id: str, request: Request, state: StateDep, temporal: TemporalDep
-) -> dict[str, str]:
+async def receive_webhook(provider: str, job_id: str, request: Request, state: StateDep) -> dict[str, str]:
     """A provider's callback for one job (authenticated by the URL's token and the body's signature, not by API
     key), taken only when the provider job it reports on is this job's. Under more than WEBHOOK_MAX_IN_FLIGHT at
     once it answers 503 with Retry-After, never a dropped connection."""
     with state.webhooks_in_flight.slot():
-        return await handle_webhook(provider, job_id, request, state, temporal)
+        return await handle_webhook(provider, job_id, request, state)
 
 
-async def handle_webhook(
-    provider: str, job_id: str, request: Request, state: AppState, temporal: Client
-) -> dict[str, str]:
+async def handle_webhook(provider: str, job_id: str, request: Request, state: AppState) -> dict[str, str]:
     adapter = state.providers.get(provider)
     if adapter is None or not adapter.supports_webhooks:
         raise ApiError(404, "unknown_provider", f"No webhooks are taken for provider {provider!r}.")
@@ -142,14 +115,18 @@ async def handle_webhook(
         event = authenticate_webhook(adapter, state.settings, job_id, request.query_params, request.headers, body)
     except WebhookRejected as error:
         await refuse(state, provider, job_id, 401, "invalid_webhook_signature", str(error))
-    dedupe_key = f"webhook:{event.delivery_id}" if event.delivery_id else None
-    # Single statements on autocommit sessions, each holding a connection only while it runs: a request that held
-    # one while waiting on Temporal or on a second one would, in a storm of webhooks, leave every request waiting
-    # on every other.
+    delivery = Delivery(
+        job_id=job_id,
+        provider=provider,
+        provider_job_id=event.provenance.provider_job_id,
+        dedupe_key=f"webhook:{event.delivery_id}" if event.delivery_id else None,
+        timeline=timeline_json(provider, event),
+        event=event_json(event),
+    )
+    # One statement on an autocommit session, holding a connection only while it runs: in a storm of webhooks a
+    # request that held one while waiting on anything else would leave every request waiting on every other.
     async with state.autocommit_sessions() as session:
-        target = await deliveries.webhook_target(
-            session, job_id, provider, event.provenance.provider_job_id, dedupe_key
-        )
+        target = await deliveries.take_delivery(session, delivery)
     if target is None:
         await refuse(state, provider, job_id, 404, "job_not_found", f"no job {job_id!r}")
     problem = binding_problem(target, job_id, provider)
@@ -157,18 +134,26 @@ async def handle_webhook(
         await refuse(state, provider, job_id, 409, "webhook_not_for_this_job", problem)
     if target.seen:
         return {"status": "duplicate"}
-    if target.status in TERMINAL_STATUSES or not await signal_workflow(temporal, job_id, event):
+    if target.status in TERMINAL_STATUSES:
         return {"status": "ignored"}
-    async with state.autocommit_sessions() as write:
-        await runs.add_event(
-            write,
-            job_id,
-            EventKind.WEBHOOK,
-            f"{provider} reported {event.status}" + (f" ({event.progress:.0f}%)" if event.progress is not None else ""),
-            {"providerStatus": event.status, "progress": event.progress, "deliveryId": event.delivery_id},
-            dedupe_key=dedupe_key,
-        )
+    if target.signal_id is None:  # the same delivery, taken by a concurrent request
+        return {"status": "duplicate"}
+    state.handoff.signal(target.signal_id, job_id, event)
     return {"status": "accepted"}
+
+
+def timeline_json(provider: str, event: ProviderEvent) -> str:
+    """The delivery as the job's timeline shows it (a `webhook` event)."""
+    progress = f" ({event.progress:.0f}%)" if event.progress is not None else ""
+    return runs.storable_json(
+        {
+            "providerStatus": event.status,
+            "progress": event.progress,
+            "deliveryId": event.delivery_id,
+            "message": f"{provider} reported {event.status}{progress}",
+        },
+        what="webhook event",
+    )
 
 
 @router.get("/refusals", dependencies=[Depends(require_api_key)], responses={401: {"model": ErrorBody}})

@@ -2745,7 +2745,7 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Overloaded, or Temporal unreachable: retry after Retry-After. */
+            /** @description Overloaded, or the database unreachable: retry after Retry-After. */
             503: {
                 headers: {
                     [name: string]: unknown;

@@ -1,0 +1,213 @@
+"""The handoff to Temporal: what a request committed to PostgreSQL, carried to Temporal after the answer.
+
+`POST /v1/jobs` answers once its run is committed, and a webhook once its delivery is (a timeline event and a
+pending signal): from then on nothing is lost, whatever crashes. The API process then starts the workflow or
+sends the signal at once (`Handoff`), with a few prompt retries. What it leaves undone, because it crashed or
+Temporal was unreachable, the workers' sweep (`sweep`) finishes: runs whose start was never confirmed get their
+workflow, pending signals are sent. Both steps are idempotent (a start finds the workflow already there, and a
+workflow takes a delivery once), so the API and a sweep doing the same thing twice is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import Client
+from temporalio.converter import value_to_type
+from temporalio.service import RPCError, RPCStatusCode
+
+from core import deliveries, runs
+from core.config import Settings
+from core.db import transaction
+from core.jobs import signal_provider_event, start_job
+from models.payloads import ImageJobInput, NodeUpdate, ProviderEvent, RunTransition
+from models.tables import Run
+from models.vocabulary import JobStatus
+
+log = logging.getLogger(__name__)
+
+# Prompt attempts by the API process, `RETRY_DELAY_SECONDS` apart, doubling; then the work is the sweep's.
+PROMPT_ATTEMPTS = 3
+RETRY_DELAY_SECONDS = 0.5
+# Starts and signals the API process makes at once; more wait their turn (they hold no connection meanwhile).
+MAX_IN_FLIGHT = 64
+SWEEP_BATCH = 200
+# How long a stopping API process lets its handoffs finish; what is left is the sweep's.
+DRAIN_SECONDS = 5.0
+
+# Errors after which a start or signal may well succeed later (Temporal or PostgreSQL unreachable); anything
+# else is a fault of the work itself, which no retry mends.
+TRANSIENT_ERRORS = (RPCError, TimeoutError, OSError, SQLAlchemyError)
+
+Work = Callable[[], Awaitable[None]]
+
+
+def event_json(event: ProviderEvent) -> str:
+    """A provider event as a pending signal stores it."""
+    return runs.storable_json(dataclasses.asdict(event), what="webhook event")
+
+
+def event_from_json(value: Mapping[str, Any]) -> ProviderEvent:
+    event: ProviderEvent = value_to_type(ProviderEvent, dict(value))
+    return event
+
+
+class Handoff:
+    """The starts and signals the API process owes Temporal for what it has committed and answered."""
+
+    def __init__(
+        self, client: Callable[[], Awaitable[Client]], settings: Settings, sessions: async_sessionmaker[AsyncSession]
+    ) -> None:
+        self._client = client
+        self._settings = settings
+        self._sessions = sessions
+        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self, job: ImageJobInput, *, supersedes: list[str] | None = None) -> None:
+        """Start the recorded run's workflow, then cancel the node's older jobs it supersedes."""
+
+        async def work() -> None:
+            client = await self._connected()
+            try:
+                await start_confirmed(client, self._settings, self._sessions, job)
+            except TRANSIENT_ERRORS:
+                raise
+            except Exception as error:
+                await fail_unstartable(self._sessions, job, error)
+                return
+            await cancel_superseded(client, supersedes or [])
+
+        self._spawn(work, f"start of {job.job_id}")
+
+    def signal(self, signal_id: int, job_id: str, event: ProviderEvent) -> None:
+        """Send a taken delivery's event to its job's workflow."""
+
+        async def work() -> None:
+            await deliver_signal(await self._connected(), self._sessions, signal_id, job_id, event)
+
+        self._spawn(work, f"signal {signal_id} to {job_id}")
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    async def aclose(self, timeout: float = DRAIN_SECONDS) -> None:
+        """Let the handoffs under way finish for up to `timeout`, then stop them (the sweep takes over)."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _connected(self) -> Client:
+        try:
+            return await self._client()
+        except Exception as error:  # the client's connect raises bare RuntimeErrors
+            raise ConnectionError(f"Temporal is not reachable: {error}") from error
+
+    def _spawn(self, work: Work, what: str) -> None:
+        task = asyncio.create_task(self._attempts(work, what))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _attempts(self, work: Work, what: str) -> None:
+        async with self._slots:
+            delay = RETRY_DELAY_SECONDS
+            for attempt in range(1, PROMPT_ATTEMPTS + 1):
+                try:
+                    await work()
+                    return
+                except TRANSIENT_ERRORS as error:
+                    if attempt == PROMPT_ATTEMPTS:
+                        log.warning("%s left to the sweep after %d attempts: %s", what, attempt, error)
+                        return
+                except Exception:
+                    log.exception("%s failed", what)
+                    return
+                await asyncio.sleep(delay)
+                delay *= 2
+
+
+async def start_confirmed(
+    client: Client, settings: Settings, sessions: async_sessionmaker[AsyncSession], job: ImageJobInput
+) -> None:
+    """Start the job's workflow (or find it) and record that it exists."""
+    await start_job(client, settings, job)
+    async with sessions() as session, session.begin():
+        await runs.mark_workflows_started(session, [job.job_id])
+
+
+async def cancel_superseded(client: Client, job_ids: list[str]) -> None:
+    """Cancel the node's older unfinished jobs: ownership already keeps them from overwriting the node; cancelling
+    saves their provider calls. One already ended is fine."""
+    for job_id in job_ids:
+        try:
+            await client.get_workflow_handle(job_id).cancel()
+        except RPCError as error:
+            if error.status != RPCStatusCode.NOT_FOUND:
+                raise
+
+
+async def fail_unstartable(sessions: async_sessionmaker[AsyncSession], job: ImageJobInput, error: Exception) -> None:
+    """A start Temporal refuses for good ends the job failed, on its run and its node, so nobody waits on it."""
+    log.error("job %s cannot be started: %r", job.job_id, error)
+    message = f"The job could not be started: {error}"
+    async with transaction(sessions) as session:
+        change = RunTransition(job_id=job.job_id, status=JobStatus.FAILED, error=message, error_code="StartRefused")
+        if await runs.transition(session, change):
+            update = NodeUpdate(
+                canvas_id=job.canvas_id, node_id=job.node_id, job_id=job.job_id, status=JobStatus.FAILED, error=message
+            )
+            await runs.update_node(session, update)
+        await runs.mark_workflows_started(session, [job.job_id])  # nothing is left to start
+
+
+async def deliver_signal(
+    client: Client, sessions: async_sessionmaker[AsyncSession], signal_id: int, job_id: str, event: ProviderEvent
+) -> None:
+    """Signal the event, then forget it; a workflow that has ended no longer needs it."""
+    try:
+        await signal_provider_event(client, job_id, event)
+    except RPCError as error:
+        if error.status != RPCStatusCode.NOT_FOUND:
+            raise
+    async with sessions() as session, session.begin():
+        await deliveries.forget_signal(session, signal_id)
+
+
+async def sweep(
+    client: Client,
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    job_of: Callable[[Run], ImageJobInput | None],
+) -> int:
+    """Finish what API processes committed and did not hand off: start unstarted runs, send pending signals.
+
+    It leaves what is younger than HANDOFF_GRACE_SECONDS to the API process that committed it. `job_of` rebuilds
+    a run's workflow input (None: a provider this process does not have). Returns how many things it handed off."""
+    older_than_seconds = settings.HANDOFF_GRACE_SECONDS
+    async with sessions() as session:
+        unstarted = await runs.unstarted_runs(session, older_than_seconds=older_than_seconds, limit=SWEEP_BATCH)
+        unsent = await deliveries.unsent_signals(session, older_than_seconds=older_than_seconds, limit=SWEEP_BATCH)
+    for run in unstarted:
+        job = job_of(run)
+        if job is None:
+            continue
+        try:
+            await start_confirmed(client, settings, sessions, job)
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception as error:
+            await fail_unstartable(sessions, job, error)
+    for signal_id, job_id, event in unsent:
+        await deliver_signal(client, sessions, signal_id, job_id, event_from_json(event))
+    if unstarted or unsent:
+        log.info("handed off what API processes left: %d starts, %d signals", len(unstarted), len(unsent))
+    return len(unstarted) + len(unsent)
