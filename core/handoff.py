@@ -70,7 +70,9 @@ class Handoff:
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def start(self, job: ImageJobInput, *, supersedes: list[str] | None = None) -> None:
+    # `start` and `signal` return at once, their work under way. They are coroutines so that a route can hand them
+    # to its BackgroundTasks, which run only once the answer is sent: the work must not delay the answer.
+    async def start(self, job: ImageJobInput, *, supersedes: list[str] | None = None) -> None:
         """Start the recorded run's workflow, then cancel the node's older jobs it supersedes."""
 
         async def work() -> None:
@@ -86,7 +88,7 @@ class Handoff:
 
         self._spawn(work, f"start of {job.job_id}")
 
-    def signal(self, signal_id: int, job_id: str, event: ProviderEvent) -> None:
+    async def signal(self, signal_id: int, job_id: str, event: ProviderEvent) -> None:
         """Send a taken delivery's event to its job's workflow."""
 
         async def work() -> None:

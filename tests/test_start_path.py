@@ -172,7 +172,7 @@ async def test_a_start_refused_for_good_fails_the_job_instead_of_leaving_it_pend
         return RefusingClient()  # type: ignore[return-value]
 
     handoff = Handoff(refusing, stack.settings, db_sessions)
-    handoff.start(job)
+    await handoff.start(job)
     await handoff.aclose()
 
     record = await stack.job(job_id)

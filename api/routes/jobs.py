@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, BackgroundTasks, Header, Query, Response
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -80,7 +80,9 @@ async def get_run_or_404(session: SessionDep, job_id: str) -> Run:
     return run
 
 
-async def launch(state: StateDep, job: ImageJobInput, effective: dict[str, object], response: Response) -> Run:
+async def launch(
+    state: StateDep, job: ImageJobInput, effective: dict[str, object], response: Response, after: BackgroundTasks
+) -> Run:
     """Record the run and answer; its workflow is started right after (core/handoff.py). A repeat of the same
     request answers the same job.
 
@@ -98,7 +100,7 @@ async def launch(state: StateDep, job: ImageJobInput, effective: dict[str, objec
             raise ApiError(409, "idempotency_key_reused", "This Idempotency-Key was used for a different request.")
         response.headers["Idempotent-Replayed"] = "true"
     if recorded.created or run.workflow_started_at is None:
-        state.handoff.start(job, supersedes=recorded.older_job_ids if recorded.created else None)
+        after.add_task(state.handoff.start, job, supersedes=recorded.older_job_ids if recorded.created else None)
     return run
 
 
@@ -107,6 +109,7 @@ async def start_image_job(
     body: StartImageJobRequest,
     state: StateDep,
     response: Response,
+    after: BackgroundTasks,
     caller: CallerScopeDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> ImageJobRecord:
@@ -117,7 +120,7 @@ async def start_image_job(
     """
     job_id = new_job_id(state.settings.WEBHOOK_SECRET, idempotency_key, scope=caller)
     job, effective = job_from_request(state, body, job_id)
-    return ImageJobRecord.readable(await launch(state, job, effective, response))
+    return ImageJobRecord.readable(await launch(state, job, effective, response, after))
 
 
 @router.get("", response_model=JobPage, responses=ERRORS)
@@ -193,7 +196,9 @@ async def cancel_workflow(state: AppState, temporal: Client, run: Run) -> None:
 
 
 @router.post("/{job_id}/retry", status_code=202, response_model=ImageJobRecord, responses=ERRORS)
-async def retry_job(job_id: str, state: StateDep, session: SessionDep, response: Response) -> ImageJobRecord:
+async def retry_job(
+    job_id: str, state: StateDep, session: SessionDep, response: Response, after: BackgroundTasks
+) -> ImageJobRecord:
     """Start a new job with the same request as a failed or cancelled one."""
     run = await get_run_or_404(session, job_id)
     if run.status not in ("failed", "cancelled"):
@@ -213,4 +218,4 @@ async def retry_job(job_id: str, state: StateDep, session: SessionDep, response:
     )
     job, effective = job_from_request(state, body, new_job_id())
     await session.rollback()  # one connection per request at a time: `launch` takes its own
-    return ImageJobRecord.readable(await launch(state, job, effective, response))
+    return ImageJobRecord.readable(await launch(state, job, effective, response, after))

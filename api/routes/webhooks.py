@@ -11,7 +11,7 @@ import logging
 from collections.abc import Mapping
 from typing import NoReturn
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.deps import AppState, SessionDep, StateDep, require_api_key
@@ -98,15 +98,19 @@ async def read_capped_body(request: Request, limit: int) -> bytes:
         503: {"model": ErrorBody, "description": "Overloaded, or the database unreachable: retry after Retry-After."},
     },
 )
-async def receive_webhook(provider: str, job_id: str, request: Request, state: StateDep) -> dict[str, str]:
+async def receive_webhook(
+    provider: str, job_id: str, request: Request, state: StateDep, after: BackgroundTasks
+) -> dict[str, str]:
     """A provider's callback for one job (authenticated by the URL's token and the body's signature, not by API
     key), taken only when the provider job it reports on is this job's. Under more than WEBHOOK_MAX_IN_FLIGHT at
     once it answers 503 with Retry-After, never a dropped connection."""
     with state.webhooks_in_flight.slot():
-        return await handle_webhook(provider, job_id, request, state)
+        return await handle_webhook(provider, job_id, request, state, after)
 
 
-async def handle_webhook(provider: str, job_id: str, request: Request, state: AppState) -> dict[str, str]:
+async def handle_webhook(
+    provider: str, job_id: str, request: Request, state: AppState, after: BackgroundTasks
+) -> dict[str, str]:
     adapter = state.providers.get(provider)
     if adapter is None or not adapter.supports_webhooks:
         raise ApiError(404, "unknown_provider", f"No webhooks are taken for provider {provider!r}.")
@@ -138,7 +142,7 @@ async def handle_webhook(provider: str, job_id: str, request: Request, state: Ap
         return {"status": "ignored"}
     if target.signal_id is None:  # the same delivery, taken by a concurrent request
         return {"status": "duplicate"}
-    state.handoff.signal(target.signal_id, job_id, event)
+    after.add_task(state.handoff.signal, target.signal_id, job_id, event)
     return {"status": "accepted"}
 
 
