@@ -160,6 +160,8 @@ async def keep_sweeping(client: Client, settings: Settings, resources: WorkerRes
                 await deliveries.prune_refusals(session)
         except handoff.TRANSIENT_ERRORS as error:
             log.warning("the sweep failed, trying again later: %s", error)
+        except Exception:  # housekeeping must outlive any one bad row
+            log.exception("the sweep failed, trying again later")
         await asyncio.sleep(settings.SWEEP_INTERVAL_SECONDS)
 
 

@@ -77,14 +77,8 @@ class Handoff:
 
         async def work() -> None:
             client = await self._connected()
-            try:
-                await start_confirmed(client, self._settings, self._sessions, job)
-            except TRANSIENT_ERRORS:
-                raise
-            except Exception as error:
-                await fail_unstartable(self._sessions, job, error)
-                return
-            await cancel_superseded(client, supersedes or [])
+            if await start_or_fail(client, self._settings, self._sessions, job):
+                await cancel_superseded(client, supersedes or [])
 
         self._spawn(work, f"start of {job.job_id}")
 
@@ -95,10 +89,6 @@ class Handoff:
             await deliver_signal(await self._connected(), self._sessions, signal_id, job_id, event)
 
         self._spawn(work, f"signal {signal_id} to {job_id}")
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._tasks)
 
     async def aclose(self, timeout: float = DRAIN_SECONDS) -> None:
         """Let the handoffs under way finish for up to `timeout`, then stop them (the sweep takes over)."""
@@ -146,6 +136,20 @@ async def start_confirmed(
         await runs.mark_workflows_started(session, [job.job_id])
 
 
+async def start_or_fail(
+    client: Client, settings: Settings, sessions: async_sessionmaker[AsyncSession], job: ImageJobInput
+) -> bool:
+    """`start_confirmed`; a start refused for good fails the job instead (False). Transient errors propagate."""
+    try:
+        await start_confirmed(client, settings, sessions, job)
+    except TRANSIENT_ERRORS:
+        raise
+    except Exception as error:
+        await fail_unstartable(sessions, job, error)
+        return False
+    return True
+
+
 async def cancel_superseded(client: Client, job_ids: list[str]) -> None:
     """Cancel the node's older unfinished jobs: ownership already keeps them from overwriting the node; cancelling
     saves their provider calls. One already ended is fine."""
@@ -174,12 +178,17 @@ async def fail_unstartable(sessions: async_sessionmaker[AsyncSession], job: Imag
 async def deliver_signal(
     client: Client, sessions: async_sessionmaker[AsyncSession], signal_id: int, job_id: str, event: ProviderEvent
 ) -> None:
-    """Signal the event, then forget it; a workflow that has ended no longer needs it."""
+    """Signal the event, then forget it: a workflow that has ended no longer needs it, and one that cannot take
+    it (not a transient error) finishes by polling its provider instead."""
     try:
         await signal_provider_event(client, job_id, event)
     except RPCError as error:
         if error.status != RPCStatusCode.NOT_FOUND:
             raise
+    except TRANSIENT_ERRORS:
+        raise
+    except Exception:
+        log.exception("signal %d to %s cannot be sent; the job will poll its provider instead", signal_id, job_id)
     async with sessions() as session, session.begin():
         await deliveries.forget_signal(session, signal_id)
 
@@ -200,16 +209,17 @@ async def sweep(
         unsent = await deliveries.unsent_signals(session, older_than_seconds=older_than_seconds, limit=SWEEP_BATCH)
     for run in unstarted:
         job = job_of(run)
-        if job is None:
-            continue
+        if job is not None:
+            await start_or_fail(client, settings, sessions, job)
+    for signal_id, job_id, stored in unsent:
         try:
-            await start_confirmed(client, settings, sessions, job)
-        except TRANSIENT_ERRORS:
-            raise
-        except Exception as error:
-            await fail_unstartable(sessions, job, error)
-    for signal_id, job_id, event in unsent:
-        await deliver_signal(client, sessions, signal_id, job_id, event_from_json(event))
+            event = event_from_json(stored)
+        except Exception:  # a row no version of this code could have written; keeping it would block the sweep
+            log.exception("pending signal %d to %s is unreadable; dropped", signal_id, job_id)
+            async with sessions() as session, session.begin():
+                await deliveries.forget_signal(session, signal_id)
+            continue
+        await deliver_signal(client, sessions, signal_id, job_id, event)
     if unstarted or unsent:
         log.info("handed off what API processes left: %d starts, %d signals", len(unstarted), len(unsent))
     return len(unstarted) + len(unsent)

@@ -22,7 +22,11 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 
+from core import deliveries
 from core.config import Settings
+from core.deliveries import Delivery
+from core.handoff import event_json
+from models.payloads import Provenance, ProviderEvent
 from providers.webhooks import job_webhook_token, job_webhook_url
 from tests.fakes.app import FakeProviders
 from tests.fakes.replicate import REPLICATE_GET, REPLICATE_WEBHOOK_SECRET
@@ -582,3 +586,40 @@ async def test_any_replicate_model_is_taken_and_completes(
         assert create.path == "/replicate/v1/predictions" and create.json()["version"] == version
     else:
         assert create.path == f"/replicate/v1/models/{name}/predictions"
+
+
+async def test_a_delivery_taken_but_never_signalled_reaches_its_job_through_the_sweep(
+    provider_settings: Settings,
+    fake_providers: FakeProviders,
+    temporal_client: Client,
+    db_sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    fake_providers.options.webhooks = False
+    settings = make_settings(provider_settings, HANDOFF_GRACE_SECONDS=0.0, SWEEP_INTERVAL_SECONDS=0.2, **NO_POLLING)
+    async with running_stack(settings, temporal_client) as stack:
+        started = await start_replicate_job(stack)
+        prediction = await finished_prediction(fake_providers)
+        # What an API killed between its commit and its signal leaves: the delivery recorded, its signal pending.
+        event = ProviderEvent(
+            status="succeeded",
+            output_urls=list(prediction["output"]),
+            delivery_id=f"msg_{uuid.uuid4().hex}",
+            provenance=Provenance(provider_job_id=prediction["id"]),
+        )
+        delivery = Delivery(
+            job_id=started["jobId"],
+            provider="replicate",
+            provider_job_id=prediction["id"],
+            dedupe_key=f"webhook:{event.delivery_id}",
+            timeline='{"message": "replicate reported succeeded"}',
+            event=event_json(event),
+        )
+        async with db_sessions() as session, session.begin():
+            target = await deliveries.take_delivery(session, delivery)
+        assert target is not None and target.signal_id is not None
+        record = await stack.wait(started["jobId"])
+
+    assert record["status"] == "completed", record
+    assert record["imageUrl"]
+    assert await pending_signal_count(db_sessions, started["jobId"]) == 0
+    assert fake_providers.requests("GET", POLLS) == []
