@@ -177,12 +177,26 @@ def machine_info() -> dict[str, Any]:
 
 
 def write_results(path: Path, figures: list[Figure], config: dict[str, Any], extra: dict[str, Any]) -> None:
+    """Write this run's figures, each with `measuredOn`; figures of earlier runs that this one did not measure
+    (an `--only` run) stay as they were, with their own date."""
+    date = datetime.now(UTC).isoformat(timespec="seconds")
+    measured = {figure.number: {**figure.as_json(), "measuredOn": date} for figure in figures}
+    earlier = json.loads(path.read_text()) if path.exists() else {}
+    for kept in earlier.get("figures", []):
+        measured.setdefault(kept["number"], {**kept, "measuredOn": kept.get("measuredOn", earlier.get("date"))})
     document = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "date": date,
         "machine": machine_info(),
         "config": config,
         **extra,
-        "figures": [figure.as_json() for figure in figures],
+        "figures": [measured[number] for number in sorted(measured, key=_figure_order)],
+        "note": "date, config, phases and phaseSeconds are this run's; each figure says when it was measured",
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=2) + "\n")
+
+
+def _figure_order(number: str) -> tuple[int, str]:
+    """'7c' -> (7, 'c'): figures in numeric order, 10 after 9."""
+    digits = "".join(character for character in number if character.isdigit())
+    return int(digits or 0), number[len(digits) :]

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.report import Figure, Series, write_results
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FIGURES = {"1", "2", "3", "4", "5", "6a", "6b", "7a", "7b", "7c", "7d", "8a", "8b", "9"}
 
@@ -39,3 +41,22 @@ def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
     assert by_number["1"]["floors"][0]["ratio"]["p50"] > 0
     table_lines = [line.split()[0] for line in run.stdout.splitlines() if line[:1].isdigit()]
     assert set(table_lines) == FIGURES
+
+
+def test_a_run_of_some_phases_keeps_the_other_figures_with_their_dates(tmp_path: Path) -> None:
+    output = tmp_path / "results.json"
+
+    def figure(number: str, p50: float) -> Figure:
+        series = Series.of_samples("product", [p50])
+        return Figure(number=number, title="t", unit="ms", product=series, floors=[series], method="m")
+
+    write_results(output, [figure("3", 1.0), figure("10", 2.0)], {}, {})
+    first = json.loads(output.read_text())
+    write_results(output, [figure("1", 3.0), figure("3", 4.0)], {}, {})
+    second = json.loads(output.read_text())
+
+    assert [item["number"] for item in second["figures"]] == ["1", "3", "10"]
+    by_number = {item["number"]: item for item in second["figures"]}
+    assert by_number["3"]["product"]["values"]["p50"] == 4.0  # measured again: replaced
+    assert by_number["10"]["measuredOn"] == first["date"]  # not measured again: kept as it was
+    assert by_number["1"]["measuredOn"] == second["date"]
