@@ -281,9 +281,12 @@ async def record_progress(
 
 
 async def update_node(session: AsyncSession, update: NodeUpdate) -> bool:
-    """Merge job-owned fields into the node in one statement, only while `update.job_id` owns it.
+    """Merge job-owned fields into the node in one statement, only while `update.job_id` owns it and has not
+    shown an end there yet.
 
-    A write that would change nothing is skipped, so a retried activity does not bump the node's version.
+    An end is final on the node as on the run: a progress write or a `running` from an activity that outlived
+    its job's cancellation never covers the end. A write that would change nothing is skipped, so a retried
+    activity does not bump the node's version.
     """
     patch: dict[str, Any] = {"jobId": update.job_id, "status": update.status, "error": update.error}
     optional = {
@@ -300,6 +303,7 @@ async def update_node(session: AsyncSession, update: NodeUpdate) -> bool:
             " version = version + 1, updated_at = now()"
             " WHERE canvas_id = :canvas AND id = :node AND owner_job_id = :job"
             "   AND NOT (node_data @> CAST(:patch AS jsonb))"
+            f"   AND NOT (node_data->>'jobId' = :job AND node_data->>'status' IN ({TERMINAL_SQL}))"
             " RETURNING id"
         ),
         {

@@ -90,6 +90,26 @@ async def test_an_older_job_never_overwrites_a_newer_one(db_sessions: async_sess
         assert node.owner_job_id == newer.job_id
 
 
+async def test_a_job_end_on_its_node_is_final(db_sessions: async_sessionmaker[AsyncSession]) -> None:
+    canvas = "canvas-" + uuid.uuid4().hex[:8]
+    job = job_input(canvas, "job_end_" + canvas)
+    async with transaction(db_sessions) as session:
+        await runs.record_run(session, job)
+    late = [
+        NodeUpdate(canvas, "n", job.job_id, "running", progress=40.0),
+        NodeUpdate(canvas, "n", job.job_id, "failed"),
+    ]
+    outcomes = []
+    for update in [NodeUpdate(canvas, "n", job.job_id, "cancelled"), *late]:
+        async with transaction(db_sessions) as session:
+            outcomes.append(await runs.update_node(session, update))
+    assert outcomes == [True, False, False]
+    async with db_sessions() as session:
+        (node,) = await runs.list_nodes(session, canvas)
+    assert node.node_data["status"] == "cancelled"
+    assert node.node_data["progress"] == 0  # as the claim left it
+
+
 async def test_retry_a_cancelled_job_and_stats(stack_settings: Settings, temporal_client: Client) -> None:
     async with running_stack(make_settings(stack_settings, LOCAL_PROVIDER_DELAY_MS=2000), temporal_client) as stack:
         canvas = "canvas-" + uuid.uuid4().hex[:8]
