@@ -1,4 +1,4 @@
-"""Provider callbacks: verify, dedupe, signal the job's workflow, answer fast.
+"""Provider callbacks: verify, record, answer fast, then signal the job's workflow.
 
 The handler downloads nothing and calls no provider: the workflow does the work. It answers once the delivery is
 committed (its timeline event and a pending signal); the signal follows (core/handoff.py), so an answer never
