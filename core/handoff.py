@@ -132,7 +132,7 @@ async def start_confirmed(
 ) -> None:
     """Start the job's workflow (or find it) and record that it exists."""
     await start_job(client, settings, job)
-    async with sessions() as session, session.begin():
+    async with transaction(sessions) as session:
         await runs.mark_workflows_started(session, [job.job_id])
 
 
@@ -189,7 +189,7 @@ async def deliver_signal(
         raise
     except Exception:
         log.exception("signal %d to %s cannot be sent; the job will poll its provider instead", signal_id, job_id)
-    async with sessions() as session, session.begin():
+    async with transaction(sessions) as session:
         await deliveries.forget_signal(session, signal_id)
 
 
@@ -216,7 +216,7 @@ async def sweep(
             event = event_from_json(stored)
         except Exception:  # a row no version of this code could have written; keeping it would block the sweep
             log.exception("pending signal %d to %s is unreadable; dropped", signal_id, job_id)
-            async with sessions() as session, session.begin():
+            async with transaction(sessions) as session:
                 await deliveries.forget_signal(session, signal_id)
             continue
         await deliver_signal(client, sessions, signal_id, job_id, event)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, text
+from sqlalchemy import func, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
@@ -26,10 +26,9 @@ from models.vocabulary import EVENT_KIND_BY_STATUS, TERMINAL_STATUSES, EventKind
 
 # The prompt a job shows on its node; the run keeps the whole of it (node data is capped at 64 KiB of JSON).
 NODE_PROMPT_CHARS = 4000
-# Terminal statuses as SQL parameters take them, and as a literal list for the hot statements (an expanding
-# parameter is rendered anew on every execution).
-_TERMINAL = tuple(sorted(TERMINAL_STATUSES))
-TERMINAL_SQL = ", ".join(f"'{status}'" for status in _TERMINAL)
+# Terminal statuses as a literal SQL list: constants, and an expanding parameter would be rendered anew on every
+# execution.
+TERMINAL_SQL = ", ".join(f"'{status}'" for status in sorted(TERMINAL_STATUSES))
 
 
 def storable_json(value: Any, *, what: str) -> str:
@@ -206,16 +205,15 @@ async def transition(session: AsyncSession, change: RunTransition) -> bool:
             "UPDATE runs SET status = :status, payload = payload || CAST(:payload AS jsonb),"
             " error = COALESCE(:error, error), error_code = COALESCE(:code, error_code),"
             " provider_job_id = COALESCE(:provider_job_id, provider_job_id),"
-            " finished_at = CASE WHEN :status IN :terminal THEN now() ELSE NULL END,"
+            f" finished_at = CASE WHEN :status IN ({TERMINAL_SQL}) THEN now() ELSE NULL END,"
             " updated_at = now()"
-            " WHERE id = :id AND status NOT IN :terminal"
+            f" WHERE id = :id AND status NOT IN ({TERMINAL_SQL})"
             "   AND NOT (status = 'running' AND :status = 'running')"
             " RETURNING processor"
-        ).bindparams(bindparam("terminal", expanding=True)),
+        ),
         {
             "id": change.job_id,
             "status": change.status,
-            "terminal": _TERMINAL,
             "payload": storable_json(result.to_json(), what="run payload"),
             "error": change.error,
             "code": change.error_code,
@@ -267,9 +265,9 @@ async def record_progress(
     updated = await session.execute(
         text(
             f"UPDATE runs SET payload = jsonb_set(payload, '{{{PROGRESS_KEY}}}', to_jsonb(CAST(:progress AS float8))),"
-            " updated_at = now() WHERE id = :id AND status NOT IN :terminal RETURNING id"
-        ).bindparams(bindparam("terminal", expanding=True)),
-        {"id": job_id, "progress": progress, "terminal": _TERMINAL},
+            f" updated_at = now() WHERE id = :id AND status NOT IN ({TERMINAL_SQL}) RETURNING id"
+        ),
+        {"id": job_id, "progress": progress},
     )
     if updated.first() is None:
         return False

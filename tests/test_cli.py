@@ -47,7 +47,8 @@ from core.devstack import (
     start_temporal_dev_server,
 )
 from core.temporal import SEARCH_ATTRIBUTE_NAMES
-from tests.fakes.server import RecordedRequest, Recorder, free_port, serve
+from tests.fakes.base import record_request
+from tests.fakes.server import Recorder, free_port, serve
 
 # --- the embedded stack ----------------------------------------------------------------------------------------------
 
@@ -291,15 +292,7 @@ class FakeJobsApi:
         )
 
     async def _record(self, request: Request) -> None:
-        self.recorder.requests.append(
-            RecordedRequest(
-                method=request.method,
-                path=request.url.path,
-                query=dict(request.query_params),
-                headers=dict(request.headers),
-                body=await request.body(),
-            )
-        )
+        await record_request(self.recorder, request)
 
     async def start(self, request: Request) -> Response:
         await self._record(request)
