@@ -6,26 +6,49 @@ same state goes into the node's data on the board (`runId`, `runState`, `runReas
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 
-from sqlalchemy import text
+from sqlalchemy import func, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
+from temporalio.converter import value_to_type
 
-from models.payloads import CachedImage, CanvasRunInput, NodeRunUpdate
+from core.canvases import lock_board
+from models.guards import assert_storable_json
+from models.payloads import CachedImage, CanvasRunInput, NodeRunUpdate, RunNodePlan
 from models.tables import CanvasRun, CanvasRunNode, Run
-from models.vocabulary import FINISHED_NODE_STATES, IMAGE_STATES, NodeRunState
+from models.vocabulary import FINISHED_NODE_STATES, IMAGE_STATES, JobStatus, NodeRunState
 
 RECENT_RUNS = 3
+FINISHED_SQL = ", ".join(f"'{state}'" for state in sorted(FINISHED_NODE_STATES))
 
 
-async def create_run(session: AsyncSession, plan: CanvasRunInput) -> None:
-    """The run, a pending row per node in run order with the job it will run, and `pending` on the board's nodes
-    (the API records them before the workflow starts)."""
+async def active_run(session: AsyncSession, canvas_id: str) -> str | None:
+    """The board's run that has not ended, if any (a board runs one at a time)."""
+    found = await session.execute(
+        text(
+            "SELECT id FROM canvas_runs WHERE canvas_id = :canvas AND finished_at IS NULL ORDER BY created_at LIMIT 1"
+        ),
+        {"canvas": canvas_id},
+    )
+    return found.scalar_one_or_none()
+
+
+async def create_run(session: AsyncSession, plan: CanvasRunInput) -> str | None:
+    """The run, a pending row per node in run order with its plan, and `pending` on the board's nodes; the run's
+    workflow is started after the commit (core/handoff.py). Returns None, or the board's active run instead of
+    creating anything: the board's lock (taken by saves too) makes the check and the insert one step."""
+    await lock_board(session, plan.canvas_id)
+    active = await active_run(session, plan.canvas_id)
+    if active is not None:
+        return active
     session.add(CanvasRun(id=plan.run_id, canvas_id=plan.canvas_id, priority=plan.priority, forced=plan.force))
     await session.flush()
     for position, node in enumerate(plan.nodes):
+        stored_plan = dataclasses.asdict(node)
+        assert_storable_json(stored_plan, what=f"node {node.node_id}'s plan")
         session.add(
             CanvasRunNode(
                 run_id=plan.run_id,
@@ -35,11 +58,65 @@ async def create_run(session: AsyncSession, plan: CanvasRunInput) -> None:
                 upstream=node.upstream,
                 content_hash=node.content_hash,
                 job_id=node.job.job_id,
+                plan=stored_plan,
             )
         )
     await session.flush()
     nodes = [node.node_id for node in plan.nodes]
     await _show_on_board(session, plan.canvas_id, nodes, plan.run_id, NodeRunState.PENDING, None)
+    return None
+
+
+async def unstarted_runs(
+    session: AsyncSession, *, older_than_seconds: float, limit: int, max_parallel: int
+) -> list[CanvasRunInput]:
+    """The plans of runs recorded over `older_than_seconds` ago whose workflow start was never confirmed."""
+    found = await session.execute(
+        select(CanvasRun)
+        .where(col(CanvasRun.workflow_started_at).is_(None), col(CanvasRun.finished_at).is_(None))
+        .where(col(CanvasRun.created_at) < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, older_than_seconds))
+        .order_by(col(CanvasRun.created_at))
+        .limit(limit)
+    )
+    return [await _stored_plan(session, run, max_parallel) for run in found.scalars()]
+
+
+async def unstarted_plan(session: AsyncSession, run_id: str, max_parallel: int) -> CanvasRunInput | None:
+    """The run's plan while its workflow start is still to be made (None once it is, or once the run ended)."""
+    run = await session.get(CanvasRun, run_id)
+    if run is None or run.workflow_started_at is not None or run.finished_at is not None:
+        return None
+    return await _stored_plan(session, run, max_parallel)
+
+
+async def _stored_plan(session: AsyncSession, run: CanvasRun, max_parallel: int) -> CanvasRunInput:
+    nodes = await session.execute(
+        select(CanvasRunNode.plan).where(CanvasRunNode.run_id == run.id).order_by(col(CanvasRunNode.position))
+    )
+    return CanvasRunInput(
+        run_id=run.id,
+        canvas_id=run.canvas_id,
+        nodes=[value_to_type(RunNodePlan, plan) for plan in nodes.scalars()],
+        force=run.forced,
+        max_parallel=max_parallel,
+        priority=run.priority,
+    )
+
+
+async def mark_started(session: AsyncSession, run_id: str) -> None:
+    """Confirm that the run's workflow exists (started now, or found there)."""
+    await session.execute(
+        text("UPDATE canvas_runs SET workflow_started_at = now() WHERE id = :id AND workflow_started_at IS NULL"),
+        {"id": run_id},
+    )
+
+
+async def fail_unstartable(session: AsyncSession, plan: CanvasRunInput, reason: str) -> None:
+    """A run Temporal refuses for good ends failed, with every node that has no outcome yet, so nobody waits."""
+    for node in plan.nodes:
+        update = NodeRunUpdate(plan.run_id, plan.canvas_id, node.node_id, NodeRunState.FAILED, reason=reason)
+        await set_node_state(session, update, only_unfinished=True)
+    await finish_run(session, plan.run_id, JobStatus.FAILED)
 
 
 async def _show_on_board(
@@ -54,11 +131,6 @@ async def _show_on_board(
         ),
         {"canvas": canvas_id, "nodes": node_ids, "patch": json.dumps(patch)},
     )
-
-
-async def delete_run(session: AsyncSession, run_id: str) -> None:
-    """Undo `create_run` when Temporal refused the start: nothing may look as if it ran."""
-    await session.execute(text("DELETE FROM canvas_runs WHERE id = :id"), {"id": run_id})
 
 
 async def cached_images(
@@ -83,16 +155,20 @@ async def cached_images(
     }
 
 
-async def set_node_state(session: AsyncSession, update: NodeRunUpdate) -> None:
-    """The node's new state on its run row and on the board; a repeat of the same state writes nothing."""
+async def set_node_state(session: AsyncSession, update: NodeRunUpdate, *, only_unfinished: bool = False) -> None:
+    """The node's new state on its run row and on the board; a repeat of the same state writes nothing, and with
+    `only_unfinished` neither does a node that already has its outcome."""
     finished = NodeRunState(update.state) in FINISHED_NODE_STATES
+    unfinished_only = f" AND state NOT IN ({FINISHED_SQL})" if only_unfinished else ""
     changed = await session.execute(
         text(
             "UPDATE canvas_run_nodes SET state = :state, job_id = COALESCE(:job, job_id),"
             " image_url = COALESCE(:image, image_url), reason = :reason, version = version + 1,"
             " started_at = CASE WHEN :state = 'running' THEN COALESCE(started_at, now()) ELSE started_at END,"
             " finished_at = CASE WHEN :finished THEN COALESCE(finished_at, now()) ELSE finished_at END"
-            " WHERE run_id = :run AND node_id = :node AND state IS DISTINCT FROM :state RETURNING node_id"
+            " WHERE run_id = :run AND node_id = :node AND state IS DISTINCT FROM :state"
+            + unfinished_only
+            + " RETURNING node_id"
         ),
         {
             "run": update.run_id,
@@ -110,9 +186,11 @@ async def set_node_state(session: AsyncSession, update: NodeRunUpdate) -> None:
 
 
 async def finish_run(session: AsyncSession, run_id: str, status: str) -> None:
+    """The run's end (a run that ends has had its workflow, or never will: nothing is left to start)."""
     await session.execute(
         text(
-            "UPDATE canvas_runs SET status = :status, finished_at = COALESCE(finished_at, now())"
+            "UPDATE canvas_runs SET status = :status, finished_at = COALESCE(finished_at, now()),"
+            " workflow_started_at = COALESCE(workflow_started_at, now())"
             " WHERE id = :id AND status IS DISTINCT FROM :status"
         ),
         {"id": run_id, "status": status},

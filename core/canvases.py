@@ -70,9 +70,33 @@ async def read_board(session: AsyncSession, canvas_id: str) -> Board | None:
     )
 
 
-async def save_board(session: AsyncSession, canvas_id: str, board: BoardSave) -> None:
+class StaleBoard(Exception):
+    """A save made from a version of the board that is no longer the current one."""
+
+    def __init__(self, current: int) -> None:
+        super().__init__(f"the board is at version {current}")
+        self.current = current
+
+
+async def lock_board(session: AsyncSession, canvas_id: str) -> None:
+    """Serialise the writes that touch many of a board's nodes (saves, run starts) until the transaction ends:
+    they then never wait on each other's row locks in opposite orders (a deadlock), nor race a version check."""
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": f"board:{canvas_id}"}
+    )
+
+
+async def save_board(session: AsyncSession, canvas_id: str, board: BoardSave, *, expected_version: int | None) -> None:
     """Make the stored board the one sent: its name and viewport, its node set (what is missing is deleted), each
-    node's type, position and own data, and its edges (replaced). One transaction; the caller commits."""
+    node's type, position and own data, and its edges (replaced). One transaction; the caller commits.
+
+    With `expected_version`, a board saved since (by another tab or client) raises StaleBoard and writes nothing:
+    the caller merges and saves again, so no one's change is silently lost."""
+    await lock_board(session, canvas_id)
+    if expected_version is not None:
+        current = await board_version(session, canvas_id)
+        if current != expected_version:
+            raise StaleBoard(current)
     await _upsert_canvas(session, canvas_id, board)
     keep = [node.id for node in board.nodes]
     await session.execute(

@@ -1,10 +1,11 @@
 """The handoff to Temporal: what a request committed to PostgreSQL, carried to Temporal after the answer.
 
-`POST /v1/jobs` answers once its run is committed, and a webhook once its delivery is (a timeline event and a
-pending signal): from then on nothing is lost, whatever crashes. The API process then starts the workflow or
-sends the signal at once (`Handoff`), with a few prompt retries. What it leaves undone, because it crashed or
-Temporal was unreachable, the workers' sweep (`sweep`) finishes: runs whose start was never confirmed get their
-workflow, pending signals are sent. Both steps are idempotent (a start finds the workflow already there, and a
+`POST /v1/jobs` answers once its run is committed, `POST /v1/canvases/{id}/runs` once its canvas run and plan
+are, and a webhook once its delivery is (a timeline event and a pending signal): from then on nothing is lost,
+whatever crashes. The API process then starts the workflow or sends the signal at once (`Handoff`), with a few
+prompt retries. What it leaves undone, because it crashed or Temporal was unreachable, the workers' sweep
+(`sweep`) finishes: jobs and canvas runs whose start was never confirmed get their workflow, pending signals are
+sent. Both steps are idempotent (a start finds the workflow already there, and a
 workflow takes a delivery once), so the API and a sweep doing the same thing twice is harmless.
 """
 
@@ -22,11 +23,11 @@ from temporalio.client import Client
 from temporalio.converter import value_to_type
 from temporalio.service import RPCError, RPCStatusCode
 
-from core import deliveries, runs
+from core import canvas_runs, deliveries, runs
 from core.config import Settings
 from core.db import transaction
-from core.jobs import signal_provider_event, start_job
-from models.payloads import ImageJobInput, NodeUpdate, ProviderEvent, RunTransition
+from core.jobs import signal_provider_event, start_canvas_run, start_job
+from models.payloads import CanvasRunInput, ImageJobInput, NodeUpdate, ProviderEvent, RunTransition
 from models.tables import Run
 from models.vocabulary import JobStatus
 
@@ -81,6 +82,14 @@ class Handoff:
                 await cancel_superseded(client, supersedes or [])
 
         self._spawn(work, f"start of {job.job_id}")
+
+    async def start_canvas_run(self, plan: CanvasRunInput) -> None:
+        """Start the recorded canvas run's workflow."""
+
+        async def work() -> None:
+            await start_canvas_run_or_fail(await self._connected(), self._settings, self._sessions, plan)
+
+        self._spawn(work, f"start of canvas run {plan.run_id}")
 
     async def signal(self, signal_id: int, job_id: str, event: ProviderEvent) -> None:
         """Send a taken delivery's event to its job's workflow."""
@@ -150,6 +159,29 @@ async def start_or_fail(
     return True
 
 
+async def canvas_run_start_confirmed(
+    client: Client, settings: Settings, sessions: async_sessionmaker[AsyncSession], plan: CanvasRunInput
+) -> None:
+    """Start the canvas run's workflow (or find it) and record that it exists."""
+    await start_canvas_run(client, settings, plan)
+    async with transaction(sessions) as session:
+        await canvas_runs.mark_started(session, plan.run_id)
+
+
+async def start_canvas_run_or_fail(
+    client: Client, settings: Settings, sessions: async_sessionmaker[AsyncSession], plan: CanvasRunInput
+) -> None:
+    """`canvas_run_start_confirmed`; a start refused for good ends the run failed. Transient errors propagate."""
+    try:
+        await canvas_run_start_confirmed(client, settings, sessions, plan)
+    except TRANSIENT_ERRORS:
+        raise
+    except Exception as error:
+        log.error("canvas run %s cannot be started: %r", plan.run_id, error)
+        async with transaction(sessions) as session:
+            await canvas_runs.fail_unstartable(session, plan, "The run could not be started.")
+
+
 async def cancel_superseded(client: Client, job_ids: list[str]) -> None:
     """Cancel the node's older unfinished jobs: ownership already keeps them from overwriting the node; cancelling
     saves their provider calls. One already ended is fine."""
@@ -207,10 +239,18 @@ async def sweep(
     async with sessions() as session:
         unstarted = await runs.unstarted_runs(session, older_than_seconds=older_than_seconds, limit=SWEEP_BATCH)
         unsent = await deliveries.unsent_signals(session, older_than_seconds=older_than_seconds, limit=SWEEP_BATCH)
+        plans = await canvas_runs.unstarted_runs(
+            session,
+            older_than_seconds=older_than_seconds,
+            limit=SWEEP_BATCH,
+            max_parallel=settings.CANVAS_RUN_MAX_PARALLEL,
+        )
     for run in unstarted:
         job = job_of(run)
         if job is not None:
             await start_or_fail(client, settings, sessions, job)
+    for plan in plans:
+        await start_canvas_run_or_fail(client, settings, sessions, plan)
     for signal_id, job_id, stored in unsent:
         try:
             event = event_from_json(stored)
@@ -220,6 +260,11 @@ async def sweep(
                 await deliveries.forget_signal(session, signal_id)
             continue
         await deliver_signal(client, sessions, signal_id, job_id, event)
-    if unstarted or unsent:
-        log.info("handed off what API processes left: %d starts, %d signals", len(unstarted), len(unsent))
-    return len(unstarted) + len(unsent)
+    if unstarted or unsent or plans:
+        log.info(
+            "handed off what API processes left: %d job starts, %d canvas run starts, %d signals",
+            len(unstarted),
+            len(plans),
+            len(unsent),
+        )
+    return len(unstarted) + len(unsent) + len(plans)

@@ -131,14 +131,18 @@ CANVAS_RUN_WORKFLOW = "CanvasRunWorkflow"
 
 
 async def start_canvas_run(client: Client, settings: Settings, plan: CanvasRunInput) -> None:
-    """Start a board's run (workflow id = run id); its nodes' jobs are its children."""
-    await client.start_workflow(
-        CANVAS_RUN_WORKFLOW,
-        plan,
-        id=plan.run_id,
-        task_queue=settings.TASK_QUEUE,
-        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        search_attributes=TypedSearchAttributes([SearchAttributePair(CANVAS_ID, plan.canvas_id)]),
-        static_summary=f"canvas {plan.canvas_id} · {len(plan.nodes)} nodes",
-        priority=task_priority(plan.priority),
-    )
+    """Start a board's run (workflow id = run id), or find it started; its nodes' jobs are its children."""
+    try:
+        await client.start_workflow(
+            CANVAS_RUN_WORKFLOW,
+            plan,
+            id=plan.run_id,
+            task_queue=settings.TASK_QUEUE,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=TypedSearchAttributes([SearchAttributePair(CANVAS_ID, plan.canvas_id)]),
+            static_summary=f"canvas {plan.canvas_id} · {len(plan.nodes)} nodes",
+            priority=task_priority(plan.priority),
+        )
+    except WorkflowAlreadyStartedError:
+        pass  # it ran and ended already: REJECT_DUPLICATE keeps it from running twice

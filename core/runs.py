@@ -24,6 +24,8 @@ from models.schemas import ImagePromptSpec
 from models.tables import Run, RunEvent, WorkflowNode
 from models.vocabulary import EVENT_KIND_BY_STATUS, TERMINAL_STATUSES, EventKind, JobStatus
 
+# The metadata key naming the canvas run that started a job (api/routes/canvas_runs.py sets it).
+CANVAS_RUN_METADATA_KEY = "canvasRunId"
 # The prompt a job shows on its node; the run keeps the whole of it (node data is capped at 64 KiB of JSON).
 NODE_PROMPT_CHARS = 4000
 # Terminal statuses as a literal SQL list: constants, and an expanding parameter would be rendered anew on every
@@ -74,6 +76,7 @@ _RECORD_RUN = text(
     "), node_claim AS ("
     + "  INSERT INTO workflow_nodes AS node (canvas_id, id, node_type, node_data, owner_job_id, owner_since, version)"
     "  SELECT :canvas, :node, 'image_generation', CAST(:node_data AS jsonb), r.id, r.created_at, 1 FROM new_run r"
+    "  WHERE :create_node OR EXISTS (SELECT 1 FROM workflow_nodes WHERE canvas_id = :canvas AND id = :node)"
     "  ON CONFLICT (canvas_id, id) DO UPDATE SET"
     "    node_data = node.node_data || EXCLUDED.node_data, owner_job_id = EXCLUDED.owner_job_id,"
     "    owner_since = EXCLUDED.owner_since, version = node.version + 1, updated_at = now()"
@@ -116,6 +119,9 @@ async def record_run(
         "event": storable_json({"status": JobStatus.PENDING, "message": f"Queued for {job.processor}"}, what="event"),
         "node_data": storable_json(_claimed_node_data(job), what="node data"),
         "started": workflow_started,
+        # A canvas run's job writes only to a node still on the board: the board may have been saved without it
+        # since the run began, and the job must not bring it back. A job started by itself makes its node.
+        "create_node": CANVAS_RUN_METADATA_KEY not in job.metadata,
     }
     found = (await session.execute(_RECORD_RUN, parameters)).first()
     if found is None:

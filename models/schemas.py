@@ -469,6 +469,12 @@ class BoardSave(RequestModel):
     """`PUT /v1/canvases/{workflowId}`: the whole board. Nodes missing from it are deleted, edges replaced."""
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
+    version: int | None = Field(
+        default=None,
+        ge=0,
+        description="The board version this save was made from (as read); a board saved since answers 409"
+        " `board_version_conflict`. Omitted: the save overwrites whatever is there.",
+    )
     nodes: list[BoardNode] = Field(default_factory=list, max_length=MAX_BOARD_NODES)
     edges: list[BoardEdge] = Field(default_factory=list, max_length=MAX_BOARD_EDGES)
     viewport: Viewport = Field(default_factory=Viewport)

@@ -52,6 +52,11 @@ class Run(SQLModel, table=True):
         Index("ix_runs_status", "status"),
         Index("ix_runs_created", "created_at", "id"),
         Index("ix_runs_unstarted", "created_at", postgresql_where=text("workflow_started_at IS NULL")),
+        Index(
+            "ix_runs_unswept",
+            "finished_at",
+            postgresql_where=text("status IN ('failed', 'cancelled') AND files_swept_at IS NULL"),
+        ),
         CheckConstraint(json_check_sql("request"), name="ck_runs_request_no_image_data"),
         CheckConstraint(json_check_sql("payload"), name="ck_runs_payload_no_image_data"),
         CheckConstraint(f"status IN ({_STATUS_VALUES})", name="ck_runs_status"),
@@ -77,6 +82,8 @@ class Run(SQLModel, table=True):
     updated_at: datetime = _timestamp()
     # When the run's workflow was known to exist; None while the start the API committed is still to be made.
     workflow_started_at: datetime | None = _timestamp(nullable=True, default_now=False)
+    # When the sweep deleted the files of a job that ended without a result (core/storage_sweep.py).
+    files_swept_at: datetime | None = _timestamp(nullable=True, default_now=False)
 
 
 class RunEvent(SQLModel, table=True):
@@ -211,6 +218,10 @@ class CanvasRun(SQLModel, table=True):
     `canvas_run_nodes`."""
 
     __tablename__ = "canvas_runs"
+    __table_args__ = (
+        Index("ix_canvas_runs_unstarted", "created_at", postgresql_where=text("workflow_started_at IS NULL")),
+        Index("ix_canvas_runs_active", "canvas_id", postgresql_where=text("finished_at IS NULL")),
+    )
 
     id: str = Field(primary_key=True, max_length=128)
     canvas_id: str = Field(max_length=256)
@@ -219,6 +230,8 @@ class CanvasRun(SQLModel, table=True):
     forced: bool = False
     created_at: datetime = _timestamp()
     finished_at: datetime | None = _timestamp(nullable=True, default_now=False)
+    # When the run's workflow was known to exist; None while the start the API committed is still to be made.
+    workflow_started_at: datetime | None = _timestamp(nullable=True, default_now=False)
 
 
 class CanvasRunNode(SQLModel, table=True):
@@ -226,6 +239,7 @@ class CanvasRunNode(SQLModel, table=True):
     run's order (upstream before downstream)."""
 
     __tablename__ = "canvas_run_nodes"
+    __table_args__ = (CheckConstraint(json_check_sql("plan"), name="ck_canvas_run_nodes_plan_no_image_data"),)
 
     run_id: str = Field(primary_key=True, max_length=128, foreign_key="canvas_runs.id")
     node_id: str = Field(primary_key=True, max_length=256)
@@ -237,6 +251,8 @@ class CanvasRunNode(SQLModel, table=True):
     image_url: str | None = Field(default=None, sa_column=Column(Text))
     reason: str | None = Field(default=None, sa_column=Column(Text))
     content_hash: str = Field(max_length=64)
+    # The node's RunNodePlan as the API made it, so the sweep can start a run whose API process died first.
+    plan: dict[str, Any] | None = _jsonb(nullable=True)
     started_at: datetime | None = _timestamp(nullable=True, default_now=False)
     finished_at: datetime | None = _timestamp(nullable=True, default_now=False)
     version: int = 1

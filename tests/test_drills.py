@@ -438,3 +438,78 @@ async def node_is_running(stack: Stack, path: str, node_id: str) -> bool:
 
 async def run_has_ended(stack: Stack, path: str) -> bool:
     return (await run_view(stack, path))["status"] != "running"
+
+
+async def post_run_until_answered(http: httpx.AsyncClient, canvas_id: str) -> httpx.Response | None:
+    """One run start; None when the API died under it."""
+    try:
+        return await http.post(f"/v1/canvases/{canvas_id}/runs", json={})
+    except httpx.TransportError:
+        return None
+
+
+async def test_api_killed_during_20_run_starts_every_run_and_node_ends(
+    stack_settings: Settings, temporal_client: Client, db_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """kill -9 of the API 0.25 s into 20 concurrent run starts, and no retry: the workers' sweep starts every run
+    the dead process committed, so every run ends and no node of any board is left pending."""
+    api_url = f"http://127.0.0.1:{free_port()}"
+    settings = make_settings(
+        stack_settings,
+        APP_URL=api_url,
+        LOCAL_PROVIDER_DELAY_MS=0,
+        DOWNLOAD_ALLOWLIST=["127.0.0.1"],
+        HANDOFF_GRACE_SECONDS=1.0,
+        SWEEP_INTERVAL_SECONDS=0.5,
+    )
+    prefix = f"drill-runs-{uuid.uuid4().hex[:8]}"
+    boards = [f"{prefix}-{index}" for index in range(20)]
+    nodes = [{"id": key, "type": "image_generation", "data": {"prompt": f"picture {key}"}} for key in "ABC"]
+    edges = [{"id": "A-B", "source": "A", "target": "B"}]
+    async with api_process(settings) as api, httpx.AsyncClient(base_url=api_url, timeout=30) as http:
+        for canvas_id in boards:
+            saved = await http.put(f"/v1/canvases/{canvas_id}", json={"nodes": nodes, "edges": edges})
+            assert saved.status_code == 200, saved.text
+        flight = asyncio.gather(*(post_run_until_answered(http, canvas_id) for canvas_id in boards))
+        await asyncio.sleep(0.25)
+        api.kill()
+        answers = await flight
+        assert any(answer is None for answer in answers), "the kill must cut starts short"
+        await api.start_healthy()  # back for what refinements download (/files); it starts no run by itself
+
+        async def every_run_ended() -> bool:
+            async with db_sessions() as session:
+                found = await session.execute(
+                    text(
+                        "SELECT count(*) FILTER (WHERE finished_at IS NULL), count(*) FROM canvas_runs"
+                        " WHERE canvas_id LIKE :p"
+                    ),
+                    {"p": f"{prefix}-%"},
+                )
+                unfinished, total = found.one()
+            return total > 0 and unfinished == 0
+
+        async with running_workers(temporal_client, settings):
+            await wait_until(every_run_ended, timeout=120, what="every committed run to end")
+    async with db_sessions() as session:
+        runs = (
+            await session.execute(
+                text("SELECT id, status, workflow_started_at IS NOT NULL FROM canvas_runs WHERE canvas_id LIKE :p"),
+                {"p": f"{prefix}-%"},
+            )
+        ).all()
+        pending_nodes = (
+            await session.execute(
+                text(
+                    "SELECT canvas_id, id, node_data->>'runState', node_data->>'status' FROM workflow_nodes"
+                    " WHERE canvas_id LIKE :p AND (node_data->>'runState' IN ('pending', 'running')"
+                    "   OR node_data->>'status' IN ('pending', 'running'))"
+                ),
+                {"p": f"{prefix}-%"},
+            )
+        ).all()
+    answered = [answer.json()["runId"] for answer in answers if answer is not None and answer.status_code == 202]
+    assert set(answered) <= {run_id for run_id, _, _ in runs}, "an answered run was lost"
+    assert {status for _, status, _ in runs} == {"completed"}, runs
+    assert all(started for _, _, started in runs)
+    assert pending_nodes == []

@@ -11,17 +11,17 @@ import hashlib
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, BackgroundTasks, Path
 from pydantic import ValidationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import CanvasIdPath, StateDep, TemporalDep
 from api.errors import ApiError
 from api.routes.jobs import job_from_request
-from core import canvas_runs, canvases
+from core import canvas_runs, canvases, runs
 from core.canvas_plan import MAX_RUN_NODES, GraphRefused, RunGraph, content_hash, run_graph
 from core.db import transaction
-from core.jobs import start_canvas_run
+from core.handoff import canvas_run_start_confirmed
 from models.payloads import CanvasRunInput, ImageJobInput, RunNodePlan
 from models.schemas import (
     ID_PATTERN,
@@ -39,6 +39,7 @@ IMAGE_NODE = "image_generation"
 RunIdPath = Path(alias="runId", pattern=ID_PATTERN)
 ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody},
+    409: {"model": ErrorBody, "description": "The board has a run still running; `details` names it."},
     422: {"model": ErrorBody, "description": "The board cannot run as asked; `details` names the nodes."},
     503: {"model": ErrorBody},
 }
@@ -150,7 +151,7 @@ def plan_node(
     hashes[node_id] = content_hash(settings, hashes[source] if in_run and source else outside_image)
     job.job_id = node_job_id(run_id, node_id)
     job.spec.previous_image = None if in_run else outside_image
-    job.metadata = {**job.metadata, "canvasRunId": run_id, "contentHash": hashes[node_id]}
+    job.metadata = {**job.metadata, runs.CANVAS_RUN_METADATA_KEY: run_id, "contentHash": hashes[node_id]}
     return RunNodePlan(node_id, job, source if in_run else None, hashes[node_id])
 
 
@@ -164,10 +165,14 @@ async def read_view(state: StateDep, canvas_id: str, run_id: str) -> CanvasRunVi
 
 @router.post("/{workflowId}/runs", status_code=202, response_model=CanvasRunView, responses=ERRORS)
 async def start_run(
-    canvas_id: CanvasIdPath, state: StateDep, temporal: TemporalDep, body: CanvasRunRequest | None = None
+    canvas_id: CanvasIdPath, state: StateDep, after: BackgroundTasks, body: CanvasRunRequest | None = None
 ) -> CanvasRunView:
     """Run the board's image nodes as saved now (all, `nodeIds`, or `fromNodeId` and below): an edge A -> B makes
-    B refine A's image; unchanged nodes are `cached` unless `force`."""
+    B refine A's image; unchanged nodes are `cached` unless `force`. A board runs one run at a time: while one is
+    active, another start answers 409 `run_active` naming it.
+
+    The answer comes once the run and its plan are committed; its workflow is started right after (by this
+    process, or by the workers' sweep should this process die first)."""
     request = body or CanvasRunRequest()
     async with state.sessions() as session:
         board = await canvases.read_board(session, canvas_id)
@@ -182,13 +187,15 @@ async def start_run(
         cached = await canvas_runs.cached_images(session, canvas_id, candidates)
         for node in plan.nodes:
             node.cached = cached.get(node.node_id)
-        await canvas_runs.create_run(session, plan)
-    try:
-        await start_canvas_run(temporal, state.settings, plan)
-    except RPCError as error:
-        async with transaction(state.sessions) as session:
-            await canvas_runs.delete_run(session, plan.run_id)
-        raise ApiError(503, "temporal_unavailable", f"Could not start the run: {error.message}") from error
+        active = await canvas_runs.create_run(session, plan)
+    if active is not None:
+        raise ApiError(
+            409,
+            "run_active",
+            f"Run {active} is still running on this board; wait for it or cancel it first.",
+            [{"runId": active}],
+        )
+    after.add_task(state.handoff.start_canvas_run, plan)
     return await read_view(state, canvas_id, plan.run_id)
 
 
@@ -202,12 +209,24 @@ async def get_run(canvas_id: CanvasIdPath, state: StateDep, run_id: str = RunIdP
 async def cancel_run(
     canvas_id: CanvasIdPath, state: StateDep, temporal: TemporalDep, run_id: str = RunIdPath
 ) -> CanvasRunView:
-    """Cancel the run: running nodes' jobs are cancelled, pending nodes are marked cancelled."""
+    """Cancel the run: running nodes' jobs are cancelled, pending nodes are marked cancelled. A run whose start is
+    still to come is started first, so that its workflow's own cancellation ends it and its nodes."""
     view = await read_view(state, canvas_id, run_id)
-    if view.finished_at is None:
+    if view.finished_at is not None:
+        return view
+    handle = temporal.get_workflow_handle(run_id)
+    try:
         try:
-            await temporal.get_workflow_handle(run_id).cancel()
+            await handle.cancel()
         except RPCError as error:
             if error.status != RPCStatusCode.NOT_FOUND:
-                raise ApiError(503, "temporal_unavailable", f"Could not cancel the run: {error.message}") from error
+                raise
+            async with state.sessions() as session:
+                plan = await canvas_runs.unstarted_plan(session, run_id, state.settings.CANVAS_RUN_MAX_PARALLEL)
+            if plan is None:
+                return view  # it ended meanwhile
+            await canvas_run_start_confirmed(temporal, state.settings, state.autocommit_sessions, plan)
+            await handle.cancel()
+    except RPCError as error:
+        raise ApiError(503, "temporal_unavailable", f"Could not cancel the run: {error.message}") from error
     return view

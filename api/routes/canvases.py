@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Path
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Path
 from pydantic import Field
 
 from api.deps import CanvasIdPath, SessionDep, StateDep
@@ -54,13 +56,46 @@ async def get_board(canvas_id: CanvasIdPath, state: StateDep) -> Board:
     return await read_board_or_404(state, canvas_id)
 
 
-@router.put("/{workflowId}", response_model=Board, responses={422: {"model": ErrorBody}})
-async def save_board(canvas_id: CanvasIdPath, body: BoardSave, state: StateDep) -> Board:
+@router.put(
+    "/{workflowId}",
+    response_model=Board,
+    responses={
+        409: {"model": ErrorBody, "description": "Saved since `version` (or `If-Match`); `details` has the current."},
+        422: {"model": ErrorBody},
+    },
+)
+async def save_board(
+    canvas_id: CanvasIdPath,
+    body: BoardSave,
+    state: StateDep,
+    if_match: Annotated[str | None, Header(max_length=32, description="The board version, as `version`.")] = None,
+) -> Board:
     """Save the whole board as `toObject()` gives it: nodes missing from it are deleted, edges are replaced, and
-    the fields a job writes into a node (image, status, progress, error) stay the job's."""
-    async with transaction(state.sessions) as session:
-        await canvases.save_board(session, canvas_id, body)
+    the fields a job writes into a node (image, status, progress, error) stay the job's. With `version` (or
+    `If-Match`), a board saved by someone else since answers 409 and changes nothing."""
+    expected = body.version if body.version is not None else parse_if_match(if_match)
+    try:
+        async with transaction(state.sessions) as session:
+            await canvases.save_board(session, canvas_id, body, expected_version=expected)
+    except canvases.StaleBoard as stale:
+        raise ApiError(
+            409,
+            "board_version_conflict",
+            f"The board was saved by someone else since version {expected} (it is at {stale.current});"
+            " load it, merge your changes and save again.",
+            [{"currentVersion": stale.current}],
+        ) from stale
     return await read_board_or_404(state, canvas_id)
+
+
+def parse_if_match(value: str | None) -> int | None:
+    """`If-Match: 7` or `If-Match: "7"` (an ETag); None when absent."""
+    if value is None:
+        return None
+    tag = value.strip().removeprefix("W/").strip('"')
+    if not tag.isdigit():
+        raise ApiError(400, "invalid_if_match", 'If-Match takes the board\'s version, e.g. `If-Match: "7"`.')
+    return int(tag)
 
 
 async def read_board_or_404(state: StateDep, canvas_id: str) -> Board:

@@ -103,7 +103,8 @@ export interface paths {
         /**
          * Save Board
          * @description Save the whole board as `toObject()` gives it: nodes missing from it are deleted, edges are replaced, and
-         *     the fields a job writes into a node (image, status, progress, error) stay the job's.
+         *     the fields a job writes into a node (image, status, progress, error) stay the job's. With `version` (or
+         *     `If-Match`), a board saved by someone else since answers 409 and changes nothing.
          */
         put: operations["save_board_v1_canvases__workflowId__put"];
         post?: never;
@@ -188,7 +189,11 @@ export interface paths {
         /**
          * Start Run
          * @description Run the board's image nodes as saved now (all, `nodeIds`, or `fromNodeId` and below): an edge A -> B makes
-         *     B refine A's image; unchanged nodes are `cached` unless `force`.
+         *     B refine A's image; unchanged nodes are `cached` unless `force`. A board runs one run at a time: while one is
+         *     active, another start answers 409 `run_active` naming it.
+         *
+         *     The answer comes once the run and its plan are committed; its workflow is started right after (by this
+         *     process, or by the workers' sweep should this process die first).
          */
         post: operations["start_run_v1_canvases__workflowId__runs_post"];
         delete?: never;
@@ -228,7 +233,8 @@ export interface paths {
         put?: never;
         /**
          * Cancel Run
-         * @description Cancel the run: running nodes' jobs are cancelled, pending nodes are marked cancelled.
+         * @description Cancel the run: running nodes' jobs are cancelled, pending nodes are marked cancelled. A run whose start is
+         *     still to come is started first, so that its workflow's own cancellation ends it and its nodes.
          */
         post: operations["cancel_run_v1_canvases__workflowId__runs__runId__cancel_post"];
         delete?: never;
@@ -605,6 +611,11 @@ export interface components {
             name?: string | null;
             /** Nodes */
             nodes?: components["schemas"]["BoardNode"][];
+            /**
+             * Version
+             * @description The board version this save was made from (as read); a board saved since answers 409 `board_version_conflict`. Omitted: the save overwrites whatever is there.
+             */
+            version?: number | null;
             viewport?: components["schemas"]["Viewport"];
         };
         /** CanvasList */
@@ -1521,7 +1532,10 @@ export interface operations {
     save_board_v1_canvases__workflowId__put: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description The board version, as `version`. */
+                "if-match"?: string | null;
+            };
             path: {
                 /** @description The canvas id. */
                 workflowId: string;
@@ -1545,6 +1559,15 @@ export interface operations {
             };
             /** @description API_KEYS is set and no valid `Authorization: Bearer` key came. */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Saved since `version` (or `If-Match`); `details` has the current. */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1747,6 +1770,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The board has a run still running; `details` names it. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description The board cannot run as asked; `details` names the nodes. */
             422: {
                 headers: {
@@ -1807,6 +1839,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The board has a run still running; `details` names it. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description The board cannot run as asked; `details` names the nodes. */
             422: {
                 headers: {
@@ -1860,6 +1901,15 @@ export interface operations {
             };
             /** @description Not Found */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The board has a run still running; `details` names it. */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };

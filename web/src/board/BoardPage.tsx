@@ -42,6 +42,7 @@ import {
   type AppNode,
   type ImageNodeData,
 } from "./nodeData";
+import { idsOf, mergeBoards, type SyncedIds } from "./merge";
 import { UploadedImageView } from "./UploadedImageView";
 import { useBoardStream, type StreamNode } from "./useBoardStream";
 
@@ -68,15 +69,38 @@ function toAppNode(node: { id: string; type?: string; position?: { x: number; y:
   };
 }
 
-function asAppEdges(board: Board): AppEdge[] {
-  return board.edges.map((edge) => ({
+function toAppEdge(edge: Board["edges"][number]): AppEdge {
+  return {
     id: edge.id,
     source: edge.source,
     target: edge.target,
     sourceHandle: edge.sourceHandle ?? null,
     targetHandle: edge.targetHandle ?? null,
-  }));
+  };
 }
+
+function asAppEdges(board: Board): AppEdge[] {
+  return board.edges.map(toAppEdge);
+}
+
+/** The board as a save sends it. */
+function asSave(board: { nodes: AppNode[]; edges: AppEdge[]; viewport: Viewport }, version: number) {
+  return {
+    version,
+    nodes: board.nodes.map(({ id, type, position, data }) => ({ id, type: nodeType(type), position, data })),
+    edges: board.edges.map(({ id, source, target, sourceHandle, targetHandle }) => ({
+      id,
+      source,
+      target,
+      sourceHandle: sourceHandle ?? null,
+      targetHandle: targetHandle ?? null,
+    })),
+    viewport: board.viewport,
+  };
+}
+
+// A save that keeps meeting newer versions (someone saving as fast) gives up and says so.
+const SAVE_MERGE_ATTEMPTS = 3;
 
 function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
   const flow = useReactFlow<AppNode, AppEdge>();
@@ -94,6 +118,7 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
   // Local changes not yet saved: while there are some, the stream does not overwrite what the person owns.
   const unsaved = useRef(0);
   const savedVersion = useRef(0);
+  const synced = useRef<SyncedIds>({ nodes: new Set(), edges: new Set() });
   const saveTimer = useRef<number | null>(null);
   const saving = useRef<Promise<void>>(Promise.resolve());
 
@@ -111,6 +136,7 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
   const load = useCallback(async () => {
     const board = await api.board(canvasId);
     savedVersion.current = board.version;
+    synced.current = idsOf(board);
     setName(board.name);
     setNodes(board.nodes.map(toAppNode));
     setEdges(asAppEdges(board));
@@ -141,21 +167,26 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
 
   const save = useCallback(async () => {
     const changes = unsaved.current;
-    const board = flow.toObject();
-    const saved = await api.saveBoard(canvasId, {
-      nodes: board.nodes.map(({ id, type, position, data }) => ({ id, type: nodeType(type), position, data })),
-      edges: board.edges.map(({ id, source, target, sourceHandle, targetHandle }) => ({
-        id,
-        source,
-        target,
-        sourceHandle: sourceHandle ?? null,
-        targetHandle: targetHandle ?? null,
-      })),
-      viewport: board.viewport,
-    });
-    savedVersion.current = saved.version;
+    let board: { nodes: AppNode[]; edges: AppEdge[]; viewport: Viewport } = flow.toObject();
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        const saved = await api.saveBoard(canvasId, asSave(board, savedVersion.current));
+        savedVersion.current = saved.version;
+        synced.current = idsOf(board);
+        break;
+      } catch (error) {
+        const stale = error instanceof ApiError && error.code === "board_version_conflict";
+        if (!stale || attempt === SAVE_MERGE_ATTEMPTS) throw error;
+        const server = await api.board(canvasId);
+        board = { ...mergeBoards(board, server, synced.current, toAppNode, toAppEdge), viewport: board.viewport };
+        savedVersion.current = server.version;
+        synced.current = idsOf(server);
+        setNodes(board.nodes);
+        setEdges(board.edges);
+      }
+    }
     unsaved.current -= changes;
-  }, [canvasId, flow]);
+  }, [canvasId, flow, setEdges, setNodes]);
 
   const flushSave = useCallback((): Promise<void> => {
     if (saveTimer.current !== null) {
