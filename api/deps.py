@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import time
 from collections.abc import AsyncIterator
@@ -15,6 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
+from api import stream_tokens
 from api.errors import ApiError
 from api.limits import InFlight
 from core.config import Settings
@@ -94,30 +94,12 @@ _bearer = HTTPBearer(auto_error=False, description="One of the API_KEYS, when th
 # How long a caller told to come back (503: overloaded, Temporal unreachable) should wait.
 RETRY_AFTER_SECONDS = 2
 
-# EventSource cannot send headers: a browser asks for a short-lived stream token (with its key) and passes it as
-# `?streamToken=` to the event routes, and only to them.
-STREAM_TOKEN_SECONDS = 3600
-STREAM_TOKEN_LABEL = "stream-token:"
-
-
-def stream_token(secret: str, expires_at: int) -> str:
-    """`<expiry>.<hex HMAC of it>`: good for the event streams until `expires_at` (Unix seconds)."""
-    mac = hmac.new(secret.encode(), f"{STREAM_TOKEN_LABEL}{expires_at}".encode(), hashlib.sha256).hexdigest()
-    return f"{expires_at}.{mac}"
-
-
-def valid_stream_token(secret: str, token: str, now: float) -> bool:
-    expiry, _, _mac = token.partition(".")
-    if not (expiry.isascii() and expiry.isdigit() and len(expiry) <= 12) or int(expiry) < now:
-        return False
-    return hmac.compare_digest(stream_token(secret, int(expiry)).encode(), token.encode())
-
 
 async def require_api_key(
     request: Request, state: StateDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
-    """With API_KEYS set, every protected route needs `Authorization: Bearer <key>`; the event streams also take
-    a stream token (`?streamToken=`, from `POST /v1/stream-tokens`)."""
+    """With API_KEYS set, every protected route needs `Authorization: Bearer <key>`; the two event streams also
+    take a stream token (`?streamToken=`, from `POST /v1/stream-tokens`; api/stream_tokens.py)."""
     keys = state.settings.API_KEYS
     if not keys:
         return
@@ -125,10 +107,11 @@ async def require_api_key(
     if any(hmac.compare_digest(presented.encode(), key.encode()) for key in keys):
         return
     token = request.query_params.get("streamToken")
-    if token and request.url.path.endswith("/events"):
-        if valid_stream_token(state.settings.WEBHOOK_SECRET, token, time.time()):
+    target = stream_tokens.stream_target(request.method, request.url.path)
+    if token and target is not None:
+        if stream_tokens.verify(state.settings.WEBHOOK_SECRET, token, keys, target, time.time()):
             return
-        raise ApiError(401, "invalid_stream_token", "The stream token is wrong or expired; get a new one.")
+        raise ApiError(401, "invalid_stream_token", "The stream token is wrong, expired or revoked; get a new one.")
     raise ApiError(
         401,
         "unauthorized",

@@ -13,6 +13,7 @@ from api.deps import AppState, require_api_key
 from api.errors import install_error_handlers
 from api.limits import BodyLimit
 from api.routes import canvas_runs, canvases, events, files, health, jobs, providers, stats, uploads, webhooks
+from api.stream_tokens import redact_access_log
 from api.web import install_web
 from core.config import Settings, get_settings, warn_about_lookalikes
 from core.db import create_engine, session_factory
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; the database engine, storage and Temporal client live as long as it runs."""
     settings = settings or get_settings()
     warn_about_lookalikes()
+    redact_access_log()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -22,11 +22,21 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from api.deps import STREAM_TOKEN_SECONDS, CanvasIdPath, StateDep, stream_token
+from api import stream_tokens
+from api.deps import CallerScopeDep, CanvasIdPath, StateDep
 from api.errors import ApiError
+from api.stream_tokens import STREAM_TOKEN_SECONDS
 from core import canvas_runs, canvases, runs
 from core.events import canvas_topic, job_topic
-from models.schemas import CamelModel, CanvasNode, CanvasRunView, ErrorBody, ImageProgressEvent
+from models.schemas import (
+    ID_PATTERN,
+    CamelModel,
+    CanvasNode,
+    CanvasRunView,
+    ErrorBody,
+    ImageProgressEvent,
+    RequestModel,
+)
 from models.tables import RunEvent
 from models.vocabulary import TERMINAL_EVENT_KINDS
 
@@ -195,8 +205,23 @@ class StreamToken(CamelModel):
     expires_at: int = Field(description="Unix seconds.")
 
 
+class StreamTokenRequest(RequestModel):
+    canvas_id: str | None = Field(
+        default=None,
+        alias="workflowId",
+        pattern=ID_PATTERN,
+        description="Bind the token to this canvas: it then opens that canvas's stream and nothing else.",
+    )
+
+
 @router.post("/v1/stream-tokens", response_model=StreamToken, status_code=201)
-async def create_stream_token(state: StateDep) -> StreamToken:
-    """A short-lived token for the event streams, for browsers whose EventSource cannot send the API key."""
+async def create_stream_token(
+    state: StateDep, caller: CallerScopeDep, body: StreamTokenRequest | None = None
+) -> StreamToken:
+    """A short-lived token for the event streams, for browsers whose EventSource cannot send the API key. It works
+    only on the stream routes, only while the key that asked for it is valid, and, with `workflowId`, only on
+    that canvas's stream."""
     expires_at = int(time.time()) + STREAM_TOKEN_SECONDS
-    return StreamToken(token=stream_token(state.settings.WEBHOOK_SECRET, expires_at), expires_at=expires_at)
+    canvas_id = body.canvas_id if body else None
+    token = stream_tokens.mint(state.settings.WEBHOOK_SECRET, caller, expires_at, canvas_id)
+    return StreamToken(token=token, expires_at=expires_at)

@@ -69,7 +69,8 @@ export const api = {
   startJob: (request: StartImageJobRequest) => call<ImageJobRecord>("POST", "/v1/jobs", request),
   cancelJob: (jobId: string) => call<ImageJobRecord>("POST", `/v1/jobs/${encodeURIComponent(jobId)}/cancel`),
   job: (jobId: string) => call<ImageJobRecord>("GET", `/v1/jobs/${encodeURIComponent(jobId)}`),
-  streamToken: () => call<Schemas["StreamToken"]>("POST", "/v1/stream-tokens"),
+  streamToken: (canvasId: string) =>
+    call<Schemas["StreamToken"]>("POST", "/v1/stream-tokens", { workflowId: canvasId }),
   createUpload: (request: Schemas["UploadRequest"]) => call<Schemas["UploadTicket"]>("POST", "/v1/uploads", request),
   retryJob: (jobId: string) => call<ImageJobRecord>("POST", `/v1/jobs/${encodeURIComponent(jobId)}/retry`),
   jobs: (filters: Record<string, string | undefined>) => {

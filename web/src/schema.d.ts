@@ -442,7 +442,9 @@ export interface paths {
         put?: never;
         /**
          * Create Stream Token
-         * @description A short-lived token for the event streams, for browsers whose EventSource cannot send the API key.
+         * @description A short-lived token for the event streams, for browsers whose EventSource cannot send the API key. It works
+         *     only on the stream routes, only while the key that asked for it is valid, and, with `workflowId`, only on
+         *     that canvas's stream.
          */
         post: operations["create_stream_token_v1_stream_tokens_post"];
         delete?: never;
@@ -1220,6 +1222,14 @@ export interface components {
              * @description Pass as `?streamToken=` to the event streams (EventSource cannot send headers).
              */
             token: string;
+        };
+        /** StreamTokenRequest */
+        StreamTokenRequest: {
+            /**
+             * Workflowid
+             * @description Bind the token to this canvas: it then opens that canvas's stream and nothing else.
+             */
+            workflowId?: string | null;
         };
         /** UploadRequest */
         UploadRequest: {
@@ -2562,7 +2572,11 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        requestBody?: never;
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["StreamTokenRequest"] | null;
+            };
+        };
         responses: {
             /** @description Successful Response */
             201: {
@@ -2580,6 +2594,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
         };

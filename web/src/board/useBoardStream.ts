@@ -37,7 +37,7 @@ export function useBoardStream(canvasId: string, needsToken: boolean, handlers: 
       let url = `/v1/canvases/${encodeURIComponent(canvasId)}/events`;
       if (needsToken) {
         // EventSource cannot send the API key; a short-lived stream token stands in for it.
-        const { token } = await api.streamToken();
+        const { token } = await api.streamToken(canvasId);
         url += `?streamToken=${encodeURIComponent(token)}`;
       }
       if (closed) return;
