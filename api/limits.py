@@ -1,6 +1,8 @@
-"""Limits the API enforces before work starts: the size of a request body, and how many webhooks are handled at once.
+"""Limits the API enforces before work starts: the size and nesting of a request body, and how many webhooks are
+handled at once.
 
-A cap on request bodies, enforced before a route reads them: a 100 MB body must not reach the JSON parser.
+A cap on request bodies, enforced before a route reads them: a 100 MB body must not reach the JSON parser, and
+neither must a JSON body nested deeper than MAX_BODY_JSON_DEPTH (422 `json_too_deep`).
 
 Declared lengths over the cap are refused at once; a body sent without a length is read here and refused as soon
 as it passes the cap. Either way the answer is the usual JSON error, 413.
@@ -15,6 +17,7 @@ from contextlib import contextmanager
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import ApiError
+from models.guards import MAX_BODY_JSON_DEPTH, json_nesting_exceeds
 
 
 class BodyLimit:
@@ -53,12 +56,50 @@ class BodyLimit:
         await self.app(scope, _replay({"type": "http.request", "body": bytes(body), "more_body": False}, receive), send)
 
     async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
-            {"code": "payload_too_large", "message": f"Request bodies are limited to {self.max_bytes} bytes."}
-        ).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, 413, "payload_too_large", f"Request bodies are limited to {self.max_bytes} bytes.")
+
+
+class JsonDepthLimit:
+    """ASGI middleware: a JSON body nested deeper than MAX_BODY_JSON_DEPTH gets 422 `json_too_deep` before
+    anything parses it (the parser recurses once per level). Sits inside BodyLimit, so what it reads is capped."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _is_json(scope):
+            await self.app(scope, receive, send)
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                await self.app(scope, _replay(message), send)
+                return
+            body.extend(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        if json_nesting_exceeds(bytes(body)):
+            await send_error(send, 422, "json_too_deep", JSON_TOO_DEEP_MESSAGE)
+            return
+        await self.app(scope, _replay({"type": "http.request", "body": bytes(body), "more_body": False}, receive), send)
+
+
+JSON_TOO_DEEP_MESSAGE = f"The JSON body nests deeper than {MAX_BODY_JSON_DEPTH} levels."
+
+
+def _is_json(scope: Scope) -> bool:
+    headers: dict[bytes, bytes] = dict(scope["headers"])
+    content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+    return content_type == b"application/json" or content_type.endswith(b"+json")
+
+
+async def send_error(send: Send, status: int, code: str, message: str) -> None:
+    """An error answer in the API's shape, from middleware (which cannot raise ApiError)."""
+    body = json.dumps({"code": code, "message": message}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _replay(first: Message, then: Receive | None = None) -> Receive:

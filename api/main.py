@@ -11,8 +11,20 @@ from fastapi import Depends, FastAPI
 from api.cors import JsonCORSMiddleware
 from api.deps import AppState, require_api_key
 from api.errors import install_error_handlers
-from api.limits import BodyLimit
-from api.routes import canvas_runs, canvases, events, files, health, jobs, providers, stats, uploads, webhooks
+from api.limits import BodyLimit, JsonDepthLimit
+from api.routes import (
+    canvas_runs,
+    canvases,
+    events,
+    files,
+    health,
+    jobs,
+    metrics,
+    providers,
+    stats,
+    uploads,
+    webhooks,
+)
 from api.stream_tokens import redact_access_log
 from api.web import install_web
 from core.config import Settings, get_settings, warn_about_lookalikes
@@ -72,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     # Webhooks have their own, larger cap (MAX_WEBHOOK_BYTES) and must not be cut short by this one.
+    app.add_middleware(JsonDepthLimit)  # inside BodyLimit (added after it), so it reads capped bodies only
     app.add_middleware(
         BodyLimit,
         max_bytes=max(settings.MAX_REQUEST_BYTES, settings.MAX_WEBHOOK_BYTES),
@@ -90,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(uploads.signed_router)
     app.include_router(files.router)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     install_web(app)
     return app
 

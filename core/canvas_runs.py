@@ -16,7 +16,7 @@ from sqlmodel import col, select
 from temporalio.converter import value_to_type
 
 from core.canvases import lock_board
-from models.guards import assert_storable_json
+from models.guards import STORED_WRAPPER_DEPTH, assert_storable_json
 from models.payloads import CachedImage, CanvasRunInput, NodeRunUpdate, RunNodePlan
 from models.tables import CanvasRun, CanvasRunNode, Run
 from models.vocabulary import FINISHED_NODE_STATES, IMAGE_STATES, JobStatus, NodeRunState
@@ -48,7 +48,7 @@ async def create_run(session: AsyncSession, plan: CanvasRunInput) -> str | None:
     await session.flush()
     for position, node in enumerate(plan.nodes):
         stored_plan = dataclasses.asdict(node)
-        assert_storable_json(stored_plan, what=f"node {node.node_id}'s plan")
+        assert_storable_json(stored_plan, what=f"node {node.node_id}'s plan", wrapper_depth=STORED_WRAPPER_DEPTH)
         session.add(
             CanvasRunNode(
                 run_id=plan.run_id,

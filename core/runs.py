@@ -17,7 +17,7 @@ from sqlalchemy import func, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from models.guards import assert_storable_json
+from models.guards import STORED_WRAPPER_DEPTH, assert_storable_json
 from models.payloads import ImageJobInput, NodeUpdate, RunTransition, StoredImage
 from models.results import PROGRESS_KEY, RunResult
 from models.schemas import ImagePromptSpec
@@ -33,9 +33,10 @@ NODE_PROMPT_CHARS = 4000
 TERMINAL_SQL = ", ".join(f"'{status}'" for status in sorted(TERMINAL_STATUSES))
 
 
-def storable_json(value: Any, *, what: str) -> str:
-    """`value` as JSON text for a jsonb column, once the no-image-data guard passed it."""
-    assert_storable_json(value, what=what)
+def storable_json(value: Any, *, what: str, wrapper_depth: int = 0) -> str:
+    """`value` as JSON text for a jsonb column, once the no-image-data guard passed it (`wrapper_depth`: the
+    levels this document adds around a client's free JSON, which may itself nest MAX_JSON_DEPTH deep)."""
+    assert_storable_json(value, what=what, wrapper_depth=wrapper_depth)
     return json.dumps(value)
 
 
@@ -113,7 +114,7 @@ async def record_run(
         "provider": job.provider,
         "model": job.model,
         "processor": job.processor,
-        "request": storable_json(run_request_json(job), what="request"),
+        "request": storable_json(run_request_json(job), what="request", wrapper_depth=STORED_WRAPPER_DEPTH),
         "payload": storable_json(RunResult(effective=effective or {}).to_json(), what="run payload"),
         "event_kind": str(EventKind.CREATED),
         "event": storable_json({"status": JobStatus.PENDING, "message": f"Queued for {job.processor}"}, what="event"),

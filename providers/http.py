@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
@@ -33,6 +32,7 @@ from models.errors import (
     ProviderRejected,
     ProviderUnavailable,
 )
+from models.guards import loads_bounded
 from providers.base import OutputSink
 
 __all__ = [
@@ -176,9 +176,9 @@ def declares_more_than(response: httpx.Response, limit: int) -> bool:
 
 
 def parse_json(body: bytes) -> Any:
-    """The decoded JSON body, or None when it is not JSON."""
+    """The decoded JSON body, or None when it is not JSON (or nests too deep to parse safely)."""
     try:
-        return json.loads(body)
+        return loads_bounded(body)
     except ValueError:
         return None
 

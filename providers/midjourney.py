@@ -8,7 +8,6 @@ see providers/webhooks.py) is their whole proof.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from models.errors import (
     ProviderUnavailable,
     WebhookRejected,
 )
+from models.guards import loads_bounded
 from models.payloads import PromptSpec, Provenance, ProviderCall, ProviderEvent, ProviderStatus, SubmitResult
 from providers.base import ModelCapabilities
 from providers.http import classify_status, describe_body, fetch_json, retry_after
@@ -139,7 +139,7 @@ class MidjourneyProvider(HttpProvider):
     def parse_webhook(self, body: bytes, headers: Mapping[str, str] | None = None) -> ProviderEvent:
         """The Task JSON as an event; `delivery_id` is f"{task id}:{status}:{progress}"."""
         try:
-            task = json.loads(body)
+            task = loads_bounded(body)
         except ValueError:
             raise WebhookRejected("midjourney webhook body is not JSON") from None
         if not isinstance(task, dict) or not task.get("id"):

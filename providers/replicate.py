@@ -8,7 +8,6 @@ polls instead, since unverifiable callbacks would all be refused.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Mapping
@@ -30,6 +29,7 @@ from models.errors import (
     ProviderUnavailable,
     WebhookRejected,
 )
+from models.guards import loads_bounded
 from models.payloads import PromptSpec, Provenance, ProviderCall, ProviderEvent, ProviderStatus, SubmitResult
 from providers.base import ModelCapabilities
 from providers.http import classify_status, error_reason, fetch_json, parse_json, retry_after
@@ -235,7 +235,7 @@ class ReplicateProvider(HttpProvider):
     def parse_webhook(self, body: bytes, headers: Mapping[str, str] | None = None) -> ProviderEvent:
         """The prediction in the body as an event; `delivery_id` is `webhook-id` when the headers are given."""
         try:
-            prediction = json.loads(body)
+            prediction = loads_bounded(body)
         except ValueError:
             raise WebhookRejected("replicate webhook body is not JSON") from None
         if not isinstance(prediction, dict) or not isinstance(prediction.get("id"), str):

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from core.config import Settings
-from models.guards import MAX_JSON_DEPTH, json_depth
+from models.guards import MAX_BODY_JSON_DEPTH, MAX_JSON_DEPTH, STORED_WRAPPER_DEPTH, json_depth, json_nesting_exceeds
 from tests.fixtures.stack import Stack, make_settings, running_stack
 
 
@@ -28,7 +28,8 @@ def nested(depth: int) -> dict[str, Any]:
 def test_depth_counts_objects_and_arrays_without_recursion() -> None:
     assert json_depth(1) == 0
     assert json_depth({"a": [1, {"b": 2}]}) == 3
-    assert json_depth(nested(5000)) == MAX_JSON_DEPTH + 1  # stops counting past the limit; no RecursionError
+    # Stops counting past the deepest limit any check applies; no RecursionError.
+    assert json_depth(nested(5000)) == MAX_JSON_DEPTH + STORED_WRAPPER_DEPTH + 1
 
 
 async def runs_on(sessions: async_sessionmaker[AsyncSession], canvas_id: str) -> int:
@@ -57,8 +58,33 @@ async def test_metadata_at_the_depth_limit_is_taken(stack: Stack) -> None:
 
 
 async def test_deep_node_data_is_refused(stack: Stack) -> None:
-    answer = await stack.api.put("/v1/canvases/c-deep/nodes/n1", json={"data": nested(100)})
+    answer = await stack.api.put("/v1/canvases/c-deep/nodes/n1", json={"data": nested(40)})
     assert answer.status_code == 422, answer.text[:300]
+
+
+async def test_metadata_and_node_data_share_one_depth_limit(stack: Stack) -> None:
+    """Free JSON nests at most MAX_JSON_DEPTH levels, whether it is a job's metadata or a node's data."""
+    job = {"workflowId": "c-same-depth", "nodeId": "n", "promptSpec": {"basePrompt": "x"}}
+    for depth, status in ((MAX_JSON_DEPTH, (202, 200)), (MAX_JSON_DEPTH + 1, (422, 422))):
+        started = await stack.api.post("/v1/jobs", json={**job, "metadata": nested(depth)})
+        saved = await stack.api.put(f"/v1/canvases/c-same-depth/nodes/d{depth}", json={"data": nested(depth)})
+        assert (started.status_code, saved.status_code) == status, (depth, started.text[:200], saved.text[:200])
+
+
+def test_json_nesting_is_measured_without_parsing_and_ignores_brackets_in_strings() -> None:
+    assert not json_nesting_exceeds(b"[" * MAX_BODY_JSON_DEPTH + b"]" * MAX_BODY_JSON_DEPTH)
+    assert json_nesting_exceeds(b"[" * (MAX_BODY_JSON_DEPTH + 1))
+    assert json_nesting_exceeds(b"[" * 100_000)
+    in_strings = json.dumps({"a": "[" * 500, "b": ["{" * 500, '\\"[[[' * 100]}).encode()
+    assert not json_nesting_exceeds(in_strings)
+
+
+async def test_a_body_of_100000_brackets_gets_422_not_500(stack: Stack) -> None:
+    for method, path in (("POST", "/v1/jobs"), ("PUT", "/v1/canvases/c-brackets"), ("POST", "/v1/uploads")):
+        answer = await stack.api.request(
+            method, path, content=b"[" * 100_000, headers={"content-type": "application/json"}
+        )
+        assert (answer.status_code, answer.json()["code"]) == (422, "json_too_deep"), (path, answer.text[:200])
 
 
 @pytest.mark.parametrize("bad_id", [".", "..", "a..b", "../x", ""])

@@ -211,7 +211,10 @@ async def test_unauthentic_callbacks_get_401_and_never_reach_the_workflow(
         assert answer.status_code == 401, (name, answer.text)
         assert answer.json()["code"] == "invalid_webhook_signature", name
     rejections = [record.getMessage() for record in caplog.records if "refused" in record.getMessage()]
-    assert len(rejections) == len(attempts)
+    forged = [message for message in rejections if "refused forged" in message]
+    # Wrong or missing URL tokens are forgeries anyone can send at any rate: logged at most once per interval.
+    assert len(forged) <= 1
+    assert len(rejections) - len(forged) == sum("token" not in name for name in attempts)
     assert not any("/outputs/" in message or "IMAGINE" in message for message in rejections)  # logged without body
     for events in refused_histories:
         assert signals(events) == []
@@ -521,9 +524,10 @@ async def test_a_delivery_about_another_jobs_prediction_is_refused_recorded_and_
     assert [record["status"] for record in records] == ["completed", "completed"]
     assert not [sent for sent in fake_providers.requests("POST", POLLS) if sent.path.endswith("/cancel")]
     assert refusals.status_code == 200
-    newest = [(item["jobId"], item["code"]) for item in refusals.json()[:2]]
-    assert newest == [(job_b["jobId"], "invalid_webhook_signature"), (job_b["jobId"], "webhook_not_for_this_job")]
-    assert "another job" in refusals.json()[1]["reason"]
+    # The tokenless delivery is a forgery anyone could send: counted, not kept. The authentic one is kept.
+    newest = refusals.json()[0]
+    assert (newest["jobId"], newest["code"]) == (job_b["jobId"], "webhook_not_for_this_job")
+    assert "another job" in newest["reason"]
 
 
 async def wait_until_attached(stack: Stack, job_id: str) -> None:
@@ -623,3 +627,52 @@ async def test_a_delivery_taken_but_never_signalled_reaches_its_job_through_the_
     assert record["imageUrl"]
     assert await pending_signal_count(db_sessions, started["jobId"]) == 0
     assert fake_providers.requests("GET", POLLS) == []
+
+
+async def test_a_signed_body_of_100000_brackets_gets_422_whatever_its_content_type(
+    provider_settings: Settings, fake_providers: FakeProviders, temporal_client: Client
+) -> None:
+    fake_providers.options.webhooks = False
+    settings = make_settings(provider_settings, **NO_POLLING)
+    body = b"[" * 100_000
+    async with running_stack(settings, temporal_client) as stack:
+        started = await start_replicate_job(stack)
+        url = hook_path(settings, "replicate", started["jobId"])
+        answers = [
+            await stack.api.post(url, content=body, headers={**signed_headers(body), "content-type": content_type})
+            for content_type in ("application/json", "text/plain")
+        ]
+    for answer in answers:
+        assert (answer.status_code, answer.json()["code"]) == (422, "json_too_deep"), answer.text
+
+
+async def test_forged_webhooks_are_counted_and_store_nothing(
+    provider_settings: Settings, fake_providers: FakeProviders, temporal_client: Client
+) -> None:
+    """300 deliveries with wrong URL tokens: each 401, none kept as a refusal row, all counted in /metrics."""
+    async with running_stack(provider_settings, temporal_client, workers=False) as stack:
+        before = (await stack.api.get("/v1/webhooks/refusals", params={"limit": 1000})).json()
+        forged_before = forged_count((await stack.api.get("/metrics")).text)
+        body = b'{"id": "p1", "status": "succeeded"}'
+        answers = await asyncio.gather(
+            *(
+                stack.api.post(
+                    f"/v1/webhooks/replicate/job_{index:032x}?attempt=1&token={'0' * 64}",
+                    content=body,
+                    headers=signed_headers(body),
+                )
+                for index in range(300)
+            )
+        )
+        after = (await stack.api.get("/v1/webhooks/refusals", params={"limit": 1000})).json()
+        forged_after = forged_count((await stack.api.get("/metrics")).text)
+    assert {answer.status_code for answer in answers} == {401}
+    assert after == before
+    assert forged_after - forged_before == 300
+
+
+def forged_count(exposition: str) -> float:
+    for line in exposition.splitlines():
+        if line.startswith('imagejobs_webhooks_total{provider="replicate",result="forged"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0

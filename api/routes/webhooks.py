@@ -16,12 +16,16 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from api.deps import AppState, SessionDep, StateDep, require_api_key
 from api.errors import ApiError
+from api.limits import JSON_TOO_DEEP_MESSAGE
 from core import deliveries, runs
 from core.config import Settings
 from core.db import transaction
 from core.deliveries import Delivery, WebhookTarget
 from core.handoff import event_json
+from core.logs import RateLimitedLog
+from core.metrics import WEBHOOKS
 from models.errors import WebhookRejected
+from models.guards import json_nesting_exceeds
 from models.payloads import ProviderEvent
 from models.schemas import ErrorBody, WebhookRefusalView
 from models.vocabulary import TERMINAL_STATUSES
@@ -33,6 +37,10 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 
 
+class ForgedUrl(WebhookRejected):
+    """The delivery's URL token does not hold: nobody we handed a URL to sent it."""
+
+
 def authenticate_webhook(
     provider: ImageProvider,
     settings: Settings,
@@ -41,12 +49,15 @@ def authenticate_webhook(
     headers: Mapping[str, str],
     body: bytes,
 ) -> ProviderEvent:
-    """The delivery's event, once both proofs hold; raises WebhookRejected with the reason otherwise.
+    """The delivery's event, once both proofs hold; raises ForgedUrl or WebhookRejected with the reason otherwise.
 
     1. The URL's token: made for this provider, this job and one submit attempt (neither signature covers the URL).
     2. The provider's own signature, or our generic one (hex HMAC of the body with WEBHOOK_SECRET, used by relays).
     """
-    verify_job_token(settings.WEBHOOK_SECRET, provider.name, job_id, query.get("attempt"), query.get("token"))
+    try:
+        verify_job_token(settings.WEBHOOK_SECRET, provider.name, job_id, query.get("attempt"), query.get("token"))
+    except WebhookRejected as error:
+        raise ForgedUrl(str(error)) from None
     signature = headers.get("webhook-signature", "")
     if signature and not signature.startswith("v1") and not provider.signs_with_hex_hmac:
         verify_generic_signature(settings.WEBHOOK_SECRET, headers, body)
@@ -64,8 +75,23 @@ def binding_problem(target: WebhookTarget, job_id: str, provider: str) -> str | 
     return None
 
 
+# Forged deliveries are logged at most once per this many seconds per process (with how many came meanwhile).
+FORGED_LOG_SECONDS = 10.0
+forged_log = RateLimitedLog(log, FORGED_LOG_SECONDS)
+
+
+def refuse_forged(provider: str, job_id: str, reason: str) -> NoReturn:
+    """A delivery whose URL token does not hold: counted and logged (rate-limited), never stored. Anyone can send
+    these, as fast as they like; a row for each would fill the database and bury the refusals that matter."""
+    WEBHOOKS.labels(provider, "forged").inc()
+    forged_log.warning("refused forged %s webhooks (a wrong URL token), e.g. for %s: %s", provider, job_id, reason)
+    raise ApiError(401, "invalid_webhook_signature", f"Webhook refused: {reason}")
+
+
 async def refuse(state: AppState, provider: str, job_id: str, status: int, code: str, reason: str) -> NoReturn:
-    """Log and record the refusal for operators, then answer it; a failed record never hides the answer."""
+    """Log and record the refusal for operators, then answer it; a failed record never hides the answer. Only
+    deliveries to an authentic URL get here: their refusal means something to an operator."""
+    WEBHOOKS.labels(provider, "refused").inc()
     log.warning("refused %s webhook for %s (%s): %s", provider, job_id, code, reason)
     try:
         async with transaction(state.sessions) as session:
@@ -115,8 +141,12 @@ async def handle_webhook(
     if adapter is None or not adapter.supports_webhooks:
         raise ApiError(404, "unknown_provider", f"No webhooks are taken for provider {provider!r}.")
     body = await read_capped_body(request, state.settings.MAX_WEBHOOK_BYTES)
+    if json_nesting_exceeds(body):  # whatever its Content-Type says: it is parsed as JSON
+        raise ApiError(422, "json_too_deep", JSON_TOO_DEEP_MESSAGE)
     try:
         event = authenticate_webhook(adapter, state.settings, job_id, request.query_params, request.headers, body)
+    except ForgedUrl as error:
+        refuse_forged(provider, job_id, str(error))
     except WebhookRejected as error:
         await refuse(state, provider, job_id, 401, "invalid_webhook_signature", str(error))
     delivery = Delivery(
@@ -136,14 +166,22 @@ async def handle_webhook(
     problem = binding_problem(target, job_id, provider)
     if problem is not None:
         await refuse(state, provider, job_id, 409, "webhook_not_for_this_job", problem)
+    result = delivery_result(target)
+    if result == "accepted" and target.signal_id is not None:
+        after.add_task(state.handoff.signal, target.signal_id, job_id, event)
+    WEBHOOKS.labels(provider, result).inc()
+    return {"status": result}
+
+
+def delivery_result(target: WebhookTarget) -> str:
+    """What an authentic delivery for this job became."""
     if target.seen:
-        return {"status": "duplicate"}
+        return "duplicate"
     if target.status in TERMINAL_STATUSES:
-        return {"status": "ignored"}
+        return "ignored"
     if target.signal_id is None:  # the same delivery, taken by a concurrent request
-        return {"status": "duplicate"}
-    after.add_task(state.handoff.signal, target.signal_id, job_id, event)
-    return {"status": "accepted"}
+        return "duplicate"
+    return "accepted"
 
 
 def timeline_json(provider: str, event: ProviderEvent) -> str:
