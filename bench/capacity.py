@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -30,6 +31,7 @@ from bench.drive import (
     start_job,
     synchronous_job_steps,
     wait_for_closed,
+    wait_for_terminal_event,
     wait_for_waiting_floors,
     wait_for_waiting_jobs,
     webhook_job_input,
@@ -180,6 +182,75 @@ async def large_result_memory(stack: BenchStack, config: BenchConfig, workers: W
             )
         )
     return figures
+
+
+# Sides of the all-zero PNGs given as previousImage to six local jobs at once: over MAX_IMAGE_PIXELS (refused from
+# the header), and within it (shrunk in a child process before the local provider draws on it).
+HOSTILE_INPUT_SIDES = (("6c", 13_000, "error"), ("6d", 6_000, "completed"))
+HOSTILE_INPUT_JOBS = 6
+HOSTILE_INPUT_GROWTH_LIMIT_MB = 300.0
+
+
+async def hostile_input_memory(stack: BenchStack, config: BenchConfig, workers: Workers) -> list[Figure]:
+    """Six jobs at once refining a huge all-zero PNG: the worker's peak RSS growth against its 300 MB bound."""
+    worker = workers.product_process()
+    figures = []
+    for number, side, expected in HOSTILE_INPUT_SIDES:
+        name = f"zero-{side}.png"
+        zero = io.BytesIO()
+        Image.new("1", (side, side)).save(zero, format="PNG", optimize=True)
+        (stack.files.directory / name).write_bytes(zero.getvalue())
+        canvas = new_tag(f"hostile-{side}")
+        before = worker.memory()
+        peak_reset = worker.reset_peak()
+        started = time.monotonic()
+        job_ids = [
+            await start_refinement(stack, canvas, f"n{index}", f"{stack.files_url}/{name}")
+            for index in range(HOSTILE_INPUT_JOBS)
+        ]
+        outcomes = [await wait_for_terminal_event(stack, job_id) for job_id in job_ids]
+        seconds = time.monotonic() - started
+        after = worker.memory()
+        if set(outcomes) != {expected}:
+            raise BenchError(f"jobs refining a {side}x{side} image ended {outcomes}, not all {expected}")
+        figures.append(
+            Figure(
+                number=number,
+                title=(
+                    f"memory: worker peak RSS growth, {HOSTILE_INPUT_JOBS} jobs at once refining a {side}x{side}"
+                    f" all-zero PNG ({len(zero.getvalue()) / 1024:.0f} KB;"
+                    f" {side * side * 4 / MB:.0f} MB decoded as RGBA): each job {expected}"
+                ),
+                unit="MB",
+                product=Series.of_value(
+                    "peak RSS - RSS before the jobs",
+                    (after.peak - before.rss) / MB,
+                    peakResetBeforeJobs=peak_reset,
+                    seconds=seconds,
+                ),
+                floors=[Series.of_value("the bound (issue: under 300 MB)", HOSTILE_INPUT_GROWTH_LIMIT_MB)],
+                method=(
+                    f"{HOSTILE_INPUT_JOBS} local jobs started back to back, each with previousImage at the bench "
+                    "file server; VmHWM reset before, read after the last terminal event. Over MAX_IMAGE_PIXELS "
+                    "the jobs fail from the header alone; within it the input is shrunk in a child process."
+                ),
+            )
+        )
+    return figures
+
+
+async def start_refinement(stack: BenchStack, canvas: str, node: str, previous_image: str) -> str:
+    body = {
+        "workflowId": canvas,
+        "nodeId": node,
+        "provider": "local",
+        "promptSpec": {"basePrompt": f"benchmark {node}", "size": "512x512", "previousImage": previous_image},
+    }
+    response = await stack.http.post("/v1/jobs", json=body)
+    if response.status_code != 202:
+        raise BenchError(f"POST /v1/jobs answered {response.status_code}: {response.text}")
+    job_id: str = response.json()["jobId"]
+    return job_id
 
 
 def thumbnail_path(stack: BenchStack, pixels: int, child_peaks: dict[int, int]) -> str:

@@ -2,11 +2,11 @@
 
     python -m bench.run [--quick] [--jobs N] [--scale-jobs N] [--samples N] [--only PHASE,...] [--output PATH]
 
-Phases, each with fresh worker processes: `start` (figure 1, no workers), `instant` (2, 4, 5; local
-provider without delay), `overhead` (3; local provider taking 1.0 s), `memory` (6), `scale` (7), `ui` (8: the
-canvas in Chromium; needs `make web`), `canvas` (9: a canvas run beside the same jobs started independently).
-A phase that fails is reported with its error, its workflows are
-terminated, the next phase still runs, and the logs are kept.
+Phases, each with fresh worker processes: `start` (figure 1, no workers), `instant` (2, 4, 5; local provider
+without delay), `overhead` (3; local provider taking 1.0 s), `memory` (6: large results, huge inputs), `scale`
+(7), `ui` (8: the canvas in Chromium; needs `make web`), `canvas` (9: a canvas run beside the same jobs started
+independently). A phase that fails is reported with its error, its workflows are terminated, the next phase
+still runs, and the logs are kept.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.canvas import canvas_run
-from bench.capacity import large_result_memory, scale, throughput
+from bench.capacity import hostile_input_memory, large_result_memory, scale, throughput
 from bench.drive import MB, BenchConfig, warm_up
 from bench.latency import live_latency, orchestration_overhead, start_latency, webhook_latency
 from bench.report import Figure, details, table, write_results
@@ -50,7 +50,7 @@ PHASES = {
     "start": Phase(figures=(start_latency,), product_worker=False, floor_worker=False, warm_up=False),
     "instant": Phase(figures=(webhook_latency, throughput, live_latency)),
     "overhead": Phase(figures=(orchestration_overhead,), delayed_provider=True),
-    "memory": Phase(figures=(large_result_memory,), floor_worker=False, warm_up=False),
+    "memory": Phase(figures=(large_result_memory, hostile_input_memory), floor_worker=False, warm_up=False),
     "scale": Phase(figures=(scale,)),
     "ui": Phase(figures=(ui_latency,), product_worker=False, floor_worker=False, warm_up=False),
     "canvas": Phase(figures=(canvas_run,)),

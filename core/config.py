@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     R2_SECRET_ACCESS_KEY: str | None = None
 
     MAX_IMAGE_BYTES: int = 100 * 1024 * 1024
+    # Every image taken in (input, result, upload) is measured from its header and refused past this many pixels,
+    # before anything decodes it (core/images.py). 8192x8192: above any model's output today.
+    MAX_IMAGE_PIXELS: int = Field(default=8192 * 8192, ge=1)
     DOWNLOAD_ALLOWLIST: CommaList = Field(default_factory=list)
     THUMBNAIL_PX: int = 256
     THUMBNAIL_MAX_PIXELS: int = 50_000_000

@@ -26,6 +26,7 @@ from typing import IO
 import httpx
 
 from core.config import Settings
+from core.images import over_budget
 from core.netguard import DownloadRefused, open_download
 from core.storage import ObjectStorage, validate_key
 from core.thumbnails import Thumbnailed, ThumbnailPolicy, Undecodable, make_thumbnail
@@ -99,6 +100,7 @@ class ImageIngest:
         self._http = http
         self._max_bytes = settings.MAX_IMAGE_BYTES
         self._thumbnails = ThumbnailPolicy.from_settings(settings)
+        self._max_pixels = settings.MAX_IMAGE_PIXELS
         self._allowlist = list(settings.DOWNLOAD_ALLOWLIST)
         self._key_prefix = validate_key(key_prefix)
         self._output_count = output_count
@@ -200,12 +202,17 @@ class ImageIngest:
         )
 
     async def _thumbnail(self, spooled: _Spooled, target: Path) -> Thumbnailed:
-        """The image's size and its thumbnail in `target`; a file Pillow cannot decode is refused as bad output."""
+        """The image's size and its thumbnail in `target`; a file Pillow cannot decode, or one over the pixel budget
+        (measured from its header: the thumbnail policy never decodes such an image), is refused as bad output."""
         pillow_format = spooled.kind.pillow_format
         try:
-            return await make_thumbnail(spooled.path, pillow_format, target, self._thumbnails)
+            thumbnailed = await make_thumbnail(spooled.path, pillow_format, target, self._thumbnails)
         except Undecodable as exc:
             raise _bad_output(f"the {pillow_format} image cannot be decoded: {exc}") from exc
+        too_large = over_budget((thumbnailed.width, thumbnailed.height), self._max_pixels)
+        if too_large:
+            raise _bad_output(f"the provider's image cannot be stored: {too_large}")
+        return thumbnailed
 
     async def _put_thumbnail(self, key: str, thumbnail_key: str, thumbnail_path: Path) -> None:
         try:

@@ -15,6 +15,7 @@ import re
 import shutil
 import tempfile
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -137,6 +138,11 @@ class LocalStorage(ObjectStorage):
     async def put_file(self, key: str, path: Path, content_type: str) -> None:
         await asyncio.to_thread(_replace_atomically, path, self.local_path(key))
 
+    async def put_new_file(self, key: str, path: Path) -> bool:
+        """Store the file under `key` only if nothing is there yet (atomically: of two racing writers one wins);
+        False when something already was."""
+        return await asyncio.to_thread(_create_atomically, path, self.local_path(key))
+
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self.local_path(key).unlink, missing_ok=True)
 
@@ -175,6 +181,22 @@ def _replace_atomically(source: Path, target: Path) -> None:
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
+
+
+def _create_atomically(source: Path, target: Path) -> bool:
+    """Like `_replace_atomically`, but a hard link instead of a rename: it fails when `target` exists."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
+    try:
+        shutil.copyfile(source, temp)
+        temp.chmod(0o644)
+        try:
+            os.link(temp, target)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        temp.unlink(missing_ok=True)
 
 
 def _probe_writable(root: Path) -> None:

@@ -62,7 +62,8 @@ class ThumbnailPolicy:
     def from_settings(cls, settings: Settings) -> ThumbnailPolicy:
         return cls(
             max_side=settings.THUMBNAIL_PX,
-            max_pixels=settings.THUMBNAIL_MAX_PIXELS,
+            # An image over the pixel budget is refused by its caller (core/images.py): never decode one.
+            max_pixels=min(settings.THUMBNAIL_MAX_PIXELS, settings.MAX_IMAGE_PIXELS),
             in_process_max_pixels=settings.THUMBNAIL_IN_PROCESS_MAX_PIXELS,
             max_child_processes=settings.THUMBNAIL_MAX_CHILD_PROCESSES,
         )

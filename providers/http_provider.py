@@ -44,6 +44,7 @@ class Connection:
     http: httpx.AsyncClient | None
     timeout_seconds: float
     max_image_bytes: int
+    max_image_pixels: int
     download_allowlist: tuple[str, ...] = ()
 
 
@@ -70,6 +71,7 @@ class HttpProvider(ImageProvider):
             http=http,
             timeout_seconds=settings.PROVIDER_TIMEOUT_SECONDS,
             max_image_bytes=settings.MAX_IMAGE_BYTES,
+            max_image_pixels=settings.MAX_IMAGE_PIXELS,
             download_allowlist=tuple(settings.DOWNLOAD_ALLOWLIST),
         )
         rate = _setting(settings, cls.rate_setting)
@@ -118,6 +120,7 @@ class HttpProvider(ImageProvider):
             url,
             allowlist=self.connection.download_allowlist,
             max_bytes=min(max_bytes, self.connection.max_image_bytes),
+            max_pixels=self.connection.max_image_pixels,
             accepted_types=accepted_types,
         )
 

@@ -3,7 +3,8 @@ the provider activity, so no image bytes ever enter Temporal history or the data
 
 The fetch takes the same guarded path as result downloads: the URL and every redirect are checked against the
 worker's own network (core.netguard, DOWNLOAD_ALLOWLIST), the body is refused as soon as it passes the size cap,
-and its first bytes must announce an image format the provider accepts (core.ingest.sniff_image_kind).
+its first bytes must announce an image format the provider accepts (core.ingest.sniff_image_kind), and its header
+must declare no more than MAX_IMAGE_PIXELS (core.images): nothing here decodes it.
 The image is the caller's: what is wrong with it is the caller's to fix (non-retryable InvalidProviderRequest),
 while a host that is unreachable or overloaded may recover (ProviderUnavailable).
 """
@@ -17,8 +18,10 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from core.images import ImageSize, TooManyPixels, measure
 from core.ingest import sniff_image_kind
 from core.netguard import DownloadRefused, open_download
+from core.thumbnails import Undecodable
 from models.errors import INVALID_REQUEST, ProviderRejected, ProviderUnavailable
 from providers.http import declares_more_than, read_at_most
 
@@ -35,6 +38,7 @@ class InputImage:
     data: bytes = field(repr=False)
     content_type: str
     extension: str
+    size: ImageSize = (0, 0)  # width and height, from the header
 
     @property
     def filename(self) -> str:
@@ -68,9 +72,11 @@ async def fetch_input_image(
     *,
     allowlist: Sequence[str],
     max_bytes: int,
+    max_pixels: int,
     accepted_types: Collection[str],
 ) -> InputImage:
-    """The image at `url`, at most `max_bytes` long and of one of `accepted_types` (e.g. "image/png")."""
+    """The image at `url`, at most `max_bytes` long, at most `max_pixels` by its header (nothing decodes it here),
+    and of one of `accepted_types` (e.g. "image/png")."""
     try:
         async with open_download(http, url, allowlist) as response:
             _check_status(url, response)
@@ -87,7 +93,13 @@ async def fetch_input_image(
     if kind is None or kind.content_type not in accepted_types:
         found = kind.content_type if kind else f"content starting with {data[:SNIFF_BYTES]!r}"
         raise _refused(f"the input image {url} must be one of {', '.join(sorted(accepted_types))}, not {found}")
-    return InputImage(data=data, content_type=kind.content_type, extension=kind.extension)
+    try:
+        size = measure(data, kind.pillow_format, max_pixels)
+    except Undecodable as exc:
+        raise _refused(f"the input image {url} is not a readable {kind.content_type}: {exc}") from exc
+    except TooManyPixels as exc:
+        raise _refused(f"the input image {url} cannot be used: {exc}") from exc
+    return InputImage(data=data, content_type=kind.content_type, extension=kind.extension, size=size)
 
 
 def _check_status(url: str, response: httpx.Response) -> None:

@@ -6,7 +6,9 @@ which makes it the provider of `imagejobs dev` and of the end-to-end tests.
 
 Given a `previousImage` it refines: the input, re-tinted and overlaid with the prompt's shapes, so a chain of
 refinements runs offline and each step visibly comes from the one before. The input is fetched like any input
-image (providers.input_images: SSRF-guarded, size-capped, sniffed).
+image (providers.input_images: SSRF-guarded, size-capped, sniffed, measured against MAX_IMAGE_PIXELS), and one
+larger than the picture to draw is first shrunk the way thumbnails are drawn (core.thumbnails: in a short-lived
+child process when decoding it whole would swell the worker).
 """
 
 from __future__ import annotations
@@ -15,13 +17,18 @@ import asyncio
 import hashlib
 import io
 import random
+import tempfile
 from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
 from typing import Any, ClassVar
 
 import httpx
 from PIL import Image, ImageDraw, ImageFilter
 
-from models.errors import InvalidJobRequest
+from core.ingest import SNIFF_BYTES, sniff_image_kind
+from core.thumbnails import ThumbnailPolicy, Undecodable, make_thumbnail
+from models.errors import InvalidJobRequest, ProviderRejected, ProviderUnavailable
 from models.payloads import PromptSpec, Provenance, ProviderCall
 from providers.base import ImageProvider, ModelCapabilities, OutputSink
 from providers.http import require_client
@@ -100,11 +107,18 @@ class LocalProvider(ImageProvider):
         rate_per_minute: float | None = None,
         http: httpx.AsyncClient | None = None,
         download_allowlist: Sequence[str] = (),
+        max_image_pixels: int = 8192 * 8192,
+        decode: ThumbnailPolicy | None = None,
     ) -> None:
         self.delay_ms = delay_ms
         self.rate_per_minute = rate_per_minute
         self.http = http
         self.download_allowlist = download_allowlist
+        self.max_image_pixels = max_image_pixels
+        # Where a large input image is decoded: in a child process past `in_process_max_pixels`, as thumbnails are.
+        self.decode = decode or ThumbnailPolicy(
+            max_side=MAX_SIDE, max_pixels=max_image_pixels, in_process_max_pixels=4_194_304, max_child_processes=2
+        )
 
     def capabilities(self, model: str) -> ModelCapabilities:
         return self.describe(model, max_images=MAX_OUTPUTS, seed=True, negative_prompt=False)
@@ -124,13 +138,15 @@ class LocalProvider(ImageProvider):
             for step in range(1, PROGRESS_STEPS + 1):
                 await asyncio.sleep(self.delay_ms / 1000 / PROGRESS_STEPS)
                 await sink.progress(step / PROGRESS_STEPS * 0.9)
-        start_from = await self._input_image(call.spec.previous_image)
+        start_from = await self._input_image(call.spec.previous_image, max(width, height))
         for index in range(call.spec.n):
             png = await asyncio.to_thread(render_png, call.spec.prompt, seed + index, width, height, start_from)
             await sink.store_bytes(png)
         return Provenance(seed=seed, effective={"size": f"{width}x{height}"})
 
-    async def _input_image(self, url: str | None) -> bytes | None:
+    async def _input_image(self, url: str | None, side: int) -> bytes | None:
+        """The input image's bytes, shrunk to at most `side` pixels (in a child process when decoding it whole
+        would swell the worker) once it is larger than that."""
         if url is None:
             return None
         image = await fetch_input_image(
@@ -138,6 +154,21 @@ class LocalProvider(ImageProvider):
             url,
             allowlist=self.download_allowlist,
             max_bytes=MAX_INPUT_IMAGE_BYTES,
+            max_pixels=self.max_image_pixels,
             accepted_types=INPUT_IMAGE_TYPES,
         )
-        return image.data
+        if max(image.size) <= side:
+            return image.data
+        with tempfile.TemporaryDirectory(prefix="imagejobs-local-") as folder:
+            source, target = Path(folder) / image.filename, Path(folder) / "shrunk.webp"
+            source.write_bytes(image.data)
+            kind = sniff_image_kind(image.data[:SNIFF_BYTES])
+            assert kind is not None  # fetch_input_image sniffed it already
+            policy = replace(self.decode, max_side=side, max_pixels=self.max_image_pixels)
+            try:
+                drawn = await make_thumbnail(source, kind.pillow_format, target, policy)
+            except Undecodable as exc:
+                raise ProviderRejected(f"the input image {url} cannot be decoded: {exc}") from exc
+            if not drawn.drawn:
+                raise ProviderUnavailable(f"the input image {url} could not be shrunk (its decoder process failed)")
+            return target.read_bytes()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 
 from core.config import Settings
+from core.thumbnails import ThumbnailPolicy
 from providers.base import ImageProvider
 from providers.custom import CustomProvider
 from providers.google import GoogleProvider
@@ -39,6 +40,8 @@ def build_providers(settings: Settings, http: httpx.AsyncClient | None = None) -
             rate_per_minute=settings.LOCAL_RATE_PER_MINUTE,
             http=http,
             download_allowlist=settings.DOWNLOAD_ALLOWLIST,
+            max_image_pixels=settings.MAX_IMAGE_PIXELS,
+            decode=ThumbnailPolicy.from_settings(settings),
         ),
         *(adapter.from_settings(settings, http) for adapter in HTTP_ADAPTERS),
     ]

@@ -4,10 +4,12 @@ job-owned node fields kept through a save, refused boards, and the `board` event
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from typing import Any
 
 import httpx
+from PIL import Image
 
 from tests.fixtures.stack import Stack
 from tests.sse import read_events
@@ -134,15 +136,25 @@ async def test_jobs_can_be_searched_by_prompt_text_taken_literally(stack: Stack)
     assert await found("d_b") == []  # `_` is not a wildcard either (it would match "Red Barn")
 
 
-async def test_an_upload_url_takes_the_announced_image_and_refuses_anything_else(stack: Stack) -> None:
-    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 200
-    ticket = await stack.api.post("/v1/uploads", json={"contentType": "image/png", "bytes": len(png)})
+def png_bytes(width: int = 8, height: int = 8) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 40, 40)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+async def upload_ticket(stack: Stack, size: int) -> tuple[str, str]:
+    ticket = await stack.api.post("/v1/uploads", json={"contentType": "image/png", "bytes": size})
     assert ticket.status_code == 201, ticket.text
-    upload_url, file_url = ticket.json()["uploadUrl"], ticket.json()["fileUrl"]
+    return ticket.json()["uploadUrl"], ticket.json()["fileUrl"]
+
+
+async def test_an_upload_url_takes_the_announced_image_and_refuses_anything_else(stack: Stack) -> None:
+    png = png_bytes()
+    upload_url, file_url = await upload_ticket(stack, len(png))
 
     async with httpx.AsyncClient(timeout=10) as browser:  # no API key: the URL is the credential
-        wrong_type = await browser.put(upload_url, content=b"<html>" + b"x" * 194)
-        too_long = await browser.put(upload_url, content=png + b"more")
+        wrong_type = await browser.put(upload_url, content=b"<html>" + b"x" * (len(png) - 6))
+        too_long = await browser.put(upload_url, content=png + b"more" * 100)
         forged = await browser.put(upload_url.replace("token=", "token=0"), content=png)
         taken = await browser.put(upload_url, content=png)
         served = await browser.get(file_url)
@@ -152,5 +164,32 @@ async def test_an_upload_url_takes_the_announced_image_and_refuses_anything_else
     assert (forged.status_code, forged.json()["code"]) == (401, "invalid_upload_url")
     assert taken.status_code == 204
     assert served.status_code == 200 and served.content == png
+    assert served.headers["x-content-type-options"] == "nosniff"
     refused = await stack.api.post("/v1/uploads", json={"contentType": "text/html", "bytes": 10})
     assert refused.status_code == 422
+
+
+async def test_an_upload_url_works_once_and_takes_only_one_whole_image_within_the_pixel_budget(stack: Stack) -> None:
+    png = png_bytes()
+    polyglot = png + b"<html><script>alert(document.cookie)</script></html>"
+    # A 13000x13000 PNG is small when its pixels are all zero; its header alone says what decoding it would cost.
+    bomb = io.BytesIO()
+    Image.new("1", (13000, 13000)).save(bomb, format="PNG")
+    cases = {"truncated": png[:16], "polyglot": polyglot, "bomb": bomb.getvalue()}
+    async with httpx.AsyncClient(timeout=30) as browser:
+        refused = {}
+        for name, content in cases.items():
+            url, _ = await upload_ticket(stack, len(content))
+            refused[name] = await browser.put(url, content=content)
+        url, file_url = await upload_ticket(stack, len(png))
+        first = await browser.put(url, content=png)
+        second = await browser.put(url, content=png_bytes(4, 4))
+        served = await browser.get(file_url)
+
+    for name, answer in refused.items():
+        assert answer.status_code == 415, (name, answer.text)
+    assert refused["bomb"].json()["code"] == "image_too_large"
+    assert "megapixel" in refused["bomb"].json()["message"]
+    assert first.status_code == 204
+    assert (second.status_code, second.json()["code"]) == (409, "upload_url_used")
+    assert served.content == png, "a second PUT replaced a file served as immutable"

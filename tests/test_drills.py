@@ -7,13 +7,16 @@ one image object per output, no duplicate events, and no image data in any JSON 
 from __future__ import annotations
 
 import asyncio
+import io
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from temporalio.client import Client
@@ -513,3 +516,53 @@ async def test_api_killed_during_20_run_starts_every_run_and_node_ends(
     assert {status for _, status, _ in runs} == {"completed"}, runs
     assert all(started for _, _, started in runs)
     assert pending_nodes == []
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's resident-set high-water mark (Linux: VmHWM), in MB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    (line,) = [line for line in status.splitlines() if line.startswith("VmHWM:")]
+    return int(line.split()[1]) / 1024
+
+
+def zero_png(side: int) -> bytes:
+    """A side x side all-zero PNG: tiny on disk, side * side * 4 bytes once decoded as RGBA."""
+    buffer = io.BytesIO()
+    Image.new("1", (side, side)).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("side", "outcome"), [(13_000, "failed"), (6_000, "completed")], ids=["over-the-budget", "within-the-budget"]
+)
+async def test_six_jobs_refining_a_huge_image_keep_the_worker_small(
+    side: int, outcome: str, stack_settings: Settings, temporal_client: Client
+) -> None:
+    """Six local jobs at once whose previousImage is a side x side zero PNG (13000: 657 KB, 676 MB decoded; 6000:
+    144 MB decoded): over MAX_IMAGE_PIXELS each fails at once, from the header alone; within it each completes,
+    its input shrunk in a child process. Either way the worker's peak RSS grows by under 300 MB."""
+    settings = make_settings(stack_settings, LOCAL_PROVIDER_DELAY_MS=0, DOWNLOAD_ALLOWLIST=["127.0.0.1"])
+    key = f"inputs/zero-{side}-{uuid.uuid4().hex[:6]}.png"
+    (settings.local_storage_dir / key).parent.mkdir(parents=True, exist_ok=True)
+    (settings.local_storage_dir / key).write_bytes(zero_png(side))
+    async with running_stack(settings, temporal_client, workers=False) as stack:
+        with worker_process(settings) as worker:
+            warm = await stack.start("warming up", promptSpec={"size": "256x256"})
+            assert (await stack.wait(warm["jobId"], timeout=60))["status"] == "completed"
+            before = peak_rss_mb(worker.pid)
+            started = [
+                await stack.start(
+                    f"refine {index}",
+                    nodeId=f"n{index}",
+                    promptSpec={"size": "512x512", "previousImage": f"{settings.app_url}/files/{key}"},
+                )
+                for index in range(6)
+            ]
+            records = [await stack.wait(job["jobId"], timeout=120) for job in started]
+            growth = peak_rss_mb(worker.pid) - before
+    assert [record["status"] for record in records] == [outcome] * 6, records
+    if outcome == "failed":
+        for record in records:
+            assert record["errorCode"] == "InvalidProviderRequest", record
+            assert "megapixel" in record["error"], record
+    assert growth < 300, f"the worker's peak RSS grew by {growth:.0f} MB"

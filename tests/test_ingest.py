@@ -28,6 +28,7 @@ from models.errors import BAD_OUTPUT, ProviderRejected, ProviderUnavailable
 from models.payloads import StoredImage
 from tests.fakes.server import RecordedRequest, Recorder, free_port, serve
 from tests.fixtures.s3 import s3_admin_client
+from tests.fixtures.stack import make_settings
 
 MIB = 1024 * 1024
 CHUNK = 64 * 1024
@@ -331,6 +332,18 @@ async def test_very_large_images_are_stored_without_a_thumbnail(
     assert (image.width, image.height, image.thumbnail_key, image.thumbnail_url) == (8000, 7000, None, None)
     assert stored_files(settings) == ["images/canvas-1/job-1.png"]
     assert "no thumbnail" in caplog.text
+
+
+async def test_a_result_over_the_pixel_budget_is_refused_before_any_decode(
+    settings: Settings, http: httpx.AsyncClient
+) -> None:
+    ingest, _ = make_ingest(make_settings(settings, MAX_IMAGE_PIXELS=4000 * 4000), http)
+
+    with pytest.raises(ProviderRejected, match="megapixel") as error:
+        await ingest.store_bytes(png_header_only(8000, 7000))
+
+    assert_bad_output(error)
+    assert stored_files(settings) == []
 
 
 def thumbnail_pids(caplog: pytest.LogCaptureFixture) -> list[int]:

@@ -23,7 +23,13 @@ CONTENT_TYPES = {
     ".webp": "image/webp",
     ".gif": "image/gif",
 }
-CORS_HEADERS = {"Access-Control-Allow-Origin": "*", "Cross-Origin-Resource-Policy": "cross-origin"}
+# Every file answer: readable from any origin, and never sniffed into something other than its type (an image
+# that is also a page must not render as one).
+FILE_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Cross-Origin-Resource-Policy": "cross-origin",
+    "X-Content-Type-Options": "nosniff",
+}
 # A redirect may be cached while its presigned URL still has most of its life ahead.
 REDIRECT_CACHE_FRACTION = 0.5
 
@@ -50,7 +56,7 @@ async def get_file(key: str, state: StateDep) -> FileResponse | RedirectResponse
         return RedirectResponse(
             await storage.presigned_get(key),
             status_code=302,
-            headers={**CORS_HEADERS, "Cache-Control": f"private, max-age={seconds}"},
+            headers={**FILE_HEADERS, "Cache-Control": f"private, max-age={seconds}"},
         )
     assert isinstance(storage, LocalStorage)
     try:
@@ -63,5 +69,5 @@ async def get_file(key: str, state: StateDep) -> FileResponse | RedirectResponse
     return FileResponse(
         path,
         media_type=CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream"),
-        headers={**CORS_HEADERS, "Cache-Control": "public, max-age=31536000, immutable"},
+        headers={**FILE_HEADERS, "Cache-Control": "public, max-age=31536000, immutable"},
     )

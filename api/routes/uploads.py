@@ -9,6 +9,7 @@ size-capped and sniffed (providers.input_images).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import tempfile
@@ -22,8 +23,10 @@ from pydantic import Field
 
 from api.deps import StateDep
 from api.errors import ApiError
+from core.images import TooManyPixels, measure, verify_whole
 from core.ingest import sniff_image_kind
-from core.storage import S3Storage
+from core.storage import LocalStorage, S3Storage
+from core.thumbnails import Undecodable
 from models.schemas import CamelModel, ErrorBody, RequestModel
 
 UploadType = Literal["image/png", "image/jpeg", "image/webp"]
@@ -75,7 +78,12 @@ async def create_upload(body: UploadRequest, state: StateDep) -> UploadTicket:
 @signed_router.put(
     "/{name}",
     status_code=204,
-    responses={401: {"model": ErrorBody}, 413: {"model": ErrorBody}, 415: {"model": ErrorBody}},
+    responses={
+        401: {"model": ErrorBody},
+        409: {"model": ErrorBody, "description": "This upload URL was used already; ask for a new one."},
+        413: {"model": ErrorBody},
+        415: {"model": ErrorBody, "description": "Not one whole image of the announced type, within the limits."},
+    },
 )
 async def receive_upload(
     name: str,
@@ -86,18 +94,44 @@ async def receive_upload(
     expires: Annotated[int, Query()],
     token: Annotated[str, Query(max_length=128)],
 ) -> Response:
-    """The bytes of an upload this API handed out (local storage); refused when they are not the image announced."""
+    """The bytes of an upload this API handed out (local storage), once: a second PUT to the same URL gets 409 and
+    never replaces a file served as immutable. Refused (415) unless they are one whole image of the announced type
+    within MAX_IMAGE_PIXELS, measured from its header and checked without decoding it."""
     expected = upload_token(state.settings.WEBHOOK_SECRET, name, content_type, size, expires)
     if not hmac.compare_digest(expected.encode(), token.encode()) or expires < time.time():
         raise ApiError(401, "invalid_upload_url", "This upload URL is wrong or expired; ask POST /v1/uploads again.")
+    storage = state.storage
+    assert isinstance(storage, LocalStorage)  # S3 and R2 uploads go straight to the bucket (presigned PUT)
+    key = f"{UPLOAD_PREFIX}/{name}"
+    if await storage.exists(key):
+        raise _used_already()
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / name
-        received = await _receive_at_most(request, path, size)
-        kind = sniff_image_kind(path.read_bytes()[:16]) if received else None
-        if kind is None or kind.content_type != content_type:
-            raise ApiError(415, "not_the_announced_image", f"The bytes are not a {content_type} image.")
-        await state.storage.put_file(f"{UPLOAD_PREFIX}/{name}", path, content_type)
+        await _receive_at_most(request, path, size)
+        await asyncio.to_thread(_check_image, path, content_type, state.settings.MAX_IMAGE_PIXELS)
+        if not await storage.put_new_file(key, path):
+            raise _used_already()
     return Response(status_code=204)
+
+
+def _used_already() -> ApiError:
+    return ApiError(409, "upload_url_used", "This upload URL was used already; ask POST /v1/uploads for another.")
+
+
+def _check_image(path: Path, content_type: str, max_pixels: int) -> None:
+    """415 unless `path` is one whole image of `content_type` (nothing after its end) within `max_pixels`."""
+    with path.open("rb") as file:
+        kind = sniff_image_kind(file.read(16))
+    if kind is None or kind.content_type != content_type:
+        raise ApiError(415, "not_the_announced_image", f"The bytes are not a {content_type} image.")
+    try:
+        measure(path, kind.pillow_format, max_pixels)
+        verify_whole(path, kind.pillow_format)
+    except TooManyPixels as error:
+        raise ApiError(415, "image_too_large", f"The image cannot be used: {error}.") from error
+    except Undecodable as error:
+        message = f"The bytes are not one whole {content_type} image: {error}."
+        raise ApiError(415, "not_the_announced_image", message) from error
 
 
 async def _receive_at_most(request: Request, path: Path, limit: int) -> int:
