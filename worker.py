@@ -26,6 +26,7 @@ from core.db import create_engine, session_factory, transaction
 from core.jobs import job_from_run
 from core.pacing import ProviderPacer
 from core.storage import ObjectStorage, build_storage
+from core.storage_sweep import sweep_files
 from core.temporal import connect, ensure_search_attributes
 from models.payloads import ImageJobInput
 from models.tables import Run
@@ -152,12 +153,16 @@ async def sweep_once(client: Client, settings: Settings, resources: WorkerResour
 
 
 async def keep_sweeping(client: Client, settings: Settings, resources: WorkerResources) -> None:
-    """The worker's housekeeping: what the API left undone gets done, old webhook refusals go."""
+    """The worker's housekeeping: what the API left undone gets done, old webhook refusals go, and so do the files
+    of jobs that ended without a result."""
     while True:
         try:
             await sweep_once(client, settings, resources)
             async with transaction(resources.sessions) as session:
                 await deliveries.prune_refusals(session)
+            await sweep_files(
+                resources.sessions, resources.storage, older_than_seconds=settings.ORPHAN_FILES_GRACE_SECONDS
+            )
         except handoff.TRANSIENT_ERRORS as error:
             log.warning("the sweep failed, trying again later: %s", error)
         except Exception:  # housekeeping must outlive any one bad row

@@ -28,7 +28,7 @@ from core import deliveries
 from core.config import Settings
 from core.ingest import ImageIngest
 from core.pacing import ProviderPacer
-from core.storage import ObjectStorage
+from core.storage import ObjectStorage, job_key_prefix
 from models.errors import INVALID_REQUEST, InvalidJobRequest, ProviderError
 from models.payloads import (
     CancelAtProvider,
@@ -101,10 +101,6 @@ class ProgressGate:
             return False
         self._last_admitted = now
         return True
-
-
-def image_key_prefix(canvas_id: str, job_id: str) -> str:
-    return f"images/{canvas_id}/{job_id}"
 
 
 def webhook_url_for(settings: Settings, call: ProviderCall, attempt: int) -> str:
@@ -204,7 +200,7 @@ class GenerationActivities:
             storage=self.storage,
             http=self.http,
             settings=self.settings,
-            key_prefix=image_key_prefix(canvas_id, job_id),
+            key_prefix=job_key_prefix(canvas_id, job_id),
             output_count=output_count,
             on_progress=on_progress,
         )

@@ -95,6 +95,8 @@ class Settings(BaseSettings):
     # signals an API process committed over HANDOFF_GRACE_SECONDS ago and did not hand off to Temporal.
     SWEEP_INTERVAL_SECONDS: float = Field(default=5.0, gt=0)
     HANDOFF_GRACE_SECONDS: float = Field(default=15.0, ge=0)
+    # The sweep deletes the files of a job that failed or was cancelled this long ago (core/storage_sweep.py).
+    ORPHAN_FILES_GRACE_SECONDS: float = Field(default=3600.0, ge=0)
 
     OPENAI_API_KEY: str | None = None
     OPENAI_BASE_URL: str = "https://api.openai.com/v1"

@@ -52,12 +52,19 @@ MIN_PART_BYTES = 5 * 1024 * 1024
 COPY_BUFFER_BYTES = 1024 * 1024
 # S3's own limit is 1024 bytes; file systems allow 255 per path segment, which the ids' pattern keeps to.
 MAX_KEY_CHARS = 1024
+# The most keys `keys_under` returns in one call.
+LIST_LIMIT = 1000
 _KEY_CHARACTERS = re.compile(r"[A-Za-z0-9._/-]+")
 _MISSING_OBJECT_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 # An unreachable bucket is an outage, not a failed provider call: an upload waits for it this long (retrying with
 # backoff) instead of failing the activity, which Temporal would repeat, provider call (and its bill) included.
 UPLOAD_OUTAGE_SECONDS = 300.0
 UPLOAD_RETRY_MAX_DELAY_SECONDS = 10.0
+
+
+def job_key_prefix(canvas_id: str, job_id: str) -> str:
+    """Where a job's outputs are stored: `{prefix}.png`, `{prefix}-1.png`, `{prefix}.thumb.webp`, ..."""
+    return f"images/{canvas_id}/{job_id}"
 
 
 def validate_key(key: str) -> str:
@@ -108,6 +115,10 @@ class ObjectStorage(ABC):
         return await self.head(key) is not None
 
     @abstractmethod
+    async def keys_under(self, prefix: str) -> list[str]:
+        """The keys that start with `prefix` (at most a thousand: callers use narrow prefixes)."""
+
+    @abstractmethod
     async def url_for(self, key: str) -> str:
         """The URL a browser fetches the object from. It never expires: records and nodes keep it."""
 
@@ -155,6 +166,18 @@ class LocalStorage(ObjectStorage):
         # A directory has no room for per-file metadata; the extension decides, as it does when /files serves it.
         content_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
         return ObjectInfo(content_type=content_type, size=size)
+
+    async def keys_under(self, prefix: str) -> list[str]:
+        folder, _, stem = validate_key(prefix).rpartition("/")
+        directory = self.local_path(folder) if folder else self.root
+
+        def listed() -> list[str]:
+            if not directory.is_dir():
+                return []
+            names = sorted(path.name for path in directory.iterdir() if path.is_file())
+            return [f"{folder}/{name}" if folder else name for name in names if name.startswith(stem)][:LIST_LIMIT]
+
+        return await asyncio.to_thread(listed)
 
     async def url_for(self, key: str) -> str:
         return f"{self.base_url}/{validate_key(key)}"
@@ -303,6 +326,11 @@ class S3Storage(ObjectStorage):
     async def delete(self, key: str) -> None:
         client = await self._s3()
         await client.delete_object(Bucket=self.bucket, Key=validate_key(key))
+
+    async def keys_under(self, prefix: str) -> list[str]:
+        client = await self._s3()
+        answer = await client.list_objects_v2(Bucket=self.bucket, Prefix=validate_key(prefix), MaxKeys=LIST_LIMIT)
+        return [item["Key"] for item in answer.get("Contents", []) if "Key" in item]
 
     async def head(self, key: str) -> ObjectInfo | None:
         client = await self._s3()

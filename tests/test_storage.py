@@ -257,3 +257,14 @@ async def test_s3_cancelled_multipart_upload_leaves_nothing(
         await upload
 
     assert_no_trace_of(s3_storage, "images/cancelled.png")
+
+
+async def test_keys_under_lists_only_what_starts_with_the_prefix(storage: ObjectStorage, tmp_path: Path) -> None:
+    source = write_file(tmp_path, "source.png", b"\x89PNG\r\n\x1a\n")
+    for key in ("images/c1/job_a.png", "images/c1/job_a.thumb.webp", "images/c1/job_ab.png", "images/c2/job_a.png"):
+        await storage.put_file(key, source, "image/png")
+
+    listed = await storage.keys_under("images/c1/job_a")
+
+    assert sorted(listed) == ["images/c1/job_a.png", "images/c1/job_a.thumb.webp", "images/c1/job_ab.png"]
+    assert await storage.keys_under("images/c3/job_a") == []
