@@ -473,11 +473,21 @@ async def test_api_killed_during_20_run_starts_every_run_and_node_ends(
         for canvas_id in boards:
             saved = await http.put(f"/v1/canvases/{canvas_id}", json={"nodes": nodes, "edges": edges})
             assert saved.status_code == 200, saved.text
-        flight = asyncio.gather(*(post_run_until_answered(http, canvas_id) for canvas_id in boards))
-        await asyncio.sleep(0.25)
+        flights = [asyncio.create_task(post_run_until_answered(http, canvas_id)) for canvas_id in boards]
+        # Killed 0.25 s in, or as the first answer arrives if that is sooner: either way starts are cut short,
+        # and the answered runs' workflows, started only after the answer, may not be.
+        await asyncio.wait(flights, timeout=0.25, return_when=asyncio.FIRST_COMPLETED)
         api.kill()
-        answers = await flight
+        answers = await asyncio.gather(*flights)
         assert any(answer is None for answer in answers), "the kill must cut starts short"
+        async with db_sessions() as session:
+            unstarted = (
+                await session.execute(
+                    text("SELECT count(*) FROM canvas_runs WHERE canvas_id LIKE :p AND workflow_started_at IS NULL"),
+                    {"p": f"{prefix}-%"},
+                )
+            ).scalar_one()
+        assert unstarted > 0, "the kill left no run for the sweep to start"
         await api.start_healthy()  # back for what refinements download (/files); it starts no run by itself
 
         async def every_run_ended() -> bool:

@@ -503,7 +503,9 @@ export interface paths {
         get?: never;
         /**
          * Receive Upload
-         * @description The bytes of an upload this API handed out (local storage); refused when they are not the image announced.
+         * @description The bytes of an upload this API handed out (local storage), once: a second PUT to the same URL gets 409 and
+         *     never replaces a file served as immutable. Refused (415) unless they are one whole image of the announced type
+         *     within MAX_IMAGE_PIXELS, measured from its header and checked without decoding it.
          */
         put: operations["receive_upload_v1_uploads__name__put"];
         post?: never;
@@ -2721,6 +2723,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description This upload URL was used already; ask for a new one. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Request Entity Too Large */
             413: {
                 headers: {
@@ -2730,7 +2741,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Unsupported Media Type */
+            /** @description Not one whole image of the announced type, within the limits. */
             415: {
                 headers: {
                     [name: string]: unknown;
