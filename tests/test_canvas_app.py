@@ -5,10 +5,12 @@ The app is the build in web/dist (`make test` builds it first); each test reads 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import re
 import shutil
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -208,6 +210,39 @@ async def test_two_tabs_see_each_others_changes(browser: Browser, app_stack: Sta
     await expect(second.get_by_label("Prompt")).to_have_value("typed in the first tab")
     await second.get_by_role("button", name="Generate").click()
     await expect(first.get_by_role("img", name="typed in the first tab")).to_be_visible()
+
+
+async def test_a_node_added_while_another_client_saves_the_board_keeps_both(browser: Browser, app_stack: Stack) -> None:
+    """The tab's save meets a newer version (409): it merges the other client's node in and saves again."""
+    canvas_id = await new_board(
+        app_stack, nodes=[{"id": "a", "type": "image_generation", "position": {"x": 0, "y": 0}, "data": {}}]
+    )
+    page = await new_page(browser, app_stack)
+    saves: list[int] = []
+    page.on("response", lambda response: saves.append(response.status) if response.request.method == "PUT" else None)
+    await page.goto(f"/canvases/{canvas_id}")
+    await expect(node_element(page, "a")).to_be_visible()
+
+    await page.get_by_role("button", name="Add image node").click()  # saved a moment later, from the old version
+    read = await saved_board(app_stack, canvas_id)
+    theirs = {"id": "theirs", "type": "image_generation", "position": {"x": 0, "y": 600}, "data": {}}
+    saved = await app_stack.api.put(
+        f"/v1/canvases/{canvas_id}", json={"nodes": [*read["nodes"], theirs], "edges": [], "version": read["version"]}
+    )
+    assert saved.status_code == 200, saved.text
+
+    await expect(node_element(page, "theirs")).to_be_visible()
+    await expect(page.locator(".react-flow__node")).to_have_count(3)
+
+    async def both_kept() -> bool:
+        ids = {node["id"] for node in (await saved_board(app_stack, canvas_id))["nodes"]}
+        return len(ids) == 3 and {"a", "theirs"} <= ids
+
+    deadline = time.monotonic() + 10
+    while not await both_kept():
+        assert time.monotonic() < deadline, await saved_board(app_stack, canvas_id)
+        await asyncio.sleep(0.2)
+    assert saves[:1] == [409] and saves[-1] == 200, saves  # the merge happened, and its save went through
 
 
 async def test_an_edge_makes_the_target_refine_the_sources_image(browser: Browser, app_stack: Stack) -> None:
