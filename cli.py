@@ -452,6 +452,8 @@ def _run_dev_stack(args: argparse.Namespace, stack: ExitStack) -> None:
         # Refinement on the dev stack starts from images the API serves on this machine: let the worker fetch
         # from loopback (nowhere else private), unless DOWNLOAD_ALLOWLIST says otherwise.
         "DOWNLOAD_ALLOWLIST": os.environ.get("DOWNLOAD_ALLOWLIST") or LOOPBACK,
+        # Likewise for webhook endpoints: an app developed beside the stack listens on loopback.
+        "OUTBOUND_ALLOWLIST": os.environ.get("OUTBOUND_ALLOWLIST") or LOOPBACK,
     }
     worker = _restarting("worker", ["worker"], environment)
     stack.callback(worker.stop)

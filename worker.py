@@ -19,8 +19,9 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.generation import HEARTBEAT_EVERY, GenerationActivities
+from activities.outbound import OutboundActivities
 from activities.runs import CanvasRunActivities, RunActivities
-from core import deliveries, handoff
+from core import deliveries, handoff, outbound
 from core.config import Settings, get_settings, warn_about_lookalikes
 from core.db import create_engine, session_factory, transaction
 from core.jobs import job_from_run
@@ -34,6 +35,7 @@ from providers.base import ImageProvider
 from providers.registry import build_providers
 from workflows.canvas_run import CanvasRunWorkflow
 from workflows.image_job import ImageJobWorkflow, provider_task_queue
+from workflows.outbound_webhook import OutboundWebhookWorkflow
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +93,16 @@ def generation_activities(settings: Settings, resources: WorkerResources) -> Gen
 
 def build_workers(client: Client, settings: Settings, resources: WorkerResources) -> list[Worker]:
     """The main queue (workflows and database steps) plus one queue per enabled provider."""
-    run_steps = RunActivities(resources.sessions)
-    canvas_steps = CanvasRunActivities(resources.sessions)
+    starter = handoff.OutboundStarter(client, settings, resources.sessions)
+    run_steps = RunActivities(resources.sessions, starter)
+    canvas_steps = CanvasRunActivities(resources.sessions, starter)
+    outbound_steps = OutboundActivities(resources.sessions, resources.http, settings)
     generation = generation_activities(settings, resources)
     workers = [
         Worker(
             client,
             task_queue=settings.TASK_QUEUE,
-            workflows=[ImageJobWorkflow, CanvasRunWorkflow],
+            workflows=[ImageJobWorkflow, CanvasRunWorkflow, OutboundWebhookWorkflow],
             activities=[
                 run_steps.create_run,
                 run_steps.mark_running,
@@ -110,6 +114,7 @@ def build_workers(client: Client, settings: Settings, resources: WorkerResources
                 run_steps.cancel_run,
                 canvas_steps.record_node_state,
                 canvas_steps.finish_canvas_run,
+                outbound_steps.attempt_delivery,
             ],
         )
     ]
@@ -160,6 +165,7 @@ async def keep_sweeping(client: Client, settings: Settings, resources: WorkerRes
             await sweep_once(client, settings, resources)
             async with transaction(resources.sessions) as session:
                 await deliveries.prune_refusals(session)
+                await outbound.prune(session)
             await sweep_files(
                 resources.sessions, resources.storage, older_than_seconds=settings.ORPHAN_FILES_GRACE_SECONDS
             )

@@ -7,6 +7,7 @@ from temporalio import activity
 
 from core import canvas_runs, runs
 from core.db import transaction
+from core.handoff import OutboundStarter
 from models.payloads import (
     CanvasRunFinished,
     ImageJobInput,
@@ -39,10 +40,12 @@ async def save_progress(sessions: async_sessionmaker[AsyncSession], update: Prog
 
 
 class RunActivities:
-    """Run bookkeeping; gets its session factory from the worker."""
+    """Run bookkeeping; gets its session factory from the worker, and what starts the outbound webhooks a job's
+    end enqueues (None: the sweep starts them)."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], outbound: OutboundStarter | None = None) -> None:
         self.sessions = sessions
+        self.outbound = outbound
 
     @activity.defn
     async def create_run(self, job: ImageJobInput) -> None:
@@ -90,15 +93,20 @@ class RunActivities:
         return await self._transition(change)
 
     async def _transition(self, change: RunTransition) -> bool:
+        """A terminal transition; once committed, the outbound webhooks it enqueued are started."""
         async with transaction(self.sessions) as session:
-            return await runs.transition(session, change)
+            changed = await runs.transition(session, change)
+        if changed and self.outbound is not None:
+            await self.outbound.start_for(change.job_id)
+        return changed
 
 
 class CanvasRunActivities:
     """A canvas run's bookkeeping: its nodes' states (on their rows and on the board) and its end."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], outbound: OutboundStarter | None = None) -> None:
         self.sessions = sessions
+        self.outbound = outbound
 
     @activity.defn
     async def record_node_state(self, update: NodeRunUpdate) -> None:
@@ -109,3 +117,5 @@ class CanvasRunActivities:
     async def finish_canvas_run(self, finished: CanvasRunFinished) -> None:
         async with transaction(self.sessions) as session:
             await canvas_runs.finish_run(session, finished.run_id, finished.status)
+        if self.outbound is not None:
+            await self.outbound.start_for(finished.run_id)

@@ -23,6 +23,7 @@ from api.routes import (
     providers,
     stats,
     uploads,
+    webhook_endpoints,
     webhooks,
 )
 from api.stream_tokens import redact_access_log
@@ -96,7 +97,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     unauthorized: dict[int | str, dict[str, Any]] = {
         401: {"model": ErrorBody, "description": "API_KEYS is set and no valid `Authorization: Bearer` key came."}
     }
-    routers = (jobs.router, canvases.router, canvas_runs.router, providers.router, events.router, stats.router)
+    routers = (
+        jobs.router,
+        canvases.router,
+        canvas_runs.router,
+        providers.router,
+        events.router,
+        stats.router,
+        webhook_endpoints.router,
+    )
     for router in (*routers, uploads.router):
         app.include_router(router, dependencies=protected, responses=unauthorized)
     app.include_router(webhooks.router)

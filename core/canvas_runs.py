@@ -15,11 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 from temporalio.converter import value_to_type
 
+from core import outbound
 from core.canvases import lock_board
 from models.guards import STORED_WRAPPER_DEPTH, assert_storable_json
 from models.payloads import CachedImage, CanvasRunInput, NodeRunUpdate, RunNodePlan
 from models.tables import CanvasRun, CanvasRunNode, Run
-from models.vocabulary import FINISHED_NODE_STATES, IMAGE_STATES, JobStatus, NodeRunState
+from models.vocabulary import FINISHED_NODE_STATES, IMAGE_STATES, JobStatus, NodeRunState, canvas_run_event
 
 RECENT_RUNS = 3
 FINISHED_SQL = ", ".join(f"'{state}'" for state in sorted(FINISHED_NODE_STATES))
@@ -186,15 +187,18 @@ async def set_node_state(session: AsyncSession, update: NodeRunUpdate, *, only_u
 
 
 async def finish_run(session: AsyncSession, run_id: str, status: str) -> None:
-    """The run's end (a run that ends has had its workflow, or never will: nothing is left to start)."""
-    await session.execute(
+    """The run's end (a run that ends has had its workflow, or never will: nothing is left to start), and its
+    outbound event in the same transaction."""
+    finished = await session.execute(
         text(
             "UPDATE canvas_runs SET status = :status, finished_at = COALESCE(finished_at, now()),"
             " workflow_started_at = COALESCE(workflow_started_at, now())"
-            " WHERE id = :id AND status IS DISTINCT FROM :status"
+            " WHERE id = :id AND status IS DISTINCT FROM :status RETURNING id"
         ),
         {"id": run_id, "status": status},
     )
+    if finished.first() is not None:
+        await outbound.enqueue(session, canvas_run_event(status), run_id)
 
 
 RunRows = tuple[CanvasRun, list[tuple[CanvasRunNode, Run | None]]]
@@ -202,8 +206,14 @@ RunRows = tuple[CanvasRun, list[tuple[CanvasRunNode, Run | None]]]
 
 async def read_run(session: AsyncSession, canvas_id: str, run_id: str) -> RunRows | None:
     """The run, and its nodes in run order each with its job's record (None before the job exists)."""
+    found = await read_run_by_id(session, run_id)
+    return found if found is not None and found[0].canvas_id == canvas_id else None
+
+
+async def read_run_by_id(session: AsyncSession, run_id: str) -> RunRows | None:
+    """`read_run` without the canvas (for those who know only the run's id)."""
     run = await session.get(CanvasRun, run_id)
-    if run is None or run.canvas_id != canvas_id:
+    if run is None:
         return None
     found = await session.execute(
         select(CanvasRunNode, Run)

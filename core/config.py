@@ -23,6 +23,13 @@ PLACEHOLDER_SECRETS = frozenset({"changethis", "changeme", "secret", "xxx"})
 CommaList = Annotated[list[str], NoDecode]
 
 
+def _is_delay(value: str) -> bool:
+    try:
+        return float(value) >= 0
+    except ValueError:
+        return False
+
+
 def _named(*names: str) -> AliasChoices:
     """A setting read from the first of `names` that is set (the order is the documented precedence)."""
     return AliasChoices(*names)
@@ -131,14 +138,41 @@ class Settings(BaseSettings):
     # Image jobs one canvas run keeps going at once (independent branches run side by side up to this).
     CANVAS_RUN_MAX_PARALLEL: int = Field(default=16, ge=1, le=100)
 
-    @field_validator("API_KEYS", "CORS_ORIGINS", "DOWNLOAD_ALLOWLIST", "CUSTOM_PROVIDER_MODELS", mode="before")
+    # Outbound webhooks (core/outbound.py): the delay before each attempt, in seconds (Svix's schedule), and the
+    # hosts an endpoint may name although they are private (`imagejobs dev` sets loopback).
+    OUTBOUND_WEBHOOK_RETRY_SECONDS: CommaList = Field(
+        default_factory=lambda: ["0", "5", "300", "1800", "7200", "18000", "36000", "36000"]
+    )
+    OUTBOUND_ALLOWLIST: CommaList = Field(default_factory=list)
+
+    @field_validator(
+        "API_KEYS",
+        "CORS_ORIGINS",
+        "DOWNLOAD_ALLOWLIST",
+        "CUSTOM_PROVIDER_MODELS",
+        "OUTBOUND_WEBHOOK_RETRY_SECONDS",
+        "OUTBOUND_ALLOWLIST",
+        mode="before",
+    )
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("DOWNLOAD_ALLOWLIST")
+    @field_validator("OUTBOUND_WEBHOOK_RETRY_SECONDS")
+    @classmethod
+    def _check_schedule(cls, delays: list[str]) -> list[str]:
+        if not delays or any(not _is_delay(delay) for delay in delays):
+            raise ValueError("takes one or more delays in seconds, e.g. 0,5,300")
+        return delays
+
+    @property
+    def outbound_retry_schedule(self) -> list[float]:
+        """The delay before each outbound webhook attempt, in seconds."""
+        return [float(delay) for delay in self.OUTBOUND_WEBHOOK_RETRY_SECONDS]
+
+    @field_validator("DOWNLOAD_ALLOWLIST", "OUTBOUND_ALLOWLIST")
     @classmethod
     def _check_allowlist(cls, entries: list[str]) -> list[str]:
         for entry in entries:

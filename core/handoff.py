@@ -20,14 +20,23 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.converter import value_to_type
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from core import canvas_runs, deliveries, runs
+from core import canvas_runs, deliveries, outbound, runs
 from core.config import Settings
 from core.db import transaction
 from core.jobs import signal_provider_event, start_canvas_run, start_job
-from models.payloads import CanvasRunInput, ImageJobInput, NodeUpdate, ProviderEvent, RunTransition
+from models.payloads import (
+    CanvasRunInput,
+    ImageJobInput,
+    NodeUpdate,
+    OutboundDeliveryInput,
+    ProviderEvent,
+    RunTransition,
+)
 from models.tables import Run
 from models.vocabulary import JobStatus
 
@@ -182,6 +191,52 @@ async def start_canvas_run_or_fail(
             await canvas_runs.fail_unstartable(session, plan, "The run could not be started.")
 
 
+OUTBOUND_WEBHOOK_WORKFLOW = "OutboundWebhookWorkflow"
+
+
+async def start_deliveries(
+    client: Client, settings: Settings, sessions: async_sessionmaker[AsyncSession], delivery_ids: list[str]
+) -> None:
+    """Start each outbound delivery's workflow (id = the delivery's id, so a repeat finds it) and record it."""
+    for delivery_id in delivery_ids:
+        await start_delivery(client, OutboundDeliveryInput(delivery_id, settings.outbound_retry_schedule), settings)
+        async with transaction(sessions) as session:
+            await outbound.mark_started(session, delivery_id)
+
+
+async def start_delivery(client: Client, delivery: OutboundDeliveryInput, settings: Settings, *, id: str = "") -> None:
+    try:
+        await client.start_workflow(
+            OUTBOUND_WEBHOOK_WORKFLOW,
+            delivery,
+            id=id or delivery.delivery_id,
+            task_queue=settings.TASK_QUEUE,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            static_summary=f"outbound webhook {delivery.delivery_id}",
+        )
+    except WorkflowAlreadyStartedError:
+        pass  # it ran and ended already
+
+
+class OutboundStarter:
+    """Starts the outbound deliveries a job's or canvas run's end has just enqueued (from the worker that ended
+    it); what it cannot start now, the sweep starts later."""
+
+    def __init__(self, client: Client, settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._client, self._settings, self._sessions = client, settings, sessions
+
+    async def start_for(self, subject_id: str) -> None:
+        async with self._sessions() as session:
+            delivery_ids = await outbound.unstarted_for(session, subject_id)
+        if not delivery_ids:
+            return
+        try:
+            await start_deliveries(self._client, self._settings, self._sessions, delivery_ids)
+        except TRANSIENT_ERRORS as error:
+            log.warning("outbound deliveries about %s left to the sweep: %s", subject_id, error)
+
+
 async def cancel_superseded(client: Client, job_ids: list[str]) -> None:
     """Cancel the node's older unfinished jobs: ownership already keeps them from overwriting the node; cancelling
     saves their provider calls. One already ended is fine."""
@@ -251,6 +306,9 @@ async def sweep(
             await start_or_fail(client, settings, sessions, job)
     for plan in plans:
         await start_canvas_run_or_fail(client, settings, sessions, plan)
+    async with sessions() as session:
+        deliveries_left = await outbound.unstarted(session, older_than_seconds=older_than_seconds, limit=SWEEP_BATCH)
+    await start_deliveries(client, settings, sessions, deliveries_left)
     for signal_id, job_id, stored in unsent:
         try:
             event = event_from_json(stored)
@@ -260,11 +318,12 @@ async def sweep(
                 await deliveries.forget_signal(session, signal_id)
             continue
         await deliver_signal(client, sessions, signal_id, job_id, event)
-    if unstarted or unsent or plans:
+    if unstarted or unsent or plans or deliveries_left:
         log.info(
-            "handed off what API processes left: %d job starts, %d canvas run starts, %d signals",
+            "handed off what processes left: %d job starts, %d canvas run starts, %d signals, %d outbound webhooks",
             len(unstarted),
             len(plans),
             len(unsent),
+            len(deliveries_left),
         )
-    return len(unstarted) + len(unsent) + len(plans)
+    return len(unstarted) + len(unsent) + len(plans) + len(deliveries_left)

@@ -96,8 +96,11 @@ async def _resolve(host: str, port: int) -> set[IPAddress]:
     return {ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0]) for *_, sockaddr in answers}
 
 
-async def check_download_url(url: str, allowlist: Sequence[str]) -> None:
-    """Raise DownloadRefused unless `url` is http(s) and every address its host resolves to is public or allowed.
+async def check_download_url(
+    url: str, allowlist: Sequence[str], *, allowlist_setting: str = "DOWNLOAD_ALLOWLIST"
+) -> None:
+    """Raise DownloadRefused unless `url` is http(s) and every address its host resolves to is public or allowed
+    (`allowlist`, which the setting named `allowlist_setting` holds: the refusal says which one to change).
 
     The URL is parsed by httpx, the same parser that later makes the request, so both see the same host.
     """
@@ -117,7 +120,7 @@ async def check_download_url(url: str, allowlist: Sequence[str]) -> None:
         address = _canonical(address)
         if not _is_public(address) and not allowed.allows_address(address):
             raise DownloadRefused(
-                f"{parsed.host} resolves to {address}, a non-public address (add it to DOWNLOAD_ALLOWLIST to allow it)"
+                f"{parsed.host} resolves to {address}, a non-public address (add it to {allowlist_setting} to allow it)"
             )
 
 

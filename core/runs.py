@@ -17,12 +17,13 @@ from sqlalchemy import func, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
+from core import outbound
 from models.guards import STORED_WRAPPER_DEPTH, assert_storable_json
 from models.payloads import ImageJobInput, NodeUpdate, RunTransition, StoredImage
 from models.results import PROGRESS_KEY, RunResult
 from models.schemas import ImagePromptSpec
 from models.tables import Run, RunEvent, WorkflowNode
-from models.vocabulary import EVENT_KIND_BY_STATUS, TERMINAL_STATUSES, EventKind, JobStatus
+from models.vocabulary import EVENT_KIND_BY_STATUS, TERMINAL_STATUSES, EventKind, JobStatus, job_event
 
 # The metadata key naming the canvas run that started a job (api/routes/canvas_runs.py sets it).
 CANVAS_RUN_METADATA_KEY = "canvasRunId"
@@ -247,6 +248,8 @@ async def transition(session: AsyncSession, change: RunTransition) -> bool:
         event,
         dedupe_key=f"status:{change.status}",
     )
+    if change.status in TERMINAL_STATUSES:  # in the same transaction: an end is never told without its event
+        await outbound.enqueue(session, job_event(change.status), change.job_id)
     return True
 
 

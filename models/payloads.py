@@ -279,3 +279,31 @@ class NodeRunUpdate:
 class CanvasRunFinished:
     run_id: str
     status: str  # a models.vocabulary.JobStatus
+
+
+@dataclass
+class OutboundDeliveryInput:
+    """OutboundWebhookWorkflow's argument: the delivery (its id is the `webhook-id`) and the delay before each
+    attempt, in seconds (OUTBOUND_WEBHOOK_RETRY_SECONDS, or a single 0 for a replay)."""
+
+    delivery_id: str
+    schedule: list[float]
+
+
+@dataclass
+class DeliveryAttemptRequest:
+    """One attempt; `next_delay` is the schedule's wait before the attempt after it (None: this is the last)."""
+
+    delivery_id: str
+    attempt: int
+    next_delay: float | None
+
+
+@dataclass
+class DeliveryAttemptOutcome:
+    """`done`: delivered, or nothing more to try (410, endpoint disabled or deleted); `retry_after`: the
+    endpoint's own Retry-After (429, 503), which the next wait honours."""
+
+    done: bool
+    status: str  # a models.vocabulary.DeliveryStatus
+    retry_after: float | None = None

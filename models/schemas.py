@@ -22,8 +22,18 @@ from pydantic.alias_generators import to_camel
 from models.guards import MAX_JSON_DEPTH, ImageDataInJson, assert_storable_json, json_depth
 from models.payloads import ImageJobInput, PromptSpec
 from models.results import RunResult
-from models.tables import CanvasEdge, CanvasRun, CanvasRunNode, Run, RunEvent, WebhookRefusal, WorkflowNode
-from models.vocabulary import EventKind, JobStatus, NodeRunState, Priority
+from models.tables import (
+    CanvasEdge,
+    CanvasRun,
+    CanvasRunNode,
+    OutboundDelivery,
+    Run,
+    RunEvent,
+    WebhookEndpoint,
+    WebhookRefusal,
+    WorkflowNode,
+)
+from models.vocabulary import DeliveryStatus, EventKind, JobStatus, NodeRunState, OutboundEvent, Priority
 
 # Ids end up in storage keys and URLs, so they keep to a safe alphabet.
 ID_PATTERN = r"^[A-Za-z0-9._-]{1,200}$"
@@ -585,3 +595,78 @@ class CanvasRunView(CamelModel):
             finished_at=run.finished_at,
             nodes=[CanvasRunNodeView.from_row(node, job) for node, job in nodes],
         )
+
+
+# --- Outbound webhooks -------------------------------------------------------------------------------------------
+
+
+class WebhookEndpointCreate(RequestModel):
+    """`POST /v1/webhook-endpoints`: where to tell your server of jobs and canvas runs ending."""
+
+    url: str = Field(max_length=2000, examples=["https://app.example.com/hooks/images"])
+    events: list[OutboundEvent] | None = Field(
+        default=None, min_length=1, description="The event types to send; omitted: all of them."
+    )
+    description: str | None = Field(default=None, max_length=500)
+
+
+class WebhookEndpointUpdate(RequestModel):
+    """`PATCH /v1/webhook-endpoints/{id}`: what is sent changes; what is left out stays (`events: null` is all)."""
+
+    url: str | None = Field(default=None, max_length=2000)
+    events: list[OutboundEvent] | None = Field(default=None, min_length=1)
+    disabled: bool | None = None
+    description: str | None = Field(default=None, max_length=500)
+
+
+class WebhookEndpointView(CamelModel):
+    """An endpoint; its secret is shown only when it is made or rotated."""
+
+    id: str
+    url: str
+    events: list[OutboundEvent] | None = Field(description="null: every event type.")
+    description: str | None
+    disabled: bool
+    disabled_reason: str | None = Field(description="Why it was disabled: by you, a 410, or five days of failures.")
+    disabled_at: datetime | None
+    failing_since: datetime | None = Field(description="The first failed attempt since its last success.")
+    created_at: datetime
+
+    @classmethod
+    def of(cls, endpoint: WebhookEndpoint) -> WebhookEndpointView:
+        return cls.model_validate(endpoint)
+
+
+class WebhookEndpointWithSecret(WebhookEndpointView):
+    secret: str = Field(description="`whsec_` and base64: verify our `webhook-signature` with it. Shown once.")
+
+    @classmethod
+    def of(cls, endpoint: WebhookEndpoint) -> WebhookEndpointWithSecret:
+        return cls.model_validate(endpoint)
+
+
+class WebhookEndpointList(CamelModel):
+    items: list[WebhookEndpointView]
+
+
+class DeliveryView(CamelModel):
+    """One event's delivery to one endpoint; `id` is the `webhook-id` every attempt carries."""
+
+    id: str
+    event_type: OutboundEvent
+    subject_id: str = Field(description="The job id or canvas run id the event is about.")
+    status: DeliveryStatus
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    next_attempt_at: datetime | None
+    delivered_at: datetime | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, delivery: OutboundDelivery) -> DeliveryView:
+        return cls.model_validate(delivery)
+
+
+class DeliveryList(CamelModel):
+    items: list[DeliveryView]

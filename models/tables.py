@@ -17,7 +17,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlmodel import Field, SQLModel
 
 from models.guards import json_check_sql
@@ -256,3 +256,58 @@ class CanvasRunNode(SQLModel, table=True):
     started_at: datetime | None = _timestamp(nullable=True, default_now=False)
     finished_at: datetime | None = _timestamp(nullable=True, default_now=False)
     version: int = 1
+
+
+class WebhookEndpoint(SQLModel, table=True):
+    """An app server's URL that hears of jobs and canvas runs ending (outbound webhooks, Standard Webhooks signed).
+
+    `events` is null for every event type. After a rotation `previous_secret` still signs beside `secret` until
+    `previous_secret_until`. `failing_since` is set at the first failed attempt after a success; an endpoint that
+    keeps failing for five days is disabled, saying why in `disabled_reason`."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: str = Field(primary_key=True, max_length=64)
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    description: str | None = Field(default=None, max_length=500)
+    events: list[str] | None = Field(default=None, sa_column=Column(ARRAY(Text), nullable=True))
+    secret: str = Field(max_length=200)
+    previous_secret: str | None = Field(default=None, max_length=200)
+    previous_secret_until: datetime | None = _timestamp(nullable=True, default_now=False)
+    disabled: bool = False
+    disabled_reason: str | None = Field(default=None, sa_column=Column(Text))
+    disabled_at: datetime | None = _timestamp(nullable=True, default_now=False)
+    failing_since: datetime | None = _timestamp(nullable=True, default_now=False)
+    created_at: datetime = _timestamp()
+    updated_at: datetime = _timestamp()
+
+
+class OutboundDelivery(SQLModel, table=True):
+    """One event for one endpoint; `id` is its `webhook-id`, the same on every attempt. Written in the transaction
+    that ends the job or canvas run, and delivered by an OutboundWebhookWorkflow (started once
+    `workflow_started_at` is set; the sweep starts the ones a crash left)."""
+
+    __tablename__ = "outbound_deliveries"
+    __table_args__ = (
+        UniqueConstraint("endpoint_id", "event_type", "subject_id", name="uq_outbound_deliveries_event"),
+        Index("ix_outbound_deliveries_endpoint_created", "endpoint_id", "created_at"),
+        Index("ix_outbound_deliveries_subject", "subject_id"),
+        Index("ix_outbound_deliveries_unstarted", "created_at", postgresql_where=text("workflow_started_at IS NULL")),
+    )
+
+    id: str = Field(primary_key=True, max_length=64)
+    endpoint_id: str = Field(
+        sa_column=Column(Text, ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), nullable=False)
+    )
+    event_type: str = Field(max_length=32)
+    # The job id or the canvas run id the event is about; its record is the body's `data`.
+    subject_id: str = Field(max_length=128)
+    occurred_at: datetime = _timestamp()
+    status: str = Field(default="pending", max_length=16)
+    attempts: int = 0
+    last_status_code: int | None = None
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    next_attempt_at: datetime | None = _timestamp(nullable=True, default_now=False)
+    delivered_at: datetime | None = _timestamp(nullable=True, default_now=False)
+    workflow_started_at: datetime | None = _timestamp(nullable=True, default_now=False)
+    created_at: datetime = _timestamp()

@@ -81,3 +81,31 @@ class Priority(StrEnum):
 
 # Temporal's priority keys: smaller runs sooner; the server's default range is 1 to 5 and 3 is the default.
 PRIORITY_KEYS: dict[Priority, int] = {Priority.HIGH: 1, Priority.NORMAL: 3, Priority.LOW: 5}
+
+
+class OutboundEvent(StrEnum):
+    """What the service tells an app's server through its webhook endpoints (a cancelled job is `job.failed`, with
+    errorCode `Cancelled` on its record)."""
+
+    JOB_COMPLETED = "job.completed"
+    JOB_FAILED = "job.failed"
+    CANVAS_RUN_COMPLETED = "canvas_run.completed"
+    CANVAS_RUN_FAILED = "canvas_run.failed"
+
+
+class DeliveryStatus(StrEnum):
+    """Where one outbound event stands at one endpoint: still being tried, taken (2xx), or given up on."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+def job_event(status: str) -> OutboundEvent:
+    """The outbound event of a job that ended with `status`."""
+    return OutboundEvent.JOB_COMPLETED if status == JobStatus.COMPLETED else OutboundEvent.JOB_FAILED
+
+
+def canvas_run_event(status: str) -> OutboundEvent:
+    """The outbound event of a canvas run that ended with `status`."""
+    return OutboundEvent.CANVAS_RUN_COMPLETED if status == JobStatus.COMPLETED else OutboundEvent.CANVAS_RUN_FAILED

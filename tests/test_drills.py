@@ -19,11 +19,13 @@ import pytest
 from PIL import Image
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from standardwebhooks.webhooks import Webhook
 from temporalio.client import Client
 
 from core.config import Settings
 from core.db import session_factory
 from tests.fakes.app import create_async_fake
+from tests.fakes.app_receiver import app_receiver
 from tests.fakes.async_base import REPLICATE_TOKEN, AsyncFakeState, AsyncOptions
 from tests.fakes.replicate import REPLICATE_WEBHOOK_SECRET
 from tests.fakes.script import Script
@@ -576,3 +578,44 @@ async def test_six_jobs_refining_a_huge_image_keep_the_worker_small(
             assert record["errorCode"] == "InvalidProviderRequest", record
             assert "megapixel" in record["error"], record
     assert growth < 300, f"the worker's peak RSS grew by {growth:.0f} MB"
+
+
+async def test_worker_killed_between_two_webhook_attempts_the_delivery_still_arrives_once_per_attempt(
+    stack_settings: Settings, temporal_client: Client
+) -> None:
+    """The endpoint answers 500, the worker is killed -9 while the delivery waits for its second attempt, and a new
+    worker makes that attempt on schedule: two requests in all, one webhook-id, the second one delivered."""
+    settings = make_settings(
+        stack_settings,
+        OUTBOUND_ALLOWLIST=["127.0.0.1"],
+        OUTBOUND_WEBHOOK_RETRY_SECONDS=["0", "6", "1"],
+        LOCAL_PROVIDER_DELAY_MS=0,
+    )
+    async with app_receiver() as receiver, running_stack(settings, temporal_client, workers=False) as stack:
+        created = await stack.api.post("/v1/webhook-endpoints", json={"url": receiver.url})
+        assert created.status_code == 201, created.text
+        endpoint = created.json()
+        receiver.answer(500)
+        try:
+            with worker_process(settings) as first:
+                job = await stack.start("a kite over the dunes")
+                await wait_until(lambda: len(receiver.recorder.requests) >= 1, timeout=60, what="the first attempt")
+                first.kill()
+            with worker_process(settings):
+                await wait_until(lambda: len(receiver.recorder.requests) >= 2, timeout=60, what="the second attempt")
+                await asyncio.sleep(2.0)  # a third request, were one sent twice, would be here by now
+
+                async def delivered() -> bool:
+                    listed = await stack.api.get(f"/v1/webhook-endpoints/{endpoint['id']}/deliveries")
+                    return any(item["status"] == "delivered" for item in listed.json()["items"])
+
+                await wait_until(delivered, timeout=30, what="the delivery to be logged as delivered")
+        finally:
+            await stack.api.delete(f"/v1/webhook-endpoints/{endpoint['id']}")
+    requests = receiver.recorder.requests
+    assert len(requests) == 2, [request.headers.get("webhook-id") for request in requests]
+    assert len({request.headers["webhook-id"] for request in requests}) == 1
+    assert requests[1].at - requests[0].at >= 5.5, "the second attempt keeps its schedule across the restart"
+    for request in requests:
+        body = Webhook(endpoint["secret"]).verify(request.body, request.headers)
+        assert (body["type"], body["data"]["jobId"]) == ("job.completed", job["jobId"])

@@ -52,6 +52,16 @@ PROVIDER_POLL: dict[str, Any] = {
     "retry_policy": PROVIDER_RETRY,
 }
 
+# One outbound webhook attempt: the POST has its own 15 s timeout. A retry here is for our own trouble (the
+# database away); the endpoint's failures are answers, recorded, and retried on the delivery's own schedule.
+OUTBOUND_ATTEMPT: dict[str, Any] = {
+    "start_to_close_timeout": timedelta(seconds=60),
+    "retry_policy": RetryPolicy(
+        initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=timedelta(seconds=30)
+    ),
+    "schedule_to_close_timeout": timedelta(minutes=30),
+}
+
 # Cleanup after a cancellation must not be cut short by the same cancellation, and gives up quickly.
 CLEANUP_STEP: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=30),

@@ -13,6 +13,8 @@ export type ClientConfig = Schemas["ClientConfig"];
 export type StartImageJobRequest = Schemas["StartImageJobRequest"];
 export type CanvasRunView = Schemas["CanvasRunView"];
 export type CanvasRunRequest = Schemas["CanvasRunRequest"];
+export type WebhookEndpointView = Schemas["WebhookEndpointView"];
+export type DeliveryView = Schemas["DeliveryView"];
 
 const KEY_STORAGE = "imagejobs.apiKey";
 
@@ -83,6 +85,17 @@ export const api = {
     call<CanvasRunView>(
       "POST",
       `/v1/canvases/${encodeURIComponent(canvasId)}/runs/${encodeURIComponent(runId)}/cancel`,
+    ),
+  webhookEndpoints: () => call<Schemas["WebhookEndpointList"]>("GET", "/v1/webhook-endpoints"),
+  deliveries: (endpointId: string, status?: DeliveryView["status"]) =>
+    call<Schemas["DeliveryList"]>(
+      "GET",
+      `/v1/webhook-endpoints/${encodeURIComponent(endpointId)}/deliveries?limit=20${status ? `&status=${status}` : ""}`,
+    ),
+  replayDelivery: (endpointId: string, deliveryId: string) =>
+    call<DeliveryView>(
+      "POST",
+      `/v1/webhook-endpoints/${encodeURIComponent(endpointId)}/deliveries/${encodeURIComponent(deliveryId)}/replay`,
     ),
   stats: (canvasId: string) => call<Schemas["JobStats"]>("GET", `/v1/stats?workflowId=${encodeURIComponent(canvasId)}`),
 };

@@ -515,6 +515,116 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/webhook-endpoints": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Endpoints
+         * @description Every endpoint, the newest first.
+         */
+        get: operations["list_endpoints_v1_webhook_endpoints_get"];
+        put?: never;
+        /**
+         * Create Endpoint
+         * @description A new endpoint, with its signing secret (shown here and after a rotation only).
+         */
+        post: operations["create_endpoint_v1_webhook_endpoints_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhook-endpoints/{endpointId}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get Endpoint */
+        get: operations["get_endpoint_v1_webhook_endpoints__endpointId__get"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete Endpoint
+         * @description The endpoint and its delivery log; nothing more is sent to it.
+         */
+        delete: operations["delete_endpoint_v1_webhook_endpoints__endpointId__delete"];
+        options?: never;
+        head?: never;
+        /**
+         * Update Endpoint
+         * @description Change the URL, the events or the description, or disable and enable it again.
+         */
+        patch: operations["update_endpoint_v1_webhook_endpoints__endpointId__patch"];
+        trace?: never;
+    };
+    "/v1/webhook-endpoints/{endpointId}/deliveries": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Deliveries
+         * @description The endpoint's deliveries, newest first (kept 30 days): each attempt's answer and the next attempt.
+         */
+        get: operations["list_deliveries_v1_webhook_endpoints__endpointId__deliveries_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhook-endpoints/{endpointId}/deliveries/{deliveryId}/replay": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Replay Delivery
+         * @description Send the event again now, with the same `webhook-id` and body (one attempt; its answer is logged).
+         */
+        post: operations["replay_delivery_v1_webhook_endpoints__endpointId__deliveries__deliveryId__replay_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhook-endpoints/{endpointId}/rotate-secret": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Rotate Secret
+         * @description A new secret. For 24 h every request is signed with both, the new one first, so your server can switch
+         *     to the new secret at any moment of that day.
+         */
+        post: operations["rotate_secret_v1_webhook_endpoints__endpointId__rotate_secret_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/webhooks/refusals": {
         parameters: {
             query?: never;
@@ -778,6 +888,47 @@ export interface components {
              * @description The Temporal Web UI, for links to each job's workflow page.
              */
             temporalUiUrl: string | null;
+        };
+        /** DeliveryList */
+        DeliveryList: {
+            /** Items */
+            items: components["schemas"]["DeliveryView"][];
+        };
+        /**
+         * DeliveryStatus
+         * @description Where one outbound event stands at one endpoint: still being tried, taken (2xx), or given up on.
+         * @enum {string}
+         */
+        DeliveryStatus: "pending" | "delivered" | "failed";
+        /**
+         * DeliveryView
+         * @description One event's delivery to one endpoint; `id` is the `webhook-id` every attempt carries.
+         */
+        DeliveryView: {
+            /** Attempts */
+            attempts: number;
+            /**
+             * Createdat
+             * Format: date-time
+             */
+            createdAt: string;
+            /** Deliveredat */
+            deliveredAt: string | null;
+            eventType: components["schemas"]["OutboundEvent"];
+            /** Id */
+            id: string;
+            /** Lasterror */
+            lastError: string | null;
+            /** Laststatuscode */
+            lastStatusCode: number | null;
+            /** Nextattemptat */
+            nextAttemptAt: string | null;
+            status: components["schemas"]["DeliveryStatus"];
+            /**
+             * Subjectid
+             * @description The job id or canvas run id the event is about.
+             */
+            subjectId: string;
         };
         /**
          * ErrorBody
@@ -1128,6 +1279,13 @@ export interface components {
             type?: string | null;
         };
         /**
+         * OutboundEvent
+         * @description What the service tells an app's server through its webhook endpoints (a cancelled job is `job.failed`, with
+         *     errorCode `Cancelled` on its record).
+         * @enum {string}
+         */
+        OutboundEvent: "job.completed" | "job.failed" | "canvas_run.completed" | "canvas_run.failed";
+        /**
          * Priority
          * @description How soon a job's tasks are taken from a backlogged queue: a person's Generate before batch work.
          * @enum {string}
@@ -1314,6 +1472,117 @@ export interface components {
              * @default 1
              */
             zoom: number;
+        };
+        /**
+         * WebhookEndpointCreate
+         * @description `POST /v1/webhook-endpoints`: where to tell your server of jobs and canvas runs ending.
+         */
+        WebhookEndpointCreate: {
+            /** Description */
+            description?: string | null;
+            /**
+             * Events
+             * @description The event types to send; omitted: all of them.
+             */
+            events?: components["schemas"]["OutboundEvent"][] | null;
+            /**
+             * Url
+             * @example https://app.example.com/hooks/images
+             */
+            url: string;
+        };
+        /** WebhookEndpointList */
+        WebhookEndpointList: {
+            /** Items */
+            items: components["schemas"]["WebhookEndpointView"][];
+        };
+        /**
+         * WebhookEndpointUpdate
+         * @description `PATCH /v1/webhook-endpoints/{id}`: what is sent changes; what is left out stays (`events: null` is all).
+         */
+        WebhookEndpointUpdate: {
+            /** Description */
+            description?: string | null;
+            /** Disabled */
+            disabled?: boolean | null;
+            /** Events */
+            events?: components["schemas"]["OutboundEvent"][] | null;
+            /** Url */
+            url?: string | null;
+        };
+        /**
+         * WebhookEndpointView
+         * @description An endpoint; its secret is shown only when it is made or rotated.
+         */
+        WebhookEndpointView: {
+            /**
+             * Createdat
+             * Format: date-time
+             */
+            createdAt: string;
+            /** Description */
+            description: string | null;
+            /** Disabled */
+            disabled: boolean;
+            /** Disabledat */
+            disabledAt: string | null;
+            /**
+             * Disabledreason
+             * @description Why it was disabled: by you, a 410, or five days of failures.
+             */
+            disabledReason: string | null;
+            /**
+             * Events
+             * @description null: every event type.
+             */
+            events: components["schemas"]["OutboundEvent"][] | null;
+            /**
+             * Failingsince
+             * @description The first failed attempt since its last success.
+             */
+            failingSince: string | null;
+            /** Id */
+            id: string;
+            /** Url */
+            url: string;
+        };
+        /** WebhookEndpointWithSecret */
+        WebhookEndpointWithSecret: {
+            /**
+             * Createdat
+             * Format: date-time
+             */
+            createdAt: string;
+            /** Description */
+            description: string | null;
+            /** Disabled */
+            disabled: boolean;
+            /** Disabledat */
+            disabledAt: string | null;
+            /**
+             * Disabledreason
+             * @description Why it was disabled: by you, a 410, or five days of failures.
+             */
+            disabledReason: string | null;
+            /**
+             * Events
+             * @description null: every event type.
+             */
+            events: components["schemas"]["OutboundEvent"][] | null;
+            /**
+             * Failingsince
+             * @description The first failed attempt since its last success.
+             */
+            failingSince: string | null;
+            /** Id */
+            id: string;
+            /**
+             * Secret
+             * @description `whsec_` and base64: verify our `webhook-signature` with it. Shown once.
+             */
+            secret: string;
+            /** Url */
+            url: string;
         };
         /**
          * WebhookRefusalView
@@ -2757,6 +3026,386 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    list_endpoints_v1_webhook_endpoints_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookEndpointList"];
+                };
+            };
+            /** @description API_KEYS is set and no valid `Authorization: Bearer` key came. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    create_endpoint_v1_webhook_endpoints_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["WebhookEndpointCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookEndpointWithSecret"];
+                };
+            };
+            /** @description API_KEYS is set and no valid `Authorization: Bearer` key came. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_endpoint_v1_webhook_endpoints__endpointId__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                endpointId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookEndpointView"];
+                };
+            };
+            /** @description API_KEYS is set and no valid `Authorization: Bearer` key came. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    delete_endpoint_v1_webhook_endpoints__endpointId__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                endpointId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description API_KEYS is set and no valid `Authorization: Bearer` key came. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    update_endpoint_v1_webhook_endpoints__endpointId__patch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                endpointId: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["WebhookEndpointUpdate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookEndpointView"];
+                };
+            };
+            /** @description API_KEYS is set and no valid `Authorization: Bearer` key came. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_deliveries_v1_webhook_endpoints__endpointId__deliveries_get: {
+        parameters: {
+            query?: {
+                status?: components["schemas"]["DeliveryStatus"] | null;
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                endpointId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeliveryList"];
+                };
+            };
+            /** @description API_KEYS is set and no valid `Authorization: Bearer` key came. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    replay_delivery_v1_webhook_endpoints__endpointId__deliveries__deliveryId__replay_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                endpointId: string;
+                deliveryId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeliveryView"];
+                };
+            };
+            /** @description API_KEYS is set and no valid `Authorization: Bearer` key came. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    rotate_secret_v1_webhook_endpoints__endpointId__rotate_secret_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                endpointId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookEndpointWithSecret"];
+                };
+            };
+            /** @description API_KEYS is set and no valid `Authorization: Bearer` key came. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };
