@@ -1,7 +1,7 @@
 """The reference canvas app (web/, built into web/dist) and the API docs, both served with no internet.
 
 Registered after the API routes, so `/v1/...`, `/files/...` and the health routes win. `/` and every app path
-(`/canvases/{workflowId}`) answer the app's index.html and the browser router takes over; `/assets/...` are
+(`/canvases/{workflowId}`, `/ops`) answer the app's index.html and the browser router takes over; `/assets/...` are
 the build's hashed files. Without a build, `/` explains how to make one. Swagger UI's own scripts and styles
 come from the `swagger-ui-bundle` package instead of a CDN.
 """
@@ -56,3 +56,4 @@ def install_web(app: FastAPI, dist: Path = WEB_DIST) -> None:
 
     app.add_api_route("/", app_page, methods=["GET"], include_in_schema=False, response_model=None)
     app.add_api_route("/canvases/{workflowId}", app_page, methods=["GET"], include_in_schema=False, response_model=None)
+    app.add_api_route("/ops", app_page, methods=["GET"], include_in_schema=False, response_model=None)

@@ -21,6 +21,7 @@ from temporalio.client import Client
 
 from api.web import WEB_DIST
 from core.config import Settings
+from tests.fakes.app_receiver import app_receiver
 from tests.fixtures.stack import Stack, make_settings, running_stack
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -357,3 +358,43 @@ async def test_run_all_runs_the_board_and_a_second_run_shows_its_nodes_cached(
     nodes = {node["id"]: node["data"] for node in (await saved_board(app_stack, canvas_id))["nodes"]}
     refined = await app_stack.job(nodes["b"]["jobId"])
     assert refined["promptSpec"]["previousImage"] == nodes["a"]["imageUrl"]
+
+
+async def test_the_operator_view_shows_endpoints_and_their_failures_and_sends_one_again(
+    browser: Browser, stack_settings: Settings, temporal_client: Client
+) -> None:
+    settings = make_settings(
+        stack_settings,
+        OUTBOUND_ALLOWLIST=["127.0.0.1"],
+        OUTBOUND_WEBHOOK_RETRY_SECONDS=["0"],
+        LOCAL_PROVIDER_DELAY_MS=0,
+    )
+    async with app_receiver() as receiver, running_stack(settings, temporal_client) as stack:
+        endpoint = (await stack.api.post("/v1/webhook-endpoints", json={"url": receiver.url})).json()
+        receiver.answer(500)
+        try:
+            job = await stack.start("a failing delivery")
+            await stack.wait(job["jobId"])
+            deadline = time.monotonic() + 20
+            path = f"/v1/webhook-endpoints/{endpoint['id']}/deliveries?status=failed"
+            while not (await stack.api.get(path)).json()["items"]:
+                assert time.monotonic() < deadline, "the delivery never failed"
+                await asyncio.sleep(0.2)
+            page = await new_page(browser, stack)
+            await page.goto("/")
+            await page.get_by_role("button", name="Operations").click()
+            await expect(page).to_have_url(re.compile(r"/ops$"))
+            card = page.get_by_role("listitem", name=f"Endpoint {receiver.url}")
+            await expect(card).to_contain_text("failing")
+            row = card.get_by_role("row").filter(has_text=job["jobId"])
+            await expect(row).to_contain_text("HTTP 500")
+            await row.get_by_role("button", name="Send again").click()
+            await expect(page.get_by_text("Sent again")).to_be_visible()
+            deadline = time.monotonic() + 20
+            while len(receiver.recorder.requests) < 2:
+                assert time.monotonic() < deadline, "the replay never arrived"
+                await asyncio.sleep(0.2)
+        finally:
+            await stack.api.delete(f"/v1/webhook-endpoints/{endpoint['id']}")
+    first, replayed = receiver.recorder.requests
+    assert first.headers["webhook-id"] == replayed.headers["webhook-id"]

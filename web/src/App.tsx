@@ -1,14 +1,20 @@
-// Two pages, by path: `/` lists the canvases, `/canvases/{workflowId}` is one board (the API serves both paths).
+// Three pages, by path: `/` lists the canvases, `/canvases/{workflowId}` is one board, `/ops` is the operator
+// view (the API serves every one of these paths).
 import { useCallback, useEffect, useState } from "react";
 import { ApiError, api, apiKey, setApiKey, type ClientConfig } from "./api";
 import { BoardPage } from "./board/BoardPage";
 import { CanvasList } from "./CanvasList";
 import { KeyPrompt } from "./KeyPrompt";
+import { OpsPage } from "./OpsPage";
 import { ToastProvider } from "./Toasts";
 
 function currentCanvas(): string | null {
   const match = /^\/canvases\/([^/]+)\/?$/.exec(window.location.pathname);
   return match?.[1] ? decodeURIComponent(match[1]) : null;
+}
+
+function onOpsPage(): boolean {
+  return /^\/ops\/?$/.test(window.location.pathname);
 }
 
 export function navigate(path: string): void {
@@ -18,11 +24,15 @@ export function navigate(path: string): void {
 
 export function App() {
   const [canvasId, setCanvasId] = useState(currentCanvas);
+  const [ops, setOps] = useState(onOpsPage);
   const [config, setConfig] = useState<ClientConfig | null>(null);
   const [needKey, setNeedKey] = useState<string | null>(null);
 
   useEffect(() => {
-    const onPop = () => setCanvasId(currentCanvas());
+    const onPop = () => {
+      setCanvasId(currentCanvas());
+      setOps(onOpsPage());
+    };
     window.addEventListener("popstate", onPop);
     return () => window.removeEventListener("popstate", onPop);
   }, []);
@@ -54,6 +64,8 @@ export function App() {
     <ToastProvider>
       {canvasId ? (
         <BoardPage key={canvasId} canvasId={canvasId} config={config} onUnauthorized={onUnauthorized} />
+      ) : ops ? (
+        <OpsPage onUnauthorized={onUnauthorized} />
       ) : (
         <CanvasList onUnauthorized={onUnauthorized} />
       )}

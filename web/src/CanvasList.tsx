@@ -29,9 +29,14 @@ export function CanvasList({ onUnauthorized }: { onUnauthorized: (error: ApiErro
     <main className="page">
       <header className="page-header">
         <h1>Canvases</h1>
-        <button type="button" onClick={create}>
-          New canvas
-        </button>
+        <div className="actions">
+          <button type="button" onClick={() => navigate("/ops")}>
+            Operations
+          </button>
+          <button type="button" onClick={create}>
+            New canvas
+          </button>
+        </div>
       </header>
       {canvases === null ? (
         <p>Loading…</p>
