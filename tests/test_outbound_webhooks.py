@@ -296,3 +296,27 @@ async def test_a_canvas_run_ending_sends_canvas_run_completed(hook_stack: Stack,
         run["runId"],
         "completed",
     )
+
+
+async def test_deliveries_older_than_30_days_are_pruned(
+    hook_stack: Stack, receiver: AppReceiver, db_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    from core import outbound
+
+    endpoint = await new_endpoint(hook_stack, receiver.url)
+    try:
+        job = await hook_stack.start("old news")
+        await hook_stack.wait(job["jobId"])
+        (delivery,) = await eventually(
+            lambda: _with_status(hook_stack, endpoint["id"], "delivered"), what="the delivery"
+        )
+        async with db_sessions() as session, session.begin():
+            await session.execute(
+                text("UPDATE outbound_deliveries SET created_at = now() - interval '31 days' WHERE id = :id"),
+                {"id": delivery["id"]},
+            )
+            assert await outbound.prune(session) >= 1
+        left = await deliveries(hook_stack, endpoint["id"])
+    finally:
+        await hook_stack.api.delete(f"/v1/webhook-endpoints/{endpoint['id']}")
+    assert left == []
