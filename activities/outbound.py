@@ -84,6 +84,8 @@ class OutboundActivities:
             )
         except DownloadRefused as error:
             return None, f"the URL is refused: {error}"
+        except OSError as error:  # socket.gaierror: the host does not resolve now
+            return None, f"no answer: the host cannot be resolved ({error})"[:ERROR_CHARS]
         except httpx.HTTPError as error:
             return None, f"no answer: {type(error).__name__}: {error}"[:ERROR_CHARS]
         if answer.is_success:

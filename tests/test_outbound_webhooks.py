@@ -184,6 +184,7 @@ async def test_a_failed_job_sends_job_failed_and_an_endpoint_gets_only_the_event
         "ftp://example.com/hooks",
         "file:///etc/passwd",
         "not a url",
+        "https://no-such-host.invalid/hooks",
     ],
 )
 async def test_endpoint_urls_outside_the_public_internet_get_422(url: str, stack: Stack) -> None:

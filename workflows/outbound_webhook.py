@@ -10,6 +10,7 @@ whichever worker is there. The job or canvas run the event is about never waits 
 from __future__ import annotations
 
 from temporalio import workflow
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.outbound import OutboundActivities
@@ -30,9 +31,16 @@ class OutboundWebhookWorkflow:
                 await workflow.sleep(wait)
             following = delivery.schedule[index + 1] if index + 1 < len(delivery.schedule) else None
             request = DeliveryAttemptRequest(delivery.delivery_id, index + 1, following)
-            outcome: DeliveryAttemptOutcome = await workflow.execute_activity_method(
-                OutboundActivities.attempt_delivery, request, **OUTBOUND_ATTEMPT
-            )
+            try:
+                outcome: DeliveryAttemptOutcome = await workflow.execute_activity_method(
+                    OutboundActivities.attempt_delivery, request, **OUTBOUND_ATTEMPT
+                )
+            except ActivityError:
+                # Our own trouble outlasted the attempt's retries (the database away for half an hour): this slot
+                # of the schedule is lost, the next one is still worth trying.
+                workflow.logger.warning("attempt %d of %s could not be made", index + 1, delivery.delivery_id)
+                asked_to_wait = 0.0
+                continue
             if outcome.done:
                 return outcome.status
             asked_to_wait = outcome.retry_after or 0.0

@@ -46,9 +46,13 @@ async def checked_url(state: StateDep, url: str) -> str:
     try:
         await check_download_url(url, state.settings.OUTBOUND_ALLOWLIST, allowlist_setting="OUTBOUND_ALLOWLIST")
     except DownloadRefused as error:
-        message = f"The endpoint URL cannot be used: {error}."
-        raise ApiError(422, "invalid_endpoint_url", message, [{"field": "url", "message": str(error)}]) from error
-    return url
+        reason = str(error)
+    except OSError as error:  # socket.gaierror: its host does not resolve (here and now)
+        reason = f"its host cannot be resolved ({error.strerror or error})"
+    else:
+        return url
+    message = f"The endpoint URL cannot be used: {reason}."
+    raise ApiError(422, "invalid_endpoint_url", message, [{"field": "url", "message": reason}])
 
 
 async def endpoint_or_404(session: SessionDep, endpoint_id: str) -> WebhookEndpoint:
