@@ -5,8 +5,10 @@ are, and a webhook once its delivery is (a timeline event and a pending signal):
 whatever crashes. The API process then starts the workflow or sends the signal at once (`Handoff`), with a few
 prompt retries. What it leaves undone, because it crashed or Temporal was unreachable, the workers' sweep
 (`sweep`) finishes: jobs and canvas runs whose start was never confirmed get their workflow, pending signals are
-sent. Both steps are idempotent (a start finds the workflow already there, and a
-workflow takes a delivery once), so the API and a sweep doing the same thing twice is harmless.
+sent. The same holds for the outbound webhooks a job's or a canvas run's end enqueues: the worker that ended it
+starts their workflows (`OutboundStarter`), and the sweep starts what it left. Every step is idempotent (a start
+finds the workflow already there, and a workflow takes a delivery once), so two processes doing the same thing
+twice is harmless.
 """
 
 from __future__ import annotations
@@ -20,15 +22,13 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.converter import value_to_type
-from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from core import canvas_runs, deliveries, outbound, runs
 from core.config import Settings
 from core.db import transaction
-from core.jobs import signal_provider_event, start_canvas_run, start_job
+from core.jobs import signal_provider_event, start_canvas_run, start_delivery, start_job
 from models.payloads import (
     CanvasRunInput,
     ImageJobInput,
@@ -191,32 +191,14 @@ async def start_canvas_run_or_fail(
             await canvas_runs.fail_unstartable(session, plan, "The run could not be started.")
 
 
-OUTBOUND_WEBHOOK_WORKFLOW = "OutboundWebhookWorkflow"
-
-
 async def start_deliveries(
     client: Client, settings: Settings, sessions: async_sessionmaker[AsyncSession], delivery_ids: list[str]
 ) -> None:
     """Start each outbound delivery's workflow (id = the delivery's id, so a repeat finds it) and record it."""
     for delivery_id in delivery_ids:
-        await start_delivery(client, OutboundDeliveryInput(delivery_id, settings.outbound_retry_schedule), settings)
+        await start_delivery(client, settings, OutboundDeliveryInput(delivery_id, settings.outbound_retry_schedule))
         async with transaction(sessions) as session:
             await outbound.mark_started(session, delivery_id)
-
-
-async def start_delivery(client: Client, delivery: OutboundDeliveryInput, settings: Settings, *, id: str = "") -> None:
-    try:
-        await client.start_workflow(
-            OUTBOUND_WEBHOOK_WORKFLOW,
-            delivery,
-            id=id or delivery.delivery_id,
-            task_queue=settings.TASK_QUEUE,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            static_summary=f"outbound webhook {delivery.delivery_id}",
-        )
-    except WorkflowAlreadyStartedError:
-        pass  # it ran and ended already
 
 
 class OutboundStarter:
@@ -286,29 +268,57 @@ async def sweep(
     sessions: async_sessionmaker[AsyncSession],
     job_of: Callable[[Run], ImageJobInput | None],
 ) -> int:
-    """Finish what API processes committed and did not hand off: start unstarted runs, send pending signals.
+    """Finish what processes committed and did not hand off: start unstarted jobs and canvas runs, send pending
+    signals, start outbound webhooks.
 
-    It leaves what is younger than HANDOFF_GRACE_SECONDS to the API process that committed it. `job_of` rebuilds
-    a run's workflow input (None: a provider this process does not have). Returns how many things it handed off."""
-    older_than_seconds = settings.HANDOFF_GRACE_SECONDS
+    It leaves what is younger than HANDOFF_GRACE_SECONDS to the process that committed it. `job_of` rebuilds a
+    run's workflow input (None: a provider this process does not have). Returns how many things it handed off."""
+    older = settings.HANDOFF_GRACE_SECONDS
+    handed = {
+        "job starts": await _sweep_jobs(client, settings, sessions, job_of, older),
+        "canvas run starts": await _sweep_canvas_runs(client, settings, sessions, older),
+        "signals": await _sweep_signals(client, sessions, older),
+        "outbound webhooks": await _sweep_outbound(client, settings, sessions, older),
+    }
+    if any(handed.values()):
+        log.info("handed off what processes left: %s", ", ".join(f"{count} {what}" for what, count in handed.items()))
+    return sum(handed.values())
+
+
+async def _sweep_jobs(
+    client: Client,
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    job_of: Callable[[Run], ImageJobInput | None],
+    older_than_seconds: float,
+) -> int:
     async with sessions() as session:
         unstarted = await runs.unstarted_runs(session, older_than_seconds=older_than_seconds, limit=SWEEP_BATCH)
-        unsent = await deliveries.unsent_signals(session, older_than_seconds=older_than_seconds, limit=SWEEP_BATCH)
+    for run in unstarted:
+        job = job_of(run)
+        if job is not None:
+            await start_or_fail(client, settings, sessions, job)
+    return len(unstarted)
+
+
+async def _sweep_canvas_runs(
+    client: Client, settings: Settings, sessions: async_sessionmaker[AsyncSession], older_than_seconds: float
+) -> int:
+    async with sessions() as session:
         plans = await canvas_runs.unstarted_runs(
             session,
             older_than_seconds=older_than_seconds,
             limit=SWEEP_BATCH,
             max_parallel=settings.CANVAS_RUN_MAX_PARALLEL,
         )
-    for run in unstarted:
-        job = job_of(run)
-        if job is not None:
-            await start_or_fail(client, settings, sessions, job)
     for plan in plans:
         await start_canvas_run_or_fail(client, settings, sessions, plan)
+    return len(plans)
+
+
+async def _sweep_signals(client: Client, sessions: async_sessionmaker[AsyncSession], older_than_seconds: float) -> int:
     async with sessions() as session:
-        deliveries_left = await outbound.unstarted(session, older_than_seconds=older_than_seconds, limit=SWEEP_BATCH)
-    await start_deliveries(client, settings, sessions, deliveries_left)
+        unsent = await deliveries.unsent_signals(session, older_than_seconds=older_than_seconds, limit=SWEEP_BATCH)
     for signal_id, job_id, stored in unsent:
         try:
             event = event_from_json(stored)
@@ -318,12 +328,13 @@ async def sweep(
                 await deliveries.forget_signal(session, signal_id)
             continue
         await deliver_signal(client, sessions, signal_id, job_id, event)
-    if unstarted or unsent or plans or deliveries_left:
-        log.info(
-            "handed off what processes left: %d job starts, %d canvas run starts, %d signals, %d outbound webhooks",
-            len(unstarted),
-            len(plans),
-            len(unsent),
-            len(deliveries_left),
-        )
-    return len(unstarted) + len(unsent) + len(plans) + len(deliveries_left)
+    return len(unsent)
+
+
+async def _sweep_outbound(
+    client: Client, settings: Settings, sessions: async_sessionmaker[AsyncSession], older_than_seconds: float
+) -> int:
+    async with sessions() as session:
+        unstarted = await outbound.unstarted(session, older_than_seconds=older_than_seconds, limit=SWEEP_BATCH)
+    await start_deliveries(client, settings, sessions, unstarted)
+    return len(unstarted)

@@ -1,4 +1,5 @@
-"""Starting and cancelling job workflows: what the API (and benchmarks) do with Temporal."""
+"""Starting workflows (jobs, canvas runs, outbound webhooks) and signalling jobs: what the API, the sweep and
+benchmarks do with Temporal."""
 
 from __future__ import annotations
 
@@ -19,7 +20,14 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from core.config import Settings
 from core.temporal import CANVAS_ID, IMAGE_MODEL, NODE_ID, PROVIDER
-from models.payloads import CanvasRunInput, GenerationResult, ImageJobInput, PollingPlan, ProviderEvent
+from models.payloads import (
+    CanvasRunInput,
+    GenerationResult,
+    ImageJobInput,
+    OutboundDeliveryInput,
+    PollingPlan,
+    ProviderEvent,
+)
 from models.schemas import ImagePromptSpec
 from models.tables import Run
 from models.vocabulary import PRIORITY_KEYS
@@ -146,3 +154,22 @@ async def start_canvas_run(client: Client, settings: Settings, plan: CanvasRunIn
         )
     except WorkflowAlreadyStartedError:
         pass  # it ran and ended already: REJECT_DUPLICATE keeps it from running twice
+
+
+OUTBOUND_WEBHOOK_WORKFLOW = "OutboundWebhookWorkflow"
+
+
+async def start_delivery(client: Client, settings: Settings, delivery: OutboundDeliveryInput, *, id: str = "") -> None:
+    """Start an outbound webhook's delivery (workflow id = the delivery's id, or `id` for a replay), or find it."""
+    try:
+        await client.start_workflow(
+            OUTBOUND_WEBHOOK_WORKFLOW,
+            delivery,
+            id=id or delivery.delivery_id,
+            task_queue=settings.TASK_QUEUE,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            static_summary=f"outbound webhook {delivery.delivery_id}",
+        )
+    except WorkflowAlreadyStartedError:
+        pass  # it ran and ended already

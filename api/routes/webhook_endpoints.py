@@ -16,7 +16,7 @@ from api.deps import SessionDep, StateDep, TemporalDep
 from api.errors import ApiError
 from core import outbound
 from core.db import transaction
-from core.handoff import start_delivery
+from core.jobs import start_delivery
 from core.netguard import DownloadRefused, check_download_url
 from core.outbound import EndpointChange
 from models.payloads import OutboundDeliveryInput
@@ -153,7 +153,7 @@ async def replay_delivery(
         view = DeliveryView.of(delivery)
     replay = OutboundDeliveryInput(delivery_id, [0.0])
     try:
-        await start_delivery(temporal, replay, state.settings, id=f"{delivery_id}-replay-{uuid.uuid4().hex[:8]}")
+        await start_delivery(temporal, state.settings, replay, id=f"{delivery_id}-replay-{uuid.uuid4().hex[:8]}")
     except RPCError as error:
         raise ApiError(503, "temporal_unavailable", f"Could not replay the delivery: {error.message}") from error
     return view
