@@ -41,19 +41,12 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         # No declared length (chunked): read it here, up to the cap, and hand the app what was read.
-        body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                await self.app(scope, _replay(message), send)
-                return
-            body.extend(message.get("body", b""))
-            if len(body) > self.max_bytes:
-                await self._refuse(send)
-                return
-            if not message.get("more_body", False):
-                break
-        await self.app(scope, _replay({"type": "http.request", "body": bytes(body), "more_body": False}, receive), send)
+        try:
+            read = await _read_body(receive, self.max_bytes)
+        except _BodyTooLarge:
+            await self._refuse(send)
+            return
+        await self.app(scope, _replayed(read, receive), send)
 
     async def _refuse(self, send: Send) -> None:
         await send_error(send, 413, "payload_too_large", f"Request bodies are limited to {self.max_bytes} bytes.")
@@ -70,19 +63,11 @@ class JsonDepthLimit:
         if scope["type"] != "http" or not _is_json(scope):
             await self.app(scope, receive, send)
             return
-        body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                await self.app(scope, _replay(message), send)
-                return
-            body.extend(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        if json_nesting_exceeds(bytes(body)):
+        read = await _read_body(receive)
+        if isinstance(read, bytes) and json_nesting_exceeds(read):
             await send_error(send, 422, "json_too_deep", JSON_TOO_DEEP_MESSAGE)
             return
-        await self.app(scope, _replay({"type": "http.request", "body": bytes(body), "more_body": False}, receive), send)
+        await self.app(scope, _replayed(read, receive), send)
 
 
 JSON_TOO_DEEP_MESSAGE = f"The JSON body nests deeper than {MAX_BODY_JSON_DEPTH} levels."
@@ -100,6 +85,31 @@ async def send_error(send: Send, status: int, code: str, message: str) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+class _BodyTooLarge(Exception):
+    """The body passed the cap while it was read."""
+
+
+async def _read_body(receive: Receive, max_bytes: int | None = None) -> bytes | Message:
+    """The whole body, or the message that came instead of it (a disconnect); _BodyTooLarge past `max_bytes`."""
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return message
+        body.extend(message.get("body", b""))
+        if max_bytes is not None and len(body) > max_bytes:
+            raise _BodyTooLarge
+        if not message.get("more_body", False):
+            return bytes(body)
+
+
+def _replayed(read: bytes | Message, receive: Receive) -> Receive:
+    """A `receive` that hands the app what `_read_body` read, as if nobody had read it before."""
+    if isinstance(read, bytes):
+        return _replay({"type": "http.request", "body": read, "more_body": False}, receive)
+    return _replay(read)
 
 
 def _replay(first: Message, then: Receive | None = None) -> Receive:
