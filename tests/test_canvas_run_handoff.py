@@ -33,7 +33,10 @@ from worker import sweep_once, worker_resources
 
 @pytest.fixture
 async def run_stack(stack_settings: Settings, temporal_client: Client) -> AsyncIterator[Stack]:
-    settings = make_settings(stack_settings, DOWNLOAD_ALLOWLIST=["127.0.0.1"], LOCAL_PROVIDER_DELAY_MS=0)
+    # The stack's own sweep passes once at its start, then not for an hour: the tests here run the sweep themselves.
+    settings = make_settings(
+        stack_settings, DOWNLOAD_ALLOWLIST=["127.0.0.1"], LOCAL_PROVIDER_DELAY_MS=0, SWEEP_INTERVAL_SECONDS=3600.0
+    )
     async with running_stack(settings, temporal_client) as stack:
         yield stack
 

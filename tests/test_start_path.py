@@ -25,7 +25,7 @@ from models.schemas import StartImageJobRequest
 from providers.registry import build_providers
 from tests.fakes.server import free_port
 from tests.fixtures.providers import dedicated_temporal
-from tests.fixtures.stack import Stack, make_settings, running_api, running_workers
+from tests.fixtures.stack import Stack, make_settings, running_api, running_stack, running_workers
 from worker import sweep_once, worker_resources
 
 
@@ -78,18 +78,21 @@ async def test_a_repeat_starts_the_workflow_a_crash_lost(
 
 
 async def test_the_worker_sweep_starts_runs_nobody_repeats(
-    stack: Stack, db_sessions: async_sessionmaker[AsyncSession]
+    stack_settings: Settings, temporal_client: Client, db_sessions: async_sessionmaker[AsyncSession]
 ) -> None:
-    job_id = await record_without_starting(
-        stack, db_sessions, start_body("c-" + uuid.uuid4().hex[:8]), uuid.uuid4().hex
-    )
-    async with db_sessions() as session, session.begin():
-        await session.execute(
-            text("UPDATE runs SET created_at = now() - interval '5 minutes' WHERE id = :id"), {"id": job_id}
+    # The stack's own sweep passes once at its start and not again for an hour: the sweep under test is this one.
+    settings = make_settings(stack_settings, SWEEP_INTERVAL_SECONDS=3600.0)
+    async with running_stack(settings, temporal_client) as stack:
+        job_id = await record_without_starting(
+            stack, db_sessions, start_body("c-" + uuid.uuid4().hex[:8]), uuid.uuid4().hex
         )
-    async with worker_resources(stack.settings) as resources:
-        assert await sweep_once(stack.client, stack.settings, resources) >= 1
-    assert (await stack.wait(job_id))["status"] == "completed"
+        async with db_sessions() as session, session.begin():
+            await session.execute(
+                text("UPDATE runs SET created_at = now() - interval '5 minutes' WHERE id = :id"), {"id": job_id}
+            )
+        async with worker_resources(stack.settings) as resources:
+            assert await sweep_once(stack.client, stack.settings, resources) >= 1
+        assert (await stack.wait(job_id))["status"] == "completed"
 
 
 async def test_concurrent_repeats_of_one_key_answer_their_own_job_or_409(stack: Stack) -> None:
