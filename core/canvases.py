@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import delete, text
@@ -154,3 +155,45 @@ async def board_version(session: AsyncSession, canvas_id: str) -> int:
     """The board's save count (0 before its first save)."""
     found = await session.execute(text("SELECT version FROM canvases WHERE id = :id"), {"id": canvas_id})
     return int(found.scalar_one_or_none() or 0)
+
+
+async def rename_canvas(session: AsyncSession, canvas_id: str, name: str) -> bool:
+    """Give the canvas a name (a canvas only jobs have written to gets its row now); False when there is no such
+    canvas."""
+    if await read_board(session, canvas_id) is None:
+        return False
+    await session.execute(
+        text(
+            "INSERT INTO canvases (id, name, version) VALUES (:id, :name, 1)"
+            " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, version = canvases.version + 1, updated_at = now()"
+        ),
+        {"id": canvas_id, "name": name},
+    )
+    return True
+
+
+@dataclass(frozen=True)
+class DeletedCanvas:
+    """What a deleted canvas still had running: its unfinished jobs and canvas runs, for the caller to cancel."""
+
+    job_ids: list[str]
+    canvas_run_ids: list[str]
+
+
+async def delete_canvas(session: AsyncSession, canvas_id: str) -> DeletedCanvas | None:
+    """Delete the board (its row, nodes and edges); None when there is no such canvas. Its jobs' records and
+    images stay (they are the history); what still runs is returned to be cancelled."""
+    await lock_board(session, canvas_id)
+    if await read_board(session, canvas_id) is None:
+        return None
+    running = await session.execute(
+        text(f"SELECT id FROM runs WHERE canvas_id = :canvas AND status NOT IN ({runs.TERMINAL_SQL})"),
+        {"canvas": canvas_id},
+    )
+    active = await session.execute(
+        text("SELECT id FROM canvas_runs WHERE canvas_id = :canvas AND finished_at IS NULL"), {"canvas": canvas_id}
+    )
+    for table in ("workflow_nodes", "canvas_edges"):
+        await session.execute(text(f"DELETE FROM {table} WHERE canvas_id = :canvas"), {"canvas": canvas_id})
+    await session.execute(text("DELETE FROM canvases WHERE id = :canvas"), {"canvas": canvas_id})
+    return DeletedCanvas(job_ids=list(running.scalars()), canvas_run_ids=list(active.scalars()))

@@ -520,6 +520,12 @@ class NewCanvas(RequestModel):
     name: str = Field(default="Untitled canvas", min_length=1, max_length=200)
 
 
+class CanvasRename(RequestModel):
+    """`PATCH /v1/canvases/{workflowId}`: the canvas' new name."""
+
+    name: str = Field(min_length=1, max_length=200)
+
+
 class CanvasSummary(CamelModel):
     """A line of the canvas list."""
 

@@ -10,8 +10,10 @@ from typing import Any
 
 import httpx
 from PIL import Image
+from temporalio.client import Client
 
-from tests.fixtures.stack import Stack
+from core.config import Settings
+from tests.fixtures.stack import Stack, make_settings, running_stack
 from tests.sse import read_events
 
 BOARD: dict[str, Any] = {
@@ -193,3 +195,50 @@ async def test_an_upload_url_works_once_and_takes_only_one_whole_image_within_th
     assert first.status_code == 204
     assert (second.status_code, second.json()["code"]) == (409, "upload_url_used")
     assert served.content == png, "a second PUT replaced a file served as immutable"
+
+
+async def test_a_canvas_is_renamed_and_an_unknown_one_is_404(stack: Stack) -> None:
+    saved = await stack.api.put("/v1/canvases/c-rename", json=BOARD)
+    assert saved.status_code == 200, saved.text
+    job = await stack.start("made through the API", workflowId="c-implicit-rename")
+    await stack.wait(job["jobId"])
+
+    renamed = await stack.api.patch("/v1/canvases/c-rename", json={"name": "Harbour, final"})
+    implicit = await stack.api.patch("/v1/canvases/c-implicit-rename", json={"name": "From the API"})
+    unknown = await stack.api.patch("/v1/canvases/c-nowhere", json={"name": "x"})
+    empty = await stack.api.patch("/v1/canvases/c-rename", json={"name": ""})
+    listed = {item["id"]: item["name"] for item in (await stack.api.get("/v1/canvases")).json()["items"]}
+
+    assert renamed.status_code == 200 and renamed.json()["name"] == "Harbour, final"
+    assert renamed.json()["version"] > saved.json()["version"]
+    assert [node["id"] for node in renamed.json()["nodes"]] == ["a", "b"]
+    assert implicit.status_code == 200 and implicit.json()["name"] == "From the API"
+    assert (unknown.status_code, unknown.json()["code"]) == (404, "canvas_not_found")
+    assert empty.status_code == 422
+    assert (listed["c-rename"], listed["c-implicit-rename"]) == ("Harbour, final", "From the API")
+
+
+async def test_deleting_a_canvas_cancels_its_running_job_answers_404_after_and_keeps_the_images(
+    stack_settings: Settings, temporal_client: Client
+) -> None:
+    settings = make_settings(stack_settings, LOCAL_PROVIDER_DELAY_MS=0)
+    async with running_stack(settings, temporal_client) as stack:
+        done = await stack.wait((await stack.start("finished first", workflowId="c-delete"))["jobId"])
+    slow = make_settings(settings, LOCAL_PROVIDER_DELAY_MS=20_000)
+    async with running_stack(slow, temporal_client) as stack:
+        running = await stack.start("still drawing", workflowId="c-delete", nodeId="node-2")
+        await stack.wait(running["jobId"], statuses=("running",))
+
+        deleted = await stack.api.delete("/v1/canvases/c-delete")
+        after = await stack.api.get("/v1/canvases/c-delete")
+        again = await stack.api.delete("/v1/canvases/c-delete")
+        cancelled = await stack.wait(running["jobId"])
+        image = await stack.api.get(done["imageUrl"])
+        listed = [item["id"] for item in (await stack.api.get("/v1/canvases")).json()["items"]]
+
+    assert deleted.status_code == 204, deleted.text
+    assert (after.status_code, after.json()["code"]) == (404, "canvas_not_found")
+    assert again.status_code == 404
+    assert cancelled["status"] == "cancelled"
+    assert image.status_code == 200, "the images stay in storage"
+    assert "c-delete" not in listed

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path
+from fastapi import APIRouter, Header, Path, Response
 from pydantic import Field
+from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import CanvasIdPath, SessionDep, StateDep
 from api.errors import ApiError
@@ -18,12 +20,15 @@ from models.schemas import (
     CanvasList,
     CanvasNode,
     CanvasNodes,
+    CanvasRename,
     ErrorBody,
     JsonObject,
     NewCanvas,
     NodePosition,
     RequestModel,
 )
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/canvases", tags=["canvases"])
 
@@ -96,6 +101,46 @@ def parse_if_match(value: str | None) -> int | None:
     if not tag.isdigit():
         raise ApiError(400, "invalid_if_match", 'If-Match takes the board\'s version, e.g. `If-Match: "7"`.')
     return int(tag)
+
+
+@router.patch("/{workflowId}", response_model=Board, responses={404: {"model": ErrorBody}, 422: {"model": ErrorBody}})
+async def rename_board(canvas_id: CanvasIdPath, body: CanvasRename, state: StateDep) -> Board:
+    """Rename the canvas."""
+    async with transaction(state.sessions) as session:
+        renamed = await canvases.rename_canvas(session, canvas_id, body.name)
+    if not renamed:
+        raise ApiError(404, "canvas_not_found", f"No canvas {canvas_id!r}.")
+    return await read_board_or_404(state, canvas_id)
+
+
+@router.delete("/{workflowId}", status_code=204, responses={404: {"model": ErrorBody}})
+async def delete_board(canvas_id: CanvasIdPath, state: StateDep) -> Response:
+    """Delete the canvas: its board goes, its running jobs and canvas runs are cancelled, and it answers 404 from
+    then on. Its jobs' records and images stay."""
+    async with transaction(state.sessions) as session:
+        deleted = await canvases.delete_canvas(session, canvas_id)
+    if deleted is None:
+        raise ApiError(404, "canvas_not_found", f"No canvas {canvas_id!r}.")
+    await cancel_all(state, [*deleted.canvas_run_ids, *deleted.job_ids])
+    return Response(status_code=204)
+
+
+async def cancel_all(state: StateDep, workflow_ids: list[str]) -> None:
+    """Cancel these workflows, as far as Temporal can be reached: the board is gone either way, and what still
+    runs can no longer write to it."""
+    if not workflow_ids:
+        return
+    try:
+        temporal = await state.temporal_client()
+    except Exception as error:  # the client's connect raises bare RuntimeErrors
+        log.warning("could not cancel %d workflows of a deleted canvas: %s", len(workflow_ids), error)
+        return
+    for workflow_id in workflow_ids:
+        try:
+            await temporal.get_workflow_handle(workflow_id).cancel()
+        except RPCError as error:
+            if error.status != RPCStatusCode.NOT_FOUND:
+                log.warning("could not cancel %s of a deleted canvas: %s", workflow_id, error.message)
 
 
 async def read_board_or_404(state: StateDep, canvas_id: str) -> Board:

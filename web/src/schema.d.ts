@@ -128,10 +128,19 @@ export interface paths {
          */
         put: operations["save_board_v1_canvases__workflowId__put"];
         post?: never;
-        delete?: never;
+        /**
+         * Delete Board
+         * @description Delete the canvas: its board goes, its running jobs and canvas runs are cancelled, and it answers 404 from
+         *     then on. Its jobs' records and images stay.
+         */
+        delete: operations["delete_board_v1_canvases__workflowId__delete"];
         options?: never;
         head?: never;
-        patch?: never;
+        /**
+         * Rename Board
+         * @description Rename the canvas.
+         */
+        patch: operations["rename_board_v1_canvases__workflowId__patch"];
         trace?: never;
     };
     "/v1/canvases/{workflowId}/events": {
@@ -776,6 +785,14 @@ export interface components {
         CanvasNodes: {
             /** Items */
             items: components["schemas"]["CanvasNode"][];
+        };
+        /**
+         * CanvasRename
+         * @description `PATCH /v1/canvases/{workflowId}`: the canvas' new name.
+         */
+        CanvasRename: {
+            /** Name */
+            name: string;
         };
         /** CanvasRunNodeView */
         CanvasRunNodeView: {
@@ -1889,6 +1906,108 @@ export interface operations {
             };
             /** @description Saved since `version` (or `If-Match`); `details` has the current. */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    delete_board_v1_canvases__workflowId__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The canvas id. */
+                workflowId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description API_KEYS is set and no valid `Authorization: Bearer` key came. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    rename_board_v1_canvases__workflowId__patch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The canvas id. */
+                workflowId: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CanvasRename"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Board"];
+                };
+            };
+            /** @description API_KEYS is set and no valid `Authorization: Bearer` key came. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not Found */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
