@@ -97,16 +97,28 @@ async def test_dev_server_registers_search_attributes_keeps_state_and_stops(tmp_
     assert (tmp_path / "temporal.db").is_file()
 
 
+# A port free_port() found can be taken by another process before the server binds it (the server then dies, while
+# the other listener answers the readiness check): each such start is tried again on a new port.
+DEV_SERVER_STARTS = 3
+
+
 async def _started_dev_server(data_dir: Path) -> TemporalDevServer:
-    server = await asyncio.to_thread(
-        start_temporal_dev_server, data_dir, port=free_port(), ui_port=None, ready_timeout=30
-    )
-    try:
-        await prepare_temporal(server.address)
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    for attempt in range(1, DEV_SERVER_STARTS + 1):
+        server = await asyncio.to_thread(
+            start_temporal_dev_server, data_dir, port=free_port(), ui_port=None, ready_timeout=30
+        )
+        try:
+            await prepare_temporal(server.address, timeout=30 if attempt == DEV_SERVER_STARTS else 10)
+        except DevStackError:
+            server.stop()
+            if attempt == DEV_SERVER_STARTS:
+                raise
+            continue
+        except BaseException:
+            server.stop()
+            raise
+        return server
+    raise AssertionError("unreachable")
 
 
 @pytest.fixture
