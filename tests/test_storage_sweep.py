@@ -26,7 +26,8 @@ def files_of(root: Path, canvas_id: str, job_id: str) -> list[str]:
 async def test_the_sweep_deletes_the_files_of_jobs_that_ended_without_a_result(
     stack_settings: Settings, temporal_client: Client, db_sessions: async_sessionmaker[AsyncSession]
 ) -> None:
-    settings = make_settings(stack_settings, LOCAL_PROVIDER_DELAY_MS=400, ORPHAN_FILES_GRACE_SECONDS=3600.0)
+    # Jobs cancelled while their provider works (5 s here) end without a result, whatever they stored before.
+    settings = make_settings(stack_settings, LOCAL_PROVIDER_DELAY_MS=5000, ORPHAN_FILES_GRACE_SECONDS=3600.0)
     canvas_id = "c-sweep-" + uuid.uuid4().hex[:8]
     rng = random.Random(7)
     async with running_stack(settings, temporal_client) as stack:
@@ -36,7 +37,8 @@ async def test_the_sweep_deletes_the_files_of_jobs_that_ended_without_a_result(
         ]
 
         async def cancel_later(job_id: str) -> None:
-            await asyncio.sleep(rng.uniform(0.0, 0.6))
+            await stack.wait(job_id, statuses=("running",))
+            await asyncio.sleep(rng.uniform(0.0, 2.0))
             await stack.api.post(f"/v1/jobs/{job_id}/cancel")
 
         await asyncio.gather(*(cancel_later(job["jobId"]) for job in started[::2]))
