@@ -342,6 +342,36 @@ def _worker(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _providers_check(args: argparse.Namespace) -> int:
+    """Each configured provider's key and model list beside the catalog; needs only the provider settings."""
+    from core.config import get_settings
+    from providers import check
+    from providers.discovery import build_directory
+    from providers.registry import build_providers
+
+    async def run() -> int:
+        settings = get_settings()
+        async with httpx.AsyncClient(timeout=httpx.Timeout(30.0)) as http:
+            checks = await check.check_providers(build_providers(settings, http), build_directory(settings))
+        sys.stdout.write(check.render(checks))
+        return check.exit_code(checks)
+
+    return asyncio.run(run())
+
+
+def _providers_table(args: argparse.Namespace) -> int:
+    """The README's model table from the catalog: printed, or written into the file's marked section."""
+    from providers import catalog_docs
+    from providers.catalog import CATALOG, utc_today
+
+    if args.write:
+        changed = catalog_docs.write_table(args.write, CATALOG, utc_today())
+        _say(f"{args.write}: {'model table rewritten' if changed else 'model table already current'}")
+    else:
+        sys.stdout.write(catalog_docs.markdown_table(CATALOG, utc_today()) + "\n")
+    return EXIT_OK
+
+
 async def run_until_signalled(main: Coroutine[Any, Any, None]) -> None:
     """Run `main` until SIGINT or SIGTERM, then cancel it once and wait while it shuts down gracefully."""
     task = asyncio.ensure_future(main)
@@ -580,6 +610,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="apply the database migrations to DATABASE_URL")
     migrate.set_defaults(handler=_migrate)
+
+    providers = commands.add_parser("providers", help="the providers' keys and the model catalog")
+    provider_commands = providers.add_subparsers(dest="providers_command", required=True, metavar="COMMAND")
+    provider_check = provider_commands.add_parser(
+        "check",
+        help="check each configured key with one cheap call and list its models beside the catalog "
+        "(exit 1: a key was refused; 2: a provider could not be reached)",
+    )
+    provider_check.set_defaults(handler=_providers_check)
+    table = provider_commands.add_parser("table", help="the README's model table, from the catalog")
+    table.add_argument("--write", type=Path, metavar="FILE", help="rewrite the marked section of FILE")
+    table.set_defaults(handler=_providers_table)
     return parser
 
 

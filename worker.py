@@ -32,6 +32,7 @@ from core.temporal import connect, ensure_search_attributes
 from models.payloads import ImageJobInput
 from models.tables import Run
 from providers.base import ImageProvider
+from providers.discovery import build_directory, discover_at_start, keep_discovering
 from providers.registry import build_providers
 from workflows.canvas_run import CanvasRunWorkflow
 from workflows.image_job import ImageJobWorkflow, provider_task_queue
@@ -184,7 +185,14 @@ async def run_worker(settings: Settings) -> None:
     async with worker_resources(settings) as resources:
         workers = build_workers(client, settings, resources)
         log.info("worker polling %s", ", ".join(worker.task_queue for worker in workers))
-        await asyncio.gather(*(worker.run() for worker in workers), keep_sweeping(client, settings, resources))
+        # The worker shares what the providers list (for the API processes and the logs), as the API does.
+        directory = build_directory(settings)
+        await discover_at_start(directory, resources.providers, resources.sessions, settings)
+        await asyncio.gather(
+            *(worker.run() for worker in workers),
+            keep_sweeping(client, settings, resources),
+            keep_discovering(directory, resources.providers, resources.sessions, settings),
+        )
 
 
 def main() -> None:

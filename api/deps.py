@@ -24,6 +24,7 @@ from core.handoff import Handoff
 from core.storage import ObjectStorage
 from models.schemas import ID_PATTERN
 from providers.base import ImageProvider
+from providers.catalog import ModelDirectory
 
 
 @dataclass
@@ -36,6 +37,7 @@ class AppState:
     storage: ObjectStorage
     providers: dict[str, ImageProvider]
     bus: EventBus
+    models: ModelDirectory
     temporal: Client | None = None
 
     async def temporal_client(self) -> Client:

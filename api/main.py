@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 from fastapi import Depends, FastAPI
 
 from api.cors import JsonCORSMiddleware
@@ -33,7 +35,10 @@ from core.db import create_engine, session_factory
 from core.events import EventBus
 from core.storage import build_storage
 from models.schemas import ErrorBody
+from providers.discovery import build_directory, discover_at_start, keep_discovering
 from providers.registry import build_providers
+
+DISCOVERY_TIMEOUT_SECONDS = 15.0
 
 # For the HTTP server: longer than the idle time of common HTTP clients and proxies (60 s). A server that closes an
 # idle keep-alive connection first races the client's next request on it, which the client sees as a bare reset
@@ -59,17 +64,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         storage = build_storage(settings)
         bus = EventBus(settings.require_database_url())
         await bus.start()
-        app.state.imagejobs = AppState(
+        # Only for discovery (GET /models): the API validates and lists, the workers call providers.
+        http = httpx.AsyncClient(timeout=httpx.Timeout(DISCOVERY_TIMEOUT_SECONDS))
+        state = AppState(
             settings=settings,
             engine=engine,
             sessions=session_factory(engine),
             storage=storage,
-            providers=build_providers(settings),
+            providers=build_providers(settings, http),
             bus=bus,
+            models=build_directory(settings),
         )
+        app.state.imagejobs = state
+        await discover_at_start(state.models, state.providers, state.sessions, settings)
+        discovery = asyncio.create_task(keep_discovering(state.models, state.providers, state.sessions, settings))
         try:
             yield
         finally:
+            discovery.cancel()
+            await http.aclose()
             await app.state.imagejobs.handoff.aclose()
             await bus.stop()
             await storage.aclose()

@@ -105,10 +105,16 @@ class Settings(BaseSettings):
     # The sweep deletes the files of a job that failed or was cancelled this long ago (core/storage_sweep.py).
     ORPHAN_FILES_GRACE_SECONDS: float = Field(default=3600.0, ge=0)
 
+    # The model catalog (providers/catalog.toml): an operator's own TOML file of entries that add to or replace
+    # the shipped ones; old model ids mapped on purpose (`openai:dall-e-3=openai:gpt-image-2.5-sunburst,...`);
+    # how often each process reads again which models the providers list (0: only the catalog decides).
+    MODEL_CATALOG_FILE: Path | None = None
+    MODEL_ALIASES: str = ""
+    MODEL_DISCOVERY_INTERVAL_SECONDS: float = Field(default=6 * 3600.0, ge=0)
+
     OPENAI_API_KEY: str | None = None
     OPENAI_BASE_URL: str = "https://api.openai.com/v1"
     OPENAI_RATE_PER_MINUTE: float = 50
-    OPENAI_RESPONSE_FORMAT: Literal["url", "b64_json"] = "url"
     GOOGLE_API_KEY: str | None = None
     GOOGLE_BASE_URL: str = "https://generativelanguage.googleapis.com"
     GOOGLE_VERTEX_PROJECT: str | None = None
@@ -159,6 +165,16 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("MODEL_ALIASES")
+    @classmethod
+    def _check_aliases(cls, value: str) -> str:
+        parse_model_aliases(value)
+        return value
+
+    @property
+    def model_aliases(self) -> dict[tuple[str, str], tuple[str, str]]:
+        return parse_model_aliases(self.MODEL_ALIASES)
 
     @field_validator("OUTBOUND_WEBHOOK_RETRY_SECONDS")
     @classmethod
@@ -226,6 +242,19 @@ class Settings(BaseSettings):
 
 # Prefixes of our settings: a variable with one of them that is not a setting is most likely a typo of one.
 _OWN_PREFIXES = frozenset(name.split("_", 1)[0] for name in Settings.model_fields) - {"AWS", "API", "MAX", "LOCAL"}
+
+
+def parse_model_aliases(text: str) -> dict[tuple[str, str], tuple[str, str]]:
+    """`MODEL_ALIASES`: comma-separated `provider:model=provider:model` pairs, old id to the one to call."""
+    aliases: dict[tuple[str, str], tuple[str, str]] = {}
+    for pair in filter(None, (part.strip() for part in text.split(","))):
+        old, sep, new = pair.partition("=")
+        old_provider, _, old_model = old.strip().partition(":")
+        new_provider, _, new_model = new.strip().partition(":")
+        if not (sep and old_provider and old_model and new_provider and new_model):
+            raise ValueError(f"{pair!r} is not provider:model=provider:model")
+        aliases[(old_provider, old_model)] = (new_provider, new_model)
+    return aliases
 
 
 def setting_names() -> set[str]:

@@ -67,9 +67,9 @@ class RecordedRun:
 _RECORD_RUN = text(
     "WITH new_run AS ("
     "  INSERT INTO runs (id, kind, canvas_id, node_id, status, provider, model, processor, request, payload,"
-    "    workflow_started_at)"
+    "    workflow_started_at, estimated_cost_usd)"
     "  VALUES (:id, 'image_gen', :canvas, :node, 'pending', :provider, :model, :processor,"
-    "    CAST(:request AS jsonb), CAST(:payload AS jsonb), CASE WHEN :started THEN now() END)"
+    "    CAST(:request AS jsonb), CAST(:payload AS jsonb), CASE WHEN :started THEN now() END, :estimate)"
     "  ON CONFLICT (id) DO NOTHING RETURNING *"
     "), created_event AS ("
     "  INSERT INTO run_events (run_id, kind, payload, dedupe_key)"
@@ -116,7 +116,11 @@ async def record_run(
         "model": job.model,
         "processor": job.processor,
         "request": storable_json(run_request_json(job), what="request", wrapper_depth=STORED_WRAPPER_DEPTH),
-        "payload": storable_json(RunResult(effective=effective or {}).to_json(), what="run payload"),
+        "payload": storable_json(
+            RunResult(effective=effective or {}, warnings=job.warnings, aliased_from=job.aliased_from).to_json(),
+            what="run payload",
+        ),
+        "estimate": job.estimated_cost_usd,
         "event_kind": str(EventKind.CREATED),
         "event": storable_json({"status": JobStatus.PENDING, "message": f"Queued for {job.processor}"}, what="event"),
         "node_data": storable_json(_claimed_node_data(job), what="node data"),
@@ -142,6 +146,8 @@ def _claimed_node_data(job: ImageJobInput) -> dict[str, Any]:
         "progress": 0,
         "error": None,
         "prompt": job.spec.prompt[:NODE_PROMPT_CHARS],
+        "estimatedCostUsd": job.estimated_cost_usd,
+        "costUsd": None,
     }
 
 
@@ -214,6 +220,11 @@ async def transition(session: AsyncSession, change: RunTransition) -> bool:
             " error = COALESCE(:error, error), error_code = COALESCE(:code, error_code),"
             " provider_job_id = COALESCE(:provider_job_id, provider_job_id),"
             f" finished_at = CASE WHEN :status IN ({TERMINAL_SQL}) THEN now() ELSE NULL END,"
+            # The provider's own figure; else, completed, the estimate; else (failed, cancelled: not billed) 0.
+            f" cost_usd = CASE WHEN :status NOT IN ({TERMINAL_SQL}) THEN cost_usd"
+            "   WHEN CAST(:cost AS double precision) IS NOT NULL THEN CAST(:cost AS double precision)"
+            "   WHEN :status = 'completed' THEN estimated_cost_usd"
+            "   WHEN estimated_cost_usd IS NOT NULL THEN 0 END,"
             " updated_at = now()"
             f" WHERE id = :id AND status NOT IN ({TERMINAL_SQL})"
             "   AND NOT (status = 'running' AND :status = 'running')"
@@ -225,6 +236,7 @@ async def transition(session: AsyncSession, change: RunTransition) -> bool:
             "payload": storable_json(result.to_json(), what="run payload"),
             "error": change.error,
             "code": change.error_code,
+            "cost": change.result.provenance.cost_usd if change.result else None,
             # Synchronous providers that run jobs of their own (Stability's upscaler) name them in the provenance.
             "provider_job_id": change.provider_job_id
             or (change.result.provenance.provider_job_id if change.result else None),
@@ -307,6 +319,9 @@ async def update_node(session: AsyncSession, update: NodeUpdate) -> bool:
     updated = await session.execute(
         text(
             "UPDATE workflow_nodes SET node_data = node_data || CAST(:patch AS jsonb)"
+            # A job's end shows its cost, as `runs.transition` set it in the same transaction.
+            "   || COALESCE((SELECT jsonb_build_object('costUsd', cost_usd) FROM runs"
+            f"      WHERE id = :job AND status IN ({TERMINAL_SQL}) AND cost_usd IS NOT NULL), '{{}}')"
             "   || jsonb_build_object('updatedAt', now()),"
             " version = version + 1, updated_at = now()"
             " WHERE canvas_id = :canvas AND id = :node AND owner_job_id = :job"

@@ -3,8 +3,10 @@
     ProviderError                    base: something a provider did or said
     ├── ProviderRejected             non-retryable: the same request will fail again
     │     type: ContentPolicyViolation | ProviderAuthError | InvalidProviderRequest | ProviderJobFailed
+    │     └── ModelUnavailable       the provider does not know the model (retired or never there)
     └── ProviderUnavailable          retryable: rate limits, 408, 5xx, timeouts, resets (retry_after honoured)
     InvalidJobRequest                the job asks for something the model cannot do; refused before any call
+    ModelRetired                     the catalog says the model is shut down; refused before any call
     WebhookRejected                  a callback that fails verification
 
 Activities turn ProviderError into a Temporal ApplicationError (`as_application_error`), which is where the
@@ -22,6 +24,7 @@ INVALID_REQUEST = "InvalidProviderRequest"
 JOB_FAILED = "ProviderJobFailed"
 UNAVAILABLE = "ProviderUnavailable"
 BAD_OUTPUT = "InvalidProviderOutput"
+MODEL_UNAVAILABLE = "ModelUnavailable"
 
 
 class ProviderError(Exception):
@@ -53,6 +56,28 @@ class ProviderUnavailable(ProviderError):
     def __init__(self, message: str, *, retry_after: timedelta | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class ModelUnavailable(ProviderRejected):
+    """The provider answered that it has no such model: a retired id, or one it never served. Retrying cannot
+    help; the job must name another model."""
+
+    type = MODEL_UNAVAILABLE
+
+    def __init__(self, provider: str, model: str, said: str) -> None:
+        super().__init__(
+            f"{provider} has no model {model!r} ({said}). It may have been shut down: choose a model that "
+            f"GET /v1/providers lists for {provider}, or map the old id with MODEL_ALIASES."
+        )
+
+
+class ModelRetired(ValueError):
+    """The catalog says the model was shut down; the message names the date and the replacement."""
+
+    def __init__(self, message: str, *, replacement: str | None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.replacement = replacement
 
 
 class InvalidJobRequest(ValueError):

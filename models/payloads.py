@@ -68,6 +68,11 @@ class ImageJobInput:
     polling: PollingPlan = field(default_factory=PollingPlan)
     asynchronous: bool = False
     priority: str = "normal"  # a models.vocabulary.Priority; set on the workflow at start, inherited by its tasks
+    # From the model catalog at validation: the job's price as asked (None: unknown), the deprecation warnings
+    # it carries, and the `provider:model` an operator's MODEL_ALIASES mapped to this one.
+    estimated_cost_usd: float | None = None
+    warnings: list[str] = field(default_factory=list)
+    aliased_from: str | None = None
 
     @property
     def processor(self) -> str:
@@ -110,6 +115,8 @@ class Provenance:
     seed: int | None = None
     predict_time: float | None = None
     effective: dict[str, Any] = field(default_factory=dict)
+    # What the provider billed, from its own figures (usage tokens, prediction time); None: the estimate stands.
+    cost_usd: float | None = None
 
 
 @dataclass

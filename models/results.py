@@ -29,6 +29,9 @@ class RunResult:
     effective: dict[str, Any] = field(default_factory=dict)
     progress: float | None = None  # percent, 0-100
     timings: dict[str, float] = field(default_factory=dict)
+    # Set when the run is recorded (from the catalog): deprecation warnings, and the alias the model came from.
+    warnings: list[str] = field(default_factory=list)
+    aliased_from: str | None = None
 
     @classmethod
     def of_generation(cls, result: GenerationResult) -> RunResult:
@@ -59,6 +62,8 @@ class RunResult:
             "effective": self.effective or None,
             PROGRESS_KEY: self.progress,
             "timings": self.timings or None,
+            "warnings": self.warnings or None,
+            "aliasedFrom": self.aliased_from,
         }
         return {key: item for key, item in value.items() if item is not None}
 
@@ -76,4 +81,6 @@ class RunResult:
             effective=dict(value.get("effective") or {}),
             progress=value.get(PROGRESS_KEY),
             timings=dict(value.get("timings") or {}),
+            warnings=list(value.get("warnings") or []),
+            aliased_from=value.get("aliasedFrom"),
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -243,6 +244,19 @@ class ImageJobRecord(CamelModel):
     predict_time: float | None = None
     effective: dict[str, Any] = Field(default_factory=dict, description="Parameters as the provider applied them.")
     timings: dict[str, float] = Field(default_factory=dict, description="Seconds spent per stage.")
+    estimated_cost_usd: float | None = Field(
+        default=None,
+        description="USD when created: the catalog price at the effective size and quality, times n. Absent "
+        "when the model's price is unknown.",
+    )
+    cost_usd: float | None = Field(
+        default=None,
+        description="USD when ended: the provider's own figure where it reports one (usage tokens, prediction "
+        "time), else the estimate; 0 for a job that failed or was cancelled unbilled. Absent when unknown.",
+    )
+    warnings: list[str] = Field(
+        default_factory=list, description="E.g. the model is deprecated: its shutdown date and replacement."
+    )
     created_at: datetime
     unreadable: str | None = Field(
         default=None,
@@ -279,8 +293,9 @@ class ImageJobRecord(CamelModel):
             revised_prompt=result.revised_prompt,
             seed=result.seed,
             predict_time=result.predict_time,
-            effective=result.effective,
+            effective=result.effective | ({"aliasedFrom": result.aliased_from} if result.aliased_from else {}),
             timings=result.timings,
+            warnings=result.warnings,
         )
 
 
@@ -298,6 +313,8 @@ def _run_identity(run: Run) -> dict[str, Any]:
         "error": run.error,
         "error_code": (run.error_code or "failed") if run.error else None,
         "created_at": run.created_at,
+        "estimated_cost_usd": run.estimated_cost_usd,
+        "cost_usd": run.cost_usd,
     }
 
 
@@ -557,6 +574,8 @@ class CanvasRunNodeView(CamelModel):
     reason: str | None = Field(description="Why a node failed or was skipped.")
     started_at: datetime | None
     finished_at: datetime | None
+    estimated_cost_usd: float | None = Field(default=None, description="The node's job's; see ImageJobRecord.")
+    cost_usd: float | None = Field(default=None, description="The node's job's; see ImageJobRecord.")
 
     @classmethod
     def from_row(cls, node: CanvasRunNode, job: Run | None) -> CanvasRunNodeView:
@@ -574,6 +593,8 @@ class CanvasRunNodeView(CamelModel):
             reason=node.reason,
             started_at=node.started_at or (job.created_at if job is not None else None),
             finished_at=node.finished_at,
+            estimated_cost_usd=job.estimated_cost_usd if job is not None else None,
+            cost_usd=job.cost_usd if job is not None else None,
         )
 
 
@@ -588,10 +609,19 @@ class CanvasRunView(CamelModel):
     created_at: datetime
     finished_at: datetime | None
     nodes: list[CanvasRunNodeView]
+    estimated_cost_usd: float | None = Field(
+        default=None, description="The sum over the run's jobs that have an estimate; absent when none has."
+    )
+    cost_usd: float | None = Field(
+        default=None, description="The sum over the run's jobs that have a cost so far; absent when none has."
+    )
 
     @classmethod
     def from_rows(cls, run: CanvasRun, nodes: list[tuple[CanvasRunNode, Run | None]]) -> CanvasRunView:
+        jobs = [job for _, job in nodes if job is not None]
         return cls(
+            estimated_cost_usd=_sum_known(job.estimated_cost_usd for job in jobs),
+            cost_usd=_sum_known(job.cost_usd for job in jobs),
             run_id=run.id,
             workflow_id=run.canvas_id,
             status=JobStatus(run.status),
@@ -601,6 +631,11 @@ class CanvasRunView(CamelModel):
             finished_at=run.finished_at,
             nodes=[CanvasRunNodeView.from_row(node, job) for node, job in nodes],
         )
+
+
+def _sum_known(values: Iterable[float | None]) -> float | None:
+    known = [value for value in values if value is not None]
+    return round(sum(known), 6) if known else None
 
 
 # --- Outbound webhooks -------------------------------------------------------------------------------------------

@@ -84,6 +84,19 @@ class Run(SQLModel, table=True):
     workflow_started_at: datetime | None = _timestamp(nullable=True, default_now=False)
     # When the sweep deleted the files of a job that ended without a result (core/storage_sweep.py).
     files_swept_at: datetime | None = _timestamp(nullable=True, default_now=False)
+    # USD: the catalog price when recorded; what the provider billed when it ended. NULL: price unknown.
+    estimated_cost_usd: float | None = None
+    cost_usd: float | None = None
+
+
+class ProviderModelList(SQLModel, table=True):
+    """The model ids a provider listed when last asked (discovery), shared by every process."""
+
+    __tablename__ = "provider_model_lists"
+
+    provider: str = Field(primary_key=True, max_length=64)
+    models: list[str] = Field(sa_column=Column(ARRAY(Text), nullable=False))
+    listed_at: datetime = _timestamp()
 
 
 class RunEvent(SQLModel, table=True):

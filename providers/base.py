@@ -83,6 +83,8 @@ class ImageProvider(ABC):
     # Models that take `previousImage` (refinement, image-to-image, upscaling), and those that need one.
     input_image_models: frozenset[str] = frozenset()
     input_image_required_models: frozenset[str] = frozenset()
+    # Whether `list_models` asks the service which models it serves today (discovery, `providers check`).
+    lists_models: ClassVar[bool] = False
 
     def disabled_reason(self) -> str | None:
         """None when the provider can be used; otherwise why not (e.g. its key is missing)."""
@@ -106,7 +108,7 @@ class ImageProvider(ABC):
             webhooks=self.supports_webhooks,
             rate_limit_per_minute=self.rate_limit_per_minute(),
             description=self.description,
-            input_image_models=tuple(model for model in self.models if model in self.input_image_models),
+            input_image_models=tuple(model for model in self.models if self.takes_input_image(model)),
             capabilities=tuple(self.capabilities(model) for model in self.models),
         )
 
@@ -119,13 +121,19 @@ class ImageProvider(ABC):
     ) -> ModelCapabilities:
         return ModelCapabilities(
             model=model,
-            input_image=model in self.input_image_models,
-            input_image_required=model in self.input_image_required_models,
+            input_image=self.takes_input_image(model),
+            input_image_required=self.needs_input_image(model),
             max_images=max_images,
             seed=seed,
             negative_prompt=negative_prompt,
             sizes=tuple(sizes),
         )
+
+    def takes_input_image(self, model: str) -> bool:
+        return model in self.input_image_models
+
+    def needs_input_image(self, model: str) -> bool:
+        return model in self.input_image_required_models
 
     def accepts_model(self, model: str) -> bool:
         """Whether this provider takes `model`: the listed ones, unless the adapter knows better (any
@@ -140,18 +148,19 @@ class ImageProvider(ABC):
         """The spec as the adapter receives it (style modifiers applied), and how they were applied."""
         return apply_style_modifiers(spec, self.native_styles(model))
 
-    def check_request(self, model: str, spec: PromptSpec) -> dict[str, Any]:
+    def check_request(self, model: str, spec: PromptSpec, *, known: bool = False) -> dict[str, Any]:
         """Validate before any call; return the effective parameters (e.g. the nearest allowed size).
 
+        `known`: the model catalog or discovery vouches for the model, so the adapter's own list is not asked.
         Raises InvalidJobRequest when the model cannot do what the spec asks.
         """
-        require_model(self.name, model, self.models, accepted=self.accepts_model(model))
+        require_model(self.name, model, self.models, accepted=known or self.accepts_model(model))
         check_input_image(
             spec,
             model,
-            accepted=model in self.input_image_models,
-            required=model in self.input_image_required_models,
-            able=[name for name in self.models if name in self.input_image_models],
+            accepted=self.takes_input_image(model),
+            required=self.needs_input_image(model),
+            able=[name for name in self.models if self.takes_input_image(name)],
         )
         prepared, styling = self.prepare(model, spec)
         return {**self.check_model_request(model, prepared), **styling}
@@ -159,6 +168,10 @@ class ImageProvider(ABC):
     def check_model_request(self, model: str, spec: PromptSpec) -> dict[str, Any]:
         """The adapter's own checks, after the ones every provider shares; returns the effective parameters."""
         return {}
+
+    async def list_models(self) -> list[str]:
+        """The model ids the service serves this key today; adapters with `lists_models` implement it."""
+        raise NotImplementedError(f"{self.name} does not list its models")
 
     async def generate(self, call: ProviderCall, sink: OutputSink) -> Provenance:
         raise NotImplementedError(f"{self.name} is asynchronous; use submit/poll")

@@ -1,9 +1,9 @@
-"""Google: Imagen (`:predict`) and Gemini image models (`:generateContent`), on the Gemini API or on Vertex AI.
+"""Google: Gemini image models (`:generateContent`), on the Gemini API or on Vertex AI.
 
-The Gemini API takes `x-goog-api-key` at `{GOOGLE_BASE_URL}/v1beta/models/{model}:{method}`. Vertex AI takes an
-OAuth bearer token at `/v1/projects/{project}/locations/{location}/publishers/google/models/{model}:{method}`;
-when it is configured Imagen goes there (Google stopped serving Imagen through API keys), and Gemini models go
-there too unless an API key is set. Only Vertex accepts Imagen's `negativePrompt` and `seed`.
+The Gemini API takes `x-goog-api-key` at `{GOOGLE_BASE_URL}/v1beta/models/{model}:generateContent`. Vertex AI
+takes an OAuth bearer token at `/v1/projects/{project}/locations/{location}/publishers/google/models/{model}:...`,
+used when it is configured and no API key is set. Every Imagen model was shut down by 2026-08-17 (Gemini API and
+Vertex AI alike); the catalog refuses them before any call, so there is no Imagen code here.
 """
 
 from __future__ import annotations
@@ -18,10 +18,12 @@ from typing import Any, ClassVar
 import httpx
 
 from core.config import Settings
-from models.errors import AUTH, CONTENT_POLICY, JOB_FAILED, InvalidJobRequest, ProviderError, ProviderRejected
+from models.errors import AUTH, CONTENT_POLICY, JOB_FAILED, ModelUnavailable, ProviderError, ProviderRejected
 from models.payloads import PromptSpec, Provenance, ProviderCall
 from providers.base import ModelCapabilities, OutputSink
+from providers.catalog import CATALOG
 from providers.http import (
+    MODEL_LIST_LIMIT,
     ErrorClassifier,
     as_object,
     classify_status,
@@ -35,38 +37,17 @@ from providers.http import (
 )
 from providers.http_provider import Connection, HttpProvider
 from providers.input_images import InputImage
-from providers.request_checks import (
-    check_count,
-    check_prompt,
-    check_seeds,
-    map_choice,
-    unused_fields,
-)
+from providers.request_checks import check_count, check_prompt, map_choice, unused_fields
 from providers.sizing import nearest_ratio
 
 LABEL = "Google"
-IMAGEN_MODELS = (
-    "imagen-4.0-generate-001",
-    "imagen-4.0-ultra-generate-001",
-    "imagen-4.0-fast-generate-001",
-    "imagen-3.0-generate-002",
-)
-GEMINI_MODELS = ("gemini-2.5-flash-image", "gemini-3-pro-image-preview")
-# Imagen edits (the previousImage as a raw reference image) exist on Vertex AI only.
-IMAGEN_EDIT_MODEL = "imagen-3.0-capability-001"
-PREDICT_MODELS = (*IMAGEN_MODELS, IMAGEN_EDIT_MODEL)
 INPUT_IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
 MAX_INPUT_IMAGE_BYTES = 20 * 1024 * 1024  # the Gemini API's limit for a whole inline request
-IMAGEN_RATIOS = ("1:1", "3:4", "4:3", "9:16", "16:9")
-GEMINI_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
-IMAGEN_MAX_OUTPUTS = 4
-SINGLE_OUTPUT_MODELS = frozenset({"imagen-4.0-ultra-generate-001"})
-GEMINI_MAX_OUTPUTS = 4  # one generateContent call per image
+RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
+MAX_OUTPUTS = 4  # one generateContent call per image
 MAX_PROMPT_CHARS = 32000  # Google limits prompts in tokens; this only stops absurd input before a call
-VERTEX_SEED_RANGE = (0, 2**31 - 1)
-# `sampleImageSize` exists on the standard and ultra Imagen 4 models only.
-SIZED_IMAGEN_MODELS = frozenset({"imagen-4.0-generate-001", "imagen-4.0-ultra-generate-001"})
-IMAGEN_QUALITY = {"auto": "1K", "low": "1K", "medium": "1K", "standard": "1K", "high": "2K", "hd": "2K"}
+# The job's quality words as Gemini 3.x `imageConfig.imageSize` (uppercase K; 1K is Google's default).
+IMAGE_SIZES = {"auto": "1K", "low": "1K", "medium": "1K", "standard": "1K", "high": "2K", "hd": "2K", "max": "4K"}
 BLOCKED_FINISH_REASONS = frozenset(
     {
         "IMAGE_SAFETY",
@@ -85,7 +66,7 @@ SAFETY_MESSAGE = re.compile(r"responsible ai|safety (?:filter|system|setting)|se
 AUTH_REASONS = frozenset({"API_KEY_INVALID", "API_KEY_EXPIRED", "ACCESS_TOKEN_EXPIRED"})
 
 
-def classify_google_error(response: httpx.Response, body: bytes, *, key_setting: str) -> ProviderError:
+def classify_google_error(response: httpx.Response, body: bytes, *, key_setting: str, model: str = "") -> ProviderError:
     """Google's `{"error": {"code", "message", "status", "details"}}` answers, classified once."""
     payload = parse_json(body)
     error = as_object(as_object(payload).get("error"))
@@ -94,6 +75,8 @@ def classify_google_error(response: httpx.Response, body: bytes, *, key_setting:
     reason = f"{status_name}: {message}" if status_name else message
     if response.status_code == 400 and SAFETY_MESSAGE.search(message):
         return ProviderRejected(f"Google refused the prompt ({reason}). Rephrase the prompt.", type=CONTENT_POLICY)
+    if response.status_code == 404 and status_name == "NOT_FOUND" and model:
+        return ModelUnavailable(LABEL, model, reason)
     if _error_info_reasons(error) & AUTH_REASONS:
         return ProviderRejected(f"Google rejected the credentials ({reason}). Check {key_setting}.", type=AUTH)
     hint = retry_info_delay(payload) or retry_after(response.headers)
@@ -116,51 +99,22 @@ class GooglePlan:
     model: str
     vertex: bool
     aspect_ratio: str
+    image_size: str | None
     n: int
-    negative_prompt: str | None
-    seed: int | None
-    sample_image_size: str | None
     ignored: tuple[str, ...]
 
-    @property
-    def imagen(self) -> bool:
-        return self.model in PREDICT_MODELS
-
-    def predict_body(self, prompt: str, image: InputImage | None = None) -> dict[str, Any]:
-        instance: dict[str, Any] = {"prompt": prompt}
-        parameters: dict[str, Any] = {"sampleCount": self.n, "includeRaiReason": True}
-        if image is None:
-            parameters["aspectRatio"] = self.aspect_ratio
-        else:  # an edit keeps the input's shape
-            instance["referenceImages"] = [
-                {
-                    "referenceType": "REFERENCE_TYPE_RAW",
-                    "referenceId": 1,
-                    "referenceImage": {"bytesBase64Encoded": base64.b64encode(image.data).decode()},
-                }
-            ]
-            parameters["editMode"] = "EDIT_MODE_DEFAULT"
-        if self.sample_image_size:
-            parameters["sampleImageSize"] = self.sample_image_size
-        if self.negative_prompt:
-            parameters["negativePrompt"] = self.negative_prompt
-        if self.seed is not None:
-            # Vertex ignores the seed while it watermarks, and it watermarks by default.
-            parameters.update(seed=self.seed, addWatermark=False)
-        return {"instances": [instance], "parameters": parameters}
-
-    def generate_content_body(self, prompt: str, image: InputImage | None = None) -> dict[str, Any]:
+    def body(self, prompt: str, image: InputImage | None = None) -> dict[str, Any]:
         parts: list[dict[str, Any]] = [{"text": prompt}]
         if image is not None:
             parts.append(
                 {"inlineData": {"mimeType": image.content_type, "data": base64.b64encode(image.data).decode()}}
             )
+        image_config: dict[str, Any] = {"aspectRatio": self.aspect_ratio}
+        if self.image_size:
+            image_config["imageSize"] = self.image_size
         return {
             "contents": [{"role": "user", "parts": parts}],
-            "generationConfig": {
-                "responseModalities": ["TEXT", "IMAGE"],
-                "imageConfig": {"aspectRatio": self.aspect_ratio},
-            },
+            "generationConfig": {"responseModalities": ["TEXT", "IMAGE"], "imageConfig": image_config},
         }
 
     def effective(self) -> dict[str, Any]:
@@ -169,24 +123,21 @@ class GooglePlan:
             "n": self.n,
             "api": "vertex" if self.vertex else "gemini",
         }
-        if self.sample_image_size:
-            effective["sampleImageSize"] = self.sample_image_size
-        if self.seed is not None:
-            effective["seed"] = self.seed
+        if self.image_size:
+            effective["imageSize"] = self.image_size
         if self.ignored:
             effective["ignored"] = list(self.ignored)
         return effective
 
 
 class GoogleProvider(HttpProvider):
-    """Imagen and Gemini image models (synchronous), on the Gemini API or Vertex AI."""
+    """Gemini image models (synchronous), on the Gemini API or Vertex AI."""
 
     name: ClassVar[str] = "google"
-    models: tuple[str, ...] = PREDICT_MODELS + GEMINI_MODELS
-    input_image_models: frozenset[str] = frozenset({*GEMINI_MODELS, IMAGEN_EDIT_MODEL})
-    input_image_required_models: frozenset[str] = frozenset({IMAGEN_EDIT_MODEL})
-    default_model: str = "imagen-4.0-generate-001"
-    description: ClassVar[str] = "Google Imagen (predict) and Gemini image models (generateContent)."
+    models: tuple[str, ...] = CATALOG.usable("google")
+    default_model: str = "gemini-3.1-flash-image"
+    description: ClassVar[str] = "Google Gemini image models (Nano Banana; generateContent), Gemini API or Vertex AI."
+    lists_models: ClassVar[bool] = True
 
     label: ClassVar[str] = LABEL
     key_setting: ClassVar[str | None] = "GOOGLE_API_KEY"
@@ -222,108 +173,90 @@ class GoogleProvider(HttpProvider):
     def _vertex_ready(self) -> bool:
         return bool(self._vertex_project and self._vertex_token)
 
+    @property
+    def uses_vertex(self) -> bool:
+        return self._vertex_ready and not self.api_key
+
     def disabled_reason(self) -> str | None:
         if self.api_key or self._vertex_ready:
             return None
         return "GOOGLE_API_KEY is not set (nor GOOGLE_VERTEX_PROJECT with GOOGLE_VERTEX_TOKEN)"
 
-    def capabilities(self, model: str) -> ModelCapabilities:
-        vertex_imagen = model in PREDICT_MODELS and self.uses_vertex(model)
-        max_images = 1 if model in SINGLE_OUTPUT_MODELS else IMAGEN_MAX_OUTPUTS if model in PREDICT_MODELS else 4
-        ratios = IMAGEN_RATIOS if model in IMAGEN_MODELS else GEMINI_RATIOS if model in GEMINI_MODELS else ()
-        return self.describe(
-            model, max_images=max_images, seed=vertex_imagen, negative_prompt=vertex_imagen, sizes=ratios
-        )
+    def takes_input_image(self, model: str) -> bool:
+        return True  # every Gemini image model edits from an image in the request
 
-    def uses_vertex(self, model: str) -> bool:
-        return self._vertex_ready and (model in PREDICT_MODELS or not self.api_key)
+    def capabilities(self, model: str) -> ModelCapabilities:
+        return self.describe(model, max_images=MAX_OUTPUTS, seed=False, negative_prompt=False, sizes=RATIOS)
 
     def plan(self, model: str, spec: PromptSpec) -> GooglePlan:
         """Validate the spec for `model` and decide every parameter of the call."""
         check_prompt(spec, model, MAX_PROMPT_CHARS)
-        if model == IMAGEN_EDIT_MODEL and not self._vertex_ready:
-            raise InvalidJobRequest(
-                f"{model} edits on Vertex AI only; set GOOGLE_VERTEX_PROJECT and GOOGLE_VERTEX_TOKEN, or use "
-                f"{' or '.join(GEMINI_MODELS)}",
-                field="model",
-            )
-        imagen = model in PREDICT_MODELS
-        max_outputs = IMAGEN_MAX_OUTPUTS if imagen else GEMINI_MAX_OUTPUTS
-        check_count(spec, model, 1 if model in SINGLE_OUTPUT_MODELS else max_outputs)
-        vertex_imagen = imagen and self.uses_vertex(model)
-        if vertex_imagen:
-            check_seeds(spec, model, *VERTEX_SEED_RANGE)
-        sized = model in SIZED_IMAGEN_MODELS
-        supported = {"negativePrompt", "seed"} if vertex_imagen else set()
+        check_count(spec, model, MAX_OUTPUTS)
         return GooglePlan(
             model=model,
-            vertex=self.uses_vertex(model),
-            aspect_ratio=nearest_ratio(spec, IMAGEN_RATIOS if imagen else GEMINI_RATIOS),
+            vertex=self.uses_vertex,
+            aspect_ratio=nearest_ratio(spec, RATIOS),
+            image_size=map_choice(spec.quality, IMAGE_SIZES, model, "quality") or "1K",
             n=spec.n,
-            negative_prompt=spec.negative_prompt if vertex_imagen else None,
-            seed=spec.seed if vertex_imagen else None,
-            sample_image_size=map_choice(spec.quality, IMAGEN_QUALITY, model, "quality") if sized else None,
-            ignored=tuple(unused_fields(spec, supported | ({"quality"} if sized else set()))),
+            ignored=tuple(unused_fields(spec, {"quality"})),
         )
 
+    def check_model_request(self, model: str, spec: PromptSpec) -> dict[str, Any]:
+        return self.plan(model, spec).effective()
+
     async def generate(self, call: ProviderCall, sink: OutputSink) -> Provenance:
+        """Gemini makes one image per call, so `n` images take `n` calls (an input image rides in each)."""
         plan = self.plan(call.model, call.spec)
         started = time.monotonic()
-        response_id, effective = None, plan.effective()
         image = await self._input_image(call.spec.previous_image)
-        if plan.imagen:
-            filtered = await self._predict(plan, call.spec.prompt, image, sink)
-            if filtered:
-                effective["filtered"] = filtered
-        else:
-            response_id = await self._generate_content(plan, call.spec.prompt, image, sink)
+        body = plan.body(call.spec.prompt, image)
+        first_response_id: str | None = None
+        costs: list[float | None] = []
+        for index in range(plan.n):
+            payload = await self._call(plan, body, images=1)
+            await sink.store_bytes(_gemini_image(payload))
+            costs.append(usage_cost(plan.model, as_object(payload.get("usageMetadata"))))
+            if index == 0 and isinstance(payload.get("responseId"), str):
+                first_response_id = payload["responseId"]
+            await sink.progress((index + 1) / plan.n)
         return Provenance(
-            provider_job_id=response_id,
+            provider_job_id=first_response_id,
             predict_time=round(time.monotonic() - started, 3),
-            effective=effective,
+            effective=plan.effective(),
+            cost_usd=None if None in costs else round(sum(cost or 0 for cost in costs), 6),
         )
+
+    async def list_models(self) -> list[str]:
+        """`GET /v1beta/models` (every page): the models this key may call, without their `models/` prefix."""
+        names: list[str] = []
+        token = ""
+        while True:
+            url = f"{self.base_url}/v1beta/models?pageSize=1000" + (f"&pageToken={token}" if token else "")
+            request = self.http.build_request("GET", url, headers={"x-goog-api-key": self.api_key or ""})
+            classify: ErrorClassifier = partial(classify_google_error, key_setting="GOOGLE_API_KEY")
+            payload, _ = await fetch_json(self.http, LABEL, request, classify=classify, limit=MODEL_LIST_LIMIT)
+            for item in map(as_object, payload.get("models") or []):
+                names.append(str(item.get("name") or "").removeprefix("models/"))
+            token = str(payload.get("nextPageToken") or "")
+            if not token:
+                return [name for name in names if name]
 
     async def _input_image(self, url: str | None) -> InputImage | None:
         if url is None:
             return None
         return await self.fetch_input(url, max_bytes=MAX_INPUT_IMAGE_BYTES, accepted_types=INPUT_IMAGE_TYPES)
 
-    async def _predict(self, plan: GooglePlan, prompt: str, image: InputImage | None, sink: OutputSink) -> int:
-        """Store the images Imagen returned; answer how many of the `n` its safety filters removed."""
-        payload = await self._call(plan, "predict", plan.predict_body(prompt, image), images=plan.n)
-        predictions = [item for item in payload.get("predictions") or [] if isinstance(item, dict)]
-        images = [item for item in predictions if isinstance(item.get("bytesBase64Encoded"), str)]
-        if not images:
-            raise ProviderRejected(_all_filtered_message(predictions), type=CONTENT_POLICY)
-        for item in images:
-            await sink.store_bytes(decode_base64(LABEL, item["bytesBase64Encoded"]))
-        return max(plan.n - len(images), 0)
-
-    async def _generate_content(
-        self, plan: GooglePlan, prompt: str, image: InputImage | None, sink: OutputSink
-    ) -> str | None:
-        """Gemini makes one image per call, so `n` images take `n` calls (an input image rides in each)."""
-        first_response_id: str | None = None
-        body = plan.generate_content_body(prompt, image)
-        for index in range(plan.n):
-            payload = await self._call(plan, "generateContent", body, images=1)
-            await sink.store_bytes(_gemini_image(payload))
-            if index == 0 and isinstance(payload.get("responseId"), str):
-                first_response_id = payload["responseId"]
-            await sink.progress((index + 1) / plan.n)
-        return first_response_id
-
-    async def _call(self, plan: GooglePlan, method: str, body: dict[str, Any], *, images: int) -> dict[str, Any]:
+    async def _call(self, plan: GooglePlan, body: dict[str, Any], *, images: int) -> dict[str, Any]:
         if plan.vertex:
             url = (
                 f"{self._vertex_base_url}/v1/projects/{self._vertex_project}/locations/{self._vertex_location}"
-                f"/publishers/google/models/{plan.model}:{method}"
+                f"/publishers/google/models/{plan.model}:generateContent"
             )
             headers, key_setting = {"authorization": f"Bearer {self._vertex_token}"}, "GOOGLE_VERTEX_TOKEN"
         else:
-            url = f"{self.base_url}/v1beta/models/{plan.model}:{method}"
+            url = f"{self.base_url}/v1beta/models/{plan.model}:generateContent"
             headers, key_setting = {"x-goog-api-key": self.api_key or ""}, "GOOGLE_API_KEY"
-        classify: ErrorClassifier = partial(classify_google_error, key_setting=key_setting)
+        classify: ErrorClassifier = partial(classify_google_error, key_setting=key_setting, model=plan.model)
         request = self.http.build_request(
             "POST", url, json=body, headers=headers, timeout=self.connection.timeout_seconds
         )
@@ -332,16 +265,23 @@ class GoogleProvider(HttpProvider):
         return payload
 
 
+def usage_cost(model: str, usage: dict[str, Any]) -> float | None:
+    """What one generateContent call costs, from its `usageMetadata`: prompt tokens at the input rate, and the
+    candidates' IMAGE tokens at the image output rate."""
+    entry = CATALOG.entry("google", model) or CATALOG.family_member("google", model)
+    if not usage or entry is None or entry.price is None:
+        return None
+    details = [as_object(item) for item in usage.get("candidatesTokensDetails") or []]
+    image_out = sum(int(item.get("tokenCount") or 0) for item in details if item.get("modality") == "IMAGE")
+    if not image_out:
+        return None
+    return entry.price.of_tokens(text_in=int(usage.get("promptTokenCount") or 0), image_out=image_out)
+
+
 def _vertex_host(location: str) -> str:
     if location == "global":
         return "https://aiplatform.googleapis.com"
     return f"https://{location}-aiplatform.googleapis.com"
-
-
-def _all_filtered_message(predictions: list[dict[str, Any]]) -> str:
-    reasons = [str(item["raiFilteredReason"]) for item in predictions if item.get("raiFilteredReason")]
-    why = f": {'; '.join(reasons)}" if reasons else ""
-    return f"Google's safety filters removed every image (raiFilteredReason){why}. Rephrase the prompt."
 
 
 def _gemini_image(payload: dict[str, Any]) -> bytes:

@@ -217,6 +217,10 @@ def json_answer_limit(max_image_bytes: int, images: int) -> int:
     return max_image_bytes * max(images, 1) * 4 // 3 + JSON_OVERHEAD_BYTES
 
 
+# A model list (GET /models) is a few hundred small objects; this bounds what one may make us read.
+MODEL_LIST_LIMIT = 4 * 1024 * 1024
+
+
 async def fetch_json(
     http: httpx.AsyncClient,
     provider: str,

@@ -1,24 +1,34 @@
-"""OpenAI Images: `POST {OPENAI_BASE_URL}/images/generations` for DALL-E 2, DALL-E 3 and the GPT image models, and
-`POST /images/edits` (multipart, the previous image's bytes as `image`) when a job has a previousImage.
+"""OpenAI Images: `POST {OPENAI_BASE_URL}/images/generations` for the GPT image models, and `POST /images/edits`
+(multipart, the previous image's bytes as `image`) when a job has a previousImage.
 
-DALL-E answers with URLs (valid 60 minutes) or base64 as `OPENAI_RESPONSE_FORMAT` asks; GPT image models always
-answer with base64. Either way the images go straight to the sink.
+GPT image models answer with base64 (a URL is stored too, should an answer carry one); the images go straight to
+the sink, and the answer's `usage` tokens price the job. DALL-E 2 and 3 were shut down on 2026-05-12; the catalog
+refuses them before any call.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from functools import partial
+from typing import Any, ClassVar
 
 import httpx
 
-from core.config import Settings
-from models.errors import AUTH, BAD_OUTPUT, CONTENT_POLICY, ProviderError, ProviderRejected, ProviderUnavailable
+from models.errors import (
+    AUTH,
+    BAD_OUTPUT,
+    CONTENT_POLICY,
+    ModelUnavailable,
+    ProviderError,
+    ProviderRejected,
+    ProviderUnavailable,
+)
 from models.payloads import PromptSpec, Provenance, ProviderCall
 from providers.base import ModelCapabilities, OutputSink
+from providers.catalog import CATALOG
 from providers.http import (
+    MODEL_LIST_LIMIT,
     as_object,
     classify_status,
     decode_base64,
@@ -28,7 +38,7 @@ from providers.http import (
     parse_json,
     retry_after,
 )
-from providers.http_provider import Connection, HttpProvider
+from providers.http_provider import HttpProvider
 from providers.input_images import form_parts
 from providers.request_checks import (
     check_count,
@@ -39,43 +49,33 @@ from providers.request_checks import (
 from providers.sizing import nearest_size
 
 LABEL = "OpenAI"
-DALL_E_2 = "dall-e-2"
-DALL_E_3 = "dall-e-3"
-GPT_IMAGE_MODELS = ("gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5", "gpt-image-2")
-
-SIZES = {
-    DALL_E_2: ("256x256", "512x512", "1024x1024"),
-    DALL_E_3: ("1024x1024", "1792x1024", "1024x1792"),
+# Every GPT image model (gpt-image-2, -2.5-flare, ... and those discovery finds) takes the same request; the
+# catalog (providers/catalog.toml) says which ids exist and which are shut down.
+SIZES = ("1024x1024", "1536x1024", "1024x1536")
+PROMPT_LIMIT = 32000
+MAX_OUTPUTS = 10
+# The job's quality words in OpenAI's vocabulary; the 2.5 models add xhigh and max.
+QUALITY = {
+    "auto": "auto",
+    "low": "low",
+    "medium": "medium",
+    "standard": "medium",
+    "high": "high",
+    "hd": "high",
+    "xhigh": "xhigh",
+    "max": "max",
 }
-GPT_SIZES = ("1024x1024", "1536x1024", "1024x1536")
-PROMPT_LIMITS = {DALL_E_2: 1000, DALL_E_3: 4000}
-GPT_PROMPT_LIMIT = 32000
-MAX_OUTPUTS = {DALL_E_3: 1}
-DEFAULT_MAX_OUTPUTS = 10
-
-# The job's quality words, in each model family's vocabulary.
-GPT_QUALITY = {"auto": "auto", "low": "low", "medium": "medium", "standard": "medium", "high": "high", "hd": "high"}
-DALL_E_3_QUALITY = {
-    "auto": "standard",
-    "low": "standard",
-    "medium": "standard",
-    "standard": "standard",
-    "high": "hd",
-    "hd": "hd",
-}
-DALL_E_3_STYLES = {"vivid": "vivid", "natural": "natural"}
-SUPPORTED_FIELDS = {DALL_E_2: (), DALL_E_3: ("quality", "style")}  # GPT image models: quality only
-# previousImage goes to POST /images/edits, as the image's bytes in a multipart part. DALL-E 2 edits take a PNG.
-EDIT_MODELS = frozenset({DALL_E_2, *GPT_IMAGE_MODELS})
-EDIT_IMAGE_TYPES = {DALL_E_2: ("image/png",)}
-GPT_EDIT_IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
-MAX_EDIT_IMAGE_BYTES = {DALL_E_2: 4 * 1024 * 1024}
-GPT_MAX_EDIT_IMAGE_BYTES = 50 * 1024 * 1024
+# previousImage goes to POST /images/edits, as the image's bytes in a multipart part.
+EDIT_IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
+MAX_EDIT_IMAGE_BYTES = 50 * 1024 * 1024
 MODERATION_CODES = frozenset({"content_policy_violation", "moderation_blocked"})
 RETRYABLE_STATUSES = (409,)  # the official SDK retries conflicts (lock timeouts) as well
+# A shut-down or unknown id: 404 invalid_request_error with this code (the deprecations page, and the answers
+# clients of dall-e-3 got after 2026-05-12).
+MODEL_NOT_FOUND = "model_not_found"
 
 
-def classify_openai_error(response: httpx.Response, body: bytes) -> ProviderError:
+def classify_openai_error(response: httpx.Response, body: bytes, *, model: str = "") -> ProviderError:
     """OpenAI's `{"error": {"message", "type", "param", "code"}}` answers, classified once."""
     payload = as_object(parse_json(body))
     error = as_object(payload.get("error"))
@@ -85,6 +85,8 @@ def classify_openai_error(response: httpx.Response, body: bytes) -> ProviderErro
     if code in MODERATION_CODES or (error.get("type") == "image_generation_user_error" and moderation):
         return ProviderRejected(_moderation_message(error, moderation), type=CONTENT_POLICY)
     reason = error_reason(error.get("message"), body) + (f" ({code})" if code else "")
+    if code == MODEL_NOT_FOUND:
+        return ModelUnavailable(LABEL, model or str(error.get("param") or "?"), reason)
     if code == "insufficient_quota":
         return ProviderRejected(f"OpenAI has no quota left: {reason}. Check the plan and billing.", type=AUTH)
     hint = retry_after(response.headers)
@@ -121,83 +123,58 @@ class OpenAIPlan:
     size: str
     n: int
     quality: str | None
-    style: str | None
-    response_format: str | None
     ignored: tuple[str, ...]
 
     def body(self, prompt: str) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "prompt": prompt, "n": self.n, "size": self.size}
-        optional = {"quality": self.quality, "style": self.style, "response_format": self.response_format}
-        body.update({name: value for name, value in optional.items() if value is not None})
-        if self.model in GPT_IMAGE_MODELS:
-            body["output_format"] = "png"
+        if self.quality is not None:
+            body["quality"] = self.quality
+        body["output_format"] = "png"
         return body
 
     def effective(self) -> dict[str, Any]:
         effective: dict[str, Any] = {"size": self.size, "n": self.n}
-        effective.update({name: value for name, value in (("quality", self.quality), ("style", self.style)) if value})
+        if self.quality:
+            effective["quality"] = self.quality
         if self.ignored:
             effective["ignored"] = list(self.ignored)
         return effective
 
 
 class OpenAIProvider(HttpProvider):
-    """OpenAI Images (synchronous): DALL-E 2, DALL-E 3 and the GPT image models."""
+    """OpenAI Images (synchronous): the GPT image models."""
 
     name: ClassVar[str] = "openai"
-    models: tuple[str, ...] = (DALL_E_2, DALL_E_3, *GPT_IMAGE_MODELS)
-    default_model: str = "gpt-image-1"
-    description: ClassVar[str] = "OpenAI Images API: DALL-E 2, DALL-E 3 and GPT image models."
-    input_image_models: frozenset[str] = EDIT_MODELS
+    models: tuple[str, ...] = CATALOG.usable("openai")
+    default_model: str = "gpt-image-2.5-flare"
+    description: ClassVar[str] = "OpenAI Images API: GPT image models (generations, and edits from a previous image)."
+    lists_models: ClassVar[bool] = True
 
     label: ClassVar[str] = LABEL
     key_setting: ClassVar[str | None] = "OPENAI_API_KEY"
     base_url_setting: ClassVar[str] = "OPENAI_BASE_URL"
     rate_setting: ClassVar[str | None] = "OPENAI_RATE_PER_MINUTE"
 
-    def __init__(
-        self,
-        connection: Connection,
-        *,
-        rate_per_minute: float | None = None,
-        response_format: Literal["url", "b64_json"] = "url",
-    ) -> None:
-        super().__init__(connection, rate_per_minute=rate_per_minute)
-        self._response_format = response_format
-
-    @classmethod
-    def options_from(cls, settings: Settings) -> dict[str, Any]:
-        return {"response_format": settings.OPENAI_RESPONSE_FORMAT}
+    def takes_input_image(self, model: str) -> bool:
+        return True  # every GPT image model edits
 
     def capabilities(self, model: str) -> ModelCapabilities:
-        sizes = GPT_SIZES if model in GPT_IMAGE_MODELS else SIZES[model]
-        return self.describe(
-            model,
-            max_images=MAX_OUTPUTS.get(model, DEFAULT_MAX_OUTPUTS),
-            seed=False,
-            negative_prompt=False,
-            sizes=sizes,
-        )
-
-    def native_styles(self, model: str) -> Collection[str]:
-        return DALL_E_3_STYLES.keys() if model == DALL_E_3 else ()
+        return self.describe(model, max_images=MAX_OUTPUTS, seed=False, negative_prompt=False, sizes=SIZES)
 
     def plan(self, model: str, spec: PromptSpec) -> OpenAIPlan:
         """Validate the spec for `model` and decide every parameter of the call."""
-        check_prompt(spec, model, PROMPT_LIMITS.get(model, GPT_PROMPT_LIMIT))
-        check_count(spec, model, MAX_OUTPUTS.get(model, DEFAULT_MAX_OUTPUTS))
-        gpt = model in GPT_IMAGE_MODELS
-        quality_words = GPT_QUALITY if gpt else DALL_E_3_QUALITY if model == DALL_E_3 else None
-        supported = set(SUPPORTED_FIELDS.get(model, ("quality",)))
+        check_prompt(spec, model, PROMPT_LIMIT)
+        check_count(spec, model, MAX_OUTPUTS)
         return OpenAIPlan(
             model=model,
-            size=nearest_size(spec, GPT_SIZES if gpt else SIZES[model]),
+            size=nearest_size(spec, SIZES),
             n=spec.n,
-            quality=map_choice(spec.quality, quality_words, model, "quality") if quality_words else None,
-            style=map_choice(spec.style, DALL_E_3_STYLES, model, "style") if model == DALL_E_3 else None,
-            response_format=None if gpt else self._response_format,
-            ignored=tuple(unused_fields(spec, supported)),
+            quality=map_choice(spec.quality, QUALITY, model, "quality"),
+            ignored=tuple(unused_fields(spec, {"quality"})),
         )
+
+    def check_model_request(self, model: str, spec: PromptSpec) -> dict[str, Any]:
+        return self.plan(model, spec).effective()
 
     async def generate(self, call: ProviderCall, sink: OutputSink) -> Provenance:
         plan = self.plan(call.model, call.spec)
@@ -210,7 +187,7 @@ class OpenAIProvider(HttpProvider):
             self.http,
             LABEL,
             request,
-            classify=classify_openai_error,
+            classify=partial(classify_openai_error, model=plan.model),
             limit=json_answer_limit(self.connection.max_image_bytes, plan.n),
         )
         items = [item for item in payload.get("data") or [] if isinstance(item, dict)]
@@ -224,18 +201,34 @@ class OpenAIProvider(HttpProvider):
             revised_prompt=revised if isinstance(revised, str) else None,
             predict_time=round(time.monotonic() - started, 3),
             effective=plan.effective(),
+            cost_usd=usage_cost(plan.model, as_object(payload.get("usage"))),
         )
+
+    async def list_models(self) -> list[str]:
+        """`GET /models`: every model the key may call (one cheap authenticated call)."""
+        request = self.request("GET", "/models")
+        payload, _ = await fetch_json(self.http, LABEL, request, classify=classify_openai_error, limit=MODEL_LIST_LIMIT)
+        return [str(item["id"]) for item in payload.get("data") or [] if isinstance(item, dict) and "id" in item]
 
     async def _edit_request(self, plan: OpenAIPlan, prompt: str, image_url: str) -> httpx.Request:
         """`POST /images/edits`: the plan's fields as form fields, the previous image's bytes as the `image` part
         (fetched here, inside the activity, so they never enter workflow history)."""
-        image = await self.fetch_input(
-            image_url,
-            max_bytes=MAX_EDIT_IMAGE_BYTES.get(plan.model, GPT_MAX_EDIT_IMAGE_BYTES),
-            accepted_types=EDIT_IMAGE_TYPES.get(plan.model, GPT_EDIT_IMAGE_TYPES),
-        )
-        fields = {name: str(value) for name, value in plan.body(prompt).items() if name != "style"}
+        image = await self.fetch_input(image_url, max_bytes=MAX_EDIT_IMAGE_BYTES, accepted_types=EDIT_IMAGE_TYPES)
+        fields = {name: str(value) for name, value in plan.body(prompt).items()}
         return self.request("POST", "/images/edits", files=form_parts(fields, image))
+
+
+def usage_cost(model: str, usage: dict[str, Any]) -> float | None:
+    """What OpenAI bills for the call, from its `usage` (text and image input tokens, image output tokens)."""
+    entry = CATALOG.entry(LABEL.lower(), model) or CATALOG.family_member(LABEL.lower(), model)
+    if not usage or entry is None or entry.price is None:
+        return None
+    details = as_object(usage.get("input_tokens_details"))
+    text_in = int(details.get("text_tokens") or 0)
+    image_in = int(details.get("image_tokens") or 0)
+    if not details:
+        text_in = int(usage.get("input_tokens") or 0)
+    return entry.price.of_tokens(text_in=text_in, image_in=image_in, image_out=int(usage.get("output_tokens") or 0))
 
 
 async def _store_item(item: dict[str, Any], sink: OutputSink) -> None:

@@ -19,6 +19,7 @@ import httpx
 
 from core.config import Settings
 from models.errors import (
+    AUTH,
     BAD_OUTPUT,
     CONTENT_POLICY,
     INVALID_REQUEST,
@@ -32,6 +33,7 @@ from models.errors import (
 from models.guards import loads_bounded
 from models.payloads import PromptSpec, Provenance, ProviderCall, ProviderEvent, ProviderStatus, SubmitResult
 from providers.base import ModelCapabilities
+from providers.catalog import CATALOG
 from providers.http import classify_status, error_reason, fetch_json, parse_json, retry_after
 from providers.http_provider import Connection, HttpProvider
 from providers.input_images import InputImage, form_parts
@@ -114,6 +116,7 @@ class ReplicateProvider(HttpProvider):
     description: ClassVar[str] = "Replicate predictions (FLUX, Kontext, SDXL or any owner/name[:version] model)."
     asynchronous: ClassVar[bool] = True
     supports_webhooks: ClassVar[bool] = True
+    lists_models: ClassVar[bool] = True
     input_image_models: frozenset[str] = frozenset(
         model for model, traits in KNOWN_MODELS.items() if traits.input_image
     )
@@ -142,12 +145,12 @@ class ReplicateProvider(HttpProvider):
         """Any `owner/name` or `owner/name:version` on Replicate, not only the listed ones."""
         return bool(MODEL_ID.match(model))
 
-    def check_request(self, model: str, spec: PromptSpec) -> dict[str, Any]:
+    def check_request(self, model: str, spec: PromptSpec, *, known: bool = False) -> dict[str, Any]:
         # An unlisted model may take an input image (its schema says so at submit), so only listed ones are refused.
         able = [*sorted(self.input_image_models), "any model whose schema has an image input"]
         check_input_image(spec, model, accepted=model_traits(model).input_image, able=able)
         unlisted = model.partition(":")[0] not in KNOWN_MODELS
-        return super().check_request(model, replace(spec, previous_image=None) if unlisted else spec)
+        return super().check_request(model, replace(spec, previous_image=None) if unlisted else spec, known=known)
 
     def plan(self, model: str, spec: PromptSpec) -> ReplicatePlan:
         """The sizing and output inputs sent to the model; refuses what the model cannot take."""
@@ -219,6 +222,20 @@ class ReplicateProvider(HttpProvider):
         if not isinstance(url, str):
             raise ProviderUnavailable("replicate stored the input image without saying where")
         return url
+
+    async def list_models(self) -> list[str]:
+        """The listed models Replicate still serves: `GET /models/{owner}/{name}` for each (Replicate's own list
+        of every public model is far too long to read); a refused key fails the whole call."""
+        served = []
+        for model in self.models:
+            try:
+                await self._request("GET", f"/models/{model}")
+            except ProviderRejected as error:
+                if error.type == AUTH:
+                    raise
+                continue
+            served.append(model)
+        return served
 
     async def poll(self, provider_job_id: str) -> ProviderEvent:
         return prediction_event(await self._request("GET", f"/predictions/{provider_job_id}"))
@@ -340,13 +357,29 @@ def _output_urls(output: Any) -> list[str]:
 
 def _provenance(prediction: Mapping[str, Any], logs: str) -> Provenance:
     predict_time = _mapping(prediction.get("metrics")).get("predict_time")
+    seconds = float(predict_time) if isinstance(predict_time, int | float) else None
     seed_match = LOG_SEED.search(logs)
     seed = int(seed_match.group(1)) if seed_match else _mapping(prediction.get("input")).get("seed")
     return Provenance(
         provider_job_id=prediction.get("id"),
         seed=seed if isinstance(seed, int) else None,
-        predict_time=float(predict_time) if isinstance(predict_time, int | float) else None,
+        predict_time=seconds,
+        cost_usd=prediction_cost(prediction, seconds),
     )
+
+
+def prediction_cost(prediction: Mapping[str, Any], seconds: float | None) -> float | None:
+    """What Replicate bills for a finished prediction: its per-output price × the outputs, or its per-second
+    rate × `metrics.predict_time`, as the catalog knows the model."""
+    if prediction.get("status") != "succeeded":
+        return None
+    entry = CATALOG.entry("replicate", str(prediction.get("model") or ""))
+    if entry is None or entry.price is None:
+        return None
+    per_output = entry.price.default_image
+    if per_output is not None:
+        return round(per_output * len(_output_urls(prediction.get("output"))), 6)
+    return entry.price.of_seconds(seconds) if seconds is not None else None
 
 
 def _text(value: Any) -> str:

@@ -24,6 +24,7 @@ from core.config import Settings
 from core.db import transaction
 from core.handoff import Handoff
 from models.schemas import CanvasRunRequest
+from providers.discovery import build_directory
 from providers.registry import build_providers
 from tests.fixtures.stack import Stack, make_settings, running_stack
 from tests.test_canvas_runs import edge, finished_run, image_node, save_board, start_run, states
@@ -47,7 +48,9 @@ def new_canvas() -> str:
 
 async def record_run_without_starting(stack: Stack, sessions: async_sessionmaker[AsyncSession], canvas_id: str) -> str:
     """What an API killed between its commit and the workflow's start leaves: the run and its plan, no workflow."""
-    state = SimpleNamespace(settings=stack.settings, providers=build_providers(stack.settings))
+    state = SimpleNamespace(
+        settings=stack.settings, providers=build_providers(stack.settings), models=build_directory(stack.settings)
+    )
     async with sessions() as session:
         board = await canvases.read_board(session, canvas_id)
     assert board is not None

@@ -145,7 +145,7 @@ async def test_force_and_partial_runs(run_stack: Stack) -> None:
     [
         ([image_node("A", "x"), image_node("B", "")], [edge("A", "B")], "missing_prompt", {"B"}),
         (
-            [image_node("A", "x"), image_node("B", "y", provider="openai", model="dall-e-3")],
+            [image_node("A", "x"), image_node("B", "y", provider="stability", model="stable-image-core")],
             [edge("A", "B")],
             "input_image_not_supported",
             {"B"},
@@ -174,7 +174,7 @@ async def test_what_cannot_run_is_refused_with_422_naming_the_nodes_and_starts_n
     stack_settings: Settings,
     temporal_client: Client,
 ) -> None:
-    settings = make_settings(stack_settings, OPENAI_API_KEY="sk-test")
+    settings = make_settings(stack_settings, OPENAI_API_KEY="sk-test", STABILITY_API_KEY="sk-test")
     async with running_stack(settings, temporal_client, workers=False) as stack:
         canvas_id = f"canvas-refused-{code}"
         await save_board(stack, canvas_id, nodes, edges)
@@ -191,7 +191,7 @@ async def test_a_failed_node_skips_what_is_below_it_and_the_other_branch_goes_on
     fake_providers.script.queue(OPENAI, "moderation")
     settings = make_settings(provider_settings, LOCAL_PROVIDER_DELAY_MS=0)
     nodes = [
-        image_node("A", "a castle", provider="openai", model="gpt-image-1"),
+        image_node("A", "a castle", provider="openai", model="gpt-image-2.5-flare"),
         image_node("B", "the castle at night"),
         image_node("C", "a meadow"),
         image_node("D", "the meadow in rain"),

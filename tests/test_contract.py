@@ -142,7 +142,7 @@ async def test_failed_job_reads_as_a_sentence(
 ) -> None:
     fake_providers.script.queue(OPENAI, "moderation")
     async with running_stack(provider_settings, temporal_client) as stack:
-        started = await stack.start("a harbour", provider="openai", model="dall-e-3")
+        started = await stack.start("a harbour", provider="openai", model="gpt-image-2.5-flare")
         record = await stack.wait(started["jobId"], timeout=40)
         events = await collect_job_events(stack, started["jobId"])
         status = (await stack.api.get(f"/v1/jobs/{started['jobId']}/status")).json()

@@ -157,7 +157,7 @@ async def test_a_failed_job_sends_job_failed_and_an_endpoint_gets_only_the_event
     async with running_stack(hook_settings(provider_settings), temporal_client) as stack:
         failures = await new_endpoint(stack, receiver.url, events=["job.failed"])
         try:
-            failed = await stack.start("refused", provider="openai", model="gpt-image-1")
+            failed = await stack.start("refused", provider="openai", model="gpt-image-2.5-flare")
             completed = await stack.start("fine", nodeId="node-2")
             records = [await stack.wait(job["jobId"]) for job in (failed, completed)]
             (request,) = await eventually(lambda: about(receiver, failed["jobId"]), what="job.failed")

@@ -111,7 +111,7 @@ async def test_429_retry_hint_is_waited_for_then_the_job_succeeds(
     }
     fake_providers.script.queue(OPENAI, ("status", 429, throttled, {"retry-after": "3"}))
     async with running_stack(provider_settings, temporal_client) as stack:
-        started = await stack.start(PROMPT, provider="openai", model="gpt-image-1")
+        started = await stack.start(PROMPT, provider="openai", model="gpt-image-2.5-flare")
         record = await stack.wait(started["jobId"])
     assert record["status"] == "completed", record
     first, second = fake_providers.requests("POST", "/v1/images/generations")
@@ -122,11 +122,11 @@ async def test_moderation_fails_on_the_first_attempt_with_the_providers_reason(
     provider_settings: Settings, fake_providers: FakeProviders, temporal_client: Client
 ) -> None:
     fake_providers.script.queue(OPENAI, "moderation")
-    failed = await run_failing_job(provider_settings, temporal_client, provider="openai", model="dall-e-3")
+    failed = await run_failing_job(provider_settings, temporal_client, provider="openai", model="gpt-image-2.5-flare")
 
     assert failed.error["code"] == "ContentPolicyViolation"
-    assert "content_policy_violation" in failed.error["message"]
-    assert "rejected as a result of our safety system" in failed.error["message"]
+    assert "moderation_blocked" in failed.error["message"]
+    assert "rejected by the safety system" in failed.error["message"]
     assert len(fake_providers.requests("POST", "/v1/images/generations")) == 1
     (attempt,) = provider_attempts(await history_events(temporal_client, failed.job_id))
     assert attempt.attempt == 1
@@ -164,7 +164,7 @@ async def test_result_urls_on_private_addresses_are_refused(
     result_url: str, provider_settings: Settings, fake_providers: FakeProviders, temporal_client: Client
 ) -> None:
     fake_providers.script.queue(OPENAI, openai_url_answer(result_url))
-    failed = await run_failing_job(provider_settings, temporal_client, provider="openai", model="dall-e-2")
+    failed = await run_failing_job(provider_settings, temporal_client, provider="openai", model="gpt-image-2.5-flare")
     assert failed.error["code"] == "InvalidProviderOutput"
     assert "non-public address" in failed.error["message"]
     assert stored_files(provider_settings, failed.canvas_id) == []
@@ -174,7 +174,7 @@ async def test_loopback_result_url_is_refused_unless_allowlisted(
     provider_settings: Settings, fake_providers: FakeProviders, temporal_client: Client
 ) -> None:
     settings = make_settings(provider_settings, DOWNLOAD_ALLOWLIST=[])
-    failed = await run_failing_job(settings, temporal_client, provider="openai", model="dall-e-2")
+    failed = await run_failing_job(settings, temporal_client, provider="openai", model="gpt-image-2.5-flare")
     assert failed.error["code"] == "InvalidProviderOutput"
     assert "127.0.0.1" in failed.error["message"] and "DOWNLOAD_ALLOWLIST" in failed.error["message"]
     assert fake_providers.requests("GET", "/files/") == []  # refused before connecting
@@ -260,7 +260,7 @@ async def test_three_outputs_are_stored_and_listed_on_the_node(
     provider_settings: Settings, fake_providers: FakeProviders, temporal_client: Client
 ) -> None:
     async with running_stack(provider_settings, temporal_client) as stack:
-        started = await stack.start(PROMPT, provider="openai", model="gpt-image-1", promptSpec={"n": 3})
+        started = await stack.start(PROMPT, provider="openai", model="gpt-image-2.5-flare", promptSpec={"n": 3})
         record = await stack.wait(started["jobId"])
         node = await stack.node(started["workflowId"], "node-1")
         for url in record["imageUrls"]:
@@ -293,7 +293,10 @@ async def test_a_provider_rate_limit_holds_across_two_workers(
         second_client = await Client.connect(address, identity="second-worker")
         async with running_stack(settings, temporal.client) as stack, running_workers(second_client, settings):
             started = await asyncio.gather(
-                *(stack.start(f"picture {index}", provider="openai", model="gpt-image-1") for index in range(10))
+                *(
+                    stack.start(f"picture {index}", provider="openai", model="gpt-image-2.5-flare")
+                    for index in range(10)
+                )
             )
             records = [await stack.wait(job["jobId"], timeout=60) for job in started]
         identities = {await provider_worker_identity(temporal.client, job["jobId"]) for job in started}
@@ -335,28 +338,37 @@ async def test_providers_are_listed_with_their_state(
         assert item["defaultModel"] in item["models"]
     assert {name for name, item in by_name.items() if item["mode"] == "async"} == {"midjourney", "replicate", "custom"}
     assert {name for name, item in by_name.items() if item["webhooks"]} == {"midjourney", "replicate", "custom"}
-    assert "dall-e-3" in by_name["openai"]["models"] and "gpt-image-1" in by_name["openai"]["models"]
+    assert "gpt-image-2.5-flare" in by_name["openai"]["models"] and "dall-e-3" not in by_name["openai"]["models"]
     assert by_name["openai"]["rateLimitPerMinute"] == provider_settings.OPENAI_RATE_PER_MINUTE
     assert by_name["google"]["rateLimitPerMinute"] == provider_settings.GOOGLE_RATE_PER_MINUTE
     takes_input_images = {name: item["inputImageModels"] for name, item in by_name.items() if item["inputImageModels"]}
     assert takes_input_images == {
         "local": ["procedural"],
-        "openai": ["dall-e-2", "gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5", "gpt-image-2"],
+        "openai": [
+            "gpt-image-2.5-flare",
+            "gpt-image-2.5-sunburst",
+            "gpt-image-2.6-flare",
+            "gpt-image-2.6-sunburst",
+            "gpt-image-2",
+        ],
         "stability": ["stable-image-ultra", "sd3.5-large", "sd3.5-large-turbo", "sd3.5-medium", "upscale-creative"],
-        "google": ["imagen-3.0-capability-001", "gemini-2.5-flash-image", "gemini-3-pro-image-preview"],
+        "google": ["gemini-3.1-flash-image", "gemini-3-pro-image"],
         "midjourney": ["midjourney", "v6", "v6.1", "v7"],
         "replicate": ["black-forest-labs/flux-kontext-pro", "black-forest-labs/flux-kontext-max", "stability-ai/sdxl"],
         "custom": ["default"],
     }
-    gpt_image = {item["model"]: item for item in by_name["openai"]["modelCapabilities"]}["gpt-image-1"]
+    gpt_image = {item["model"]: item for item in by_name["openai"]["modelCapabilities"]}["gpt-image-2.5-flare"]
     assert gpt_image == {
-        "model": "gpt-image-1",
+        "model": "gpt-image-2.5-flare",
         "inputImage": True,
         "inputImageRequired": False,
         "maxImages": 10,
         "seed": False,
         "negativePrompt": False,
         "sizes": ["1024x1024", "1536x1024", "1024x1536"],
+        "lifecycle": "active",
+        "priceUsd": 0.053,
+        "source": "catalog",
     }
     upscaler = {item["model"]: item for item in by_name["stability"]["modelCapabilities"]}["upscale-creative"]
     assert (upscaler["inputImageRequired"], upscaler["maxImages"]) == (True, 1)
@@ -386,23 +398,23 @@ async def test_a_disabled_provider_says_why_and_refuses_jobs(
     assert fake_providers.recorder.requests == []
 
 
-async def test_dall_e_3_with_two_images_is_refused_before_any_call(
+async def test_more_images_than_the_model_makes_are_refused_before_any_call(
     provider_settings: Settings, fake_providers: FakeProviders, temporal_client: Client
 ) -> None:
     async with running_stack(provider_settings, temporal_client, workers=False) as stack:
         body = {
             "workflowId": "canvas-n2",
             "nodeId": "n1",
-            "provider": "openai",
-            "model": "dall-e-3",
-            "promptSpec": {"basePrompt": PROMPT, "n": 2},
+            "provider": "google",
+            "model": "gemini-3.1-flash-image",
+            "promptSpec": {"basePrompt": PROMPT, "n": 5},
         }
         refused = await stack.api.post("/v1/jobs", json=body)
         jobs = (await stack.api.get("/v1/jobs", params={"workflowId": "canvas-n2"})).json()["items"]
     assert refused.status_code == 422
     assert refused.json()["code"] == "unsupported_request"
     assert refused.json()["details"] == [{"field": "promptSpec.n", "message": refused.json()["message"]}]
-    assert "n=2" in refused.json()["message"]
+    assert "n=5" in refused.json()["message"]
     assert jobs == []
     assert fake_providers.recorder.requests == []
 
@@ -440,8 +452,7 @@ def sent_midjourney_image(request: RecordedRequest) -> bytes:
 
 EDITS = [
     ("openai", "gpt-image-1", "POST", "/v1/images/edits", sent_openai_image),
-    ("openai", "dall-e-2", "POST", "/v1/images/edits", sent_openai_image),
-    ("google", "gemini-2.5-flash-image", "POST", "/v1beta/models/gemini-2.5-flash-image:", sent_gemini_image),
+    ("google", "gemini-3.1-flash-image", "POST", "/v1beta/models/gemini-3.1-flash-image:", sent_gemini_image),
     ("stability", "stable-image-ultra", "POST", "/v2beta/stable-image/generate/ultra", sent_stability_image),
     (
         "replicate",

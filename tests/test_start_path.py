@@ -22,6 +22,7 @@ from core.db import transaction
 from core.handoff import Handoff
 from core.jobs import job_from_run, new_job_id
 from models.schemas import StartImageJobRequest
+from providers.discovery import build_directory
 from providers.registry import build_providers
 from tests.fakes.server import free_port
 from tests.fixtures.providers import dedicated_temporal
@@ -42,7 +43,9 @@ async def record_without_starting(
     stack: Stack, sessions: async_sessionmaker[AsyncSession], body: dict[str, Any], key: str
 ) -> str:
     """What an API killed between its commit and its start_workflow leaves: the run, and no workflow."""
-    state = SimpleNamespace(settings=stack.settings, providers=build_providers(stack.settings))
+    state = SimpleNamespace(
+        settings=stack.settings, providers=build_providers(stack.settings), models=build_directory(stack.settings)
+    )
     request = StartImageJobRequest.model_validate(body)
     job_id = new_job_id(stack.settings.WEBHOOK_SECRET, key)
     job, effective = job_from_request(state, request, job_id)  # type: ignore[arg-type]

@@ -17,9 +17,9 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from models.errors import AUTH, BAD_OUTPUT, CONTENT_POLICY, INVALID_REQUEST, JOB_FAILED
+    from models.errors import AUTH, BAD_OUTPUT, CONTENT_POLICY, INVALID_REQUEST, JOB_FAILED, MODEL_UNAVAILABLE
 
-NON_RETRYABLE_PROVIDER_ERRORS = [CONTENT_POLICY, AUTH, INVALID_REQUEST, BAD_OUTPUT, JOB_FAILED]
+NON_RETRYABLE_PROVIDER_ERRORS = [CONTENT_POLICY, AUTH, INVALID_REQUEST, BAD_OUTPUT, JOB_FAILED, MODEL_UNAVAILABLE]
 
 DB_STEP: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=15),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Header, Query, Response
@@ -13,11 +14,14 @@ from api.errors import ApiError
 from core import runs
 from core.handoff import start_confirmed
 from core.jobs import job_from_run, new_job_id, polling_plan
-from models.errors import InvalidJobRequest
+from models.errors import InvalidJobRequest, ModelRetired
 from models.payloads import ImageJobInput
 from models.schemas import ErrorBody, ImageJobRecord, ImageJobStatus, JobPage, StartImageJobRequest
 from models.tables import Run
 from models.vocabulary import TERMINAL_STATUSES, JobStatus
+from providers.catalog import Resolution
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -37,31 +41,52 @@ def job_from_request(
     """Check the provider and model can do what is asked, before anything is stored or started."""
     provider = state.providers.get(body.provider)
     if provider is None:
-        available = ", ".join(sorted(state.providers))
-        raise ApiError(400, "unknown_provider", f"Unknown provider {body.provider!r}; available: {available}.")
+        raise unknown_provider(state, body.provider)
+    resolution = resolve_model(state, body.provider, body.model or provider.default_model)
+    provider = state.providers.get(resolution.provider) or provider
     reason = provider.disabled_reason()
     if reason:
-        raise ApiError(400, "provider_disabled", f"Provider {body.provider!r} is disabled: {reason}.")
+        raise ApiError(400, "provider_disabled", f"Provider {provider.name!r} is disabled: {reason}.")
     limit = state.settings.MAX_PROMPT_CHARS
     if len(body.prompt_spec.prompt) > limit:
         message = f"basePrompt is {len(body.prompt_spec.prompt)} characters; the limit is {limit}"
         raise ApiError(422, "invalid_request", message, [{"field": "promptSpec.basePrompt", "message": message}])
-    model = body.model or provider.default_model
-    if not provider.accepts_model(model):
-        raise ApiError(
-            422,
-            "unsupported_model",
-            f"Provider {body.provider!r} has no model {model!r}; models: {', '.join(provider.models)}.",
-        )
+    model, known = resolution.model, resolution.entry is not None
+    if not known and not provider.accepts_model(model):
+        usable = [*provider.models, *(entry.model for entry in state.models.discovered(provider.name))]
+        message = f"Provider {provider.name!r} has no model {model!r}; models: {', '.join(usable)}."
+        raise ApiError(422, "unsupported_model", message)
     job = body.to_job(job_id=job_id, model=model)
+    job.provider = provider.name
     try:
-        effective = provider.check_request(model, job.spec)
+        effective = provider.check_request(model, job.spec, known=known)
     except InvalidJobRequest as error:
         details = [{"field": f"promptSpec.{error.field}", "message": error.message}] if error.field else None
         raise ApiError(422, "unsupported_request", error.message, details) from error
     job.asynchronous = provider.asynchronous
     job.polling = polling_plan(state.settings, webhooks=provider.supports_webhooks)
+    job.estimated_cost_usd = resolution.estimate(effective, job.spec.n)
+    job.warnings = list(resolution.warnings)
+    job.aliased_from = resolution.aliased_from
+    for warning in resolution.warnings:
+        log.warning("job %s: %s", job_id, warning)
     return job, effective
+
+
+def unknown_provider(state: StateDep, name: str) -> ApiError:
+    available = ", ".join(sorted(state.providers))
+    return ApiError(400, "unknown_provider", f"Unknown provider {name!r}; available: {available}.")
+
+
+def resolve_model(state: StateDep, provider: str, model: str) -> Resolution:
+    """The model the job will call (MODEL_ALIASES applied); a retired one is refused here, before any call."""
+    try:
+        resolution = state.models.resolve(provider, model)
+    except ModelRetired as error:
+        raise ApiError(422, "model_retired", f"{error.message}.") from error
+    if resolution.provider not in state.providers:
+        raise unknown_provider(state, resolution.provider)
+    return resolution
 
 
 def same_request(run: Run, job: ImageJobInput) -> bool:

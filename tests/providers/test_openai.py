@@ -1,4 +1,5 @@
-"""OpenAI Images: generations and edits, answers in URLs and base64, errors and limits, against the fake."""
+"""OpenAI Images: GPT image generations and edits, usage-priced cost, errors and limits, against the fake (which
+answers shut-down models as OpenAI does now)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from core.config import Settings
-from models.errors import (
-    InvalidJobRequest,
-    ProviderUnavailable,
-)
+from models.errors import InvalidJobRequest, ModelUnavailable, ProviderUnavailable
 from models.payloads import PromptSpec, ProviderCall
 from providers import openai
 from tests.fakes.base import form_fields, form_files, image_bytes
@@ -28,41 +26,15 @@ from tests.fixtures.providers import E2E_PROMPT, OPENAI_KEY, Case
 from tests.fixtures.sync_adapters import CollectingSink, call_for, generate, settings_for
 
 
-async def test_openai_dall_e_3_sends_the_documented_body_and_stores_the_url_answer(sync_fake, http, sink):
-    provider = openai.OpenAIProvider.from_settings(settings_for(sync_fake.base_url), http)
-    call = call_for("dall-e-3", "openai", size="1920x1080", quality="hd", style="vivid")
-
-    provenance = await provider.generate(call, sink)
-
-    [request] = sync_fake.recorder.requests[:1]
-    assert (request.method, request.path) == ("POST", "/v1/images/generations")
-    assert request.headers["authorization"] == f"Bearer {OPENAI_KEY}"
-    assert request.headers["content-type"] == "application/json"
-    assert request.json() == {
-        "model": "dall-e-3",
-        "prompt": "a lighthouse at dusk",
-        "n": 1,
-        "size": "1792x1024",
-        "quality": "hd",
-        "style": "vivid",
-        "response_format": "url",
-    }
-    assert sink.ways == ["url"]
-    assert sink.urls[0].startswith(f"{sync_fake.base_url}/files/")
-    assert provenance.revised_prompt == "A detailed illustration of a lighthouse at dusk"
-    assert provenance.provider_job_id.startswith("req_")
-    assert provenance.effective == {"size": "1792x1024", "n": 1, "quality": "hd", "style": "vivid"}
-
-
 async def test_openai_gpt_image_three_outputs_arrive_as_base64(sync_fake, http, sink):
     provider = openai.OpenAIProvider.from_settings(settings_for(sync_fake.base_url), http)
-    call = call_for("gpt-image-1", "openai", aspect_ratio="9:16", quality="standard", seed=5, n=3)
+    call = call_for("gpt-image-2.5-flare", "openai", aspect_ratio="9:16", quality="standard", seed=5, n=3)
 
     provenance = await provider.generate(call, sink)
 
     [request] = sync_fake.recorder.requests
     assert request.json() == {
-        "model": "gpt-image-1",
+        "model": "gpt-image-2.5-flare",
         "prompt": "a lighthouse at dusk",
         "n": 3,
         "size": "1024x1536",
@@ -71,22 +43,38 @@ async def test_openai_gpt_image_three_outputs_arrive_as_base64(sync_fake, http, 
     }
     assert sink.ways == ["bytes", "bytes", "bytes"]
     assert provenance.effective == {"size": "1024x1536", "n": 3, "quality": "medium", "ignored": ["seed"]}
+    # The fake's usage: 12 text tokens in ($5/1M), 3 x 1767 image tokens out ($30/1M).
+    assert provenance.cost_usd == pytest.approx((12 * 5 + 3 * 1767 * 30) / 1_000_000)
 
 
-async def test_openai_dall_e_2_asks_for_base64_when_configured(sync_fake, http, sink):
-    settings = settings_for(sync_fake.base_url, OPENAI_RESPONSE_FORMAT="b64_json")
-    provider = openai.OpenAIProvider.from_settings(settings, http)
+async def test_openai_with_two_images_over_the_limit_is_refused_before_any_request(sync_fake, http, sink):
+    provider = openai.OpenAIProvider.from_settings(settings_for(sync_fake.base_url), http)
+    call = call_for("gpt-image-2.5-flare", "openai", n=11)
 
-    await provider.generate(call_for("dall-e-2", "openai", size="300x300", n=2), sink)
+    with pytest.raises(InvalidJobRequest) as caught:
+        provider.check_request(call.model, call.spec)
+    assert caught.value.field == "n"
+    assert sync_fake.recorder.requests == []
 
-    assert sync_fake.recorder.requests[0].json() == {
-        "model": "dall-e-2",
-        "prompt": "a lighthouse at dusk",
-        "n": 2,
-        "size": "256x256",
-        "response_format": "b64_json",
-    }
-    assert sink.ways == ["bytes", "bytes"]
+
+@pytest.mark.parametrize("model", ["dall-e-3", "gpt-image-1", "gpt-image-1.5"])
+async def test_a_model_openai_shut_down_fails_at_once_naming_it(sync_fake, http, sink, model):
+    provider = openai.OpenAIProvider.from_settings(settings_for(sync_fake.base_url), http)
+
+    with pytest.raises(ModelUnavailable) as caught:
+        await provider.generate(call_for(model, "openai"), sink)
+
+    assert not caught.value.retryable and caught.value.type == "ModelUnavailable"
+    assert model in caught.value.message and "model_not_found" in caught.value.message
+
+
+async def test_openai_lists_the_models_the_key_may_call(sync_fake, http):
+    provider = openai.OpenAIProvider.from_settings(settings_for(sync_fake.base_url), http)
+
+    listed = await provider.list_models()
+
+    assert "gpt-image-2.5-flare" in listed and "gpt-image-2.5-flare-2026-09-08" in listed
+    assert "dall-e-3" not in listed
 
 
 async def test_openai_429_prefers_retry_after_ms(sync_fake, http, sink):
@@ -107,19 +95,6 @@ async def test_openai_409_is_retryable(sync_fake, http, sink):
         await generate(sync_fake, http, sink, "openai")
 
 
-async def test_dall_e_3_with_two_images_is_refused_before_any_request(sync_fake, http, sink):
-    provider = openai.OpenAIProvider.from_settings(settings_for(sync_fake.base_url), http)
-    call = call_for("dall-e-3", "openai", n=2)
-
-    with pytest.raises(InvalidJobRequest) as caught:
-        provider.check_request(call.model, call.spec)
-    assert caught.value.field == "n"
-    with pytest.raises(InvalidJobRequest):
-        await provider.generate(call, sink)
-
-    assert sync_fake.recorder.requests == []
-
-
 async def test_openai_with_a_previous_image_edits_it_sending_exactly_its_bytes(sync_fake, http, sink):
     source = image_bytes((64, 64))
 
@@ -129,14 +104,14 @@ async def test_openai_with_a_previous_image_edits_it_sending_exactly_its_bytes(s
     async with serve(Starlette(routes=[Route("/sketch.png", picture)])) as images:
         settings = settings_for(sync_fake.base_url, DOWNLOAD_ALLOWLIST=["127.0.0.1"])
         provider = openai.OpenAIProvider.from_settings(settings, http)
-        call = call_for("gpt-image-1", "openai", previous_image=f"{images}/sketch.png", quality="high")
+        call = call_for("gpt-image-2.5-flare", "openai", previous_image=f"{images}/sketch.png", quality="high")
         provenance = await provider.generate(call, sink)
 
     [edit] = [request for request in sync_fake.recorder.requests if request.path == "/v1/images/edits"]
     assert form_files(edit)["image"].data == source
     assert form_files(edit)["image"].content_type == "image/png"
     assert form_fields(edit) == {
-        "model": "gpt-image-1",
+        "model": "gpt-image-2.5-flare",
         "prompt": "a lighthouse at dusk",
         "n": "1",
         "size": "1024x1024",
@@ -147,37 +122,13 @@ async def test_openai_with_a_previous_image_edits_it_sending_exactly_its_bytes(s
     assert not [request for request in sync_fake.recorder.requests if request.path == "/v1/images/generations"]
 
 
-def test_dall_e_3_refuses_a_previous_image_naming_the_models_that_can() -> None:
-    provider = openai.OpenAIProvider.from_settings(settings_for("http://unused.test"), None)
-    with pytest.raises(InvalidJobRequest) as refused:
-        provider.check_request("dall-e-3", PromptSpec(prompt="x", previous_image="https://x.test/a.png"))
-    assert refused.value.field == "previousImage"
-    assert "dall-e-2" in refused.value.message and "gpt-image-1" in refused.value.message
-
-
-def check_dall_e_3(request: RecordedRequest, record: dict[str, Any], settings: Settings) -> None:
-    assert request.headers["authorization"] == f"Bearer {OPENAI_KEY}"
-    assert request.headers["content-type"] == "application/json"
-    assert request.json() == {
-        "model": "dall-e-3",
-        "prompt": E2E_PROMPT,
-        "n": 1,
-        "size": "1792x1024",
-        "quality": "hd",
-        "style": "vivid",
-        "response_format": "url",
-    }
-    assert record["revisedPrompt"] == f"A detailed illustration of {E2E_PROMPT}"
-    assert record["effective"]["size"] == "1792x1024"
-
-
 def check_gpt_image(request: RecordedRequest, record: dict[str, Any], settings: Settings) -> None:
     assert request.headers["authorization"] == f"Bearer {OPENAI_KEY}"
     body = request.json()
-    # GPT image models always answer base64; response_format is DALL-E only.
+    # GPT image models always answer base64; response_format was DALL-E's (shut down 2026-05-12).
     assert "response_format" not in body
     assert body == {
-        "model": "gpt-image-1",
+        "model": "gpt-image-2.5-flare",
         "prompt": E2E_PROMPT,
         "n": 1,
         "size": "1024x1024",
@@ -190,16 +141,7 @@ def check_gpt_image(request: RecordedRequest, record: dict[str, Any], settings: 
 E2E_CASES = [
     Case(
         "openai",
-        "dall-e-3",
-        {"size": "1600x900", "quality": "high", "style": "vivid"},
-        "POST",
-        "/v1/images/generations",
-        check_dall_e_3,
-        {"OPENAI_RESPONSE_FORMAT": "url"},
-    ),
-    Case(
-        "openai",
-        "gpt-image-1",
+        "gpt-image-2.5-flare",
         {"size": "1024x1024", "quality": "high"},
         "POST",
         "/v1/images/generations",
@@ -212,12 +154,14 @@ async def test_generations_request_mapping_on_a_mock_transport() -> None:
     http, sent = mock_http(lambda request: httpx.Response(200, json={"data": [{"b64_json": PNG_B64}]}))
     provider = openai.OpenAIProvider.from_settings(Settings(_env_file=None, OPENAI_API_KEY="sk-1"), http)
     spec = PromptSpec(prompt="a fox", size="1536x1024", quality="hd")
-    await provider.generate(ProviderCall("job-1", "c", "n", "openai", "gpt-image-1", spec), CollectingSink(http))
+    await provider.generate(
+        ProviderCall("job-1", "c", "n", "openai", "gpt-image-2.5-flare", spec), CollectingSink(http)
+    )
     (request,) = sent
     assert (request.method, str(request.url)) == ("POST", "https://api.openai.com/v1/images/generations")
     assert request.headers["authorization"] == "Bearer sk-1"
     assert json.loads(request.content) == {
-        "model": "gpt-image-1",
+        "model": "gpt-image-2.5-flare",
         "prompt": "a fox",
         "n": 1,
         "size": "1536x1024",

@@ -429,7 +429,7 @@ export interface paths {
         /**
          * List Providers
          * @description Every provider: enabled or not (and why), its models and what each takes (input image, n, seed,
-         *     negativePrompt, sizes), sync or async, webhooks, rate limit.
+         *     negativePrompt, sizes), each model's life cycle and price, sync or async, webhooks, rate limit.
          */
         get: operations["list_providers_v1_providers_get"];
         put?: never;
@@ -796,6 +796,16 @@ export interface components {
         };
         /** CanvasRunNodeView */
         CanvasRunNodeView: {
+            /**
+             * Costusd
+             * @description The node's job's; see ImageJobRecord.
+             */
+            costUsd?: number | null;
+            /**
+             * Estimatedcostusd
+             * @description The node's job's; see ImageJobRecord.
+             */
+            estimatedCostUsd?: number | null;
             /** Finishedat */
             finishedAt: string | null;
             /** Imageurl */
@@ -851,10 +861,20 @@ export interface components {
          */
         CanvasRunView: {
             /**
+             * Costusd
+             * @description The sum over the run's jobs that have a cost so far; absent when none has.
+             */
+            costUsd?: number | null;
+            /**
              * Createdat
              * Format: date-time
              */
             createdAt: string;
+            /**
+             * Estimatedcostusd
+             * @description The sum over the run's jobs that have an estimate; absent when none has.
+             */
+            estimatedCostUsd?: number | null;
             /** Finishedat */
             finishedAt: string | null;
             /** Forced */
@@ -980,6 +1000,11 @@ export interface components {
          */
         ImageJobRecord: {
             /**
+             * Costusd
+             * @description USD when ended: the provider's own figure where it reports one (usage tokens, prediction time), else the estimate; 0 for a job that failed or was cancelled unbilled. Absent when unknown.
+             */
+            costUsd?: number | null;
+            /**
              * Createdat
              * Format: date-time
              */
@@ -1001,6 +1026,11 @@ export interface components {
              * @description A stable code for `error`, e.g. ContentPolicyViolation.
              */
             errorCode?: string | null;
+            /**
+             * Estimatedcostusd
+             * @description USD when created: the catalog price at the effective size and quality, times n. Absent when the model's price is unknown.
+             */
+            estimatedCostUsd?: number | null;
             /** Finishedat */
             finishedAt?: string | null;
             /** Imageurl */
@@ -1060,6 +1090,11 @@ export interface components {
              * @description Set when part of the stored record cannot be shown (a row older than today's limits); the job's ids and status are still right.
              */
             unreadable?: string | null;
+            /**
+             * Warnings
+             * @description E.g. the model is deprecated: its shutdown date and replacement.
+             */
+            warnings?: string[];
             /**
              * Workflowid
              * @description The canvas the node is on.
@@ -1209,6 +1244,11 @@ export interface components {
          */
         JobStatus: "pending" | "running" | "completed" | "failed" | "cancelled";
         /**
+         * Lifecycle
+         * @enum {string}
+         */
+        Lifecycle: "active" | "deprecated" | "retired";
+        /**
          * ModelDescription
          * @description What one model takes, so a client can build its form.
          */
@@ -1223,6 +1263,8 @@ export interface components {
              * @description Needs a previousImage (an upscaler, an edit-only model).
              */
             inputImageRequired: boolean;
+            /** @description retired: refused with 422 model_retired, before any call. */
+            lifecycle: components["schemas"]["Lifecycle"];
             /**
              * Maximages
              * @description The largest n one job may ask for.
@@ -1236,16 +1278,38 @@ export interface components {
              */
             negativePrompt: boolean;
             /**
+             * Priceusd
+             * @description One image at the model's default size and quality; absent when unknown.
+             */
+            priceUsd?: number | null;
+            /**
+             * Replacement
+             * @description The provider's recommended successor.
+             */
+            replacement?: string | null;
+            /**
              * Seed
              * @description Honours promptSpec.seed.
              */
             seed: boolean;
             /**
+             * Shutdownon
+             * @description When the provider turns (or turned) it off.
+             */
+            shutdownOn?: string | null;
+            /**
              * Sizes
              * @description The sizes (1024x1024) or aspect ratios (16:9) it draws, the nearest one chosen; empty: any.
              */
             sizes: string[];
+            /** @description catalog: our dated model catalog; discovered: the provider lists it and the catalog knows only its family. Absent for models only the provider's settings name (custom). */
+            source?: components["schemas"]["ModelSource"] | null;
         };
+        /**
+         * ModelSource
+         * @enum {string}
+         */
+        ModelSource: "catalog" | "discovered";
         /** NewCanvas */
         NewCanvas: {
             /**
