@@ -74,10 +74,9 @@ class ModelUnavailable(ProviderRejected):
 class ModelRetired(ValueError):
     """The catalog says the model was shut down; the message names the date and the replacement."""
 
-    def __init__(self, message: str, *, replacement: str | None) -> None:
+    def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-        self.replacement = replacement
 
 
 class InvalidJobRequest(ValueError):

@@ -157,6 +157,11 @@ class Catalog:
                 )
         return None
 
+    def price_of(self, provider: str, model: str) -> Price | None:
+        """The price of a model the provider served: its own entry's, else its family's (a discovered id)."""
+        entry = self.entry(provider, model) or self.family_member(provider, model)
+        return entry.price if entry else None
+
 
 def utc_today() -> date:
     return datetime.now(UTC).date()
@@ -239,7 +244,7 @@ class ModelDirectory:
             return Resolution(provider, model, None, aliased_from=aliased_from)
         lifecycle = entry.lifecycle(day)
         if lifecycle == Lifecycle.RETIRED:
-            raise ModelRetired(entry.retirement_notice(), replacement=entry.replacement)
+            raise ModelRetired(entry.retirement_notice())
         warnings = (entry.deprecation_notice(),) if lifecycle == Lifecycle.DEPRECATED else ()
         return Resolution(provider, model, entry, warnings, aliased_from)
 

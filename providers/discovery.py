@@ -19,7 +19,7 @@ from core.config import Settings
 from core.db import transaction
 from models.errors import ProviderError
 from providers.base import ImageProvider
-from providers.catalog import Catalog, ModelDirectory
+from providers.catalog import CATALOG, Catalog, ModelDirectory
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +27,9 @@ START_TIMEOUT_SECONDS = 15.0
 
 
 def build_directory(settings: Settings) -> ModelDirectory:
-    """The shipped catalog with the operator's own file and aliases."""
-    extra = (settings.MODEL_CATALOG_FILE,) if settings.MODEL_CATALOG_FILE else ()
-    return ModelDirectory(Catalog.load(*extra), settings.model_aliases)
+    """The shipped catalog (with the operator's own file, when there is one) and aliases."""
+    catalog = Catalog.load(settings.MODEL_CATALOG_FILE) if settings.MODEL_CATALOG_FILE else CATALOG
+    return ModelDirectory(catalog, settings.model_aliases)
 
 
 def listing(providers: Mapping[str, ImageProvider]) -> list[ImageProvider]:
@@ -59,9 +59,9 @@ async def refresh(
             continue
         async with transaction(sessions) as session:
             await model_lists.store(session, provider.name, models)
-    async with sessions() as session:
-        for name, (models, _) in (await model_lists.read_all(session)).items():
-            directory.learn(name, models)
+        known[provider.name] = (models, now)
+    for name, (models, _) in known.items():
+        directory.learn(name, models)
     for provider in listing(providers):
         if missing := directory.missing(provider.name):
             log.warning("%s no longer lists catalog models: %s", provider.name, ", ".join(missing))
@@ -74,15 +74,7 @@ async def discover_at_start(
     settings: Settings,
 ) -> None:
     """One `refresh` as the process starts, bounded so a slow provider cannot hold the start up."""
-    if settings.MODEL_DISCOVERY_INTERVAL_SECONDS <= 0:
-        return
-    max_age = timedelta(seconds=settings.MODEL_DISCOVERY_INTERVAL_SECONDS)
-    try:
-        await asyncio.wait_for(refresh(directory, providers, sessions, max_age=max_age), START_TIMEOUT_SECONDS)
-    except TimeoutError:
-        log.warning("model discovery did not finish within %s s at start; it goes on later", START_TIMEOUT_SECONDS)
-    except Exception:  # the database may still be coming up; the loop tries again
-        log.exception("model discovery failed at start; trying again later")
+    await _refresh_or_log(directory, providers, sessions, settings, timeout=START_TIMEOUT_SECONDS)
 
 
 async def keep_discovering(
@@ -92,12 +84,27 @@ async def keep_discovering(
     settings: Settings,
 ) -> None:
     """`refresh` every MODEL_DISCOVERY_INTERVAL_SECONDS until cancelled (0: never; the catalog alone decides)."""
+    while settings.MODEL_DISCOVERY_INTERVAL_SECONDS > 0:
+        await asyncio.sleep(settings.MODEL_DISCOVERY_INTERVAL_SECONDS)
+        await _refresh_or_log(directory, providers, sessions, settings, timeout=None)
+
+
+async def _refresh_or_log(
+    directory: ModelDirectory,
+    providers: Mapping[str, ImageProvider],
+    sessions: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    *,
+    timeout: float | None,
+) -> None:
+    """A `refresh` whose failure (a provider too slow, the database coming up) is logged: discovery tries again
+    later and never stops a process or a job."""
     interval = settings.MODEL_DISCOVERY_INTERVAL_SECONDS
     if interval <= 0:
         return
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            await refresh(directory, providers, sessions, max_age=timedelta(seconds=interval))
-        except Exception:  # a database hiccup must not end discovery for good
-            log.exception("model discovery failed; trying again later")
+    try:
+        await asyncio.wait_for(refresh(directory, providers, sessions, max_age=timedelta(seconds=interval)), timeout)
+    except TimeoutError:
+        log.warning("model discovery did not finish within %s s; it goes on later", timeout)
+    except Exception:
+        log.exception("model discovery failed; trying again later")

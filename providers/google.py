@@ -268,14 +268,14 @@ class GoogleProvider(HttpProvider):
 def usage_cost(model: str, usage: dict[str, Any]) -> float | None:
     """What one generateContent call costs, from its `usageMetadata`: prompt tokens at the input rate, and the
     candidates' IMAGE tokens at the image output rate."""
-    entry = CATALOG.entry("google", model) or CATALOG.family_member("google", model)
-    if not usage or entry is None or entry.price is None:
+    price = CATALOG.price_of("google", model)
+    if not usage or price is None:
         return None
     details = [as_object(item) for item in usage.get("candidatesTokensDetails") or []]
     image_out = sum(int(item.get("tokenCount") or 0) for item in details if item.get("modality") == "IMAGE")
     if not image_out:
         return None
-    return entry.price.of_tokens(text_in=int(usage.get("promptTokenCount") or 0), image_out=image_out)
+    return price.of_tokens(text_in=int(usage.get("promptTokenCount") or 0), image_out=image_out)
 
 
 def _vertex_host(location: str) -> str:

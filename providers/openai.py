@@ -220,15 +220,15 @@ class OpenAIProvider(HttpProvider):
 
 def usage_cost(model: str, usage: dict[str, Any]) -> float | None:
     """What OpenAI bills for the call, from its `usage` (text and image input tokens, image output tokens)."""
-    entry = CATALOG.entry(LABEL.lower(), model) or CATALOG.family_member(LABEL.lower(), model)
-    if not usage or entry is None or entry.price is None:
+    price = CATALOG.price_of("openai", model)
+    if not usage or price is None:
         return None
     details = as_object(usage.get("input_tokens_details"))
     text_in = int(details.get("text_tokens") or 0)
     image_in = int(details.get("image_tokens") or 0)
     if not details:
         text_in = int(usage.get("input_tokens") or 0)
-    return entry.price.of_tokens(text_in=text_in, image_in=image_in, image_out=int(usage.get("output_tokens") or 0))
+    return price.of_tokens(text_in=text_in, image_in=image_in, image_out=int(usage.get("output_tokens") or 0))
 
 
 async def _store_item(item: dict[str, Any], sink: OutputSink) -> None:

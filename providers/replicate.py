@@ -373,13 +373,13 @@ def prediction_cost(prediction: Mapping[str, Any], seconds: float | None) -> flo
     rate × `metrics.predict_time`, as the catalog knows the model."""
     if prediction.get("status") != "succeeded":
         return None
-    entry = CATALOG.entry("replicate", str(prediction.get("model") or ""))
-    if entry is None or entry.price is None:
+    price = CATALOG.price_of("replicate", str(prediction.get("model") or ""))
+    if price is None:
         return None
-    per_output = entry.price.default_image
+    per_output = price.default_image
     if per_output is not None:
         return round(per_output * len(_output_urls(prediction.get("output"))), 6)
-    return entry.price.of_seconds(seconds) if seconds is not None else None
+    return price.of_seconds(seconds) if seconds is not None else None
 
 
 def _text(value: Any) -> str:

@@ -43,7 +43,7 @@ def job_from_request(
     if provider is None:
         raise unknown_provider(state, body.provider)
     resolution = resolve_model(state, body.provider, body.model or provider.default_model)
-    provider = state.providers.get(resolution.provider) or provider
+    provider = state.providers[resolution.provider]  # an alias may name another provider
     reason = provider.disabled_reason()
     if reason:
         raise ApiError(400, "provider_disabled", f"Provider {provider.name!r} is disabled: {reason}.")

@@ -72,18 +72,14 @@ def describe(provider: ImageProvider, directory: ModelDirectory) -> ProviderDesc
     today = utc_today()
     entries = {entry.model: entry for entry in directory.catalog.models_of(provider.name)}
     entries |= {entry.model: entry for entry in directory.discovered(provider.name)}
-    usable = [m for m in dict.fromkeys([*provider.models, *entries]) if m not in entries or not _retired(entries[m])]
-    retired = [entry for entry in entries.values() if _retired(entry)]
+    retired = [entry for entry in entries.values() if entry.lifecycle(today) == Lifecycle.RETIRED]
+    usable = [model for model in dict.fromkeys([*provider.models, *entries]) if entries.get(model) not in retired]
     info = provider.info()
     fields = {name: value for name, value in asdict(info).items() if name != "capabilities"}
     fields |= {"models": usable, "input_image_models": [m for m in usable if provider.takes_input_image(m)]}
     capabilities = [_usable_model(provider, model, entries.get(model), today) for model in usable]
     capabilities += [_retired_model(entry) for entry in retired]
     return ProviderDescription.model_validate({**fields, "model_capabilities": capabilities})
-
-
-def _retired(entry: CatalogModel) -> bool:
-    return entry.lifecycle(utc_today()) == Lifecycle.RETIRED
 
 
 def _usable_model(provider: ImageProvider, model: str, entry: CatalogModel | None, today: date) -> ModelDescription:

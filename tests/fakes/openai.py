@@ -43,6 +43,9 @@ SERVED_IMAGE_MODELS = (
     "gpt-image-2.6-sunburst",
 )
 OTHER_MODELS = ("gpt-6.1-sol", "gpt-5.1", "whisper-1")
+SHUT_DOWN_IMAGE_MODELS = frozenset(
+    {"dall-e-2", "dall-e-3", "gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5", "chatgpt-image-latest"}
+)
 # Image output tokens per image by quality (square); the answer's `usage` reports them.
 OUTPUT_TOKENS = {"low": 196, "medium": 1767, "high": 7033, "auto": 1767}
 
@@ -156,7 +159,12 @@ def _answer(payload: dict[str, Any], items: list[dict[str, Any]], *, image_in: i
 
 
 def _model_not_found(model: str) -> Response:
-    message = f"The model `{model}` does not exist or you do not have access to it."
+    """A shut-down id's answer as clients of dall-e-3 quoted it after 2026-05-12 (dev.to/flarecanary, "DALL·E shuts
+    down May 12"); any other unknown id gets OpenAI's usual "does not exist" wording under the same code."""
+    if model in SHUT_DOWN_IMAGE_MODELS:
+        message = f"The model `{model}` has been deprecated. Learn more: https://platform.openai.com/docs/deprecations"
+    else:
+        message = f"The model `{model}` does not exist or you do not have access to it."
     return _openai_error(404, message, "invalid_request_error", None, "model_not_found")
 
 

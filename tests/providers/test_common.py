@@ -16,6 +16,7 @@ from models.errors import (
     CONTENT_POLICY,
     INVALID_REQUEST,
     InvalidJobRequest,
+    ModelUnavailable,
     ProviderRejected,
     ProviderUnavailable,
 )
@@ -145,6 +146,29 @@ async def test_an_oversized_base64_answer_is_refused_unread(sync_fake, http, sin
 
     assert caught.value.type == BAD_OUTPUT
     assert sink.received == []
+
+
+@pytest.mark.parametrize(
+    ("name", "model", "said"),
+    [
+        ("openai", "dall-e-3", "model_not_found"),
+        ("openai", "gpt-image-1", "model_not_found"),
+        ("openai", "gpt-image-1.5", "model_not_found"),
+        ("gemini", "imagen-4.0-generate-001", "NOT_FOUND"),
+        ("gemini", "gemini-2.5-flash-image", "NOT_FOUND"),
+        ("gemini", "gemini-3-pro-image-preview", "NOT_FOUND"),
+    ],
+)
+async def test_a_model_the_provider_shut_down_fails_at_once_naming_it(sync_fake, http, sink, name, model, said):
+    factory, _, _ = PROVIDERS[name]
+    provider = factory(settings_for(sync_fake.base_url), http)
+
+    with pytest.raises(ModelUnavailable) as caught:
+        await provider.generate(call_for(model, provider.name), sink)
+
+    assert not caught.value.retryable and caught.value.type == "ModelUnavailable"
+    assert model in caught.value.message and said in caught.value.message
+    assert "GET /v1/providers" in caught.value.message
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from core.config import Settings
-from models.errors import InvalidJobRequest, ModelUnavailable, ProviderUnavailable
+from models.errors import InvalidJobRequest, ProviderUnavailable
 from models.payloads import PromptSpec, ProviderCall
 from providers import openai
 from tests.fakes.base import form_fields, form_files, image_bytes
@@ -55,17 +55,6 @@ async def test_openai_with_two_images_over_the_limit_is_refused_before_any_reque
         provider.check_request(call.model, call.spec)
     assert caught.value.field == "n"
     assert sync_fake.recorder.requests == []
-
-
-@pytest.mark.parametrize("model", ["dall-e-3", "gpt-image-1", "gpt-image-1.5"])
-async def test_a_model_openai_shut_down_fails_at_once_naming_it(sync_fake, http, sink, model):
-    provider = openai.OpenAIProvider.from_settings(settings_for(sync_fake.base_url), http)
-
-    with pytest.raises(ModelUnavailable) as caught:
-        await provider.generate(call_for(model, "openai"), sink)
-
-    assert not caught.value.retryable and caught.value.type == "ModelUnavailable"
-    assert model in caught.value.message and "model_not_found" in caught.value.message
 
 
 async def test_openai_lists_the_models_the_key_may_call(sync_fake, http):
