@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, text
+from sqlalchemy import TextClause, func, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
@@ -32,6 +32,12 @@ NODE_PROMPT_CHARS = 4000
 # Terminal statuses as a literal SQL list: constants, and an expanding parameter would be rendered anew on every
 # execution.
 TERMINAL_SQL = ", ".join(f"'{status}'" for status in sorted(TERMINAL_STATUSES))
+# What an ended job (:status) cost, from the provider's own figure (:cost) and the run's estimate: that figure;
+# else, completed, the estimate; else (failed or cancelled, not billed) 0 for a priced model, NULL for an unpriced.
+ENDED_COST_SQL = (
+    "(CASE WHEN CAST(:cost AS double precision) IS NOT NULL THEN CAST(:cost AS double precision)"
+    " WHEN :status = 'completed' THEN estimated_cost_usd WHEN estimated_cost_usd IS NOT NULL THEN 0 END)"
+)
 
 
 def storable_json(value: Any, *, what: str, wrapper_depth: int = 0) -> str:
@@ -221,10 +227,7 @@ async def transition(session: AsyncSession, change: RunTransition) -> bool:
             " provider_job_id = COALESCE(:provider_job_id, provider_job_id),"
             f" finished_at = CASE WHEN :status IN ({TERMINAL_SQL}) THEN now() ELSE NULL END,"
             # The provider's own figure; else, completed, the estimate; else (failed, cancelled: not billed) 0.
-            f" cost_usd = CASE WHEN :status NOT IN ({TERMINAL_SQL}) THEN cost_usd"
-            "   WHEN CAST(:cost AS double precision) IS NOT NULL THEN CAST(:cost AS double precision)"
-            "   WHEN :status = 'completed' THEN estimated_cost_usd"
-            "   WHEN estimated_cost_usd IS NOT NULL THEN 0 END,"
+            f" cost_usd = CASE WHEN :status NOT IN ({TERMINAL_SQL}) THEN cost_usd ELSE {ENDED_COST_SQL} END,"
             " updated_at = now()"
             f" WHERE id = :id AND status NOT IN ({TERMINAL_SQL})"
             "   AND NOT (status = 'running' AND :status = 'running')"
@@ -300,6 +303,29 @@ async def record_progress(
     return recorded is not None
 
 
+def _update_node_sql(*, with_cost: bool) -> TextClause:
+    # A job's end shows its cost, by the rule `transition` applies to the run (the node is written first);
+    # progress writes skip it.
+    cost = (
+        f"   || COALESCE((SELECT jsonb_build_object('costUsd', {ENDED_COST_SQL}) FROM runs"
+        f"      WHERE id = :job AND {ENDED_COST_SQL} IS NOT NULL), '{{}}')"
+    )
+    return text(
+        "UPDATE workflow_nodes SET node_data = node_data || CAST(:patch AS jsonb)"
+        + (cost if with_cost else "")
+        + "   || jsonb_build_object('updatedAt', now()),"
+        " version = version + 1, updated_at = now()"
+        " WHERE canvas_id = :canvas AND id = :node AND owner_job_id = :job"
+        "   AND NOT (node_data @> CAST(:patch AS jsonb))"
+        f"   AND NOT (node_data->>'jobId' = :job AND node_data->>'status' IN ({TERMINAL_SQL}))"
+        " RETURNING id"
+    )
+
+
+_UPDATE_NODE = _update_node_sql(with_cost=False)
+_UPDATE_ENDED_NODE = _update_node_sql(with_cost=True)
+
+
 async def update_node(session: AsyncSession, update: NodeUpdate) -> bool:
     """Merge job-owned fields into the node in one statement, only while `update.job_id` owns it and has not
     shown an end there yet.
@@ -317,23 +343,14 @@ async def update_node(session: AsyncSession, update: NodeUpdate) -> bool:
     }
     patch.update({key: value for key, value in optional.items() if value is not None})
     updated = await session.execute(
-        text(
-            "UPDATE workflow_nodes SET node_data = node_data || CAST(:patch AS jsonb)"
-            # A job's end shows its cost, as `runs.transition` set it in the same transaction.
-            "   || COALESCE((SELECT jsonb_build_object('costUsd', cost_usd) FROM runs"
-            f"      WHERE id = :job AND status IN ({TERMINAL_SQL}) AND cost_usd IS NOT NULL), '{{}}')"
-            "   || jsonb_build_object('updatedAt', now()),"
-            " version = version + 1, updated_at = now()"
-            " WHERE canvas_id = :canvas AND id = :node AND owner_job_id = :job"
-            "   AND NOT (node_data @> CAST(:patch AS jsonb))"
-            f"   AND NOT (node_data->>'jobId' = :job AND node_data->>'status' IN ({TERMINAL_SQL}))"
-            " RETURNING id"
-        ),
+        _UPDATE_ENDED_NODE if update.status in TERMINAL_STATUSES else _UPDATE_NODE,
         {
             "canvas": update.canvas_id,
             "node": update.node_id,
             "job": update.job_id,
             "patch": storable_json(patch, what="node"),
+            "status": update.status,
+            "cost": update.cost_usd,
         },
     )
     return updated.first() is not None

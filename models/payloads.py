@@ -213,6 +213,7 @@ class NodeUpdate:
     thumbnail_url: str | None = None
     error: str | None = None
     progress: float | None = None  # percent, 0-100
+    cost_usd: float | None = None  # the provider's own figure for an ended job (see core/runs.py's cost rule)
 
 
 @dataclass

@@ -211,6 +211,35 @@ async def test_a_failed_node_skips_what_is_below_it_and_the_other_branch_goes_on
     assert (shown["B"]["runState"], shown["B"]["runReason"]) == ("skipped", "A did not produce an image")
 
 
+async def test_a_run_sums_its_jobs_costs_and_each_node_shows_its_own(
+    provider_settings: Settings, fake_providers: FakeProviders, temporal_client: Client
+) -> None:
+    settings = make_settings(provider_settings, LOCAL_PROVIDER_DELAY_MS=0, DOWNLOAD_ALLOWLIST=["127.0.0.1"])
+    nodes = [
+        image_node("A", "a castle", provider="openai", model="gpt-image-2.5-flare"),
+        image_node("B", "the castle at night", provider="openai", model="gpt-image-2.5-flare"),
+        image_node("C", "a meadow"),
+    ]
+    async with running_stack(settings, temporal_client) as stack:
+        canvas_id = "canvas-run-costs"
+        await save_board(stack, canvas_id, nodes, [edge("A", "B")])
+        run = await finished_run(stack, canvas_id, (await start_run(stack, canvas_id))["runId"])
+        jobs = {node_id: await stack.job(job_id) for node_id, job_id in jobs_of(run).items()}
+        board = (await stack.api.get(f"/v1/canvases/{canvas_id}")).json()
+
+    assert run["status"] == "completed", run
+    assert all(job["costUsd"] is not None for job in jobs.values())
+    assert jobs["A"]["costUsd"] > 0 and jobs["C"]["costUsd"] == 0  # the local provider is free
+    assert run["costUsd"] == pytest.approx(sum(job["costUsd"] for job in jobs.values()))
+    assert run["estimatedCostUsd"] == pytest.approx(sum(job["estimatedCostUsd"] for job in jobs.values()))
+    by_node = {node["nodeId"]: node for node in run["nodes"]}
+    shown = {node["id"]: node["data"] for node in board["nodes"]}
+    for node_id, job in jobs.items():
+        assert by_node[node_id]["costUsd"] == job["costUsd"]
+        assert shown[node_id]["costUsd"] == job["costUsd"]
+        assert shown[node_id]["estimatedCostUsd"] == job["estimatedCostUsd"]
+
+
 async def test_cancelling_a_run_cancels_its_running_job_and_marks_the_rest(
     stack_settings: Settings, temporal_client: Client
 ) -> None:

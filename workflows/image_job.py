@@ -300,6 +300,7 @@ class ImageJobWorkflow:
             thumbnail_url=images[0].thumbnail_url if images else None,
             error=error,
             progress=100.0 if status == "completed" else None,
+            cost_usd=result.provenance.cost_usd if result else None,
         )
         await self._db_step(RunActivities.update_node, update)
 
