@@ -449,6 +449,7 @@ def _run_dev_stack(args: argparse.Namespace, stack: ExitStack) -> None:
         start_temporal_dev_server,
         wait_for_port,
     )
+    from core.worker_metrics import free_loopback_port
 
     settings = Settings()
     data_dir = Path(args.data_dir or settings.DATA_DIR).resolve()
@@ -471,6 +472,7 @@ def _run_dev_stack(args: argparse.Namespace, stack: ExitStack) -> None:
 
     _say("Applying database migrations ...")
     run_migrations(database_url)
+    metrics_port = settings.WORKER_METRICS_PORT or free_loopback_port()
 
     environment = {
         **os.environ,
@@ -484,6 +486,8 @@ def _run_dev_stack(args: argparse.Namespace, stack: ExitStack) -> None:
         "DOWNLOAD_ALLOWLIST": os.environ.get("DOWNLOAD_ALLOWLIST") or LOOPBACK,
         # Likewise for webhook endpoints: an app developed beside the stack listens on loopback.
         "OUTBOUND_ALLOWLIST": os.environ.get("OUTBOUND_ALLOWLIST") or LOOPBACK,
+        "WORKER_METRICS_HOST": LOOPBACK,
+        "WORKER_METRICS_PORT": str(metrics_port),
     }
     worker = _restarting("worker", ["worker"], environment)
     stack.callback(worker.stop)
@@ -492,7 +496,8 @@ def _run_dev_stack(args: argparse.Namespace, stack: ExitStack) -> None:
     # uvicorn binds its socket only after the app's startup, so an open port means a ready API.
     wait_for_port(LOOPBACK, args.port, api.process, timeout=60.0)
 
-    _print_banner(api_url=api_url, temporal=temporal, database=database_note, data_dir=data_dir)
+    metrics_urls = f"{api_url}/metrics (API), http://{LOOPBACK}:{metrics_port}/metrics (worker)"
+    _print_banner(api_url=api_url, temporal=temporal, database=database_note, data_dir=data_dir, metrics=metrics_urls)
     try:
         _supervise([api, worker])
     except KeyboardInterrupt:
@@ -516,7 +521,7 @@ def _supervise(children: list[RestartingChild]) -> None:
         time.sleep(0.2)
 
 
-def _print_banner(*, api_url: str, temporal: TemporalDevServer, database: str, data_dir: Path) -> None:
+def _print_banner(*, api_url: str, temporal: TemporalDevServer, database: str, data_dir: Path, metrics: str) -> None:
     try_command = 'imagejobs generate "a lighthouse at dusk"'
     if api_url != DEFAULT_API_URL:
         try_command += f" --api {api_url}"
@@ -530,6 +535,7 @@ def _print_banner(*, api_url: str, temporal: TemporalDevServer, database: str, d
         f"  Temporal      {temporal.address}  (log: {temporal.log_path})",
         f"  PostgreSQL    {database}",
         f"  Files         {data_dir / 'files'} (unless S3_BUCKET is set)",
+        f"  Metrics       {metrics}",
         "",
         f"Try:  {try_command}",
         "Press Ctrl-C to stop.",

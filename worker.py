@@ -25,10 +25,12 @@ from core import deliveries, handoff, outbound
 from core.config import Settings, get_settings, warn_about_lookalikes
 from core.db import create_engine, session_factory, transaction
 from core.jobs import job_from_run
+from core.metrics import HANDOFF_BACKLOG
 from core.pacing import ProviderPacer
 from core.storage import ObjectStorage, build_storage
 from core.storage_sweep import sweep_files
 from core.temporal import connect, ensure_search_attributes
+from core.worker_metrics import serve_worker_metrics
 from models.payloads import ImageJobInput
 from models.tables import Run
 from providers.base import ImageProvider
@@ -164,6 +166,8 @@ async def keep_sweeping(client: Client, settings: Settings, resources: WorkerRes
     while True:
         try:
             await sweep_once(client, settings, resources)
+            for kind, count in (await handoff.backlog(resources.sessions)).items():
+                HANDOFF_BACKLOG.labels(kind=kind).set(count)
             async with transaction(resources.sessions) as session:
                 await deliveries.prune_refusals(session)
                 await outbound.prune(session)
@@ -180,7 +184,10 @@ async def keep_sweeping(client: Client, settings: Settings, resources: WorkerRes
 async def run_worker(settings: Settings) -> None:
     """Connect, register search attributes, and run every worker (and the sweep) until cancelled."""
     warn_about_lookalikes()
-    client = await connect(settings)
+    runtime = None
+    if settings.WORKER_METRICS_PORT is not None:
+        runtime = serve_worker_metrics(settings.WORKER_METRICS_HOST, settings.WORKER_METRICS_PORT)
+    client = await connect(settings, runtime)
     await ensure_search_attributes(client)
     async with worker_resources(settings) as resources:
         workers = build_workers(client, settings, resources)

@@ -27,9 +27,10 @@ from activities.runs import save_progress
 from core import deliveries
 from core.config import Settings
 from core.ingest import ImageIngest
+from core.metrics import PROVIDER_ERRORS
 from core.pacing import ProviderPacer
 from core.storage import ObjectStorage, job_key_prefix
-from models.errors import INVALID_REQUEST, InvalidJobRequest, ProviderError
+from models.errors import INVALID_REQUEST, InvalidJobRequest, ProviderError, error_class
 from models.payloads import (
     CancelAtProvider,
     GenerationResult,
@@ -58,10 +59,12 @@ def as_application_error(error: ProviderError) -> ApplicationError:
 
 
 @asynccontextmanager
-async def provider_errors() -> AsyncIterator[None]:
+async def provider_errors(provider: str) -> AsyncIterator[None]:
+    """Provider failures as Temporal errors, each attempt's counted by class (imagejobs_provider_errors_total)."""
     try:
         yield
     except ProviderError as error:
+        PROVIDER_ERRORS.labels(provider=provider, **{"class": error_class(error)}).inc()
         raise as_application_error(error) from error
     except InvalidJobRequest as error:
         raise ApplicationError(error.message, type=INVALID_REQUEST, non_retryable=True) from error
@@ -214,7 +217,7 @@ class GenerationActivities:
             job_id=call.job_id, canvas_id=call.canvas_id, node_id=call.node_id, output_count=call.spec.n
         )
         sink = ResumableSink(activity.info().heartbeat_details, ingest)
-        async with provider_errors(), heartbeating(sink.heartbeat):
+        async with provider_errors(call.provider), heartbeating(sink.heartbeat):
             await self._wait_turn(call.provider)
             provenance = await provider.generate(call, sink)
         return GenerationResult(images=sink.stored, provenance=provenance)
@@ -230,7 +233,7 @@ class GenerationActivities:
             spec=provider.prepare(call.model, call.spec)[0],
             webhook_url=webhook_url_for(self.settings, call, attempt),
         )
-        async with provider_errors(), heartbeating():
+        async with provider_errors(call.provider), heartbeating():
             await self._wait_turn(call.provider)
             submitted = await provider.submit(call_with_hook)
         async with self.sessions.begin() as session:
@@ -245,7 +248,7 @@ class GenerationActivities:
 
     @activity.defn
     async def poll_job(self, request: PollRequest) -> ProviderEvent:
-        async with provider_errors(), heartbeating():
+        async with provider_errors(request.provider), heartbeating():
             await self._wait_turn(request.provider)
             return await self.providers[request.provider].poll(request.provider_job_id)
 
@@ -259,7 +262,7 @@ class GenerationActivities:
             output_count=max(1, len(request.urls)),
         )
         provider, outputs = self.providers[request.provider], ResumableSink((), sink)
-        async with provider_errors(), heartbeating():
+        async with provider_errors(request.provider), heartbeating():
             for reference in request.urls:
                 await provider.store_output(reference, outputs)
         return GenerationResult(images=sink.stored, provenance=request.provenance)
@@ -276,5 +279,5 @@ class GenerationActivities:
                 )
                 return
         # Not paced: a cancel is rare, stops work the provider bills for, and Temporal's queue limit counts it.
-        async with provider_errors():
+        async with provider_errors(request.provider):
             await self.providers[request.provider].cancel(request.provider_job_id)

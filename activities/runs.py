@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
-from core import canvas_runs, runs
+from core import canvas_runs, metrics, runs
 from core.db import transaction
 from core.handoff import OutboundStarter
 from models.payloads import (
@@ -52,7 +52,9 @@ class RunActivities:
         """Insert the run, its `created` event and the node claim (the API usually did this already; a canvas run's
         jobs are recorded here)."""
         async with transaction(self.sessions) as session:
-            await runs.record_run(session, job, workflow_started=True)
+            recorded = await runs.record_run(session, job, workflow_started=True)
+        if recorded.created:
+            metrics.job_started(job.provider, job.model)
 
     @activity.defn
     async def mark_running(self, job: ImageJobInput) -> None:
@@ -96,9 +98,12 @@ class RunActivities:
         """A terminal transition; once committed, the outbound webhooks it enqueued are started."""
         async with transaction(self.sessions) as session:
             changed = await runs.transition(session, change)
-        if changed and self.outbound is not None:
+        if changed is None:
+            return False
+        metrics.job_ended(changed, change)
+        if self.outbound is not None:
             await self.outbound.start_for(change.job_id)
-        return changed
+        return True
 
 
 class CanvasRunActivities:

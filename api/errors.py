@@ -16,6 +16,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.methods import allowed_methods
+from core.metrics import BASE64_REFUSALS
 from models.guards import ImageDataInJson
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,8 @@ def _field_errors(error: RequestValidationError) -> list[dict[str, Any]]:
 
 async def _validation_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
+    if any(_is_image_data(item.get("ctx", {}).get("error")) for item in error.errors()):
+        BASE64_REFUSALS.inc()
     fields = _field_errors(error)
     summary = "; ".join(f"{item['field'] or 'body'}: {item['message']}" for item in fields[:5])
     return error_response(422, "invalid_request", f"The request is invalid: {summary}", fields)
@@ -115,7 +118,13 @@ async def _unstorable_value(request: Request, error: Exception) -> JSONResponse:
 
 async def _unstorable_json(request: Request, error: Exception) -> JSONResponse:
     """A request whose JSON, as it would be stored, holds image data or is too large or deep: the caller's to fix."""
+    if _is_image_data(error):
+        BASE64_REFUSALS.inc()
     return error_response(422, "unstorable_request", f"The request cannot be stored: {error}.")
+
+
+def _is_image_data(error: object) -> bool:
+    return isinstance(error, ImageDataInJson) and error.image_data
 
 
 async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:

@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     # The workers' sweep (core/handoff.py): every SWEEP_INTERVAL_SECONDS it starts the runs and sends the webhook
     # signals an API process committed over HANDOFF_GRACE_SECONDS ago and did not hand off to Temporal.
     SWEEP_INTERVAL_SECONDS: float = Field(default=5.0, gt=0)
+    # Where a worker serves its Prometheus metrics (ours and the Temporal SDK's); unset: not served.
+    WORKER_METRICS_PORT: int | None = Field(default=None, ge=1, le=65535)
+    WORKER_METRICS_HOST: str = "0.0.0.0"
     HANDOFF_GRACE_SECONDS: float = Field(default=15.0, ge=0)
     # The sweep deletes the files of a job that failed or was cancelled this long ago (core/storage_sweep.py).
     ORPHAN_FILES_GRACE_SECONDS: float = Field(default=3600.0, ge=0)
@@ -111,6 +114,8 @@ class Settings(BaseSettings):
     MODEL_CATALOG_FILE: Path | None = None
     MODEL_ALIASES: str = ""
     MODEL_DISCOVERY_INTERVAL_SECONDS: float = Field(default=6 * 3600.0, ge=0)
+    # The most the day's jobs may cost, in USD (UTC day; unset: no limit). See core/budget.py.
+    BUDGET_USD_PER_DAY: float | None = Field(default=None, ge=0)
 
     OPENAI_API_KEY: str | None = None
     OPENAI_BASE_URL: str = "https://api.openai.com/v1"

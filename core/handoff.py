@@ -19,13 +19,14 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from temporalio.converter import value_to_type
 from temporalio.service import RPCError, RPCStatusCode
 
-from core import canvas_runs, deliveries, outbound, runs
+from core import canvas_runs, deliveries, metrics, outbound, runs
 from core.config import Settings
 from core.db import transaction
 from core.jobs import signal_provider_event, start_canvas_run, start_delivery, start_job
@@ -236,12 +237,14 @@ async def fail_unstartable(sessions: async_sessionmaker[AsyncSession], job: Imag
     message = f"The job could not be started: {error}"
     async with transaction(sessions) as session:
         change = RunTransition(job_id=job.job_id, status=JobStatus.FAILED, error=message, error_code="StartRefused")
-        if await runs.transition(session, change):
+        if ended := await runs.transition(session, change):
             update = NodeUpdate(
                 canvas_id=job.canvas_id, node_id=job.node_id, job_id=job.job_id, status=JobStatus.FAILED, error=message
             )
             await runs.update_node(session, update)
         await runs.mark_workflows_started(session, [job.job_id])  # nothing is left to start
+    if ended:
+        metrics.job_ended(ended, change)
 
 
 async def deliver_signal(
@@ -283,6 +286,22 @@ async def sweep(
     if any(handed.values()):
         log.info("handed off what processes left: %s", ", ".join(f"{count} {what}" for what, count in handed.items()))
     return sum(handed.values())
+
+
+_BACKLOG = text(
+    "SELECT (SELECT count(*) FROM runs WHERE workflow_started_at IS NULL),"
+    " (SELECT count(*) FROM canvas_runs WHERE workflow_started_at IS NULL),"
+    " (SELECT count(*) FROM pending_signals),"
+    " (SELECT count(*) FROM outbound_deliveries WHERE workflow_started_at IS NULL)"
+)
+BACKLOG_KINDS = ("job_starts", "canvas_run_starts", "signals", "deliveries")
+
+
+async def backlog(sessions: async_sessionmaker[AsyncSession]) -> dict[str, int]:
+    """What is committed but not yet handed to Temporal, by kind (each count is served by a partial index)."""
+    async with sessions() as session:
+        counts = (await session.execute(_BACKLOG)).one()
+    return dict(zip(BACKLOG_KINDS, (int(count) for count in counts), strict=True))
 
 
 async def _sweep_jobs(

@@ -27,6 +27,7 @@ import httpx
 
 from core.config import Settings
 from core.images import over_budget
+from core.metrics import STORAGE_UPLOAD_BYTES, STORAGE_UPLOADS
 from core.netguard import DownloadRefused, open_download
 from core.storage import ObjectStorage, validate_key
 from core.thumbnails import Thumbnailed, ThumbnailPolicy, Undecodable, make_thumbnail
@@ -179,13 +180,23 @@ class ImageIngest:
             out.write(chunk)
         return kind or _require_image(head), size
 
+    async def _put_image(self, key: str, spooled: _Spooled) -> None:
+        """The result itself into storage, counted by outcome (thumbnails are ours, so not counted)."""
+        try:
+            await self._storage.put_file(key, spooled.path, spooled.kind.content_type)
+        except Exception:  # a cancellation is not the storage's failure
+            STORAGE_UPLOADS.labels(result="failed").inc()
+            raise
+        STORAGE_UPLOADS.labels(result="stored").inc()
+        STORAGE_UPLOAD_BYTES.inc(spooled.size)
+
     async def _store_spooled(self, key_stem: str, spooled: _Spooled) -> StoredImage:
         key = f"{key_stem}.{spooled.kind.extension}"
         thumbnail_key = f"{key_stem}.thumb.webp"
         thumbnail_path = spooled.path.with_suffix(".thumb.webp")
         try:
             thumbnailed = await self._thumbnail(spooled, thumbnail_path)
-            await self._storage.put_file(key, spooled.path, spooled.kind.content_type)
+            await self._put_image(key, spooled)
             if thumbnailed.drawn:
                 await self._put_thumbnail(key, thumbnail_key, thumbnail_path)
         finally:

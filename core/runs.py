@@ -212,10 +212,21 @@ def transition_message(change: RunTransition, processor: str) -> str:
     return change.error or change.status.capitalize()
 
 
-async def transition(session: AsyncSession, change: RunTransition) -> bool:
+@dataclass(frozen=True)
+class Transitioned:
+    """A run that `transition` changed: who ran it, and for an end, what it cost and how long it took."""
+
+    provider: str
+    model: str
+    processor: str
+    cost_usd: float | None
+    seconds_since_created: float
+
+
+async def transition(session: AsyncSession, change: RunTransition) -> Transitioned | None:
     """Apply a status change unless the run is already terminal; records one event per status.
 
-    Returns False when nothing changed (a retry, or a run that already ended).
+    Returns None when nothing changed (a retry, or a run that already ended).
     """
     result = RunResult.of_generation(change.result) if change.result else RunResult()
     if change.timings:
@@ -231,7 +242,7 @@ async def transition(session: AsyncSession, change: RunTransition) -> bool:
             " updated_at = now()"
             f" WHERE id = :id AND status NOT IN ({TERMINAL_SQL})"
             "   AND NOT (status = 'running' AND :status = 'running')"
-            " RETURNING processor"
+            " RETURNING provider, model, processor, cost_usd, EXTRACT(EPOCH FROM now() - created_at)"
         ),
         {
             "id": change.job_id,
@@ -247,7 +258,8 @@ async def transition(session: AsyncSession, change: RunTransition) -> bool:
     )
     row = updated.first()
     if row is None:
-        return False
+        return None
+    changed = Transitioned(row[0], row[1], row[2], row[3], float(row[4]))
     event: dict[str, Any] = {"status": change.status}
     if change.error:
         event["error"] = {"code": change.error_code, "message": change.error}
@@ -259,13 +271,13 @@ async def transition(session: AsyncSession, change: RunTransition) -> bool:
         session,
         change.job_id,
         EVENT_KIND_BY_STATUS[JobStatus(change.status)],
-        transition_message(change, row[0]),
+        transition_message(change, changed.processor),
         event,
         dedupe_key=f"status:{change.status}",
     )
     if change.status in TERMINAL_STATUSES:  # in the same transaction: an end is never told without its event
         await outbound.enqueue(session, job_event(change.status), change.job_id)
-    return True
+    return changed
 
 
 async def set_provider_job(session: AsyncSession, job_id: str, provider_job_id: str, effective: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
+from temporalio.runtime import Runtime
 
 from core.config import Settings
 
@@ -21,13 +22,15 @@ SEARCH_ATTRIBUTES = (CANVAS_ID, NODE_ID, PROVIDER, IMAGE_MODEL)
 SEARCH_ATTRIBUTE_NAMES = tuple(key.name for key in SEARCH_ATTRIBUTES)
 
 
-async def connect(settings: Settings) -> Client:
-    """A client for TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE (TLS and API key for Temporal Cloud)."""
+async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
+    """A client for TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE (TLS and API key for Temporal Cloud); `runtime` carries
+    the SDK's telemetry (a worker's metrics)."""
     return await Client.connect(
         settings.TEMPORAL_ADDRESS,
         namespace=settings.TEMPORAL_NAMESPACE,
         api_key=settings.TEMPORAL_API_KEY,
         tls=settings.TEMPORAL_TLS or bool(settings.TEMPORAL_API_KEY),
+        runtime=runtime,
     )
 
 

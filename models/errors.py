@@ -25,6 +25,7 @@ JOB_FAILED = "ProviderJobFailed"
 UNAVAILABLE = "ProviderUnavailable"
 BAD_OUTPUT = "InvalidProviderOutput"
 MODEL_UNAVAILABLE = "ModelUnavailable"
+PROVIDER_TIMEOUT = "ProviderTimeout"  # an asynchronous job the provider did not finish within the polling timeout
 
 
 class ProviderError(Exception):
@@ -47,15 +48,28 @@ class ProviderRejected(ProviderError):
     retryable = False
 
 
+# Why a provider was unavailable, as operators count it (imagejobs_provider_errors_total's `class`).
+RATE_LIMITED, SERVER_ERROR, TIMEOUT, NETWORK = "rate_limited", "server_error", "timeout", "network"
+
+
 class ProviderUnavailable(ProviderError):
-    """A transient failure; `retry_after` is the provider's own hint, when it gave one."""
+    """A transient failure; `retry_after` is the provider's own hint, when it gave one; `cause` is one of
+    RATE_LIMITED, SERVER_ERROR, TIMEOUT and NETWORK."""
 
     type = UNAVAILABLE
     retryable = True
 
-    def __init__(self, message: str, *, retry_after: timedelta | None = None) -> None:
+    def __init__(self, message: str, *, retry_after: timedelta | None = None, cause: str = SERVER_ERROR) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.cause = cause
+
+
+def error_class(error: ProviderError) -> str:
+    """The failure's class for counting: a transient one's cause, else content_policy, auth or invalid_request."""
+    if isinstance(error, ProviderUnavailable):
+        return error.cause
+    return {CONTENT_POLICY: "content_policy", AUTH: "auth"}.get(error.type, "invalid_request")
 
 
 class ModelUnavailable(ProviderRejected):

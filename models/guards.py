@@ -63,7 +63,11 @@ def loads_bounded(text: bytes) -> Any:
 
 
 class ImageDataInJson(ValueError):
-    """A JSON value that would carry image bytes, or is too large or too deep to be metadata."""
+    """A JSON value that would carry image bytes (`image_data`), or is too large or too deep to be metadata."""
+
+    def __init__(self, message: str, *, image_data: bool = False) -> None:
+        super().__init__(message)
+        self.image_data = image_data
 
 
 def assert_no_image_data(value: Any, *, what: str = "value") -> None:
@@ -72,9 +76,9 @@ def assert_no_image_data(value: Any, *, what: str = "value") -> None:
     if len(text.encode()) > MAX_JSON_BYTES:
         raise ImageDataInJson(f"{what} is larger than {MAX_JSON_BYTES} bytes of JSON")
     if _DATA_URI.search(text):
-        raise ImageDataInJson(f"{what} contains a data: URI; store the image and pass its URL")
+        raise ImageDataInJson(f"{what} contains a data: URI; store the image and pass its URL", image_data=True)
     if _BASE64_RUN.search(text):
-        raise ImageDataInJson(f"{what} contains a base64 blob; store the image and pass its URL")
+        raise ImageDataInJson(f"{what} contains a base64 blob; store the image and pass its URL", image_data=True)
 
 
 def json_depth(value: Any) -> int:

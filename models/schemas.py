@@ -20,7 +20,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from models.guards import MAX_JSON_DEPTH, ImageDataInJson, assert_storable_json, json_depth
+from models.guards import MAX_JSON_DEPTH, assert_storable_json, json_depth
 from models.payloads import ImageJobInput, PromptSpec
 from models.results import RunResult
 from models.tables import (
@@ -43,10 +43,7 @@ MAX_URL_CHARS = 2048
 
 
 def _without_image_data(value: dict[str, Any]) -> dict[str, Any]:
-    try:
-        assert_storable_json(value, what="this object")
-    except ImageDataInJson as error:
-        raise ValueError(str(error)) from None
+    assert_storable_json(value, what="this object")  # an ImageDataInJson is the ValueError pydantic reports
     return value
 
 

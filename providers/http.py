@@ -28,6 +28,10 @@ from models.errors import (
     AUTH,
     BAD_OUTPUT,
     INVALID_REQUEST,
+    NETWORK,
+    RATE_LIMITED,
+    SERVER_ERROR,
+    TIMEOUT,
     ProviderError,
     ProviderRejected,
     ProviderUnavailable,
@@ -130,7 +134,8 @@ def classify_status(
     """
     detail = f"{provider} answered HTTP {status}" + (f": {reason}" if reason else "")
     if status in RETRYABLE_STATUSES or status in retryable or status >= 500:
-        return ProviderUnavailable(detail, retry_after=retry_after)
+        cause = {429: RATE_LIMITED, 408: TIMEOUT}.get(status, SERVER_ERROR)
+        return ProviderUnavailable(detail, retry_after=retry_after, cause=cause)
     if status in (401, 403):
         key_hint = f"Check {key_setting} and" if key_setting else "Check the credentials and"
         return ProviderRejected(f"{detail}. {key_hint} the account's access to this model.", type=AUTH)
@@ -145,9 +150,10 @@ def transport_errors(provider: str) -> Iterator[None]:
     try:
         yield
     except httpx.TimeoutException as exc:
-        raise ProviderUnavailable(f"{provider} did not answer in time ({type(exc).__name__})") from exc
+        raise ProviderUnavailable(f"{provider} did not answer in time ({type(exc).__name__})", cause=TIMEOUT) from exc
     except httpx.TransportError as exc:
-        raise ProviderUnavailable(f"Could not reach {provider}: {exc or type(exc).__name__}") from exc
+        message = f"Could not reach {provider}: {exc or type(exc).__name__}"
+        raise ProviderUnavailable(message, cause=NETWORK) from exc
 
 
 def require_client(http: httpx.AsyncClient | None, provider: str) -> httpx.AsyncClient:

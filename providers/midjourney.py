@@ -21,6 +21,7 @@ from models.errors import (
     CONTENT_POLICY,
     INVALID_REQUEST,
     JOB_FAILED,
+    RATE_LIMITED,
     InvalidJobRequest,
     ProviderError,
     ProviderRejected,
@@ -223,7 +224,7 @@ def _submit_error(code: Any, description: str, properties: Mapping[str, Any]) ->
     if code == CODE_VALIDATION:
         return ProviderRejected(f"midjourney refused the request: {description}", type=INVALID_REQUEST)
     if code == CODE_QUEUE_FULL:
-        return ProviderUnavailable(f"midjourney's queue is full: {description}")
+        return ProviderUnavailable(f"midjourney's queue is full: {description}", cause=RATE_LIMITED)
     # CODE_FAILURE and codes this adapter does not know: the proxy's own trouble, worth another attempt.
     return ProviderUnavailable(f"midjourney answered code {code}: {description}")
 

@@ -19,6 +19,8 @@ from models.errors import (
     AUTH,
     BAD_OUTPUT,
     CONTENT_POLICY,
+    RATE_LIMITED,
+    SERVER_ERROR,
     ModelUnavailable,
     ProviderError,
     ProviderRejected,
@@ -91,7 +93,10 @@ def classify_openai_error(response: httpx.Response, body: bytes, *, model: str =
         return ProviderRejected(f"OpenAI has no quota left: {reason}. Check the plan and billing.", type=AUTH)
     hint = retry_after(response.headers)
     if response.headers.get("x-should-retry") == "true":
-        return ProviderUnavailable(f"OpenAI answered HTTP {response.status_code}: {reason}", retry_after=hint)
+        cause = RATE_LIMITED if response.status_code == 429 else SERVER_ERROR
+        return ProviderUnavailable(
+            f"OpenAI answered HTTP {response.status_code}: {reason}", retry_after=hint, cause=cause
+        )
     return classify_status(
         LABEL,
         response.status_code,

@@ -23,6 +23,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 with workflow.unsafe.imports_passed_through():
     from activities.generation import GenerationActivities
     from activities.runs import RunActivities
+    from models.errors import PROVIDER_TIMEOUT
     from models.payloads import (
         CancelAtProvider,
         GenerationResult,
@@ -213,7 +214,7 @@ class ImageJobWorkflow:
             if now >= deadline:
                 raise ApplicationError(
                     f"{job.provider} did not finish within {plan.timeout:.0f}s",
-                    type="ProviderTimeout",
+                    type=PROVIDER_TIMEOUT,
                     non_retryable=True,
                 )
             if now >= next_poll:

@@ -17,7 +17,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import CanvasIdPath, StateDep, TemporalDep
 from api.errors import ApiError
-from api.routes.jobs import job_from_request
+from api.routes.jobs import admit_within_budget, job_from_request
 from core import canvas_runs, canvases, runs
 from core.canvas_plan import MAX_RUN_NODES, GraphRefused, RunGraph, content_hash, run_graph
 from core.db import transaction
@@ -41,6 +41,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody},
     409: {"model": ErrorBody, "description": "The board has a run still running; `details` names it."},
     422: {"model": ErrorBody, "description": "The board cannot run as asked; `details` names the nodes."},
+    429: {"model": ErrorBody, "description": "`budget_exceeded`: the run's estimate passes BUDGET_USD_PER_DAY."},
     503: {"model": ErrorBody},
 }
 
@@ -187,6 +188,10 @@ async def start_run(
         cached = await canvas_runs.cached_images(session, canvas_id, candidates)
         for node in plan.nodes:
             node.cached = cached.get(node.node_id)
+        estimate = sum(node.job.estimated_cost_usd or 0 for node in plan.nodes if node.cached is None)
+        if state.settings.BUDGET_USD_PER_DAY is not None and estimate:
+            # The whole run's estimate up front; its jobs are recorded as they start, so this admits the run.
+            await admit_within_budget(session, state.settings.BUDGET_USD_PER_DAY, estimate)
         active = await canvas_runs.create_run(session, plan)
     if active is not None:
         raise ApiError(

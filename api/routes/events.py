@@ -28,6 +28,7 @@ from api.errors import ApiError
 from api.stream_tokens import STREAM_TOKEN_SECONDS
 from core import canvas_runs, canvases, runs
 from core.events import canvas_topic, job_topic
+from core.metrics import SSE_CLIENTS
 from models.schemas import (
     ID_PATTERN,
     CamelModel,
@@ -79,6 +80,7 @@ async def ending_with_an_error_event(events: AsyncIterator[ServerSentEvent]) -> 
     The headers went long ago, so a status code cannot say it; the client reconnects after `retry` and resumes
     from the last id it got, missing nothing.
     """
+    SSE_CLIENTS.inc()  # both streams pass through here: the gauge counts them from first byte to close
     try:
         async for event in events:
             yield event
@@ -86,6 +88,8 @@ async def ending_with_an_error_event(events: AsyncIterator[ServerSentEvent]) -> 
         log.warning("event stream ended: the database failed under it: %s", error)
         body = ErrorBody(code="database_unavailable", message="The database is unavailable; reconnect shortly.")
         yield ServerSentEvent(event="error", data=body.model_dump_json(exclude_none=True), retry=RECONNECT_AFTER_MS)
+    finally:
+        SSE_CLIENTS.dec()
 
 
 def job_event(event: RunEvent) -> ServerSentEvent:

@@ -6,12 +6,15 @@ import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Header, Query, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import AppState, CallerScopeDep, SessionDep, StateDep, TemporalDep
 from api.errors import ApiError
-from core import runs
+from core import metrics, runs
+from core.budget import BudgetExceeded, admit, seconds_until_utc_midnight
+from core.db import transaction
 from core.handoff import start_confirmed
 from core.jobs import job_from_run, new_job_id, polling_plan
 from models.errors import InvalidJobRequest, ModelRetired
@@ -31,6 +34,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody},
     409: {"model": ErrorBody},
     422: {"model": ErrorBody},
+    429: {"model": ErrorBody, "description": "`budget_exceeded`: the job's estimate passes BUDGET_USD_PER_DAY."},
     503: {"model": ErrorBody},
 }
 
@@ -89,6 +93,15 @@ def resolve_model(state: StateDep, provider: str, model: str) -> Resolution:
     return resolution
 
 
+async def admit_within_budget(session: AsyncSession, budget: float, estimate: float) -> None:
+    """core/budget.admit, refusing with 429 `budget_exceeded` until the next UTC midnight."""
+    try:
+        await admit(session, estimate, budget)
+    except BudgetExceeded as error:
+        retry = {"Retry-After": str(seconds_until_utc_midnight())}
+        raise ApiError(429, "budget_exceeded", error.message, headers=retry) from error
+
+
 def same_request(run: Run, job: ImageJobInput) -> bool:
     return (
         run.canvas_id == job.canvas_id
@@ -116,14 +129,23 @@ async def launch(
     this process dies first or Temporal is down. A repeat of a run still pending hands its start off again (a
     start finds a workflow already there), so a start lost to a crash happens then at the latest.
     """
-    # One statement, atomic by itself: no transaction round trips around it.
-    async with state.autocommit_sessions() as session:
-        recorded = await runs.record_run(session, job, effective=effective)
+    if state.settings.BUDGET_USD_PER_DAY is not None and job.estimated_cost_usd:
+        # A priced job under a budget: admitted and recorded under the budget's lock (a repeat is not charged).
+        async with transaction(state.sessions) as session:
+            if await runs.get_run(session, job.job_id) is None:
+                await admit_within_budget(session, state.settings.BUDGET_USD_PER_DAY, job.estimated_cost_usd)
+            recorded = await runs.record_run(session, job, effective=effective)
+    else:
+        # One statement, atomic by itself: no transaction round trips around it.
+        async with state.autocommit_sessions() as session:
+            recorded = await runs.record_run(session, job, effective=effective)
     run = recorded.run
     if not recorded.created:
         if not same_request(run, job):
             raise ApiError(409, "idempotency_key_reused", "This Idempotency-Key was used for a different request.")
         response.headers["Idempotent-Replayed"] = "true"
+    if recorded.created:
+        metrics.job_started(job.provider, job.model)
     if recorded.created or run.workflow_started_at is None:
         after.add_task(state.handoff.start, job, supersedes=recorded.older_job_ids if recorded.created else None)
     return run

@@ -2292,6 +2292,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `budget_exceeded`: the run's estimate passes BUDGET_USD_PER_DAY. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Service Unavailable */
             503: {
                 headers: {
@@ -2361,6 +2370,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `budget_exceeded`: the run's estimate passes BUDGET_USD_PER_DAY. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Service Unavailable */
             503: {
                 headers: {
@@ -2423,6 +2441,15 @@ export interface operations {
             };
             /** @description The board cannot run as asked; `details` names the nodes. */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `budget_exceeded`: the run's estimate passes BUDGET_USD_PER_DAY. */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2533,6 +2560,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `budget_exceeded`: the job's estimate passes BUDGET_USD_PER_DAY. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Service Unavailable */
             503: {
                 headers: {
@@ -2606,6 +2642,15 @@ export interface operations {
             };
             /** @description Unprocessable Entity */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `budget_exceeded`: the job's estimate passes BUDGET_USD_PER_DAY. */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2689,6 +2734,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `budget_exceeded`: the job's estimate passes BUDGET_USD_PER_DAY. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Service Unavailable */
             503: {
                 headers: {
@@ -2758,6 +2812,15 @@ export interface operations {
             };
             /** @description Unprocessable Entity */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `budget_exceeded`: the job's estimate passes BUDGET_USD_PER_DAY. */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2903,6 +2966,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `budget_exceeded`: the job's estimate passes BUDGET_USD_PER_DAY. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Service Unavailable */
             503: {
                 headers: {
@@ -2972,6 +3044,15 @@ export interface operations {
             };
             /** @description Unprocessable Entity */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `budget_exceeded`: the job's estimate passes BUDGET_USD_PER_DAY. */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };

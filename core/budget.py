@@ -1,0 +1,47 @@
+"""BUDGET_USD_PER_DAY: a day's spend (UTC) may not pass the budget.
+
+The day's spend is what its jobs cost: the settled `cost_usd` of those that ended, and the `estimated_cost_usd`
+of those still in flight. A priced job (or canvas run) is admitted under a transaction-wide advisory lock, so two
+starts at once cannot both take the last of the budget; free jobs never wait on it. Everything lives in `runs`,
+so the spend survives restarts and is the same for every API process.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+# pg_advisory_xact_lock's key for the budget ("IMGBUDGT" as a big-endian integer).
+BUDGET_LOCK = 0x494D47425544475
+_SPENT_TODAY = text(
+    "SELECT COALESCE(sum(COALESCE(cost_usd, estimated_cost_usd)), 0) FROM runs"
+    " WHERE created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
+)
+
+
+class BudgetExceeded(Exception):
+    """The estimate would take today's spend over the budget; the message states the budget and the spend."""
+
+    def __init__(self, *, budget: float, spent: float, estimate: float) -> None:
+        super().__init__(
+            f"Today's budget (BUDGET_USD_PER_DAY) is ${budget:.2f}; ${spent:.4f} is spent or in flight, and this "
+            f"would add ${estimate:.4f}. Free providers (local) still run; the budget resets at midnight UTC."
+        )
+        self.message = str(self)
+
+
+async def admit(session: AsyncSession, estimate: float, budget: float) -> None:
+    """Take the budget's lock for this transaction and raise BudgetExceeded unless `estimate` still fits; the
+    caller records its jobs in the same transaction, so the next admission sees them."""
+    await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": BUDGET_LOCK})
+    spent = float((await session.execute(_SPENT_TODAY)).scalar_one())
+    if spent + estimate > budget:
+        raise BudgetExceeded(budget=budget, spent=spent, estimate=estimate)
+
+
+def seconds_until_utc_midnight(now: datetime | None = None) -> int:
+    moment = now or datetime.now(UTC)
+    midnight = datetime.combine(moment.date() + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+    return max(1, int((midnight - moment).total_seconds()))

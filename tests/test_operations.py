@@ -1,0 +1,227 @@
+"""What an operator sees and bounds: the Prometheus metrics the API and the workers export (ours and the Temporal
+SDK's), and BUDGET_USD_PER_DAY, against real Temporal, PostgreSQL and the provider fakes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
+from temporalio.client import Client
+
+from core.budget import seconds_until_utc_midnight
+from core.config import Settings
+from core.db import create_engine, session_factory
+from tests.fakes.app import FakeProviders
+from tests.fakes.openai import OPENAI
+from tests.fakes.server import free_port
+from tests.fixtures.drills import wait_until, worker_process
+from tests.fixtures.stack import Stack, make_settings, running_stack
+
+Samples = Counter[tuple[str, frozenset[tuple[str, str]]]]
+ROOT = Path(__file__).resolve().parent.parent
+METRIC_NAME = re.compile(r"\b(?:imagejobs|temporal)_[a-z_]+\b")
+FLARE = {"provider": "openai", "model": "gpt-image-2.5-flare"}
+LOW = {"quality": "low"}  # the catalog's low square image: $0.006
+LOW_PRICE = 0.006
+
+
+def parse(exposition: str) -> Samples:
+    samples: Samples = Counter()
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] += sample.value
+    return samples
+
+
+async def scrape(stack: Stack) -> Samples:
+    return parse((await stack.api.get("/metrics")).text)
+
+
+def delta(after: Samples, before: Samples, name: str, **labels: str) -> float:
+    """The change of every series of `name` whose labels include `labels`, summed."""
+    wanted = set(labels.items())
+    return sum(value - before.get(key, 0) for key, value in after.items() if key[0] == name and wanted <= set(key[1]))
+
+
+async def test_the_scraped_counters_show_exactly_the_outcomes_and_error_classes(
+    provider_settings: Settings, fake_providers: FakeProviders, temporal_client: Client
+) -> None:
+    throttled = {"error": {"message": "Rate limit reached.", "type": "requests", "param": None, "code": None}}
+    settings = make_settings(provider_settings, LOCAL_PROVIDER_DELAY_MS=200)
+    async with running_stack(settings, temporal_client) as stack:
+        before = await scrape(stack)
+        local = [await stack.start(f"picture {index}") for index in range(5)]
+        fake_providers.script.queue(OPENAI, ("status", 429, throttled, {"retry-after-ms": "100"}))
+        retried = await stack.start("after a 429", **FLARE, promptSpec=LOW)
+        await stack.wait(retried["jobId"])
+        fake_providers.script.queue(OPENAI, "moderation")
+        refused = await stack.start("refused", **FLARE)
+        slow = await make_cancelled(stack, settings)
+        records = [await stack.wait(job["jobId"]) for job in (*local, retried, refused)]
+        after = await scrape(stack)
+    assert [record["status"] for record in records] == ["completed"] * 6 + ["failed"]
+    assert slow["status"] == "cancelled"
+    finished = "imagejobs_jobs_finished_total"
+    assert delta(after, before, finished, provider="local", outcome="completed") == 5
+    assert delta(after, before, finished, provider="local", outcome="cancelled") == 1
+    assert delta(after, before, finished, **FLARE, outcome="completed") == 1
+    assert delta(after, before, finished, **FLARE, outcome="failed") == 1
+    assert delta(after, before, finished) == 8
+    assert delta(after, before, "imagejobs_jobs_started_total") == 8
+    errors = "imagejobs_provider_errors_total"
+    assert delta(after, before, errors, provider="openai", **{"class": "rate_limited"}) == 1
+    assert delta(after, before, errors, provider="openai", **{"class": "content_policy"}) == 1
+    assert delta(after, before, errors) == 2
+    assert delta(after, before, "imagejobs_job_duration_seconds_count", phase="total") == 8
+    assert delta(after, before, "imagejobs_job_duration_seconds_count", phase="queued") == 6
+    assert delta(after, before, "imagejobs_cost_usd_total", **FLARE) > 0
+    assert delta(after, before, "imagejobs_storage_uploads_total", result="stored") == 6
+    assert delta(after, before, "imagejobs_storage_upload_bytes_total") > 0
+
+
+async def make_cancelled(stack: Stack, settings: Settings) -> dict[str, Any]:
+    """A local job cancelled while its provider works."""
+    started = await stack.start("too slow", promptSpec={"size": "64x64"})
+    await stack.wait(started["jobId"], statuses=("running",))
+    assert (await stack.api.post(f"/v1/jobs/{started['jobId']}/cancel")).status_code == 202
+    return await stack.wait(started["jobId"])
+
+
+async def test_an_image_refused_for_carrying_base64_is_counted(stack: Stack) -> None:
+    before = await scrape(stack)
+    body = {"workflowId": "c1", "nodeId": "n1", "provider": "local", "promptSpec": {"basePrompt": "x"}}
+    refused = await stack.api.post("/v1/jobs", json=body | {"metadata": {"thumb": "data:image/png;base64," + "A" * 64}})
+    after = await scrape(stack)
+    assert refused.status_code == 422
+    assert delta(after, before, "imagejobs_base64_refusals_total") == 1
+
+
+async def test_a_worker_serves_its_metrics_and_the_sdks_and_the_deploy_files_name_only_exported_ones(
+    stack_settings: Settings, temporal_client: Client
+) -> None:
+    port = free_port()
+    settings = make_settings(
+        stack_settings, WORKER_METRICS_PORT=port, WORKER_METRICS_HOST="127.0.0.1", LOCAL_PROVIDER_DELAY_MS=0
+    )
+    async with running_stack(settings, temporal_client, workers=False) as stack:
+        with worker_process(settings):
+            record = await stack.wait((await stack.start("served by the worker process"))["jobId"], timeout=60)
+            exposition = await read_when_up(f"http://127.0.0.1:{port}/metrics")
+    assert record["status"] == "completed"
+    samples = {sample.name for family in text_string_to_metric_families(exposition) for sample in family.samples}
+    assert any(name.startswith("temporal_") and name.endswith("_total") for name in samples), sorted(samples)[:20]
+    assert "imagejobs_jobs_finished_total" in samples and "imagejobs_handoff_backlog" in samples
+    exported = samples | declared_sample_names()
+    named = deploy_metric_names()
+    assert {name for name in named if name.startswith("imagejobs_")}, "the deploy files name none of our metrics"
+    assert named <= exported, f"named but not exported: {sorted(named - exported)}"
+
+
+def declared_sample_names() -> set[str]:
+    """Every sample name our declared metrics can export, whether or not one was observed yet."""
+    suffixes = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_count", "_sum")}
+    return {
+        family.name + suffix
+        for family in REGISTRY.collect()
+        if family.name.startswith("imagejobs_")
+        for suffix in suffixes.get(family.type, ("",))
+    }
+
+
+def deploy_metric_names() -> set[str]:
+    """The metric names the Grafana dashboard's queries and the alert rules use."""
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/imagejobs.json").read_text())
+    queries = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    rules = yaml.safe_load((ROOT / "deploy/prometheus/alerts.yml").read_text())
+    queries += [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+    return {name for query in queries for name in METRIC_NAME.findall(query)}
+
+
+async def read_when_up(url: str) -> str:
+    """The worker's exposition once it serves, and once the SDK has polled (its first metrics exist)."""
+    found = ""
+
+    async def serving_sdk_metrics() -> bool:
+        nonlocal found
+        try:
+            async with httpx.AsyncClient(timeout=2) as http:
+                found = (await http.get(url)).text
+        except httpx.TransportError:
+            return False
+        return "temporal_" in found
+
+    await wait_until(serving_sdk_metrics, timeout=60, what="the worker's metrics with the SDK's")
+    return found
+
+
+# --- The budget ----------------------------------------------------------------------------------------------
+
+
+async def spent_today(settings: Settings) -> float:
+    engine = create_engine(settings)
+    try:
+        async with session_factory(engine)() as session:
+            query = (
+                "SELECT COALESCE(sum(COALESCE(cost_usd, estimated_cost_usd)), 0) FROM runs"
+                " WHERE created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
+            )
+            return float((await session.execute(text(query))).scalar_one())
+    finally:
+        await engine.dispose()
+
+
+async def post_job(stack: Stack, node: str, **fields: Any) -> httpx.Response:
+    body = {"workflowId": "canvas-budget", "nodeId": node, "promptSpec": {"basePrompt": "a lighthouse", **LOW}}
+    return await stack.api.post("/v1/jobs", json=body | fields)
+
+
+async def test_a_budget_of_one_and_a_half_images_admits_one_refuses_the_next_and_lets_free_jobs_run(
+    provider_settings: Settings, fake_providers: FakeProviders, temporal_client: Client
+) -> None:
+    # The database is shared with earlier tests: the day's spend so far is part of the day's budget.
+    budget = await spent_today(provider_settings) + 1.5 * LOW_PRICE
+    settings = make_settings(provider_settings, BUDGET_USD_PER_DAY=budget)
+    async with running_stack(settings, temporal_client) as stack:
+        first = await post_job(stack, "n1", **FLARE)
+        first_record = await stack.wait(first.json()["jobId"])
+        second = await post_job(stack, "n2", **FLARE)
+        free = await post_job(stack, "n3", provider="local")
+        free_record = await stack.wait(free.json()["jobId"])
+    assert first.status_code == 202 and first_record["status"] == "completed"
+    assert second.status_code == 429, second.text
+    assert second.json()["code"] == "budget_exceeded"
+    assert f"${budget:.2f}" in second.json()["message"]
+    assert 0 < int(second.headers["Retry-After"]) <= seconds_until_utc_midnight() + 5
+    assert free_record["status"] == "completed"
+    assert len(fake_providers.requests("POST", "/v1/images/generations")) == 1
+
+
+async def test_concurrent_starts_cannot_overshoot_the_budget_and_a_canvas_run_is_checked_whole(
+    provider_settings: Settings, fake_providers: FakeProviders, temporal_client: Client
+) -> None:
+    budget = await spent_today(provider_settings) + 3.5 * LOW_PRICE
+    settings = make_settings(provider_settings, BUDGET_USD_PER_DAY=budget)
+    async with running_stack(settings, temporal_client, workers=False) as stack:
+        answers = await asyncio.gather(*(post_job(stack, f"race-{index}", **FLARE) for index in range(10)))
+        node = {"type": "image_generation", "data": {"prompt": "a ship", "provider": "openai", "model": FLARE["model"]}}
+        board = {"nodes": [{"id": "s1", "position": {"x": 0, "y": 0}, **node}], "edges": []}
+        assert (await stack.api.put("/v1/canvases/canvas-budget-run", json=board)).status_code == 200
+        run = await stack.api.post("/v1/canvases/canvas-budget-run/runs", json={})
+    assert sorted(answer.status_code for answer in answers) == [202] * 3 + [429] * 7
+    assert run.status_code == 429 and run.json()["code"] == "budget_exceeded", run.text
+
+
+def test_seconds_until_utc_midnight_counts_to_the_next_day() -> None:
+    from datetime import UTC, datetime
+
+    assert seconds_until_utc_midnight(datetime(2026, 12, 6, 23, 59, 0, tzinfo=UTC)) == 60
+    assert seconds_until_utc_midnight(datetime(2026, 12, 6, 0, 0, 0, tzinfo=UTC)) == 86400
