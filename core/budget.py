@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 # pg_advisory_xact_lock's key for the budget ("IMGBUDGT" as a big-endian integer).
-BUDGET_LOCK = 0x494D47425544475
+BUDGET_LOCK = 0x494D474255444754
 _SPENT_TODAY = text(
     "SELECT COALESCE(sum(COALESCE(cost_usd, estimated_cost_usd)), 0) FROM runs"
     " WHERE created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
@@ -36,9 +36,14 @@ async def admit(session: AsyncSession, estimate: float, budget: float) -> None:
     """Take the budget's lock for this transaction and raise BudgetExceeded unless `estimate` still fits; the
     caller records its jobs in the same transaction, so the next admission sees them."""
     await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": BUDGET_LOCK})
-    spent = float((await session.execute(_SPENT_TODAY)).scalar_one())
+    spent = await spent_today(session)
     if spent + estimate > budget:
         raise BudgetExceeded(budget=budget, spent=spent, estimate=estimate)
+
+
+async def spent_today(session: AsyncSession) -> float:
+    """USD: the UTC day's ended jobs' costs and in-flight jobs' estimates."""
+    return float((await session.execute(_SPENT_TODAY)).scalar_one())
 
 
 def seconds_until_utc_midnight(now: datetime | None = None) -> int:

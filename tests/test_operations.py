@@ -14,10 +14,10 @@ import httpx
 import yaml
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import text
 from temporalio.client import Client
 
 from core.budget import seconds_until_utc_midnight
+from core.budget import spent_today as spent_in
 from core.config import Settings
 from core.db import create_engine, session_factory
 from tests.fakes.app import FakeProviders
@@ -170,11 +170,7 @@ async def spent_today(settings: Settings) -> float:
     engine = create_engine(settings)
     try:
         async with session_factory(engine)() as session:
-            query = (
-                "SELECT COALESCE(sum(COALESCE(cost_usd, estimated_cost_usd)), 0) FROM runs"
-                " WHERE created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
-            )
-            return float((await session.execute(text(query))).scalar_one())
+            return await spent_in(session)
     finally:
         await engine.dispose()
 
