@@ -56,8 +56,7 @@ async def test_the_scraped_counters_show_exactly_the_outcomes_and_error_classes(
     provider_settings: Settings, fake_providers: FakeProviders, temporal_client: Client
 ) -> None:
     throttled = {"error": {"message": "Rate limit reached.", "type": "requests", "param": None, "code": None}}
-    settings = make_settings(provider_settings, LOCAL_PROVIDER_DELAY_MS=200)
-    async with running_stack(settings, temporal_client) as stack:
+    async with running_stack(make_settings(provider_settings, LOCAL_PROVIDER_DELAY_MS=200), temporal_client) as stack:
         before = await scrape(stack)
         local = [await stack.start(f"picture {index}") for index in range(5)]
         fake_providers.script.queue(OPENAI, ("status", 429, throttled, {"retry-after-ms": "100"}))
@@ -65,8 +64,12 @@ async def test_the_scraped_counters_show_exactly_the_outcomes_and_error_classes(
         await stack.wait(retried["jobId"])
         fake_providers.script.queue(OPENAI, "moderation")
         refused = await stack.start("refused", **FLARE)
-        slow = await make_cancelled(stack, settings)
         records = [await stack.wait(job["jobId"]) for job in (*local, retried, refused)]
+    # The cancelled job's provider takes long enough that the cancellation always lands before anything is stored.
+    async with running_stack(
+        make_settings(provider_settings, LOCAL_PROVIDER_DELAY_MS=20_000), temporal_client
+    ) as stack:
+        slow = await make_cancelled(stack)
         after = await scrape(stack)
     assert [record["status"] for record in records] == ["completed"] * 6 + ["failed"]
     assert slow["status"] == "cancelled"
@@ -88,7 +91,7 @@ async def test_the_scraped_counters_show_exactly_the_outcomes_and_error_classes(
     assert delta(after, before, "imagejobs_storage_upload_bytes_total") > 0
 
 
-async def make_cancelled(stack: Stack, settings: Settings) -> dict[str, Any]:
+async def make_cancelled(stack: Stack) -> dict[str, Any]:
     """A local job cancelled while its provider works."""
     started = await stack.start("too slow", promptSpec={"size": "64x64"})
     await stack.wait(started["jobId"], statuses=("running",))
