@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -301,9 +300,12 @@ def _report_api_error(error: ApiError) -> int:
 
 
 def _configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    for chatty in ("pgserver", "alembic.runtime.plugins"):
-        logging.getLogger(chatty).setLevel(logging.WARNING)
+    """LOG_FORMAT and LOG_LEVEL, read from the environment as the settings read them."""
+    from core.config import get_settings
+    from core.logs import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.LOG_FORMAT, settings.LOG_LEVEL)
 
 
 def _api(args: argparse.Namespace) -> int:
@@ -311,11 +313,13 @@ def _api(args: argparse.Namespace) -> int:
 
     from api.main import KEEP_ALIVE_SECONDS
 
+    _configure_logging()
     uvicorn.run(
         "api.main:create_app",
         factory=True,
         host=args.host,
         port=args.port,
+        log_config=None,  # our handler (LOG_FORMAT) prints uvicorn's lines too
         timeout_graceful_shutdown=API_GRACEFUL_SHUTDOWN_SECONDS,
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )

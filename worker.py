@@ -19,17 +19,19 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.generation import HEARTBEAT_EVERY, GenerationActivities
+from activities.log_context import JobLogContext
 from activities.outbound import OutboundActivities
 from activities.runs import CanvasRunActivities, RunActivities
 from core import deliveries, handoff, outbound
 from core.config import Settings, get_settings, warn_about_lookalikes
 from core.db import create_engine, session_factory, transaction
 from core.jobs import job_from_run
+from core.logs import configure_logging
 from core.metrics import HANDOFF_BACKLOG
 from core.pacing import ProviderPacer
 from core.storage import ObjectStorage, build_storage
 from core.storage_sweep import sweep_files
-from core.temporal import connect, ensure_search_attributes
+from core.temporal import connect, ensure_search_attributes, worker_runtime
 from core.worker_metrics import serve_worker_metrics
 from models.payloads import ImageJobInput
 from models.tables import Run
@@ -105,6 +107,7 @@ def build_workers(client: Client, settings: Settings, resources: WorkerResources
         Worker(
             client,
             task_queue=settings.TASK_QUEUE,
+            interceptors=[JobLogContext()],
             workflows=[ImageJobWorkflow, CanvasRunWorkflow, OutboundWebhookWorkflow],
             activities=[
                 run_steps.create_run,
@@ -131,6 +134,7 @@ def build_workers(client: Client, settings: Settings, resources: WorkerResources
             Worker(
                 client,
                 task_queue=provider_task_queue(settings.TASK_QUEUE, name),
+                interceptors=[JobLogContext()],
                 activities=[
                     generation.generate_image,
                     generation.submit_job,
@@ -184,10 +188,10 @@ async def keep_sweeping(client: Client, settings: Settings, resources: WorkerRes
 async def run_worker(settings: Settings) -> None:
     """Connect, register search attributes, and run every worker (and the sweep) until cancelled."""
     warn_about_lookalikes()
-    runtime = None
+    sdk_metrics_port = None
     if settings.WORKER_METRICS_PORT is not None:
-        runtime = serve_worker_metrics(settings.WORKER_METRICS_HOST, settings.WORKER_METRICS_PORT)
-    client = await connect(settings, runtime)
+        sdk_metrics_port = serve_worker_metrics(settings.WORKER_METRICS_HOST, settings.WORKER_METRICS_PORT)
+    client = await connect(settings, worker_runtime(sdk_metrics_port))
     await ensure_search_attributes(client)
     async with worker_resources(settings) as resources:
         workers = build_workers(client, settings, resources)
@@ -203,8 +207,9 @@ async def run_worker(settings: Settings) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(run_worker(get_settings()))
+    settings = get_settings()
+    configure_logging(settings.LOG_FORMAT, settings.LOG_LEVEL)
+    asyncio.run(run_worker(settings))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from api.cors import JsonCORSMiddleware
 from api.deps import AppState, require_api_key
 from api.errors import install_error_handlers
 from api.limits import BodyLimit, JsonDepthLimit
+from api.request_id import RequestId
 from api.routes import (
     canvas_runs,
     canvases,
@@ -106,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     if settings.CORS_ORIGINS:
         app.add_middleware(JsonCORSMiddleware, origins=settings.CORS_ORIGINS)
+    app.add_middleware(RequestId)  # outermost: every line of the request, and its answer, carry the id
     protected = [Depends(require_api_key)]
     unauthorized: dict[int | str, dict[str, Any]] = {
         401: {"model": ErrorBody, "description": "API_KEYS is set and no valid `Authorization: Bearer` key came."}

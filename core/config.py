@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     # The workers' sweep (core/handoff.py): every SWEEP_INTERVAL_SECONDS it starts the runs and sends the webhook
     # signals an API process committed over HANDOFF_GRACE_SECONDS ago and did not hand off to Temporal.
     SWEEP_INTERVAL_SECONDS: float = Field(default=5.0, gt=0)
+    # `json`: every line the API and the worker print is one JSON object (core/logs.py); `text` for people.
+    LOG_FORMAT: Literal["text", "json"] = "text"
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Where a worker serves its Prometheus metrics (ours and the Temporal SDK's); unset: not served.
     WORKER_METRICS_PORT: int | None = Field(default=None, ge=1, le=65535)
     WORKER_METRICS_HOST: str = "0.0.0.0"

@@ -1,10 +1,19 @@
-"""Logging helpers shared by the API and the worker."""
+"""Logging shared by the API and the worker: one line per event, JSON with LOG_FORMAT=json, each line about a job
+carrying the job's fields (`log_context`, `bind`), no traceback for an expected failure, no token ever."""
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any
+
+from temporalio.exceptions import ApplicationError
 
 
 class RateLimitedLog:
@@ -28,3 +37,97 @@ class RateLimitedLog:
         self._logger.warning(message + suffix, *args)
         self._last, self._held_back = now, 0
         return True
+
+
+# --- Structured logs --------------------------------------------------------------------------------------------
+
+# The fields a line about a job or a request carries, in the API's vocabulary (workflowId is the canvas).
+CONTEXT_FIELDS = ("requestId", "jobId", "workflowId", "nodeId", "provider", "model")
+_CONTEXT: ContextVar[dict[str, str]] = ContextVar("imagejobs_log_context", default={})  # noqa: B039 (never mutated)
+# Task tokens, signatures and other long opaque strings never reach a log line.
+_OPAQUE = re.compile(r"task[_ ]token\S*|[A-Za-z0-9+/_=-]{64,}")
+# Uvicorn's loggers keep their own handlers unless told otherwise; they then print text beside our JSON.
+_UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+
+
+@contextmanager
+def log_context(**fields: str | None) -> Iterator[None]:
+    """Lines logged inside carry these fields (in addition to those already bound)."""
+    token = _CONTEXT.set({**_CONTEXT.get(), **{name: value for name, value in fields.items() if value}})
+    try:
+        yield
+    finally:
+        _CONTEXT.reset(token)
+
+
+def bind(**fields: str | None) -> None:
+    """Lines logged from here to the end of the current task (one request, one activity) carry these fields."""
+    _CONTEXT.set({**_CONTEXT.get(), **{name: value for name, value in fields.items() if value}})
+
+
+class ContextFilter(logging.Filter):
+    """Puts the bound fields on each record, reads the job from Temporal's own extras, and turns a failed attempt
+    that failed the expected way (an ApplicationError: a provider's 429, a refusal) into one line with its error
+    class instead of a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name, value in _CONTEXT.get().items():
+            if not hasattr(record, name):
+                setattr(record, name, value)
+        temporal = getattr(record, "temporal_activity", None) or getattr(record, "temporal_workflow", None)
+        if isinstance(temporal, dict) and temporal.get("workflow_type") == "ImageJobWorkflow":
+            record.jobId = getattr(record, "jobId", None) or temporal.get("workflow_id")
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, ApplicationError):
+            record.errorClass = error.type or type(error).__name__
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, the context fields, and a traceback only for an
+    unexpected error."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": _OPAQUE.sub("[redacted]", record.getMessage()),
+        }
+        for name in (*CONTEXT_FIELDS, "errorClass"):
+            value = getattr(record, name, None)
+            if value:
+                line[name] = value
+        if record.exc_info:
+            line["exception"] = _OPAQUE.sub("[redacted]", self.formatException(record.exc_info))
+        return json.dumps(line, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """The readable form `imagejobs dev` keeps: the usual line, then the job's fields."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        fields = " ".join(f"{name}={getattr(record, name)}" for name in CONTEXT_FIELDS if getattr(record, name, None))
+        return _OPAQUE.sub("[redacted]", f"{text}  [{fields}]" if fields else text)
+
+
+def configure_logging(log_format: str, level: str) -> None:
+    """One handler on standard error for the whole process, uvicorn's loggers and Python warnings included."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    handler.addFilter(ContextFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in _UVICORN_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+    for chatty in ("pgserver", "alembic.runtime.plugins"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    logging.captureWarnings(True)

@@ -8,7 +8,14 @@ from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
-from temporalio.runtime import Runtime
+from temporalio.runtime import (
+    LogForwardingConfig,
+    LoggingConfig,
+    PrometheusConfig,
+    Runtime,
+    TelemetryConfig,
+    TelemetryFilter,
+)
 
 from core.config import Settings
 
@@ -20,6 +27,18 @@ PROVIDER = SearchAttributeKey.for_keyword("Provider")
 IMAGE_MODEL = SearchAttributeKey.for_keyword("ImageModel")
 SEARCH_ATTRIBUTES = (CANVAS_ID, NODE_ID, PROVIDER, IMAGE_MODEL)
 SEARCH_ATTRIBUTE_NAMES = tuple(key.name for key in SEARCH_ATTRIBUTES)
+
+
+def worker_runtime(sdk_metrics_port: int | None) -> Runtime:
+    """The SDK's runtime for a worker: its core's own log lines forwarded into Python logging (so LOG_FORMAT
+    applies to them), and its metrics, Prometheus-named (`_total`, seconds), on `sdk_metrics_port` when given."""
+    forwarding = LogForwardingConfig(logger=logging.getLogger("temporalio.core"))
+    logs = LoggingConfig(filter=TelemetryFilter(core_level="WARN", other_level="ERROR"), forwarding=forwarding)
+    metrics = None
+    if sdk_metrics_port is not None:
+        address = f"127.0.0.1:{sdk_metrics_port}"
+        metrics = PrometheusConfig(bind_address=address, counters_total_suffix=True, durations_as_seconds=True)
+    return Runtime(telemetry=TelemetryConfig(logging=logs, metrics=metrics))
 
 
 async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:

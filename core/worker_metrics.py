@@ -16,7 +16,6 @@ from prometheus_client import REGISTRY, start_http_server
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
-from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +27,6 @@ def free_loopback_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
-
-
-def temporal_runtime(sdk_metrics_port: int) -> Runtime:
-    """A runtime whose SDK metrics follow Prometheus naming: `_total` counters, durations in seconds."""
-    exporter = PrometheusConfig(
-        bind_address=f"127.0.0.1:{sdk_metrics_port}", counters_total_suffix=True, durations_as_seconds=True
-    )
-    return Runtime(telemetry=TelemetryConfig(metrics=exporter))
 
 
 class SdkMetrics(Collector):
@@ -54,11 +45,11 @@ class SdkMetrics(Collector):
         yield from text_string_to_metric_families(text)
 
 
-def serve_worker_metrics(host: str, port: int) -> Runtime:
-    """Serve this process's metrics on host:port, with the SDK's; returns the runtime the Temporal client must use."""
+def serve_worker_metrics(host: str, port: int) -> int:
+    """Serve this process's metrics on host:port, with the SDK's; returns the loopback port the SDK's exporter
+    must bind (`core.temporal.worker_runtime`)."""
     sdk_port = free_loopback_port()
-    runtime = temporal_runtime(sdk_port)
     REGISTRY.register(SdkMetrics(f"http://127.0.0.1:{sdk_port}/metrics"))
     start_http_server(port, addr=host)
     log.info("worker metrics on http://%s:%s/metrics", host, port)
-    return runtime
+    return sdk_port

@@ -23,7 +23,7 @@ from core.db import create_engine, session_factory
 from tests.fakes.app import FakeProviders
 from tests.fakes.openai import OPENAI
 from tests.fakes.server import free_port
-from tests.fixtures.drills import wait_until, worker_process
+from tests.fixtures.drills import AppProcess, settings_environment, wait_healthy, wait_until, worker_process
 from tests.fixtures.stack import Stack, make_settings, running_stack
 
 Samples = Counter[tuple[str, frozenset[tuple[str, str]]]]
@@ -224,3 +224,46 @@ def test_seconds_until_utc_midnight_counts_to_the_next_day() -> None:
 
     assert seconds_until_utc_midnight(datetime(2026, 12, 6, 23, 59, 0, tzinfo=UTC)) == 60
     assert seconds_until_utc_midnight(datetime(2026, 12, 6, 0, 0, 0, tzinfo=UTC)) == 86400
+
+
+# --- Structured logs -----------------------------------------------------------------------------------------
+
+
+async def test_with_log_format_json_every_line_is_json_and_a_jobs_lines_carry_its_id(
+    provider_settings: Settings, fake_providers: FakeProviders, tmp_path: Path
+) -> None:
+    throttled = {"error": {"message": "Rate limit reached.", "type": "requests", "param": None, "code": None}}
+    fake_providers.script.queue(OPENAI, ("status", 429, throttled, {"retry-after-ms": "100"}))
+    settings = make_settings(provider_settings, LOG_FORMAT="json", LOG_LEVEL="INFO", LOCAL_PROVIDER_DELAY_MS=100)
+    environment = settings_environment(settings)
+    port = settings.app_url.rsplit(":", 1)[1]
+    api = AppProcess(["cli", "api", "--host", "127.0.0.1", "--port", port], environment, output=tmp_path / "api.log")
+    worker = AppProcess(["worker"], environment, output=tmp_path / "worker.log")
+    api.start()
+    worker.start()
+    try:
+        await wait_healthy(settings.app_url)
+        async with httpx.AsyncClient(base_url=settings.app_url, timeout=30) as http:
+            body = {"workflowId": "canvas-logs", "nodeId": "n1", "promptSpec": {"basePrompt": "a lighthouse"}}
+            local = await http.post("/v1/jobs", json=body | {"provider": "local"}, headers={"X-Request-ID": "req-42"})
+            retried = await http.post("/v1/jobs", json=body | {"nodeId": "n2", **FLARE})
+            jobs = [local.json()["jobId"], retried.json()["jobId"]]
+
+            async def ended() -> bool:
+                statuses = [(await http.get(f"/v1/jobs/{job}")).json()["status"] for job in jobs]
+                return all(status == "completed" for status in statuses)
+
+            await wait_until(ended, timeout=60, what="both jobs to complete")
+    finally:
+        api.stop()
+        worker.stop()
+    lines = [line for name in ("api.log", "worker.log") for line in (tmp_path / name).read_text().splitlines() if line]
+    records = [json.loads(line) for line in lines]  # every line parses, or this fails naming it
+    assert local.headers["X-Request-ID"] == "req-42" and len(retried.headers["X-Request-ID"]) == 32
+    assert any(record.get("requestId") == "req-42" for record in records), "the request's lines carry its id"
+    assert any(record.get("jobId") == jobs[0] for record in records), "the local job's own (access) line"
+    worker_lines = [record for record in records if record.get("jobId") == jobs[1] and record["logger"] == "httpx"]
+    assert len(worker_lines) == 2 and all(record["provider"] == "openai" for record in worker_lines)
+    retry_lines = [record for record in records if record.get("errorClass") == "ProviderUnavailable"]
+    assert retry_lines and all("exception" not in record for record in retry_lines), retry_lines
+    assert all(record["jobId"] == jobs[1] for record in retry_lines)

@@ -17,6 +17,7 @@ from core.budget import BudgetExceeded, admit, seconds_until_utc_midnight
 from core.db import transaction
 from core.handoff import start_confirmed
 from core.jobs import job_from_run, new_job_id, polling_plan
+from core.logs import bind
 from models.errors import InvalidJobRequest, ModelRetired
 from models.payloads import ImageJobInput
 from models.schemas import ErrorBody, ImageJobRecord, ImageJobStatus, JobPage, StartImageJobRequest
@@ -129,6 +130,7 @@ async def launch(
     this process dies first or Temporal is down. A repeat of a run still pending hands its start off again (a
     start finds a workflow already there), so a start lost to a crash happens then at the latest.
     """
+    bind(jobId=job.job_id, workflowId=job.canvas_id, nodeId=job.node_id, provider=job.provider, model=job.model)
     if state.settings.BUDGET_USD_PER_DAY is not None and job.estimated_cost_usd:
         # A priced job under a budget: admitted and recorded under the budget's lock (a repeat is not charged).
         async with transaction(state.sessions) as session:
