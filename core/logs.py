@@ -117,12 +117,17 @@ class TextFormatter(logging.Formatter):
 
 
 def configure_logging(log_format: str, level: str) -> None:
-    """One handler on standard error for the whole process, uvicorn's loggers and Python warnings included."""
+    """One handler on standard error for the whole process, uvicorn's loggers and Python warnings included.
+
+    Like logging.basicConfig, it leaves a root logger that already has handlers alone: a process that embeds the
+    app (or a test runner capturing logs) keeps its own configuration."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     handler.addFilter(ContextFilter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.addHandler(handler)
     root.setLevel(level.upper())
     for name in _UVICORN_LOGGERS:
         logger = logging.getLogger(name)
