@@ -11,26 +11,27 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.runs import save_progress
-from core import deliveries
+from core import deliveries, runs
 from core.config import Settings
+from core.db import transaction
 from core.ingest import ImageIngest
 from core.metrics import PROVIDER_ERRORS
 from core.pacing import ProviderPacer
 from core.storage import ObjectStorage, job_key_prefix
-from models.errors import INVALID_REQUEST, InvalidJobRequest, ProviderError, error_class
+from models.errors import INVALID_REQUEST, RATE_LIMITED, InvalidJobRequest, ProviderError, error_class
 from models.payloads import (
     CancelAtProvider,
     GenerationResult,
@@ -59,12 +60,18 @@ def as_application_error(error: ProviderError) -> ApplicationError:
 
 
 @asynccontextmanager
-async def provider_errors(provider: str) -> AsyncIterator[None]:
-    """Provider failures as Temporal errors, each attempt's counted by class (imagejobs_provider_errors_total)."""
+async def provider_errors(
+    provider: str, on_rate_limited: Callable[[], Awaitable[None]] | None = None
+) -> AsyncIterator[None]:
+    """Provider failures as Temporal errors, each attempt's counted by class (imagejobs_provider_errors_total);
+    `on_rate_limited` records a 429 on the job (GET /v1/stats)."""
     try:
         yield
     except ProviderError as error:
-        PROVIDER_ERRORS.labels(provider=provider, **{"class": error_class(error)}).inc()
+        kind = error_class(error)
+        PROVIDER_ERRORS.labels(provider=provider, **{"class": kind}).inc()
+        if kind == RATE_LIMITED and on_rate_limited is not None:
+            await on_rate_limited()
         raise as_application_error(error) from error
     except InvalidJobRequest as error:
         raise ApplicationError(error.message, type=INVALID_REQUEST, non_retryable=True) from error
@@ -180,6 +187,18 @@ class GenerationActivities:
         if rate:
             await self.pacer.wait_turn(provider_name, rate)
 
+    def _rate_limited(self, job_id: str) -> Callable[[], Awaitable[None]]:
+        """What records a 429 on the job; a database hiccup here must not replace the provider's error."""
+
+        async def record() -> None:
+            try:
+                async with transaction(self.sessions) as session:
+                    await runs.count_rate_limited(session, job_id)
+            except SQLAlchemyError as error:
+                activity.logger.warning("could not count a 429 on job %s: %s", job_id, error)
+
+        return record
+
     def _ingest(self, *, job_id: str, canvas_id: str, node_id: str, output_count: int) -> ImageIngest:
         """The sink of one provider step; its activity heartbeats on its own (`heartbeating`), so progress need not."""
         gate = ProgressGate(PROGRESS_EVERY_SECONDS)
@@ -217,7 +236,7 @@ class GenerationActivities:
             job_id=call.job_id, canvas_id=call.canvas_id, node_id=call.node_id, output_count=call.spec.n
         )
         sink = ResumableSink(activity.info().heartbeat_details, ingest)
-        async with provider_errors(call.provider), heartbeating(sink.heartbeat):
+        async with provider_errors(call.provider, self._rate_limited(call.job_id)), heartbeating(sink.heartbeat):
             await self._wait_turn(call.provider)
             provenance = await provider.generate(call, sink)
         return GenerationResult(images=sink.stored, provenance=provenance)
@@ -233,7 +252,7 @@ class GenerationActivities:
             spec=provider.prepare(call.model, call.spec)[0],
             webhook_url=webhook_url_for(self.settings, call, attempt),
         )
-        async with provider_errors(call.provider), heartbeating():
+        async with provider_errors(call.provider, self._rate_limited(call.job_id)), heartbeating():
             await self._wait_turn(call.provider)
             submitted = await provider.submit(call_with_hook)
         async with self.sessions.begin() as session:

@@ -87,6 +87,8 @@ class Run(SQLModel, table=True):
     # USD: the catalog price when recorded; what the provider billed when it ended. NULL: price unknown.
     estimated_cost_usd: float | None = None
     cost_usd: float | None = None
+    # How many of its provider calls were answered 429 (GET /v1/stats).
+    rate_limited: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class ProviderModelList(SQLModel, table=True):

@@ -7,6 +7,7 @@ import asyncio
 import json
 import re
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,7 @@ async def test_the_scraped_counters_show_exactly_the_outcomes_and_error_classes(
 ) -> None:
     throttled = {"error": {"message": "Rate limit reached.", "type": "requests", "param": None, "code": None}}
     async with running_stack(make_settings(provider_settings, LOCAL_PROVIDER_DELAY_MS=200), temporal_client) as stack:
+        since = datetime.now(UTC).isoformat()
         before = await scrape(stack)
         local = [await stack.start(f"picture {index}") for index in range(5)]
         fake_providers.script.queue(OPENAI, ("status", 429, throttled, {"retry-after-ms": "100"}))
@@ -71,6 +73,7 @@ async def test_the_scraped_counters_show_exactly_the_outcomes_and_error_classes(
     ) as stack:
         slow = await make_cancelled(stack)
         after = await scrape(stack)
+        stats = (await stack.api.get("/v1/stats", params={"since": since})).json()
     assert [record["status"] for record in records] == ["completed"] * 6 + ["failed"]
     assert slow["status"] == "cancelled"
     finished = "imagejobs_jobs_finished_total"
@@ -89,6 +92,13 @@ async def test_the_scraped_counters_show_exactly_the_outcomes_and_error_classes(
     assert delta(after, before, "imagejobs_cost_usd_total", **FLARE) > 0
     assert delta(after, before, "imagejobs_storage_uploads_total", result="stored") == 6
     assert delta(after, before, "imagejobs_storage_upload_bytes_total") > 0
+    # The same jobs, as GET /v1/stats reports them per provider and model.
+    rows = {(row["provider"], row["model"]): row for row in stats["providers"]}
+    local_row, flare_row = rows[("local", "procedural")], rows[("openai", FLARE["model"])]
+    assert (local_row["completed"], local_row["failed"], local_row["cancelled"]) == (5, 0, 1)
+    assert (flare_row["completed"], flare_row["failed"], flare_row["rateLimited"]) == (1, 1, 1)
+    assert local_row["costUsd"] == 0 and flare_row["costUsd"] > 0
+    assert 0 < local_row["p50Seconds"] <= local_row["p95Seconds"] and local_row["pollTimeouts"] == 0
 
 
 async def make_cancelled(stack: Stack) -> dict[str, Any]:
@@ -220,8 +230,6 @@ async def test_concurrent_starts_cannot_overshoot_the_budget_and_a_canvas_run_is
 
 
 def test_seconds_until_utc_midnight_counts_to_the_next_day() -> None:
-    from datetime import UTC, datetime
-
     assert seconds_until_utc_midnight(datetime(2026, 12, 6, 23, 59, 0, tzinfo=UTC)) == 60
     assert seconds_until_utc_midnight(datetime(2026, 12, 6, 0, 0, 0, tzinfo=UTC)) == 86400
 

@@ -1,21 +1,43 @@
-"""Counts for dashboards."""
+"""Counts for dashboards and operators: jobs by status, and per provider and model over a window."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from pydantic import Field
 
 from api.deps import SessionDep
 from core import runs
 from models.schemas import CamelModel
 from models.vocabulary import JobStatus
 
+DEFAULT_WINDOW = timedelta(hours=24)
+
+
+class ProviderRow(CamelModel):
+    """One provider and model's jobs created in the window."""
+
+    provider: str
+    model: str
+    completed: int
+    failed: int
+    cancelled: int
+    p50_seconds: float | None = Field(description="Median time from creation to completion; absent: none completed.")
+    p95_seconds: float | None
+    cost_usd: float | None = Field(description="What the ended jobs cost; absent when no job has a known price.")
+    rate_limited: int = Field(description="Provider calls answered 429 (each retried).")
+    poll_timeouts: int = Field(description="Jobs failed because the provider did not finish in time.")
+
 
 class JobStats(CamelModel):
     workflow_id: str | None
     total: int
     by_status: dict[str, int]
+    since: datetime = Field(description="The start of the window the `providers` rows cover.")
+    providers: list[ProviderRow]
 
 
 router = APIRouter(prefix="/v1/stats", tags=["stats"])
@@ -23,9 +45,22 @@ router = APIRouter(prefix="/v1/stats", tags=["stats"])
 
 @router.get("", response_model=JobStats)
 async def job_stats(
-    session: SessionDep, canvas_id: Annotated[str | None, Query(alias="workflowId", max_length=256)] = None
+    session: SessionDep,
+    canvas_id: Annotated[str | None, Query(alias="workflowId", max_length=256)] = None,
+    since: Annotated[datetime | None, Query(description="ISO 8601; default: 24 hours ago.")] = None,
 ) -> JobStats:
-    """How many jobs are in each status, overall or for one canvas."""
+    """How many jobs are in each status, overall or for one canvas; and per provider and model, the jobs created
+    since `since`: outcomes, p50/p95 seconds to complete, cost, 429s and polling timeouts."""
     counts = await runs.count_by_status(session, canvas_id=canvas_id)
     by_status = {status.value: counts.get(status, 0) for status in JobStatus}
-    return JobStats(workflow_id=canvas_id, total=sum(by_status.values()), by_status=by_status)
+    start = datetime.now(UTC) - DEFAULT_WINDOW if since is None else since
+    if start.tzinfo is None:  # a time without an offset is read as UTC
+        start = start.replace(tzinfo=UTC)
+    rows = await runs.provider_stats(session, since=start, canvas_id=canvas_id)
+    return JobStats(
+        workflow_id=canvas_id,
+        total=sum(by_status.values()),
+        by_status=by_status,
+        since=start,
+        providers=[ProviderRow.model_validate(asdict(row)) for row in rows],
+    )

@@ -449,7 +449,8 @@ export interface paths {
         };
         /**
          * Job Stats
-         * @description How many jobs are in each status, overall or for one canvas.
+         * @description How many jobs are in each status, overall or for one canvas; and per provider and model, the jobs created
+         *     since `since`: outcomes, p50/p95 seconds to complete, cost, 429s and polling timeouts.
          */
         get: operations["job_stats_v1_stats_get"];
         put?: never;
@@ -1232,6 +1233,14 @@ export interface components {
             byStatus: {
                 [key: string]: number;
             };
+            /** Providers */
+            providers: components["schemas"]["ProviderRow"][];
+            /**
+             * Since
+             * Format: date-time
+             * @description The start of the window the `providers` rows cover.
+             */
+            since: string;
             /** Total */
             total: number;
             /** Workflowid */
@@ -1404,6 +1413,44 @@ export interface components {
         ProviderList: {
             /** Items */
             items: components["schemas"]["ProviderDescription"][];
+        };
+        /**
+         * ProviderRow
+         * @description One provider and model's jobs created in the window.
+         */
+        ProviderRow: {
+            /** Cancelled */
+            cancelled: number;
+            /** Completed */
+            completed: number;
+            /**
+             * Costusd
+             * @description What the ended jobs cost; absent when no job has a known price.
+             */
+            costUsd: number | null;
+            /** Failed */
+            failed: number;
+            /** Model */
+            model: string;
+            /**
+             * P50Seconds
+             * @description Median time from creation to completion; absent: none completed.
+             */
+            p50Seconds: number | null;
+            /** P95Seconds */
+            p95Seconds: number | null;
+            /**
+             * Polltimeouts
+             * @description Jobs failed because the provider did not finish in time.
+             */
+            pollTimeouts: number;
+            /** Provider */
+            provider: string;
+            /**
+             * Ratelimited
+             * @description Provider calls answered 429 (each retried).
+             */
+            rateLimited: number;
         };
         /**
          * StartImageJobRequest
@@ -3104,6 +3151,8 @@ export interface operations {
         parameters: {
             query?: {
                 workflowId?: string | null;
+                /** @description ISO 8601; default: 24 hours ago. */
+                since?: string | null;
             };
             header?: never;
             path?: never;
