@@ -32,6 +32,7 @@ from core.pacing import ProviderPacer
 from core.storage import ObjectStorage, build_storage
 from core.storage_sweep import sweep_files
 from core.temporal import connect, ensure_search_attributes, worker_runtime
+from core.tracing import install_tracing
 from core.worker_metrics import serve_worker_metrics
 from models.payloads import ImageJobInput
 from models.tables import Run
@@ -191,6 +192,7 @@ async def run_worker(settings: Settings) -> None:
     sdk_metrics_port = None
     if settings.WORKER_METRICS_PORT is not None:
         sdk_metrics_port = serve_worker_metrics(settings.WORKER_METRICS_HOST, settings.WORKER_METRICS_PORT)
+    install_tracing(settings, "imagejobs-worker")
     client = await connect(settings, worker_runtime(sdk_metrics_port))
     await ensure_search_attributes(client)
     async with worker_resources(settings) as resources:

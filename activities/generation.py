@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 import httpx
+from opentelemetry.trace import Span, SpanKind
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
@@ -31,6 +32,7 @@ from core.ingest import ImageIngest
 from core.metrics import PROVIDER_ERRORS
 from core.pacing import ProviderPacer
 from core.storage import ObjectStorage, job_key_prefix
+from core.tracing import tracer
 from models.errors import INVALID_REQUEST, RATE_LIMITED, InvalidJobRequest, ProviderError, error_class
 from models.payloads import (
     CancelAtProvider,
@@ -49,6 +51,12 @@ from providers.webhooks import job_webhook_url
 # How often an activity that waits on a provider tells Temporal it is alive; the provider calls' heartbeat
 # timeout (workflows/policies.py) is a few of these.
 HEARTBEAT_EVERY = timedelta(seconds=2)
+
+
+def provider_span(operation: str, provider: str) -> AbstractContextManager[Span]:
+    """A span around one call to a provider, in the trace of its activity (a no-op when tracing is off)."""
+    attributes = {"imagejobs.provider": provider, "imagejobs.job_id": activity.info().workflow_id or ""}
+    return tracer.start_as_current_span(f"{operation} {provider}", kind=SpanKind.CLIENT, attributes=attributes)
 
 
 def as_application_error(error: ProviderError) -> ApplicationError:
@@ -238,8 +246,9 @@ class GenerationActivities:
         sink = ResumableSink(activity.info().heartbeat_details, ingest)
         async with provider_errors(call.provider, self._rate_limited(call.job_id)), heartbeating(sink.heartbeat):
             await self._wait_turn(call.provider)
-            provenance = await provider.generate(call, sink)
-        return GenerationResult(images=sink.stored, provenance=provenance)
+            with provider_span("generate", call.provider):
+                provenance = await provider.generate(call, sink)
+        return GenerationResult(images=sink.stored, provenance=provenance, storing_seconds=ingest.storing_seconds)
 
     @activity.defn
     async def submit_job(self, call: ProviderCall) -> SubmitResult:
@@ -254,7 +263,8 @@ class GenerationActivities:
         )
         async with provider_errors(call.provider, self._rate_limited(call.job_id)), heartbeating():
             await self._wait_turn(call.provider)
-            submitted = await provider.submit(call_with_hook)
+            with provider_span("submit", call.provider):
+                submitted = await provider.submit(call_with_hook)
         async with self.sessions.begin() as session:
             await deliveries.record_provider_job(
                 session,
@@ -269,7 +279,8 @@ class GenerationActivities:
     async def poll_job(self, request: PollRequest) -> ProviderEvent:
         async with provider_errors(request.provider), heartbeating():
             await self._wait_turn(request.provider)
-            return await self.providers[request.provider].poll(request.provider_job_id)
+            with provider_span("poll", request.provider):
+                return await self.providers[request.provider].poll(request.provider_job_id)
 
     @activity.defn
     async def store_outputs(self, request: StoreOutputsRequest) -> GenerationResult:
@@ -282,9 +293,10 @@ class GenerationActivities:
         )
         provider, outputs = self.providers[request.provider], ResumableSink((), sink)
         async with provider_errors(request.provider), heartbeating():
-            for reference in request.urls:
-                await provider.store_output(reference, outputs)
-        return GenerationResult(images=sink.stored, provenance=request.provenance)
+            with provider_span("download", request.provider):
+                for reference in request.urls:
+                    await provider.store_output(reference, outputs)
+        return GenerationResult(images=sink.stored, provenance=request.provenance, storing_seconds=sink.storing_seconds)
 
     @activity.defn
     async def cancel_at_provider(self, request: CancelAtProvider) -> None:
@@ -299,4 +311,5 @@ class GenerationActivities:
                 return
         # Not paced: a cancel is rare, stops work the provider bills for, and Temporal's queue limit counts it.
         async with provider_errors(request.provider):
-            await self.providers[request.provider].cancel(request.provider_job_id)
+            with provider_span("cancel", request.provider):
+                await self.providers[request.provider].cancel(request.provider_job_id)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
 from core import canvas_runs, metrics, runs
 from core.db import transaction
 from core.handoff import OutboundStarter
+from core.tracing import current_traceparent
 from models.payloads import (
     CanvasRunFinished,
     ImageJobInput,
@@ -50,7 +53,8 @@ class RunActivities:
     @activity.defn
     async def create_run(self, job: ImageJobInput) -> None:
         """Insert the run, its `created` event and the node claim (the API usually did this already; a canvas run's
-        jobs are recorded here)."""
+        jobs are recorded here, in the trace of their canvas run)."""
+        job = replace(job, trace_parent=job.trace_parent or current_traceparent())
         async with transaction(self.sessions) as session:
             recorded = await runs.record_run(session, job, workflow_started=True)
         if recorded.created:

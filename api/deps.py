@@ -22,6 +22,7 @@ from core.db import autocommit_session_factory
 from core.events import EventBus
 from core.handoff import Handoff
 from core.storage import ObjectStorage
+from core.tracing import current_traceparent, valid_traceparent
 from models.schemas import ID_PATTERN
 from providers.base import ImageProvider
 from providers.catalog import ModelDirectory
@@ -131,3 +132,12 @@ CallerScopeDep = Annotated[str, Depends(caller_scope)]
 
 # A canvas is `workflowId` on the wire (the spec's name) and `canvas_id` everywhere behind it.
 CanvasIdPath = Annotated[str, Path(alias="workflowId", pattern=ID_PATTERN, description="The canvas id.")]
+
+
+async def request_traceparent(request: Request) -> str | None:
+    """The trace a job made by this request belongs to: the API's own span when it traces (a child of the
+    caller's `traceparent`, if one came), else the caller's `traceparent` as sent."""
+    return current_traceparent() or valid_traceparent(request.headers)
+
+
+TraceParentDep = Annotated[str | None, Depends(request_traceparent)]

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 from fastapi import Depends, FastAPI
+from fastapi.telemetry import TelemetryConfig
 
 from api.cors import JsonCORSMiddleware
 from api.deps import AppState, require_api_key
@@ -35,6 +36,7 @@ from core.config import Settings, get_settings, warn_about_lookalikes
 from core.db import create_engine, session_factory
 from core.events import EventBus
 from core.storage import build_storage
+from core.tracing import install_tracing, tracing_enabled
 from models.schemas import ErrorBody
 from providers.discovery import build_directory, discover_at_start, keep_discovering
 from providers.registry import build_providers
@@ -90,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await engine.dispose()
 
     app = FastAPI(
+        telemetry=telemetry(settings),
         title="Image Job Orchestrator",
         version="0.1.0",
         description=DESCRIPTION,
@@ -130,6 +133,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics.router)
     install_web(app)
     return app
+
+
+# Requests not worth a span: scrapes, probes, the canvas' files and the docs.
+UNTRACED_PATHS = ("/metrics", "/healthz", "/readyz", "/assets/", "/docs", "/openapi.json", "/favicon")
+
+
+def telemetry(settings: Settings) -> TelemetryConfig:
+    """FastAPI's own OpenTelemetry support: a server span per request (a child of the caller's `traceparent`) when
+    tracing is enabled (core/tracing.py). Metrics and logs stay Prometheus' and ours; no span per dependency."""
+    enabled = tracing_enabled(settings)
+    if enabled:
+        install_tracing(settings, "imagejobs-api")
+    return {
+        "tracing": enabled,
+        "metrics": False,
+        "logs": False,
+        "operation_spans": False,
+        "exclude": lambda scope: str(scope.get("path", "")).startswith(UNTRACED_PATHS),
+    }
 
 
 def openapi_document() -> str:

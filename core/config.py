@@ -104,6 +104,8 @@ class Settings(BaseSettings):
     # `json`: every line the API and the worker print is one JSON object (core/logs.py); `text` for people.
     LOG_FORMAT: Literal["text", "json"] = "text"
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # An OpenTelemetry collector's OTLP/HTTP base URL (e.g. http://localhost:4318): traces on (core/tracing.py).
+    OTEL_EXPORTER_OTLP_ENDPOINT: str | None = None
     # Where a worker serves its Prometheus metrics (ours and the Temporal SDK's); unset: not served.
     WORKER_METRICS_PORT: int | None = Field(default=None, ge=1, le=65535)
     WORKER_METRICS_HOST: str = "0.0.0.0"
@@ -248,8 +250,15 @@ class Settings(BaseSettings):
         return self.DATABASE_URL
 
 
-# Prefixes of our settings: a variable with one of them that is not a setting is most likely a typo of one.
-_OWN_PREFIXES = frozenset(name.split("_", 1)[0] for name in Settings.model_fields) - {"AWS", "API", "MAX", "LOCAL"}
+# Prefixes of our settings: a variable with one of them that is not a setting is most likely a typo of one. Shared
+# prefixes are left out: AWS_*, and OTEL_*, whose other variables (OTEL_SERVICE_NAME, ...) the OpenTelemetry SDK reads.
+_OWN_PREFIXES = frozenset(name.split("_", 1)[0] for name in Settings.model_fields) - {
+    "AWS",
+    "API",
+    "MAX",
+    "LOCAL",
+    "OTEL",
+}
 
 
 def parse_model_aliases(text: str) -> dict[tuple[str, str], tuple[str, str]]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import tempfile
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from core.metrics import STORAGE_UPLOAD_BYTES, STORAGE_UPLOADS
 from core.netguard import DownloadRefused, open_download
 from core.storage import ObjectStorage, validate_key
 from core.thumbnails import Thumbnailed, ThumbnailPolicy, Undecodable, make_thumbnail
+from core.tracing import tracer
 from models.errors import BAD_OUTPUT, ProviderRejected, ProviderUnavailable
 from models.payloads import StoredImage
 
@@ -108,6 +110,8 @@ class ImageIngest:
         self._on_progress = on_progress
         self._next_index = 0
         self.stored: list[StoredImage] = []
+        # Time spent storing results already received (thumbnail and uploads), for the `storing` phase.
+        self.storing_seconds = 0.0
 
     async def store_stream(self, chunks: AsyncIterable[bytes]) -> StoredImage:
         key_stem = self._reserve_key_stem()
@@ -191,6 +195,13 @@ class ImageIngest:
         STORAGE_UPLOAD_BYTES.inc(spooled.size)
 
     async def _store_spooled(self, key_stem: str, spooled: _Spooled) -> StoredImage:
+        started = time.monotonic()
+        with tracer.start_as_current_span("store image", attributes={"imagejobs.size_bytes": spooled.size}):
+            image = await self._thumbnail_and_put(key_stem, spooled)
+        self.storing_seconds += time.monotonic() - started
+        return image
+
+    async def _thumbnail_and_put(self, key_stem: str, spooled: _Spooled) -> StoredImage:
         key = f"{key_stem}.{spooled.kind.extension}"
         thumbnail_key = f"{key_stem}.thumb.webp"
         thumbnail_path = spooled.path.with_suffix(".thumb.webp")

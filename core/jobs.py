@@ -20,6 +20,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from core.config import Settings
 from core.temporal import CANVAS_ID, IMAGE_MODEL, NODE_ID, PROVIDER
+from core.tracing import continuing
 from models.payloads import (
     CanvasRunInput,
     GenerationResult,
@@ -86,6 +87,13 @@ async def start_job(client: Client, settings: Settings, job: ImageJobInput) -> W
 
 
 async def _start(client: Client, settings: Settings, job: ImageJobInput) -> WorkflowHandle[Any, GenerationResult]:
+    with continuing(job.trace_parent):  # the start's span, and so the workflow's, join the request's trace
+        return await _start_workflow(client, settings, job)
+
+
+async def _start_workflow(
+    client: Client, settings: Settings, job: ImageJobInput
+) -> WorkflowHandle[Any, GenerationResult]:
     return await client.start_workflow(
         IMAGE_JOB_WORKFLOW,
         job,
@@ -127,6 +135,7 @@ def job_from_run(run: Run, *, asynchronous: bool, settings: Settings, webhooks: 
         polling=polling_plan(settings, webhooks=webhooks),
         asynchronous=asynchronous,
         priority=run.request.get("priority") or JobPriority.NORMAL,
+        trace_parent=run.trace_parent,
     )
 
 
@@ -141,19 +150,24 @@ CANVAS_RUN_WORKFLOW = "CanvasRunWorkflow"
 async def start_canvas_run(client: Client, settings: Settings, plan: CanvasRunInput) -> None:
     """Start a board's run (workflow id = run id), or find it started; its nodes' jobs are its children."""
     try:
-        await client.start_workflow(
-            CANVAS_RUN_WORKFLOW,
-            plan,
-            id=plan.run_id,
-            task_queue=settings.TASK_QUEUE,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            search_attributes=TypedSearchAttributes([SearchAttributePair(CANVAS_ID, plan.canvas_id)]),
-            static_summary=f"canvas {plan.canvas_id} · {len(plan.nodes)} nodes",
-            priority=task_priority(plan.priority),
-        )
+        with continuing(plan.trace_parent):
+            await _start_canvas_run(client, settings, plan)
     except WorkflowAlreadyStartedError:
         pass  # it ran and ended already: REJECT_DUPLICATE keeps it from running twice
+
+
+async def _start_canvas_run(client: Client, settings: Settings, plan: CanvasRunInput) -> None:
+    await client.start_workflow(
+        CANVAS_RUN_WORKFLOW,
+        plan,
+        id=plan.run_id,
+        task_queue=settings.TASK_QUEUE,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        search_attributes=TypedSearchAttributes([SearchAttributePair(CANVAS_ID, plan.canvas_id)]),
+        static_summary=f"canvas {plan.canvas_id} · {len(plan.nodes)} nodes",
+        priority=task_priority(plan.priority),
+    )
 
 
 OUTBOUND_WEBHOOK_WORKFLOW = "OutboundWebhookWorkflow"

@@ -15,6 +15,8 @@ from typing import Any
 
 from temporalio.exceptions import ApplicationError
 
+from core.tracing import current_trace_id
+
 
 class RateLimitedLog:
     """A warning at most once per `seconds`, saying how many like it were held back since the last one: for events
@@ -66,9 +68,9 @@ def bind(**fields: str | None) -> None:
 
 
 class ContextFilter(logging.Filter):
-    """Puts the bound fields on each record, reads the job from Temporal's own extras, and turns a failed attempt
-    that failed the expected way (an ApplicationError: a provider's 429, a refusal) into one line with its error
-    class instead of a traceback."""
+    """Puts the bound fields (and the current trace's id) on each record, reads the job from Temporal's own extras,
+    and turns a failed attempt that failed the expected way (an ApplicationError: a provider's 429, a refusal) into
+    one line with its error class instead of a traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         for name, value in _CONTEXT.get().items():
@@ -77,6 +79,7 @@ class ContextFilter(logging.Filter):
         temporal = getattr(record, "temporal_activity", None) or getattr(record, "temporal_workflow", None)
         if isinstance(temporal, dict) and temporal.get("workflow_type") == "ImageJobWorkflow":
             record.jobId = getattr(record, "jobId", None) or temporal.get("workflow_id")
+        record.traceId = getattr(record, "traceId", None) or current_trace_id()
         error = record.exc_info[1] if record.exc_info else None
         if isinstance(error, ApplicationError):
             record.errorClass = error.type or type(error).__name__
@@ -95,7 +98,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": _OPAQUE.sub("[redacted]", record.getMessage()),
         }
-        for name in (*CONTEXT_FIELDS, "errorClass"):
+        for name in (*CONTEXT_FIELDS, "traceId", "errorClass"):
             value = getattr(record, name, None)
             if value:
                 line[name] = value

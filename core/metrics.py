@@ -33,8 +33,9 @@ JOBS_FINISHED = Counter(
 DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1800)
 JOB_DURATION = Histogram(
     "imagejobs_job_duration_seconds",
-    "Time a job spent per phase: queued (created to running), generating (the provider, results stored),"
-    " node_update, and total (created to its end, whatever the outcome).",
+    "Time a job spent per phase: queued (created to running), generating (the provider's work and the download of"
+    " its results), storing (thumbnails and uploads to storage), node_update, and total (created to its end,"
+    " whatever the outcome).",
     ["provider", "model", "phase"],
     buckets=DURATION_BUCKETS,
 )
@@ -65,7 +66,7 @@ BASE64_REFUSALS = Counter(
 
 
 # Phases the workflow times (RunTransition.timings' keys) and their label on JOB_DURATION.
-TIMED_PHASES = {"queued": "queued", "generation": "generating", "nodeUpdate": "node_update"}
+TIMED_PHASES = {"queued": "queued", "generation": "generating", "storing": "storing", "nodeUpdate": "node_update"}
 
 
 def job_started(provider: str, model: str) -> None:

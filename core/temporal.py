@@ -18,6 +18,7 @@ from temporalio.runtime import (
 )
 
 from core.config import Settings
+from core.tracing import temporal_interceptors
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
         api_key=settings.TEMPORAL_API_KEY,
         tls=settings.TEMPORAL_TLS or bool(settings.TEMPORAL_API_KEY),
         runtime=runtime,
+        interceptors=temporal_interceptors(settings),
     )
 
 

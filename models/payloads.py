@@ -73,6 +73,8 @@ class ImageJobInput:
     estimated_cost_usd: float | None = None
     warnings: list[str] = field(default_factory=list)
     aliased_from: str | None = None
+    # The W3C traceparent of the request that made the job: its workflow's spans continue that trace.
+    trace_parent: str | None = None
 
     @property
     def processor(self) -> str:
@@ -125,6 +127,8 @@ class GenerationResult:
 
     images: list[StoredImage]
     provenance: Provenance = field(default_factory=Provenance)
+    # Of the step's time, how much went to storing results already received (thumbnails and uploads).
+    storing_seconds: float = 0.0
 
 
 @dataclass
@@ -268,6 +272,7 @@ class CanvasRunInput:
     force: bool = False
     max_parallel: int = 4
     priority: str = "low"
+    trace_parent: str | None = None  # as ImageJobInput's
 
 
 @dataclass

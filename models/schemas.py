@@ -254,6 +254,11 @@ class ImageJobRecord(CamelModel):
     warnings: list[str] = Field(
         default_factory=list, description="E.g. the model is deprecated: its shutdown date and replacement."
     )
+    trace_id: str | None = Field(
+        default=None,
+        description="The OpenTelemetry trace the job's request, workflow, activities and provider calls belong to: "
+        "the trace id of the caller's W3C `traceparent`, else of the API's own span when it traces.",
+    )
     created_at: datetime
     unreadable: str | None = Field(
         default=None,
@@ -296,6 +301,12 @@ class ImageJobRecord(CamelModel):
         )
 
 
+def trace_id_of(traceparent: str | None) -> str | None:
+    """The 32 hex digits of a W3C traceparent's trace id (version-traceid-parentid-flags)."""
+    parts = traceparent.split("-") if traceparent else []
+    return parts[1] if len(parts) == 4 else None
+
+
 def _run_identity(run: Run) -> dict[str, Any]:
     """The record fields read from the run's own columns, which are always readable."""
     return {
@@ -312,6 +323,7 @@ def _run_identity(run: Run) -> dict[str, Any]:
         "created_at": run.created_at,
         "estimated_cost_usd": run.estimated_cost_usd,
         "cost_usd": run.cost_usd,
+        "trace_id": trace_id_of(run.trace_parent),
     }
 
 

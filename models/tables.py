@@ -89,6 +89,8 @@ class Run(SQLModel, table=True):
     cost_usd: float | None = None
     # How many of its provider calls were answered 429 (GET /v1/stats).
     rate_limited: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    # The W3C traceparent of the request that made the job (core/tracing.py); its trace id is the record's traceId.
+    trace_parent: str | None = Field(default=None, max_length=64)
 
 
 class ProviderModelList(SQLModel, table=True):

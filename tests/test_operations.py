@@ -89,6 +89,9 @@ async def test_the_scraped_counters_show_exactly_the_outcomes_and_error_classes(
     assert delta(after, before, errors) == 2
     assert delta(after, before, "imagejobs_job_duration_seconds_count", phase="total") == 8
     assert delta(after, before, "imagejobs_job_duration_seconds_count", phase="queued") == 6
+    for phase in ("generating", "storing", "node_update"):  # the completed jobs' phases
+        assert delta(after, before, "imagejobs_job_duration_seconds_count", phase=phase) == 6, phase
+    assert delta(after, before, "imagejobs_job_duration_seconds_sum", phase="storing") > 0
     assert delta(after, before, "imagejobs_cost_usd_total", **FLARE) > 0
     assert delta(after, before, "imagejobs_storage_uploads_total", result="stored") == 6
     assert delta(after, before, "imagejobs_storage_upload_bytes_total") > 0

@@ -122,7 +122,8 @@ class ImageJobWorkflow:
             timings["queued"] = _seconds_since(started)
             mark = workflow.now()
             result = await self._provider_step(job)
-            timings["generation"] = _seconds_since(mark)
+            timings["generation"] = max(0.0, _seconds_since(mark) - result.storing_seconds)
+            timings["storing"] = result.storing_seconds
             mark = workflow.now()
             await self._update_node(job, JobStatus.COMPLETED, result=result)
             timings["nodeUpdate"] = _seconds_since(mark)

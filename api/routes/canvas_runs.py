@@ -15,7 +15,7 @@ from fastapi import APIRouter, BackgroundTasks, Path
 from pydantic import ValidationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import CanvasIdPath, StateDep, TemporalDep
+from api.deps import CanvasIdPath, StateDep, TemporalDep, TraceParentDep
 from api.errors import ApiError
 from api.routes.jobs import admit_within_budget, job_from_request
 from core import canvas_runs, canvases, runs
@@ -166,7 +166,11 @@ async def read_view(state: StateDep, canvas_id: str, run_id: str) -> CanvasRunVi
 
 @router.post("/{workflowId}/runs", status_code=202, response_model=CanvasRunView, responses=ERRORS)
 async def start_run(
-    canvas_id: CanvasIdPath, state: StateDep, after: BackgroundTasks, body: CanvasRunRequest | None = None
+    canvas_id: CanvasIdPath,
+    state: StateDep,
+    after: BackgroundTasks,
+    trace_parent: TraceParentDep,
+    body: CanvasRunRequest | None = None,
 ) -> CanvasRunView:
     """Run the board's image nodes as saved now (all, `nodeIds`, or `fromNodeId` and below): an edge A -> B makes
     B refine A's image; unchanged nodes are `cached` unless `force`. A board runs one run at a time: while one is
@@ -180,6 +184,7 @@ async def start_run(
     if board is None:
         raise ApiError(404, "canvas_not_found", f"No canvas {canvas_id!r}.")
     plan = plan_run(state, board, request, "run_" + uuid.uuid4().hex)
+    plan.trace_parent = trace_parent
     shown = {node.id: node.data["jobId"] for node in board.nodes if isinstance(node.data.get("jobId"), str)}
     async with transaction(state.sessions) as session:
         candidates = {

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import AppState, CallerScopeDep, SessionDep, StateDep, TemporalDep
+from api.deps import AppState, CallerScopeDep, SessionDep, StateDep, TemporalDep, TraceParentDep
 from api.errors import ApiError
 from core import metrics, runs
 from core.budget import BudgetExceeded, admit, seconds_until_utc_midnight
@@ -160,6 +160,7 @@ async def start_image_job(
     response: Response,
     after: BackgroundTasks,
     caller: CallerScopeDep,
+    trace_parent: TraceParentDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> ImageJobRecord:
     """Start an image job for a canvas node; answers at once with the pending job.
@@ -169,6 +170,7 @@ async def start_image_job(
     """
     job_id = new_job_id(state.settings.WEBHOOK_SECRET, idempotency_key, scope=caller)
     job, effective = job_from_request(state, body, job_id)
+    job.trace_parent = trace_parent
     return ImageJobRecord.readable(await launch(state, job, effective, response, after))
 
 
@@ -246,7 +248,12 @@ async def cancel_workflow(state: AppState, temporal: Client, run: Run) -> None:
 
 @router.post("/{job_id}/retry", status_code=202, response_model=ImageJobRecord, responses=ERRORS)
 async def retry_job(
-    job_id: str, state: StateDep, session: SessionDep, response: Response, after: BackgroundTasks
+    job_id: str,
+    state: StateDep,
+    session: SessionDep,
+    response: Response,
+    after: BackgroundTasks,
+    trace_parent: TraceParentDep,
 ) -> ImageJobRecord:
     """Start a new job with the same request as a failed or cancelled one."""
     run = await get_run_or_404(session, job_id)
@@ -266,5 +273,6 @@ async def retry_job(
         }
     )
     job, effective = job_from_request(state, body, new_job_id())
+    job.trace_parent = trace_parent
     await session.rollback()  # one connection per request at a time: `launch` takes its own
     return ImageJobRecord.readable(await launch(state, job, effective, response, after))

@@ -1087,6 +1087,11 @@ export interface components {
                 [key: string]: number;
             };
             /**
+             * Traceid
+             * @description The OpenTelemetry trace the job's request, workflow, activities and provider calls belong to: the trace id of the caller's W3C `traceparent`, else of the API's own span when it traces.
+             */
+            traceId?: string | null;
+            /**
              * Unreadable
              * @description Set when part of the stored record cannot be shown (a row older than today's limits); the job's ids and status are still right.
              */
