@@ -46,8 +46,9 @@ class RateLimitedLog:
 # The fields a line about a job or a request carries, in the API's vocabulary (workflowId is the canvas).
 CONTEXT_FIELDS = ("requestId", "jobId", "workflowId", "nodeId", "provider", "model")
 _CONTEXT: ContextVar[dict[str, str]] = ContextVar("imagejobs_log_context", default={})  # noqa: B039 (never mutated)
-# Task tokens, signatures and other long opaque strings never reach a log line.
-_OPAQUE = re.compile(r"task[_ ]token\S*|[A-Za-z0-9+/_=-]{64,}")
+# Task tokens, signatures and other long opaque strings never reach a log line. A `/` ends a run, so that a
+# URL's path (an image's key, a job id) stays readable while a long token in one of its segments does not.
+_OPAQUE = re.compile(r"task[_ ]token\S*|[A-Za-z0-9+_=-]{64,}")
 # Uvicorn's loggers keep their own handlers unless told otherwise; they then print text beside our JSON.
 _UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from collections import Counter
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ from core.budget import seconds_until_utc_midnight
 from core.budget import spent_today as spent_in
 from core.config import Settings
 from core.db import create_engine, session_factory
+from core.logs import JsonFormatter
 from tests.fakes.app import FakeProviders
 from tests.fakes.openai import OPENAI
 from tests.fakes.server import free_port
@@ -278,3 +280,11 @@ async def test_with_log_format_json_every_line_is_json_and_a_jobs_lines_carry_it
     retry_lines = [record for record in records if record.get("errorClass") == "ProviderUnavailable"]
     assert retry_lines and all("exception" not in record for record in retry_lines), retry_lines
     assert all(record["jobId"] == jobs[1] for record in retry_lines)
+
+
+def test_a_log_line_keeps_a_files_path_and_hides_a_long_token() -> None:
+    token = "A" * 80
+    path = "/files/images/ops-demo/job_db87d56db62c4693ae9d1159cb6b38f9.png"
+    record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, f"GET {path} then {token}", None, None)
+    line = json.loads(JsonFormatter().format(record))
+    assert line["message"] == f"GET {path} then [redacted]"
