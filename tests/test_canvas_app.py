@@ -12,6 +12,7 @@ import re
 import shutil
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -21,7 +22,9 @@ from temporalio.client import Client
 
 from api.web import WEB_DIST
 from core.config import Settings
+from tests.fakes.app import FakeProviders
 from tests.fakes.app_receiver import app_receiver
+from tests.fakes.openai import OPENAI
 from tests.fixtures.stack import Stack, make_settings, running_stack
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -398,3 +401,44 @@ async def test_the_operator_view_shows_endpoints_and_their_failures_and_sends_on
             await stack.api.delete(f"/v1/webhook-endpoints/{endpoint['id']}")
     first, replayed = receiver.recorder.requests
     assert first.headers["webhook-id"] == replayed.headers["webhook-id"]
+
+
+async def test_the_operator_view_shows_todays_jobs_and_each_providers_failures_429s_and_cost(
+    browser: Browser, provider_settings: Settings, fake_providers: FakeProviders, temporal_client: Client
+) -> None:
+    flare = {"provider": "openai", "model": "gpt-image-2.5-flare", "promptSpec": {"quality": "low"}}
+    throttled = {"error": {"message": "Rate limit reached.", "type": "requests", "param": None, "code": None}}
+    settings = make_settings(provider_settings, LOCAL_PROVIDER_DELAY_MS=0)
+    async with running_stack(settings, temporal_client) as stack:
+        before = await openai_row(stack)
+        fake_providers.script.queue(OPENAI, ("status", 429, throttled, {"retry-after-ms": "100"}))
+        await stack.wait((await stack.start("after a 429", **flare))["jobId"])
+        fake_providers.script.queue(OPENAI, "moderation")
+        await stack.wait((await stack.start("refused", **flare))["jobId"])
+        after = await openai_row(stack)
+        assert (after["failed"], after["rateLimited"]) == (before["failed"] + 1, before["rateLimited"] + 1)
+
+        page = await new_page(browser, stack)
+        await page.goto("/ops")
+        row = page.get_by_role("row", name="openai:gpt-image-2.5-flare")
+        cells = row.get_by_role("cell")
+        # Completed, failed, cancelled, 429s and poll timeouts, as GET /v1/stats gives them; then the cost.
+        figures = [after[name] for name in ("completed", "failed", "cancelled", "rateLimited", "pollTimeouts")]
+        await expect(cells.nth(0)).to_have_text(str(figures[0]))
+        assert [await cells.nth(index).inner_text() for index in range(5)] == [str(value) for value in figures]
+        await expect(cells.nth(6)).to_have_text(f"${after['costUsd']:.3f}")
+
+        # The counts follow new jobs while the page stays open.
+        completed = page.get_by_role("list", name="Jobs by status").get_by_role("listitem").filter(has_text="completed")
+        shown = int((await completed.inner_text()).split()[0])
+        await stack.wait((await stack.start("one more"))["jobId"])
+        await expect(completed).to_contain_text(str(shown + 1), timeout=LIVE)
+
+
+async def openai_row(stack: Stack) -> dict[str, Any]:
+    """Today's (UTC) GET /v1/stats row for the flare model; zeros when it has none yet."""
+    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0).isoformat()
+    stats = (await stack.api.get("/v1/stats", params={"since": midnight})).json()
+    rows = {(row["provider"], row["model"]): row for row in stats["providers"]}
+    empty = {"completed": 0, "failed": 0, "cancelled": 0, "rateLimited": 0, "pollTimeouts": 0, "costUsd": None}
+    return rows.get(("openai", "gpt-image-2.5-flare"), empty)

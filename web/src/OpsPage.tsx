@@ -1,8 +1,9 @@
-// The operator view (`/ops`): the outbound webhook endpoints, whether each is healthy, and its recent failures
-// with a way to send one again.
+// The operator view (`/ops`): jobs by status and each provider's day (OpsFigures), then the outbound webhook
+// endpoints, whether each is healthy, and its recent failures with a way to send one again.
 import { useCallback, useEffect, useState } from "react";
 import { ApiError, api, type DeliveryView, type WebhookEndpointView } from "./api";
 import { navigate } from "./App";
+import { OpsFigures } from "./OpsFigures";
 import { useToast } from "./Toasts";
 
 type EndpointRow = { endpoint: WebhookEndpointView; failures: DeliveryView[] };
@@ -47,6 +48,7 @@ export function OpsPage({ onUnauthorized }: { onUnauthorized: (error: ApiError) 
           Canvases
         </button>
       </header>
+      <OpsFigures onError={fail} />
       <h2>Webhooks to your app</h2>
       {rows === null ? (
         <p>Loading…</p>

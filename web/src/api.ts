@@ -15,6 +15,8 @@ export type CanvasRunView = Schemas["CanvasRunView"];
 export type CanvasRunRequest = Schemas["CanvasRunRequest"];
 export type WebhookEndpointView = Schemas["WebhookEndpointView"];
 export type DeliveryView = Schemas["DeliveryView"];
+export type JobStats = Schemas["JobStats"];
+export type ProviderStatsRow = Schemas["ProviderRow"];
 
 const KEY_STORAGE = "imagejobs.apiKey";
 
@@ -97,5 +99,10 @@ export const api = {
       "POST",
       `/v1/webhook-endpoints/${encodeURIComponent(endpointId)}/deliveries/${encodeURIComponent(deliveryId)}/replay`,
     ),
-  stats: (canvasId: string) => call<Schemas["JobStats"]>("GET", `/v1/stats?workflowId=${encodeURIComponent(canvasId)}`),
+  stats: (filter: { canvasId?: string; since?: string }) => {
+    const query = new URLSearchParams();
+    if (filter.canvasId) query.set("workflowId", filter.canvasId);
+    if (filter.since) query.set("since", filter.since);
+    return call<Schemas["JobStats"]>("GET", `/v1/stats?${query.toString()}`);
+  },
 };

@@ -32,7 +32,7 @@ export function HistoryPanel({ canvasId, providers, revision, onError }: Props) 
         setJobs(page.items);
         setCursor(page.nextCursor ?? null);
       }, onError);
-      api.stats(canvasId).then((stats) => setCounts(stats.byStatus), onError);
+      api.stats({ canvasId }).then((stats) => setCounts(stats.byStatus), onError);
     }, 250);
     return () => window.clearTimeout(timer);
   }, [filters, canvasId, revision, onError]);
