@@ -186,14 +186,20 @@ async def keep_sweeping(client: Client, settings: Settings, resources: WorkerRes
         await asyncio.sleep(settings.SWEEP_INTERVAL_SECONDS)
 
 
-async def run_worker(settings: Settings) -> None:
-    """Connect, register search attributes, and run every worker (and the sweep) until cancelled."""
-    warn_about_lookalikes()
+async def connect_worker_client(settings: Settings) -> Client:
+    """The worker process' Temporal client: its metrics and the SDK's served on WORKER_METRICS_PORT when set, and
+    its spans exported when tracing is on."""
     sdk_metrics_port = None
     if settings.WORKER_METRICS_PORT is not None:
         sdk_metrics_port = serve_worker_metrics(settings.WORKER_METRICS_HOST, settings.WORKER_METRICS_PORT)
     install_tracing(settings, "imagejobs-worker")
-    client = await connect(settings, worker_runtime(sdk_metrics_port))
+    return await connect(settings, worker_runtime(sdk_metrics_port))
+
+
+async def run_worker(settings: Settings) -> None:
+    """Connect, register search attributes, and run every worker (and the sweep) until cancelled."""
+    warn_about_lookalikes()
+    client = await connect_worker_client(settings)
     await ensure_search_attributes(client)
     async with worker_resources(settings) as resources:
         workers = build_workers(client, settings, resources)

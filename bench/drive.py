@@ -58,6 +58,7 @@ class BenchConfig:
     overhead_warmup_rounds: int = 1
     board_nodes: int = 50
     large_board_nodes: int = 200
+    observability_rounds: int = 2
     timeout: float = 900.0
 
     @classmethod
@@ -78,6 +79,7 @@ class BenchConfig:
             overhead_warmup_rounds=0,
             board_nodes=10,
             large_board_nodes=10,
+            observability_rounds=1,
             timeout=60.0,
         )
 

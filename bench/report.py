@@ -189,14 +189,14 @@ def write_results(path: Path, figures: list[Figure], config: dict[str, Any], ext
         "machine": machine_info(),
         "config": config,
         **extra,
-        "figures": [measured[number] for number in sorted(measured, key=_figure_order)],
+        "figures": [measured[number] for number in sorted(measured, key=figure_order)],
         "note": "date, config, phases and phaseSeconds are this run's; each figure says when it was measured",
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=2) + "\n")
 
 
-def _figure_order(number: str) -> tuple[int, str]:
+def figure_order(number: str) -> tuple[int, str]:
     """'7c' -> (7, 'c'): figures in numeric order, 10 after 9."""
     digits = "".join(character for character in number if character.isdigit())
     return int(digits or 0), number[len(digits) :]

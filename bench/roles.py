@@ -12,7 +12,6 @@ what it runs, so the floor worker's memory holds Temporal and the floor workflow
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
 import sys
@@ -24,6 +23,7 @@ from temporalio.worker import Worker
 
 from bench.workflows import FLOOR_ACTIVITIES, FLOOR_WORKFLOWS
 from core.config import Settings
+from core.logs import configure_logging
 from core.temporal import connect
 
 
@@ -61,10 +61,10 @@ async def run_until_terminated(workers: list[Worker]) -> None:
 
 async def product_worker() -> None:
     from bench.providers import bench_providers
-    from worker import build_workers, worker_resources
+    from worker import build_workers, connect_worker_client, worker_resources
 
     settings = load_settings()
-    client = await connect(settings)
+    client = await connect_worker_client(settings)
     async with worker_resources(settings) as resources:
         resources.providers.update(bench_providers(settings.WEBHOOK_SECRET, os.environ["BENCH_FILES_URL"]))
         await run_until_terminated(build_workers(client, settings, resources))
@@ -89,7 +89,8 @@ ROLES: dict[str, Callable[[], None]] = {
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load_settings()
+    configure_logging(settings.LOG_FORMAT, settings.LOG_LEVEL)
     ROLES[sys.argv[1]]()
 
 

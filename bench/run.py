@@ -5,8 +5,8 @@
 Phases, each with fresh worker processes: `start` (figure 1, no workers), `instant` (2, 4, 5; local provider
 without delay), `overhead` (3; local provider taking 1.0 s), `memory` (6: large results, huge inputs), `scale`
 (7), `ui` (8: the canvas in Chromium; needs `make web`), `canvas` (9: a canvas run beside the same jobs started
-independently). A phase that fails is reported with its error, its workflows are terminated, the next phase
-still runs, and the logs are kept.
+independently), `observability` (10: throughput with metrics and JSON logs on, against both off). A phase that
+fails is reported with its error, its workflows are terminated, the next phase still runs, and the logs are kept.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from bench.canvas import canvas_run
 from bench.capacity import hostile_input_memory, large_result_memory, scale, throughput
 from bench.drive import MB, BenchConfig, warm_up
 from bench.latency import live_latency, orchestration_overhead, start_latency, webhook_latency
-from bench.report import Figure, details, table, write_results
+from bench.observability import observability_cost
+from bench.report import Figure, details, figure_order, table, write_results
 from bench.stack import BenchStack, Workers, bench_stack
 from bench.ui import ui_latency
 
@@ -54,6 +55,7 @@ PHASES = {
     "scale": Phase(figures=(scale,)),
     "ui": Phase(figures=(ui_latency,), product_worker=False, floor_worker=False, warm_up=False),
     "canvas": Phase(figures=(canvas_run,)),
+    "observability": Phase(figures=(observability_cost,), product_worker=False, floor_worker=False, warm_up=False),
 }
 
 
@@ -129,7 +131,7 @@ async def run(config: BenchConfig, phase_names: list[str]) -> Outcome:
         if stack.keep_logs:
             outcome.failures.append({"phase": "-", "error": f"process logs kept in {stack.work_dir}"})
     outcome.phase_seconds["total"] = time.monotonic() - began
-    outcome.figures.sort(key=lambda figure: figure.number)
+    outcome.figures.sort(key=lambda figure: figure_order(figure.number))
     return outcome
 
 

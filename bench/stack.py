@@ -328,6 +328,8 @@ def shared_environment(
             "APP_URL": app_url,
             "LOCAL_STORAGE_DIR": str(work_dir / "storage"),
             "LOCAL_PROVIDER_DELAY_MS": "0",
+            # Warnings and errors only (figure 10 measures what INFO lines in JSON cost).
+            "LOG_LEVEL": "WARNING",
             # The file server is on loopback, which the download guard refuses unless allowed.
             "DOWNLOAD_ALLOWLIST": "127.0.0.1",
             "WEBHOOK_GRACE_SECONDS": str(WEBHOOK_GRACE_SECONDS),

@@ -11,7 +11,7 @@ from pathlib import Path
 from bench.report import Figure, Series, write_results
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-FIGURES = {"1", "2", "3", "4", "5", "6a", "6b", "6c", "6d", "7a", "7b", "7c", "7d", "8a", "8b", "9"}
+FIGURES = {"1", "2", "3", "4", "5", "6a", "6b", "6c", "6d", "7a", "7b", "7c", "7d", "8a", "8b", "9", "10"}
 
 
 def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
