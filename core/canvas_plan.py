@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MAX_RUN_NODES", "GraphRefused", "RunGraph", "content_hash", "run_graph"]
+__all__ = ["MAX_RUN_NODES", "GraphRefused", "RunGraph", "content_hash", "input_key", "run_graph"]
 
 # The most nodes one run takes; it keeps the run's workflow history far inside Temporal's limits.
 MAX_RUN_NODES = 500
@@ -127,6 +127,16 @@ def _selection(
 
 
 def content_hash(settings: Mapping[str, Any], input_image: str | None) -> str:
-    """What a node's inputs were: its job's settings and provider/model, and its input (upstream hash or URL)."""
+    """What a job is made from, however it is started (Generate, the API, the CLI, a canvas run): its provider,
+    model and prompt settings, and its input image's key (`input_key`)."""
     canonical = json.dumps({"settings": settings, "input": input_image}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def input_key(image_url: str | None, made_from: Mapping[str, str]) -> str | None:
+    """What stands for an input image in a hash: the content hash of the job that made it, when this canvas' jobs
+    did (`made_from`: image URL -> its job's hash), so an image regenerated from the same inputs keeps the same key;
+    else its URL."""
+    if image_url is None:
+        return None
+    return made_from.get(image_url, image_url)

@@ -102,16 +102,21 @@ async def _start_workflow(
         task_queue=settings.TASK_QUEUE,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        search_attributes=TypedSearchAttributes(
-            [
-                SearchAttributePair(CANVAS_ID, job.canvas_id),
-                SearchAttributePair(NODE_ID, job.node_id),
-                SearchAttributePair(PROVIDER, job.provider),
-                SearchAttributePair(IMAGE_MODEL, job.model),
-            ]
-        ),
+        search_attributes=job_search_attributes(job),
         static_summary=job_summary(job),
         priority=task_priority(job.priority),
+    )
+
+
+def job_search_attributes(job: ImageJobInput) -> TypedSearchAttributes:
+    """What operators filter a job by in the Temporal UI, whichever way it started (alone or in a canvas run)."""
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(CANVAS_ID, job.canvas_id),
+            SearchAttributePair(NODE_ID, job.node_id),
+            SearchAttributePair(PROVIDER, job.provider),
+            SearchAttributePair(IMAGE_MODEL, job.model),
+        ]
     )
 
 

@@ -74,10 +74,10 @@ class RecordedRun:
 _RECORD_RUN = text(
     "WITH new_run AS ("
     "  INSERT INTO runs (id, kind, canvas_id, node_id, status, provider, model, processor, request, payload,"
-    "    workflow_started_at, estimated_cost_usd, trace_parent)"
+    "    workflow_started_at, estimated_cost_usd, trace_parent, content_hash)"
     "  VALUES (:id, 'image_gen', :canvas, :node, 'pending', :provider, :model, :processor,"
     "    CAST(:request AS jsonb), CAST(:payload AS jsonb), CASE WHEN :started THEN now() END, :estimate,"
-    "    :trace_parent)"
+    "    :trace_parent, :content_hash)"
     "  ON CONFLICT (id) DO NOTHING RETURNING *"
     "), created_event AS ("
     "  INSERT INTO run_events (run_id, kind, payload, dedupe_key)"
@@ -130,6 +130,7 @@ async def record_run(
         ),
         "estimate": job.estimated_cost_usd,
         "trace_parent": job.trace_parent,
+        "content_hash": job.content_hash or job.metadata.get("contentHash"),
         "event_kind": str(EventKind.CREATED),
         "event": storable_json({"status": JobStatus.PENDING, "message": f"Queued for {job.processor}"}, what="event"),
         "node_data": storable_json(_claimed_node_data(job), what="node data"),

@@ -75,6 +75,8 @@ class ImageJobInput:
     aliased_from: str | None = None
     # The W3C traceparent of the request that made the job: its workflow's spans continue that trace.
     trace_parent: str | None = None
+    # What the job is made from (core/canvas_plan.inputs_hash), recorded on its run.
+    content_hash: str | None = None
 
     @property
     def processor(self) -> str:

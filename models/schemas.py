@@ -21,7 +21,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from models.guards import MAX_JSON_DEPTH, assert_storable_json, json_depth
-from models.payloads import ImageJobInput, PromptSpec
+from models.payloads import CanvasRunInput, ImageJobInput, PromptSpec
 from models.results import RunResult
 from models.tables import (
     CanvasEdge,
@@ -572,6 +572,49 @@ class CanvasRunRequest(RequestModel):
     from_node_id: BoardId | None = Field(default=None, description="This node and everything downstream of it.")
     force: bool = Field(default=False, description="Generate even the nodes whose inputs have not changed.")
     priority: Priority = Field(default=Priority.LOW, description="Batch work by default; a person's Generate wins.")
+    dry_run: bool = Field(
+        default=False,
+        description="Start nothing: answer 200 with what the run would generate, reuse and cost (CanvasRunPreview).",
+    )
+
+
+class CanvasRunPreviewNode(CamelModel):
+    node_id: str
+    state: Literal["pending", "cached"] = Field(description="`pending`: would be generated; `cached`: reused.")
+    estimated_cost_usd: float | None = Field(default=None, description="What generating it would cost.")
+
+
+class CanvasRunPreview(CamelModel):
+    """What `POST .../runs` would do now (`dryRun: true`): nodes whose shown image was made from the inputs they
+    have now are reused (`cached`), the others generated, unless `force`."""
+
+    to_generate: int
+    cached: int
+    estimated_cost_usd: float | None = Field(
+        default=None,
+        description="USD for the nodes to generate, at catalog prices (0 when there are none); absent when the "
+        "price of one of them is unknown.",
+    )
+    nodes: list[CanvasRunPreviewNode]
+
+    @classmethod
+    def of(cls, plan: CanvasRunInput) -> CanvasRunPreview:
+        nodes = [
+            CanvasRunPreviewNode(
+                node_id=node.node_id,
+                state="cached" if node.cached is not None and not plan.force else "pending",
+                estimated_cost_usd=None if node.cached is not None and not plan.force else node.job.estimated_cost_usd,
+            )
+            for node in plan.nodes
+        ]
+        costs = [node.estimated_cost_usd for node in nodes if node.state == "pending"]
+        known = [cost for cost in costs if cost is not None]
+        return cls(
+            to_generate=len(costs),
+            cached=len(nodes) - len(costs),
+            estimated_cost_usd=round(sum(known), 6) if len(known) == len(costs) else None,
+            nodes=nodes,
+        )
 
 
 class CanvasRunNodeView(CamelModel):

@@ -91,6 +91,9 @@ class Run(SQLModel, table=True):
     rate_limited: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     # The W3C traceparent of the request that made the job (core/tracing.py); its trace id is the record's traceId.
     trace_parent: str | None = Field(default=None, max_length=64)
+    # What the job was made from (core/canvas_plan.inputs_hash): a canvas run reuses the image of a node whose
+    # shown job has the hash the node's inputs have now.
+    content_hash: str | None = Field(default=None, max_length=64)
 
 
 class ProviderModelList(SQLModel, table=True):

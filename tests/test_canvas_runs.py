@@ -261,3 +261,51 @@ async def test_cancelling_a_run_cancels_its_running_job_and_marks_the_rest(
     assert final["status"] == "cancelled"
     assert states(final) == {"A": "cancelled", "B": "cancelled"}
     assert a_job["status"] == "cancelled"
+
+
+async def test_nodes_made_by_generate_are_reused_and_a_dry_run_says_so_beforehand(
+    run_stack: Stack, db_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Never pay twice: the cache key is the node's inputs, however its image was made."""
+    stack, canvas_id = run_stack, "canvas-made-by-hand"
+    nodes = [image_node("A", PROMPTS["A"], seed=7), image_node("B", PROMPTS["B"], seed=7)]
+    await save_board(stack, canvas_id, nodes, [edge("A", "B")])
+    # Generate, as the canvas app sends it, for A and then for B refining A's image.
+    made = {}
+    for node_id, previous in (("A", None), ("B", "A")):
+        spec = {"basePrompt": PROMPTS[node_id], "styleModifiers": [], "seed": 7, "n": 1}
+        if previous:
+            spec["previousImage"] = made[previous]["imageUrl"]
+        started = await stack.start(workflowId=canvas_id, nodeId=node_id, priority="high", promptSpec=spec)
+        made[node_id] = await stack.wait(started["jobId"])
+        assert made[node_id]["status"] == "completed"
+
+    preview = await stack.api.post(f"/v1/canvases/{canvas_id}/runs", json={"dryRun": True})
+    assert preview.status_code == 200, preview.text
+    assert preview.json() == {
+        "toGenerate": 0,
+        "cached": 2,
+        "estimatedCostUsd": 0,
+        "nodes": [{"nodeId": "A", "state": "cached"}, {"nodeId": "B", "state": "cached"}],
+    }
+    async with db_sessions() as session:
+        runs = await session.execute(text("SELECT count(*) FROM canvas_runs WHERE canvas_id = :c"), {"c": canvas_id})
+    assert runs.scalar_one() == 0, "a dry run started a run"
+    forced = (await stack.api.post(f"/v1/canvases/{canvas_id}/runs", json={"dryRun": True, "force": True})).json()
+    assert (forced["toGenerate"], forced["cached"], forced["estimatedCostUsd"]) == (2, 0, 0)  # local is free
+
+    run = await finished_run(stack, canvas_id, (await start_run(stack, canvas_id))["runId"])
+    assert states(run) == {"A": "cached", "B": "cached"}
+    assert jobs_of(run) == {node_id: record["jobId"] for node_id, record in made.items()}
+
+    changed = [image_node("A", PROMPTS["A"], seed=7), image_node("B", PROMPTS["B"] + " in fog", seed=7)]
+    await save_board(stack, canvas_id, changed, [edge("A", "B")])
+    preview = (await stack.api.post(f"/v1/canvases/{canvas_id}/runs", json={"dryRun": True})).json()
+    assert [node["state"] for node in preview["nodes"]] == ["cached", "pending"]
+    rerun = await finished_run(stack, canvas_id, (await start_run(stack, canvas_id))["runId"])
+    assert states(rerun) == {"A": "cached", "B": "completed"}
+    # A run's job is found in the Temporal UI as any job is: by canvas, node, provider and model.
+    described = await stack.client.get_workflow_handle(jobs_of(rerun)["B"]).describe()
+    attributes = {pair.key.name: pair.value for pair in described.typed_search_attributes}
+    ours = {"CanvasWorkflowId": canvas_id, "NodeId": "B", "Provider": "local", "ImageModel": "procedural"}
+    assert {name: attributes.get(name) for name in ours} == ours

@@ -22,7 +22,7 @@ from temporalio.exceptions import CancelledError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from activities.runs import CanvasRunActivities
-    from core.jobs import task_priority
+    from core.jobs import job_search_attributes, task_priority
     from models.payloads import CanvasRunFinished, CanvasRunInput, NodeRunUpdate, RunNodePlan
     from models.vocabulary import FINISHED_NODE_STATES, IMAGE_STATES, JobStatus, NodeRunState
     from workflows.image_job import ImageJobWorkflow, failure_of
@@ -88,6 +88,7 @@ class CanvasRunWorkflow:
                 id=job.job_id,
                 task_queue=workflow.info().task_queue,
                 priority=task_priority(plan.priority),
+                search_attributes=job_search_attributes(job),
                 static_summary=f"canvas run {plan.run_id} · node {node.node_id}",
             )
         except ChildWorkflowError as error:

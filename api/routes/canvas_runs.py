@@ -9,24 +9,28 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, BackgroundTasks, Path
+from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import CanvasIdPath, StateDep, TemporalDep, TraceParentDep
 from api.errors import ApiError
-from api.routes.jobs import admit_within_budget, job_from_request
+from api.routes.jobs import admit_within_budget, job_from_request, job_settings
 from core import canvas_runs, canvases, runs
-from core.canvas_plan import MAX_RUN_NODES, GraphRefused, RunGraph, content_hash, run_graph
+from core.canvas_plan import MAX_RUN_NODES, GraphRefused, RunGraph, content_hash, input_key, run_graph
 from core.db import transaction
 from core.handoff import canvas_run_start_confirmed
-from models.payloads import CanvasRunInput, ImageJobInput, RunNodePlan
+from models.payloads import CachedImage, CanvasRunInput, ImageJobInput, RunNodePlan
 from models.schemas import (
     ID_PATTERN,
     Board,
     BoardNode,
+    CanvasRunPreview,
     CanvasRunRequest,
     CanvasRunView,
     ErrorBody,
@@ -103,7 +107,11 @@ def checked_job(
     return body, job
 
 
-def plan_run(state: StateDep, board: Board, request: CanvasRunRequest, run_id: str) -> CanvasRunInput:
+def plan_run(
+    state: StateDep, board: Board, request: CanvasRunRequest, run_id: str, made_from: Mapping[str, str]
+) -> CanvasRunInput:
+    """The run's nodes in order with their jobs and inputs' hashes; `made_from` maps the board's images to the
+    hashes of the jobs that made them (core/canvas_plan.input_key)."""
     image_nodes = [node.id for node in board.nodes if node.type == IMAGE_NODE]
     try:
         graph: RunGraph = run_graph(
@@ -120,7 +128,7 @@ def plan_run(state: StateDep, board: Board, request: CanvasRunRequest, run_id: s
         raise refused("too_many_nodes", f"A run takes at most {MAX_RUN_NODES} nodes.", [])
     hashes: dict[str, str] = {}
     by_id = {node.id: node for node in board.nodes}
-    nodes = [plan_node(state, board, by_id, graph, hashes, run_id, node_id) for node_id in graph.order]
+    nodes = [plan_node(state, board, by_id, graph, hashes, run_id, node_id, made_from) for node_id in graph.order]
     return CanvasRunInput(
         run_id=run_id,
         canvas_id=board.id,
@@ -139,6 +147,7 @@ def plan_node(
     hashes: dict[str, str],
     run_id: str,
     node_id: str,
+    made_from: Mapping[str, str],
 ) -> RunNodePlan:
     """One node's job in the run, and its content hash (added to `hashes`, which holds those upstream of it)."""
     source = graph.upstream[node_id]
@@ -147,13 +156,27 @@ def plan_node(
     if source is not None and not in_run and outside_image is None:
         raise refused("upstream_without_image", f"Node {node_id} refines {source}, which has no image.", [source])
     body, job = checked_job(state, board, by_id[node_id], upstream_image=outside_image, in_run=in_run)
-    settings = {"provider": job.provider, "model": job.model}
-    settings |= body.prompt_spec.model_dump(exclude={"previous_image"})
-    hashes[node_id] = content_hash(settings, hashes[source] if in_run and source else outside_image)
+    upstream_key = hashes[source] if in_run and source else input_key(outside_image, made_from)
+    hashes[node_id] = content_hash(job_settings(body, job), upstream_key)
     job.job_id = node_job_id(run_id, node_id)
+    job.content_hash = hashes[node_id]
     job.spec.previous_image = None if in_run else outside_image
     job.metadata = {**job.metadata, runs.CANVAS_RUN_METADATA_KEY: run_id, "contentHash": hashes[node_id]}
     return RunNodePlan(node_id, job, source if in_run else None, hashes[node_id])
+
+
+async def mark_cached(session: AsyncSession, board: Board, plan: CanvasRunInput) -> None:
+    """Mark the planned nodes whose shown job completed from the inputs they have now: the run reuses their image
+    (the one the node shows, when its job made several) instead of paying for it again."""
+    by_id = {node.id: node for node in board.nodes}
+    shown = {
+        node.node_id: (job_id, node.content_hash)
+        for node in plan.nodes
+        if isinstance(job_id := by_id[node.node_id].data.get("jobId"), str)
+    }
+    for node_id, cached in (await canvas_runs.cached_images(session, shown)).items():
+        image = current_image(by_id[node_id]) or cached.image_url
+        next(node for node in plan.nodes if node.node_id == node_id).cached = CachedImage(cached.job_id, image)
 
 
 async def read_view(state: StateDep, canvas_id: str, run_id: str) -> CanvasRunView:
@@ -164,39 +187,44 @@ async def read_view(state: StateDep, canvas_id: str, run_id: str) -> CanvasRunVi
     return CanvasRunView.from_rows(*found)
 
 
-@router.post("/{workflowId}/runs", status_code=202, response_model=CanvasRunView, responses=ERRORS)
+@router.post(
+    "/{workflowId}/runs",
+    status_code=202,
+    response_model=CanvasRunView,
+    responses={**ERRORS, 200: {"model": CanvasRunPreview, "description": "`dryRun`: what the run would do."}},
+)
 async def start_run(
     canvas_id: CanvasIdPath,
     state: StateDep,
     after: BackgroundTasks,
     trace_parent: TraceParentDep,
     body: CanvasRunRequest | None = None,
-) -> CanvasRunView:
+) -> CanvasRunView | JSONResponse:
     """Run the board's image nodes as saved now (all, `nodeIds`, or `fromNodeId` and below): an edge A -> B makes
-    B refine A's image; unchanged nodes are `cached` unless `force`. A board runs one run at a time: while one is
-    active, another start answers 409 `run_active` naming it.
+    B refine A's image. A node whose shown image was made from the inputs it has now (by Generate, the API, the CLI
+    or a run) is `cached`, reused rather than paid for again, unless `force`. With `dryRun`, nothing starts: the
+    answer (200) says what would be generated, reused and what it would cost. A board runs one run at a time: while
+    one is active, another start answers 409 `run_active` naming it.
 
     The answer comes once the run and its plan are committed; its workflow is started right after (by this
     process, or by the workers' sweep should this process die first)."""
     request = body or CanvasRunRequest()
     async with state.sessions() as session:
         board = await canvases.read_board(session, canvas_id)
-    if board is None:
-        raise ApiError(404, "canvas_not_found", f"No canvas {canvas_id!r}.")
-    plan = plan_run(state, board, request, "run_" + uuid.uuid4().hex)
+        if board is None:
+            raise ApiError(404, "canvas_not_found", f"No canvas {canvas_id!r}.")
+        images = [image for image in map(current_image, board.nodes) if image]
+        made_from = await canvas_runs.image_hashes(session, canvas_id, images)
+        plan = plan_run(state, board, request, "run_" + uuid.uuid4().hex, made_from)
+        await mark_cached(session, board, plan)
+    preview = CanvasRunPreview.of(plan)
+    if request.dry_run:
+        return JSONResponse(preview.model_dump(mode="json", by_alias=True, exclude_none=True))
     plan.trace_parent = trace_parent
-    shown = {node.id: node.data["jobId"] for node in board.nodes if isinstance(node.data.get("jobId"), str)}
     async with transaction(state.sessions) as session:
-        candidates = {
-            node.node_id: (shown[node.node_id], node.content_hash) for node in plan.nodes if node.node_id in shown
-        }
-        cached = await canvas_runs.cached_images(session, canvas_id, candidates)
-        for node in plan.nodes:
-            node.cached = cached.get(node.node_id)
-        estimate = sum(node.job.estimated_cost_usd or 0 for node in plan.nodes if node.cached is None)
-        if state.settings.BUDGET_USD_PER_DAY is not None and estimate:
+        if state.settings.BUDGET_USD_PER_DAY is not None and preview.estimated_cost_usd:
             # The whole run's estimate up front; its jobs are recorded as they start, so this admits the run.
-            await admit_within_budget(session, state.settings.BUDGET_USD_PER_DAY, estimate)
+            await admit_within_budget(session, state.settings.BUDGET_USD_PER_DAY, preview.estimated_cost_usd)
         active = await canvas_runs.create_run(session, plan)
     if active is not None:
         raise ApiError(

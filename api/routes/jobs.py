@@ -12,8 +12,9 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import AppState, CallerScopeDep, SessionDep, StateDep, TemporalDep, TraceParentDep
 from api.errors import ApiError
-from core import metrics, runs
+from core import canvas_runs, metrics, runs
 from core.budget import BudgetExceeded, admit, seconds_until_utc_midnight
+from core.canvas_plan import content_hash, input_key
 from core.db import transaction
 from core.handoff import start_confirmed
 from core.jobs import job_from_run, new_job_id, polling_plan
@@ -76,6 +77,22 @@ def job_from_request(
     for warning in resolution.warnings:
         log.warning("job %s: %s", job_id, warning)
     return job, effective
+
+
+def job_settings(body: StartImageJobRequest, job: ImageJobInput) -> dict[str, Any]:
+    """What a job's image depends on besides its input image: provider, model (as resolved) and prompt settings."""
+    return {"provider": job.provider, "model": job.model} | body.prompt_spec.model_dump(exclude={"previous_image"})
+
+
+async def inputs_hash(state: StateDep, body: StartImageJobRequest, job: ImageJobInput) -> str:
+    """The job's inputs' hash, as a canvas run computes it for a node (its cache key): its input image stands in
+    by the hash of the canvas job that made it."""
+    previous = body.prompt_spec.previous_image
+    made_from: dict[str, str] = {}
+    if previous:
+        async with state.sessions() as session:
+            made_from = await canvas_runs.image_hashes(session, job.canvas_id, [previous])
+    return content_hash(job_settings(body, job), input_key(previous, made_from))
 
 
 def unknown_provider(state: StateDep, name: str) -> ApiError:
@@ -171,6 +188,7 @@ async def start_image_job(
     job_id = new_job_id(state.settings.WEBHOOK_SECRET, idempotency_key, scope=caller)
     job, effective = job_from_request(state, body, job_id)
     job.trace_parent = trace_parent
+    job.content_hash = await inputs_hash(state, body, job)
     return ImageJobRecord.readable(await launch(state, job, effective, response, after))
 
 
@@ -274,5 +292,6 @@ async def retry_job(
     )
     job, effective = job_from_request(state, body, new_job_id())
     job.trace_parent = trace_parent
-    await session.rollback()  # one connection per request at a time: `launch` takes its own
+    await session.rollback()  # one connection per request at a time: `inputs_hash` and `launch` take their own
+    job.content_hash = await inputs_hash(state, body, job)
     return ImageJobRecord.readable(await launch(state, job, effective, response, after))

@@ -218,8 +218,10 @@ export interface paths {
         /**
          * Start Run
          * @description Run the board's image nodes as saved now (all, `nodeIds`, or `fromNodeId` and below): an edge A -> B makes
-         *     B refine A's image; unchanged nodes are `cached` unless `force`. A board runs one run at a time: while one is
-         *     active, another start answers 409 `run_active` naming it.
+         *     B refine A's image. A node whose shown image was made from the inputs it has now (by Generate, the API, the CLI
+         *     or a run) is `cached`, reused rather than paid for again, unless `force`. With `dryRun`, nothing starts: the
+         *     answer (200) says what would be generated, reused and what it would cost. A board runs one run at a time: while
+         *     one is active, another start answers 409 `run_active` naming it.
          *
          *     The answer comes once the run and its plan are committed; its workflow is started right after (by this
          *     process, or by the workers' sweep should this process die first).
@@ -830,10 +832,50 @@ export interface components {
             upstream: string | null;
         };
         /**
+         * CanvasRunPreview
+         * @description What `POST .../runs` would do now (`dryRun: true`): nodes whose shown image was made from the inputs they
+         *     have now are reused (`cached`), the others generated, unless `force`.
+         */
+        CanvasRunPreview: {
+            /** Cached */
+            cached: number;
+            /**
+             * Estimatedcostusd
+             * @description USD for the nodes to generate, at catalog prices (0 when there are none); absent when the price of one of them is unknown.
+             */
+            estimatedCostUsd?: number | null;
+            /** Nodes */
+            nodes: components["schemas"]["CanvasRunPreviewNode"][];
+            /** Togenerate */
+            toGenerate: number;
+        };
+        /** CanvasRunPreviewNode */
+        CanvasRunPreviewNode: {
+            /**
+             * Estimatedcostusd
+             * @description What generating it would cost.
+             */
+            estimatedCostUsd?: number | null;
+            /** Nodeid */
+            nodeId: string;
+            /**
+             * State
+             * @description `pending`: would be generated; `cached`: reused.
+             * @enum {string}
+             */
+            state: "pending" | "cached";
+        };
+        /**
          * CanvasRunRequest
          * @description `POST /v1/canvases/{workflowId}/runs`: which image nodes to run (all of them by default).
          */
         CanvasRunRequest: {
+            /**
+             * Dryrun
+             * @description Start nothing: answer 200 with what the run would generate, reuse and cost (CanvasRunPreview).
+             * @default false
+             */
+            dryRun: boolean;
             /**
              * Force
              * @description Generate even the nodes whose inputs have not changed.
@@ -2299,6 +2341,15 @@ export interface operations {
             };
         };
         responses: {
+            /** @description `dryRun`: what the run would do. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CanvasRunPreview"];
+                };
+            };
             /** @description Successful Response */
             202: {
                 headers: {
