@@ -341,26 +341,44 @@ async def test_a_pasted_image_becomes_a_node_that_feeds_a_refinement(browser: Br
     assert refined["promptSpec"]["previousImage"] == uploaded["data"]["sourceUrl"]
 
 
-async def test_run_all_runs_the_board_and_a_second_run_shows_its_nodes_cached(
+async def test_run_all_says_what_it_will_generate_and_a_second_run_reuses_what_did_not_change(
     browser: Browser, app_stack: Stack
 ) -> None:
     canvas_id = await refinement_board(app_stack)
     page = await new_page(browser, app_stack)
     await page.goto(f"/canvases/{canvas_id}")
     await page.get_by_role("button", name="Run all").click()
+    preview = page.get_by_role("dialog", name="Run all")
+    await expect(preview.get_by_role("status")).to_have_text("2 to generate · 0 cached · free")
+    await preview.get_by_role("button", name="Run 2 nodes").click()
     status = page.get_by_role("status").filter(has_text="Run")
     await expect(status).to_have_attribute("data-run-status", "completed")
     await expect(status).to_contain_text("2/2 nodes done")
     for node_id in ("a", "b"):
         await expect(node_element(page, node_id)).to_have_attribute("data-status", "completed")
         await expect(node_element(page, node_id).locator("img").first).to_be_visible()
+    first_jobs = {node["id"]: node["data"]["jobId"] for node in (await saved_board(app_stack, canvas_id))["nodes"]}
 
+    # Nothing changed: the preview says so and offers only to regenerate.
     await node_element(page, "a").get_by_role("button", name="Run from here").click()
-    await expect(node_element(page, "b").locator(".badge-run-cached")).to_have_text("cached")
+    preview = page.get_by_role("dialog", name="Run from this node")
+    await expect(preview.get_by_role("status")).to_have_text("0 to generate · 2 cached")
+    await expect(preview.get_by_role("button", name="Regenerate all 2")).to_be_visible()
+    await page.keyboard.press("Escape")
+    await expect(preview).to_be_hidden()
+
+    await node_element(page, "b").get_by_label("Prompt").fill("at night, in fog")
+    await page.get_by_role("button", name="Run all").click()
+    preview = page.get_by_role("dialog", name="Run all")
+    await expect(preview.get_by_role("status")).to_have_text("1 to generate · 1 cached · free")
+    await preview.get_by_role("button", name="Run 1 node").click()
     await expect(node_element(page, "a").locator(".badge-run-cached")).to_have_text("cached")
+    await expect(status).to_contain_text("2/2 nodes done")
     nodes = {node["id"]: node["data"] for node in (await saved_board(app_stack, canvas_id))["nodes"]}
+    assert nodes["a"]["jobId"] == first_jobs["a"] and nodes["b"]["jobId"] != first_jobs["b"]
     refined = await app_stack.job(nodes["b"]["jobId"])
     assert refined["promptSpec"]["previousImage"] == nodes["a"]["imageUrl"]
+    assert refined["promptSpec"]["basePrompt"] == "at night, in fog"
 
 
 async def test_the_operator_view_shows_endpoints_and_their_failures_and_sends_one_again(

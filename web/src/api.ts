@@ -13,6 +13,7 @@ export type ClientConfig = Schemas["ClientConfig"];
 export type StartImageJobRequest = Schemas["StartImageJobRequest"];
 export type CanvasRunView = Schemas["CanvasRunView"];
 export type CanvasRunRequest = Schemas["CanvasRunRequest"];
+export type CanvasRunPreview = Schemas["CanvasRunPreview"];
 export type WebhookEndpointView = Schemas["WebhookEndpointView"];
 export type DeliveryView = Schemas["DeliveryView"];
 export type JobStats = Schemas["JobStats"];
@@ -82,7 +83,9 @@ export const api = {
     return call<Schemas["JobPage"]>("GET", `/v1/jobs?${query.toString()}`);
   },
   startRun: (canvasId: string, request: Partial<CanvasRunRequest>) =>
-    call<CanvasRunView>("POST", `/v1/canvases/${encodeURIComponent(canvasId)}/runs`, request),
+    call<CanvasRunView>("POST", `/v1/canvases/${encodeURIComponent(canvasId)}/runs`, { ...request, dryRun: false }),
+  previewRun: (canvasId: string, request: Partial<CanvasRunRequest>) =>
+    call<CanvasRunPreview>("POST", `/v1/canvases/${encodeURIComponent(canvasId)}/runs`, { ...request, dryRun: true }),
   cancelRun: (canvasId: string, runId: string) =>
     call<CanvasRunView>(
       "POST",

@@ -28,6 +28,7 @@ import { navigate } from "../App";
 import { useToast } from "../Toasts";
 import { BoardActionsContext, type BoardActions } from "./actions";
 import { ImageDialog, PromptEditor } from "./ImageDialog";
+import { type PendingRun, RunPreview } from "./RunPreview";
 import { HistoryPanel } from "./HistoryPanel";
 import { ImageNodeView } from "./ImageNodeView";
 import {
@@ -115,6 +116,7 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
   const [historyOpen, setHistoryOpen] = useState(false);
   const [jobRevision, setJobRevision] = useState(0);
   const [run, setRun] = useState<CanvasRunView | null>(null);
+  const [pendingRun, setPendingRun] = useState<PendingRun | null>(null);
   // Local changes not yet saved: while there are some, the stream does not overwrite what the person owns.
   const unsaved = useRef(0);
   const savedVersion = useRef(0);
@@ -348,16 +350,35 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
     [canvasId, flow, flushSave, setNodes, toast, fail],
   );
 
-  const startRun = useCallback(
+  // A run is previewed first (a dry run: what it generates, reuses and costs); it starts once confirmed.
+  const previewRun = useCallback(
     async (fromNodeId?: string) => {
       await flushSave();
+      const request = fromNodeId ? { fromNodeId } : {};
       try {
-        setRun(await api.startRun(canvasId, fromNodeId ? { fromNodeId } : {}));
+        const [preview, forced] = await Promise.all([
+          api.previewRun(canvasId, request),
+          api.previewRun(canvasId, { ...request, force: true }),
+        ]);
+        setPendingRun({ fromNodeId, preview, forced });
       } catch (error) {
         fail(error);
       }
     },
     [canvasId, flushSave, fail],
+  );
+
+  const startRun = useCallback(
+    async (force: boolean) => {
+      const fromNodeId = pendingRun?.fromNodeId;
+      setPendingRun(null);
+      try {
+        setRun(await api.startRun(canvasId, { ...(fromNodeId ? { fromNodeId } : {}), force }));
+      } catch (error) {
+        fail(error);
+      }
+    },
+    [canvasId, pendingRun, fail],
   );
 
   const cancelRun = useCallback(async () => {
@@ -403,11 +424,11 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
       update,
       generate: (nodeId) => void generate(nodeId),
       cancel: (nodeId) => void cancel(nodeId),
-      runFrom: (nodeId) => void startRun(nodeId),
+      runFrom: (nodeId) => void previewRun(nodeId),
       open: setDialogNode,
       editPrompt: setEditingNode,
     }),
-    [providers, update, generate, cancel, startRun],
+    [providers, update, generate, cancel, previewRun],
   );
 
   const dialogData = dialogNode ? nodes.find((node) => node.id === dialogNode)?.data : undefined;
@@ -433,7 +454,7 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
           <button type="button" onClick={addImageNode} disabled={!loaded}>
             Add image node
           </button>
-          <button type="button" onClick={() => void startRun()} disabled={!loaded || run?.status === "running"}>
+          <button type="button" onClick={() => void previewRun()} disabled={!loaded || run?.status === "running"}>
             Run all
           </button>
           {run && <RunStatus run={run} onCancel={() => void cancelRun()} />}
@@ -459,6 +480,9 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
           {historyOpen && <HistoryPanel canvasId={canvasId} providers={providers} revision={jobRevision} onError={fail} />}
         </div>
         {dialogData && <ImageDialog data={dialogData} config={config} onClose={() => setDialogNode(null)} />}
+        {pendingRun && (
+          <RunPreview pending={pendingRun} onRun={(force) => void startRun(force)} onClose={() => setPendingRun(null)} />
+        )}
         {editingNode && editingData && (
           <PromptEditor
             prompt={editingData.prompt ?? ""}
