@@ -27,20 +27,37 @@ def new_canvas_id() -> str:
     return "canvas-" + secrets.token_hex(6)
 
 
+# A node's picture for the canvas list: its thumbnail, else its image (an upload has no thumbnail of ours).
+_NODE_PICTURE = "COALESCE(t.node_data->>'thumbnailUrl', t.node_data->>'imageUrl', t.node_data->>'sourceUrl')"
+THUMBNAILS_PER_CANVAS = 4
+
+
 async def list_canvases(session: AsyncSession) -> list[CanvasSummary]:
-    """Every board, newest change first: saved ones and those only jobs have written to."""
+    """Every board, newest change first: saved ones and those only jobs have written to (`implicit`), each with
+    the pictures of its most recently changed nodes."""
     found = await session.execute(
         text(
-            "SELECT c.id, c.name, count(n.id) AS node_count, greatest(c.updated_at, max(n.updated_at)) AS updated_at"
-            " FROM canvases c LEFT JOIN workflow_nodes n ON n.canvas_id = c.id GROUP BY c.id"
-            " UNION ALL"
-            " SELECT n.canvas_id, n.canvas_id, count(*), max(n.updated_at) FROM workflow_nodes n"
-            " WHERE NOT EXISTS (SELECT 1 FROM canvases c WHERE c.id = n.canvas_id) GROUP BY n.canvas_id"
-            " ORDER BY updated_at DESC LIMIT :limit"
+            "WITH boards AS ("
+            "  SELECT id, name, false AS implicit, updated_at FROM canvases"
+            "  UNION ALL"
+            "  SELECT DISTINCT n.canvas_id, n.canvas_id, true, NULL::timestamptz FROM workflow_nodes n"
+            "  WHERE NOT EXISTS (SELECT 1 FROM canvases c WHERE c.id = n.canvas_id)"
+            ")"
+            " SELECT b.id, b.name, b.implicit, count(n.id), greatest(b.updated_at, max(n.updated_at)) AS changed,"
+            f"  ARRAY(SELECT {_NODE_PICTURE} FROM workflow_nodes t"
+            f"   WHERE t.canvas_id = b.id AND {_NODE_PICTURE} IS NOT NULL"
+            "    ORDER BY t.updated_at DESC LIMIT :pictures)"
+            " FROM boards b LEFT JOIN workflow_nodes n ON n.canvas_id = b.id"
+            " GROUP BY b.id, b.name, b.implicit, b.updated_at ORDER BY changed DESC LIMIT :limit"
         ),
-        {"limit": CANVAS_LIST_LIMIT},
+        {"limit": CANVAS_LIST_LIMIT, "pictures": THUMBNAILS_PER_CANVAS},
     )
-    return [CanvasSummary(id=row[0], name=row[1], node_count=row[2], updated_at=row[3]) for row in found.all()]
+    return [
+        CanvasSummary(
+            id=canvas_id, name=name, implicit=implicit, node_count=count, updated_at=changed, thumbnails=list(pictures)
+        )
+        for canvas_id, name, implicit, count, changed, pictures in found.all()
+    ]
 
 
 async def create_canvas(session: AsyncSession, name: str) -> Canvas:

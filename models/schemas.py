@@ -559,6 +559,13 @@ class CanvasSummary(CamelModel):
     name: str
     node_count: int
     updated_at: datetime
+    implicit: bool = Field(
+        default=False,
+        description="Made by API jobs alone: never created or saved as a board (renaming it makes it a board).",
+    )
+    thumbnails: list[str] = Field(
+        default_factory=list, description="Pictures of its most recently changed nodes (up to 4), newest first."
+    )
 
 
 class CanvasList(CamelModel):

@@ -242,3 +242,18 @@ async def test_deleting_a_canvas_cancels_its_running_job_answers_404_after_and_k
     assert cancelled["status"] == "cancelled"
     assert image.status_code == 200, "the images stay in storage"
     assert "c-delete" not in listed
+
+
+async def test_the_canvas_list_shows_pictures_and_marks_canvases_made_by_api_jobs(stack: Stack) -> None:
+    await stack.api.put("/v1/canvases/c-listed", json=BOARD)
+    made = await stack.wait((await stack.start("a board picture", workflowId="c-listed", nodeId="a"))["jobId"])
+    implicit = await stack.wait((await stack.start("from a script", workflowId="c-listed-implicit"))["jobId"])
+    listed = {item["id"]: item for item in (await stack.api.get("/v1/canvases")).json()["items"]}
+    assert listed["c-listed"]["implicit"] is False and listed["c-listed-implicit"]["implicit"] is True
+    assert listed["c-listed"]["thumbnails"] == [made["thumbnailUrl"]]
+    assert listed["c-listed-implicit"]["thumbnails"] == [implicit["thumbnailUrl"]]
+    # Renaming a canvas jobs made turns it into a board of its own.
+    await stack.api.patch("/v1/canvases/c-listed-implicit", json={"name": "Script output"})
+    listed = {item["id"]: item for item in (await stack.api.get("/v1/canvases")).json()["items"]}
+    assert listed["c-listed-implicit"]["implicit"] is False
+    assert listed["c-listed-implicit"]["name"] == "Script output"

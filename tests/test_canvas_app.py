@@ -460,3 +460,31 @@ async def openai_row(stack: Stack) -> dict[str, Any]:
     rows = {(row["provider"], row["model"]): row for row in stats["providers"]}
     empty = {"completed": 0, "failed": 0, "cancelled": 0, "rateLimited": 0, "pollTimeouts": 0, "costUsd": None}
     return rows.get(("openai", "gpt-image-2.5-flare"), empty)
+
+
+async def test_the_canvas_list_renames_deletes_and_hides_what_api_jobs_made(browser: Browser, app_stack: Stack) -> None:
+    renamed = (await app_stack.api.post("/v1/canvases", json={"name": "Old name"})).json()["id"]
+    doomed = (await app_stack.api.post("/v1/canvases", json={"name": "Scratch"})).json()["id"]
+    await app_stack.wait((await app_stack.start("from a script", workflowId="made-by-a-script"))["jobId"])
+    page = await new_page(browser, app_stack)
+    await page.goto("/")
+    script_card = page.get_by_role("listitem", name="made-by-a-script")
+    await expect(script_card.get_by_text("from API jobs")).to_be_visible()
+    await expect(script_card.locator("img")).to_have_count(1)
+
+    await page.get_by_role("button", name="Rename Old name").click()
+    await page.get_by_label("Canvas name").fill("Harbour, final")
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("link", name="Harbour, final")).to_be_visible()
+    assert (await app_stack.api.get(f"/v1/canvases/{renamed}")).json()["name"] == "Harbour, final"
+
+    await page.get_by_role("button", name="Delete Scratch").click()
+    await page.get_by_role("group", name="Confirm delete").get_by_role("button", name="Delete").click()
+    await expect(page.get_by_role("listitem", name="Scratch")).to_have_count(0)
+    assert (await app_stack.api.get(f"/v1/canvases/{doomed}")).status_code == 404
+
+    await page.get_by_label(re.compile(r"^Hide the \d+ canvas(es)? made only by API jobs$")).check()
+    await expect(script_card).to_have_count(0)
+    await page.reload()  # the choice is remembered
+    await expect(page.get_by_role("listitem", name="made-by-a-script")).to_have_count(0)
+    await expect(page.get_by_role("listitem", name="Harbour, final")).to_be_visible()

@@ -67,6 +67,8 @@ export const api = {
   config: () => call<ClientConfig>("GET", "/v1/config"),
   canvases: () => call<Schemas["CanvasList"]>("GET", "/v1/canvases"),
   createCanvas: (name: string) => call<Board>("POST", "/v1/canvases", { name }),
+  renameCanvas: (id: string, name: string) => call<Board>("PATCH", `/v1/canvases/${encodeURIComponent(id)}`, { name }),
+  deleteCanvas: (id: string) => call<undefined>("DELETE", `/v1/canvases/${encodeURIComponent(id)}`),
   board: (id: string) => call<Board>("GET", `/v1/canvases/${encodeURIComponent(id)}`),
   saveBoard: (id: string, board: Schemas["BoardSave"]) =>
     call<Board>("PUT", `/v1/canvases/${encodeURIComponent(id)}`, board),

@@ -941,10 +941,21 @@ export interface components {
         CanvasSummary: {
             /** Id */
             id: string;
+            /**
+             * Implicit
+             * @description Made by API jobs alone: never created or saved as a board (renaming it makes it a board).
+             * @default false
+             */
+            implicit: boolean;
             /** Name */
             name: string;
             /** Nodecount */
             nodeCount: number;
+            /**
+             * Thumbnails
+             * @description Pictures of its most recently changed nodes (up to 4), newest first.
+             */
+            thumbnails?: string[];
             /**
              * Updatedat
              * Format: date-time
