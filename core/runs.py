@@ -68,6 +68,9 @@ class RecordedRun:
     older_job_ids: list[str]
 
 
+# The grid of nodes jobs create (a node is about 240 px wide and 300 tall): five to a row.
+NEW_NODE_GRID = {"columns": 5, "cell_width": 320, "cell_height": 400}
+
 # The run, its `created` event and the node claim in one statement: one round trip, and atomic without a
 # transaction. The CTEs' rows are invisible to the final SELECT's snapshot, so it reads the run either from
 # `new_run` (created now) or from `runs` (there already), never both; the event and claim happen only for a new run.
@@ -83,9 +86,24 @@ _RECORD_RUN = text(
     "  INSERT INTO run_events (run_id, kind, payload, dedupe_key)"
     "  SELECT id, :event_kind, CAST(:event AS jsonb), 'created' FROM new_run"
     "  ON CONFLICT (run_id, dedupe_key) DO NOTHING"
-    "), node_claim AS ("
-    + "  INSERT INTO workflow_nodes AS node (canvas_id, id, node_type, node_data, owner_job_id, owner_since, version)"
-    "  SELECT :canvas, :node, 'image_generation', CAST(:node_data AS jsonb), r.id, r.created_at, 1 FROM new_run r"
+    "), slot AS ("
+    # A node this job creates takes the canvas' next grid cell. The upsert's row lock hands concurrent new nodes
+    # distinct cells; the first one fixes the grid's corner beside the nodes the canvas had then.
+    "  INSERT INTO canvas_slots AS slots (canvas_id, next_slot, base_x, base_y)"
+    "  SELECT :canvas, 0, COALESCE(max((w.position->>'x')::float8) + :cell_width, 0),"
+    "    COALESCE(min((w.position->>'y')::float8), 0)"
+    "  FROM new_run r LEFT JOIN workflow_nodes w ON w.canvas_id = :canvas"
+    "  WHERE :create_node AND NOT EXISTS (SELECT 1 FROM workflow_nodes WHERE canvas_id = :canvas AND id = :node)"
+    "  GROUP BY r.id"
+    "  ON CONFLICT (canvas_id) DO UPDATE SET next_slot = slots.next_slot + 1"
+    "  RETURNING next_slot, base_x, base_y"
+    "), node_claim AS (" + "  INSERT INTO workflow_nodes AS node"
+    "    (canvas_id, id, node_type, node_data, position, owner_job_id, owner_since, version)"
+    "  SELECT :canvas, :node, 'image_generation', CAST(:node_data AS jsonb),"
+    "    COALESCE((SELECT jsonb_build_object("
+    "      'x', base_x + (next_slot % :columns) * :cell_width, 'y', base_y + (next_slot / :columns) * :cell_height)"
+    '      FROM slot), \'{"x": 0, "y": 0}\'),'
+    "    r.id, r.created_at, 1 FROM new_run r"
     "  WHERE :create_node OR EXISTS (SELECT 1 FROM workflow_nodes WHERE canvas_id = :canvas AND id = :node)"
     "  ON CONFLICT (canvas_id, id) DO UPDATE SET"
     "    node_data = node.node_data || EXCLUDED.node_data, owner_job_id = EXCLUDED.owner_job_id,"
@@ -138,6 +156,7 @@ async def record_run(
         # A canvas run's job writes only to a node still on the board: the board may have been saved without it
         # since the run began, and the job must not bring it back. A job started by itself makes its node.
         "create_node": CANVAS_RUN_METADATA_KEY not in job.metadata,
+        **NEW_NODE_GRID,
     }
     found = (await session.execute(_RECORD_RUN, parameters)).first()
     if found is None:

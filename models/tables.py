@@ -146,6 +146,18 @@ class WorkflowNode(SQLModel, table=True):
     updated_at: datetime = _timestamp()
 
 
+class CanvasSlots(SQLModel, table=True):
+    """Where the nodes that jobs create on a canvas go (core/runs.py): a grid beside the nodes the canvas had when
+    the first such node came, one cell per node in the order they came (`next_slot`)."""
+
+    __tablename__ = "canvas_slots"
+
+    canvas_id: str = Field(primary_key=True, max_length=256)
+    next_slot: int = 0
+    base_x: float = 0.0
+    base_y: float = 0.0
+
+
 class ProviderPacing(SQLModel, table=True):
     """Per provider, the earliest time its next call may go; core/pacing.py moves it on by one gap per call."""
 

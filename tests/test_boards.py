@@ -257,3 +257,21 @@ async def test_the_canvas_list_shows_pictures_and_marks_canvases_made_by_api_job
     listed = {item["id"]: item for item in (await stack.api.get("/v1/canvases")).json()["items"]}
     assert listed["c-listed-implicit"]["implicit"] is False
     assert listed["c-listed-implicit"]["name"] == "Script output"
+
+
+async def test_nodes_made_by_api_jobs_land_on_a_grid_beside_the_boards_nodes(stack: Stack) -> None:
+    saved = {"nodes": [{"id": "drawn", "type": "image_generation", "position": {"x": 40, "y": 60}, "data": {}}]}
+    assert (await stack.api.put("/v1/canvases/c-grid", json=saved)).status_code == 200
+    started = await asyncio.gather(
+        *(stack.start(f"picture {index}", workflowId="c-grid", nodeId=f"api-{index}") for index in range(6))
+    )
+    again = await stack.start("picture 0, again", workflowId="c-grid", nodeId="api-0")  # an existing node stays
+    await asyncio.gather(*(stack.wait(job["jobId"]) for job in (*started, again)))
+    nodes = {node["id"]: node["position"] for node in (await stack.api.get("/v1/canvases/c-grid")).json()["nodes"]}
+    assert nodes["drawn"] == {"x": 40, "y": 60}
+    placed = [nodes[f"api-{index}"] for index in range(6)]
+    assert all(position["x"] >= 40 + 240 for position in placed), placed  # right of the board's own node
+    for index, first in enumerate(placed):
+        for second in placed[index + 1 :]:
+            apart = max(abs(first["x"] - second["x"]), abs(first["y"] - second["y"]))
+            assert apart >= 200, (first, second)
