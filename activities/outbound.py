@@ -133,4 +133,4 @@ async def subject_view(session: AsyncSession, delivery: OutboundDelivery) -> dic
         run = await canvas_runs.read_run_by_id(session, delivery.subject_id)
         return CanvasRunView.from_rows(*run).model_dump(mode="json", by_alias=True) if run else None
     job = await runs.get_run(session, delivery.subject_id)
-    return ImageJobRecord.readable(job).model_dump(mode="json", by_alias=True) if job else None
+    return ImageJobRecord.readable(job).model_dump(mode="json", by_alias=True, exclude_none=True) if job else None

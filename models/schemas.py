@@ -34,7 +34,18 @@ from models.tables import (
     WebhookRefusal,
     WorkflowNode,
 )
-from models.vocabulary import DeliveryStatus, EventKind, JobStatus, NodeRunState, OutboundEvent, Priority
+from models.vocabulary import (
+    CANCELLED_ERROR,
+    CANCELLED_ERROR_CODE,
+    DeliveryStatus,
+    EventKind,
+    JobStatus,
+    NodeRunState,
+    OutboundEvent,
+    Priority,
+    SpecStatus,
+    spec_status,
+)
 
 # Ids end up in storage keys and URLs, so they keep to a safe alphabet.
 ID_PATTERN = r"^[A-Za-z0-9._-]{1,200}$"
@@ -224,7 +235,10 @@ class ImageJobRecord(CamelModel):
     workflow_id: str = Field(description="The canvas the node is on.")
     provider: str
     model: str
-    status: JobStatus
+    status: SpecStatus = Field(
+        description="The spec's four: a cancelled job is `failed` with `errorCode` `Cancelled` (`GET /v1/jobs?status="
+        "cancelled` still finds it)."
+    )
     started_at: datetime = Field(description="When the job was created.")
     finished_at: datetime | None = None
     image_url: str | None = None
@@ -309,17 +323,19 @@ def trace_id_of(traceparent: str | None) -> str | None:
 
 def _run_identity(run: Run) -> dict[str, Any]:
     """The record fields read from the run's own columns, which are always readable."""
+    cancelled = run.status == JobStatus.CANCELLED
+    error = CANCELLED_ERROR if cancelled else run.error
     return {
         "job_id": run.id,
         "node_id": run.node_id,
         "workflow_id": run.canvas_id,
         "provider": run.provider,
         "model": run.model,
-        "status": JobStatus(run.status),
+        "status": spec_status(run.status),
         "started_at": run.started_at,
         "finished_at": run.finished_at,
-        "error": run.error,
-        "error_code": (run.error_code or "failed") if run.error else None,
+        "error": error,
+        "error_code": CANCELLED_ERROR_CODE if cancelled else (run.error_code or "failed") if error else None,
         "created_at": run.created_at,
         "estimated_cost_usd": run.estimated_cost_usd,
         "cost_usd": run.cost_usd,
@@ -339,58 +355,75 @@ class StatusImage(BaseModel):
 
 
 class ImageJobStatus(BaseModel):
-    """The spec's polling answer, in its own snake_case. A cancelled job reads `failed` with the error
-    `Cancelled`: the spec's status has no fourth ending."""
+    """The spec's polling answer, in its own snake_case. A cancelled job reads `failed`, as on the record."""
 
     job_id: str
-    status: Literal["pending", "running", "completed", "failed"]
+    status: SpecStatus
     progress: float | None = Field(default=None, description="Percent, 0-100.")
     images: list[StatusImage] = Field(default_factory=list)
     error: str | None = None
 
     @classmethod
     def from_record(cls, record: ImageJobRecord) -> ImageJobStatus:
-        cancelled = record.status == JobStatus.CANCELLED
         return cls(
             job_id=record.job_id,
-            status="failed" if cancelled else record.status.value,
+            status=record.status,
             progress=record.progress,
             images=[StatusImage(url=url) for url in record.image_urls],
-            error=record.error or ("Cancelled" if cancelled else None),
+            error=record.error,
         )
 
 
 class ImageProgressEvent(CamelModel):
     """The spec's ImageProgressEvent: one entry of a job's audit trail, as stored and as streamed over SSE.
 
-    Beside the spec's fields: `id` (the SSE event id, for Last-Event-ID) and the job `status` it reports, if any.
+    `kind` is the spec's `progress`, `log` or `error`. A moment of the job's life is a `log` event whose
+    `data.moment` names it (`created`, `running`, `webhook`, `completed`); a cancellation is an `error` event with
+    `data.moment` `cancelled`. Beside the spec's fields: `id` (the SSE event id, for Last-Event-ID) and the job
+    `status` it reports, if any (the spec's four, as on the record).
     """
 
     id: int
     job_id: str
     timestamp: datetime
-    kind: EventKind
+    kind: Literal["progress", "log", "error"]
     message: str
     progress: float | None = Field(default=None, description="Percent, 0-100.")
     data: dict[str, Any] = Field(default_factory=dict)
-    status: JobStatus | None = None
+    status: SpecStatus | None = None
 
     @classmethod
     def from_event(cls, event: RunEvent) -> ImageProgressEvent:
         payload = dict(event.payload or {})
         assert event.id is not None
-        kind = EventKind(event.kind)
+        stored = EventKind(event.kind)
+        kind, moment = SPEC_EVENT_KINDS[stored]
+        status = payload.pop("status", None)
+        # Events recorded before messages were kept get a sentence made from their kind.
+        message = payload.pop("message", None) or _fallback_message(stored, payload)
         return cls(
             id=event.id,
             job_id=event.run_id,
             timestamp=event.ts,
             kind=kind,
-            # Events recorded before messages were kept get a sentence made from their kind.
-            message=payload.pop("message", None) or _fallback_message(kind, payload),
+            message=CANCELLED_ERROR if stored == EventKind.CANCELLED else message,
             progress=payload.pop("progress", None),
-            status=payload.pop("status", None),
-            data=payload,
+            status=spec_status(status) if status else None,
+            data=payload | ({"moment": moment} if moment else {}),
         )
+
+
+# What each stored kind is in the spec's three, and the moment of the job's life it names (if it is one).
+SPEC_EVENT_KINDS: dict[EventKind, tuple[Literal["progress", "log", "error"], str | None]] = {
+    EventKind.PROGRESS: ("progress", None),
+    EventKind.LOG: ("log", None),
+    EventKind.ERROR: ("error", None),
+    EventKind.CREATED: ("log", "created"),
+    EventKind.STATUS: ("log", "running"),
+    EventKind.WEBHOOK: ("log", "webhook"),
+    EventKind.COMPLETED: ("log", "completed"),
+    EventKind.CANCELLED: ("error", "cancelled"),
+}
 
 
 def _fallback_message(kind: EventKind, payload: dict[str, Any]) -> str:

@@ -8,6 +8,7 @@ wire carry.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Literal, cast
 
 
 class JobStatus(StrEnum):
@@ -21,6 +22,16 @@ class JobStatus(StrEnum):
 
 
 TERMINAL_STATUSES: frozenset[JobStatus] = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+# What clients see: the spec's four statuses. A cancelled job reads `failed`, with this error code and sentence.
+SpecStatus = Literal["pending", "running", "completed", "failed"]
+CANCELLED_ERROR_CODE = "Cancelled"
+CANCELLED_ERROR = "The job was cancelled before it finished; retry it to generate the image."
+
+
+def spec_status(status: str) -> SpecStatus:
+    """A job's status as the spec names it (`cancelled` is `failed`)."""
+    return "failed" if status == JobStatus.CANCELLED else cast(SpecStatus, str(status))
 
 
 class EventKind(StrEnum):

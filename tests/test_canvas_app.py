@@ -25,7 +25,7 @@ from core.config import Settings
 from tests.fakes.app import FakeProviders
 from tests.fakes.app_receiver import app_receiver
 from tests.fakes.openai import OPENAI
-from tests.fixtures.stack import Stack, make_settings, running_stack
+from tests.fixtures.stack import Stack, make_settings, running_stack, was_cancelled
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 LIVE = 15_000  # ms: the UI follows jobs live; generous for a loaded CI machine
@@ -166,7 +166,7 @@ async def test_cancel_stops_a_running_job(browser: Browser, stack_settings: Sett
         await page.get_by_role("button", name="Cancel").click()
         await expect(node_element(page, "slow")).to_have_attribute("data-status", "cancelled")
         job_id = (await saved_board(stack, canvas_id))["nodes"][0]["data"]["jobId"]
-        assert (await stack.wait(job_id))["status"] == "cancelled"
+        assert was_cancelled(await stack.wait(job_id))
 
 
 async def test_a_reload_keeps_nodes_edges_and_positions(browser: Browser, app_stack: Stack) -> None:

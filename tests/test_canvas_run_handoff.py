@@ -54,7 +54,7 @@ async def record_run_without_starting(stack: Stack, sessions: async_sessionmaker
     async with sessions() as session:
         board = await canvases.read_board(session, canvas_id)
     assert board is not None
-    plan = plan_run(state, board, CanvasRunRequest(), "run_" + uuid.uuid4().hex)  # type: ignore[arg-type]
+    plan = plan_run(state, board, CanvasRunRequest(), "run_" + uuid.uuid4().hex, {})  # type: ignore[arg-type]
     async with transaction(sessions) as session:
         assert await canvas_runs.create_run(session, plan) is None
     return plan.run_id

@@ -55,7 +55,7 @@ async def test_kill_9_during_provider_call(
             started = await stack.start("survives a crash", nodeId="n-kill", promptSpec={"size": "256x256"})
             job_id = started["jobId"]
             running = await stack.wait(job_id, statuses=("running",), timeout=30)
-            while (running["progress"] or 0) < 0.2:
+            while running.get("progress", 0) < 0.2:
                 await asyncio.sleep(0.1)
                 running = await stack.job(job_id)
             first.send_signal(signal.SIGKILL)

@@ -48,7 +48,9 @@ router = APIRouter(tags=["events"])
 # Each SSE message's `data` is an ImageProgressEvent (canvas streams also send `node` messages, a CanvasNode).
 EVENT_STREAM: dict[str, Any] = {
     "model": ImageProgressEvent,
-    "description": "Server-Sent Events; each `data` is an ImageProgressEvent and its `event` is the event's kind.",
+    "description": "Server-Sent Events; each `data` is an ImageProgressEvent (`kind`: progress, log or error), and "
+    "its `event` names what happened: created, status (running), progress, log, webhook, completed, error or "
+    "cancelled.",
     "content": {"text/event-stream": {"schema": {"$ref": "#/components/schemas/ImageProgressEvent"}}},
 }
 
@@ -94,7 +96,10 @@ async def ending_with_an_error_event(events: AsyncIterator[ServerSentEvent]) -> 
 
 def job_event(event: RunEvent) -> ServerSentEvent:
     body = ImageProgressEvent.from_event(event)
-    return ServerSentEvent(id=str(event.id), event=event.kind, data=body.model_dump_json(by_alias=True))
+    # The SSE `event:` keeps the moment's own name (created, status, completed, ...): listeners may pick by it.
+    return ServerSentEvent(
+        id=str(event.id), event=event.kind, data=body.model_dump_json(by_alias=True, exclude_none=True)
+    )
 
 
 async def wait_for_news(wake: asyncio.Event) -> None:

@@ -41,6 +41,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+# Fields the spec declares optional are absent when unset, never null (a strict client tests `!== undefined`).
+SPEC_SHAPES: dict[str, Any] = {"response_model_exclude_none": True}
+
+
 def job_from_request(
     state: StateDep, body: StartImageJobRequest, job_id: str
 ) -> tuple[ImageJobInput, dict[str, object]]:
@@ -170,7 +174,7 @@ async def launch(
     return run
 
 
-@router.post("", status_code=202, response_model=ImageJobRecord, responses=ERRORS)
+@router.post("", status_code=202, response_model=ImageJobRecord, responses=ERRORS, **SPEC_SHAPES)
 async def start_image_job(
     body: StartImageJobRequest,
     state: StateDep,
@@ -192,7 +196,7 @@ async def start_image_job(
     return ImageJobRecord.readable(await launch(state, job, effective, response, after))
 
 
-@router.get("", response_model=JobPage, responses=ERRORS)
+@router.get("", response_model=JobPage, responses=ERRORS, **SPEC_SHAPES)
 async def list_jobs(
     session: SessionDep,
     status: JobStatus | None = None,
@@ -220,19 +224,19 @@ async def list_jobs(
     return JobPage(items=[ImageJobRecord.readable(run) for run in items], next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", response_model=ImageJobRecord, responses=ERRORS)
+@router.get("/{job_id}", response_model=ImageJobRecord, responses=ERRORS, **SPEC_SHAPES)
 async def get_job(job_id: str, session: SessionDep) -> ImageJobRecord:
     """Read one job."""
     return ImageJobRecord.readable(await get_run_or_404(session, job_id))
 
 
-@router.get("/{job_id}/status", response_model=ImageJobStatus, responses=ERRORS)
+@router.get("/{job_id}/status", response_model=ImageJobStatus, responses=ERRORS, **SPEC_SHAPES)
 async def get_job_status(job_id: str, session: SessionDep) -> ImageJobStatus:
     """The spec's ImageJobStatus (`job_id`, `status`, `progress`, `images[].url`, `error`), for polling clients."""
     return ImageJobStatus.from_record(ImageJobRecord.readable(await get_run_or_404(session, job_id)))
 
 
-@router.post("/{job_id}/cancel", status_code=202, response_model=ImageJobRecord, responses=ERRORS)
+@router.post("/{job_id}/cancel", status_code=202, response_model=ImageJobRecord, responses=ERRORS, **SPEC_SHAPES)
 async def cancel_job(job_id: str, state: StateDep, session: SessionDep, temporal: TemporalDep) -> ImageJobRecord:
     """Cancel a pending or running job (the provider's job too, where it can be cancelled)."""
     run = await get_run_or_404(session, job_id)
@@ -264,7 +268,7 @@ async def cancel_workflow(state: AppState, temporal: Client, run: Run) -> None:
         await handle.cancel()
 
 
-@router.post("/{job_id}/retry", status_code=202, response_model=ImageJobRecord, responses=ERRORS)
+@router.post("/{job_id}/retry", status_code=202, response_model=ImageJobRecord, responses=ERRORS, **SPEC_SHAPES)
 async def retry_job(
     job_id: str,
     state: StateDep,

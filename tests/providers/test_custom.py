@@ -22,7 +22,7 @@ from providers.webhooks import job_webhook_url
 from tests.fakes.custom import CUSTOM_WEBHOOK_SECRET, RecordingApp, custom_fake
 from tests.fakes.server import RecordedRequest, serve
 from tests.fixtures.providers import Case, stored_files
-from tests.fixtures.stack import make_settings, running_stack
+from tests.fixtures.stack import Stack, make_settings, running_stack
 
 PROMPT = "a lighthouse at dusk"
 POLL_QUICKLY = {"WEBHOOK_GRACE_SECONDS": 0.5, "POLL_INTERVAL_SECONDS": 0.3}
@@ -142,7 +142,7 @@ async def test_a_forged_webhook_gets_401_and_the_job_still_completes(
             await wait_until_submitted(server)
             (submit,) = server.requests("POST", "/jobs")
             hook = submit.json()["webhookUrl"]
-            provider_job_id = (await stack.job(started["jobId"]))["providerJobId"]
+            provider_job_id = await recorded_provider_job(stack, started["jobId"])
             forged_body = json.dumps(
                 {"job_id": provider_job_id, "status": "completed", "images": [{"url": "https://evil.test/x.png"}]}
             ).encode()
@@ -191,3 +191,13 @@ def check_custom(request: RecordedRequest, record: dict[str, Any], settings: Set
 
 
 E2E_CASES = [Case("custom", "default", {"seed": 42}, "POST", "/custom/jobs", check_custom, polls="/custom/jobs/")]
+
+
+async def recorded_provider_job(stack: Stack, job_id: str) -> str:
+    """The provider's job id, once the job has recorded it (the submit reaches the server a moment before)."""
+    for _ in range(100):
+        record = await stack.job(job_id)
+        if "providerJobId" in record:
+            return str(record["providerJobId"])
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"job {job_id} never recorded its provider job")

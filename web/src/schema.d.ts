@@ -1033,15 +1033,6 @@ export interface components {
             /** Message */
             message: string;
         };
-        /**
-         * EventKind
-         * @description What an entry of a job's audit trail (`run_events`) records.
-         *
-         *     The spec's `progress`, `log` and `error`, plus the lifecycle: `created`, `status` (the job started running),
-         *     `webhook` (a verified provider callback), `completed` and `cancelled`.
-         * @enum {string}
-         */
-        EventKind: "created" | "status" | "progress" | "log" | "webhook" | "completed" | "error" | "cancelled";
         /** HTTPValidationError */
         HTTPValidationError: {
             /** Detail */
@@ -1129,7 +1120,12 @@ export interface components {
              * @description When the job was created.
              */
             startedAt: string;
-            status: components["schemas"]["JobStatus"];
+            /**
+             * Status
+             * @description The spec's four: a cancelled job is `failed` with `errorCode` `Cancelled` (`GET /v1/jobs?status=cancelled` still finds it).
+             * @enum {string}
+             */
+            status: "pending" | "running" | "completed" | "failed";
             /** Thumbnailurl */
             thumbnailUrl?: string | null;
             /**
@@ -1162,8 +1158,7 @@ export interface components {
         };
         /**
          * ImageJobStatus
-         * @description The spec's polling answer, in its own snake_case. A cancelled job reads `failed` with the error
-         *     `Cancelled`: the spec's status has no fourth ending.
+         * @description The spec's polling answer, in its own snake_case. A cancelled job reads `failed`, as on the record.
          */
         ImageJobStatus: {
             /** Error */
@@ -1187,7 +1182,10 @@ export interface components {
          * ImageProgressEvent
          * @description The spec's ImageProgressEvent: one entry of a job's audit trail, as stored and as streamed over SSE.
          *
-         *     Beside the spec's fields: `id` (the SSE event id, for Last-Event-ID) and the job `status` it reports, if any.
+         *     `kind` is the spec's `progress`, `log` or `error`. A moment of the job's life is a `log` event whose
+         *     `data.moment` names it (`created`, `running`, `webhook`, `completed`); a cancellation is an `error` event with
+         *     `data.moment` `cancelled`. Beside the spec's fields: `id` (the SSE event id, for Last-Event-ID) and the job
+         *     `status` it reports, if any (the spec's four, as on the record).
          */
         ImageProgressEvent: {
             /** Data */
@@ -1198,7 +1196,11 @@ export interface components {
             id: number;
             /** Jobid */
             jobId: string;
-            kind: components["schemas"]["EventKind"];
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "progress" | "log" | "error";
             /** Message */
             message: string;
             /**
@@ -1206,7 +1208,8 @@ export interface components {
              * @description Percent, 0-100.
              */
             progress?: number | null;
-            status?: components["schemas"]["JobStatus"] | null;
+            /** Status */
+            status?: ("pending" | "running" | "completed" | "failed") | null;
             /**
              * Timestamp
              * Format: date-time
@@ -2210,7 +2213,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Server-Sent Events; each `data` is an ImageProgressEvent and its `event` is the event's kind. */
+            /** @description Server-Sent Events; each `data` is an ImageProgressEvent (`kind`: progress, log or error), and its `event` names what happened: created, status (running), progress, log, webhook, completed, error or cancelled. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2967,7 +2970,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Server-Sent Events; each `data` is an ImageProgressEvent and its `event` is the event's kind. */
+            /** @description Server-Sent Events; each `data` is an ImageProgressEvent (`kind`: progress, log or error), and its `event` names what happened: created, status (running), progress, log, webhook, completed, error or cancelled. */
             200: {
                 headers: {
                     [name: string]: unknown;

@@ -413,7 +413,8 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
     },
     onRun: (view) => setRun((current) => (!current || view.createdAt >= current.createdAt ? view : current)),
     onJobEvent: (event) => {
-      if (event.kind === "error") toast(`${event.message}`);
+      // A cancellation is an `error` event too, but someone asked for it: no toast.
+      if (event.kind === "error" && event.data?.moment !== "cancelled") toast(`${event.message}`);
       if (event.kind !== "progress") setJobRevision((revision) => revision + 1);
     },
   });

@@ -88,7 +88,8 @@ export function HistoryPanel({ canvasId, providers, revision, onError }: Props) 
             <div>
               <p className="job-prompt">{String(job.promptSpec.basePrompt ?? "")}</p>
               <p className="job-meta">
-                {job.status} · {job.provider}:{job.model} · {new Date(job.startedAt).toLocaleTimeString()}
+                {job.errorCode === "Cancelled" ? "cancelled" : job.status} · {job.provider}:{job.model} ·{" "}
+                {new Date(job.startedAt).toLocaleTimeString()}
               </p>
               {job.error && <p className="node-error">{job.error}</p>}
               {(job.status === "pending" || job.status === "running") && (
@@ -96,7 +97,7 @@ export function HistoryPanel({ canvasId, providers, revision, onError }: Props) 
                   Cancel
                 </button>
               )}
-              {(job.status === "failed" || job.status === "cancelled") && (
+              {job.status === "failed" && (
                 <button type="button" onClick={() => api.retryJob(job.jobId).catch(onError)}>
                   Retry
                 </button>
