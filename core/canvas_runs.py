@@ -123,12 +123,13 @@ async def fail_unstartable(session: AsyncSession, plan: CanvasRunInput, reason: 
 async def _show_on_board(
     session: AsyncSession, canvas_id: str, node_ids: list[str], run_id: str, state: str, reason: str | None
 ) -> None:
-    """The run's state of these nodes in their data on the board (`runId`, `runState`, `runReason`)."""
-    patch = {"runId": run_id, "runState": state, "runReason": reason}
+    """The run's state of these nodes in their data on the board (`runId`, `runState`, and `runReason` when there
+    is one: an unset field is absent, never null)."""
+    patch = {"runId": run_id, "runState": state} | ({"runReason": reason} if reason else {})
     await session.execute(
         text(
-            "UPDATE workflow_nodes SET node_data = node_data || CAST(:patch AS jsonb), version = version + 1,"
-            " updated_at = now() WHERE canvas_id = :canvas AND id = ANY(:nodes)"
+            "UPDATE workflow_nodes SET node_data = (node_data - 'runReason') || CAST(:patch AS jsonb),"
+            " version = version + 1, updated_at = now() WHERE canvas_id = :canvas AND id = ANY(:nodes)"
         ),
         {"canvas": canvas_id, "nodes": node_ids, "patch": json.dumps(patch)},
     )

@@ -24,7 +24,16 @@ from models.payloads import ImageJobInput, NodeUpdate, RunTransition, StoredImag
 from models.results import PROGRESS_KEY, RunResult
 from models.schemas import ImagePromptSpec
 from models.tables import Run, RunEvent, WorkflowNode
-from models.vocabulary import EVENT_KIND_BY_STATUS, TERMINAL_STATUSES, EventKind, JobStatus, job_event
+from models.vocabulary import (
+    ENDED_NODE_STATUSES,
+    EVENT_KIND_BY_STATUS,
+    NODE_STATUS_OF_JOB,
+    TERMINAL_STATUSES,
+    EventKind,
+    JobStatus,
+    NodeStatus,
+    job_event,
+)
 
 # The metadata key naming the canvas run that started a job (api/routes/canvas_runs.py sets it).
 CANVAS_RUN_METADATA_KEY = "canvasRunId"
@@ -106,7 +115,8 @@ _RECORD_RUN = text(
     "    r.id, r.created_at, 1 FROM new_run r"
     "  WHERE :create_node OR EXISTS (SELECT 1 FROM workflow_nodes WHERE canvas_id = :canvas AND id = :node)"
     "  ON CONFLICT (canvas_id, id) DO UPDATE SET"
-    "    node_data = node.node_data || EXCLUDED.node_data, owner_job_id = EXCLUDED.owner_job_id,"
+    "    node_data = (node.node_data - CAST(:reset_keys AS text[])) || EXCLUDED.node_data,"
+    "    owner_job_id = EXCLUDED.owner_job_id,"
     "    owner_since = EXCLUDED.owner_since, version = node.version + 1, updated_at = now()"
     "  WHERE node.owner_since IS NULL OR (node.owner_since, node.owner_job_id)"
     "    < (EXCLUDED.owner_since, EXCLUDED.owner_job_id)"
@@ -156,6 +166,7 @@ async def record_run(
         # A canvas run's job writes only to a node still on the board: the board may have been saved without it
         # since the run began, and the job must not bring it back. A job started by itself makes its node.
         "create_node": CANVAS_RUN_METADATA_KEY not in job.metadata,
+        "reset_keys": list(RESET_ON_CLAIM),
         **NEW_NODE_GRID,
     }
     found = (await session.execute(_RECORD_RUN, parameters)).first()
@@ -168,16 +179,20 @@ async def record_run(
     return RecordedRun(run=Run(**row), created=created, older_job_ids=older)
 
 
+# What a new job's claim clears on its node: its predecessor's outcome (the image stays until a new one comes).
+RESET_ON_CLAIM = ("error", "costUsd", "estimatedCostUsd")
+
+
 def _claimed_node_data(job: ImageJobInput) -> dict[str, Any]:
-    return {
+    """The claim's fields; unset ones are absent, never null (the node's data is what a canvas reads)."""
+    data = {
         "jobId": job.job_id,
-        "status": "pending",
+        "status": NodeStatus.PENDING,
         "progress": 0,
-        "error": None,
         "prompt": job.spec.prompt[:NODE_PROMPT_CHARS],
         "estimatedCostUsd": job.estimated_cost_usd,
-        "costUsd": None,
     }
+    return {key: value for key, value in data.items() if value is not None}
 
 
 async def add_event(
@@ -338,6 +353,9 @@ async def record_progress(
     return recorded is not None
 
 
+ENDED_NODE_SQL = ", ".join(f"'{status}'" for status in sorted(ENDED_NODE_STATUSES))
+
+
 def _update_node_sql(*, with_cost: bool) -> TextClause:
     # A job's end shows its cost, by the rule `transition` applies to the run (the node is written first);
     # progress writes skip it.
@@ -346,13 +364,13 @@ def _update_node_sql(*, with_cost: bool) -> TextClause:
         f"      WHERE id = :job AND {ENDED_COST_SQL} IS NOT NULL), '{{}}')"
     )
     return text(
-        "UPDATE workflow_nodes SET node_data = node_data || CAST(:patch AS jsonb)"
+        "UPDATE workflow_nodes SET node_data = (node_data - CAST(:unset AS text[])) || CAST(:patch AS jsonb)"
         + (cost if with_cost else "")
         + "   || jsonb_build_object('updatedAt', now()),"
         " version = version + 1, updated_at = now()"
         " WHERE canvas_id = :canvas AND id = :node AND owner_job_id = :job"
-        "   AND NOT (node_data @> CAST(:patch AS jsonb))"
-        f"   AND NOT (node_data->>'jobId' = :job AND node_data->>'status' IN ({TERMINAL_SQL}))"
+        "   AND NOT (node_data @> CAST(:patch AS jsonb) AND NOT node_data ?| CAST(:unset AS text[]))"
+        f"   AND NOT (node_data->>'jobId' = :job AND node_data->>'status' IN ({ENDED_NODE_SQL}))"
         " RETURNING id"
     )
 
@@ -360,30 +378,55 @@ def _update_node_sql(*, with_cost: bool) -> TextClause:
 _UPDATE_NODE = _update_node_sql(with_cost=False)
 _UPDATE_ENDED_NODE = _update_node_sql(with_cost=True)
 
+# A cancelled job gives its node back as it was before: the newest job that ended there (its status, error and
+# cost; the image it made never left the node), or no job at all. The node is no longer the job's to write.
+_RESTORE_NODE = text(
+    "UPDATE workflow_nodes SET node_data = (node_data - CAST(:job_keys AS text[]))"
+    "   || COALESCE((SELECT jsonb_strip_nulls(jsonb_build_object("
+    "       'jobId', r.id, 'status', CASE r.status WHEN 'completed' THEN 'completed' ELSE 'error' END,"
+    "       'progress', CASE r.status WHEN 'completed' THEN 100 END, 'error', r.error,"
+    "       'costUsd', r.cost_usd, 'estimatedCostUsd', r.estimated_cost_usd))"
+    "     FROM runs r WHERE r.canvas_id = :canvas AND r.node_id = :node AND r.id <> :job"
+    "       AND r.status IN ('completed', 'failed')"
+    "     ORDER BY r.finished_at DESC NULLS LAST LIMIT 1), '{}')"
+    "   || jsonb_build_object('updatedAt', now()),"
+    " owner_job_id = NULL, owner_since = NULL, version = version + 1, updated_at = now()"
+    " WHERE canvas_id = :canvas AND id = :node AND owner_job_id = :job"
+    " RETURNING id"
+)
+# The fields a job writes on its node that the restore puts back (its image fields stay as they are).
+RESTORED_KEYS = ("jobId", "status", "progress", "error", "costUsd", "estimatedCostUsd")
+
 
 async def update_node(session: AsyncSession, update: NodeUpdate) -> bool:
     """Merge job-owned fields into the node in one statement, only while `update.job_id` owns it and has not
-    shown an end there yet.
+    shown an end there yet; a cancellation restores the node instead (`_RESTORE_NODE`).
 
     An end is final on the node as on the run: a progress write or a `running` from an activity that outlived
     its job's cancellation never covers the end. A write that would change nothing is skipped, so a retried
-    activity does not bump the node's version.
+    activity does not bump the node's version. Unset fields are absent from the node, never null.
     """
-    patch: dict[str, Any] = {"jobId": update.job_id, "status": update.status, "error": update.error}
-    optional = {
+    keys = {"canvas": update.canvas_id, "node": update.node_id, "job": update.job_id}
+    if update.status == JobStatus.CANCELLED:
+        restored = await session.execute(_RESTORE_NODE, {**keys, "job_keys": list(RESTORED_KEYS)})
+        return restored.first() is not None
+    fields: dict[str, Any] = {
+        "jobId": update.job_id,
+        "status": NODE_STATUS_OF_JOB[JobStatus(update.status)],
+        "error": update.error,
         "imageUrl": update.image_url,
         "imageUrls": update.image_urls,
         "thumbnailUrl": update.thumbnail_url,
         "progress": update.progress,
     }
-    patch.update({key: value for key, value in optional.items() if value is not None})
+    patch = {key: value for key, value in fields.items() if value is not None}
+    unset = ["error"] if update.error is None else []
     updated = await session.execute(
         _UPDATE_ENDED_NODE if update.status in TERMINAL_STATUSES else _UPDATE_NODE,
         {
-            "canvas": update.canvas_id,
-            "node": update.node_id,
-            "job": update.job_id,
+            **keys,
             "patch": storable_json(patch, what="node"),
+            "unset": unset,
             "status": update.status,
             "cost": update.cost_usd,
         },

@@ -23,6 +23,26 @@ class JobStatus(StrEnum):
 
 TERMINAL_STATUSES: frozenset[JobStatus] = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 
+
+class NodeStatus(StrEnum):
+    """A canvas node's `data.status`, as the spec's updateReactFlowNode writes it. A job that failed leaves its node
+    `error`; one that was cancelled leaves it as it was before the job (core/runs.py)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    ERROR = "error"
+
+
+NODE_STATUS_OF_JOB: dict[JobStatus, NodeStatus] = {
+    JobStatus.PENDING: NodeStatus.PENDING,
+    JobStatus.RUNNING: NodeStatus.RUNNING,
+    JobStatus.COMPLETED: NodeStatus.COMPLETED,
+    JobStatus.FAILED: NodeStatus.ERROR,
+}
+# A node's status that shows its job's end (with those older nodes may still carry).
+ENDED_NODE_STATUSES = frozenset({NodeStatus.COMPLETED, NodeStatus.ERROR, "failed", "cancelled"})
+
 # What clients see: the spec's four statuses. A cancelled job reads `failed`, with this error code and sentence.
 SpecStatus = Literal["pending", "running", "completed", "failed"]
 CANCELLED_ERROR_CODE = "Cancelled"

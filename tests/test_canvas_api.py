@@ -10,7 +10,8 @@ from temporalio.client import Client
 from core import runs
 from core.config import Settings
 from core.db import transaction
-from models.payloads import ImageJobInput, NodeUpdate, PromptSpec
+from models.payloads import ImageJobInput, NodeUpdate, PromptSpec, RunTransition
+from models.vocabulary import JobStatus
 from tests.fixtures.stack import Stack, make_settings, running_stack, was_cancelled
 
 
@@ -97,17 +98,45 @@ async def test_a_job_end_on_its_node_is_final(db_sessions: async_sessionmaker[As
         await runs.record_run(session, job)
     late = [
         NodeUpdate(canvas, "n", job.job_id, "running", progress=40.0),
-        NodeUpdate(canvas, "n", job.job_id, "failed"),
+        NodeUpdate(canvas, "n", job.job_id, "completed", image_url="https://cdn.test/late.png"),
     ]
     outcomes = []
-    for update in [NodeUpdate(canvas, "n", job.job_id, "cancelled"), *late]:
+    for update in [NodeUpdate(canvas, "n", job.job_id, "failed", error="The provider refused."), *late]:
         async with transaction(db_sessions) as session:
             outcomes.append(await runs.update_node(session, update))
     assert outcomes == [True, False, False]
     async with db_sessions() as session:
         (node,) = await runs.list_nodes(session, canvas)
-    assert node.node_data["status"] == "cancelled"
-    assert node.node_data["progress"] == 0  # as the claim left it
+    assert (node.node_data["status"], node.node_data["error"]) == ("error", "The provider refused.")  # the spec's word
+    assert node.node_data["progress"] == 0 and "imageUrl" not in node.node_data  # as the claim left it
+
+
+async def test_a_cancelled_job_gives_its_node_back_as_it_was(db_sessions: async_sessionmaker[AsyncSession]) -> None:
+    canvas = "canvas-" + uuid.uuid4().hex[:8]
+    made, regenerate, fresh = (job_input(canvas, f"job_{name}_{canvas}") for name in ("made", "regen", "fresh"))
+    fresh.node_id = "never-had-one"
+    async with transaction(db_sessions) as session:
+        await runs.record_run(session, made)
+        await runs.update_node(
+            session, NodeUpdate(canvas, "n", made.job_id, "completed", image_url="https://cdn.test/a.png")
+        )
+        await runs.transition(session, RunTransition(job_id=made.job_id, status=JobStatus.COMPLETED))
+        await runs.record_run(session, regenerate)
+        await runs.record_run(session, fresh)
+    async with db_sessions() as session:
+        claimed = {node.id: dict(node.node_data) for node in await runs.list_nodes(session, canvas)}
+    assert claimed["n"]["jobId"] == regenerate.job_id and claimed["n"]["status"] == "pending"
+    assert all(value is not None for data in claimed.values() for value in data.values()), claimed
+    for job in (regenerate, fresh):
+        async with transaction(db_sessions) as session:
+            assert await runs.update_node(session, NodeUpdate(canvas, job.node_id, job.job_id, "cancelled"))
+            late = NodeUpdate(canvas, job.node_id, job.job_id, "running", progress=50.0)
+            assert not await runs.update_node(session, late)  # no longer the job's node
+    async with db_sessions() as session:
+        nodes = {node.id: node.node_data for node in await runs.list_nodes(session, canvas)}
+    assert nodes["n"]["jobId"] == made.job_id and nodes["n"]["status"] == "completed"
+    assert nodes["n"]["imageUrl"] == "https://cdn.test/a.png" and nodes["n"]["progress"] == 100
+    assert not {"jobId", "status", "progress", "error"} & set(nodes["never-had-one"]), nodes["never-had-one"]
 
 
 async def test_retry_a_cancelled_job_and_stats(stack_settings: Settings, temporal_client: Client) -> None:

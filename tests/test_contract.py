@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
+import subprocess
 import uuid
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from jsonschema import Draft7Validator, FormatChecker
 from PIL import Image
 from temporalio.client import Client
 
 from core.config import Settings, lookalike_settings
+from core.db import PROJECT_ROOT
 from tests.fakes.app import FakeProviders
 from tests.fakes.openai import OPENAI
 from tests.fixtures.s3 import S3_ACCESS_KEY, S3_SECRET_KEY, s3_admin_client
@@ -25,6 +30,34 @@ from tests.fixtures.stack import Stack, make_settings, running_stack
 from tests.sse import read_events
 
 SPEC_STATUSES = {"pending", "running", "completed", "failed"}
+SPEC_SCHEMAS = PROJECT_ROOT / "tests" / "contract" / "spec.schema.json"
+WEB = PROJECT_ROOT / "web"
+
+
+def spec_validator(interface: str) -> Draft7Validator:
+    """A validator for one of the spec's interfaces (web/spec/contract.ts), date-time formats checked."""
+    schemas = json.loads(SPEC_SCHEMAS.read_text())
+    return Draft7Validator({**schemas, "$ref": f"#/definitions/{interface}"}, format_checker=FormatChecker())
+
+
+def assert_spec_shape(interface: str, value: dict[str, Any]) -> None:
+    """`value` is what a client written from the spec's `interface` expects: every declared field of its declared
+    type, optional ones absent rather than null; our own additions pass."""
+    errors = [
+        f"{'/'.join(map(str, error.absolute_path)) or '(top)'}: {error.message}"
+        for error in spec_validator(interface).iter_errors(value)
+    ]
+    assert not errors, f"{interface}: {errors} in {value}"
+
+
+def test_the_spec_schemas_are_generated_from_the_specs_interfaces(tmp_path: Path) -> None:
+    generated = tmp_path / "spec.schema.json"
+    generator = WEB / "node_modules" / ".bin" / "ts-json-schema-generator"
+    command = [generator, "--path", "spec/contract.ts", "--type", "*", "--additional-properties", "--no-type-check"]
+    subprocess.run([*command, "--out", generated], cwd=WEB, check=True, capture_output=True, timeout=120)
+    assert json.loads(generated.read_text()) == json.loads(SPEC_SCHEMAS.read_text()), "stale: npm run gen:spec-schemas"
+    # The schemas are strict where the spec is: an optional field set to null is refused.
+    assert list(spec_validator("ImageJobRecord").iter_errors({"jobId": "j", "error": None}))
 
 
 def spec_request(canvas_id: str) -> dict[str, Any]:
@@ -303,3 +336,45 @@ async def test_local_files_are_served_with_cors_and_type(stack: Stack) -> None:
     assert image.headers["content-type"] == "image/png"
     assert too_long.status_code == 404
     assert too_long.json()["code"] == "file_not_found"
+
+
+async def test_every_record_event_status_and_node_in_every_state_has_the_specs_shape(
+    stack_settings: Settings, temporal_client: Client
+) -> None:
+    settings = make_settings(stack_settings, LOCAL_PROVIDER_DELAY_MS=3000)
+    canvas_id = "canvas-" + uuid.uuid4().hex[:8]
+    missing = f"{settings.app_url}/files/images/nowhere/missing.png"
+    async with running_stack(settings, temporal_client) as stack:
+        seen: list[tuple[str, dict[str, Any]]] = []
+
+        async def snapshot(job_id: str, node_id: str) -> dict[str, Any]:
+            record = await stack.job(job_id)
+            status = (await stack.api.get(f"/v1/jobs/{job_id}/status")).json()
+            node = await stack.node(canvas_id, node_id)
+            seen.extend([("ImageJobRecord", record), ("ImageJobStatus", status), ("ReactFlowNodeUpdate", node["data"])])
+            return record
+
+        done = await stack.start("completes", workflowId=canvas_id, nodeId="done")
+        stopped = await stack.start("is cancelled", workflowId=canvas_id, nodeId="stopped")
+        broken = await stack.start(
+            "fails", workflowId=canvas_id, nodeId="broken", promptSpec={"previousImage": missing}
+        )
+        seen += [("ImageJobRecord", answer) for answer in (done, stopped, broken)]  # pending, as answered
+        await stack.wait(stopped["jobId"], statuses=("running",))
+        assert (await snapshot(stopped["jobId"], "stopped"))["status"] == "running"
+        seen.append(("ImageJobRecord", (await stack.api.post(f"/v1/jobs/{stopped['jobId']}/cancel")).json()))
+        for job, node_id in ((done, "done"), (stopped, "stopped"), (broken, "broken")):
+            await stack.wait(job["jobId"])
+            await snapshot(job["jobId"], node_id)
+            seen += [("ImageProgressEvent", event) for event in await collect_job_events(stack, job["jobId"])]
+        listed = (await stack.api.get("/v1/jobs", params={"workflowId": canvas_id})).json()["items"]
+        seen += [("ImageJobRecord", record) for record in listed]
+
+    for interface, value in seen:
+        assert_spec_shape(interface, value)
+    statuses = {value["status"] for interface, value in seen if interface == "ImageJobRecord"}
+    assert statuses == SPEC_STATUSES, statuses
+    kinds = {value["kind"] for interface, value in seen if interface == "ImageProgressEvent"}
+    assert kinds == {"progress", "log", "error"}, kinds
+    node_statuses = {value.get("status") for interface, value in seen if interface == "ReactFlowNodeUpdate"}
+    assert node_statuses == {"running", "completed", "error", None}, node_statuses  # cancelled: as before the job

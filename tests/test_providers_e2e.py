@@ -223,7 +223,7 @@ async def run_failing_job(settings: Settings, client: Client, **fields: Any) -> 
         # The run is marked failed first, then the node: wait for both.
         node = await settled_node(stack, started["workflowId"])
     assert record["status"] == "failed", record
-    assert node["data"]["status"] == "failed"
+    assert node["data"]["status"] == "error"
     assert node["data"]["error"] == record["error"]
     error = {"code": record["errorCode"], "message": record["error"]}
     return FailedJob(job_id=record["jobId"], canvas_id=started["workflowId"], error=error)

@@ -154,7 +154,7 @@ async def test_cancelling_a_job_whose_start_is_still_to_come_cancels_it(
     record = await stack.wait(job_id)
     assert was_cancelled(record), record
     node = await stack.node(body["workflowId"], body["nodeId"])
-    assert node["data"]["status"] == "cancelled"
+    assert "status" not in node["data"]  # as before the job: it never had one
 
 
 class RefusingClient:
@@ -185,7 +185,7 @@ async def test_a_start_refused_for_good_fails_the_job_instead_of_leaving_it_pend
     assert record["status"] == "failed", record
     assert record["errorCode"] == "StartRefused"
     assert "cannot be encoded" in record["error"]
-    assert (await stack.node(body["workflowId"], body["nodeId"]))["data"]["status"] == "failed"
+    assert (await stack.node(body["workflowId"], body["nodeId"]))["data"]["status"] == "error"
     assert await start_is_confirmed(db_sessions, job_id), "a job failed for good is not left for the sweep"
 
 

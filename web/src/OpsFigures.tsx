@@ -3,6 +3,7 @@
 // what it cost. Read again every few seconds while the page is open.
 import { useEffect, useState } from "react";
 import { api, type JobStats, type ProviderStatsRow } from "./api";
+import { usd } from "./format";
 
 const REFRESH_MS = 5000;
 const STATUSES = ["pending", "running", "completed", "failed", "cancelled"] as const;
@@ -81,7 +82,7 @@ function ProvidersTable({ rows }: { rows: ProviderStatsRow[] }) {
             <td>
               {seconds(row.p50Seconds)} / {seconds(row.p95Seconds)}
             </td>
-            <td>{usd(row.costUsd)}</td>
+            <td>{row.costUsd == null ? "unknown" : usd(row.costUsd)}</td>
           </tr>
         ))}
       </tbody>
@@ -104,9 +105,4 @@ function startOfUtcDay(): string {
 
 function seconds(value: number | null | undefined): string {
   return value == null ? "–" : `${value.toFixed(1)} s`;
-}
-
-function usd(value: number | null | undefined): string {
-  if (value == null) return "unknown";
-  return `$${value.toFixed(value > 0 && value < 0.1 ? 3 : 2)}`;
 }

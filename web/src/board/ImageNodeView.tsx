@@ -170,7 +170,7 @@ function ImageNodeViewInner({ id, data }: NodeProps<ImageNode>) {
           ))}
         </div>
       )}
-      {status === "failed" && data.error && <p className="node-error">{data.error}</p>}
+      {status === "error" && data.error && <p className="node-error">{data.error}</p>}
       {data.runState === "skipped" && data.runReason && <p className="node-error">Skipped: {data.runReason}</p>}
       <div className="actions nodrag">
         <button type="button" disabled={busy || !(data.prompt ?? "").trim()} onClick={() => actions.generate(id)}>

@@ -2,6 +2,7 @@
 // regenerate everything instead. Nothing is paid for until the person says Run.
 import { useEffect, useRef } from "react";
 import type { CanvasRunPreview } from "../api";
+import { usd } from "../format";
 
 export type PendingRun = {
   fromNodeId?: string;
@@ -67,8 +68,4 @@ function summary(preview: CanvasRunPreview): string {
   if (preview.estimatedCostUsd === undefined || preview.estimatedCostUsd === null) parts.push("cost unknown");
   else if (preview.toGenerate > 0) parts.push(preview.estimatedCostUsd === 0 ? "free" : `~${usd(preview.estimatedCostUsd)}`);
   return parts.join(" · ");
-}
-
-function usd(value: number): string {
-  return `$${value.toFixed(value > 0 && value < 0.1 ? 3 : 2)}`;
 }
