@@ -64,8 +64,20 @@ async def create_run(session: AsyncSession, plan: CanvasRunInput) -> str | None:
         )
     await session.flush()
     nodes = [node.node_id for node in plan.nodes]
+    await _forget_earlier_runs(session, plan.canvas_id, nodes)
     await _show_on_board(session, plan.canvas_id, nodes, plan.run_id, NodeRunState.PENDING, None)
     return None
+
+
+async def _forget_earlier_runs(session: AsyncSession, canvas_id: str, in_run: list[str]) -> None:
+    """The board shows the newest run only: the nodes it leaves out drop what an earlier run said of them."""
+    await session.execute(
+        text(
+            "UPDATE workflow_nodes SET node_data = node_data - CAST(:keys AS text[]), version = version + 1,"
+            " updated_at = now() WHERE canvas_id = :canvas AND id <> ALL(:nodes) AND node_data ? 'runId'"
+        ),
+        {"canvas": canvas_id, "nodes": in_run, "keys": ["runId", "runState", "runReason"]},
+    )
 
 
 async def unstarted_runs(

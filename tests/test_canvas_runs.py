@@ -138,6 +138,10 @@ async def test_force_and_partial_runs(run_stack: Stack) -> None:
         stack, canvas_id, (await start_run(stack, canvas_id, nodeIds=["C"], force=True))["runId"]
     )
     assert states(only_c) == {"C": "completed"}
+    # The board shows the newest run only: nodes it left out no longer carry an earlier run's state.
+    board = (await stack.api.get(f"/v1/canvases/{canvas_id}")).json()
+    run_states = {node["id"]: node["data"].get("runState") for node in board["nodes"]}
+    assert run_states == {"A": None, "B": None, "C": "completed", "D": None}
 
 
 @pytest.mark.parametrize(
