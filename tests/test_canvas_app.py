@@ -137,11 +137,14 @@ async def test_a_job_started_through_the_api_shows_live_on_the_open_board(browse
     await expect(page.get_by_role("img", name="a harbour from the API")).to_be_visible()
 
 
-async def test_a_failed_job_raises_an_alert_and_marks_its_node(browser: Browser, app_stack: Stack) -> None:
+async def test_a_failed_job_raises_an_alert_naming_its_node_and_offers_to_show_and_retry_it(
+    browser: Browser, app_stack: Stack
+) -> None:
     canvas_id = await new_board(app_stack)
     page = await new_page(browser, app_stack)
     await page.goto(f"/canvases/{canvas_id}")
-    await expect(page.get_by_role("button", name="Add image node")).to_be_enabled()
+    # An empty board says what to do first.
+    await expect(page.get_by_role("note", name="An empty canvas")).to_contain_text("write what to draw")
     missing = f"{app_stack.base_url}/files/images/nowhere/missing.png"
 
     await app_stack.start(
@@ -149,9 +152,25 @@ async def test_a_failed_job_raises_an_alert_and_marks_its_node(browser: Browser,
     )
 
     await expect(node_element(page, "doomed")).to_have_attribute("data-status", "error")
-    alert = page.get_by_role("alert")
-    await expect(alert.first).to_contain_text("missing.png")
+    await expect(page.get_by_role("note", name="An empty canvas")).to_have_count(0)
+    alert = page.get_by_role("alert").filter(has_text="refine what is not there")
+    await expect(alert).to_contain_text("“refine what is not there” failed:")
+    await expect(alert).to_contain_text("missing.png")
     await expect(node_element(page, "doomed")).to_contain_text("missing.png")
+    await alert.get_by_role("button", name="Show node").click()  # the toast stays, for Retry
+    await expect(page.locator(".react-flow__node.selected")).to_have_attribute("data-id", "doomed")
+
+    # History keeps a failed job's row as wide as any, though it has no picture.
+    await page.get_by_role("button", name="History").click()
+    row = page.get_by_role("list", name="Jobs").get_by_role("listitem").first
+    await expect(row).to_contain_text("refine what is not there")
+    box = await row.locator("p").first.bounding_box()
+    assert box is not None and box["width"] > 200, box
+
+    # Retry generates the node again from what it holds now (its prompt; this node refines nothing on the board).
+    await alert.get_by_role("button", name="Retry").click()
+    await expect(alert).to_have_count(0)
+    await expect(node_element(page, "doomed")).to_have_attribute("data-status", "completed")
 
 
 async def test_cancel_stops_a_running_job(browser: Browser, stack_settings: Settings, temporal_client: Client) -> None:

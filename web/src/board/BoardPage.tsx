@@ -38,6 +38,7 @@ import {
   currentImage,
   jobOwned,
   newNodeId,
+  nodeName,
   nodeType,
   type AppEdge,
   type AppNode,
@@ -368,6 +369,30 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
     [canvasId, flushSave, fail],
   );
 
+  const showNode = useCallback(
+    (nodeId: string) => {
+      setNodes((all) => all.map((node) => ({ ...node, selected: node.id === nodeId })));
+      void flow.fitView({ nodes: [{ id: nodeId }], duration: 300, maxZoom: 1.2 });
+    },
+    [flow, setNodes],
+  );
+
+  // A job's failure names its node and offers to show it and to try again.
+  const reportFailure = useCallback(
+    (jobId: string, message: string) => {
+      const node = flow.getNodes().find((item) => item.data.jobId === jobId);
+      if (!node) {
+        toast(message);
+        return;
+      }
+      toast(`${nodeName(node.data)} failed: ${message}`, [
+        { label: "Show node", run: () => showNode(node.id), keep: true },
+        { label: "Retry", run: () => void generate(node.id) },
+      ]);
+    },
+    [flow, toast, showNode, generate],
+  );
+
   const startRun = useCallback(
     async (force: boolean) => {
       const fromNodeId = pendingRun?.fromNodeId;
@@ -414,7 +439,7 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
     onRun: (view) => setRun((current) => (!current || view.createdAt >= current.createdAt ? view : current)),
     onJobEvent: (event) => {
       // A cancellation is an `error` event too, but someone asked for it: no toast.
-      if (event.kind === "error" && event.data?.moment !== "cancelled") toast(`${event.message}`);
+      if (event.kind === "error" && event.data?.moment !== "cancelled") reportFailure(event.jobId, event.message);
       if (event.kind !== "progress") setJobRevision((revision) => revision + 1);
     },
   });
@@ -477,6 +502,19 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
               <Background />
               <Controls />
             </ReactFlow>
+            {loaded && nodes.length === 0 && (
+              <div className="empty-board">
+                <div role="note" aria-label="An empty canvas">
+                  <p>
+                    <strong>An empty canvas.</strong> Add an image node, write what to draw and press Generate. Connect
+                    one node to another to refine its image; drop or paste a picture of your own to start from it.
+                  </p>
+                  <button type="button" className="primary" onClick={addImageNode}>
+                    Add your first node
+                  </button>
+                </div>
+              </div>
+            )}
           </div>
           {historyOpen && <HistoryPanel canvasId={canvasId} providers={providers} revision={jobRevision} onError={fail} />}
         </div>

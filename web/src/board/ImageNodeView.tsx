@@ -172,8 +172,18 @@ function ImageNodeViewInner({ id, data }: NodeProps<ImageNode>) {
       )}
       {status === "error" && data.error && <p className="node-error">{data.error}</p>}
       {data.runState === "skipped" && data.runReason && <p className="node-error">Skipped: {data.runReason}</p>}
+      {!busy && !(data.prompt ?? "").trim() && (
+        <p className="hint" id={`why-${id}`}>
+          Write a prompt to generate.
+        </p>
+      )}
       <div className="actions nodrag">
-        <button type="button" disabled={busy || !(data.prompt ?? "").trim()} onClick={() => actions.generate(id)}>
+        <button
+          type="button"
+          disabled={busy || !(data.prompt ?? "").trim()}
+          aria-describedby={!busy && !(data.prompt ?? "").trim() ? `why-${id}` : undefined}
+          onClick={() => actions.generate(id)}
+        >
           {image ? "Regenerate" : "Generate"}
         </button>
         {busy && (

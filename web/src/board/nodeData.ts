@@ -78,3 +78,10 @@ export function newNodeId(): string {
 export function nodeType(type: string | undefined): AppNode["type"] {
   return type === UPLOADED_NODE ? UPLOADED_NODE : IMAGE_NODE;
 }
+
+/** How messages name a node: the first words of its prompt (people never see node ids). */
+export function nodeName(data: ImageNodeData): string {
+  const words = (data.prompt ?? "").trim().split(/\s+/).filter(Boolean);
+  if (words.length === 0) return "A node without a prompt";
+  return `“${words.slice(0, 6).join(" ")}${words.length > 6 ? "…" : ""}”`;
+}
