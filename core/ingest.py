@@ -29,7 +29,7 @@ import httpx
 from core.config import Settings
 from core.images import over_budget
 from core.metrics import STORAGE_UPLOAD_BYTES, STORAGE_UPLOADS
-from core.netguard import DownloadRefused, open_download
+from core.netguard import DownloadRefused, open_download, unreachable
 from core.storage import ObjectStorage, validate_key
 from core.thumbnails import Thumbnailed, ThumbnailPolicy, Undecodable, make_thumbnail
 from core.tracing import tracer
@@ -133,7 +133,7 @@ class ImageIngest:
         except DownloadRefused as exc:
             raise _bad_output(f"refused to download {url}: {exc}") from exc
         except (httpx.TransportError, socket.gaierror) as exc:
-            raise ProviderUnavailable(f"downloading {url} failed: {exc!r}") from exc
+            raise ProviderUnavailable(f"Could not download the result {url}: {unreachable(exc)}.") from exc
 
     async def progress(self, fraction: float, message: str | None = None) -> None:
         if self._on_progress is not None:

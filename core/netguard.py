@@ -140,3 +140,29 @@ async def open_download(
                 return
             url = str(response.url.join(response.headers["location"]))
     raise DownloadRefused(f"more than {max_redirects} redirects")
+
+
+def unreachable(exc: BaseException) -> str:
+    """Why a connection failed, in words a person can act on (the exception itself goes to the logs, not to
+    people): "its name does not resolve", "the connection was refused", ..."""
+    causes = _causes(exc)
+    text = " ".join(str(cause).lower() for cause in causes)
+    if any(isinstance(cause, socket.gaierror) for cause in causes) or "name or service not known" in text:
+        return "its name does not resolve; check the URL and the network"
+    if any(isinstance(cause, httpx.TimeoutException | TimeoutError) for cause in causes):
+        return "it did not answer in time"
+    if any(isinstance(cause, ConnectionRefusedError) for cause in causes) or "connection refused" in text:
+        return "the connection was refused; check that the server is up"
+    if isinstance(exc, httpx.ConnectError):
+        return "no connection could be made; check the URL and the network"
+    return "the connection broke off; it is tried again"
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The exception and what caused it, down the chain (anyio keeps each failed attempt's error there)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain

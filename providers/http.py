@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from core.netguard import unreachable
 from models.errors import (
     AUTH,
     BAD_OUTPUT,
@@ -152,8 +153,7 @@ def transport_errors(provider: str) -> Iterator[None]:
     except httpx.TimeoutException as exc:
         raise ProviderUnavailable(f"{provider} did not answer in time ({type(exc).__name__})", cause=TIMEOUT) from exc
     except httpx.TransportError as exc:
-        message = f"Could not reach {provider}: {exc or type(exc).__name__}"
-        raise ProviderUnavailable(message, cause=NETWORK) from exc
+        raise ProviderUnavailable(f"Could not reach {provider}: {unreachable(exc)}.", cause=NETWORK) from exc
 
 
 def require_client(http: httpx.AsyncClient | None, provider: str) -> httpx.AsyncClient:

@@ -20,7 +20,7 @@ import httpx
 
 from core.images import ImageSize, TooManyPixels, measure
 from core.ingest import sniff_image_kind
-from core.netguard import DownloadRefused, open_download
+from core.netguard import DownloadRefused, open_download, unreachable
 from core.thumbnails import Undecodable
 from models.errors import INVALID_REQUEST, ProviderRejected, ProviderUnavailable
 from providers.http import declares_more_than, read_at_most
@@ -86,7 +86,7 @@ async def fetch_input_image(
     except DownloadRefused as exc:
         raise _refused(f"refused to download the input image {url}: {exc}") from exc
     except (httpx.TransportError, socket.gaierror) as exc:
-        raise ProviderUnavailable(f"downloading the input image {url} failed: {exc!r}") from exc
+        raise ProviderUnavailable(f"Could not download the input image {url}: {unreachable(exc)}.") from exc
     if len(data) > max_bytes:
         raise _refused(f"the input image {url} is larger than the {max_bytes} byte limit")
     kind = sniff_image_kind(data[:SNIFF_BYTES])

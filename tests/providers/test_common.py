@@ -61,11 +61,23 @@ async def test_a_slow_answer_times_out_as_retryable(sync_fake, http, sink, name)
         await provider.generate(call_for(model, provider.name), sink)
 
 
-async def test_a_refused_connection_is_retryable(http, sink):
+async def test_a_refused_connection_is_retryable_and_said_in_words(http, sink):
     provider = stability.StabilityProvider.from_settings(settings_for(f"http://127.0.0.1:{free_port()}"), http)
 
-    with pytest.raises(ProviderUnavailable, match="Could not reach Stability"):
+    with pytest.raises(ProviderUnavailable) as raised:
         await provider.generate(call_for("stable-image-core", "stability"), sink)
+    # A sentence for people; the exception's own text (ConnectError, errno) is the logs' business.
+    assert raised.value.message == "Could not reach Stability: the connection was refused; check that the server is up."
+
+
+async def test_a_name_that_does_not_resolve_is_said_in_words(http, sink):
+    provider = stability.StabilityProvider.from_settings(settings_for("http://no-such-host.invalid"), http)
+
+    with pytest.raises(ProviderUnavailable) as raised:
+        await provider.generate(call_for("stable-image-core", "stability"), sink)
+    assert (
+        raised.value.message == "Could not reach Stability: its name does not resolve; check the URL and the network."
+    )
 
 
 @pytest.mark.parametrize(

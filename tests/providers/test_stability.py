@@ -250,7 +250,7 @@ async def test_an_unusable_input_image_is_refused_before_stability_is_called(
 
 async def test_an_unreachable_input_host_is_retryable(stability_fake: Served, http: httpx.AsyncClient) -> None:
     closed = "http://127.0.0.1:9/photo.png"
-    with pytest.raises(ProviderUnavailable, match="downloading the input image"):
+    with pytest.raises(ProviderUnavailable, match="Could not download the input image"):
         await provider_for(stability_fake, http).generate(
             stability_call("stable-image-ultra", previous_image=closed), RememberingSink()
         )
