@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict, deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,14 +22,29 @@ __all__ = ["MAX_RUN_NODES", "GraphRefused", "RunGraph", "content_hash", "input_k
 MAX_RUN_NODES = 500
 
 
+# What each refusal says, given the names of the nodes concerned (a caller may name them by their prompts).
+_REFUSALS: dict[str, Callable[[list[str]], str]] = {
+    "too_many_inputs": lambda names: f"A node refines one image; these have more than one edge in: {', '.join(names)}.",
+    "cycle": lambda names: f"The board's edges make a cycle: {' -> '.join([*names, names[0]])}.",
+    "unknown_node": lambda names: f"No image node {', '.join(names)} on this board.",
+}
+
+
 class GraphRefused(ValueError):
     """The board cannot run as asked; `code` is the API's error code and `nodes` the culprits."""
 
-    def __init__(self, code: str, message: str, nodes: Sequence[str]) -> None:
-        super().__init__(message)
+    def __init__(self, code: str, nodes: Sequence[str]) -> None:
         self.code = code
-        self.message = message
         self.nodes = list(nodes)
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        return self.describe(str)
+
+    def describe(self, name: Callable[[str], str]) -> str:
+        """The refusal in a sentence, each node called `name(node_id)`."""
+        return _REFUSALS[self.code]([name(node) for node in self.nodes])
 
 
 @dataclass(frozen=True)
@@ -56,11 +71,7 @@ def run_graph(
             inputs[target].append(source)
     fed_twice = sorted(node for node, sources in inputs.items() if len(sources) > 1)
     if fed_twice:
-        raise GraphRefused(
-            "too_many_inputs",
-            f"A node refines one image; these have more than one edge in: {', '.join(fed_twice)}.",
-            fed_twice,
-        )
+        raise GraphRefused("too_many_inputs", fed_twice)
     upstream = {node: (inputs[node][0] if inputs[node] else None) for node in image_nodes}
     order = _topological(image_nodes, upstream)
     chosen = _selection(order, upstream, node_ids=node_ids, from_node=from_node)
@@ -85,8 +96,7 @@ def _topological(nodes: Sequence[str], upstream: Mapping[str, str | None]) -> li
             waiting[child] = 0
             ready.append(child)
     if len(order) < len(nodes):
-        cycle = _cycle(set(nodes) - set(order), upstream)
-        raise GraphRefused("cycle", f"The board's edges make a cycle: {' -> '.join([*cycle, cycle[0]])}.", cycle)
+        raise GraphRefused("cycle", _cycle(set(nodes) - set(order), upstream))
     return order
 
 
@@ -116,7 +126,7 @@ def _selection(
     asked = [*(node_ids or []), *([from_node] if from_node else [])]
     unknown = [node for node in asked if node not in known]
     if unknown:
-        raise GraphRefused("unknown_node", f"No image node {', '.join(unknown)} on this board.", unknown)
+        raise GraphRefused("unknown_node", unknown)
     if from_node:
         chosen = {from_node}
         for node in order:  # upstream first, so one pass finds every descendant

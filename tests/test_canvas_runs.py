@@ -117,7 +117,9 @@ async def test_a_tree_runs_each_node_from_its_parents_image_then_caches_and_reru
     await save_board(stack, canvas_id, changed, [*TREE, edge("D", "A")])
     cycle = await stack.api.post(f"/v1/canvases/{canvas_id}/runs", json={})
     assert (cycle.status_code, cycle.json()["code"]) == (422, "cycle")
-    assert "A -> B -> D -> A" in cycle.json()["message"]
+    # Nodes are named as people know them, by their prompts; their ids are in `details`.
+    cycle_names = " -> ".join(f"“{PROMPTS[key]}”" for key in ("A", "B", "D", "A"))
+    assert cycle.json()["message"] == f"The board's edges make a cycle: {cycle_names}."
     assert {detail["nodeId"] for detail in cycle.json()["details"]} == {"A", "B", "D"}
 
 

@@ -59,6 +59,19 @@ def node_job_id(run_id: str, node_id: str) -> str:
     return "job_" + hashlib.sha256(f"{run_id}:{node_id}".encode()).hexdigest()[:32]
 
 
+# How a refusal names a node: people know their nodes by what they draw, not by their ids (those are in `details`).
+NAME_WORDS = 6
+
+
+def node_name(node: BoardNode) -> str:
+    """The node's first prompt words in quotes, else its label (an upload's file name), else "The node <id>"."""
+    words = str(node.data.get("prompt") or "").split()
+    if words:
+        return f"“{' '.join(words[:NAME_WORDS])}{'…' if len(words) > NAME_WORDS else ''}”"
+    label = node.data.get("label")
+    return f"“{label}”" if isinstance(label, str) and label else f"The node {node.id}"
+
+
 def current_image(node: BoardNode) -> str | None:
     """What a node shows and passes on (as the canvas app has it): the chosen variant, the job's, the upload."""
     for key in ("chosenImageUrl", "imageUrl", "sourceUrl"):
@@ -87,7 +100,7 @@ def job_request(canvas_id: str, node: BoardNode, previous_image: str | None) -> 
         return StartImageJobRequest.model_validate(body)
     except ValidationError as error:
         first = error.errors()[0]
-        raise refused("invalid_node", f"Node {node.id}: {first['msg']}", [node.id]) from error
+        raise refused("invalid_node", f"{node_name(node)}: {first['msg']}.", [node.id]) from error
 
 
 def checked_job(
@@ -95,7 +108,7 @@ def checked_job(
 ) -> tuple[StartImageJobRequest, ImageJobInput]:
     """The node's job (validated as POST /v1/jobs would), before its run-specific fields are set."""
     if not str(node.data.get("prompt") or "").strip():
-        raise refused("missing_prompt", f"Node {node.id} has no prompt.", [node.id])
+        raise refused("missing_prompt", f"{node_name(node)} has no prompt: write one, or delete the node.", [node.id])
     # An upstream node of the run has no image yet; any URL lets the provider check that the model takes one.
     checked_image = f"{state.settings.app_url}/files/upstream-of-{node.id}.png" if in_run else upstream_image
     body = job_request(board.id, node, checked_image)
@@ -103,7 +116,7 @@ def checked_job(
         job, _ = job_from_request(state, body, "job_check")
     except ApiError as error:
         code = "input_image_not_supported" if "previousImage" in error.message else error.code
-        raise refused(code, f"Node {node.id}: {error.message}", [node.id]) from error
+        raise refused(code, f"{node_name(node)}: {error.message}", [node.id]) from error
     return body, job
 
 
@@ -121,7 +134,9 @@ def plan_run(
             from_node=request.from_node_id,
         )
     except GraphRefused as error:
-        raise refused(error.code, error.message, error.nodes) from error
+        by_id = {node.id: node for node in board.nodes}
+        message = error.describe(lambda node_id: node_name(by_id[node_id]) if node_id in by_id else node_id)
+        raise refused(error.code, message, error.nodes) from error
     if not graph.order:
         raise refused("nothing_to_run", "The board has no image generation nodes to run.", [])
     if len(graph.order) > MAX_RUN_NODES:
@@ -154,7 +169,9 @@ def plan_node(
     in_run = source is not None and source in hashes
     outside_image = current_image(by_id[source]) if source in by_id and not in_run else None
     if source is not None and not in_run and outside_image is None:
-        raise refused("upstream_without_image", f"Node {node_id} refines {source}, which has no image.", [source])
+        named, upstream = node_name(by_id[node_id]), node_name(by_id[source])
+        message = f"{named} refines {upstream}, which has no image yet: generate it first."
+        raise refused("upstream_without_image", message, [source])
     body, job = checked_job(state, board, by_id[node_id], upstream_image=outside_image, in_run=in_run)
     upstream_key = hashes[source] if in_run and source else input_key(outside_image, made_from)
     hashes[node_id] = content_hash(job_settings(body, job), upstream_key)
