@@ -514,3 +514,20 @@ async def test_the_canvas_list_renames_deletes_and_hides_what_api_jobs_made(brow
     await page.reload()  # the choice is remembered
     await expect(page.get_by_role("listitem", name="made-by-a-script")).to_have_count(0)
     await expect(page.get_by_role("listitem", name="Harbour, final")).to_be_visible()
+
+
+async def test_added_nodes_land_in_free_space(browser: Browser, app_stack: Stack) -> None:
+    canvas_id = await new_board(app_stack)
+    page = await new_page(browser, app_stack)
+    await page.goto(f"/canvases/{canvas_id}")
+    for count in (1, 2, 3):
+        await page.get_by_role("button", name="Add image node").click()
+        await expect(page.locator(".react-flow__node")).to_have_count(count)
+    boxes = [await node.bounding_box() for node in await page.locator(".react-flow__node").all()]
+    assert all(boxes), boxes
+    for index, first in enumerate(boxes):
+        for second in boxes[index + 1 :]:
+            assert first and second
+            apart_x = first["x"] + first["width"] <= second["x"] or second["x"] + second["width"] <= first["x"]
+            apart_y = first["y"] + first["height"] <= second["y"] or second["y"] + second["height"] <= first["y"]
+            assert apart_x or apart_y, (first, second)

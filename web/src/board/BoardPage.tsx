@@ -44,6 +44,7 @@ import {
   type AppNode,
   type ImageNodeData,
 } from "./nodeData";
+import { freeSpot } from "./layout";
 import { idsOf, mergeBoards, type SyncedIds } from "./merge";
 import { UploadedImageView } from "./UploadedImageView";
 import { useBoardStream, type StreamNode } from "./useBoardStream";
@@ -245,11 +246,10 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
 
   const addImageNode = useCallback(() => {
     const centre = flow.screenToFlowPosition({ x: window.innerWidth / 2, y: window.innerHeight / 2 });
-    const offset = (flow.getNodes().length % 5) * 30;
     const node: AppNode = {
       id: newNodeId(),
       type: IMAGE_NODE,
-      position: { x: centre.x - 120 + offset, y: centre.y - 150 + offset },
+      position: freeSpot(flow.getNodes(), { x: centre.x - 120, y: centre.y - 150 }),
       data: { prompt: "", provider: "local", model: "procedural", size: "512x512", n: 1 },
     };
     setNodes((all) => [...all, node]);
@@ -267,11 +267,11 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
         const ticket = await api.createUpload({ contentType, bytes: file.size });
         const put = await fetch(ticket.uploadUrl, { method: "PUT", headers: { "Content-Type": contentType }, body: file });
         if (!put.ok) throw new ApiError(put.status, "upload_failed", `Uploading ${file.name} failed (HTTP ${put.status}).`);
-        const position = at ?? flow.screenToFlowPosition({ x: window.innerWidth / 3, y: window.innerHeight / 3 });
+        const wanted = at ?? flow.screenToFlowPosition({ x: window.innerWidth / 3, y: window.innerHeight / 3 });
         const node: AppNode = {
           id: newNodeId(),
           type: UPLOADED_NODE,
-          position,
+          position: freeSpot(flow.getNodes(), wanted),
           data: { label: file.name || "pasted image", sourceUrl: ticket.fileUrl },
         };
         setNodes((all) => [...all, node]);
