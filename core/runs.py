@@ -108,7 +108,8 @@ _RECORD_RUN = text(
     "  RETURNING next_slot, base_x, base_y"
     "), node_claim AS (" + "  INSERT INTO workflow_nodes AS node"
     "    (canvas_id, id, node_type, node_data, position, owner_job_id, owner_since, version)"
-    "  SELECT :canvas, :node, 'image_generation', CAST(:node_data AS jsonb),"
+    "  SELECT :canvas, :node, 'image_generation',"
+    "    CAST(:node_data AS jsonb) || jsonb_build_object('startedAt', r.created_at),"
     "    COALESCE((SELECT jsonb_build_object("
     "      'x', base_x + (next_slot % :columns) * :cell_width, 'y', base_y + (next_slot / :columns) * :cell_height)"
     '      FROM slot), \'{"x": 0, "y": 0}\'),'
@@ -180,6 +181,7 @@ async def record_run(
 
 
 # What a new job's claim clears on its node: its predecessor's outcome (the image stays until a new one comes).
+# The claim also stamps `startedAt`, the job's creation, from which the canvas counts the time it has taken.
 RESET_ON_CLAIM = ("error", "costUsd", "estimatedCostUsd")
 
 
@@ -554,6 +556,7 @@ async def mark_workflows_started(session: AsyncSession, job_ids: list[str]) -> N
 # What jobs and canvas runs write into a node's data; a save of the board never changes these.
 JOB_OWNED_NODE_FIELDS = (
     "jobId",
+    "startedAt",
     "status",
     "progress",
     "error",

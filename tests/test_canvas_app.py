@@ -11,13 +11,14 @@ import io
 import re
 import shutil
 import time
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from PIL import Image
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, Route, async_playwright, expect
 from temporalio.client import Client
 
 from api.web import WEB_DIST
@@ -183,6 +184,11 @@ async def test_cancel_stops_a_running_job(browser: Browser, stack_settings: Sett
         await page.goto(f"/canvases/{canvas_id}")
         await page.get_by_role("button", name="Generate").click()
         await expect(page.get_by_role("progressbar", name="Progress")).to_be_visible()
+        # The node's clock keeps moving whatever the provider reports.
+        elapsed = node_element(page, "slow").get_by_test_id("elapsed")
+        await expect(elapsed).to_have_text(re.compile(r"^0:\d\d$"))
+        shown = await elapsed.inner_text()
+        await expect(elapsed).not_to_have_text(shown, timeout=3000)
         await page.get_by_role("button", name="Cancel").click()
         # As before the job: a node that never had an image has no status again.
         await expect(node_element(page, "slow")).to_have_attribute("data-status", "idle")
@@ -245,6 +251,15 @@ async def test_a_node_added_while_another_client_saves_the_board_keeps_both(brow
     page = await new_page(browser, app_stack)
     saves: list[int] = []
     page.on("response", lambda response: saves.append(response.status) if response.request.method == "PUT" else None)
+    theirs_saved = asyncio.Event()
+
+    async def after_theirs(route: Route) -> None:
+        # The tab's first save waits until the other client's is in, so it always meets the newer version.
+        if route.request.method == "PUT":
+            await theirs_saved.wait()
+        await route.continue_()
+
+    await page.route(f"**/v1/canvases/{canvas_id}", after_theirs)
     await page.goto(f"/canvases/{canvas_id}")
     await expect(node_element(page, "a")).to_be_visible()
 
@@ -255,6 +270,7 @@ async def test_a_node_added_while_another_client_saves_the_board_keeps_both(brow
         f"/v1/canvases/{canvas_id}", json={"nodes": [*read["nodes"], theirs], "edges": [], "version": read["version"]}
     )
     assert saved.status_code == 200, saved.text
+    theirs_saved.set()
 
     await expect(node_element(page, "theirs")).to_be_visible()
     await expect(page.locator(".react-flow__node")).to_have_count(3)
@@ -489,31 +505,34 @@ async def openai_row(stack: Stack) -> dict[str, Any]:
 
 
 async def test_the_canvas_list_renames_deletes_and_hides_what_api_jobs_made(browser: Browser, app_stack: Stack) -> None:
-    renamed = (await app_stack.api.post("/v1/canvases", json={"name": "Old name"})).json()["id"]
-    doomed = (await app_stack.api.post("/v1/canvases", json={"name": "Scratch"})).json()["id"]
-    await app_stack.wait((await app_stack.start("from a script", workflowId="made-by-a-script"))["jobId"])
+    suffix = uuid.uuid4().hex[:6]  # other tests' canvases share the list
+    final, scratch = f"Harbour {suffix}, final", f"Scratch {suffix}"
+    renamed = (await app_stack.api.post("/v1/canvases", json={"name": f"Old name {suffix}"})).json()["id"]
+    doomed = (await app_stack.api.post("/v1/canvases", json={"name": scratch})).json()["id"]
+    script = f"made-by-a-script-{suffix}"
+    await app_stack.wait((await app_stack.start("from a script", workflowId=script))["jobId"])
     page = await new_page(browser, app_stack)
     await page.goto("/")
-    script_card = page.get_by_role("listitem", name="made-by-a-script")
+    script_card = page.get_by_role("listitem", name=script)
     await expect(script_card.get_by_text("from API jobs")).to_be_visible()
     await expect(script_card.locator("img")).to_have_count(1)
 
-    await page.get_by_role("button", name="Rename Old name").click()
-    await page.get_by_label("Canvas name").fill("Harbour, final")
+    await page.get_by_role("button", name=f"Rename Old name {suffix}").click()
+    await page.get_by_label("Canvas name").fill(final)
     await page.keyboard.press("Enter")
-    await expect(page.get_by_role("link", name="Harbour, final")).to_be_visible()
-    assert (await app_stack.api.get(f"/v1/canvases/{renamed}")).json()["name"] == "Harbour, final"
+    await expect(page.get_by_role("link", name=final)).to_be_visible()
+    assert (await app_stack.api.get(f"/v1/canvases/{renamed}")).json()["name"] == final
 
-    await page.get_by_role("button", name="Delete Scratch").click()
+    await page.get_by_role("button", name=f"Delete {scratch}").click()
     await page.get_by_role("group", name="Confirm delete").get_by_role("button", name="Delete").click()
-    await expect(page.get_by_role("listitem", name="Scratch")).to_have_count(0)
+    await expect(page.get_by_role("listitem", name=scratch)).to_have_count(0)
     assert (await app_stack.api.get(f"/v1/canvases/{doomed}")).status_code == 404
 
     await page.get_by_label(re.compile(r"^Hide the \d+ canvas(es)? made only by API jobs$")).check()
     await expect(script_card).to_have_count(0)
     await page.reload()  # the choice is remembered
-    await expect(page.get_by_role("listitem", name="made-by-a-script")).to_have_count(0)
-    await expect(page.get_by_role("listitem", name="Harbour, final")).to_be_visible()
+    await expect(page.get_by_role("listitem", name=script)).to_have_count(0)
+    await expect(page.get_by_role("listitem", name=final)).to_be_visible()
 
 
 async def test_added_nodes_land_in_free_space(browser: Browser, app_stack: Stack) -> None:

@@ -21,6 +21,7 @@ import {
   type Board,
   type CanvasRunView,
   type ClientConfig,
+  type JobStats,
   type ProviderDescription,
   type StartImageJobRequest,
 } from "../api";
@@ -113,6 +114,7 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
   const [name, setName] = useState("");
   const [loaded, setLoaded] = useState(false);
   const [providers, setProviders] = useState<ProviderDescription[]>([]);
+  const [typical, setTypical] = useState<Map<string, number>>(new Map());
   const [dialogNode, setDialogNode] = useState<string | null>(null);
   const [editingNode, setEditingNode] = useState<string | null>(null);
   const [historyOpen, setHistoryOpen] = useState(false);
@@ -162,6 +164,7 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
       else fail(error);
     });
     api.providers().then((list) => setProviders(list.items), fail);
+    api.stats({}).then((stats) => setTypical(typicalDurations(stats)), fail);
   }, [canvasId, fail]);
 
   const onInit = useCallback(() => {
@@ -447,6 +450,7 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
   const actions = useMemo<BoardActions>(
     () => ({
       providers,
+      typicalSeconds: (provider, model) => typical.get(`${provider}:${model}`),
       update,
       generate: (nodeId) => void generate(nodeId),
       cancel: (nodeId) => void cancel(nodeId),
@@ -454,7 +458,7 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
       open: setDialogNode,
       editPrompt: setEditingNode,
     }),
-    [providers, update, generate, cancel, previewRun],
+    [providers, typical, update, generate, cancel, previewRun],
   );
 
   const dialogData = dialogNode ? nodes.find((node) => node.id === dialogNode)?.data : undefined;
@@ -532,6 +536,15 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
       </div>
     </BoardActionsContext.Provider>
   );
+}
+
+/** provider:model -> median seconds of the last day's completed jobs (GET /v1/stats), for "usually ~8 s". */
+function typicalDurations(stats: JobStats): Map<string, number> {
+  const typical = new Map<string, number>();
+  for (const row of stats.providers) {
+    if (row.p50Seconds != null) typical.set(`${row.provider}:${row.model}`, row.p50Seconds);
+  }
+  return typical;
 }
 
 /** The board's newest run: how far it is, and a way to stop it. */

@@ -2,6 +2,7 @@
 import { Handle, Position, type NodeProps } from "@xyflow/react";
 import { memo } from "react";
 import { useBoardActions } from "./actions";
+import { Elapsed } from "./Elapsed";
 import { ASPECT_RATIOS, QUALITIES, RUN_ONLY_STATES, SIZES, currentImage, isBusy, type ImageNode } from "./nodeData";
 
 function ImageNodeViewInner({ id, data }: NodeProps<ImageNode>) {
@@ -143,9 +144,23 @@ function ImageNodeViewInner({ id, data }: NodeProps<ImageNode>) {
         </label>
       </details>
       {busy && (
-        <div className="progress" role="progressbar" aria-label="Progress" aria-valuenow={progress} aria-valuemin={0} aria-valuemax={100}>
-          <div className="progress-bar" style={{ width: `${progress}%` }} />
-        </div>
+        <>
+          {/* A provider that reports no progress gets a moving bar, not an empty one. */}
+          <div
+            className="progress"
+            role="progressbar"
+            aria-label="Progress"
+            aria-valuenow={progress > 0 ? progress : undefined}
+            aria-valuemin={0}
+            aria-valuemax={100}
+          >
+            <div className={progress > 0 ? "progress-bar" : "progress-bar indeterminate"} style={progress > 0 ? { width: `${progress}%` } : undefined} />
+          </div>
+          <Elapsed
+            since={data.startedAt}
+            typical={actions.typicalSeconds(data.provider ?? "local", data.model ?? provider?.defaultModel ?? "")}
+          />
+        </>
       )}
       {image && (
         <img

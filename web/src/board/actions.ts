@@ -11,6 +11,8 @@ export type BoardActions = {
   runFrom: (nodeId: string) => void;
   open: (nodeId: string) => void;
   editPrompt: (nodeId: string) => void;
+  // How long this provider and model usually take (median seconds of today's jobs), when known.
+  typicalSeconds: (provider: string, model: string) => number | undefined;
 };
 
 export const BoardActionsContext = createContext<BoardActions | null>(null);

@@ -17,6 +17,7 @@ export type ImageNodeData = {
   sourceUrl?: string;
   label?: string;
   jobId?: string;
+  startedAt?: string; // when the job was created
   status?: string;
   progress?: number | null;
   error?: string | null;
@@ -39,6 +40,7 @@ export const UPLOADED_NODE = "image" as const;
 export const UPLOAD_TYPES = ["image/png", "image/jpeg", "image/webp"] as const;
 export const JOB_OWNED = [
   "jobId",
+  "startedAt",
   "status",
   "progress",
   "error",
