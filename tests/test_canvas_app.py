@@ -106,7 +106,7 @@ async def test_new_canvas_add_a_node_type_a_prompt_and_generate_shows_the_thumbn
     await expect(page).to_have_url(re.compile(r"/canvases/canvas-[0-9a-f]+$"))
     await page.get_by_role("button", name="Add image node").click()
     await page.get_by_label("Prompt").fill("a lighthouse at dusk")
-    await page.get_by_role("button", name="Generate").click()
+    await page.get_by_label("Prompt").press("Control+Enter")  # generates the node being edited
 
     picture = page.get_by_role("img", name="a lighthouse at dusk")
     await expect(picture).to_be_visible()
@@ -550,3 +550,11 @@ async def test_added_nodes_land_in_free_space(browser: Browser, app_stack: Stack
             apart_x = first["x"] + first["width"] <= second["x"] or second["x"] + second["width"] <= first["x"]
             apart_y = first["y"] + first["height"] <= second["y"] or second["y"] + second["height"] <= first["y"]
             assert apart_x or apart_y, (first, second)
+
+    # A selected node is clearly marked, and Backspace deletes it.
+    node = page.locator(".react-flow__node").first
+    await node.locator(".image-node-header").click()
+    await expect(node).to_have_class(re.compile(r"\bselected\b"))
+    assert await node.locator(".image-node").evaluate("element => getComputedStyle(element).outlineStyle") == "solid"
+    await page.keyboard.press("Backspace")
+    await expect(page.locator(".react-flow__node")).to_have_count(2)

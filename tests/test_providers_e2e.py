@@ -35,7 +35,7 @@ from tests.fixtures.providers import (
     stored_files,
     temporal_address_of,
 )
-from tests.fixtures.stack import TERMINAL, Stack, make_settings, running_stack, running_workers
+from tests.fixtures.stack import Stack, make_settings, running_stack, running_workers
 
 PROMPT = "a lighthouse at dusk"
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
@@ -229,9 +229,12 @@ async def run_failing_job(settings: Settings, client: Client, **fields: Any) -> 
     return FailedJob(job_id=record["jobId"], canvas_id=started["workflowId"], error=error)
 
 
+NODE_ENDED = ("completed", "error")  # a node's statuses that show its job's end (the spec's updateReactFlowNode)
+
+
 async def settled_node(stack: Stack, canvas_id: str, node_id: str = "node-1") -> dict[str, Any]:
     deadline = time.monotonic() + 10
-    while (node := await stack.node(canvas_id, node_id))["data"]["status"] not in TERMINAL:
+    while (node := await stack.node(canvas_id, node_id))["data"]["status"] not in NODE_ENDED:
         assert time.monotonic() < deadline, node
         await asyncio.sleep(0.05)
     return node

@@ -1,4 +1,4 @@
-import { useCallback, useEffect, useState } from "react";
+import { useCallback, useEffect, useRef, useState } from "react";
 import { ApiError, api, type CanvasSummary } from "./api";
 import { navigate } from "./App";
 import { useToast } from "./Toasts";
@@ -181,6 +181,8 @@ function CanvasCard({ canvas, onChanged, onError }: CardProps) {
 
 function RenameField({ name, onDone }: { name: string; onDone: (name: string) => void }) {
   const [value, setValue] = useState(name);
+  const field = useRef<HTMLInputElement>(null);
+  useEffect(() => field.current?.select(), []); // the person just asked to rename: the name is ready to type over
   return (
     <form
       className="rename"
@@ -193,7 +195,7 @@ function RenameField({ name, onDone }: { name: string; onDone: (name: string) =>
         aria-label="Canvas name"
         value={value}
         maxLength={200}
-        autoFocus
+        ref={field}
         onChange={(event) => setValue(event.target.value)}
         onKeyDown={(event) => event.key === "Escape" && onDone(name)}
         onBlur={() => onDone(value)}

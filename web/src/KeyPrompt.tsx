@@ -14,6 +14,8 @@ export function KeyPrompt({ reason, onKey }: { reason: string; onKey: (key: stri
         <p role="status">{reason}</p>
         <label>
           API key
+          {/* The page asks for this one thing: the field takes the focus it was opened for. */}
+          {/* eslint-disable-next-line jsx-a11y/no-autofocus */}
           <input type="password" value={key} onChange={(event) => setKey(event.target.value)} autoFocus />
         </label>
         <button type="submit">Use key</button>

@@ -354,6 +354,22 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
     [canvasId, flow, flushSave, setNodes, toast, fail],
   );
 
+  // Cmd/Ctrl+Enter generates the node being edited, else the selected image nodes.
+  useEffect(() => {
+    const onKey = (event: KeyboardEvent) => {
+      if (event.key !== "Enter" || !(event.metaKey || event.ctrlKey)) return;
+      const editing = event.target instanceof Element ? event.target.closest("[data-node-id]") : null;
+      const chosen = editing
+        ? [editing.getAttribute("data-node-id") ?? ""]
+        : flow.getNodes().filter((node) => node.selected && node.type === IMAGE_NODE).map((node) => node.id);
+      if (chosen.length === 0) return;
+      event.preventDefault();
+      for (const nodeId of chosen) void generate(nodeId);
+    };
+    window.addEventListener("keydown", onKey);
+    return () => window.removeEventListener("keydown", onKey);
+  }, [flow, generate]);
+
   // A run is previewed first (a dry run: what it generates, reuses and costs); it starts once confirmed.
   const previewRun = useCallback(
     async (fromNodeId?: string) => {
@@ -500,7 +516,7 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
               onConnect={onConnect}
               onInit={onInit}
             onMoveEnd={scheduleSave}
-              deleteKeyCode={["Delete"]}
+              deleteKeyCode={["Delete", "Backspace"]}
               minZoom={0.2}
             >
               <Background />

@@ -1,5 +1,6 @@
 // The full-size image with its provenance: provider, model, seed, revised prompt, timings, job, Temporal page.
 import { useEffect, useState } from "react";
+import { Modal } from "../Modal";
 import { api, type ClientConfig, type ImageJobRecord } from "../api";
 import { currentImage, type ImageNodeData } from "./nodeData";
 
@@ -13,20 +14,13 @@ export function ImageDialog({ data, config, onClose }: Props) {
     if (data.jobId) api.job(data.jobId).then(setJob, () => setJob(null));
   }, [data.jobId]);
 
-  useEffect(() => {
-    const onKey = (event: KeyboardEvent) => event.key === "Escape" && onClose();
-    window.addEventListener("keydown", onKey);
-    return () => window.removeEventListener("keydown", onKey);
-  }, [onClose]);
-
   const temporalPage =
     config.temporalUiUrl && data.jobId
       ? `${config.temporalUiUrl}/namespaces/${encodeURIComponent(config.temporalNamespace)}/workflows/${encodeURIComponent(data.jobId)}`
       : null;
 
   return (
-    <div className="backdrop" onClick={onClose}>
-      <div role="dialog" aria-modal="true" aria-label="Full-size image" className="dialog" onClick={(event) => event.stopPropagation()}>
+    <Modal label="Full-size image" onClose={onClose}>
         {image && <img className="full-size" src={image} alt={data.prompt ?? ""} />}
         <dl className="provenance">
           <dt>Provider</dt>
@@ -65,8 +59,7 @@ export function ImageDialog({ data, config, onClose }: Props) {
         <button type="button" onClick={onClose}>
           Close
         </button>
-      </div>
-    </div>
+    </Modal>
   );
 }
 
@@ -74,11 +67,10 @@ export function ImageDialog({ data, config, onClose }: Props) {
 export function PromptEditor({ prompt, onSave, onClose }: { prompt: string; onSave: (prompt: string) => void; onClose: () => void }) {
   const [text, setText] = useState(prompt);
   return (
-    <div className="backdrop" onClick={onClose}>
-      <div role="dialog" aria-modal="true" aria-label="Edit prompt" className="dialog" onClick={(event) => event.stopPropagation()}>
+    <Modal label="Edit prompt" onClose={onClose}>
         <label className="field">
           Prompt
-          <textarea rows={12} value={text} onChange={(event) => setText(event.target.value)} autoFocus />
+          <textarea rows={12} value={text} onChange={(event) => setText(event.target.value)} />
         </label>
         <div className="actions">
           <button
@@ -94,7 +86,6 @@ export function PromptEditor({ prompt, onSave, onClose }: { prompt: string; onSa
             Close
           </button>
         </div>
-      </div>
-    </div>
+    </Modal>
   );
 }

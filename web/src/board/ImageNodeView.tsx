@@ -163,12 +163,9 @@ function ImageNodeViewInner({ id, data }: NodeProps<ImageNode>) {
         </>
       )}
       {image && (
-        <img
-          className="thumbnail nodrag"
-          src={thumbnail ?? image}
-          alt={data.prompt ?? ""}
-          onClick={() => actions.open(id)}
-        />
+        <button type="button" className="image-button nodrag" onClick={() => actions.open(id)}>
+          <img className="thumbnail" src={thumbnail ?? image} alt={data.prompt ?? ""} />
+        </button>
       )}
       {variants.length > 1 && (
         <div className="variants nodrag" aria-label="Variants">

@@ -2,6 +2,7 @@
 // regenerate everything instead. Nothing is paid for until the person says Run.
 import { useEffect, useRef } from "react";
 import type { CanvasRunPreview } from "../api";
+import { Modal } from "../Modal";
 import { usd } from "../format";
 
 export type PendingRun = {
@@ -19,22 +20,10 @@ type Props = {
 export function RunPreview({ pending, onRun, onClose }: Props) {
   const { preview, forced, fromNodeId } = pending;
   const first = useRef<HTMLButtonElement>(null);
-  useEffect(() => {
-    first.current?.focus();
-    const onKey = (event: KeyboardEvent) => event.key === "Escape" && onClose();
-    window.addEventListener("keydown", onKey);
-    return () => window.removeEventListener("keydown", onKey);
-  }, [onClose]);
+  useEffect(() => first.current?.focus(), []);
   const nothingChanged = preview.toGenerate === 0;
   return (
-    <div className="backdrop" onClick={onClose}>
-      <div
-        role="dialog"
-        aria-modal="true"
-        aria-label={fromNodeId ? "Run from this node" : "Run all"}
-        className="dialog run-preview"
-        onClick={(event) => event.stopPropagation()}
-      >
+    <Modal label={fromNodeId ? "Run from this node" : "Run all"} className="run-preview" onClose={onClose}>
         <h2>{fromNodeId ? "Run from this node" : "Run all"}</h2>
         <p className="run-summary" role="status">
           {summary(preview)}
@@ -58,8 +47,7 @@ export function RunPreview({ pending, onRun, onClose }: Props) {
             Cancel
           </button>
         </div>
-      </div>
-    </div>
+    </Modal>
   );
 }
 

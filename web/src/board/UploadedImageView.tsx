@@ -14,7 +14,9 @@ function UploadedImageViewInner({ id, data }: NodeProps<UploadedNode>) {
         <span className="processor">{name}</span>
       </header>
       {data.sourceUrl && (
-        <img className="thumbnail nodrag" src={data.sourceUrl} alt={name} onClick={() => actions.open(id)} />
+        <button type="button" className="image-button nodrag" onClick={() => actions.open(id)}>
+          <img className="thumbnail" src={data.sourceUrl} alt={name} />
+        </button>
       )}
       <Handle type="source" position={Position.Right} />
     </div>
