@@ -17,10 +17,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TextIO
@@ -154,6 +155,7 @@ class ProgressDisplay:
     """A job's progress on stderr: one bar redrawn in place on a terminal, a plain line per change otherwise."""
 
     BAR_WIDTH = 30
+    TICK_SECONDS = 1.0
 
     def __init__(self, job_id: str, stream: TextIO | None = None) -> None:
         self._stream = stream or sys.stderr
@@ -163,9 +165,37 @@ class ProgressDisplay:
         self._status = "pending"
         self._progress: float | None = None
         self._last_line: str | None = None
+        self._drawing = threading.Lock()
+
+    @contextmanager
+    def ticking(self) -> Iterator[None]:
+        """Meanwhile, on a terminal, redraw every second, so the elapsed time moves between the job's events (a
+        provider may report nothing for a minute)."""
+        if not self._interactive:
+            yield
+            return
+        stop = threading.Event()
+
+        def tick() -> None:
+            while not stop.wait(self.TICK_SECONDS):
+                with self._drawing:
+                    self._draw()
+
+        ticker = threading.Thread(target=tick, name="progress-clock", daemon=True)
+        ticker.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            ticker.join()
 
     def show(self, update: dict[str, Any]) -> None:
         """Take the `status` and `progress` of a job record or event (either may be missing) and redraw."""
+        with self._drawing:
+            self._take(update)
+            self._draw()
+
+    def _take(self, update: dict[str, Any]) -> None:
         status = update.get("status")
         if isinstance(status, str):
             self._status = status
@@ -174,7 +204,6 @@ class ProgressDisplay:
             self._progress = min(max(float(progress), 0.0), 100.0)  # percent, as the API reports it
         if self._status == "completed":
             self._progress = 100.0
-        self._draw()
 
     def finish(self) -> None:
         """End the in-place line so that what follows starts on a fresh one."""
@@ -210,6 +239,11 @@ def follow_job(api: JobsApi, job_id: str, display: ProgressDisplay) -> dict[str,
     display.show(record)
     if record.get("status") in TERMINAL_STATUSES:
         return record
+    with display.ticking():
+        return _follow_until_ended(api, job_id, display)
+
+
+def _follow_until_ended(api: JobsApi, job_id: str, display: ProgressDisplay) -> dict[str, Any]:
     try:
         for event in api.job_events(job_id):
             display.show(event)

@@ -481,3 +481,28 @@ def test_progress_bar_redraws_one_line_on_a_terminal() -> None:
     assert output.count("\n") == 1 and output.endswith("\n")
     assert "[" + "#" * 15 + "." * 15 + "]  50%  running" in terminal.written[0]
     assert terminal.written[1].startswith("\rjob-1  [" + "#" * 30 + "] 100%  completed")
+
+
+def test_the_elapsed_time_moves_between_events_on_a_terminal() -> None:
+    class Terminal:
+        def __init__(self) -> None:
+            self.written: list[str] = []
+
+        def isatty(self) -> bool:
+            return True
+
+        def write(self, text: str) -> None:
+            self.written.append(text)
+
+        def flush(self) -> None:
+            pass
+
+    terminal = Terminal()
+    display = cli.ProgressDisplay("job-1", terminal)  # type: ignore[arg-type]
+    display.TICK_SECONDS = 0.05
+    display.show({"status": "running"})
+    with display.ticking():
+        time.sleep(0.3)  # no event comes
+    redraws = [text for text in terminal.written if text.startswith("\rjob-1")]
+    assert len(redraws) >= 3, terminal.written
+    assert len({text.rsplit(" ", 1)[-1] for text in redraws}) >= 2, redraws  # the clock moved
