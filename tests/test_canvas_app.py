@@ -338,6 +338,7 @@ async def test_the_history_panel_lists_filters_and_searches_the_boards_jobs(brow
     await expect(jobs.first).to_contain_text("a blue boat")
     await history.get_by_label("Status").select_option("failed")
     await expect(jobs).to_have_count(0)
+    await expect(history.get_by_role("status")).to_contain_text("No job of this board matches")
 
 
 def small_png() -> str:

@@ -17,7 +17,7 @@ export function HistoryPanel({ canvasId, providers, revision, onError }: Props) 
   const [status, setStatus] = useState("");
   const [provider, setProvider] = useState("");
   const [search, setSearch] = useState("");
-  const [jobs, setJobs] = useState<ImageJobRecord[]>([]);
+  const [jobs, setJobs] = useState<ImageJobRecord[] | null>(null);
   const [cursor, setCursor] = useState<string | null>(null);
   const [counts, setCounts] = useState<Record<string, number>>({});
 
@@ -41,7 +41,7 @@ export function HistoryPanel({ canvasId, providers, revision, onError }: Props) 
     if (!cursor) return;
     try {
       const page = await api.jobs(filters(cursor));
-      setJobs((all) => [...all, ...page.items]);
+      setJobs((all) => [...(all ?? []), ...page.items]);
       setCursor(page.nextCursor ?? null);
     } catch (error) {
       onError(error);
@@ -81,8 +81,15 @@ export function HistoryPanel({ canvasId, providers, revision, onError }: Props) 
           </select>
         </label>
       </div>
+      {jobs !== null && jobs.length === 0 && (
+        <p className="hint" role="status">
+          {status || provider || search.trim()
+            ? "No job of this board matches; clear the search or the filters to see them all."
+            : "No jobs on this board yet: Generate on a node, or Run all, and they show here."}
+        </p>
+      )}
       <ol className="jobs" aria-label="Jobs">
-        {jobs.map((job) => (
+        {(jobs ?? []).map((job) => (
           <li key={job.jobId} data-job-id={job.jobId} data-status={job.status}>
             {job.thumbnailUrl && <img src={job.thumbnailUrl} alt="" />}
             <div>
