@@ -1,5 +1,7 @@
-"""Make the README's pictures: docs/board.png (a completed, a running and a failed node) and, with --run,
-docs/board-run.png (a canvas run caught mid-way: done, running, waiting, failed and skipped nodes).
+"""Make the README's pictures: docs/board.png (a completed, a running and a failed node); with --run,
+docs/board-run.png (a canvas run caught mid-way: done, running, waiting, failed and skipped nodes); with --crowd,
+docs/board-40-1440x900.png and docs/board-40-1280x720.png (40 nodes fitted in view: semantic zoom shows each as
+its picture and status).
 
 Against a running stack whose local provider takes a while, so nodes can be caught mid-run:
 
@@ -22,6 +24,8 @@ from playwright.async_api import async_playwright
 
 OUTPUT = Path(__file__).resolve().parent / "board.png"
 RUN_OUTPUT = Path(__file__).resolve().parent / "board-run.png"
+CROWD_OUTPUTS = {(1440, 900): "board-40-1440x900.png", (1280, 720): "board-40-1280x720.png"}
+CROWD_PROMPTS = ("a lighthouse at dusk", "the harbour at night", "fishing boats in fog", "a storm over the pier")
 NODES = [
     {"id": "lighthouse", "position": {"x": 0, "y": 40}, "data": {"prompt": "a lighthouse at dusk", "size": "512x512"}},
     {
@@ -53,18 +57,22 @@ def image_node(node_id: str, x: float, y: float, prompt: str) -> dict[str, Any]:
     return {"id": node_id, "position": {"x": x, "y": y}, "data": {"prompt": prompt, "size": "512x512"}}
 
 
-async def shoot(base_url: str, canvas_id: str, output: Path, *ready: str) -> None:
-    """Open the board and photograph it once every `ready` selector shows."""
+async def shoot(
+    base_url: str, canvas_id: str, output: Path, *ready: str, viewport: tuple[int, int] = (1100, 1000), fit: bool = True
+) -> None:
+    """Open the board and photograph it once every `ready` selector shows (fitted in view, or at its own viewport)."""
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
             executable_path=shutil.which("chromium") or "/usr/bin/chromium", args=["--no-sandbox"]
         )
-        page = await browser.new_page(base_url=base_url, viewport={"width": 1100, "height": 1000})
+        page = await browser.new_page(base_url=base_url, viewport={"width": viewport[0], "height": viewport[1]})
         await page.goto(f"/canvases/{canvas_id}")
         for selector in ready:
             await page.locator(selector).first.wait_for(timeout=120_000)
-        await page.locator('[role="alert"]').first.wait_for(state="detached", timeout=30_000)  # toasts fade
-        await page.get_by_role("button", name="Fit View").click()  # React Flow's own control: every node in view
+        for dismiss in await page.get_by_role("button", name="Dismiss").all():  # failure toasts, out of the picture
+            await dismiss.click()
+        if fit:
+            await page.get_by_role("button", name="Fit View").click()  # React Flow's own control: every node in view
         await page.wait_for_timeout(1500)  # a little progress on the bars
         await page.screenshot(path=output)
         await browser.close()
@@ -80,10 +88,10 @@ async def run_picture(base_url: str) -> None:
             image_node("lighthouse", 0, 0, "a lighthouse at dusk"),
             image_node("night", 330, 0, "the same lighthouse at night"),
             image_node("ship", 660, 0, "a ship passing the lit lighthouse"),
-            image_node("snow", 330, 520, "the lighthouse in snow"),
-            {"id": "sketch", "type": "image", "position": {"x": 0, "y": 1040}, "data": {"sourceUrl": missing}},
-            image_node("painted", 330, 1040, "the sketch, painted"),
-            image_node("framed", 660, 1040, "the painting, framed"),
+            image_node("snow", 330, 400, "the lighthouse in snow"),
+            {"id": "sketch", "type": "image", "position": {"x": 0, "y": 800}, "data": {"sourceUrl": missing}},
+            image_node("painted", 330, 800, "the sketch, painted"),
+            image_node("framed", 660, 800, "the painting, framed"),
         ]
         pairs = (
             ("lighthouse", "night"),
@@ -102,6 +110,8 @@ async def run_picture(base_url: str) -> None:
         RUN_OUTPUT,
         '[data-node-id="framed"] .badge-run-skipped',
         '[data-node-id="night"] [role="progressbar"]',
+        viewport=(1100, 1260),
+        fit=False,
     )
 
 
@@ -120,9 +130,32 @@ async def main(base_url: str) -> None:
     await shoot(base_url, canvas_id, OUTPUT, '[data-node-id="night"] [role="progressbar"]')
 
 
+async def crowd_pictures(base_url: str) -> None:
+    """Forty nodes in a grid, all generated but two still running, fitted in view at two window sizes."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as api:
+        canvas_id = (await api.post("/v1/canvases", json={"name": "Forty studies"})).raise_for_status().json()["id"]
+        nodes = [
+            image_node(f"n{index}", (index % 8) * 300, (index // 8) * 340, f"{CROWD_PROMPTS[index % 4]}, study {index}")
+            for index in range(40)
+        ]
+        (await api.put(f"/v1/canvases/{canvas_id}", json={"nodes": nodes, "edges": []})).raise_for_status()
+        jobs = [await start(api, canvas_id, node["id"], node["data"]["prompt"]) for node in nodes[:38]]
+        for job_id in jobs:
+            await wait_for(api, job_id, ("completed",))
+        for node in nodes[38:]:
+            await start(api, canvas_id, node["id"], node["data"]["prompt"])
+    for viewport, name in CROWD_OUTPUTS.items():
+        output = OUTPUT.parent / name
+        await shoot(base_url, canvas_id, output, '[data-node-id="n39"] [role="progressbar"]', viewport=viewport)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--api", default="http://127.0.0.1:8000", help="the stack's API (default: %(default)s)")
     parser.add_argument("--run", action="store_true", help="make docs/board-run.png instead")
+    parser.add_argument("--crowd", action="store_true", help="make the two 40-node pictures instead")
     arguments = parser.parse_args()
-    asyncio.run(run_picture(arguments.api) if arguments.run else main(arguments.api))
+    if arguments.crowd:
+        asyncio.run(crowd_pictures(arguments.api))
+    else:
+        asyncio.run(run_picture(arguments.api) if arguments.run else main(arguments.api))

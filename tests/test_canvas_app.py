@@ -554,7 +554,7 @@ async def test_added_nodes_land_in_free_space(browser: Browser, app_stack: Stack
 
     # A selected node is clearly marked, and Backspace deletes it.
     node = page.locator(".react-flow__node").first
-    await node.locator(".image-node-header").click()
+    await node.locator(".node-picture").click()
     await expect(node).to_have_class(re.compile(r"\bselected\b"))
     assert await node.locator(".image-node").evaluate("element => getComputedStyle(element).outlineStyle") == "solid"
     await page.keyboard.press("Backspace")

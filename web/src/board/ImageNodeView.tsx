@@ -1,9 +1,13 @@
-// The image node: prompt and settings, Generate / Regenerate / Cancel, status, live progress, thumbnail, variants.
-import { Handle, Position, type NodeProps } from "@xyflow/react";
+// The image node, image first: the picture (or its placeholder) with the status and live progress over it, then the
+// prompt, variants, Generate / Regenerate (Cancel while it runs) and Run from here, and the settings folded away.
+import { Handle, Position, useStore, type NodeProps } from "@xyflow/react";
 import { memo } from "react";
 import { useBoardActions } from "./actions";
 import { Elapsed } from "./Elapsed";
 import { ASPECT_RATIOS, QUALITIES, RUN_ONLY_STATES, SIZES, currentImage, isBusy, type ImageNode } from "./nodeData";
+
+// Below this zoom a node's text could not be read anyway (at 1280x720, 40 nodes fit at about 0.35).
+const FAR_ZOOM = 0.6;
 
 function ImageNodeViewInner({ id, data }: NodeProps<ImageNode>) {
   const actions = useBoardActions();
@@ -17,196 +21,210 @@ function ImageNodeViewInner({ id, data }: NodeProps<ImageNode>) {
   const runBadge = data.runState && RUN_ONLY_STATES.includes(data.runState) && !(data.runState === "pending" && busy)
     ? data.runState
     : null;
+  // Semantic zoom: from afar a node is its picture and its status; up close, its prompt, actions and settings too.
+  const far = useStore((state) => state.transform[2] < FAR_ZOOM);
   const thumbnail = !data.chosenImageUrl || data.chosenImageUrl === data.imageUrl ? data.thumbnailUrl : null;
 
   return (
-    <div className="image-node" data-node-id={id} data-status={status}>
+    <div className="image-node" data-node-id={id} data-status={status} data-zoom={far ? "far" : "near"}>
       <Handle type="target" position={Position.Left} />
-      <header className="image-node-header">
-        <span className={`badge badge-${status}`}>{status}</span>
-        {runBadge && (
-          <span className={`badge badge-run-${runBadge}`} title={data.runReason ?? undefined}>
-            {runBadge === "pending" ? "waiting" : runBadge}
-          </span>
+      <div className="node-picture">
+        {image ? (
+          <button type="button" className="image-button nodrag" onClick={() => actions.open(id)}>
+            <img className="thumbnail" src={thumbnail ?? image} alt={data.prompt ?? ""} />
+          </button>
+        ) : (
+          <p className="node-placeholder">{busy ? "Drawing…" : far ? (data.prompt ?? "") : "No image yet"}</p>
         )}
-        <span className="processor">
-          {data.provider ?? "local"}:{data.model ?? provider?.defaultModel ?? ""}
-        </span>
-      </header>
-      <label className="field">
-        Prompt
-        <textarea
-          className="nodrag prompt"
-          rows={3}
-          value={data.prompt ?? ""}
-          placeholder="What to draw"
-          onChange={(event) => actions.update(id, { prompt: event.target.value })}
-        />
-      </label>
-      <button type="button" className="link nodrag" onClick={() => actions.editPrompt(id)}>
-        Larger editor
-      </button>
-      <details className="settings nodrag">
-        <summary>Settings</summary>
-        <label className="field">
-          Provider
-          <select
-            value={data.provider ?? "local"}
-            onChange={(event) => {
-              const chosen = actions.providers.find((item) => item.name === event.target.value);
-              actions.update(id, { provider: event.target.value, model: chosen?.defaultModel });
-            }}
-          >
-            {actions.providers.map((item) => (
-              <option key={item.name} value={item.name} disabled={!item.enabled}>
-                {item.enabled ? item.name : `${item.name} (${item.disabledReason ?? "disabled"})`}
-              </option>
-            ))}
-          </select>
-        </label>
-        <label className="field">
-          Model
-          <select
-            value={data.model ?? provider?.defaultModel ?? ""}
-            onChange={(event) => actions.update(id, { model: event.target.value })}
-          >
-            {(provider?.models ?? []).map((model) => (
-              <option key={model} value={model}>
-                {model}
-              </option>
-            ))}
-          </select>
-        </label>
-        <label className="field">
-          Size
-          <select value={data.size ?? "512x512"} onChange={(event) => actions.update(id, { size: event.target.value })}>
-            {SIZES.map((size) => (
-              <option key={size}>{size}</option>
-            ))}
-          </select>
-        </label>
-        <label className="field">
-          Aspect ratio
-          <select
-            value={data.aspectRatio ?? ""}
-            onChange={(event) => actions.update(id, { aspectRatio: event.target.value || undefined })}
-          >
-            <option value="">from the size</option>
-            {ASPECT_RATIOS.map((ratio) => (
-              <option key={ratio}>{ratio}</option>
-            ))}
-          </select>
-        </label>
-        <label className="field">
-          Quality
-          <select
-            value={data.quality ?? ""}
-            onChange={(event) => actions.update(id, { quality: event.target.value || undefined })}
-          >
-            <option value="">the model's default</option>
-            {QUALITIES.map((quality) => (
-              <option key={quality}>{quality}</option>
-            ))}
-          </select>
-        </label>
-        <label className="field">
-          Seed
-          <input
-            type="number"
-            value={data.seed ?? ""}
-            onChange={(event) => actions.update(id, { seed: event.target.value === "" ? null : Number(event.target.value) })}
-          />
-        </label>
-        <label className="field">
-          Images
-          <input
-            type="number"
-            min={1}
-            max={4}
-            value={data.n ?? 1}
-            onChange={(event) => actions.update(id, { n: Math.max(1, Number(event.target.value) || 1) })}
-          />
-        </label>
-        <label className="field">
-          Style modifiers
-          <input
-            value={(data.styleModifiers ?? []).join(", ")}
-            placeholder="watercolor, soft light"
-            onChange={(event) =>
-              actions.update(id, {
-                styleModifiers: event.target.value
-                  .split(",")
-                  .map((word) => word.trim())
-                  .filter(Boolean),
-              })
-            }
-          />
-        </label>
-      </details>
-      {busy && (
-        <>
-          {/* A provider that reports no progress gets a moving bar, not an empty one. */}
-          <div
-            className="progress"
-            role="progressbar"
-            aria-label="Progress"
-            aria-valuenow={progress > 0 ? progress : undefined}
-            aria-valuemin={0}
-            aria-valuemax={100}
-          >
-            <div className={progress > 0 ? "progress-bar" : "progress-bar indeterminate"} style={progress > 0 ? { width: `${progress}%` } : undefined} />
+        <div className="node-badges">
+          {status !== "idle" && <span className={`badge badge-${status}`}>{status}</span>}
+          {runBadge && (
+            <span className={`badge badge-run-${runBadge}`} title={data.runReason ?? undefined}>
+              {runBadge === "pending" ? "waiting" : runBadge}
+            </span>
+          )}
+        </div>
+        {busy && (
+          <div className="node-progress">
+            {/* A provider that reports no progress gets a moving bar, not an empty one. */}
+            <div
+              className="progress"
+              role="progressbar"
+              aria-label="Progress"
+              aria-valuenow={progress > 0 ? progress : undefined}
+              aria-valuemin={0}
+              aria-valuemax={100}
+            >
+              <div
+                className={progress > 0 ? "progress-bar" : "progress-bar indeterminate"}
+                style={progress > 0 ? { width: `${progress}%` } : undefined}
+              />
+            </div>
+            <Elapsed
+              since={data.startedAt}
+              typical={actions.typicalSeconds(data.provider ?? "local", data.model ?? provider?.defaultModel ?? "")}
+            />
           </div>
-          <Elapsed
-            since={data.startedAt}
-            typical={actions.typicalSeconds(data.provider ?? "local", data.model ?? provider?.defaultModel ?? "")}
-          />
+        )}
+      </div>
+      {!far && (
+        <>
+          <label className="field prompt-field">
+            <span className="visually-hidden">Prompt</span>
+            <textarea
+              className="nodrag prompt"
+              rows={2}
+              value={data.prompt ?? ""}
+              placeholder="What to draw…"
+              onChange={(event) => actions.update(id, { prompt: event.target.value })}
+            />
+          </label>
+          {variants.length > 1 && (
+            <div className="variants nodrag" aria-label="Variants">
+              {variants.map((url, index) => (
+                <button
+                  type="button"
+                  key={url}
+                  aria-pressed={url === image}
+                  aria-label={`Variant ${index + 1}`}
+                  onClick={() => actions.update(id, { chosenImageUrl: url })}
+                >
+                  <img src={url} alt="" />
+                </button>
+              ))}
+            </div>
+          )}
+          {status === "error" && data.error && <p className="node-error">{data.error}</p>}
+          {data.runState === "skipped" && data.runReason && <p className="node-error">Skipped: {data.runReason}</p>}
+          {!busy && !(data.prompt ?? "").trim() && (
+            <p className="hint" id={`why-${id}`}>
+              Write a prompt to generate.
+            </p>
+          )}
+          <div className="node-actions nodrag">
+            {busy ? (
+              <button type="button" onClick={() => actions.cancel(id)}>
+                Cancel
+              </button>
+            ) : (
+              <button
+                type="button"
+                className="primary"
+                disabled={!(data.prompt ?? "").trim()}
+                aria-describedby={!(data.prompt ?? "").trim() ? `why-${id}` : undefined}
+                onClick={() => actions.generate(id)}
+              >
+                {image ? "Regenerate" : "Generate"}
+              </button>
+            )}
+            <button type="button" disabled={busy} onClick={() => actions.runFrom(id)}>
+              Run from here
+            </button>
+          </div>
+          <details className="settings nodrag">
+            <summary>
+              Settings <span className="processor">{data.provider ?? "local"}:{data.model ?? provider?.defaultModel ?? ""}</span>
+            </summary>
+            <button type="button" className="link" onClick={() => actions.editPrompt(id)}>
+              Larger prompt editor
+            </button>
+            <label className="field">
+              Provider
+              <select
+                value={data.provider ?? "local"}
+                onChange={(event) => {
+                  const chosen = actions.providers.find((item) => item.name === event.target.value);
+                  actions.update(id, { provider: event.target.value, model: chosen?.defaultModel });
+                }}
+              >
+                {actions.providers.map((item) => (
+                  <option key={item.name} value={item.name} disabled={!item.enabled}>
+                    {item.enabled ? item.name : `${item.name} (${item.disabledReason ?? "disabled"})`}
+                  </option>
+                ))}
+              </select>
+            </label>
+            <label className="field">
+              Model
+              <select
+                value={data.model ?? provider?.defaultModel ?? ""}
+                onChange={(event) => actions.update(id, { model: event.target.value })}
+              >
+                {(provider?.models ?? []).map((model) => (
+                  <option key={model} value={model}>
+                    {model}
+                  </option>
+                ))}
+              </select>
+            </label>
+            <label className="field">
+              Size
+              <select value={data.size ?? "512x512"} onChange={(event) => actions.update(id, { size: event.target.value })}>
+                {SIZES.map((size) => (
+                  <option key={size}>{size}</option>
+                ))}
+              </select>
+            </label>
+            <label className="field">
+              Aspect ratio
+              <select
+                value={data.aspectRatio ?? ""}
+                onChange={(event) => actions.update(id, { aspectRatio: event.target.value || undefined })}
+              >
+                <option value="">from the size</option>
+                {ASPECT_RATIOS.map((ratio) => (
+                  <option key={ratio}>{ratio}</option>
+                ))}
+              </select>
+            </label>
+            <label className="field">
+              Quality
+              <select
+                value={data.quality ?? ""}
+                onChange={(event) => actions.update(id, { quality: event.target.value || undefined })}
+              >
+                <option value="">the model's default</option>
+                {QUALITIES.map((quality) => (
+                  <option key={quality}>{quality}</option>
+                ))}
+              </select>
+            </label>
+            <label className="field">
+              Seed
+              <input
+                type="number"
+                value={data.seed ?? ""}
+                onChange={(event) => actions.update(id, { seed: event.target.value === "" ? null : Number(event.target.value) })}
+              />
+            </label>
+            <label className="field">
+              Images
+              <input
+                type="number"
+                min={1}
+                max={4}
+                value={data.n ?? 1}
+                onChange={(event) => actions.update(id, { n: Math.max(1, Number(event.target.value) || 1) })}
+              />
+            </label>
+            <label className="field">
+              Style modifiers
+              <input
+                value={(data.styleModifiers ?? []).join(", ")}
+                placeholder="watercolor, soft light"
+                onChange={(event) =>
+                  actions.update(id, {
+                    styleModifiers: event.target.value
+                      .split(",")
+                      .map((word) => word.trim())
+                      .filter(Boolean),
+                  })
+                }
+              />
+            </label>
+          </details>
         </>
       )}
-      {image && (
-        <button type="button" className="image-button nodrag" onClick={() => actions.open(id)}>
-          <img className="thumbnail" src={thumbnail ?? image} alt={data.prompt ?? ""} />
-        </button>
-      )}
-      {variants.length > 1 && (
-        <div className="variants nodrag" aria-label="Variants">
-          {variants.map((url, index) => (
-            <button
-              type="button"
-              key={url}
-              aria-pressed={url === image}
-              aria-label={`Variant ${index + 1}`}
-              onClick={() => actions.update(id, { chosenImageUrl: url })}
-            >
-              <img src={url} alt="" />
-            </button>
-          ))}
-        </div>
-      )}
-      {status === "error" && data.error && <p className="node-error">{data.error}</p>}
-      {data.runState === "skipped" && data.runReason && <p className="node-error">Skipped: {data.runReason}</p>}
-      {!busy && !(data.prompt ?? "").trim() && (
-        <p className="hint" id={`why-${id}`}>
-          Write a prompt to generate.
-        </p>
-      )}
-      <div className="actions nodrag">
-        <button
-          type="button"
-          disabled={busy || !(data.prompt ?? "").trim()}
-          aria-describedby={!busy && !(data.prompt ?? "").trim() ? `why-${id}` : undefined}
-          onClick={() => actions.generate(id)}
-        >
-          {image ? "Regenerate" : "Generate"}
-        </button>
-        {busy && (
-          <button type="button" onClick={() => actions.cancel(id)}>
-            Cancel
-          </button>
-        )}
-        <button type="button" disabled={busy} onClick={() => actions.runFrom(id)}>
-          Run from here
-        </button>
-      </div>
       <Handle type="source" position={Position.Right} />
     </div>
   );

@@ -9,15 +9,17 @@ function UploadedImageViewInner({ id, data }: NodeProps<UploadedNode>) {
   const name = data.label ?? "uploaded image";
   return (
     <div className="image-node" data-node-id={id} data-status="completed">
-      <header className="image-node-header">
-        <span className="badge badge-completed">image</span>
-        <span className="processor">{name}</span>
-      </header>
-      {data.sourceUrl && (
-        <button type="button" className="image-button nodrag" onClick={() => actions.open(id)}>
-          <img className="thumbnail" src={data.sourceUrl} alt={name} />
-        </button>
-      )}
+      <div className="node-picture">
+        {data.sourceUrl && (
+          <button type="button" className="image-button nodrag" onClick={() => actions.open(id)}>
+            <img className="thumbnail" src={data.sourceUrl} alt={name} />
+          </button>
+        )}
+        <div className="node-badges">
+          <span className="badge badge-completed">your image</span>
+        </div>
+      </div>
+      <span className="processor">{name}</span>
       <Handle type="source" position={Position.Right} />
     </div>
   );
