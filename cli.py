@@ -205,6 +205,15 @@ class ProgressDisplay:
         if self._status == "completed":
             self._progress = 100.0
 
+    def say(self, message: str) -> None:
+        """A line of its own above the bar (a retry: "Attempt 1 of 3 failed: ...; trying again.")."""
+        with self._drawing:
+            prefix = "\r\x1b[K" if self._interactive and self._last_line is not None else ""
+            self._stream.write(f"{prefix}{self._job_id}  {message}\n")
+            self._stream.flush()
+            if self._interactive and self._last_line is not None:
+                self._draw()
+
     def finish(self) -> None:
         """End the in-place line so that what follows starts on a fresh one."""
         if self._interactive and self._last_line is not None:
@@ -246,6 +255,8 @@ def follow_job(api: JobsApi, job_id: str, display: ProgressDisplay) -> dict[str,
 def _follow_until_ended(api: JobsApi, job_id: str, display: ProgressDisplay) -> dict[str, Any]:
     try:
         for event in api.job_events(job_id):
+            if event.get("kind") == "log" and (event.get("data") or {}).get("moment") == "retry":
+                display.say(str(event.get("message")))
             display.show(event)
             if event.get("status") in TERMINAL_STATUSES:
                 break

@@ -37,6 +37,7 @@ from models.errors import INVALID_REQUEST, RATE_LIMITED, InvalidJobRequest, Prov
 from models.payloads import (
     CancelAtProvider,
     GenerationResult,
+    NodeUpdate,
     PollRequest,
     ProgressUpdate,
     ProviderCall,
@@ -45,6 +46,7 @@ from models.payloads import (
     StoreOutputsRequest,
     SubmitResult,
 )
+from models.vocabulary import JobStatus
 from providers.base import ImageProvider
 from providers.webhooks import job_webhook_url
 
@@ -67,12 +69,18 @@ def as_application_error(error: ProviderError) -> ApplicationError:
     )
 
 
+RetryNote = Callable[[str, int], Awaitable[None]]
+
+
 @asynccontextmanager
 async def provider_errors(
-    provider: str, on_rate_limited: Callable[[], Awaitable[None]] | None = None
+    provider: str,
+    on_rate_limited: Callable[[], Awaitable[None]] | None = None,
+    on_retry: RetryNote | None = None,
 ) -> AsyncIterator[None]:
     """Provider failures as Temporal errors, each attempt's counted by class (imagejobs_provider_errors_total);
-    `on_rate_limited` records a 429 on the job (GET /v1/stats)."""
+    `on_rate_limited` records a 429 on the job (GET /v1/stats), and `on_retry` says that a failed attempt will be
+    tried again ("Attempt 1 of 3 failed: ...")."""
     try:
         yield
     except ProviderError as error:
@@ -80,9 +88,19 @@ async def provider_errors(
         PROVIDER_ERRORS.labels(provider=provider, **{"class": kind}).inc()
         if kind == RATE_LIMITED and on_rate_limited is not None:
             await on_rate_limited()
+        attempt, attempts = activity.info().attempt, _maximum_attempts()
+        if error.retryable and on_retry is not None and (attempts == 0 or attempt < attempts):
+            of = f" of {attempts}" if attempts else ""
+            await on_retry(f"Attempt {attempt}{of} failed: {error.message.rstrip('.')}; trying again.", attempt)
         raise as_application_error(error) from error
     except InvalidJobRequest as error:
         raise ApplicationError(error.message, type=INVALID_REQUEST, non_retryable=True) from error
+
+
+def _maximum_attempts() -> int:
+    """The activity's attempts in all (0: unlimited), from its retry policy."""
+    policy = activity.info().retry_policy
+    return policy.maximum_attempts if policy is not None else 0
 
 
 @asynccontextmanager
@@ -207,6 +225,20 @@ class GenerationActivities:
 
         return record
 
+    def _retrying(self, job_id: str, canvas_id: str, node_id: str) -> RetryNote:
+        """What says, on the job and its node, that a failed attempt will be tried again; a database hiccup here
+        must not replace the provider's error."""
+
+        async def note(message: str, attempt: int) -> None:
+            update = NodeUpdate(canvas_id=canvas_id, node_id=node_id, job_id=job_id, status=JobStatus.RUNNING)
+            try:
+                async with transaction(self.sessions) as session:
+                    await runs.note_retry(session, update, message, attempt)
+            except SQLAlchemyError as error:
+                activity.logger.warning("could not note a retry of job %s: %s", job_id, error)
+
+        return note
+
     def _ingest(self, *, job_id: str, canvas_id: str, node_id: str, output_count: int) -> ImageIngest:
         """The sink of one provider step; its activity heartbeats on its own (`heartbeating`), so progress need not."""
         gate = ProgressGate(PROGRESS_EVERY_SECONDS)
@@ -244,7 +276,10 @@ class GenerationActivities:
             job_id=call.job_id, canvas_id=call.canvas_id, node_id=call.node_id, output_count=call.spec.n
         )
         sink = ResumableSink(activity.info().heartbeat_details, ingest)
-        async with provider_errors(call.provider, self._rate_limited(call.job_id)), heartbeating(sink.heartbeat):
+        errors = provider_errors(
+            call.provider, self._rate_limited(call.job_id), self._retrying(call.job_id, call.canvas_id, call.node_id)
+        )
+        async with errors, heartbeating(sink.heartbeat):
             await self._wait_turn(call.provider)
             with provider_span("generate", call.provider):
                 provenance = await provider.generate(call, sink)
@@ -261,7 +296,8 @@ class GenerationActivities:
             spec=provider.prepare(call.model, call.spec)[0],
             webhook_url=webhook_url_for(self.settings, call, attempt),
         )
-        async with provider_errors(call.provider, self._rate_limited(call.job_id)), heartbeating():
+        retrying = self._retrying(call.job_id, call.canvas_id, call.node_id)
+        async with provider_errors(call.provider, self._rate_limited(call.job_id), retrying), heartbeating():
             await self._wait_turn(call.provider)
             with provider_span("submit", call.provider):
                 submitted = await provider.submit(call_with_hook)

@@ -182,7 +182,7 @@ async def record_run(
 
 # What a new job's claim clears on its node: its predecessor's outcome (the image stays until a new one comes).
 # The claim also stamps `startedAt`, the job's creation, from which the canvas counts the time it has taken.
-RESET_ON_CLAIM = ("error", "costUsd", "estimatedCostUsd")
+RESET_ON_CLAIM = ("error", "costUsd", "estimatedCostUsd", "retry")
 
 
 def _claimed_node_data(job: ImageJobInput) -> dict[str, Any]:
@@ -397,7 +397,7 @@ _RESTORE_NODE = text(
     " RETURNING id"
 )
 # The fields a job writes on its node that the restore puts back (its image fields stay as they are).
-RESTORED_KEYS = ("jobId", "status", "progress", "error", "costUsd", "estimatedCostUsd")
+RESTORED_KEYS = ("jobId", "status", "progress", "error", "costUsd", "estimatedCostUsd", "retry")
 
 
 async def update_node(session: AsyncSession, update: NodeUpdate) -> bool:
@@ -422,7 +422,7 @@ async def update_node(session: AsyncSession, update: NodeUpdate) -> bool:
         "progress": update.progress,
     }
     patch = {key: value for key, value in fields.items() if value is not None}
-    unset = ["error"] if update.error is None else []
+    unset = ["retry", *(["error"] if update.error is None else [])]
     updated = await session.execute(
         _UPDATE_ENDED_NODE if update.status in TERMINAL_STATUSES else _UPDATE_NODE,
         {
@@ -434,6 +434,20 @@ async def update_node(session: AsyncSession, update: NodeUpdate) -> bool:
         },
     )
     return updated.first() is not None
+
+
+async def note_retry(session: AsyncSession, update: NodeUpdate, message: str, attempt: int) -> None:
+    """A failed attempt that will be tried again, said where people look: a `log` event (`data.moment` `retry`) and
+    the node's `retry` note, which the job's next write to the node clears."""
+    await add_event(session, update.job_id, EventKind.LOG, message, {"moment": "retry"}, dedupe_key=f"retry-{attempt}")
+    await session.execute(
+        text(
+            "UPDATE workflow_nodes SET node_data = node_data || jsonb_build_object('retry', CAST(:note AS text)),"
+            " version = version + 1, updated_at = now()"
+            " WHERE canvas_id = :canvas AND id = :node AND owner_job_id = :job"
+        ),
+        {"note": message, "canvas": update.canvas_id, "node": update.node_id, "job": update.job_id},
+    )
 
 
 async def get_run(session: AsyncSession, job_id: str) -> Run | None:
@@ -557,6 +571,7 @@ async def mark_workflows_started(session: AsyncSession, job_ids: list[str]) -> N
 JOB_OWNED_NODE_FIELDS = (
     "jobId",
     "startedAt",
+    "retry",
     "status",
     "progress",
     "error",

@@ -506,3 +506,11 @@ def test_the_elapsed_time_moves_between_events_on_a_terminal() -> None:
     redraws = [text for text in terminal.written if text.startswith("\rjob-1")]
     assert len(redraws) >= 3, terminal.written
     assert len({text.rsplit(" ", 1)[-1] for text in redraws}) >= 2, redraws  # the clock moved
+
+
+def test_a_retry_is_said_on_a_line_of_its_own() -> None:
+    lines = io.StringIO()
+    display = cli.ProgressDisplay("job-1", lines)
+    display.show({"status": "running"})
+    display.say("Attempt 1 of 3 failed: Could not reach Pollinations; trying again.")
+    assert "job-1  Attempt 1 of 3 failed: Could not reach Pollinations; trying again.\n" in lines.getvalue()

@@ -36,6 +36,7 @@ from tests.fixtures.providers import (
     temporal_address_of,
 )
 from tests.fixtures.stack import Stack, make_settings, running_stack, running_workers
+from tests.sse import read_events
 
 PROMPT = "a lighthouse at dusk"
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
@@ -495,3 +496,25 @@ async def test_each_editing_model_receives_exactly_the_previous_images_bytes(
     assert record["status"] == "completed", record
     (call,) = fake_providers.requests(method, path)
     assert sent_image(call) == source_bytes
+
+
+async def test_a_retry_is_said_on_the_job_and_its_node_until_the_next_attempt_goes_on(
+    provider_settings: Settings, fake_providers: FakeProviders, temporal_client: Client
+) -> None:
+    broken = {"id": "e1", "name": "internal_error", "errors": ["An unexpected server error occurred"]}
+    fake_providers.script.queue(STABILITY_GENERATE, ("status", 500, broken))
+    async with running_stack(provider_settings, temporal_client) as stack:
+        started = await stack.start(PROMPT, provider="stability", model="stable-image-core")
+        deadline = time.monotonic() + 10
+        while "retry" not in (node := await stack.node(started["workflowId"], "node-1"))["data"]:
+            assert time.monotonic() < deadline, node  # the policy waits 2 s before the next attempt
+            await asyncio.sleep(0.05)
+        record = await stack.wait(started["jobId"])
+        settled = await settled_node(stack, started["workflowId"])
+        async with stack.api.stream("GET", f"/v1/jobs/{started['jobId']}/events") as stream:
+            events = [event.json() async for event in read_events(stream)]
+    note = "Attempt 1 of 3 failed: Stability answered HTTP 500"
+    assert node["data"]["retry"].startswith(note) and node["data"]["retry"].endswith("; trying again."), node
+    assert record["status"] == "completed" and "retry" not in settled["data"]  # the next attempt's writes clear it
+    (retried,) = [event for event in events if event.get("data", {}).get("moment") == "retry"]
+    assert (retried["kind"], retried["message"]) == ("log", node["data"]["retry"])

@@ -396,6 +396,15 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
     [flow, setNodes],
   );
 
+  // A provider's failed attempt that will be tried again: said once, naming the node (the node shows it too).
+  const reportRetry = useCallback(
+    (jobId: string, message: string) => {
+      const node = flow.getNodes().find((item) => item.data.jobId === jobId);
+      toast(node ? `${nodeName(node.data)}: ${message}` : message);
+    },
+    [flow, toast],
+  );
+
   // A job's failure names its node and offers to show it and to try again.
   const reportFailure = useCallback(
     (jobId: string, message: string) => {
@@ -459,6 +468,7 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
     onJobEvent: (event) => {
       // A cancellation is an `error` event too, but someone asked for it: no toast.
       if (event.kind === "error" && event.data?.moment !== "cancelled") reportFailure(event.jobId, event.message);
+      if (event.kind === "log" && event.data?.moment === "retry") reportRetry(event.jobId, event.message);
       if (event.kind !== "progress") setJobRevision((revision) => revision + 1);
     },
   });

@@ -60,6 +60,7 @@ function ImageNodeViewInner({ id, data }: NodeProps<ImageNode>) {
                 style={progress > 0 ? { width: `${progress}%` } : undefined}
               />
             </div>
+            {data.retry && <p className="retry-note">{data.retry}</p>}
             <Elapsed
               since={data.startedAt}
               typical={actions.typicalSeconds(data.provider ?? "local", data.model ?? provider?.defaultModel ?? "")}

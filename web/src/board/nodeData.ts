@@ -18,6 +18,7 @@ export type ImageNodeData = {
   label?: string;
   jobId?: string;
   startedAt?: string; // when the job was created
+  retry?: string; // a failed attempt that will be tried again, until the next attempt goes on
   status?: string;
   progress?: number | null;
   error?: string | null;
@@ -41,6 +42,7 @@ export const UPLOAD_TYPES = ["image/png", "image/jpeg", "image/webp"] as const;
 export const JOB_OWNED = [
   "jobId",
   "startedAt",
+  "retry",
   "status",
   "progress",
   "error",
