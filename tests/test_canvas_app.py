@@ -559,3 +559,14 @@ async def test_added_nodes_land_in_free_space(browser: Browser, app_stack: Stack
     assert await node.locator(".image-node").evaluate("element => getComputedStyle(element).outlineStyle") == "solid"
     await page.keyboard.press("Backspace")
     await expect(page.locator(".react-flow__node")).to_have_count(2)
+    # Cmd/Ctrl+Z brings the deleted node back, then takes back the last add; the board saves what it shows.
+    await page.keyboard.press("Control+z")
+    await expect(page.locator(".react-flow__node")).to_have_count(3)
+    await page.keyboard.press("Control+z")
+    await expect(page.locator(".react-flow__node")).to_have_count(2)
+    for _ in range(50):
+        if len((await saved_board(app_stack, canvas_id))["nodes"]) == 2:
+            break
+        await page.wait_for_timeout(100)
+    else:
+        raise AssertionError("the undone board was never saved")

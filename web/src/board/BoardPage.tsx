@@ -47,6 +47,7 @@ import {
 } from "./nodeData";
 import { freeSpot } from "./layout";
 import { idsOf, mergeBoards, type SyncedIds } from "./merge";
+import { useUndo } from "./useUndo";
 import { UploadedImageView } from "./UploadedImageView";
 import { useBoardStream, type StreamNode } from "./useBoardStream";
 
@@ -212,31 +213,42 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
 
   useEffect(() => () => void flushSave(), [flushSave]);
 
+  const readBoard = useCallback(() => ({ nodes: flow.getNodes(), edges: flow.getEdges() }), [flow]);
+  const { remember } = useUndo(readBoard, setNodes, setEdges, scheduleSave);
+  const dragging = useRef(false);
+
   const onNodesChange = useCallback(
     (changes: NodeChange<AppNode>[]) => {
+      // Undo goes back to before a drag began, or before a delete.
+      const moves = changes.filter((change) => change.type === "position");
+      const draggingNow = moves.some((change) => change.dragging);
+      if ((draggingNow && !dragging.current) || changes.some((change) => change.type === "remove")) remember();
+      if (moves.length > 0) dragging.current = draggingNow;
       onNodesChangeBase(changes);
       const edited = changes.some(
         (change) => change.type === "remove" || change.type === "add" || (change.type === "position" && !change.dragging),
       );
       if (edited) scheduleSave();
     },
-    [onNodesChangeBase, scheduleSave],
+    [onNodesChangeBase, scheduleSave, remember],
   );
 
   const onEdgesChange = useCallback(
     (changes: EdgeChange<AppEdge>[]) => {
+      if (changes.some((change) => change.type === "remove")) remember();
       onEdgesChangeBase(changes);
       if (changes.some((change) => change.type === "remove" || change.type === "add")) scheduleSave();
     },
-    [onEdgesChangeBase, scheduleSave],
+    [onEdgesChangeBase, scheduleSave, remember],
   );
 
   const onConnect = useCallback(
     (connection: Connection) => {
+      remember();
       setEdges((all) => addEdge({ ...connection, id: `edge-${connection.source}-${connection.target}` }, all));
       scheduleSave();
     },
-    [setEdges, scheduleSave],
+    [setEdges, scheduleSave, remember],
   );
 
   const update = useCallback(
@@ -255,9 +267,10 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
       position: freeSpot(flow.getNodes(), { x: centre.x - 120, y: centre.y - 150 }),
       data: { prompt: "", provider: "local", model: "procedural", size: "512x512", n: 1 },
     };
+    remember();
     setNodes((all) => [...all, node]);
     scheduleSave();
-  }, [flow, setNodes, scheduleSave]);
+  }, [flow, setNodes, scheduleSave, remember]);
 
   const addUploadedImage = useCallback(
     async (file: File, at?: { x: number; y: number }) => {
@@ -277,13 +290,14 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
           position: freeSpot(flow.getNodes(), wanted),
           data: { label: file.name || "pasted image", sourceUrl: ticket.fileUrl },
         };
+        remember();
         setNodes((all) => [...all, node]);
         scheduleSave();
       } catch (error) {
         fail(error);
       }
     },
-    [flow, setNodes, scheduleSave, toast, fail],
+    [flow, setNodes, scheduleSave, toast, fail, remember],
   );
 
   useEffect(() => {
