@@ -103,6 +103,17 @@ class JobsApi:
     def get_job(self, job_id: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/jobs/{quote(job_id, safe='')}")
 
+    def typical_seconds(self, provider: str, model: str) -> float | None:
+        """How long this provider and model's jobs took today (the median of GET /v1/stats), when known."""
+        try:
+            rows = self._call("GET", "/v1/stats").get("providers") or []
+        except ApiError:
+            return None  # a courtesy: the job is followed without it
+        for row in rows:
+            if (row.get("provider"), row.get("model")) == (provider, model) and row.get("p50Seconds") is not None:
+                return float(row["p50Seconds"])
+        return None
+
     def job_events(self, job_id: str) -> Iterator[dict[str, Any]]:
         """The job's SSE events as JSON objects, until the server ends the stream."""
         path = f"/v1/jobs/{quote(job_id, safe='')}/events"
@@ -166,6 +177,7 @@ class ProgressDisplay:
         self._progress: float | None = None
         self._last_line: str | None = None
         self._drawing = threading.Lock()
+        self.typical: float | None = None  # seconds this provider and model usually take
 
     @contextmanager
     def ticking(self) -> Iterator[None]:
@@ -233,7 +245,8 @@ class ProgressDisplay:
         filled = round((self._progress or 0.0) / 100 * self.BAR_WIDTH)
         bar = "#" * filled + "." * (self.BAR_WIDTH - filled)
         elapsed = time.monotonic() - self._started
-        self._last_line = f"{self._job_id}  [{bar}] {percent}  {self._status:<9}  {elapsed:5.1f}s"
+        usually = f" (usually ~{max(1, round(self.typical))}s)" if self.typical is not None else ""
+        self._last_line = f"{self._job_id}  [{bar}] {percent}  {self._status:<9}  {elapsed:5.1f}s{usually}"
         # Carriage return and erase-to-end-of-line redraw the same terminal line.
         self._stream.write(f"\r{self._last_line}\x1b[K")
         self._stream.flush()
@@ -248,6 +261,7 @@ def follow_job(api: JobsApi, job_id: str, display: ProgressDisplay) -> dict[str,
     display.show(record)
     if record.get("status") in TERMINAL_STATUSES:
         return record
+    display.typical = api.typical_seconds(str(record.get("provider")), str(record.get("model")))
     with display.ticking():
         return _follow_until_ended(api, job_id, display)
 

@@ -52,6 +52,11 @@ DESCRIPTION = """
 Durable AI image generation for canvas apps. Each job is a Temporal workflow: it calls the provider,
 waits for its webhook or polls, stores the image in S3/R2 (or a local directory) and writes the result
 into the canvas node. Errors are JSON: `{"code": "...", "message": "..."}`.
+
+Records, events, `/status` answers and node data follow the specification's interfaces field for field: a job's
+`status` is `pending`, `running`, `completed` or `failed` (a cancelled job is `failed` with `errorCode`
+`Cancelled`), event `kind` is `progress`, `log` or `error`, and an optional field without a value is absent, never
+`null`. Every other field is an addition a client written from the specification may ignore.
 """
 
 
