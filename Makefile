@@ -20,7 +20,7 @@ help:
 	@echo "make test     the whole test suite (real Temporal, PostgreSQL, S3 over HTTP and Chromium)"
 	@echo "make lint     ruff, mypy, and the canvas' tsc and eslint"
 	@echo "make web      build the canvas app (web/dist), served by the API at /"
-	@echo "make api-types  regenerate web/openapi.json and the canvas' API types from the API"
+	@echo "make api-types  regenerate web/openapi.json, the canvas' API types and its vocabulary from the API"
 	@echo "make format   ruff format and the fixable lint rules"
 	@echo "make bench    benchmarks (print and save their figures)"
 	@echo "make fuzz     schemathesis against the OpenAPI schema"
@@ -51,6 +51,7 @@ chromium:
 
 api-types: $(INSTALLED) $(WEB_MODULES)
 	$(BIN)/imagejobs openapi --output web/openapi.json
+	$(BIN)/imagejobs vocabulary --output web/src/vocabulary.ts
 	cd web && npm run gen:api
 
 dev: $(INSTALLED) $(WEB_BUILD)

@@ -385,6 +385,17 @@ def _api(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _vocabulary(args: argparse.Namespace) -> int:
+    from api.web_vocabulary import typescript_module
+
+    module = typescript_module()
+    if args.output:
+        args.output.write_text(module)
+    else:
+        sys.stdout.write(module)
+    return EXIT_OK
+
+
 def _openapi(args: argparse.Namespace) -> int:
     from api.main import openapi_document
 
@@ -673,6 +684,9 @@ def build_parser() -> argparse.ArgumentParser:
     openapi = commands.add_parser("openapi", help="write the API's OpenAPI schema (the canvas' types come from it)")
     openapi.add_argument("--output", type=Path, help="file to write (default: standard output)")
     openapi.set_defaults(handler=_openapi)
+    vocabulary = commands.add_parser("vocabulary", help="write the words the canvas shares with the API (TypeScript)")
+    vocabulary.add_argument("--output", type=Path, help="file to write (default: standard output)")
+    vocabulary.set_defaults(handler=_vocabulary)
 
     worker = commands.add_parser("worker", help="run a Temporal worker (settings from the environment)")
     worker.set_defaults(handler=_worker)

@@ -27,6 +27,7 @@ from models.tables import Run, RunEvent, WorkflowNode
 from models.vocabulary import (
     ENDED_NODE_STATUSES,
     EVENT_KIND_BY_STATUS,
+    JOB_OWNED_NODE_FIELDS,
     NODE_STATUS_OF_JOB,
     TERMINAL_STATUSES,
     EventKind,
@@ -568,21 +569,6 @@ async def mark_workflows_started(session: AsyncSession, job_ids: list[str]) -> N
 
 
 # What jobs and canvas runs write into a node's data; a save of the board never changes these.
-JOB_OWNED_NODE_FIELDS = (
-    "jobId",
-    "startedAt",
-    "retry",
-    "status",
-    "progress",
-    "error",
-    "imageUrl",
-    "imageUrls",
-    "thumbnailUrl",
-    "updatedAt",
-    "runId",
-    "runState",
-    "runReason",
-)
 
 
 async def upsert_node(

@@ -40,6 +40,26 @@ NODE_STATUS_OF_JOB: dict[JobStatus, NodeStatus] = {
     JobStatus.COMPLETED: NodeStatus.COMPLETED,
     JobStatus.FAILED: NodeStatus.ERROR,
 }
+# The fields of a node's `data` that its job writes: a save from a canvas never changes them (core/runs.py), and the
+# canvas merges them from the stream even while it has unsaved changes of its own (web/src/vocabulary.ts).
+JOB_OWNED_NODE_FIELDS = (
+    "jobId",
+    "startedAt",
+    "retry",
+    "status",
+    "progress",
+    "error",
+    "imageUrl",
+    "imageUrls",
+    "thumbnailUrl",
+    "estimatedCostUsd",
+    "costUsd",
+    "updatedAt",
+    "runId",
+    "runState",
+    "runReason",
+)
+
 # A node's status that shows its job's end (with those older nodes may still carry).
 ENDED_NODE_STATUSES = frozenset({NodeStatus.COMPLETED, NodeStatus.ERROR, "failed", "cancelled"})
 

@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 from api.main import openapi_document
+from api.web_vocabulary import typescript_module
 from core.db import PROJECT_ROOT
 
 WEB = PROJECT_ROOT / "web"
@@ -25,3 +26,8 @@ def test_the_committed_typescript_types_are_generated_from_that_schema(tmp_path:
         timeout=120,
     )
     assert (WEB / "src" / "schema.d.ts").read_text() == generated.read_text(), "stale: run `make api-types`"
+
+
+def test_the_committed_vocabulary_is_the_apis() -> None:
+    """The words the canvas shares with the API (statuses, the job-owned node fields) are generated, never copied."""
+    assert (WEB / "src" / "vocabulary.ts").read_text() == typescript_module(), "stale: run `make api-types`"

@@ -1,6 +1,7 @@
 // The board's jobs, newest first: filtered by status and provider, searched by prompt, a page at a time; with a
 // stats bar, and Cancel / Retry on each job.
 import { useCallback, useEffect, useState } from "react";
+import { JOB_STATUSES } from "../vocabulary";
 import { api, type ImageJobRecord, type ProviderDescription } from "../api";
 
 type Props = {
@@ -11,7 +12,6 @@ type Props = {
   onError: (error: unknown) => void;
 };
 
-const STATUSES = ["pending", "running", "completed", "failed", "cancelled"];
 
 export function HistoryPanel({ canvasId, providers, revision, onError }: Props) {
   const [status, setStatus] = useState("");
@@ -51,7 +51,7 @@ export function HistoryPanel({ canvasId, providers, revision, onError }: Props) 
   return (
     <aside className="history" aria-label="History">
       <div className="stats" aria-label="Stats">
-        {STATUSES.map((name) => (
+        {JOB_STATUSES.map((name) => (
           <span key={name} className={`badge badge-${name}`}>
             {name} {counts[name] ?? 0}
           </span>
@@ -66,7 +66,7 @@ export function HistoryPanel({ canvasId, providers, revision, onError }: Props) 
           Status
           <select value={status} onChange={(event) => setStatus(event.target.value)}>
             <option value="">any</option>
-            {STATUSES.map((name) => (
+            {JOB_STATUSES.map((name) => (
               <option key={name}>{name}</option>
             ))}
           </select>

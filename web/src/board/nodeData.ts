@@ -1,6 +1,7 @@
 // What an image node carries in `data`: the person's generation settings, and beside them the fields its newest
 // job writes (jobId, status, progress, error, imageUrl, imageUrls, thumbnailUrl), which a save never changes.
 import type { Edge, Node } from "@xyflow/react";
+import { JOB_OWNED_NODE_FIELDS } from "../vocabulary";
 
 export type ImageNodeData = {
   prompt?: string;
@@ -25,6 +26,9 @@ export type ImageNodeData = {
   imageUrl?: string | null;
   imageUrls?: string[] | null;
   thumbnailUrl?: string | null;
+  estimatedCostUsd?: number;
+  costUsd?: number;
+  updatedAt?: string;
   // Written by a canvas run: its id, and this node's state and reason in it (cached, skipped, ...).
   runId?: string;
   runState?: string;
@@ -39,20 +43,8 @@ export type AppEdge = Edge;
 export const IMAGE_NODE = "image_generation" as const;
 export const UPLOADED_NODE = "image" as const;
 export const UPLOAD_TYPES = ["image/png", "image/jpeg", "image/webp"] as const;
-export const JOB_OWNED = [
-  "jobId",
-  "startedAt",
-  "retry",
-  "status",
-  "progress",
-  "error",
-  "imageUrl",
-  "imageUrls",
-  "thumbnailUrl",
-  "runId",
-  "runState",
-  "runReason",
-] as const;
+// The fields a job writes on its node come from the API's own list (web/src/vocabulary.ts, generated).
+export const JOB_OWNED = JOB_OWNED_NODE_FIELDS;
 // What a node's state in a canvas run adds to its job's status, on the board.
 export const RUN_ONLY_STATES = ["pending", "cached", "skipped", "cancelled"];
 export const ASPECT_RATIOS = ["1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3"];
