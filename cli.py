@@ -388,20 +388,19 @@ def _api(args: argparse.Namespace) -> int:
 def _vocabulary(args: argparse.Namespace) -> int:
     from api.web_vocabulary import typescript_module
 
-    module = typescript_module()
-    if args.output:
-        args.output.write_text(module)
-    else:
-        sys.stdout.write(module)
-    return EXIT_OK
+    return _write(typescript_module(), args.output)
 
 
 def _openapi(args: argparse.Namespace) -> int:
     from api.main import openapi_document
 
-    document = openapi_document()
-    if args.output:
-        args.output.write_text(document)
+    return _write(openapi_document(), args.output)
+
+
+def _write(document: str, output: Path | None) -> int:
+    """A generated file to `output`, or to standard output."""
+    if output:
+        output.write_text(document)
     else:
         sys.stdout.write(document)
     return EXIT_OK
