@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MAX_RUN_NODES", "GraphRefused", "RunGraph", "content_hash", "input_key", "run_graph"]
+__all__ = ["MAX_RUN_NODES", "GraphRefused", "RunGraph", "content_hash", "input_key", "prompt_name", "run_graph"]
 
 # The most nodes one run takes; it keeps the run's workflow history far inside Temporal's limits.
 MAX_RUN_NODES = 500
@@ -150,3 +150,16 @@ def input_key(image_url: str | None, made_from: Mapping[str, str]) -> str | None
     if image_url is None:
         return None
     return made_from.get(image_url, image_url)
+
+
+# How many of a prompt's words name its node in messages.
+NAME_WORDS = 6
+
+
+def prompt_name(prompt: str, fallback: str) -> str:
+    """How messages name a node: its prompt's first words in quotes (people know their nodes by what they draw,
+    not by their ids), else `fallback`."""
+    words = prompt.split()
+    if not words:
+        return fallback
+    return f"“{' '.join(words[:NAME_WORDS])}{'…' if len(words) > NAME_WORDS else ''}”"

@@ -212,9 +212,9 @@ async def test_a_failed_node_skips_what_is_below_it_and_the_other_branch_goes_on
     assert states(run) == {"A": "failed", "B": "skipped", "C": "completed", "D": "completed"}
     by_node = {node["nodeId"]: node for node in run["nodes"]}
     assert "refused the prompt" in by_node["A"]["reason"]
-    assert by_node["B"]["reason"] == "A did not produce an image" and by_node["B"]["jobId"] is None
+    assert by_node["B"]["reason"] == "“a castle” did not produce an image" and by_node["B"]["jobId"] is None
     shown = {node["id"]: node["data"] for node in board["nodes"]}
-    assert (shown["B"]["runState"], shown["B"]["runReason"]) == ("skipped", "A did not produce an image")
+    assert (shown["B"]["runState"], shown["B"]["runReason"]) == ("skipped", "“a castle” did not produce an image")
 
 
 async def test_a_run_sums_its_jobs_costs_and_each_node_shows_its_own(

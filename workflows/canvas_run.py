@@ -22,6 +22,7 @@ from temporalio.exceptions import CancelledError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from activities.runs import CanvasRunActivities
+    from core.canvas_plan import prompt_name
     from core.jobs import job_search_attributes, task_priority
     from models.payloads import CanvasRunFinished, CanvasRunInput, NodeRunUpdate, RunNodePlan
     from models.vocabulary import FINISHED_NODE_STATES, IMAGE_STATES, JobStatus, NodeRunState
@@ -115,7 +116,9 @@ class CanvasRunWorkflow:
             if node.upstream in below and self._states[node.node_id] == NodeRunState.PENDING:
                 below.add(node.node_id)
                 self._states[node.node_id] = NodeRunState.SKIPPED
-                await self._record(plan, node, NodeRunState.SKIPPED, reason=f"{failed} did not produce an image")
+                stopped = next(planned for planned in plan.nodes if planned.node_id == failed)
+                reason = f"{prompt_name(stopped.job.spec.prompt, failed)} did not produce an image"
+                await self._record(plan, node, NodeRunState.SKIPPED, reason=reason)
 
     async def _cancel_remaining(self, plan: CanvasRunInput, running: dict[str, asyncio.Task[None]]) -> None:
         """Cancelling the run: running children are cancelled (and record themselves), pending nodes are marked."""

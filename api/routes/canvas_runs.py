@@ -22,7 +22,15 @@ from api.deps import CanvasIdPath, StateDep, TemporalDep, TraceParentDep
 from api.errors import ApiError
 from api.routes.jobs import admit_within_budget, job_from_request, job_settings
 from core import canvas_runs, canvases, runs
-from core.canvas_plan import MAX_RUN_NODES, GraphRefused, RunGraph, content_hash, input_key, run_graph
+from core.canvas_plan import (
+    MAX_RUN_NODES,
+    GraphRefused,
+    RunGraph,
+    content_hash,
+    input_key,
+    prompt_name,
+    run_graph,
+)
 from core.db import transaction
 from core.handoff import canvas_run_start_confirmed
 from models.payloads import CachedImage, CanvasRunInput, ImageJobInput, RunNodePlan
@@ -59,17 +67,12 @@ def node_job_id(run_id: str, node_id: str) -> str:
     return "job_" + hashlib.sha256(f"{run_id}:{node_id}".encode()).hexdigest()[:32]
 
 
-# How a refusal names a node: people know their nodes by what they draw, not by their ids (those are in `details`).
-NAME_WORDS = 6
-
-
 def node_name(node: BoardNode) -> str:
-    """The node's first prompt words in quotes, else its label (an upload's file name), else "The node <id>"."""
-    words = str(node.data.get("prompt") or "").split()
-    if words:
-        return f"“{' '.join(words[:NAME_WORDS])}{'…' if len(words) > NAME_WORDS else ''}”"
+    """How a refusal names a node: by its prompt (core/canvas_plan.prompt_name), else its label (an upload's file
+    name), else "The node <id>"; the ids are in the refusal's `details`."""
     label = node.data.get("label")
-    return f"“{label}”" if isinstance(label, str) and label else f"The node {node.id}"
+    fallback = f"“{label}”" if isinstance(label, str) and label else f"The node {node.id}"
+    return prompt_name(str(node.data.get("prompt") or ""), fallback)
 
 
 def current_image(node: BoardNode) -> str | None:
