@@ -2,8 +2,9 @@
 
 Covers the asynchronous paths whose timing matters (webhook grace, polling cadence, late and duplicate
 events) and replays every recorded history, so a change that breaks determinism fails here. Histories in
-tests/histories/ were recorded by earlier versions of the workflow: jobs still running when a worker is
-upgraded must replay on the new code.
+tests/histories/ were recorded by earlier versions of the workflows (ImageJobWorkflow, and a CanvasRunWorkflow whose
+nodes completed, failed and were skipped): jobs and runs still going when a worker is upgraded must replay on the
+new code.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from models.payloads import (
     StoreOutputsRequest,
     SubmitResult,
 )
+from workflows.canvas_run import CanvasRunWorkflow
 from workflows.image_job import ImageJobWorkflow, provider_task_queue
 
 IMAGE = StoredImage(key="images/c/j.png", url="https://cdn.test/images/c/j.png", content_type="image/png", size_bytes=1)
@@ -183,7 +185,7 @@ async def start(env: WorkflowEnvironment, queue: str, job: ImageJobInput) -> Wor
 
 async def replay(env: WorkflowEnvironment, handle: WorkflowHandle[Any, Any]) -> None:
     history = await handle.fetch_history()
-    await Replayer(workflows=[ImageJobWorkflow]).replay_workflow(history)
+    await Replayer(workflows=[ImageJobWorkflow, CanvasRunWorkflow]).replay_workflow(history)
 
 
 async def test_synchronous_job_runs_every_step_and_replays(time_skipping_env: WorkflowEnvironment) -> None:
@@ -228,7 +230,7 @@ async def test_database_steps_are_local_activities(time_skipping_env: WorkflowEn
 async def test_histories_of_earlier_versions_replay(recorded: Path) -> None:
     history = WorkflowHistory.from_json(recorded.stem, json.loads(recorded.read_text()))
     assert history.events, recorded
-    await Replayer(workflows=[ImageJobWorkflow]).replay_workflow(history)
+    await Replayer(workflows=[ImageJobWorkflow, CanvasRunWorkflow]).replay_workflow(history)
 
 
 async def test_no_webhook_means_polling_at_the_planned_cadence(time_skipping_env: WorkflowEnvironment) -> None:
