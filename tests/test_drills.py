@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -594,6 +594,19 @@ async def test_six_jobs_refining_a_huge_image_keep_the_worker_small(
     assert growth < 300, f"the worker's peak RSS grew by {growth:.0f} MB"
 
 
+async def delivery_waiting(stack: Stack, client: Client, endpoint_id: str) -> Callable[[], Awaitable[bool]]:
+    """Whether the endpoint's delivery waits on its retry timer (its workflow's history has started one)."""
+
+    async def waiting() -> bool:
+        listed = (await stack.api.get(f"/v1/webhook-endpoints/{endpoint_id}/deliveries")).json()["items"]
+        if not listed:
+            return False
+        history = await client.get_workflow_handle(listed[0]["id"]).fetch_history()
+        return any(event.HasField("timer_started_event_attributes") for event in history.events)
+
+    return waiting
+
+
 async def test_worker_killed_between_two_webhook_attempts_the_delivery_still_arrives_once_per_attempt(
     stack_settings: Settings, temporal_client: Client
 ) -> None:
@@ -614,6 +627,10 @@ async def test_worker_killed_between_two_webhook_attempts_the_delivery_still_arr
             with worker_process(settings) as first:
                 job = await stack.start("a kite over the dunes")
                 await wait_until(lambda: len(receiver.recorder.requests) >= 1, timeout=60, what="the first attempt")
+                # Killed once the first attempt is over and the delivery waits for the second (its timer started):
+                # a kill inside the attempt would leave it to its 60 s timeout instead, and make a third request.
+                waiting = await delivery_waiting(stack, temporal_client, endpoint["id"])
+                await wait_until(waiting, timeout=60, what="the delivery to wait for its second attempt")
                 first.kill()
             with worker_process(settings):
                 await wait_until(lambda: len(receiver.recorder.requests) >= 2, timeout=60, what="the second attempt")
