@@ -457,21 +457,24 @@ def test_console_script_says_when_the_api_is_unreachable() -> None:
     assert result.stdout == ""
 
 
+class FakeTerminal:
+    """A terminal (isatty) that keeps each write apart, so a test sees every redraw."""
+
+    def __init__(self) -> None:
+        self.written: list[str] = []
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, text: str) -> None:
+        self.written.append(text)
+
+    def flush(self) -> None:
+        pass
+
+
 def test_progress_bar_redraws_one_line_on_a_terminal() -> None:
-    class Terminal:
-        def __init__(self) -> None:
-            self.written: list[str] = []
-
-        def isatty(self) -> bool:
-            return True
-
-        def write(self, text: str) -> None:
-            self.written.append(text)
-
-        def flush(self) -> None:
-            pass
-
-    terminal = Terminal()
+    terminal = FakeTerminal()
     display = cli.ProgressDisplay("job-1", terminal)  # type: ignore[arg-type]
     display.show({"status": "running", "progress": 50.0})
     display.show({"status": "completed"})
@@ -484,20 +487,7 @@ def test_progress_bar_redraws_one_line_on_a_terminal() -> None:
 
 
 def test_the_elapsed_time_moves_between_events_on_a_terminal() -> None:
-    class Terminal:
-        def __init__(self) -> None:
-            self.written: list[str] = []
-
-        def isatty(self) -> bool:
-            return True
-
-        def write(self, text: str) -> None:
-            self.written.append(text)
-
-        def flush(self) -> None:
-            pass
-
-    terminal = Terminal()
+    terminal = FakeTerminal()
     display = cli.ProgressDisplay("job-1", terminal)  # type: ignore[arg-type]
     display.TICK_SECONDS = 0.05
     display.typical = 8.4

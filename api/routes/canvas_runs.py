@@ -194,9 +194,10 @@ async def mark_cached(session: AsyncSession, board: Board, plan: CanvasRunInput)
         for node in plan.nodes
         if isinstance(job_id := by_id[node.node_id].data.get("jobId"), str)
     }
+    planned = {node.node_id: node for node in plan.nodes}
     for node_id, cached in (await canvas_runs.cached_images(session, shown)).items():
         image = current_image(by_id[node_id]) or cached.image_url
-        next(node for node in plan.nodes if node.node_id == node_id).cached = CachedImage(cached.job_id, image)
+        planned[node_id].cached = CachedImage(cached.job_id, image)
 
 
 async def read_view(state: StateDep, canvas_id: str, run_id: str) -> CanvasRunView:

@@ -43,8 +43,7 @@ export type AppEdge = Edge;
 export const IMAGE_NODE = "image_generation" as const;
 export const UPLOADED_NODE = "image" as const;
 export const UPLOAD_TYPES = ["image/png", "image/jpeg", "image/webp"] as const;
-// The fields a job writes on its node come from the API's own list (web/src/vocabulary.ts, generated).
-export const JOB_OWNED = JOB_OWNED_NODE_FIELDS;
+
 // What a node's state in a canvas run adds to its job's status, on the board.
 export const RUN_ONLY_STATES = ["pending", "cached", "skipped", "cancelled"];
 export const ASPECT_RATIOS = ["1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3"];
@@ -63,7 +62,8 @@ export function currentImage(data: ImageNodeData): string | null {
 /** Only the job-owned fields of `data`. */
 export function jobOwned(data: Record<string, unknown>): Partial<ImageNodeData> {
   const owned: Record<string, unknown> = {};
-  for (const key of JOB_OWNED) if (key in data) owned[key] = data[key];
+  // The fields a job writes on its node: the API's own list (web/src/vocabulary.ts, generated).
+  for (const key of JOB_OWNED_NODE_FIELDS) if (key in data) owned[key] = data[key];
   return owned as Partial<ImageNodeData>;
 }
 
