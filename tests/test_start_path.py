@@ -83,9 +83,10 @@ async def test_a_repeat_starts_the_workflow_a_crash_lost(
 async def test_the_worker_sweep_starts_runs_nobody_repeats(
     stack_settings: Settings, temporal_client: Client, db_sessions: async_sessionmaker[AsyncSession]
 ) -> None:
-    # The stack's own sweep passes once at its start and not again for an hour: the sweep under test is this one.
+    # No workers until the sweep under test has run: theirs would race it for the run. Once it has, their own sweep
+    # (once at their start, then not for an hour) finds nothing left, and they run the job it started.
     settings = make_settings(stack_settings, SWEEP_INTERVAL_SECONDS=3600.0)
-    async with running_stack(settings, temporal_client) as stack:
+    async with running_stack(settings, temporal_client, workers=False) as stack:
         job_id = await record_without_starting(
             stack, db_sessions, start_body("c-" + uuid.uuid4().hex[:8]), uuid.uuid4().hex
         )
@@ -95,7 +96,8 @@ async def test_the_worker_sweep_starts_runs_nobody_repeats(
             )
         async with worker_resources(stack.settings) as resources:
             assert await sweep_once(stack.client, stack.settings, resources) >= 1
-        assert (await stack.wait(job_id))["status"] == "completed"
+        async with running_workers(stack.client, stack.settings):
+            assert (await stack.wait(job_id))["status"] == "completed"
 
 
 async def test_concurrent_repeats_of_one_key_answer_their_own_job_or_409(stack: Stack) -> None:
