@@ -404,7 +404,9 @@ async def test_a_webhook_while_temporal_is_down_is_answered_at_once_and_reaches_
             delivered = signals(await history_events(second.client, started["jobId"]))
 
     assert taken.status_code == 200 and taken.json() == {"status": "accepted"}, taken.text
-    assert taken_after < 1.0  # the answer waits on the database, never on Temporal
+    # The answer waits on the database, never on Temporal: a signal tried against the stopped server would hang in
+    # the client's connection retries far longer. The bound is loose because a loaded CI machine takes 1-2 s here.
+    assert taken_after < 5.0
     assert repeat.status_code == 200 and repeat.json() == {"status": "duplicate"}, repeat.text
     assert record["status"] == "completed", record
     assert [signal["delivery_id"] for signal in delivered] == [webhook_id]
