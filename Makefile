@@ -18,7 +18,7 @@ CHROMIUM ?= /usr/bin/chromium
 help:
 	@echo "make dev      build the canvas, run the whole stack (Temporal + Web UI, PostgreSQL, worker, API)"
 	@echo "make test     the whole test suite (real Temporal, PostgreSQL, S3 over HTTP and Chromium)"
-	@echo "make lint     ruff, mypy, and the canvas' tsc and eslint"
+	@echo "make lint     ruff, mypy, import layers, and the canvas' tsc, eslint and prettier"
 	@echo "make web      build the canvas app (web/dist), served by the API at /"
 	@echo "make api-types  regenerate web/openapi.json, the canvas' API types and its vocabulary from the API"
 	@echo "make format   ruff format and the fixable lint rules"
@@ -64,6 +64,7 @@ lint: $(INSTALLED) $(WEB_MODULES)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 	cd web && npm run typecheck && npm run lint
 
 format: $(INSTALLED)

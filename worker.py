@@ -22,23 +22,24 @@ from activities.generation import HEARTBEAT_EVERY, GenerationActivities
 from activities.log_context import JobLogContext
 from activities.outbound import OutboundActivities
 from activities.runs import CanvasRunActivities, RunActivities
-from core import deliveries, handoff, outbound
 from core.config import Settings, get_settings, warn_about_lookalikes
 from core.db import create_engine, session_factory, transaction
-from core.jobs import job_from_run
 from core.logs import configure_logging
 from core.metrics import HANDOFF_BACKLOG
-from core.pacing import ProviderPacer
 from core.storage import ObjectStorage, build_storage
-from core.storage_sweep import sweep_files
 from core.temporal import connect, ensure_search_attributes, worker_runtime
 from core.tracing import install_tracing
 from core.worker_metrics import serve_worker_metrics
+from handoff.orphan_files import sweep_files
+from handoff.starts import job_from_run
+from handoff.sweep import TRANSIENT_ERRORS, OutboundStarter, backlog, sweep
 from models.payloads import ImageJobInput
 from models.tables import Run
 from providers.base import ImageProvider
 from providers.discovery import build_directory, discover_at_start, keep_discovering
 from providers.registry import build_providers
+from store import deliveries, outbound
+from store.pacing import ProviderPacer
 from workflows.canvas_run import CanvasRunWorkflow
 from workflows.image_job import ImageJobWorkflow, provider_task_queue
 from workflows.outbound_webhook import OutboundWebhookWorkflow
@@ -99,7 +100,7 @@ def generation_activities(settings: Settings, resources: WorkerResources) -> Gen
 
 def build_workers(client: Client, settings: Settings, resources: WorkerResources) -> list[Worker]:
     """The main queue (workflows and database steps) plus one queue per enabled provider."""
-    starter = handoff.OutboundStarter(client, settings, resources.sessions)
+    starter = OutboundStarter(client, settings, resources.sessions)
     run_steps = RunActivities(resources.sessions, starter)
     canvas_steps = CanvasRunActivities(resources.sessions, starter)
     outbound_steps = OutboundActivities(resources.sessions, resources.http, settings)
@@ -161,8 +162,8 @@ def workflow_input(settings: Settings, resources: WorkerResources, run: Run) -> 
 
 
 async def sweep_once(client: Client, settings: Settings, resources: WorkerResources) -> int:
-    """Start the runs and send the signals API processes left behind (core/handoff.py); returns how many."""
-    return await handoff.sweep(client, settings, resources.sessions, partial(workflow_input, settings, resources))
+    """Start the runs and send the signals API processes left behind (handoff/sweep.py); returns how many."""
+    return await sweep(client, settings, resources.sessions, partial(workflow_input, settings, resources))
 
 
 async def keep_sweeping(client: Client, settings: Settings, resources: WorkerResources) -> None:
@@ -171,7 +172,7 @@ async def keep_sweeping(client: Client, settings: Settings, resources: WorkerRes
     while True:
         try:
             await sweep_once(client, settings, resources)
-            for kind, count in (await handoff.backlog(resources.sessions)).items():
+            for kind, count in (await backlog(resources.sessions)).items():
                 HANDOFF_BACKLOG.labels(kind=kind).set(count)
             async with transaction(resources.sessions) as session:
                 await deliveries.prune_refusals(session)
@@ -179,7 +180,7 @@ async def keep_sweeping(client: Client, settings: Settings, resources: WorkerRes
             await sweep_files(
                 resources.sessions, resources.storage, older_than_seconds=settings.ORPHAN_FILES_GRACE_SECONDS
             )
-        except handoff.TRANSIENT_ERRORS as error:
+        except TRANSIENT_ERRORS as error:
             log.warning("the sweep failed, trying again later: %s", error)
         except Exception:  # housekeeping must outlive any one bad row
             log.exception("the sweep failed, trying again later")

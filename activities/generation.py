@@ -1,6 +1,6 @@
 """Activities that talk to providers. They run on `image-jobs.<provider>` task queues, whose
 `max_task_queue_activities_per_second` is that provider's rate limit across all workers. That limit lets a burst
-through, so each request that counts against the limit first waits its turn in core/pacing.py, which spaces
+through, so each request that counts against the limit first waits its turn in store/pacing.py, which spaces
 the provider's requests evenly across all workers.
 
 Image bytes stay inside these activities: they stream from the provider (or its result URL) into object
@@ -25,12 +25,10 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.runs import save_progress
-from core import deliveries, runs
 from core.config import Settings
 from core.db import transaction
 from core.ingest import ImageIngest
 from core.metrics import PROVIDER_ERRORS
-from core.pacing import ProviderPacer
 from core.storage import ObjectStorage, job_key_prefix
 from core.tracing import tracer
 from models.errors import INVALID_REQUEST, RATE_LIMITED, InvalidJobRequest, ProviderError, error_class
@@ -49,6 +47,8 @@ from models.payloads import (
 from models.vocabulary import JobStatus
 from providers.base import ImageProvider
 from providers.webhooks import job_webhook_url
+from store import deliveries, runs
+from store.pacing import ProviderPacer
 
 # How often an activity that waits on a provider tells Temporal it is alive; the provider calls' heartbeat
 # timeout (workflows/policies.py) is a few of these.

@@ -18,16 +18,16 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
-from core import canvas_runs, outbound, runs
 from core.config import Settings
 from core.db import transaction
 from core.netguard import DownloadRefused, check_download_url
-from core.outbound import Attempt
 from core.webhook_signing import signed_headers
 from models.payloads import DeliveryAttemptOutcome, DeliveryAttemptRequest
 from models.schemas import CanvasRunView, ImageJobRecord
 from models.tables import OutboundDelivery
 from models.vocabulary import DeliveryStatus
+from store import canvas_runs, outbound, runs
+from store.outbound import Attempt
 
 log = logging.getLogger(__name__)
 

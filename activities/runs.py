@@ -7,10 +7,10 @@ from dataclasses import replace
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
-from core import canvas_runs, metrics, runs
+from core import metrics
 from core.db import transaction
-from core.handoff import OutboundStarter
 from core.tracing import current_traceparent
+from handoff.sweep import OutboundStarter
 from models.payloads import (
     CanvasRunFinished,
     ImageJobInput,
@@ -21,6 +21,7 @@ from models.payloads import (
     RunTransition,
 )
 from models.vocabulary import JobStatus
+from store import canvas_runs, runs
 
 
 async def save_progress(sessions: async_sessionmaker[AsyncSession], update: ProgressUpdate) -> None:

@@ -20,9 +20,9 @@ from api.limits import InFlight
 from core.config import Settings
 from core.db import autocommit_session_factory
 from core.events import EventBus
-from core.handoff import Handoff
 from core.storage import ObjectStorage
 from core.tracing import current_traceparent, valid_traceparent
+from handoff.sweep import Handoff
 from models.schemas import ID_PATTERN
 from providers.base import ImageProvider
 from providers.catalog import ModelDirectory

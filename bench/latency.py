@@ -39,14 +39,14 @@ from bench.providers import WEBHOOK_PROVIDER, webhook_body
 from bench.report import Figure, Series, percentile
 from bench.stack import BenchError, BenchStack, Workers
 from bench.workflows import EmptyWorkflow, FloorEvent, Step, StepsInput, StepsWorkflow, WaitingWorkflow
-from core import runs
 from core.db import autocommit_session_factory, libpq_url, transaction
 from core.events import CHANNEL
-from core.jobs import new_job_id, polling_plan
-from core.jobs import start_job as start_image_job
+from handoff.starts import new_job_id, polling_plan
+from handoff.starts import start_job as start_image_job
 from models.payloads import ImageJobInput, PromptSpec
 from models.schemas import StartImageJobRequest
 from models.vocabulary import EventKind
+from store import runs
 
 # --- 1: start latency --------------------------------------------------------------------------------------
 
@@ -104,7 +104,7 @@ START_STEPS: dict[str, Callable[[BenchStack, ImageJobInput], Awaitable[None]]] =
     "start_workflow (4 search attributes, summary; after the answer)": start_workflow,
     "empty session (checkout, pre-ping, SELECT 1)": empty_session,
 }
-"""What POST /v1/jobs does, step by step (api/routes/jobs.py, core/handoff.py), plus a session by itself."""
+"""What POST /v1/jobs does, step by step (api/routes/jobs.py, handoff/sweep.py), plus a session by itself."""
 
 
 async def start_breakdown(stack: BenchStack, canvas: str, samples: int) -> dict[str, dict[str, float]]:
@@ -166,7 +166,7 @@ async def start_latency(stack: BenchStack, config: BenchConfig, workers: Workers
             "Sequential calls from the harness, product and floor alternating, "
             f"{config.pace_seconds:.2f} s apart, with no worker running (so the started workflows do not compete "
             "for the CPU; they are terminated afterwards). The API answers once "
-            "the run is committed and starts the workflow right after (core/handoff.py); workflowStartedMs: from "
+            "the run is committed and starts the workflow right after (handoff/sweep.py); workflowStartedMs: from "
             "sending the request until the start was confirmed (runs.workflow_started_at). apiCpuMsPerRequest: "
             "CPU time of the API process / requests, the start included. breakdownMs: the same calls the route "
             f"makes, made directly from the harness ({breakdown_samples} samples)."
@@ -246,7 +246,7 @@ async def webhook_latency(stack: BenchStack, config: BenchConfig, workers: Worke
             f"{count - config.warmup} jobs waiting on their webhook, each sent a progress and then a terminal "
             f"webhook, one at a time, {config.pace_seconds:.2f} s apart (samples: both kinds); the floor gets the "
             "same signals, alternating. The API answers once the delivery is committed (its event and a pending "
-            "signal) and signals the workflow right after (core/handoff.py); every job then completed, and "
+            "signal) and signals the workflow right after (handoff/sweep.py); every job then completed, and "
             "signalsLeftUndelivered counts pending signals left. apiCpuMsPerRequest: CPU time of the API "
             "process / webhooks, the signal included."
         ),
@@ -417,7 +417,7 @@ async def live_latency(stack: BenchStack, config: BenchConfig, workers: Workers)
             )
         ],
         method=(
-            "events inserted one at a time with core.runs.add_event; the clock starts when COMMIT is sent (the "
+            "events inserted one at a time with store.runs.add_event; the clock starts when COMMIT is sent (the "
             "commit's own time, in the floor's detail, is part of both); one SSE client, one LISTEN thread."
         ),
     )

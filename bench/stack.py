@@ -38,9 +38,9 @@ from temporalio.testing import WorkflowEnvironment
 
 from bench import procfs
 from bench.procfs import Memory
+from cli.devstack import find_temporal_binary
 from core.config import Settings
 from core.db import create_engine, run_migrations, session_factory, sqlalchemy_url
-from core.devstack import find_temporal_binary
 from core.temporal import SEARCH_ATTRIBUTES
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     WEBHOOK_GRACE_SECONDS: float = 10.0
     POLL_INTERVAL_SECONDS: float = 5.0
     POLL_TIMEOUT_SECONDS: float = 300.0
-    # The workers' sweep (core/handoff.py): every SWEEP_INTERVAL_SECONDS it starts the runs and sends the webhook
+    # The workers' sweep (handoff/sweep.py): every SWEEP_INTERVAL_SECONDS it starts the runs and sends the webhook
     # signals an API process committed over HANDOFF_GRACE_SECONDS ago and did not hand off to Temporal.
     SWEEP_INTERVAL_SECONDS: float = Field(default=5.0, gt=0)
     # `json`: every line the API and the worker print is one JSON object (core/logs.py); `text` for people.
@@ -110,7 +110,7 @@ class Settings(BaseSettings):
     WORKER_METRICS_PORT: int | None = Field(default=None, ge=1, le=65535)
     WORKER_METRICS_HOST: str = "0.0.0.0"
     HANDOFF_GRACE_SECONDS: float = Field(default=15.0, ge=0)
-    # The sweep deletes the files of a job that failed or was cancelled this long ago (core/storage_sweep.py).
+    # The sweep deletes the files of a job that failed or was cancelled this long ago (handoff/orphan_files.py).
     ORPHAN_FILES_GRACE_SECONDS: float = Field(default=3600.0, ge=0)
 
     # The model catalog (providers/catalog.toml): an operator's own TOML file of entries that add to or replace
@@ -119,7 +119,7 @@ class Settings(BaseSettings):
     MODEL_CATALOG_FILE: Path | None = None
     MODEL_ALIASES: str = ""
     MODEL_DISCOVERY_INTERVAL_SECONDS: float = Field(default=6 * 3600.0, ge=0)
-    # The most the day's jobs may cost, in USD (UTC day; unset: no limit). See core/budget.py.
+    # The most the day's jobs may cost, in USD (UTC day; unset: no limit). See store/budget.py.
     BUDGET_USD_PER_DAY: float | None = Field(default=None, ge=0)
 
     OPENAI_API_KEY: str | None = None
@@ -154,7 +154,7 @@ class Settings(BaseSettings):
     # Image jobs one canvas run keeps going at once (independent branches run side by side up to this).
     CANVAS_RUN_MAX_PARALLEL: int = Field(default=16, ge=1, le=100)
 
-    # Outbound webhooks (core/outbound.py): the delay before each attempt, in seconds (Svix's schedule), and the
+    # Outbound webhooks (store/outbound.py): the delay before each attempt, in seconds (Svix's schedule), and the
     # hosts an endpoint may name although they are private (`imagejobs dev` sets loopback).
     OUTBOUND_WEBHOOK_RETRY_SECONDS: CommaList = Field(
         default_factory=lambda: ["0", "5", "300", "1800", "7200", "18000", "36000", "36000"]

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from core.runs import Transitioned
 from models.errors import PROVIDER_TIMEOUT
 from models.payloads import RunTransition
+from models.results import Transitioned
 
 WEBHOOKS = Counter(
     "imagejobs_webhooks",

@@ -5,7 +5,7 @@ Tracing is on when OTEL_EXPORTER_OTLP_ENDPOINT is set: `install_tracing` then gi
 provider exporting over OTLP/HTTP (the exporter's other OTEL_* variables, such as OTEL_EXPORTER_OTLP_HEADERS, work
 as usual), unless the process installed its own first (an embedding app, a test), which it keeps.
 
-The API answers `POST /v1/jobs` before Temporal hears of the job (core/handoff.py), so the request's context travels
+The API answers `POST /v1/jobs` before Temporal hears of the job (handoff/sweep.py), so the request's context travels
 with the job as a W3C `traceparent` (`runs.trace_parent`, `ImageJobInput.trace_parent`): the workflow's start,
 whenever and from whichever process it happens, continues the request's trace. A caller's own `traceparent` is
 honoured, and kept even when this process does not trace, so a canvas app can find its request's trace by the

@@ -75,7 +75,7 @@ class ImageJobInput:
     aliased_from: str | None = None
     # The W3C traceparent of the request that made the job: its workflow's spans continue that trace.
     trace_parent: str | None = None
-    # What the job is made from (core/canvas_plan.inputs_hash), recorded on its run.
+    # What the job is made from (planning/canvas_plan.inputs_hash), recorded on its run.
     content_hash: str | None = None
 
     @property
@@ -219,7 +219,7 @@ class NodeUpdate:
     thumbnail_url: str | None = None
     error: str | None = None
     progress: float | None = None  # percent, 0-100
-    cost_usd: float | None = None  # the provider's own figure for an ended job (see core/runs.py's cost rule)
+    cost_usd: float | None = None  # the provider's own figure for an ended job (see store/runs.py's cost rule)
 
 
 @dataclass

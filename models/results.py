@@ -1,6 +1,6 @@
 """A run's result fields (the `runs.payload` column), typed, and the one place that names their JSON keys.
 
-core/runs.py writes them, the API's record reads them; nothing else spells the keys. The column stays JSONB
+store/runs.py writes them, the API's record reads them; nothing else spells the keys. The column stays JSONB
 (camelCase keys), so rows written before this module existed read the same.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 
 from models.payloads import GenerationResult, StoredImage
 
-# The key `core/runs.record_progress` updates in place with jsonb_set.
+# The key `store/runs.record_progress` updates in place with jsonb_set.
 PROGRESS_KEY = "progress"
 
 
@@ -84,3 +84,14 @@ class RunResult:
             warnings=list(value.get("warnings") or []),
             aliased_from=value.get("aliasedFrom"),
         )
+
+
+@dataclass(frozen=True)
+class Transitioned:
+    """A run that `transition` changed: who ran it, and for an end, what it cost and how long it took."""
+
+    provider: str
+    model: str
+    processor: str
+    cost_usd: float | None
+    seconds_since_created: float

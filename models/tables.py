@@ -82,7 +82,7 @@ class Run(SQLModel, table=True):
     updated_at: datetime = _timestamp()
     # When the run's workflow was known to exist; None while the start the API committed is still to be made.
     workflow_started_at: datetime | None = _timestamp(nullable=True, default_now=False)
-    # When the sweep deleted the files of a job that ended without a result (core/storage_sweep.py).
+    # When the sweep deleted the files of a job that ended without a result (handoff/orphan_files.py).
     files_swept_at: datetime | None = _timestamp(nullable=True, default_now=False)
     # USD: the catalog price when recorded; what the provider billed when it ended. NULL: price unknown.
     estimated_cost_usd: float | None = None
@@ -91,7 +91,7 @@ class Run(SQLModel, table=True):
     rate_limited: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     # The W3C traceparent of the request that made the job (core/tracing.py); its trace id is the record's traceId.
     trace_parent: str | None = Field(default=None, max_length=64)
-    # What the job was made from (core/canvas_plan.inputs_hash): a canvas run reuses the image of a node whose
+    # What the job was made from (planning/canvas_plan.inputs_hash): a canvas run reuses the image of a node whose
     # shown job has the hash the node's inputs have now.
     content_hash: str | None = Field(default=None, max_length=64)
 
@@ -147,7 +147,7 @@ class WorkflowNode(SQLModel, table=True):
 
 
 class CanvasSlots(SQLModel, table=True):
-    """Where the nodes that jobs create on a canvas go (core/runs.py): a grid beside the nodes the canvas had when
+    """Where the nodes that jobs create on a canvas go (store/runs.py): a grid beside the nodes the canvas had when
     the first such node came, one cell per node in the order they came (`next_slot`)."""
 
     __tablename__ = "canvas_slots"
@@ -159,7 +159,7 @@ class CanvasSlots(SQLModel, table=True):
 
 
 class ProviderPacing(SQLModel, table=True):
-    """Per provider, the earliest time its next call may go; core/pacing.py moves it on by one gap per call."""
+    """Per provider, the earliest time its next call may go; store/pacing.py moves it on by one gap per call."""
 
     __tablename__ = "provider_pacing"
 
@@ -199,7 +199,7 @@ class WebhookRefusal(SQLModel, table=True):
 
 
 class PendingSignal(SQLModel, table=True):
-    """An accepted webhook's event, kept until its workflow has been signalled (core/handoff.py)."""
+    """An accepted webhook's event, kept until its workflow has been signalled (handoff/sweep.py)."""
 
     __tablename__ = "pending_signals"
     __table_args__ = (

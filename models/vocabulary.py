@@ -26,7 +26,7 @@ TERMINAL_STATUSES: frozenset[JobStatus] = frozenset({JobStatus.COMPLETED, JobSta
 
 class NodeStatus(StrEnum):
     """A canvas node's `data.status`, as the spec's updateReactFlowNode writes it. A job that failed leaves its node
-    `error`; one that was cancelled leaves it as it was before the job (core/runs.py)."""
+    `error`; one that was cancelled leaves it as it was before the job (store/runs.py)."""
 
     PENDING = "pending"
     RUNNING = "running"
@@ -40,7 +40,7 @@ NODE_STATUS_OF_JOB: dict[JobStatus, NodeStatus] = {
     JobStatus.COMPLETED: NodeStatus.COMPLETED,
     JobStatus.FAILED: NodeStatus.ERROR,
 }
-# The fields of a node's `data` that its job writes: a save from a canvas never changes them (core/runs.py), and the
+# The fields of a node's `data` that its job writes: a save from a canvas never changes them (store/runs.py), and the
 # canvas merges them from the stream even while it has unsaved changes of its own (web/src/vocabulary.ts).
 JOB_OWNED_NODE_FIELDS = (
     "jobId",

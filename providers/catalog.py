@@ -2,7 +2,7 @@
 
 A model's life cycle follows from its shutdown date, so the catalog cannot go stale by itself: a deprecated model
 becomes retired on the day the provider turns it off. `ModelDirectory` puts the catalog together with what the
-providers list today (discovery, core/model_lists.py) and the operator's `MODEL_ALIASES`, and answers the one
+providers list today (discovery, store/model_lists.py) and the operator's `MODEL_ALIASES`, and answers the one
 question job validation asks: may this model be called, and at what price?
 """
 

@@ -1,6 +1,6 @@
 """Discovery: which models each provider serves today, read when a process starts and every few hours.
 
-One process asks a provider when the shared list (core/model_lists.py) is older than the interval; every process
+One process asks a provider when the shared list (store/model_lists.py) is older than the interval; every process
 then learns the lists from PostgreSQL. A provider that cannot be asked (down, no key) changes nothing: jobs keep
 being checked against the catalog alone and the last list known.
 """
@@ -14,12 +14,12 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from core import model_lists
 from core.config import Settings
 from core.db import transaction
 from models.errors import ProviderError
 from providers.base import ImageProvider
 from providers.catalog import CATALOG, Catalog, ModelDirectory
+from store import model_lists
 
 log = logging.getLogger(__name__)
 

@@ -7,11 +7,11 @@ import uuid
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
-from core import runs
 from core.config import Settings
 from core.db import transaction
 from models.payloads import ImageJobInput, NodeUpdate, PromptSpec, RunTransition
 from models.vocabulary import JobStatus
+from store import runs
 from tests.fixtures.stack import Stack, make_settings, running_stack, was_cancelled
 
 

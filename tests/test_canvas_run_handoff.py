@@ -19,13 +19,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from api.routes.canvas_runs import plan_run
-from core import canvas_runs, canvases
 from core.config import Settings
 from core.db import transaction
-from core.handoff import Handoff
+from handoff.sweep import Handoff
 from models.schemas import CanvasRunRequest
 from providers.discovery import build_directory
 from providers.registry import build_providers
+from store import canvas_runs, canvases
 from tests.fixtures.stack import Stack, make_settings, running_stack
 from tests.test_canvas_runs import edge, finished_run, image_node, save_board, start_run, states
 from tests.test_start_path import RefusingClient

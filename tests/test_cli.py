@@ -33,8 +33,8 @@ from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client, WorkflowExecutionStatus
 
-import cli
-from core.devstack import (
+from cli.client import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from cli.devstack import (
     DevStackError,
     EmbeddedPostgres,
     RestartingChild,
@@ -46,6 +46,8 @@ from core.devstack import (
     start_embedded_postgres,
     start_temporal_dev_server,
 )
+from cli.main import main as cli_main
+from cli.progress import ProgressDisplay
 from core.temporal import SEARCH_ATTRIBUTE_NAMES
 from tests.fakes.base import record_request
 from tests.fakes.server import Recorder, free_port, serve
@@ -153,8 +155,8 @@ def test_dev_refuses_a_busy_api_port_before_starting_anything(
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         port = listener.getsockname()[1]
-        code = cli.main(["dev", "--port", str(port), "--data-dir", str(tmp_path / "data")])
-    assert code == cli.EXIT_FAILED
+        code = cli_main(["dev", "--port", str(port), "--data-dir", str(tmp_path / "data")])
+    assert code == EXIT_FAILED
     assert f"port {port} (API, --port) is already in use" in capsys.readouterr().err
     assert not (tmp_path / "data").exists()
 
@@ -171,7 +173,7 @@ def test_dev_serves_jobs_stops_on_ctrl_c_and_restarts_with_all_data(data_dir: Pa
         os.kill(_child_pid(dev.pid, "worker"), signal.SIGKILL)
         _wait_for_text(data_dir / "dev.out", "restarted the worker process (restart 1)")
         generated = _imagejobs("generate", "a lighthouse at dusk", "--size", "320x240", "--api", api_url)
-        assert generated.returncode == cli.EXIT_OK, generated.stderr
+        assert generated.returncode == EXIT_OK, generated.stderr
         image_url = generated.stdout.strip()
         job_id = generated.stderr.split()[0]
         image = Image.open(io.BytesIO(httpx.get(image_url, timeout=10).content))
@@ -184,7 +186,7 @@ def test_dev_serves_jobs_stops_on_ctrl_c_and_restarts_with_all_data(data_dir: Pa
 
     with _running_dev(data_dir, ports):
         watched = _imagejobs("watch", job_id, "--api", api_url)
-        assert watched.returncode == cli.EXIT_OK, watched.stderr
+        assert watched.returncode == EXIT_OK, watched.stderr
         assert watched.stdout.strip() == image_url
         assert httpx.get(image_url, timeout=10).status_code == 200
 
@@ -196,7 +198,7 @@ def test_a_child_that_keeps_dying_is_restarted_with_growing_backoff(caplog: pyte
         spawned.append(subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"]))
         return spawned[-1]
 
-    caplog.set_level(logging.WARNING, logger="core.devstack")
+    caplog.set_level(logging.WARNING, logger="cli.devstack")
     child = RestartingChild("crasher", spawn)
     spawned[-1].wait()
     now = time.monotonic()
@@ -263,7 +265,7 @@ def _running_dev(data_dir: Path, ports: dict[str, int]) -> Iterator[tuple[str, s
     finally:
         os.killpg(dev.pid, signal.SIGINT)
         stopped_at = time.monotonic()
-        assert dev.wait(timeout=30) == cli.EXIT_OK, output.read_text()
+        assert dev.wait(timeout=30) == EXIT_OK, output.read_text()
         assert time.monotonic() - stopped_at < 20
 
 
@@ -345,7 +347,7 @@ ServeFake = Callable[[FakeJobsApi], Awaitable[str]]
 
 async def _run_cli(*argv: str) -> int:
     # The CLI is synchronous; a thread keeps this loop free to serve the fake API.
-    return await asyncio.to_thread(cli.main, list(argv))
+    return await asyncio.to_thread(cli_main, list(argv))
 
 
 COMPLETED = {
@@ -373,7 +375,7 @@ async def test_generate_follows_the_event_stream_and_prints_the_urls(
     )  # fmt: skip
 
     captured = capsys.readouterr()
-    assert code == cli.EXIT_OK
+    assert code == EXIT_OK
     assert captured.out.splitlines() == COMPLETED["imageUrls"]
     assert captured.err.splitlines() == ["job-1  pending  --", "job-1  running  50%", "job-1  completed  100%"]
     start = fake.recorder.matching("/v1/jobs")[0]
@@ -411,7 +413,7 @@ async def test_generate_polls_without_events_and_fails_with_the_error(
     code = await _run_cli("generate", "something refused", "--api", api_url, "--provider", "openai")
 
     captured = capsys.readouterr()
-    assert code == cli.EXIT_FAILED
+    assert code == EXIT_FAILED
     assert captured.out == ""
     assert "error: ContentPolicyViolation: The prompt was refused by the provider." in captured.err
     assert "job-1  running  25%" in captured.err
@@ -433,7 +435,7 @@ async def test_generate_reports_a_refused_request_as_bad_usage(
 
     code = await _run_cli("generate", "x", "--api", api_url, "--provider", "nope")
 
-    assert code == cli.EXIT_USAGE
+    assert code == EXIT_USAGE
     assert "error: unknown_provider: Unknown provider 'nope'; available: local." in capsys.readouterr().err
 
 
@@ -442,16 +444,16 @@ async def test_watch_follows_an_existing_job_and_knows_unknown_ones(
 ) -> None:
     api_url = await serve_fake(FakeJobsApi(records=[COMPLETED]))
 
-    assert await _run_cli("watch", "job-1", "--api", api_url) == cli.EXIT_OK
+    assert await _run_cli("watch", "job-1", "--api", api_url) == EXIT_OK
     assert capsys.readouterr().out.splitlines() == COMPLETED["imageUrls"]
 
-    assert await _run_cli("watch", "job-404", "--api", api_url) == cli.EXIT_USAGE
+    assert await _run_cli("watch", "job-404", "--api", api_url) == EXIT_USAGE
     assert "error: job_not_found: No job." in capsys.readouterr().err
 
 
 def test_console_script_says_when_the_api_is_unreachable() -> None:
     result = _imagejobs("generate", "a lighthouse", "--api", f"http://127.0.0.1:{free_port()}")
-    assert result.returncode == cli.EXIT_USAGE
+    assert result.returncode == EXIT_USAGE
     assert "error: api_unreachable: cannot reach the API at http://127.0.0.1:" in result.stderr
     assert "imagejobs dev" in result.stderr
     assert result.stdout == ""
@@ -475,7 +477,7 @@ class FakeTerminal:
 
 def test_progress_bar_redraws_one_line_on_a_terminal() -> None:
     terminal = FakeTerminal()
-    display = cli.ProgressDisplay("job-1", terminal)  # type: ignore[arg-type]
+    display = ProgressDisplay("job-1", terminal)  # type: ignore[arg-type]
     display.show({"status": "running", "progress": 50.0})
     display.show({"status": "completed"})
     display.finish()
@@ -488,7 +490,7 @@ def test_progress_bar_redraws_one_line_on_a_terminal() -> None:
 
 def test_the_elapsed_time_moves_between_events_on_a_terminal() -> None:
     terminal = FakeTerminal()
-    display = cli.ProgressDisplay("job-1", terminal)  # type: ignore[arg-type]
+    display = ProgressDisplay("job-1", terminal)  # type: ignore[arg-type]
     display.TICK_SECONDS = 0.05
     display.typical = 8.4
     display.show({"status": "running"})
@@ -503,7 +505,7 @@ def test_the_elapsed_time_moves_between_events_on_a_terminal() -> None:
 
 def test_a_retry_is_said_on_a_line_of_its_own() -> None:
     lines = io.StringIO()
-    display = cli.ProgressDisplay("job-1", lines)
+    display = ProgressDisplay("job-1", lines)
     display.show({"status": "running"})
     display.say("Attempt 1 of 3 failed: Could not reach Pollinations; trying again.")
     assert "job-1  Attempt 1 of 3 failed: Could not reach Pollinations; trying again.\n" in lines.getvalue()

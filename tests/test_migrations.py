@@ -10,9 +10,9 @@ import psycopg
 import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from core import runs
 from core.db import libpq_url, run_migrations, session_factory
 from models.schemas import ImageJobRecord, ImageProgressEvent
+from store import runs
 
 
 @pytest.fixture

@@ -18,11 +18,11 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from temporalio.client import Client
 
-from core.budget import seconds_until_utc_midnight
-from core.budget import spent_today as spent_in
 from core.config import Settings
 from core.db import create_engine, session_factory
 from core.logs import JsonFormatter
+from store.budget import seconds_until_utc_midnight
+from store.budget import spent_today as spent_in
 from tests.fakes.app import FakeProviders
 from tests.fakes.openai import OPENAI
 from tests.fakes.server import free_port

@@ -302,7 +302,7 @@ async def test_a_canvas_run_ending_sends_canvas_run_completed(hook_stack: Stack,
 async def test_deliveries_older_than_30_days_are_pruned(
     hook_stack: Stack, receiver: AppReceiver, db_sessions: async_sessionmaker[AsyncSession]
 ) -> None:
-    from core import outbound
+    from store import outbound
 
     endpoint = await new_endpoint(hook_stack, receiver.url)
     try:

@@ -1,4 +1,4 @@
-"""core/pacing.py on the real test PostgreSQL: slots a gap apart whoever asks, connections back before the wait,
+"""store/pacing.py on the real test PostgreSQL: slots a gap apart whoever asks, connections back before the wait,
 and a provider call that goes on (unpaced) when the database is away."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from core.db import session_factory
-from core.pacing import ProviderPacer
+from store.pacing import ProviderPacer
 from tests.fakes.server import free_port
 
 ONE_PER_SECOND = 60.0
@@ -87,7 +87,7 @@ async def test_waiting_callers_hand_their_connection_back_first(
 async def test_without_a_database_the_call_goes_unpaced(caplog: pytest.LogCaptureFixture) -> None:
     engine = create_async_engine(f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/none")
     pacer = ProviderPacer(session_factory(engine))
-    with caplog.at_level(logging.WARNING, logger="core.pacing"):
+    with caplog.at_level(logging.WARNING, logger="store.pacing"):
         waited = await pacer.wait_turn("openai", ONE_PER_SECOND)
     await engine.dispose()
     assert waited == 0.0

@@ -289,7 +289,7 @@ async def test_a_provider_rate_limit_holds_across_two_workers(
 ) -> None:
     # Temporal's queue limit alone lets a burst through: its token bucket starts full (and is refilled once when
     # the first poller sets the rate), so at 2/s the first calls go tens of milliseconds apart and ten span about
-    # 3.5 s. The shared pacing (core/pacing.py) gives every call its own half-second slot, whichever worker makes
+    # 3.5 s. The shared pacing (store/pacing.py) gives every call its own half-second slot, whichever worker makes
     # it. One partition, so that Temporal's own spacing is one steady bucket and the span shows what the pacing
     # adds (with the default four, each partition's bucket lets calls through in lumps of its own).
     async with dedicated_temporal(dynamic_config=ONE_PARTITION) as temporal:

@@ -16,14 +16,14 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.routes.jobs import job_from_request
-from core import runs
 from core.config import Settings
 from core.db import transaction
-from core.handoff import Handoff
-from core.jobs import job_from_run, new_job_id
+from handoff.starts import job_from_run, new_job_id
+from handoff.sweep import Handoff
 from models.schemas import StartImageJobRequest
 from providers.discovery import build_directory
 from providers.registry import build_providers
+from store import runs
 from tests.fakes.server import free_port
 from tests.fixtures.providers import dedicated_temporal
 from tests.fixtures.stack import Stack, make_settings, running_api, running_stack, running_workers, was_cancelled

@@ -14,7 +14,7 @@ from temporalio.client import Client
 
 from core.config import Settings
 from core.storage import LocalStorage, build_storage, job_key_prefix
-from core.storage_sweep import sweep_files
+from handoff.orphan_files import sweep_files
 from tests.fixtures.stack import make_settings, running_stack
 
 

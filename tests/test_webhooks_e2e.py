@@ -22,12 +22,12 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 
-from core import deliveries
 from core.config import Settings
-from core.deliveries import Delivery
-from core.handoff import event_json
+from handoff.sweep import event_json
 from models.payloads import Provenance, ProviderEvent
 from providers.webhooks import job_webhook_token, job_webhook_url
+from store import deliveries
+from store.deliveries import Delivery
 from tests.fakes.app import FakeProviders
 from tests.fakes.replicate import REPLICATE_GET, REPLICATE_WEBHOOK_SECRET
 from tests.fakes.server import free_port

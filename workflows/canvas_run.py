@@ -8,7 +8,7 @@ go on. Every outcome is written (a local activity) to the node's run row and to 
 `running` while its job runs, which its job's own record says.
 
 History stays small: per node, a child's start and end (about five events) and two or three markers, so a
-200-node run is some 2,000 events, far inside Temporal's 51,200 (core.canvas_plan.MAX_RUN_NODES caps a run at
+200-node run is some 2,000 events, far inside Temporal's 51,200 (planning.canvas_plan.MAX_RUN_NODES caps a run at
 500 nodes).
 """
 
@@ -22,10 +22,10 @@ from temporalio.exceptions import CancelledError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from activities.runs import CanvasRunActivities
-    from core.canvas_plan import prompt_name
-    from core.jobs import job_search_attributes, task_priority
+    from handoff.starts import job_search_attributes, task_priority
     from models.payloads import CanvasRunFinished, CanvasRunInput, NodeRunUpdate, RunNodePlan
     from models.vocabulary import FINISHED_NODE_STATES, IMAGE_STATES, JobStatus, NodeRunState
+    from planning.canvas_plan import prompt_name
     from workflows.image_job import ImageJobWorkflow, failure_of
     from workflows.policies import CLEANUP_STEP, DB_LOCAL_STEP
 

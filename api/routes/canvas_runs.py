@@ -21,18 +21,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.deps import CanvasIdPath, StateDep, TemporalDep, TraceParentDep
 from api.errors import ApiError
 from api.routes.jobs import admit_within_budget, job_from_request, job_settings
-from core import canvas_runs, canvases, runs
-from core.canvas_plan import (
-    MAX_RUN_NODES,
-    GraphRefused,
-    RunGraph,
-    content_hash,
-    input_key,
-    prompt_name,
-    run_graph,
-)
 from core.db import transaction
-from core.handoff import canvas_run_start_confirmed
+from handoff.sweep import canvas_run_start_confirmed
 from models.payloads import CachedImage, CanvasRunInput, ImageJobInput, RunNodePlan
 from models.schemas import (
     ID_PATTERN,
@@ -44,6 +34,16 @@ from models.schemas import (
     ErrorBody,
     StartImageJobRequest,
 )
+from planning.canvas_plan import (
+    MAX_RUN_NODES,
+    GraphRefused,
+    RunGraph,
+    content_hash,
+    input_key,
+    prompt_name,
+    run_graph,
+)
+from store import canvas_runs, canvases, runs
 
 router = APIRouter(prefix="/v1/canvases", tags=["canvas runs"])
 
@@ -68,7 +68,7 @@ def node_job_id(run_id: str, node_id: str) -> str:
 
 
 def node_name(node: BoardNode) -> str:
-    """How a refusal names a node: by its prompt (core/canvas_plan.prompt_name), else its label (an upload's file
+    """How a refusal names a node: by its prompt (planning/canvas_plan.prompt_name), else its label (an upload's file
     name), else "The node <id>"; the ids are in the refusal's `details`."""
     label = node.data.get("label")
     fallback = f"“{label}”" if isinstance(label, str) and label else f"The node {node.id}"
@@ -127,7 +127,7 @@ def plan_run(
     state: StateDep, board: Board, request: CanvasRunRequest, run_id: str, made_from: Mapping[str, str]
 ) -> CanvasRunInput:
     """The run's nodes in order with their jobs and inputs' hashes; `made_from` maps the board's images to the
-    hashes of the jobs that made them (core/canvas_plan.input_key)."""
+    hashes of the jobs that made them (planning/canvas_plan.input_key)."""
     image_nodes = [node.id for node in board.nodes if node.type == IMAGE_NODE]
     try:
         graph: RunGraph = run_graph(

@@ -11,7 +11,6 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import CanvasIdPath, SessionDep, StateDep
 from api.errors import ApiError
-from core import canvases, runs
 from core.db import transaction
 from models.schemas import (
     ID_PATTERN,
@@ -27,6 +26,7 @@ from models.schemas import (
     NodePosition,
     RequestModel,
 )
+from store import canvases, runs
 
 log = logging.getLogger(__name__)
 

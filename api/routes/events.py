@@ -26,7 +26,6 @@ from api import stream_tokens
 from api.deps import CallerScopeDep, CanvasIdPath, StateDep
 from api.errors import ApiError
 from api.stream_tokens import STREAM_TOKEN_SECONDS
-from core import canvas_runs, canvases, runs
 from core.events import canvas_topic, job_topic
 from core.metrics import SSE_CLIENTS
 from models.schemas import (
@@ -40,6 +39,7 @@ from models.schemas import (
 )
 from models.tables import RunEvent
 from models.vocabulary import TERMINAL_EVENT_KINDS
+from store import canvas_runs, canvases, runs
 
 log = logging.getLogger(__name__)
 

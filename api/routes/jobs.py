@@ -12,19 +12,20 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import AppState, CallerScopeDep, SessionDep, StateDep, TemporalDep, TraceParentDep
 from api.errors import ApiError
-from core import canvas_runs, metrics, runs
-from core.budget import BudgetExceeded, admit, seconds_until_utc_midnight
-from core.canvas_plan import content_hash, input_key
+from core import metrics
 from core.db import transaction
-from core.handoff import start_confirmed
-from core.jobs import job_from_run, new_job_id, polling_plan
 from core.logs import bind
+from handoff.starts import job_from_run, new_job_id, polling_plan
+from handoff.sweep import start_confirmed
 from models.errors import InvalidJobRequest, ModelRetired
 from models.payloads import ImageJobInput
 from models.schemas import ErrorBody, ImageJobRecord, ImageJobStatus, JobPage, StartImageJobRequest
 from models.tables import Run
 from models.vocabulary import TERMINAL_STATUSES, JobStatus
+from planning.canvas_plan import content_hash, input_key
 from providers.catalog import Resolution
+from store import canvas_runs, runs
+from store.budget import BudgetExceeded, admit, seconds_until_utc_midnight
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ def resolve_model(state: StateDep, provider: str, model: str) -> Resolution:
 
 
 async def admit_within_budget(session: AsyncSession, budget: float, estimate: float) -> None:
-    """core/budget.admit, refusing with 429 `budget_exceeded` until the next UTC midnight."""
+    """store/budget.admit, refusing with 429 `budget_exceeded` until the next UTC midnight."""
     try:
         await admit(session, estimate, budget)
     except BudgetExceeded as error:
@@ -143,7 +144,7 @@ async def get_run_or_404(session: SessionDep, job_id: str) -> Run:
 async def launch(
     state: StateDep, job: ImageJobInput, effective: dict[str, object], response: Response, after: BackgroundTasks
 ) -> Run:
-    """Record the run and answer; its workflow is started right after (core/handoff.py). A repeat of the same
+    """Record the run and answer; its workflow is started right after (handoff/sweep.py). A repeat of the same
     request answers the same job.
 
     Every crash point converges. The run, its event and the node claim are one statement, so either all exist or

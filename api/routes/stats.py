@@ -10,9 +10,9 @@ from fastapi import APIRouter, Query
 from pydantic import Field
 
 from api.deps import SessionDep
-from core import runs
 from models.schemas import CamelModel
 from models.vocabulary import JobStatus
+from store import runs
 
 DEFAULT_WINDOW = timedelta(hours=24)
 

@@ -14,11 +14,9 @@ from temporalio.service import RPCError
 
 from api.deps import SessionDep, StateDep, TemporalDep
 from api.errors import ApiError
-from core import outbound
 from core.db import transaction
-from core.jobs import start_delivery
 from core.netguard import DownloadRefused, check_download_url
-from core.outbound import EndpointChange
+from handoff.starts import start_delivery
 from models.payloads import OutboundDeliveryInput
 from models.schemas import (
     ID_PATTERN,
@@ -33,6 +31,8 @@ from models.schemas import (
 )
 from models.tables import WebhookEndpoint
 from models.vocabulary import DeliveryStatus
+from store import outbound
+from store.outbound import EndpointChange
 
 router = APIRouter(prefix="/v1/webhook-endpoints", tags=["webhooks to your app"])
 

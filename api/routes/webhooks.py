@@ -1,7 +1,7 @@
 """Provider callbacks: verify, record, answer fast, then signal the job's workflow.
 
 The handler downloads nothing and calls no provider: the workflow does the work. It answers once the delivery is
-committed (its timeline event and a pending signal); the signal follows (core/handoff.py), so an answer never
+committed (its timeline event and a pending signal); the signal follows (handoff/sweep.py), so an answer never
 waits on Temporal and a delivery taken is never lost.
 """
 
@@ -17,13 +17,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from api.deps import AppState, SessionDep, StateDep, require_api_key
 from api.errors import ApiError
 from api.limits import JSON_TOO_DEEP_MESSAGE
-from core import deliveries, runs
 from core.config import Settings
 from core.db import transaction
-from core.deliveries import Delivery, WebhookTarget
-from core.handoff import event_json
 from core.logs import RateLimitedLog
 from core.metrics import WEBHOOKS
+from handoff.sweep import event_json
 from models.errors import WebhookRejected
 from models.guards import json_nesting_exceeds
 from models.payloads import ProviderEvent
@@ -31,6 +29,8 @@ from models.schemas import ErrorBody, WebhookRefusalView
 from models.vocabulary import TERMINAL_STATUSES
 from providers.base import ImageProvider
 from providers.webhooks import verify_generic_signature, verify_job_token
+from store import deliveries, runs
+from store.deliveries import Delivery, WebhookTarget
 
 log = logging.getLogger(__name__)
 

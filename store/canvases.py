@@ -1,6 +1,6 @@
 """Every SQL statement about boards: the canvas list, a board's name, viewport and edges, and a board's save.
 
-Nodes live in `workflow_nodes` (core/runs.py writes the fields a job owns). A save writes what the person owns:
+Nodes live in `workflow_nodes` (store/runs.py writes the fields a job owns). A save writes what the person owns:
 the node set, types, positions and their own `data` keys; a node's job-owned keys stay as the job wrote them.
 """
 
@@ -15,10 +15,10 @@ from sqlalchemy import delete, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from core import runs
 from models.guards import assert_storable_json
 from models.schemas import Board, BoardEdge, BoardNode, BoardSave, CanvasSummary, Viewport
 from models.tables import Canvas, CanvasEdge, WorkflowNode
+from store import runs
 
 CANVAS_LIST_LIMIT = 500
 

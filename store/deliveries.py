@@ -3,7 +3,7 @@ refused; used by the webhook route, the handoff and the provider activities.
 
 A submit records the provider's job id the moment the provider answers. The webhook route takes a delivery
 only for the job that owns the provider job it reports on, and a job cancels at the provider only provider jobs
-no other job owns. A taken delivery waits in `pending_signals` until its workflow has it (core/handoff.py).
+no other job owns. A taken delivery waits in `pending_signals` until its workflow has it (handoff/sweep.py).
 Refused deliveries are kept for operators (`GET /v1/webhooks/refusals`) for REFUSALS_KEPT_DAYS.
 """
 
@@ -16,8 +16,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from core.runs import TERMINAL_SQL
 from models.tables import WebhookRefusal
+from store.runs import TERMINAL_SQL
 
 REFUSALS_KEPT_DAYS = 7
 REASON_CHARS = 500

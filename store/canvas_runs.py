@@ -15,12 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 from temporalio.converter import value_to_type
 
-from core import outbound
-from core.canvases import lock_board
 from models.guards import STORED_WRAPPER_DEPTH, assert_storable_json
 from models.payloads import CachedImage, CanvasRunInput, NodeRunUpdate, RunNodePlan
 from models.tables import CanvasRun, CanvasRunNode, Run
 from models.vocabulary import FINISHED_NODE_STATES, JobStatus, NodeRunState, canvas_run_event
+from store import outbound
+from store.canvases import lock_board
 
 RECENT_RUNS = 3
 FINISHED_SQL = ", ".join(f"'{state}'" for state in sorted(FINISHED_NODE_STATES))
@@ -39,7 +39,7 @@ async def active_run(session: AsyncSession, canvas_id: str) -> str | None:
 
 async def create_run(session: AsyncSession, plan: CanvasRunInput) -> str | None:
     """The run, a pending row per node in run order with its plan, and `pending` on the board's nodes; the run's
-    workflow is started after the commit (core/handoff.py). Returns None, or the board's active run instead of
+    workflow is started after the commit (handoff/sweep.py). Returns None, or the board's active run instead of
     creating anything: the board's lock (taken by saves too) makes the check and the insert one step."""
     await lock_board(session, plan.canvas_id)
     active = await active_run(session, plan.canvas_id)
@@ -170,7 +170,7 @@ async def cached_images(session: AsyncSession, shown: Mapping[str, tuple[str, st
 
 async def image_hashes(session: AsyncSession, canvas_id: str, image_urls: Iterable[str]) -> dict[str, str]:
     """For the canvas' images among `image_urls` that its completed jobs made: image URL -> that job's inputs'
-    hash (core/canvas_plan.input_key)."""
+    hash (planning/canvas_plan.input_key)."""
     urls = list(set(image_urls))
     if not urls:
         return {}

@@ -26,10 +26,10 @@ from temporalio.client import Client
 from temporalio.converter import value_to_type
 from temporalio.service import RPCError, RPCStatusCode
 
-from core import canvas_runs, deliveries, metrics, outbound, runs
+from core import metrics
 from core.config import Settings
 from core.db import transaction
-from core.jobs import signal_provider_event, start_canvas_run, start_delivery, start_job
+from handoff.starts import signal_provider_event, start_canvas_run, start_delivery, start_job
 from models.payloads import (
     CanvasRunInput,
     ImageJobInput,
@@ -40,6 +40,7 @@ from models.payloads import (
 )
 from models.tables import Run
 from models.vocabulary import JobStatus
+from store import canvas_runs, deliveries, outbound, runs
 
 log = logging.getLogger(__name__)
 

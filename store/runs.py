@@ -17,11 +17,10 @@ from sqlalchemy import TextClause, func, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from core import outbound
 from models.errors import PROVIDER_TIMEOUT
 from models.guards import STORED_WRAPPER_DEPTH, assert_storable_json
 from models.payloads import ImageJobInput, NodeUpdate, RunTransition, StoredImage
-from models.results import PROGRESS_KEY, RunResult
+from models.results import PROGRESS_KEY, RunResult, Transitioned
 from models.schemas import ImagePromptSpec
 from models.tables import Run, RunEvent, WorkflowNode
 from models.vocabulary import (
@@ -35,6 +34,7 @@ from models.vocabulary import (
     NodeStatus,
     job_event,
 )
+from store import outbound
 
 # The metadata key naming the canvas run that started a job (api/routes/canvas_runs.py sets it).
 CANVAS_RUN_METADATA_KEY = "canvasRunId"
@@ -251,17 +251,6 @@ def transition_message(change: RunTransition, processor: str) -> str:
     if change.status == JobStatus.COMPLETED:
         return describe_stored(change.result.images if change.result else [])
     return change.error or change.status.capitalize()
-
-
-@dataclass(frozen=True)
-class Transitioned:
-    """A run that `transition` changed: who ran it, and for an end, what it cost and how long it took."""
-
-    provider: str
-    model: str
-    processor: str
-    cost_usd: float | None
-    seconds_since_created: float
 
 
 async def transition(session: AsyncSession, change: RunTransition) -> Transitioned | None:
