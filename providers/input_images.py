@@ -23,11 +23,11 @@ from core.ingest import sniff_image_kind
 from core.netguard import DownloadRefused, open_download, unreachable
 from core.thumbnails import Undecodable
 from models.errors import INVALID_REQUEST, ProviderRejected, ProviderUnavailable
-from providers.http import declares_more_than, read_at_most
+from providers.classify import is_retryable_status
+from providers.transfer import declares_more_than, read_at_most
 
 __all__ = ["FormParts", "InputImage", "fetch_input_image", "form_parts"]
 
-RETRYABLE_STATUSES = frozenset({408, 429})
 SNIFF_BYTES = 12
 
 
@@ -104,7 +104,7 @@ async def fetch_input_image(
 
 def _check_status(url: str, response: httpx.Response) -> None:
     status = response.status_code
-    if status >= 500 or status in RETRYABLE_STATUSES:
+    if is_retryable_status(status):  # the rule provider answers follow
         raise ProviderUnavailable(f"downloading the input image {url} failed: HTTP {status}")
     if not response.is_success:
         raise _refused(f"downloading the input image {url} failed: HTTP {status}")

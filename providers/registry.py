@@ -6,16 +6,16 @@ import httpx
 
 from core.config import Settings
 from core.thumbnails import ThumbnailPolicy
+from providers.adapters.custom import CustomProvider
+from providers.adapters.google import GoogleProvider
+from providers.adapters.local import LocalProvider
+from providers.adapters.midjourney import MidjourneyProvider
+from providers.adapters.openai import OpenAIProvider
+from providers.adapters.pollinations import PollinationsProvider
+from providers.adapters.replicate import ReplicateProvider
+from providers.adapters.stability import StabilityProvider
 from providers.base import ImageProvider
-from providers.custom import CustomProvider
-from providers.google import GoogleProvider
-from providers.http_provider import HttpProvider
-from providers.local import LocalProvider
-from providers.midjourney import MidjourneyProvider
-from providers.openai import OpenAIProvider
-from providers.pollinations import PollinationsProvider
-from providers.replicate import ReplicateProvider
-from providers.stability import StabilityProvider
+from providers.http_base import HttpProvider
 
 HTTP_ADAPTERS: tuple[type[HttpProvider], ...] = (
     OpenAIProvider,

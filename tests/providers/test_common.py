@@ -21,10 +21,10 @@ from models.errors import (
     ProviderUnavailable,
 )
 from models.payloads import PromptSpec
-from providers import google, midjourney, openai, pollinations, replicate, stability
-from providers.http import classify_status, retry_after, retry_info_delay
-from providers.midjourney import MidjourneyProvider
-from providers.replicate import ReplicateProvider
+from providers.adapters import google, midjourney, openai, pollinations, replicate, stability
+from providers.adapters.midjourney import MidjourneyProvider
+from providers.adapters.replicate import ReplicateProvider
+from providers.classify import classify_status, retry_after, retry_info_delay
 from tests.fakes.app import FakeProviders
 from tests.fakes.midjourney import MIDJOURNEY_IMAGINE
 from tests.fakes.openai import OPENAI

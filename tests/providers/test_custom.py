@@ -17,7 +17,7 @@ from temporalio.client import Client
 from core.config import Settings
 from models.errors import WebhookRejected
 from models.payloads import PromptSpec, ProviderCall
-from providers.custom import INLINE_RESULT, CustomProvider, status_event
+from providers.adapters.custom import INLINE_RESULT, CustomProvider, status_event
 from providers.webhooks import job_webhook_url
 from tests.fakes.custom import CUSTOM_WEBHOOK_SECRET, RecordingApp, custom_fake
 from tests.fakes.server import RecordedRequest, serve

@@ -14,8 +14,8 @@ import pytest
 from core.config import Settings
 from models.errors import AUTH, ProviderRejected, ProviderUnavailable
 from models.payloads import PromptSpec, ProviderCall
-from providers import google
-from providers.google import GoogleProvider
+from providers.adapters import google
+from providers.adapters.google import GoogleProvider
 from tests.fakes.base import image_bytes
 from tests.fakes.google import GOOGLE_GENERATE_CONTENT
 from tests.fakes.server import RecordedRequest, mock_http

@@ -6,7 +6,7 @@ import io
 
 from PIL import Image, ImageStat
 
-from providers import local
+from providers.adapters import local
 from tests.fixtures.providers import Case
 
 

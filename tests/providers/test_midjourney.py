@@ -21,8 +21,8 @@ from models.errors import (
     ProviderUnavailable,
 )
 from models.payloads import PromptSpec, ProviderCall
-from providers import midjourney
-from providers.midjourney import MidjourneyProvider
+from providers.adapters import midjourney
+from providers.adapters.midjourney import MidjourneyProvider
 from providers.webhooks import job_webhook_url
 from tests.fakes.base import image_bytes
 from tests.fakes.midjourney import MIDJOURNEY_FETCH, MIDJOURNEY_IMAGINE

@@ -18,7 +18,7 @@ from starlette.routing import Route
 from core.config import Settings
 from models.errors import InvalidJobRequest, ProviderUnavailable
 from models.payloads import PromptSpec, ProviderCall
-from providers import openai
+from providers.adapters import openai
 from tests.fakes.base import form_fields, form_files, image_bytes
 from tests.fakes.openai import OPENAI
 from tests.fakes.server import RecordedRequest, mock_http, serve

@@ -14,7 +14,7 @@ from models.errors import (
     ProviderUnavailable,
 )
 from models.payloads import PromptSpec, ProviderCall
-from providers import pollinations
+from providers.adapters import pollinations
 from tests.fakes.base import image_bytes
 from tests.fakes.pollinations import POLLINATIONS
 from tests.fakes.server import RecordedRequest, mock_http

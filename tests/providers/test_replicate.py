@@ -22,8 +22,8 @@ from models.errors import (
     WebhookRejected,
 )
 from models.payloads import PromptSpec, ProviderCall
-from providers import replicate
-from providers.replicate import ReplicateProvider
+from providers.adapters import replicate
+from providers.adapters.replicate import ReplicateProvider
 from providers.webhooks import job_webhook_url
 from tests.fakes.async_base import REPLICATE_TOKEN
 from tests.fakes.base import image_bytes

@@ -25,7 +25,7 @@ from models.errors import (
     ProviderUnavailable,
 )
 from models.payloads import PromptSpec, ProviderCall
-from providers import stability
+from providers.adapters import stability
 from tests.fakes.app import FakeProviders
 from tests.fakes.base import form_fields, form_files, image_bytes
 from tests.fakes.server import RecordedRequest, mock_http

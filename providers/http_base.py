@@ -4,7 +4,8 @@ An adapter subclasses it and keeps only its wire knowledge: which models it acce
 spec (validated, with the effective parameters), the requests it sends and how it reads the answers. The base owns
 the rest:
 
-    settings        `<NAME>_API_KEY`-style key, base URL and rate read by `from_settings` (names are ClassVars)
+    settings        every setting of an adapter is `<settings_prefix>_<SUFFIX>`: the key (`_API_KEY` unless the
+                    service names it otherwise), `_BASE_URL`, `_RATE_PER_MINUTE`, and its own (`own_setting`)
     disabled_reason the missing key or base URL, named as the README's settings table spells it
     client          the shared httpx client (absent in registries built only to list and validate)
     request(...)    a request to `base_url + path` with the adapter's auth headers and the provider timeout
@@ -23,8 +24,8 @@ import httpx
 from core.config import Settings
 from models.payloads import PromptSpec
 from providers.base import ImageProvider
-from providers.http import require_client
 from providers.input_images import InputImage, fetch_input_image
+from providers.transfer import require_client
 
 __all__ = ["Connection", "HttpProvider", "Plan"]
 
@@ -52,10 +53,30 @@ class HttpProvider(ImageProvider):
     """Base of the adapters that call a service over HTTP; see the module docstring for what it owns."""
 
     label: ClassVar[str]  # how messages name the service ("OpenAI")
-    key_setting: ClassVar[str | None] = None  # the setting holding the key; None when the service takes none
+    settings_prefix: ClassVar[str]  # "OPENAI": OPENAI_API_KEY, OPENAI_BASE_URL, OPENAI_RATE_PER_MINUTE, ...
+    key_suffix: ClassVar[str | None] = "API_KEY"  # None when the service takes no key
     key_required: ClassVar[bool] = True
+    base_url_suffix: ClassVar[str] = "BASE_URL"
+    # Derived from the prefix and the suffixes when the subclass is made (below); never written by hand.
+    key_setting: ClassVar[str | None]
     base_url_setting: ClassVar[str]
-    rate_setting: ClassVar[str | None] = None
+    rate_setting: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "settings_prefix" in cls.__dict__:
+            cls.key_setting = cls.setting_name(cls.key_suffix) if cls.key_suffix else None
+            cls.base_url_setting = cls.setting_name(cls.base_url_suffix)
+            cls.rate_setting = cls.setting_name("RATE_PER_MINUTE")
+
+    @classmethod
+    def setting_name(cls, suffix: str) -> str:
+        return f"{cls.settings_prefix}_{suffix}"
+
+    @classmethod
+    def own_setting(cls, settings: Settings, suffix: str) -> Any:
+        """One of the adapter's own settings, e.g. `own_setting(settings, "WEBHOOK_SECRET")`."""
+        return getattr(settings, cls.setting_name(suffix))
 
     def __init__(self, connection: Connection, *, rate_per_minute: float | None = None) -> None:
         self.connection = connection
@@ -66,15 +87,15 @@ class HttpProvider(ImageProvider):
     def from_settings(cls, settings: Settings, http: httpx.AsyncClient | None) -> Self:
         """The adapter as the registry builds it: the shared settings, then the adapter's own (`options_from`)."""
         connection = Connection(
-            api_key=_setting(settings, cls.key_setting),
-            base_url=_setting(settings, cls.base_url_setting) or "",
+            api_key=getattr(settings, cls.key_setting) if cls.key_setting else None,
+            base_url=getattr(settings, cls.base_url_setting) or "",
             http=http,
             timeout_seconds=settings.PROVIDER_TIMEOUT_SECONDS,
             max_image_bytes=settings.MAX_IMAGE_BYTES,
             max_image_pixels=settings.MAX_IMAGE_PIXELS,
             download_allowlist=tuple(settings.DOWNLOAD_ALLOWLIST),
         )
-        rate = _setting(settings, cls.rate_setting)
+        rate = getattr(settings, cls.rate_setting)
         return cls(connection, rate_per_minute=rate, **cls.options_from(settings))
 
     @classmethod
@@ -130,7 +151,3 @@ class HttpProvider(ImageProvider):
     def plan(self, model: str, spec: PromptSpec) -> Plan:
         """Validate the spec for `model` and decide every parameter of the call."""
         raise NotImplementedError
-
-
-def _setting(settings: Settings, name: str | None) -> Any:
-    return getattr(settings, name) if name else None

@@ -22,23 +22,12 @@ from models.errors import AUTH, CONTENT_POLICY, JOB_FAILED, ModelUnavailable, Pr
 from models.payloads import PromptSpec, Provenance, ProviderCall
 from providers.base import ModelCapabilities, OutputSink
 from providers.catalog import CATALOG
-from providers.http import (
-    MODEL_LIST_LIMIT,
-    ErrorClassifier,
-    as_object,
-    classify_status,
-    decode_base64,
-    error_reason,
-    fetch_json,
-    json_answer_limit,
-    parse_json,
-    retry_after,
-    retry_info_delay,
-)
-from providers.http_provider import Connection, HttpProvider
+from providers.classify import ErrorClassifier, as_object, classify_status, error_reason, retry_after, retry_info_delay
+from providers.http_base import Connection, HttpProvider
 from providers.input_images import InputImage
 from providers.request_checks import check_count, check_prompt, map_choice, unused_fields
 from providers.sizing import nearest_ratio
+from providers.transfer import MODEL_LIST_LIMIT, decode_base64, fetch_json, json_answer_limit, parse_json
 
 LABEL = "Google"
 INPUT_IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
@@ -140,9 +129,7 @@ class GoogleProvider(HttpProvider):
     lists_models: ClassVar[bool] = True
 
     label: ClassVar[str] = LABEL
-    key_setting: ClassVar[str | None] = "GOOGLE_API_KEY"
-    base_url_setting: ClassVar[str] = "GOOGLE_BASE_URL"
-    rate_setting: ClassVar[str | None] = "GOOGLE_RATE_PER_MINUTE"
+    settings_prefix: ClassVar[str] = "GOOGLE"
 
     def __init__(
         self,
@@ -163,10 +150,10 @@ class GoogleProvider(HttpProvider):
     @classmethod
     def options_from(cls, settings: Settings) -> dict[str, Any]:
         return {
-            "vertex_project": settings.GOOGLE_VERTEX_PROJECT,
-            "vertex_location": settings.GOOGLE_VERTEX_LOCATION,
-            "vertex_token": settings.GOOGLE_VERTEX_TOKEN,
-            "vertex_base_url": settings.GOOGLE_VERTEX_BASE_URL,
+            "vertex_project": cls.own_setting(settings, "VERTEX_PROJECT"),
+            "vertex_location": cls.own_setting(settings, "VERTEX_LOCATION"),
+            "vertex_token": cls.own_setting(settings, "VERTEX_TOKEN"),
+            "vertex_base_url": cls.own_setting(settings, "VERTEX_BASE_URL"),
         }
 
     @property
@@ -233,7 +220,7 @@ class GoogleProvider(HttpProvider):
         while True:
             url = f"{self.base_url}/v1beta/models?pageSize=1000" + (f"&pageToken={token}" if token else "")
             request = self.http.build_request("GET", url, headers={"x-goog-api-key": self.api_key or ""})
-            classify: ErrorClassifier = partial(classify_google_error, key_setting="GOOGLE_API_KEY")
+            classify: ErrorClassifier = partial(classify_google_error, key_setting=self.setting_name("API_KEY"))
             payload, _ = await fetch_json(self.http, LABEL, request, classify=classify, limit=MODEL_LIST_LIMIT)
             for item in map(as_object, payload.get("models") or []):
                 names.append(str(item.get("name") or "").removeprefix("models/"))
@@ -252,10 +239,10 @@ class GoogleProvider(HttpProvider):
                 f"{self._vertex_base_url}/v1/projects/{self._vertex_project}/locations/{self._vertex_location}"
                 f"/publishers/google/models/{plan.model}:generateContent"
             )
-            headers, key_setting = {"authorization": f"Bearer {self._vertex_token}"}, "GOOGLE_VERTEX_TOKEN"
+            headers, key_setting = {"authorization": f"Bearer {self._vertex_token}"}, self.setting_name("VERTEX_TOKEN")
         else:
             url = f"{self.base_url}/v1beta/models/{plan.model}:generateContent"
-            headers, key_setting = {"x-goog-api-key": self.api_key or ""}, "GOOGLE_API_KEY"
+            headers, key_setting = {"x-goog-api-key": self.api_key or ""}, self.setting_name("API_KEY")
         classify: ErrorClassifier = partial(classify_google_error, key_setting=key_setting, model=plan.model)
         request = self.http.build_request(
             "POST", url, json=body, headers=headers, timeout=self.connection.timeout_seconds

@@ -29,18 +29,8 @@ from models.errors import (
 from models.payloads import PromptSpec, Provenance, ProviderCall
 from providers.base import ModelCapabilities, OutputSink
 from providers.catalog import CATALOG
-from providers.http import (
-    MODEL_LIST_LIMIT,
-    as_object,
-    classify_status,
-    decode_base64,
-    error_reason,
-    fetch_json,
-    json_answer_limit,
-    parse_json,
-    retry_after,
-)
-from providers.http_provider import HttpProvider
+from providers.classify import as_object, classify_status, error_reason, retry_after
+from providers.http_base import HttpProvider
 from providers.input_images import form_parts
 from providers.request_checks import (
     check_count,
@@ -49,6 +39,7 @@ from providers.request_checks import (
     unused_fields,
 )
 from providers.sizing import nearest_size
+from providers.transfer import MODEL_LIST_LIMIT, decode_base64, fetch_json, json_answer_limit, parse_json
 
 LABEL = "OpenAI"
 # Every GPT image model (gpt-image-2, -2.5-flare, ... and those discovery finds) takes the same request; the
@@ -103,7 +94,7 @@ def classify_openai_error(response: httpx.Response, body: bytes, *, model: str =
         reason,
         retry_after=hint,
         retryable=RETRYABLE_STATUSES,
-        key_setting="OPENAI_API_KEY",
+        key_setting=OpenAIProvider.key_setting,
     )
 
 
@@ -156,9 +147,7 @@ class OpenAIProvider(HttpProvider):
     lists_models: ClassVar[bool] = True
 
     label: ClassVar[str] = LABEL
-    key_setting: ClassVar[str | None] = "OPENAI_API_KEY"
-    base_url_setting: ClassVar[str] = "OPENAI_BASE_URL"
-    rate_setting: ClassVar[str | None] = "OPENAI_RATE_PER_MINUTE"
+    settings_prefix: ClassVar[str] = "OPENAI"
 
     def takes_input_image(self, model: str) -> bool:
         return True  # every GPT image model edits

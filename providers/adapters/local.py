@@ -31,9 +31,9 @@ from core.thumbnails import ThumbnailPolicy, Undecodable, make_thumbnail
 from models.errors import InvalidJobRequest, ProviderRejected, ProviderUnavailable
 from models.payloads import PromptSpec, Provenance, ProviderCall
 from providers.base import ImageProvider, ModelCapabilities, OutputSink
-from providers.http import require_client
 from providers.input_images import fetch_input_image
 from providers.sizing import requested_pixels
+from providers.transfer import require_client
 
 MAX_SIDE = 4096
 REFINE_TINT = 0.3  # how far a refinement moves its input towards the prompt's colour

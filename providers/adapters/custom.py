@@ -26,18 +26,10 @@ from models.errors import BAD_OUTPUT, JOB_FAILED, ProviderError, ProviderRejecte
 from models.payloads import PromptSpec, Provenance, ProviderCall, ProviderEvent, ProviderStatus, SubmitResult
 from models.schemas import ImagePromptSpec
 from providers.base import ModelCapabilities, OutputSink
-from providers.http import (
-    as_object,
-    classify_status,
-    decode_base64,
-    error_reason,
-    fetch_json,
-    json_answer_limit,
-    parse_json,
-    retry_after,
-)
-from providers.http_provider import Connection, HttpProvider
+from providers.classify import as_object, classify_status, error_reason, retry_after
+from providers.http_base import Connection, HttpProvider
 from providers.request_checks import check_prompt
+from providers.transfer import decode_base64, fetch_json, json_answer_limit, parse_json
 from providers.webhooks import verify_generic_signature
 
 __all__ = ["CustomProvider", "status_event"]
@@ -74,10 +66,9 @@ class CustomProvider(HttpProvider):
     asynchronous: ClassVar[bool] = True
     supports_webhooks: ClassVar[bool] = True
     signs_with_hex_hmac: ClassVar[bool] = True
-    key_setting: ClassVar[str | None] = "CUSTOM_PROVIDER_API_KEY"
     key_required: ClassVar[bool] = False
-    base_url_setting: ClassVar[str] = "CUSTOM_PROVIDER_URL"
-    rate_setting: ClassVar[str | None] = "CUSTOM_PROVIDER_RATE_PER_MINUTE"
+    settings_prefix: ClassVar[str] = "CUSTOM_PROVIDER"
+    base_url_suffix: ClassVar[str] = "URL"
 
     def __init__(
         self,
@@ -97,8 +88,8 @@ class CustomProvider(HttpProvider):
     @classmethod
     def options_from(cls, settings: Settings) -> dict[str, Any]:
         return {
-            "models": tuple(settings.CUSTOM_PROVIDER_MODELS) or ("default",),
-            "webhook_secret": settings.CUSTOM_PROVIDER_WEBHOOK_SECRET,
+            "models": tuple(cls.own_setting(settings, "MODELS")) or ("default",),
+            "webhook_secret": cls.own_setting(settings, "WEBHOOK_SECRET"),
         }
 
     def capabilities(self, model: str) -> ModelCapabilities:
@@ -231,5 +222,5 @@ def classify_error(response: httpx.Response, body: bytes) -> ProviderError:
         response.status_code,
         reason,
         retry_after=retry_after(response.headers),
-        key_setting="CUSTOM_PROVIDER_API_KEY",
+        key_setting=CustomProvider.key_setting,
     )

@@ -39,18 +39,8 @@ from models.errors import (
 )
 from models.payloads import PromptSpec, Provenance, ProviderCall
 from providers.base import ModelCapabilities, OutputSink
-from providers.http import (
-    ErrorClassifier,
-    as_object,
-    classify_status,
-    error_reason,
-    fetch_json,
-    parse_json,
-    poll_image,
-    retry_after,
-    stream_image,
-)
-from providers.http_provider import Connection, HttpProvider
+from providers.classify import ErrorClassifier, as_object, classify_status, error_reason, retry_after
+from providers.http_base import Connection, HttpProvider
 from providers.input_images import InputImage, form_parts
 from providers.request_checks import (
     check_count,
@@ -60,6 +50,7 @@ from providers.request_checks import (
     unused_fields,
 )
 from providers.sizing import nearest_ratio
+from providers.transfer import fetch_json, parse_json, poll_image, stream_image
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +123,7 @@ def classify_stability_error(response: httpx.Response, body: bytes) -> ProviderE
         response.status_code,
         f"{name}: {reason}" if name else reason,
         retry_after=retry_after(response.headers),
-        key_setting="STABILITY_API_KEY",
+        key_setting=StabilityProvider.key_setting,
     )
 
 
@@ -241,9 +232,7 @@ class StabilityProvider(HttpProvider):
     )
 
     label: ClassVar[str] = LABEL
-    key_setting: ClassVar[str | None] = "STABILITY_API_KEY"
-    base_url_setting: ClassVar[str] = "STABILITY_BASE_URL"
-    rate_setting: ClassVar[str | None] = "STABILITY_RATE_PER_MINUTE"
+    settings_prefix: ClassVar[str] = "STABILITY"
 
     def __init__(
         self,

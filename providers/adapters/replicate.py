@@ -34,11 +34,12 @@ from models.guards import loads_bounded
 from models.payloads import PromptSpec, Provenance, ProviderCall, ProviderEvent, ProviderStatus, SubmitResult
 from providers.base import ModelCapabilities
 from providers.catalog import CATALOG
-from providers.http import classify_status, error_reason, fetch_json, parse_json, retry_after
-from providers.http_provider import Connection, HttpProvider
+from providers.classify import classify_status, error_reason, retry_after
+from providers.http_base import Connection, HttpProvider
 from providers.input_images import InputImage, form_parts
 from providers.request_checks import check_input_image
 from providers.sizing import nearest_ratio, requested_pixels
+from providers.transfer import fetch_json, parse_json
 from providers.webhooks import verify_standard_webhook
 
 __all__ = ["ReplicateProvider", "image_field", "prediction_event"]
@@ -120,9 +121,8 @@ class ReplicateProvider(HttpProvider):
     input_image_models: frozenset[str] = frozenset(
         model for model, traits in KNOWN_MODELS.items() if traits.input_image
     )
-    key_setting: ClassVar[str | None] = "REPLICATE_API_TOKEN"
-    base_url_setting: ClassVar[str] = "REPLICATE_BASE_URL"
-    rate_setting: ClassVar[str | None] = "REPLICATE_RATE_PER_MINUTE"
+    settings_prefix: ClassVar[str] = "REPLICATE"
+    key_suffix: ClassVar[str | None] = "API_TOKEN"
 
     def __init__(
         self, connection: Connection, *, rate_per_minute: float | None = None, webhook_secret: str | None = None
@@ -132,7 +132,7 @@ class ReplicateProvider(HttpProvider):
 
     @classmethod
     def options_from(cls, settings: Settings) -> dict[str, Any]:
-        return {"webhook_secret": settings.REPLICATE_WEBHOOK_SECRET}
+        return {"webhook_secret": cls.own_setting(settings, "WEBHOOK_SECRET")}
 
     def capabilities(self, model: str) -> ModelCapabilities:
         traits = model_traits(model)
@@ -292,7 +292,7 @@ def classify_error(response: httpx.Response, body: bytes) -> ProviderError:
     reason = error_reason(detail, body)
     hint = retry_after(response.headers) or _throttle_hint(reason)
     return classify_status(
-        "replicate", response.status_code, reason, retry_after=hint, key_setting="REPLICATE_API_TOKEN"
+        "replicate", response.status_code, reason, retry_after=hint, key_setting=ReplicateProvider.key_setting
     )
 
 

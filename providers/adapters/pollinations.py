@@ -19,15 +19,8 @@ from core.config import Settings
 from models.errors import ProviderError
 from models.payloads import PromptSpec, Provenance, ProviderCall
 from providers.base import ModelCapabilities, OutputSink
-from providers.http import (
-    as_object,
-    classify_status,
-    error_reason,
-    parse_json,
-    retry_after,
-    stream_image,
-)
-from providers.http_provider import Connection, HttpProvider
+from providers.classify import as_object, classify_status, error_reason, retry_after
+from providers.http_base import Connection, HttpProvider
 from providers.request_checks import (
     check_count,
     check_prompt,
@@ -35,6 +28,7 @@ from providers.request_checks import (
     unused_fields,
 )
 from providers.sizing import requested_pixels
+from providers.transfer import parse_json, stream_image
 
 LABEL = "Pollinations"
 MODELS = ("flux", "turbo")
@@ -55,7 +49,7 @@ def classify_pollinations_error(response: httpx.Response, body: bytes) -> Provid
         error_reason(message, body),
         retry_after=retry_after(response.headers),
         retryable=RETRYABLE_STATUSES,
-        key_setting="POLLINATIONS_TOKEN",
+        key_setting=PollinationsProvider.key_setting,
     )
 
 
@@ -96,10 +90,9 @@ class PollinationsProvider(HttpProvider):
     description: ClassVar[str] = "Pollinations.ai: free image generation (FLUX), no key needed."
 
     label: ClassVar[str] = LABEL
-    key_setting: ClassVar[str | None] = "POLLINATIONS_TOKEN"
     key_required: ClassVar[bool] = False  # the free tier takes anonymous callers
-    base_url_setting: ClassVar[str] = "POLLINATIONS_BASE_URL"
-    rate_setting: ClassVar[str | None] = "POLLINATIONS_RATE_PER_MINUTE"
+    settings_prefix: ClassVar[str] = "POLLINATIONS"
+    key_suffix: ClassVar[str | None] = "TOKEN"
 
     def __init__(self, connection: Connection, *, rate_per_minute: float | None = None, enabled: bool = True) -> None:
         super().__init__(connection, rate_per_minute=rate_per_minute)
@@ -107,7 +100,7 @@ class PollinationsProvider(HttpProvider):
 
     @classmethod
     def options_from(cls, settings: Settings) -> dict[str, Any]:
-        return {"enabled": settings.POLLINATIONS_ENABLED}
+        return {"enabled": cls.own_setting(settings, "ENABLED")}
 
     def disabled_reason(self) -> str | None:
         return super().disabled_reason() if self._enabled else "POLLINATIONS_ENABLED is false"

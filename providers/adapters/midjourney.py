@@ -31,9 +31,10 @@ from models.errors import (
 from models.guards import loads_bounded
 from models.payloads import PromptSpec, Provenance, ProviderCall, ProviderEvent, ProviderStatus, SubmitResult
 from providers.base import ModelCapabilities
-from providers.http import classify_status, describe_body, fetch_json, retry_after
-from providers.http_provider import HttpProvider
+from providers.classify import classify_status, describe_body, retry_after
+from providers.http_base import HttpProvider
 from providers.sizing import requested_ratio
+from providers.transfer import fetch_json
 
 __all__ = ["MidjourneyProvider", "task_event"]
 
@@ -77,10 +78,8 @@ class MidjourneyProvider(HttpProvider):
     input_image_models: frozenset[str] = frozenset(VERSION_FLAGS)
 
     label: ClassVar[str] = "midjourney"
-    key_setting: ClassVar[str | None] = "MIDJOURNEY_API_KEY"
     key_required: ClassVar[bool] = False  # a self-hosted proxy may take anyone
-    base_url_setting: ClassVar[str] = "MIDJOURNEY_BASE_URL"
-    rate_setting: ClassVar[str | None] = "MIDJOURNEY_RATE_PER_MINUTE"
+    settings_prefix: ClassVar[str] = "MIDJOURNEY"
 
     def capabilities(self, model: str) -> ModelCapabilities:
         return self.describe(model, max_images=1, seed=True, negative_prompt=True)  # any aspect ratio
@@ -172,7 +171,7 @@ def classify_error(response: httpx.Response, body: bytes) -> ProviderError:
         response.status_code,
         describe_body(body),
         retry_after=retry_after(response.headers),
-        key_setting="MIDJOURNEY_API_KEY",
+        key_setting=MidjourneyProvider.key_setting,
     )
 
 

@@ -1,0 +1,1 @@
+"""One module per provider service: its wire knowledge only (models, request mapping, answers, errors, webhooks)."""
