@@ -47,7 +47,7 @@ from models.payloads import (
 from models.vocabulary import JobStatus
 from providers.base import ImageProvider
 from providers.webhooks import job_webhook_url
-from store import deliveries, runs
+from store import canvas_nodes, deliveries, runs
 from store.pacing import ProviderPacer
 
 # How often an activity that waits on a provider tells Temporal it is alive; the provider calls' heartbeat
@@ -219,7 +219,7 @@ class GenerationActivities:
         async def record() -> None:
             try:
                 async with transaction(self.sessions) as session:
-                    await runs.count_rate_limited(session, job_id)
+                    await runs.count_rate_limited(session, job_id=job_id)
             except SQLAlchemyError as error:
                 activity.logger.warning("could not count a 429 on job %s: %s", job_id, error)
 
@@ -233,7 +233,7 @@ class GenerationActivities:
             update = NodeUpdate(canvas_id=canvas_id, node_id=node_id, job_id=job_id, status=JobStatus.RUNNING)
             try:
                 async with transaction(self.sessions) as session:
-                    await runs.note_retry(session, update, message, attempt)
+                    await canvas_nodes.note_retry(session, update=update, message=message, attempt=attempt)
             except SQLAlchemyError as error:
                 activity.logger.warning("could not note a retry of job %s: %s", job_id, error)
 
@@ -339,7 +339,9 @@ class GenerationActivities:
         """Cancel a provider job of this job's; one recorded as another job's is left alone."""
         if request.job_id is not None:
             async with self.sessions() as session:
-                owner = await deliveries.provider_job_owner(session, request.provider, request.provider_job_id)
+                owner = await deliveries.provider_job_owner(
+                    session, provider=request.provider, provider_job_id=request.provider_job_id
+                )
             if owner not in (None, request.job_id):
                 activity.logger.warning(
                     "not cancelling %s job %s: it belongs to job %s", request.provider, request.provider_job_id, owner

@@ -49,14 +49,16 @@ class OutboundActivities:
     @activity.defn
     async def attempt_delivery(self, request: DeliveryAttemptRequest) -> DeliveryAttemptOutcome:
         async with self.sessions() as session:
-            found = await outbound.delivery_and_endpoint(session, request.delivery_id)
+            found = await outbound.delivery_and_endpoint(session, delivery_id=request.delivery_id)
             body = await event_body(session, found[0]) if found else None
         if found is None or body is None:
             return DeliveryAttemptOutcome(done=True, status=DeliveryStatus.FAILED)  # deleted since: nothing to do
         delivery, endpoint = found
         if endpoint.disabled:
             async with transaction(self.sessions) as session:
-                await outbound.give_up(session, delivery.id, f"the endpoint is disabled: {endpoint.disabled_reason}")
+                await outbound.give_up(
+                    session, delivery_id=delivery.id, reason=f"the endpoint is disabled: {endpoint.disabled_reason}"
+                )
             return DeliveryAttemptOutcome(done=True, status=DeliveryStatus.FAILED)
         now = datetime.now(UTC)
         headers = signed_headers(outbound.secrets_in_force(endpoint, now), delivery.id, now, body)
@@ -70,7 +72,7 @@ class OutboundActivities:
             next_attempt_at=None if request.next_delay is None else now + timedelta(seconds=request.next_delay),
         )
         async with transaction(self.sessions) as session:
-            disabled = await outbound.record_attempt(session, attempt)
+            disabled = await outbound.record_attempt(session, attempt=attempt)
         if disabled:
             log.warning("webhook endpoint %s disabled: %s", endpoint.id, disabled)
         return outcome(attempt, answer, disabled)
@@ -130,7 +132,7 @@ async def event_body(session: AsyncSession, delivery: OutboundDelivery) -> bytes
 async def subject_view(session: AsyncSession, delivery: OutboundDelivery) -> dict[str, Any] | None:
     """The job's record or the canvas run's view, as the API shows it."""
     if delivery.event_type.startswith("canvas_run."):
-        run = await canvas_runs.read_run_by_id(session, delivery.subject_id)
+        run = await canvas_runs.read_run_by_id(session, run_id=delivery.subject_id)
         return CanvasRunView.from_rows(*run).model_dump(mode="json", by_alias=True) if run else None
-    job = await runs.get_run(session, delivery.subject_id)
+    job = await runs.get_run(session, job_id=delivery.subject_id)
     return ImageJobRecord.readable(job).model_dump(mode="json", by_alias=True, exclude_none=True) if job else None

@@ -21,19 +21,23 @@ from models.payloads import (
     RunTransition,
 )
 from models.vocabulary import JobStatus
-from store import canvas_runs, runs
+from store import canvas_nodes, canvas_runs, runs
 
 
 async def save_progress(sessions: async_sessionmaker[AsyncSession], update: ProgressUpdate) -> None:
     """Record progress on the run (one event) and show it on the node, in one transaction."""
     async with transaction(sessions) as session:
         recorded = await runs.record_progress(
-            session, update.job_id, update.progress, message=update.message, dedupe_key=update.dedupe_key
+            session,
+            job_id=update.job_id,
+            progress=update.progress,
+            message=update.message,
+            dedupe_key=update.dedupe_key,
         )
         if recorded:
-            await runs.update_node(
+            await canvas_nodes.update_node(
                 session,
-                NodeUpdate(
+                update=NodeUpdate(
                     canvas_id=update.canvas_id,
                     node_id=update.node_id,
                     job_id=update.job_id,
@@ -57,17 +61,17 @@ class RunActivities:
         jobs are recorded here, in the trace of their canvas run)."""
         job = replace(job, trace_parent=job.trace_parent or current_traceparent())
         async with transaction(self.sessions) as session:
-            recorded = await runs.record_run(session, job, workflow_started=True)
+            recorded = await runs.record_run(session, job=job, workflow_started=True)
         if recorded.created:
             metrics.job_started(job.provider, job.model)
 
     @activity.defn
     async def mark_running(self, job: ImageJobInput) -> None:
         async with transaction(self.sessions) as session:
-            if await runs.transition(session, RunTransition(job_id=job.job_id, status=JobStatus.RUNNING)):
-                await runs.update_node(
+            if await runs.transition(session, change=RunTransition(job_id=job.job_id, status=JobStatus.RUNNING)):
+                await canvas_nodes.update_node(
                     session,
-                    NodeUpdate(
+                    update=NodeUpdate(
                         canvas_id=job.canvas_id, node_id=job.node_id, job_id=job.job_id, status=JobStatus.RUNNING
                     ),
                 )
@@ -75,7 +79,9 @@ class RunActivities:
     @activity.defn
     async def attach_provider_job(self, attached: ProviderJobAttached) -> None:
         async with transaction(self.sessions) as session:
-            await runs.set_provider_job(session, attached.job_id, attached.provider_job_id, attached.effective)
+            await runs.set_provider_job(
+                session, job_id=attached.job_id, provider_job_id=attached.provider_job_id, effective=attached.effective
+            )
 
     @activity.defn
     async def record_progress(self, update: ProgressUpdate) -> None:
@@ -85,7 +91,7 @@ class RunActivities:
     async def update_node(self, update: NodeUpdate) -> bool:
         """Merge the job's result into its node; False when a newer job owns the node (or nothing changed)."""
         async with transaction(self.sessions) as session:
-            return await runs.update_node(session, update)
+            return await canvas_nodes.update_node(session, update=update)
 
     @activity.defn
     async def complete_run(self, change: RunTransition) -> bool:
@@ -102,7 +108,7 @@ class RunActivities:
     async def _transition(self, change: RunTransition) -> bool:
         """A terminal transition; once committed, the outbound webhooks it enqueued are started."""
         async with transaction(self.sessions) as session:
-            changed = await runs.transition(session, change)
+            changed = await runs.transition(session, change=change)
         if changed is None:
             return False
         metrics.job_ended(changed, change)
@@ -121,11 +127,11 @@ class CanvasRunActivities:
     @activity.defn
     async def record_node_state(self, update: NodeRunUpdate) -> None:
         async with transaction(self.sessions) as session:
-            await canvas_runs.set_node_state(session, update)
+            await canvas_runs.set_node_state(session, update=update)
 
     @activity.defn
     async def finish_canvas_run(self, finished: CanvasRunFinished) -> None:
         async with transaction(self.sessions) as session:
-            await canvas_runs.finish_run(session, finished.run_id, finished.status)
+            await canvas_runs.finish_run(session, run_id=finished.run_id, status=finished.status)
         if self.outbound is not None:
             await self.outbound.start_for(finished.run_id)

@@ -46,7 +46,7 @@ from handoff.starts import start_job as start_image_job
 from models.payloads import ImageJobInput, PromptSpec
 from models.schemas import StartImageJobRequest
 from models.vocabulary import EventKind
-from store import runs
+from store import run_events, runs
 
 # --- 1: start latency --------------------------------------------------------------------------------------
 
@@ -87,7 +87,7 @@ async def bare_start_ms(stack: BenchStack, queue: str, tag: str) -> float:
 
 async def record_run(stack: BenchStack, job: ImageJobInput) -> None:
     async with autocommit_session_factory(stack.engine)() as session:
-        await runs.record_run(session, job)
+        await runs.record_run(session, job=job)
 
 
 async def start_workflow(stack: BenchStack, job: ImageJobInput) -> None:
@@ -375,7 +375,7 @@ async def live_latency(stack: BenchStack, config: BenchConfig, workers: Workers)
         spec=PromptSpec(prompt="live latency"),
     )
     async with transaction(stack.sessions) as session:
-        await runs.record_run(session, job)
+        await runs.record_run(session, job=job)
     sse, listened = Arrivals(), Arrivals()
     ready, stop = threading.Event(), threading.Event()
     listener = asyncio.create_task(
@@ -389,7 +389,9 @@ async def live_latency(stack: BenchStack, config: BenchConfig, workers: Workers)
         await asyncio.to_thread(ready.wait, 10)
         for index in range(config.warmup + config.latency_samples):
             async with stack.sessions() as session:
-                event_id = await runs.add_event(session, job.job_id, EventKind.LOG, f"benchmark event {index}")
+                event_id = await run_events.add_event(
+                    session, run_id=job.job_id, kind=EventKind.LOG, message=f"benchmark event {index}"
+                )
                 committing = time.perf_counter()
                 await session.commit()
                 commit_ms = ms_since(committing)

@@ -40,7 +40,7 @@ from models.payloads import (
 )
 from models.tables import Run
 from models.vocabulary import JobStatus
-from store import canvas_runs, deliveries, outbound, runs
+from store import canvas_nodes, canvas_runs, deliveries, jsonb, outbound, runs
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ Work = Callable[[], Awaitable[None]]
 
 def event_json(event: ProviderEvent) -> str:
     """A provider event as a pending signal stores it."""
-    return runs.storable_json(dataclasses.asdict(event), what="webhook event")
+    return jsonb.storable_json(dataclasses.asdict(event), what="webhook event")
 
 
 def event_from_json(value: Mapping[str, Any]) -> ProviderEvent:
@@ -153,7 +153,7 @@ async def start_confirmed(
     """Start the job's workflow (or find it) and record that it exists."""
     await start_job(client, settings, job)
     async with transaction(sessions) as session:
-        await runs.mark_workflows_started(session, [job.job_id])
+        await runs.mark_workflows_started(session, job_ids=[job.job_id])
 
 
 async def start_or_fail(
@@ -176,7 +176,7 @@ async def canvas_run_start_confirmed(
     """Start the canvas run's workflow (or find it) and record that it exists."""
     await start_canvas_run(client, settings, plan)
     async with transaction(sessions) as session:
-        await canvas_runs.mark_started(session, plan.run_id)
+        await canvas_runs.mark_started(session, run_id=plan.run_id)
 
 
 async def start_canvas_run_or_fail(
@@ -190,7 +190,7 @@ async def start_canvas_run_or_fail(
     except Exception as error:
         log.error("canvas run %s cannot be started: %r", plan.run_id, error)
         async with transaction(sessions) as session:
-            await canvas_runs.fail_unstartable(session, plan, "The run could not be started.")
+            await canvas_runs.fail_unstartable(session, plan=plan, reason="The run could not be started.")
 
 
 async def start_deliveries(
@@ -200,7 +200,7 @@ async def start_deliveries(
     for delivery_id in delivery_ids:
         await start_delivery(client, settings, OutboundDeliveryInput(delivery_id, settings.outbound_retry_schedule))
         async with transaction(sessions) as session:
-            await outbound.mark_started(session, delivery_id)
+            await outbound.mark_started(session, delivery_id=delivery_id)
 
 
 class OutboundStarter:
@@ -212,7 +212,7 @@ class OutboundStarter:
 
     async def start_for(self, subject_id: str) -> None:
         async with self._sessions() as session:
-            delivery_ids = await outbound.unstarted_for(session, subject_id)
+            delivery_ids = await outbound.unstarted_for(session, subject_id=subject_id)
         if not delivery_ids:
             return
         try:
@@ -238,12 +238,12 @@ async def fail_unstartable(sessions: async_sessionmaker[AsyncSession], job: Imag
     message = f"The job could not be started: {error}"
     async with transaction(sessions) as session:
         change = RunTransition(job_id=job.job_id, status=JobStatus.FAILED, error=message, error_code="StartRefused")
-        if ended := await runs.transition(session, change):
+        if ended := await runs.transition(session, change=change):
             update = NodeUpdate(
                 canvas_id=job.canvas_id, node_id=job.node_id, job_id=job.job_id, status=JobStatus.FAILED, error=message
             )
-            await runs.update_node(session, update)
-        await runs.mark_workflows_started(session, [job.job_id])  # nothing is left to start
+            await canvas_nodes.update_node(session, update=update)
+        await runs.mark_workflows_started(session, job_ids=[job.job_id])  # nothing is left to start
     if ended:
         metrics.job_ended(ended, change)
 
@@ -263,7 +263,7 @@ async def deliver_signal(
     except Exception:
         log.exception("signal %d to %s cannot be sent; the job will poll its provider instead", signal_id, job_id)
     async with transaction(sessions) as session:
-        await deliveries.forget_signal(session, signal_id)
+        await deliveries.forget_signal(session, signal_id=signal_id)
 
 
 async def sweep(
@@ -345,7 +345,7 @@ async def _sweep_signals(client: Client, sessions: async_sessionmaker[AsyncSessi
         except Exception:  # a row no version of this code could have written; keeping it would block the sweep
             log.exception("pending signal %d to %s is unreadable; dropped", signal_id, job_id)
             async with transaction(sessions) as session:
-                await deliveries.forget_signal(session, signal_id)
+                await deliveries.forget_signal(session, signal_id=signal_id)
             continue
         await deliver_signal(client, sessions, signal_id, job_id, event)
     return len(unsent)

@@ -58,7 +58,7 @@ async def refresh(
             log.warning("could not list %s's models; the catalog alone decides: %s", provider.name, error)
             continue
         async with transaction(sessions) as session:
-            await model_lists.store(session, provider.name, models)
+            await model_lists.store(session, provider=provider.name, models=models)
         known[provider.name] = (models, now)
     for name, (models, _) in known.items():
         directory.learn(name, models)

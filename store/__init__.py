@@ -1,4 +1,4 @@
-"""The SQL of each table family, one module per family: `runs` (runs, their events and canvas nodes), `canvases`,
+"""The SQL of each table family, one module per family: `runs`, `run_events`, `canvas_nodes`, `canvases`,
 `canvas_runs`, `deliveries` (provider webhooks taken, refused and still to signal), `outbound` (your endpoints and
-their deliveries), `pacing`, `model_lists` and `budget`. Functions take the session first; what they change or read
-is named by keyword."""
+their deliveries), `pacing`, `model_lists`, `budget` and `stats` (read-only figures). `jsonb` refuses image data
+in any JSON column. Every function takes the session first and the rest by keyword."""

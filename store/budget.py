@@ -32,7 +32,7 @@ class BudgetExceeded(Exception):
         self.message = str(self)
 
 
-async def admit(session: AsyncSession, estimate: float, budget: float) -> None:
+async def admit(session: AsyncSession, *, estimate: float, budget: float) -> None:
     """Take the budget's lock for this transaction and raise BudgetExceeded unless `estimate` still fits; the
     caller records its jobs in the same transaction, so the next admission sees them."""
     await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": BUDGET_LOCK})

@@ -26,7 +26,7 @@ RECENT_RUNS = 3
 FINISHED_SQL = ", ".join(f"'{state}'" for state in sorted(FINISHED_NODE_STATES))
 
 
-async def active_run(session: AsyncSession, canvas_id: str) -> str | None:
+async def active_run(session: AsyncSession, *, canvas_id: str) -> str | None:
     """The board's run that has not ended, if any (a board runs one at a time)."""
     found = await session.execute(
         text(
@@ -37,12 +37,12 @@ async def active_run(session: AsyncSession, canvas_id: str) -> str | None:
     return found.scalar_one_or_none()
 
 
-async def create_run(session: AsyncSession, plan: CanvasRunInput) -> str | None:
+async def create_run(session: AsyncSession, *, plan: CanvasRunInput) -> str | None:
     """The run, a pending row per node in run order with its plan, and `pending` on the board's nodes; the run's
     workflow is started after the commit (handoff/sweep.py). Returns None, or the board's active run instead of
     creating anything: the board's lock (taken by saves too) makes the check and the insert one step."""
-    await lock_board(session, plan.canvas_id)
-    active = await active_run(session, plan.canvas_id)
+    await lock_board(session, canvas_id=plan.canvas_id)
+    active = await active_run(session, canvas_id=plan.canvas_id)
     if active is not None:
         return active
     session.add(CanvasRun(id=plan.run_id, canvas_id=plan.canvas_id, priority=plan.priority, forced=plan.force))
@@ -94,7 +94,7 @@ async def unstarted_runs(
     return [await _stored_plan(session, run, max_parallel) for run in found.scalars()]
 
 
-async def unstarted_plan(session: AsyncSession, run_id: str, max_parallel: int) -> CanvasRunInput | None:
+async def unstarted_plan(session: AsyncSession, *, run_id: str, max_parallel: int) -> CanvasRunInput | None:
     """The run's plan while its workflow start is still to be made (None once it is, or once the run ended)."""
     run = await session.get(CanvasRun, run_id)
     if run is None or run.workflow_started_at is not None or run.finished_at is not None:
@@ -116,7 +116,7 @@ async def _stored_plan(session: AsyncSession, run: CanvasRun, max_parallel: int)
     )
 
 
-async def mark_started(session: AsyncSession, run_id: str) -> None:
+async def mark_started(session: AsyncSession, *, run_id: str) -> None:
     """Confirm that the run's workflow exists (started now, or found there)."""
     await session.execute(
         text("UPDATE canvas_runs SET workflow_started_at = now() WHERE id = :id AND workflow_started_at IS NULL"),
@@ -124,12 +124,12 @@ async def mark_started(session: AsyncSession, run_id: str) -> None:
     )
 
 
-async def fail_unstartable(session: AsyncSession, plan: CanvasRunInput, reason: str) -> None:
+async def fail_unstartable(session: AsyncSession, *, plan: CanvasRunInput, reason: str) -> None:
     """A run Temporal refuses for good ends failed, with every node that has no outcome yet, so nobody waits."""
     for node in plan.nodes:
         update = NodeRunUpdate(plan.run_id, plan.canvas_id, node.node_id, NodeRunState.FAILED, reason=reason)
-        await set_node_state(session, update, only_unfinished=True)
-    await finish_run(session, plan.run_id, JobStatus.FAILED)
+        await set_node_state(session, update=update, only_unfinished=True)
+    await finish_run(session, run_id=plan.run_id, status=JobStatus.FAILED)
 
 
 async def _show_on_board(
@@ -147,7 +147,7 @@ async def _show_on_board(
     )
 
 
-async def cached_images(session: AsyncSession, shown: Mapping[str, tuple[str, str]]) -> dict[str, CachedImage]:
+async def cached_images(session: AsyncSession, *, shown: Mapping[str, tuple[str, str]]) -> dict[str, CachedImage]:
     """For each node (id -> (the job it shows now, its inputs' hash now)): that job's image, when it completed from
     these same inputs, whether Generate, the API or a canvas run started it."""
     if not shown:
@@ -168,7 +168,7 @@ async def cached_images(session: AsyncSession, shown: Mapping[str, tuple[str, st
     return cached
 
 
-async def image_hashes(session: AsyncSession, canvas_id: str, image_urls: Iterable[str]) -> dict[str, str]:
+async def image_hashes(session: AsyncSession, *, canvas_id: str, image_urls: Iterable[str]) -> dict[str, str]:
     """For the canvas' images among `image_urls` that its completed jobs made: image URL -> that job's inputs'
     hash (planning/canvas_plan.input_key)."""
     urls = list(set(image_urls))
@@ -186,7 +186,7 @@ async def image_hashes(session: AsyncSession, canvas_id: str, image_urls: Iterab
     return {str(url): str(digest) for url, digest in found.all()}
 
 
-async def set_node_state(session: AsyncSession, update: NodeRunUpdate, *, only_unfinished: bool = False) -> None:
+async def set_node_state(session: AsyncSession, *, update: NodeRunUpdate, only_unfinished: bool = False) -> None:
     """The node's new state on its run row and on the board; a repeat of the same state writes nothing, and with
     `only_unfinished` neither does a node that already has its outcome."""
     finished = NodeRunState(update.state) in FINISHED_NODE_STATES
@@ -216,7 +216,7 @@ async def set_node_state(session: AsyncSession, update: NodeRunUpdate, *, only_u
     await _show_on_board(session, update.canvas_id, [update.node_id], update.run_id, update.state, update.reason)
 
 
-async def finish_run(session: AsyncSession, run_id: str, status: str) -> None:
+async def finish_run(session: AsyncSession, *, run_id: str, status: str) -> None:
     """The run's end (a run that ends has had its workflow, or never will: nothing is left to start), and its
     outbound event in the same transaction."""
     finished = await session.execute(
@@ -228,19 +228,19 @@ async def finish_run(session: AsyncSession, run_id: str, status: str) -> None:
         {"id": run_id, "status": status},
     )
     if finished.first() is not None:
-        await outbound.enqueue(session, canvas_run_event(status), run_id)
+        await outbound.enqueue(session, event=canvas_run_event(status), subject_id=run_id)
 
 
 RunRows = tuple[CanvasRun, list[tuple[CanvasRunNode, Run | None]]]
 
 
-async def read_run(session: AsyncSession, canvas_id: str, run_id: str) -> RunRows | None:
+async def read_run(session: AsyncSession, *, canvas_id: str, run_id: str) -> RunRows | None:
     """The run, and its nodes in run order each with its job's record (None before the job exists)."""
-    found = await read_run_by_id(session, run_id)
+    found = await read_run_by_id(session, run_id=run_id)
     return found if found is not None and found[0].canvas_id == canvas_id else None
 
 
-async def read_run_by_id(session: AsyncSession, run_id: str) -> RunRows | None:
+async def read_run_by_id(session: AsyncSession, *, run_id: str) -> RunRows | None:
     """`read_run` without the canvas (for those who know only the run's id)."""
     run = await session.get(CanvasRun, run_id)
     if run is None:
@@ -254,7 +254,7 @@ async def read_run_by_id(session: AsyncSession, run_id: str) -> RunRows | None:
     return run, [(node, job) for node, job in found.all()]
 
 
-async def recent_run_versions(session: AsyncSession, canvas_id: str) -> dict[str, str]:
+async def recent_run_versions(session: AsyncSession, *, canvas_id: str) -> dict[str, str]:
     """The canvas' newest runs, each with a fingerprint that moves whenever the run or one of its nodes changes."""
     found = await session.execute(
         text(

@@ -18,7 +18,7 @@ from sqlmodel import col, select
 from models.guards import assert_storable_json
 from models.schemas import Board, BoardEdge, BoardNode, BoardSave, CanvasSummary, Viewport
 from models.tables import Canvas, CanvasEdge, WorkflowNode
-from store import runs
+from store import canvas_nodes, runs
 
 CANVAS_LIST_LIMIT = 500
 
@@ -60,17 +60,17 @@ async def list_canvases(session: AsyncSession) -> list[CanvasSummary]:
     ]
 
 
-async def create_canvas(session: AsyncSession, name: str) -> Canvas:
+async def create_canvas(session: AsyncSession, *, name: str) -> Canvas:
     canvas = Canvas(id=new_canvas_id(), name=name, viewport=Viewport().model_dump(), version=1)
     session.add(canvas)
     await session.flush()
     return canvas
 
 
-async def read_board(session: AsyncSession, canvas_id: str) -> Board | None:
+async def read_board(session: AsyncSession, *, canvas_id: str) -> Board | None:
     """The board, or None when neither a save nor a job ever wrote to it."""
     canvas = await session.get(Canvas, canvas_id)
-    nodes = await runs.list_nodes(session, canvas_id)
+    nodes = await canvas_nodes.list_nodes(session, canvas_id=canvas_id)
     if canvas is None and not nodes:
         return None
     edges = await session.execute(
@@ -96,7 +96,7 @@ class StaleBoard(Exception):
         self.current = current
 
 
-async def lock_board(session: AsyncSession, canvas_id: str) -> None:
+async def lock_board(session: AsyncSession, *, canvas_id: str) -> None:
     """Serialise the writes that touch many of a board's nodes (saves, run starts) until the transaction ends:
     they then never wait on each other's row locks in opposite orders (a deadlock), nor race a version check."""
     await session.execute(
@@ -104,15 +104,15 @@ async def lock_board(session: AsyncSession, canvas_id: str) -> None:
     )
 
 
-async def save_board(session: AsyncSession, canvas_id: str, board: BoardSave, *, expected_version: int | None) -> None:
+async def save_board(session: AsyncSession, *, canvas_id: str, board: BoardSave, expected_version: int | None) -> None:
     """Make the stored board the one sent: its name and viewport, its node set (what is missing is deleted), each
     node's type, position and own data, and its edges (replaced). One transaction; the caller commits.
 
     With `expected_version`, a board saved since (by another tab or client) raises StaleBoard and writes nothing:
     the caller merges and saves again, so no one's change is silently lost."""
-    await lock_board(session, canvas_id)
+    await lock_board(session, canvas_id=canvas_id)
     if expected_version is not None:
-        current = await board_version(session, canvas_id)
+        current = await board_version(session, canvas_id=canvas_id)
         if current != expected_version:
             raise StaleBoard(current)
     await _upsert_canvas(session, canvas_id, board)
@@ -123,7 +123,7 @@ async def save_board(session: AsyncSession, canvas_id: str, board: BoardSave, *,
         )  # an empty `keep` deletes every node
     )
     for node in board.nodes:
-        await runs.upsert_node(
+        await canvas_nodes.upsert_node(
             session,
             canvas_id=canvas_id,
             node_id=node.id,
@@ -168,16 +168,16 @@ async def _upsert_canvas(session: AsyncSession, canvas_id: str, board: BoardSave
     )
 
 
-async def board_version(session: AsyncSession, canvas_id: str) -> int:
+async def board_version(session: AsyncSession, *, canvas_id: str) -> int:
     """The board's save count (0 before its first save)."""
     found = await session.execute(text("SELECT version FROM canvases WHERE id = :id"), {"id": canvas_id})
     return int(found.scalar_one_or_none() or 0)
 
 
-async def rename_canvas(session: AsyncSession, canvas_id: str, name: str) -> bool:
+async def rename_canvas(session: AsyncSession, *, canvas_id: str, name: str) -> bool:
     """Give the canvas a name (a canvas only jobs have written to gets its row now); False when there is no such
     canvas."""
-    if await read_board(session, canvas_id) is None:
+    if await read_board(session, canvas_id=canvas_id) is None:
         return False
     await session.execute(
         text(
@@ -197,11 +197,11 @@ class DeletedCanvas:
     canvas_run_ids: list[str]
 
 
-async def delete_canvas(session: AsyncSession, canvas_id: str) -> DeletedCanvas | None:
+async def delete_canvas(session: AsyncSession, *, canvas_id: str) -> DeletedCanvas | None:
     """Delete the board (its row, nodes and edges); None when there is no such canvas. Its jobs' records and
     images stay (they are the history); what still runs is returned to be cancelled."""
-    await lock_board(session, canvas_id)
-    if await read_board(session, canvas_id) is None:
+    await lock_board(session, canvas_id=canvas_id)
+    if await read_board(session, canvas_id=canvas_id) is None:
         return None
     running = await session.execute(
         text(f"SELECT id FROM runs WHERE canvas_id = :canvas AND status NOT IN ({runs.TERMINAL_SQL})"),

@@ -63,7 +63,7 @@ async def record_provider_job(
     )
 
 
-async def provider_job_owner(session: AsyncSession, provider: str, provider_job_id: str) -> str | None:
+async def provider_job_owner(session: AsyncSession, *, provider: str, provider_job_id: str) -> str | None:
     found = await session.execute(
         text("SELECT job_id FROM provider_jobs WHERE provider = :provider AND provider_job_id = :pid"),
         {"provider": provider, "pid": provider_job_id},
@@ -93,7 +93,7 @@ _TAKE_DELIVERY = text(
 )
 
 
-async def take_delivery(session: AsyncSession, delivery: Delivery) -> WebhookTarget | None:
+async def take_delivery(session: AsyncSession, *, delivery: Delivery) -> WebhookTarget | None:
     """The named job's target facts, having recorded the delivery if it is the job's and new; None: no such job."""
     found = await session.execute(
         _TAKE_DELIVERY,
@@ -112,7 +112,7 @@ async def take_delivery(session: AsyncSession, delivery: Delivery) -> WebhookTar
     return WebhookTarget(status=row[0], provider=row[1], owner=row[2], seen=bool(row[3]), signal_id=row[4])
 
 
-async def forget_signal(session: AsyncSession, signal_id: int) -> None:
+async def forget_signal(session: AsyncSession, *, signal_id: int) -> None:
     """The signal was delivered (or its workflow has ended): nothing is left to send."""
     await session.execute(text("DELETE FROM pending_signals WHERE id = :id"), {"id": signal_id})
 

@@ -15,7 +15,7 @@ async def read_all(session: AsyncSession) -> dict[str, tuple[list[str], datetime
     return {provider: (list(models), listed_at) for provider, models, listed_at in rows}
 
 
-async def store(session: AsyncSession, provider: str, models: list[str]) -> None:
+async def store(session: AsyncSession, *, provider: str, models: list[str]) -> None:
     await session.execute(
         text(
             "INSERT INTO provider_model_lists (provider, models, listed_at) VALUES (:provider, :models, now())"

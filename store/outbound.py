@@ -51,7 +51,7 @@ async def list_endpoints(session: AsyncSession) -> list[WebhookEndpoint]:
     return list(found.scalars())
 
 
-async def get_endpoint(session: AsyncSession, endpoint_id: str) -> WebhookEndpoint | None:
+async def get_endpoint(session: AsyncSession, *, endpoint_id: str) -> WebhookEndpoint | None:
     return await session.get(WebhookEndpoint, endpoint_id)
 
 
@@ -66,7 +66,7 @@ class EndpointChange:
     description: str | None = None
 
 
-async def update_endpoint(session: AsyncSession, endpoint: WebhookEndpoint, change: EndpointChange) -> None:
+async def update_endpoint(session: AsyncSession, *, endpoint: WebhookEndpoint, change: EndpointChange) -> None:
     if change.url is not None:
         endpoint.url = change.url
     if change.events_given:
@@ -82,7 +82,7 @@ async def update_endpoint(session: AsyncSession, endpoint: WebhookEndpoint, chan
     await session.flush()
 
 
-async def rotate_secret(session: AsyncSession, endpoint: WebhookEndpoint) -> None:
+async def rotate_secret(session: AsyncSession, *, endpoint: WebhookEndpoint) -> None:
     """A new secret; the one it replaces signs beside it for ROTATION_OVERLAP."""
     now = datetime.now(UTC)
     endpoint.previous_secret, endpoint.previous_secret_until = endpoint.secret, now + ROTATION_OVERLAP
@@ -97,14 +97,14 @@ def secrets_in_force(endpoint: WebhookEndpoint, now: datetime) -> list[str]:
     return [endpoint.secret]
 
 
-async def delete_endpoint(session: AsyncSession, endpoint_id: str) -> bool:
+async def delete_endpoint(session: AsyncSession, *, endpoint_id: str) -> bool:
     deleted = await session.execute(
         delete(WebhookEndpoint).where(col(WebhookEndpoint.id) == endpoint_id).returning(col(WebhookEndpoint.id))
     )
     return deleted.first() is not None
 
 
-async def enqueue(session: AsyncSession, event: OutboundEvent, subject_id: str) -> None:
+async def enqueue(session: AsyncSession, *, event: OutboundEvent, subject_id: str) -> None:
     """A delivery of `event` about `subject_id` for every enabled endpoint that takes it; a repeat adds none."""
     await session.execute(
         text(
@@ -117,7 +117,7 @@ async def enqueue(session: AsyncSession, event: OutboundEvent, subject_id: str) 
     )
 
 
-async def unstarted_for(session: AsyncSession, subject_id: str) -> list[str]:
+async def unstarted_for(session: AsyncSession, *, subject_id: str) -> list[str]:
     """The deliveries about `subject_id` whose workflow is still to start."""
     found = await session.execute(
         text("SELECT id FROM outbound_deliveries WHERE subject_id = :subject AND workflow_started_at IS NULL"),
@@ -139,7 +139,7 @@ async def unstarted(session: AsyncSession, *, older_than_seconds: float, limit: 
     return list(found.scalars())
 
 
-async def mark_started(session: AsyncSession, delivery_id: str) -> None:
+async def mark_started(session: AsyncSession, *, delivery_id: str) -> None:
     await session.execute(
         text(
             "UPDATE outbound_deliveries SET workflow_started_at = COALESCE(workflow_started_at, now()) WHERE id = :id"
@@ -149,7 +149,7 @@ async def mark_started(session: AsyncSession, delivery_id: str) -> None:
 
 
 async def delivery_and_endpoint(
-    session: AsyncSession, delivery_id: str
+    session: AsyncSession, *, delivery_id: str
 ) -> tuple[OutboundDelivery, WebhookEndpoint] | None:
     found = await session.execute(
         select(OutboundDelivery, WebhookEndpoint)
@@ -173,7 +173,7 @@ class Attempt:
     next_attempt_at: datetime | None = None
 
 
-async def record_attempt(session: AsyncSession, attempt: Attempt) -> str | None:
+async def record_attempt(session: AsyncSession, *, attempt: Attempt) -> str | None:
     """The attempt on its delivery, and on its endpoint's health. Returns why the endpoint was disabled now, if
     it was (a 410, or failing for ENDPOINT_FAILING_DAYS)."""
     if attempt.delivered:
@@ -233,7 +233,7 @@ async def _record_health(session: AsyncSession, endpoint_id: str, attempt: Attem
     return reason
 
 
-async def give_up(session: AsyncSession, delivery_id: str, reason: str) -> None:
+async def give_up(session: AsyncSession, *, delivery_id: str, reason: str) -> None:
     """End a delivery without another attempt (its endpoint is disabled or gone)."""
     await session.execute(
         text(
@@ -245,7 +245,7 @@ async def give_up(session: AsyncSession, delivery_id: str, reason: str) -> None:
 
 
 async def list_deliveries(
-    session: AsyncSession, endpoint_id: str, *, status: DeliveryStatus | None, limit: int
+    session: AsyncSession, *, endpoint_id: str, status: DeliveryStatus | None, limit: int
 ) -> list[OutboundDelivery]:
     """The endpoint's deliveries, newest first."""
     query = select(OutboundDelivery).where(col(OutboundDelivery.endpoint_id) == endpoint_id)
@@ -257,7 +257,7 @@ async def list_deliveries(
     return list(found.scalars())
 
 
-async def reopen_for_replay(session: AsyncSession, delivery: OutboundDelivery) -> None:
+async def reopen_for_replay(session: AsyncSession, *, delivery: OutboundDelivery) -> None:
     """A delivery sent again: pending until the replay's attempt is recorded."""
     delivery.status = str(DeliveryStatus.PENDING)
     delivery.next_attempt_at = datetime.now(UTC)

@@ -11,7 +11,7 @@ from core.config import Settings
 from core.db import transaction
 from models.payloads import ImageJobInput, NodeUpdate, PromptSpec, RunTransition
 from models.vocabulary import JobStatus
-from store import runs
+from store import canvas_nodes, runs
 from tests.fixtures.stack import Stack, make_settings, running_stack, was_cancelled
 
 
@@ -75,7 +75,7 @@ async def test_an_older_job_never_overwrites_a_newer_one(db_sessions: async_sess
         older, newer = job_input(canvas, "job_old_" + canvas), job_input(canvas, "job_new_" + canvas)
         for job in (older, newer):
             async with transaction(db_sessions) as session:
-                await runs.record_run(session, job)
+                await runs.record_run(session, job=job)
         writes = [(older, "old.png"), (newer, "new.png")]
         if newer_finishes_first:
             writes.reverse()
@@ -83,10 +83,10 @@ async def test_an_older_job_never_overwrites_a_newer_one(db_sessions: async_sess
         for job, url in writes:
             async with transaction(db_sessions) as session:
                 update = NodeUpdate(canvas, "n", job.job_id, "completed", image_url=f"https://cdn.test/{url}")
-                outcomes[job.job_id] = await runs.update_node(session, update)
+                outcomes[job.job_id] = await canvas_nodes.update_node(session, update=update)
         assert outcomes == {older.job_id: False, newer.job_id: True}
         async with db_sessions() as session:
-            (node,) = await runs.list_nodes(session, canvas)
+            (node,) = await canvas_nodes.list_nodes(session, canvas_id=canvas)
         assert node.node_data["imageUrl"] == "https://cdn.test/new.png"
         assert node.owner_job_id == newer.job_id
 
@@ -95,7 +95,7 @@ async def test_a_job_end_on_its_node_is_final(db_sessions: async_sessionmaker[As
     canvas = "canvas-" + uuid.uuid4().hex[:8]
     job = job_input(canvas, "job_end_" + canvas)
     async with transaction(db_sessions) as session:
-        await runs.record_run(session, job)
+        await runs.record_run(session, job=job)
     late = [
         NodeUpdate(canvas, "n", job.job_id, "running", progress=40.0),
         NodeUpdate(canvas, "n", job.job_id, "completed", image_url="https://cdn.test/late.png"),
@@ -103,10 +103,10 @@ async def test_a_job_end_on_its_node_is_final(db_sessions: async_sessionmaker[As
     outcomes = []
     for update in [NodeUpdate(canvas, "n", job.job_id, "failed", error="The provider refused."), *late]:
         async with transaction(db_sessions) as session:
-            outcomes.append(await runs.update_node(session, update))
+            outcomes.append(await canvas_nodes.update_node(session, update=update))
     assert outcomes == [True, False, False]
     async with db_sessions() as session:
-        (node,) = await runs.list_nodes(session, canvas)
+        (node,) = await canvas_nodes.list_nodes(session, canvas_id=canvas)
     assert (node.node_data["status"], node.node_data["error"]) == ("error", "The provider refused.")  # the spec's word
     assert node.node_data["progress"] == 0 and "imageUrl" not in node.node_data  # as the claim left it
 
@@ -116,24 +116,26 @@ async def test_a_cancelled_job_gives_its_node_back_as_it_was(db_sessions: async_
     made, regenerate, fresh = (job_input(canvas, f"job_{name}_{canvas}") for name in ("made", "regen", "fresh"))
     fresh.node_id = "never-had-one"
     async with transaction(db_sessions) as session:
-        await runs.record_run(session, made)
-        await runs.update_node(
-            session, NodeUpdate(canvas, "n", made.job_id, "completed", image_url="https://cdn.test/a.png")
+        await runs.record_run(session, job=made)
+        await canvas_nodes.update_node(
+            session, update=NodeUpdate(canvas, "n", made.job_id, "completed", image_url="https://cdn.test/a.png")
         )
-        await runs.transition(session, RunTransition(job_id=made.job_id, status=JobStatus.COMPLETED))
-        await runs.record_run(session, regenerate)
-        await runs.record_run(session, fresh)
+        await runs.transition(session, change=RunTransition(job_id=made.job_id, status=JobStatus.COMPLETED))
+        await runs.record_run(session, job=regenerate)
+        await runs.record_run(session, job=fresh)
     async with db_sessions() as session:
-        claimed = {node.id: dict(node.node_data) for node in await runs.list_nodes(session, canvas)}
+        claimed = {node.id: dict(node.node_data) for node in await canvas_nodes.list_nodes(session, canvas_id=canvas)}
     assert claimed["n"]["jobId"] == regenerate.job_id and claimed["n"]["status"] == "pending"
     assert all(value is not None for data in claimed.values() for value in data.values()), claimed
     for job in (regenerate, fresh):
         async with transaction(db_sessions) as session:
-            assert await runs.update_node(session, NodeUpdate(canvas, job.node_id, job.job_id, "cancelled"))
+            assert await canvas_nodes.update_node(
+                session, update=NodeUpdate(canvas, job.node_id, job.job_id, "cancelled")
+            )
             late = NodeUpdate(canvas, job.node_id, job.job_id, "running", progress=50.0)
-            assert not await runs.update_node(session, late)  # no longer the job's node
+            assert not await canvas_nodes.update_node(session, update=late)  # no longer the job's node
     async with db_sessions() as session:
-        nodes = {node.id: node.node_data for node in await runs.list_nodes(session, canvas)}
+        nodes = {node.id: node.node_data for node in await canvas_nodes.list_nodes(session, canvas_id=canvas)}
     assert nodes["n"]["jobId"] == made.job_id and nodes["n"]["status"] == "completed"
     assert nodes["n"]["imageUrl"] == "https://cdn.test/a.png" and nodes["n"]["progress"] == 100
     assert not {"jobId", "status", "progress", "error"} & set(nodes["never-had-one"]), nodes["never-had-one"]

@@ -52,11 +52,11 @@ async def record_run_without_starting(stack: Stack, sessions: async_sessionmaker
         settings=stack.settings, providers=build_providers(stack.settings), models=build_directory(stack.settings)
     )
     async with sessions() as session:
-        board = await canvases.read_board(session, canvas_id)
+        board = await canvases.read_board(session, canvas_id=canvas_id)
     assert board is not None
     plan = plan_run(state, board, CanvasRunRequest(), "run_" + uuid.uuid4().hex, {})  # type: ignore[arg-type]
     async with transaction(sessions) as session:
-        assert await canvas_runs.create_run(session, plan) is None
+        assert await canvas_runs.create_run(session, plan=plan) is None
     return plan.run_id
 
 
@@ -126,7 +126,7 @@ async def test_a_run_start_refused_for_good_fails_the_run_and_its_nodes(
     await save_board(run_stack, canvas_id, [image_node("A", "a kite")], [])
     run_id = await record_run_without_starting(run_stack, db_sessions, canvas_id)
     async with db_sessions() as session:
-        plan = await canvas_runs.unstarted_plan(session, run_id, max_parallel=4)
+        plan = await canvas_runs.unstarted_plan(session, run_id=run_id, max_parallel=4)
     assert plan is not None
 
     async def refusing() -> Client:

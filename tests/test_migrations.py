@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from core.db import libpq_url, run_migrations, session_factory
 from models.schemas import ImageJobRecord, ImageProgressEvent
-from store import runs
+from store import canvas_nodes, run_events, runs
 
 
 @pytest.fixture
@@ -53,11 +53,11 @@ async def test_a_job_recorded_before_0003_reads_in_the_new_shapes(fresh_database
     engine = create_async_engine(fresh_database)
     try:
         async with session_factory(engine)() as session:
-            run = await runs.get_run(session, "job_old")
+            run = await runs.get_run(session, job_id="job_old")
             assert run is not None
             record = ImageJobRecord.from_run(run)
-            (event,) = await runs.list_events(session, "job_old")
-            (node,) = await runs.list_nodes(session, "canvas-old")
+            (event,) = await run_events.list_events(session, job_id="job_old")
+            (node,) = await canvas_nodes.list_nodes(session, canvas_id="canvas-old")
     finally:
         await engine.dispose()
     assert (record.workflow_id, record.provider, record.model) == ("canvas-old", "openai", "dall-e-3")

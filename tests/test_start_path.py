@@ -50,7 +50,7 @@ async def record_without_starting(
     job_id = new_job_id(stack.settings.WEBHOOK_SECRET, key)
     job, effective = job_from_request(state, request, job_id)  # type: ignore[arg-type]
     async with transaction(sessions) as session:
-        assert (await runs.record_run(session, job, effective=effective)).created
+        assert (await runs.record_run(session, job=job, effective=effective)).created
     return job.job_id
 
 
@@ -172,7 +172,7 @@ async def test_a_start_refused_for_good_fails_the_job_instead_of_leaving_it_pend
     body = start_body("c-" + uuid.uuid4().hex[:8])
     job_id = await record_without_starting(stack, db_sessions, body, uuid.uuid4().hex)
     async with db_sessions() as session:
-        run = await runs.get_run(session, job_id)
+        run = await runs.get_run(session, job_id=job_id)
     assert run is not None
     job = job_from_run(run, asynchronous=False, settings=stack.settings)
 

@@ -621,7 +621,7 @@ async def test_a_delivery_taken_but_never_signalled_reaches_its_job_through_the_
             event=event_json(event),
         )
         async with db_sessions() as session, session.begin():
-            target = await deliveries.take_delivery(session, delivery)
+            target = await deliveries.take_delivery(session, delivery=delivery)
         assert target is not None and target.signal_id is not None
         record = await stack.wait(started["jobId"])
 

@@ -195,14 +195,14 @@ async def mark_cached(session: AsyncSession, board: Board, plan: CanvasRunInput)
         if isinstance(job_id := by_id[node.node_id].data.get("jobId"), str)
     }
     planned = {node.node_id: node for node in plan.nodes}
-    for node_id, cached in (await canvas_runs.cached_images(session, shown)).items():
+    for node_id, cached in (await canvas_runs.cached_images(session, shown=shown)).items():
         image = current_image(by_id[node_id]) or cached.image_url
         planned[node_id].cached = CachedImage(cached.job_id, image)
 
 
 async def read_view(state: StateDep, canvas_id: str, run_id: str) -> CanvasRunView:
     async with state.sessions() as session:
-        found = await canvas_runs.read_run(session, canvas_id, run_id)
+        found = await canvas_runs.read_run(session, canvas_id=canvas_id, run_id=run_id)
     if found is None:
         raise ApiError(404, "run_not_found", f"No run {run_id!r} on canvas {canvas_id!r}.")
     return CanvasRunView.from_rows(*found)
@@ -231,11 +231,11 @@ async def start_run(
     process, or by the workers' sweep should this process die first)."""
     request = body or CanvasRunRequest()
     async with state.sessions() as session:
-        board = await canvases.read_board(session, canvas_id)
+        board = await canvases.read_board(session, canvas_id=canvas_id)
         if board is None:
             raise ApiError(404, "canvas_not_found", f"No canvas {canvas_id!r}.")
         images = [image for image in map(current_image, board.nodes) if image]
-        made_from = await canvas_runs.image_hashes(session, canvas_id, images)
+        made_from = await canvas_runs.image_hashes(session, canvas_id=canvas_id, image_urls=images)
         plan = plan_run(state, board, request, "run_" + uuid.uuid4().hex, made_from)
         await mark_cached(session, board, plan)
     preview = CanvasRunPreview.of(plan)
@@ -246,7 +246,7 @@ async def start_run(
         if state.settings.BUDGET_USD_PER_DAY is not None and preview.estimated_cost_usd:
             # The whole run's estimate up front; its jobs are recorded as they start, so this admits the run.
             await admit_within_budget(session, state.settings.BUDGET_USD_PER_DAY, preview.estimated_cost_usd)
-        active = await canvas_runs.create_run(session, plan)
+        active = await canvas_runs.create_run(session, plan=plan)
     if active is not None:
         raise ApiError(
             409,
@@ -281,7 +281,9 @@ async def cancel_run(
             if error.status != RPCStatusCode.NOT_FOUND:
                 raise
             async with state.sessions() as session:
-                plan = await canvas_runs.unstarted_plan(session, run_id, state.settings.CANVAS_RUN_MAX_PARALLEL)
+                plan = await canvas_runs.unstarted_plan(
+                    session, run_id=run_id, max_parallel=state.settings.CANVAS_RUN_MAX_PARALLEL
+                )
             if plan is None:
                 return view  # it ended meanwhile
             await canvas_run_start_confirmed(temporal, state.settings, state.autocommit_sessions, plan)

@@ -26,7 +26,7 @@ from models.schemas import (
     NodePosition,
     RequestModel,
 )
-from store import canvases, runs
+from store import canvas_nodes, canvases
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ async def list_boards(session: SessionDep) -> CanvasList:
 async def create_board(state: StateDep, body: NewCanvas | None = None) -> Board:
     """A new, empty canvas with a fresh id."""
     async with transaction(state.sessions) as session:
-        canvas = await canvases.create_canvas(session, (body or NewCanvas()).name)
+        canvas = await canvases.create_canvas(session, name=(body or NewCanvas()).name)
     return await read_board_or_404(state, canvas.id)
 
 
@@ -81,7 +81,7 @@ async def save_board(
     expected = body.version if body.version is not None else parse_if_match(if_match)
     try:
         async with transaction(state.sessions) as session:
-            await canvases.save_board(session, canvas_id, body, expected_version=expected)
+            await canvases.save_board(session, canvas_id=canvas_id, board=body, expected_version=expected)
     except canvases.StaleBoard as stale:
         raise ApiError(
             409,
@@ -107,7 +107,7 @@ def parse_if_match(value: str | None) -> int | None:
 async def rename_board(canvas_id: CanvasIdPath, body: CanvasRename, state: StateDep) -> Board:
     """Rename the canvas."""
     async with transaction(state.sessions) as session:
-        renamed = await canvases.rename_canvas(session, canvas_id, body.name)
+        renamed = await canvases.rename_canvas(session, canvas_id=canvas_id, name=body.name)
     if not renamed:
         raise ApiError(404, "canvas_not_found", f"No canvas {canvas_id!r}.")
     return await read_board_or_404(state, canvas_id)
@@ -118,7 +118,7 @@ async def delete_board(canvas_id: CanvasIdPath, state: StateDep) -> Response:
     """Delete the canvas: its board goes, its running jobs and canvas runs are cancelled, and it answers 404 from
     then on. Its jobs' records and images stay."""
     async with transaction(state.sessions) as session:
-        deleted = await canvases.delete_canvas(session, canvas_id)
+        deleted = await canvases.delete_canvas(session, canvas_id=canvas_id)
     if deleted is None:
         raise ApiError(404, "canvas_not_found", f"No canvas {canvas_id!r}.")
     await cancel_all(state, [*deleted.canvas_run_ids, *deleted.job_ids])
@@ -145,7 +145,7 @@ async def cancel_all(state: StateDep, workflow_ids: list[str]) -> None:
 
 async def read_board_or_404(state: StateDep, canvas_id: str) -> Board:
     async with state.sessions() as session:
-        board = await canvases.read_board(session, canvas_id)
+        board = await canvases.read_board(session, canvas_id=canvas_id)
     if board is None:
         raise ApiError(404, "canvas_not_found", f"No canvas {canvas_id!r}; create one with POST /v1/canvases.")
     return board
@@ -154,7 +154,9 @@ async def read_board_or_404(state: StateDep, canvas_id: str) -> Board:
 @router.get("/{workflowId}/nodes", response_model=CanvasNodes)
 async def list_canvas_nodes(canvas_id: CanvasIdPath, session: SessionDep) -> CanvasNodes:
     """The canvas' nodes as React Flow nodes (`{id, type, position, data}`)."""
-    return CanvasNodes(items=[CanvasNode.from_row(node) for node in await runs.list_nodes(session, canvas_id)])
+    return CanvasNodes(
+        items=[CanvasNode.from_row(node) for node in await canvas_nodes.list_nodes(session, canvas_id=canvas_id)]
+    )
 
 
 @router.put("/{workflowId}/nodes/{node_id}", response_model=CanvasNode, responses={422: {"model": ErrorBody}})
@@ -166,7 +168,7 @@ async def upsert_canvas_node(
 ) -> CanvasNode:
     """Create or replace a node's type, position and data; the fields a job writes stay the job's."""
     async with transaction(state.sessions) as session:
-        node = await runs.upsert_node(
+        node = await canvas_nodes.upsert_node(
             session,
             canvas_id=canvas_id,
             node_id=node_id,

@@ -39,7 +39,7 @@ from models.schemas import (
 )
 from models.tables import RunEvent
 from models.vocabulary import TERMINAL_EVENT_KINDS
-from store import canvas_runs, canvases, runs
+from store import canvas_nodes, canvas_runs, canvases, run_events, runs
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ async def stream_job_events(job_id: str, state: StateDep, last_event_id: LastEve
     after = parse_last_event_id(last_event_id)
     # Streams borrow a pooled connection only while they read, never for their whole life.
     async with state.sessions() as session:
-        if await runs.get_run(session, job_id) is None:
+        if await runs.get_run(session, job_id=job_id) is None:
             raise ApiError(404, "job_not_found", f"No job {job_id!r}.")
 
     async def events() -> AsyncIterator[ServerSentEvent]:
@@ -128,8 +128,8 @@ async def stream_job_events(job_id: str, state: StateDep, last_event_id: LastEve
                 async with state.sessions() as reader:
                     # Read the status before the events: a run that had ended then has its final event
                     # among them, so an empty read of an ended run means the stream is complete.
-                    finished = await runs.is_finished(reader, job_id)
-                    stored = await runs.list_events(reader, job_id, after_id=after)
+                    finished = await runs.is_finished(reader, job_id=job_id)
+                    stored = await run_events.list_events(reader, job_id=job_id, after_id=after)
                 ended = finished and not stored
                 for event in stored:
                     yield job_event(event)
@@ -161,7 +161,7 @@ async def stream_canvas_events(
     after = parse_last_event_id(last_event_id)
     if not after:
         async with state.sessions() as session:
-            after = await runs.last_canvas_event_id(session, canvas_id)
+            after = await run_events.last_canvas_event_id(session, canvas_id=canvas_id)
 
     async def events() -> AsyncIterator[ServerSentEvent]:
         nonlocal after
@@ -172,9 +172,9 @@ async def stream_canvas_events(
             while True:
                 wake.clear()
                 async with state.sessions() as reader:
-                    board = await canvases.board_version(reader, canvas_id)
-                    nodes = await runs.list_nodes(reader, canvas_id)
-                    stored = await runs.list_canvas_events(reader, canvas_id, after_id=after)
+                    board = await canvases.board_version(reader, canvas_id=canvas_id)
+                    nodes = await canvas_nodes.list_nodes(reader, canvas_id=canvas_id)
+                    stored = await run_events.list_canvas_events(reader, canvas_id=canvas_id, after_id=after)
                     changed_runs = await changed_canvas_runs(reader, canvas_id, sent_runs)
                 if board_seen is not None and board != board_seen:
                     # A save (another tab's, say) may have deleted nodes or changed edges: reload the board.
@@ -199,10 +199,10 @@ async def stream_canvas_events(
 async def changed_canvas_runs(session: AsyncSession, canvas_id: str, sent: dict[str, str]) -> list[CanvasRunView]:
     """The canvas' recent runs that changed since they were last sent (`sent` is updated)."""
     views = []
-    for run_id, fingerprint in (await canvas_runs.recent_run_versions(session, canvas_id)).items():
+    for run_id, fingerprint in (await canvas_runs.recent_run_versions(session, canvas_id=canvas_id)).items():
         if sent.get(run_id) == fingerprint:
             continue
-        found = await canvas_runs.read_run(session, canvas_id, run_id)
+        found = await canvas_runs.read_run(session, canvas_id=canvas_id, run_id=run_id)
         if found is not None:
             sent[run_id] = fingerprint
             views.append(CanvasRunView.from_rows(*found))

@@ -96,7 +96,7 @@ async def inputs_hash(state: StateDep, body: StartImageJobRequest, job: ImageJob
     made_from: dict[str, str] = {}
     if previous:
         async with state.sessions() as session:
-            made_from = await canvas_runs.image_hashes(session, job.canvas_id, [previous])
+            made_from = await canvas_runs.image_hashes(session, canvas_id=job.canvas_id, image_urls=[previous])
     return content_hash(job_settings(body, job), input_key(previous, made_from))
 
 
@@ -119,7 +119,7 @@ def resolve_model(state: StateDep, provider: str, model: str) -> Resolution:
 async def admit_within_budget(session: AsyncSession, budget: float, estimate: float) -> None:
     """store/budget.admit, refusing with 429 `budget_exceeded` until the next UTC midnight."""
     try:
-        await admit(session, estimate, budget)
+        await admit(session, estimate=estimate, budget=budget)
     except BudgetExceeded as error:
         retry = {"Retry-After": str(seconds_until_utc_midnight())}
         raise ApiError(429, "budget_exceeded", error.message, headers=retry) from error
@@ -135,7 +135,7 @@ def same_request(run: Run, job: ImageJobInput) -> bool:
 
 
 async def get_run_or_404(session: SessionDep, job_id: str) -> Run:
-    run = await runs.get_run(session, job_id)
+    run = await runs.get_run(session, job_id=job_id)
     if run is None:
         raise ApiError(404, "job_not_found", f"No job {job_id!r}.")
     return run
@@ -156,13 +156,13 @@ async def launch(
     if state.settings.BUDGET_USD_PER_DAY is not None and job.estimated_cost_usd:
         # A priced job under a budget: admitted and recorded under the budget's lock (a repeat is not charged).
         async with transaction(state.sessions) as session:
-            if await runs.get_run(session, job.job_id) is None:
+            if await runs.get_run(session, job_id=job.job_id) is None:
                 await admit_within_budget(session, state.settings.BUDGET_USD_PER_DAY, job.estimated_cost_usd)
-            recorded = await runs.record_run(session, job, effective=effective)
+            recorded = await runs.record_run(session, job=job, effective=effective)
     else:
         # One statement, atomic by itself: no transaction round trips around it.
         async with state.autocommit_sessions() as session:
-            recorded = await runs.record_run(session, job, effective=effective)
+            recorded = await runs.record_run(session, job=job, effective=effective)
     run = recorded.run
     if not recorded.created:
         if not same_request(run, job):

@@ -12,7 +12,7 @@ from pydantic import Field
 from api.deps import SessionDep
 from models.schemas import CamelModel
 from models.vocabulary import JobStatus
-from store import runs
+from store import stats
 
 DEFAULT_WINDOW = timedelta(hours=24)
 
@@ -51,12 +51,12 @@ async def job_stats(
 ) -> JobStats:
     """How many jobs are in each status, overall or for one canvas; and per provider and model, the jobs created
     since `since`: outcomes, p50/p95 seconds to complete, cost, 429s and polling timeouts."""
-    counts = await runs.count_by_status(session, canvas_id=canvas_id)
+    counts = await stats.count_by_status(session, canvas_id=canvas_id)
     by_status = {status.value: counts.get(status, 0) for status in JobStatus}
     start = datetime.now(UTC) - DEFAULT_WINDOW if since is None else since
     if start.tzinfo is None:  # a time without an offset is read as UTC
         start = start.replace(tzinfo=UTC)
-    rows = await runs.provider_stats(session, since=start, canvas_id=canvas_id)
+    rows = await stats.provider_stats(session, since=start, canvas_id=canvas_id)
     return JobStats(
         workflow_id=canvas_id,
         total=sum(by_status.values()),

@@ -56,7 +56,7 @@ async def checked_url(state: StateDep, url: str) -> str:
 
 
 async def endpoint_or_404(session: SessionDep, endpoint_id: str) -> WebhookEndpoint:
-    endpoint = await outbound.get_endpoint(session, endpoint_id)
+    endpoint = await outbound.get_endpoint(session, endpoint_id=endpoint_id)
     if endpoint is None:
         raise ApiError(404, "endpoint_not_found", f"No webhook endpoint {endpoint_id!r}.")
     return endpoint
@@ -98,7 +98,7 @@ async def update_endpoint(
     )
     async with transaction(state.sessions) as session:
         endpoint = await endpoint_or_404(session, endpoint_id)
-        await outbound.update_endpoint(session, endpoint, change)
+        await outbound.update_endpoint(session, endpoint=endpoint, change=change)
         return WebhookEndpointView.of(endpoint)
 
 
@@ -106,7 +106,7 @@ async def update_endpoint(
 async def delete_endpoint(endpoint_id: EndpointIdPath, state: StateDep) -> Response:
     """The endpoint and its delivery log; nothing more is sent to it."""
     async with transaction(state.sessions) as session:
-        if not await outbound.delete_endpoint(session, endpoint_id):
+        if not await outbound.delete_endpoint(session, endpoint_id=endpoint_id):
             raise ApiError(404, "endpoint_not_found", f"No webhook endpoint {endpoint_id!r}.")
     return Response(status_code=204)
 
@@ -117,7 +117,7 @@ async def rotate_secret(endpoint_id: EndpointIdPath, state: StateDep) -> Webhook
     to the new secret at any moment of that day."""
     async with transaction(state.sessions) as session:
         endpoint = await endpoint_or_404(session, endpoint_id)
-        await outbound.rotate_secret(session, endpoint)
+        await outbound.rotate_secret(session, endpoint=endpoint)
         return WebhookEndpointWithSecret.of(endpoint)
 
 
@@ -130,7 +130,7 @@ async def list_deliveries(
 ) -> DeliveryList:
     """The endpoint's deliveries, newest first (kept 30 days): each attempt's answer and the next attempt."""
     await endpoint_or_404(session, endpoint_id)
-    found = await outbound.list_deliveries(session, endpoint_id, status=status, limit=limit)
+    found = await outbound.list_deliveries(session, endpoint_id=endpoint_id, status=status, limit=limit)
     return DeliveryList(items=[DeliveryView.of(delivery) for delivery in found])
 
 
@@ -145,11 +145,11 @@ async def replay_delivery(
 ) -> DeliveryView:
     """Send the event again now, with the same `webhook-id` and body (one attempt; its answer is logged)."""
     async with transaction(state.sessions) as session:
-        found = await outbound.delivery_and_endpoint(session, delivery_id)
+        found = await outbound.delivery_and_endpoint(session, delivery_id=delivery_id)
         if found is None or found[1].id != endpoint_id:
             raise ApiError(404, "delivery_not_found", f"No delivery {delivery_id!r} to endpoint {endpoint_id!r}.")
         delivery = found[0]
-        await outbound.reopen_for_replay(session, delivery)
+        await outbound.reopen_for_replay(session, delivery=delivery)
         view = DeliveryView.of(delivery)
     replay = OutboundDeliveryInput(delivery_id, [0.0])
     try:

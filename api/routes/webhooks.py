@@ -29,7 +29,7 @@ from models.schemas import ErrorBody, WebhookRefusalView
 from models.vocabulary import TERMINAL_STATUSES
 from providers.base import ImageProvider
 from providers.webhooks import verify_generic_signature, verify_job_token
-from store import deliveries, runs
+from store import deliveries, jsonb
 from store.deliveries import Delivery, WebhookTarget
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ async def handle_webhook(
     # One statement on an autocommit session, holding a connection only while it runs: in a storm of webhooks a
     # request that held one while waiting on anything else would leave every request waiting on every other.
     async with state.autocommit_sessions() as session:
-        target = await deliveries.take_delivery(session, delivery)
+        target = await deliveries.take_delivery(session, delivery=delivery)
     if target is None:
         await refuse(state, provider, job_id, 404, "job_not_found", f"no job {job_id!r}")
     problem = binding_problem(target, job_id, provider)
@@ -187,7 +187,7 @@ def delivery_result(target: WebhookTarget) -> str:
 def timeline_json(provider: str, event: ProviderEvent) -> str:
     """The delivery as the job's timeline shows it (a `webhook` event)."""
     progress = f" ({event.progress:.0f}%)" if event.progress is not None else ""
-    return runs.storable_json(
+    return jsonb.storable_json(
         {
             "providerStatus": event.status,
             "progress": event.progress,

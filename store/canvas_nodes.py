@@ -1,0 +1,183 @@
+"""`workflow_nodes`: the canvas' React Flow nodes, and the fields a job owns on its node (status, progress, result),
+written only while the job owns the node and never over an end already shown."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import TextClause, text
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
+
+from models.guards import assert_storable_json
+from models.payloads import NodeUpdate
+from models.tables import WorkflowNode
+from models.vocabulary import (
+    ENDED_NODE_STATUSES,
+    JOB_OWNED_NODE_FIELDS,
+    NODE_STATUS_OF_JOB,
+    TERMINAL_STATUSES,
+    EventKind,
+    JobStatus,
+)
+from store.jsonb import storable_json
+from store.run_events import add_event
+from store.runs import ENDED_COST_SQL
+
+ENDED_NODE_SQL = ", ".join(f"'{status}'" for status in sorted(ENDED_NODE_STATUSES))
+
+
+def _update_node_sql(*, with_cost: bool) -> TextClause:
+    # A job's end shows its cost, by the rule `transition` applies to the run (the node is written first);
+    # progress writes skip it.
+    cost = (
+        f"   || COALESCE((SELECT jsonb_build_object('costUsd', {ENDED_COST_SQL}) FROM runs"
+        f"      WHERE id = :job AND {ENDED_COST_SQL} IS NOT NULL), '{{}}')"
+    )
+    return text(
+        "UPDATE workflow_nodes SET node_data = (node_data - CAST(:unset AS text[])) || CAST(:patch AS jsonb)"
+        + (cost if with_cost else "")
+        + "   || jsonb_build_object('updatedAt', now()),"
+        " version = version + 1, updated_at = now()"
+        " WHERE canvas_id = :canvas AND id = :node AND owner_job_id = :job"
+        "   AND NOT (node_data @> CAST(:patch AS jsonb) AND NOT node_data ?| CAST(:unset AS text[]))"
+        f"   AND NOT (node_data->>'jobId' = :job AND node_data->>'status' IN ({ENDED_NODE_SQL}))"
+        " RETURNING id"
+    )
+
+
+_UPDATE_NODE = _update_node_sql(with_cost=False)
+
+
+_UPDATE_ENDED_NODE = _update_node_sql(with_cost=True)
+
+
+# A cancelled job gives its node back as it was before: the newest job that ended there (its status, error and
+# cost; the image it made never left the node), or no job at all. The node is no longer the job's to write.
+_RESTORE_NODE = text(
+    "UPDATE workflow_nodes SET node_data = (node_data - CAST(:job_keys AS text[]))"
+    "   || COALESCE((SELECT jsonb_strip_nulls(jsonb_build_object("
+    "       'jobId', r.id, 'status', CASE r.status WHEN 'completed' THEN 'completed' ELSE 'error' END,"
+    "       'progress', CASE r.status WHEN 'completed' THEN 100 END, 'error', r.error,"
+    "       'costUsd', r.cost_usd, 'estimatedCostUsd', r.estimated_cost_usd))"
+    "     FROM runs r WHERE r.canvas_id = :canvas AND r.node_id = :node AND r.id <> :job"
+    "       AND r.status IN ('completed', 'failed')"
+    "     ORDER BY r.finished_at DESC NULLS LAST LIMIT 1), '{}')"
+    "   || jsonb_build_object('updatedAt', now()),"
+    " owner_job_id = NULL, owner_since = NULL, version = version + 1, updated_at = now()"
+    " WHERE canvas_id = :canvas AND id = :node AND owner_job_id = :job"
+    " RETURNING id"
+)
+
+
+# The fields a job writes on its node that the restore puts back (its image fields stay as they are).
+RESTORED_KEYS = ("jobId", "status", "progress", "error", "costUsd", "estimatedCostUsd", "retry")
+
+
+async def update_node(session: AsyncSession, *, update: NodeUpdate) -> bool:
+    """Merge job-owned fields into the node in one statement, only while `update.job_id` owns it and has not
+    shown an end there yet; a cancellation restores the node instead (`_RESTORE_NODE`).
+
+    An end is final on the node as on the run: a progress write or a `running` from an activity that outlived
+    its job's cancellation never covers the end. A write that would change nothing is skipped, so a retried
+    activity does not bump the node's version. Unset fields are absent from the node, never null.
+    """
+    keys = {"canvas": update.canvas_id, "node": update.node_id, "job": update.job_id}
+    if update.status == JobStatus.CANCELLED:
+        restored = await session.execute(_RESTORE_NODE, {**keys, "job_keys": list(RESTORED_KEYS)})
+        return restored.first() is not None
+    fields: dict[str, Any] = {
+        "jobId": update.job_id,
+        "status": NODE_STATUS_OF_JOB[JobStatus(update.status)],
+        "error": update.error,
+        "imageUrl": update.image_url,
+        "imageUrls": update.image_urls,
+        "thumbnailUrl": update.thumbnail_url,
+        "progress": update.progress,
+    }
+    patch = {key: value for key, value in fields.items() if value is not None}
+    unset = ["retry", *(["error"] if update.error is None else [])]
+    updated = await session.execute(
+        _UPDATE_ENDED_NODE if update.status in TERMINAL_STATUSES else _UPDATE_NODE,
+        {
+            **keys,
+            "patch": storable_json(patch, what="node"),
+            "unset": unset,
+            "status": update.status,
+            "cost": update.cost_usd,
+        },
+    )
+    return updated.first() is not None
+
+
+async def note_retry(session: AsyncSession, *, update: NodeUpdate, message: str, attempt: int) -> None:
+    """A failed attempt that will be tried again, said where people look: a `log` event (`data.moment` `retry`) and
+    the node's `retry` note, which the job's next write to the node clears."""
+    await add_event(
+        session,
+        run_id=update.job_id,
+        kind=EventKind.LOG,
+        message=message,
+        payload={"moment": "retry"},
+        dedupe_key=f"retry-{attempt}",
+    )
+    await session.execute(
+        text(
+            "UPDATE workflow_nodes SET node_data = node_data || jsonb_build_object('retry', CAST(:note AS text)),"
+            " version = version + 1, updated_at = now()"
+            " WHERE canvas_id = :canvas AND id = :node AND owner_job_id = :job"
+        ),
+        {"note": message, "canvas": update.canvas_id, "node": update.node_id, "job": update.job_id},
+    )
+
+
+async def list_nodes(session: AsyncSession, *, canvas_id: str) -> list[WorkflowNode]:
+    # Nodes saved in one transaction share created_at; their ids keep the order stable.
+    query = (
+        select(WorkflowNode)
+        .where(WorkflowNode.canvas_id == canvas_id)
+        .order_by(col(WorkflowNode.created_at), col(WorkflowNode.id))
+    )
+    return list((await session.execute(query)).scalars())
+
+
+async def upsert_node(
+    session: AsyncSession,
+    *,
+    canvas_id: str,
+    node_id: str,
+    node_type: str | None,
+    position: dict[str, Any] | None,
+    data: dict[str, Any] | None,
+    only_if_changed: bool = False,
+) -> WorkflowNode:
+    """Create or replace a node's type, position and data as the canvas sends them.
+
+    The job-owned fields (result, status, progress) stay the job's: they are taken from the stored row,
+    which is locked for the statement's transaction so a job's write cannot slip in between. With
+    `only_if_changed`, a node that would stay as it is keeps its version (and no open board hears of it).
+    """
+    assert_storable_json(data or {}, what="node data")
+    existing = await session.execute(
+        select(WorkflowNode).where(WorkflowNode.canvas_id == canvas_id, WorkflowNode.id == node_id).with_for_update()
+    )
+    node = existing.scalars().first()
+    if node is None:
+        node = WorkflowNode(canvas_id=canvas_id, id=node_id, node_data={}, position={"x": 0, "y": 0}, version=0)
+        session.add(node)
+    before = (dict(node.node_data), dict(node.position), node.node_type)
+    if data is not None:
+        owned = {key: node.node_data[key] for key in JOB_OWNED_NODE_FIELDS if key in node.node_data}
+        user_data = {key: value for key, value in data.items() if key not in JOB_OWNED_NODE_FIELDS}
+        node.node_data = {**user_data, **owned}
+    if position is not None:
+        node.position = position
+    if node_type is not None:
+        node.node_type = node_type
+    if only_if_changed and node.version and before == (node.node_data, node.position, node.node_type):
+        return node
+    node.version += 1
+    node.updated_at = datetime.now(UTC)
+    await session.flush()
+    return node
