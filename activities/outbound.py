@@ -132,7 +132,7 @@ async def event_body(session: AsyncSession, delivery: OutboundDelivery) -> bytes
 async def subject_view(session: AsyncSession, delivery: OutboundDelivery) -> dict[str, Any] | None:
     """The job's record or the canvas run's view, as the API shows it."""
     if delivery.event_type.startswith("canvas_run."):
-        run = await canvas_runs.read_run_by_id(session, run_id=delivery.subject_id)
+        run = await canvas_runs.read_canvas_run_by_id(session, run_id=delivery.subject_id)
         return CanvasRunView.from_rows(*run).model_dump(mode="json", by_alias=True) if run else None
     job = await runs.get_run(session, job_id=delivery.subject_id)
     return ImageJobRecord.readable(job).model_dump(mode="json", by_alias=True, exclude_none=True) if job else None

@@ -132,6 +132,6 @@ class CanvasRunActivities:
     @activity.defn
     async def finish_canvas_run(self, finished: CanvasRunFinished) -> None:
         async with transaction(self.sessions) as session:
-            await canvas_runs.finish_run(session, run_id=finished.run_id, status=finished.status)
+            await canvas_runs.finish_canvas_run(session, run_id=finished.run_id, status=finished.status)
         if self.outbound is not None:
             await self.outbound.start_for(finished.run_id)

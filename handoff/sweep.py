@@ -325,7 +325,7 @@ async def _sweep_canvas_runs(
     client: Client, settings: Settings, sessions: async_sessionmaker[AsyncSession], older_than_seconds: float
 ) -> int:
     async with sessions() as session:
-        plans = await canvas_runs.unstarted_runs(
+        plans = await canvas_runs.unstarted_canvas_runs(
             session,
             older_than_seconds=older_than_seconds,
             limit=SWEEP_BATCH,

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from models.vocabulary import JobStatus
+from models.vocabulary import DeliveryStatus, JobStatus, NodeRunState, Priority
 
 ProviderStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL_PROVIDER_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
@@ -67,7 +67,7 @@ class ImageJobInput:
     metadata: dict[str, Any] = field(default_factory=dict)
     polling: PollingPlan = field(default_factory=PollingPlan)
     asynchronous: bool = False
-    priority: str = "normal"  # a models.vocabulary.Priority; set on the workflow at start, inherited by its tasks
+    priority: Priority = Priority.NORMAL  # set on the workflow at start, inherited by its tasks
     # From the model catalog at validation: the job's price as asked (None: unknown), the deprecation warnings
     # it carries, and the `provider:model` an operator's MODEL_ALIASES mapped to this one.
     estimated_cost_usd: float | None = None
@@ -231,10 +231,10 @@ class CancelAtProvider:
 
 
 @dataclass
-class JobState:
-    """The `status` query's answer: where the workflow is right now."""
+class JobSnapshot:
+    """The `status` query's answer: where the workflow is right now (queries are not recorded in histories)."""
 
-    phase: str
+    phase: JobStatus
     progress: float | None = None  # percent, 0-100
     provider_job_id: str | None = None
     error: str | None = None
@@ -273,7 +273,7 @@ class CanvasRunInput:
     nodes: list[RunNodePlan]
     force: bool = False
     max_parallel: int = 4
-    priority: str = "low"
+    priority: Priority = Priority.LOW
     trace_parent: str | None = None  # as ImageJobInput's
 
 
@@ -284,7 +284,7 @@ class NodeRunUpdate:
     run_id: str
     canvas_id: str
     node_id: str
-    state: str  # a models.vocabulary.NodeRunState
+    state: NodeRunState
     job_id: str | None = None
     image_url: str | None = None
     reason: str | None = None
@@ -293,7 +293,7 @@ class NodeRunUpdate:
 @dataclass
 class CanvasRunFinished:
     run_id: str
-    status: str  # a models.vocabulary.JobStatus
+    status: JobStatus
 
 
 @dataclass
@@ -320,5 +320,5 @@ class DeliveryAttemptOutcome:
     endpoint's own Retry-After (429, 503), which the next wait honours."""
 
     done: bool
-    status: str  # a models.vocabulary.DeliveryStatus
+    status: DeliveryStatus
     retry_after: float | None = None

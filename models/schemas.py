@@ -41,6 +41,7 @@ from models.vocabulary import (
     EventKind,
     JobStatus,
     NodeRunState,
+    NodeType,
     OutboundEvent,
     Priority,
     SpecStatus,
@@ -499,7 +500,7 @@ class BoardNode(CamelModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
     id: BoardId
-    type: str = Field(default="image_generation", max_length=64)
+    type: str = Field(default=NodeType.IMAGE_GENERATION, max_length=64)
     position: NodePosition = Field(default_factory=NodePosition)
     data: JsonObject = Field(default_factory=dict)
 

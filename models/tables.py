@@ -21,7 +21,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlmodel import Field, SQLModel
 
 from models.guards import json_check_sql
-from models.vocabulary import JobStatus
+from models.vocabulary import JobStatus, NodeType
 
 _STATUS_VALUES = ", ".join(f"'{status.value}'" for status in JobStatus)
 
@@ -136,7 +136,7 @@ class WorkflowNode(SQLModel, table=True):
 
     canvas_id: str = Field(primary_key=True, max_length=256)
     id: str = Field(primary_key=True, max_length=256)
-    node_type: str = Field(default="image", max_length=64)
+    node_type: str = Field(default=NodeType.IMAGE_GENERATION, max_length=64)
     node_data: dict[str, Any] = _jsonb(nullable=False, server_default="{}")
     position: dict[str, Any] = _jsonb(nullable=False, server_default='{"x": 0, "y": 0}')
     owner_job_id: str | None = Field(default=None, max_length=128)
@@ -267,16 +267,16 @@ class CanvasRun(SQLModel, table=True):
 
 
 class CanvasRunNode(SQLModel, table=True):
-    """One node's state in a canvas run; `content_hash` is what its inputs were, `position` its place in the
-    run's order (upstream before downstream)."""
+    """One node's state in a canvas run; `content_hash` is what its inputs were, `order` its place in the run's
+    order (upstream before downstream)."""
 
     __tablename__ = "canvas_run_nodes"
     __table_args__ = (CheckConstraint(json_check_sql("plan"), name="ck_canvas_run_nodes_plan_no_image_data"),)
 
-    run_id: str = Field(primary_key=True, max_length=128, foreign_key="canvas_runs.id")
+    canvas_run_id: str = Field(primary_key=True, max_length=128, foreign_key="canvas_runs.id")
     node_id: str = Field(primary_key=True, max_length=256)
     canvas_id: str = Field(max_length=256)
-    position: int
+    order: int
     upstream: str | None = Field(default=None, max_length=256)
     state: str = Field(default="pending", max_length=16)
     job_id: str | None = Field(default=None, max_length=128)

@@ -60,6 +60,15 @@ JOB_OWNED_NODE_FIELDS = (
     "runReason",
 )
 
+
+class NodeType(StrEnum):
+    """A React Flow node's `type` on the reference canvas: a prompt that generates an image, or an uploaded image that
+    feeds others. A node saved without a type is an image generation node."""
+
+    IMAGE_GENERATION = "image_generation"
+    UPLOADED_IMAGE = "image"
+
+
 # A node's status that shows its job's end (with those older nodes may still carry).
 ENDED_NODE_STATUSES = frozenset({NodeStatus.COMPLETED, NodeStatus.ERROR, "failed", "cancelled"})
 

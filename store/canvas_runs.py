@@ -18,7 +18,7 @@ from temporalio.converter import value_to_type
 from models.guards import STORED_WRAPPER_DEPTH, assert_storable_json
 from models.payloads import CachedImage, CanvasRunInput, NodeRunUpdate, RunNodePlan
 from models.tables import CanvasRun, CanvasRunNode, Run
-from models.vocabulary import FINISHED_NODE_STATES, JobStatus, NodeRunState, canvas_run_event
+from models.vocabulary import FINISHED_NODE_STATES, JobStatus, NodeRunState, Priority, canvas_run_event
 from store import outbound
 from store.canvases import lock_board
 
@@ -26,7 +26,7 @@ RECENT_RUNS = 3
 FINISHED_SQL = ", ".join(f"'{state}'" for state in sorted(FINISHED_NODE_STATES))
 
 
-async def active_run(session: AsyncSession, *, canvas_id: str) -> str | None:
+async def active_canvas_run(session: AsyncSession, *, canvas_id: str) -> str | None:
     """The board's run that has not ended, if any (a board runs one at a time)."""
     found = await session.execute(
         text(
@@ -37,25 +37,25 @@ async def active_run(session: AsyncSession, *, canvas_id: str) -> str | None:
     return found.scalar_one_or_none()
 
 
-async def create_run(session: AsyncSession, *, plan: CanvasRunInput) -> str | None:
+async def create_canvas_run(session: AsyncSession, *, plan: CanvasRunInput) -> str | None:
     """The run, a pending row per node in run order with its plan, and `pending` on the board's nodes; the run's
     workflow is started after the commit (handoff/sweep.py). Returns None, or the board's active run instead of
     creating anything: the board's lock (taken by saves too) makes the check and the insert one step."""
     await lock_board(session, canvas_id=plan.canvas_id)
-    active = await active_run(session, canvas_id=plan.canvas_id)
+    active = await active_canvas_run(session, canvas_id=plan.canvas_id)
     if active is not None:
         return active
     session.add(CanvasRun(id=plan.run_id, canvas_id=plan.canvas_id, priority=plan.priority, forced=plan.force))
     await session.flush()
-    for position, node in enumerate(plan.nodes):
+    for order, node in enumerate(plan.nodes):
         stored_plan = dataclasses.asdict(node)
         assert_storable_json(stored_plan, what=f"node {node.node_id}'s plan", wrapper_depth=STORED_WRAPPER_DEPTH)
         session.add(
             CanvasRunNode(
-                run_id=plan.run_id,
+                canvas_run_id=plan.run_id,
                 node_id=node.node_id,
                 canvas_id=plan.canvas_id,
-                position=position,
+                order=order,
                 upstream=node.upstream,
                 content_hash=node.content_hash,
                 job_id=node.job.job_id,
@@ -64,12 +64,12 @@ async def create_run(session: AsyncSession, *, plan: CanvasRunInput) -> str | No
         )
     await session.flush()
     nodes = [node.node_id for node in plan.nodes]
-    await _forget_earlier_runs(session, plan.canvas_id, nodes)
+    await _forget_earlier_canvas_runs(session, plan.canvas_id, nodes)
     await _show_on_board(session, plan.canvas_id, nodes, plan.run_id, NodeRunState.PENDING, None)
     return None
 
 
-async def _forget_earlier_runs(session: AsyncSession, canvas_id: str, in_run: list[str]) -> None:
+async def _forget_earlier_canvas_runs(session: AsyncSession, canvas_id: str, in_run: list[str]) -> None:
     """The board shows the newest run only: the nodes it leaves out drop what an earlier run said of them."""
     await session.execute(
         text(
@@ -80,7 +80,7 @@ async def _forget_earlier_runs(session: AsyncSession, canvas_id: str, in_run: li
     )
 
 
-async def unstarted_runs(
+async def unstarted_canvas_runs(
     session: AsyncSession, *, older_than_seconds: float, limit: int, max_parallel: int
 ) -> list[CanvasRunInput]:
     """The plans of runs recorded over `older_than_seconds` ago whose workflow start was never confirmed."""
@@ -104,7 +104,7 @@ async def unstarted_plan(session: AsyncSession, *, run_id: str, max_parallel: in
 
 async def _stored_plan(session: AsyncSession, run: CanvasRun, max_parallel: int) -> CanvasRunInput:
     nodes = await session.execute(
-        select(CanvasRunNode.plan).where(CanvasRunNode.run_id == run.id).order_by(col(CanvasRunNode.position))
+        select(CanvasRunNode.plan).where(CanvasRunNode.canvas_run_id == run.id).order_by(col(CanvasRunNode.order))
     )
     return CanvasRunInput(
         run_id=run.id,
@@ -112,7 +112,7 @@ async def _stored_plan(session: AsyncSession, run: CanvasRun, max_parallel: int)
         nodes=[value_to_type(RunNodePlan, plan) for plan in nodes.scalars()],
         force=run.forced,
         max_parallel=max_parallel,
-        priority=run.priority,
+        priority=Priority(run.priority),
     )
 
 
@@ -129,7 +129,7 @@ async def fail_unstartable(session: AsyncSession, *, plan: CanvasRunInput, reaso
     for node in plan.nodes:
         update = NodeRunUpdate(plan.run_id, plan.canvas_id, node.node_id, NodeRunState.FAILED, reason=reason)
         await set_node_state(session, update=update, only_unfinished=True)
-    await finish_run(session, run_id=plan.run_id, status=JobStatus.FAILED)
+    await finish_canvas_run(session, run_id=plan.run_id, status=JobStatus.FAILED)
 
 
 async def _show_on_board(
@@ -197,7 +197,7 @@ async def set_node_state(session: AsyncSession, *, update: NodeRunUpdate, only_u
             " image_url = COALESCE(:image, image_url), reason = :reason, version = version + 1,"
             " started_at = CASE WHEN :state = 'running' THEN COALESCE(started_at, now()) ELSE started_at END,"
             " finished_at = CASE WHEN :finished THEN COALESCE(finished_at, now()) ELSE finished_at END"
-            " WHERE run_id = :run AND node_id = :node AND state IS DISTINCT FROM :state"
+            " WHERE canvas_run_id = :run AND node_id = :node AND state IS DISTINCT FROM :state"
             + unfinished_only
             + " RETURNING node_id"
         ),
@@ -216,7 +216,7 @@ async def set_node_state(session: AsyncSession, *, update: NodeRunUpdate, only_u
     await _show_on_board(session, update.canvas_id, [update.node_id], update.run_id, update.state, update.reason)
 
 
-async def finish_run(session: AsyncSession, *, run_id: str, status: str) -> None:
+async def finish_canvas_run(session: AsyncSession, *, run_id: str, status: str) -> None:
     """The run's end (a run that ends has had its workflow, or never will: nothing is left to start), and its
     outbound event in the same transaction."""
     finished = await session.execute(
@@ -231,35 +231,35 @@ async def finish_run(session: AsyncSession, *, run_id: str, status: str) -> None
         await outbound.enqueue(session, event=canvas_run_event(status), subject_id=run_id)
 
 
-RunRows = tuple[CanvasRun, list[tuple[CanvasRunNode, Run | None]]]
+CanvasRunRows = tuple[CanvasRun, list[tuple[CanvasRunNode, Run | None]]]
 
 
-async def read_run(session: AsyncSession, *, canvas_id: str, run_id: str) -> RunRows | None:
+async def read_canvas_run(session: AsyncSession, *, canvas_id: str, run_id: str) -> CanvasRunRows | None:
     """The run, and its nodes in run order each with its job's record (None before the job exists)."""
-    found = await read_run_by_id(session, run_id=run_id)
+    found = await read_canvas_run_by_id(session, run_id=run_id)
     return found if found is not None and found[0].canvas_id == canvas_id else None
 
 
-async def read_run_by_id(session: AsyncSession, *, run_id: str) -> RunRows | None:
-    """`read_run` without the canvas (for those who know only the run's id)."""
+async def read_canvas_run_by_id(session: AsyncSession, *, run_id: str) -> CanvasRunRows | None:
+    """`read_canvas_run` without the canvas (for those who know only the run's id)."""
     run = await session.get(CanvasRun, run_id)
     if run is None:
         return None
     found = await session.execute(
         select(CanvasRunNode, Run)
         .outerjoin(Run, col(Run.id) == col(CanvasRunNode.job_id))
-        .where(CanvasRunNode.run_id == run_id)
-        .order_by(col(CanvasRunNode.position))
+        .where(CanvasRunNode.canvas_run_id == run_id)
+        .order_by(col(CanvasRunNode.order))
     )
     return run, [(node, job) for node, job in found.all()]
 
 
-async def recent_run_versions(session: AsyncSession, *, canvas_id: str) -> dict[str, str]:
+async def recent_canvas_run_versions(session: AsyncSession, *, canvas_id: str) -> dict[str, str]:
     """The canvas' newest runs, each with a fingerprint that moves whenever the run or one of its nodes changes."""
     found = await session.execute(
         text(
             "SELECT r.id, r.status || ':' || sum(n.version) FROM canvas_runs r"
-            " JOIN canvas_run_nodes n ON n.run_id = r.id"
+            " JOIN canvas_run_nodes n ON n.canvas_run_id = r.id"
             " WHERE r.id IN (SELECT id FROM canvas_runs WHERE canvas_id = :canvas ORDER BY created_at DESC LIMIT :n)"
             " GROUP BY r.id, r.status"
         ),

@@ -56,7 +56,7 @@ async def record_run_without_starting(stack: Stack, sessions: async_sessionmaker
     assert board is not None
     plan = plan_run(state, board, CanvasRunRequest(), "run_" + uuid.uuid4().hex, {})  # type: ignore[arg-type]
     async with transaction(sessions) as session:
-        assert await canvas_runs.create_run(session, plan=plan) is None
+        assert await canvas_runs.create_canvas_run(session, plan=plan) is None
     return plan.run_id
 
 

@@ -1,4 +1,5 @@
-"""A job recorded before the contract change (migration 0003) still reads correctly after it."""
+"""Rows written before a migration read correctly after it: a job from before the contract change (0003), and a
+canvas run from before its columns were renamed (0015)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from core.db import libpq_url, run_migrations, session_factory
 from models.schemas import ImageJobRecord, ImageProgressEvent
-from store import canvas_nodes, run_events, runs
+from models.vocabulary import NodeRunState
+from store import canvas_nodes, canvas_runs, run_events, runs
 
 
 @pytest.fixture
@@ -67,3 +69,35 @@ async def test_a_job_recorded_before_0003_reads_in_the_new_shapes(fresh_database
     progress = ImageProgressEvent.from_event(event)
     assert (progress.progress, progress.message) == (45, "45%")
     assert node.node_data["progress"] == 100
+
+
+async def test_a_canvas_run_recorded_before_0015_reads_under_its_new_column_names(fresh_database: str) -> None:
+    run_migrations(fresh_database, "0014")
+    with psycopg.connect(libpq_url(fresh_database), autocommit=True) as old:
+        old.execute("INSERT INTO canvas_runs (id, canvas_id, status) VALUES ('crun_old', 'canvas-old', 'completed')")
+        for position, node in enumerate(["b", "a"]):  # stored out of id order, so the test sees `order` sort
+            old.execute(
+                "INSERT INTO canvas_run_nodes (run_id, node_id, canvas_id, position, state, content_hash)"
+                " VALUES ('crun_old', %s, 'canvas-old', %s, 'completed', 'h')",
+                (node, position),
+            )
+    run_migrations(fresh_database, "head")
+
+    with psycopg.connect(libpq_url(fresh_database), autocommit=True) as listener:
+        listener.execute("LISTEN imagejobs")
+        listener.execute("UPDATE canvas_run_nodes SET version = version + 1 WHERE node_id = 'a'")
+        notice = next(listener.notifies(timeout=5, stop_after=1))
+    engine = create_async_engine(fresh_database)
+    try:
+        async with session_factory(engine)() as session:
+            found = await canvas_runs.read_canvas_run(session, canvas_id="canvas-old", run_id="crun_old")
+    finally:
+        await engine.dispose()
+    assert found is not None
+    run, nodes = found
+    assert run.status == "completed"
+    assert [(node.canvas_run_id, node.node_id, node.order, node.state) for node, _job in nodes] == [
+        ("crun_old", "b", 0, NodeRunState.COMPLETED),
+        ("crun_old", "a", 1, NodeRunState.COMPLETED),
+    ]
+    assert json.loads(notice.payload) == {"kind": "canvas_run", "canvasId": "canvas-old", "canvasRunId": "crun_old"}

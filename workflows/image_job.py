@@ -28,7 +28,7 @@ with workflow.unsafe.imports_passed_through():
         CancelAtProvider,
         GenerationResult,
         ImageJobInput,
-        JobState,
+        JobSnapshot,
         NodeUpdate,
         PollingPlan,
         PollRequest,
@@ -73,7 +73,7 @@ class ImageJobWorkflow:
     """A durable image job; the workflow id is the job id."""
 
     def __init__(self) -> None:
-        self._state = JobState(phase="pending")
+        self._state = JobSnapshot(phase=JobStatus.PENDING)
         self._progress_events: list[ProviderEvent] = []
         self._terminal_event: ProviderEvent | None = None
         self._seen_deliveries: set[str] = set()
@@ -82,7 +82,7 @@ class ImageJobWorkflow:
         self._strays_cancelled = 0
 
     @workflow.query
-    def status(self) -> JobState:
+    def status(self) -> JobSnapshot:
         return self._state
 
     @workflow.signal
@@ -118,7 +118,7 @@ class ImageJobWorkflow:
         try:
             await self._db_step(RunActivities.create_run, job)
             await self._db_step(RunActivities.mark_running, job)
-            self._state.phase = "running"
+            self._state.phase = JobStatus.RUNNING
             timings["queued"] = _seconds_since(started)
             mark = workflow.now()
             result = await self._provider_step(job)
@@ -132,7 +132,7 @@ class ImageJobWorkflow:
                 RunActivities.complete_run,
                 RunTransition(job_id=job.job_id, status=JobStatus.COMPLETED, result=result, timings=timings),
             )
-            self._state.phase = "completed"
+            self._state.phase = JobStatus.COMPLETED
             self._state.progress = 100.0
             return result
         except (asyncio.CancelledError, CancelledError):
@@ -316,7 +316,7 @@ class ImageJobWorkflow:
         return await workflow.execute_activity_method(step, argument, **DB_STEP)
 
     async def _finish_failed(self, job: ImageJobInput, error_type: str, message: str) -> None:
-        self._state.phase = "failed"
+        self._state.phase = JobStatus.FAILED
         self._state.error = message
         # Node first, as on success: once the run reads terminal, so does the node.
         await self._update_node(job, JobStatus.FAILED, error=message)
@@ -327,7 +327,7 @@ class ImageJobWorkflow:
 
     async def _finish_cancelled(self, job: ImageJobInput) -> None:
         """Cleanup after a cancellation: the provider's job, the run, the node."""
-        self._state.phase = "cancelled"
+        self._state.phase = JobStatus.CANCELLED
         if self._state.provider_job_id:
             queue = provider_task_queue(workflow.info().task_queue, job.provider)
             await self._cancel_at_provider(job, self._state.provider_job_id, queue)

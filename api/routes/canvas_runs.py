@@ -34,6 +34,7 @@ from models.schemas import (
     ErrorBody,
     StartImageJobRequest,
 )
+from models.vocabulary import NodeType
 from planning.canvas_plan import (
     MAX_RUN_NODES,
     GraphRefused,
@@ -47,7 +48,6 @@ from store import canvas_runs, canvases, runs
 
 router = APIRouter(prefix="/v1/canvases", tags=["canvas runs"])
 
-IMAGE_NODE = "image_generation"
 RunIdPath = Path(alias="runId", pattern=ID_PATTERN)
 ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody},
@@ -128,7 +128,7 @@ def plan_run(
 ) -> CanvasRunInput:
     """The run's nodes in order with their jobs and inputs' hashes; `made_from` maps the board's images to the
     hashes of the jobs that made them (planning/canvas_plan.input_key)."""
-    image_nodes = [node.id for node in board.nodes if node.type == IMAGE_NODE]
+    image_nodes = [node.id for node in board.nodes if node.type == NodeType.IMAGE_GENERATION]
     try:
         graph: RunGraph = run_graph(
             image_nodes,
@@ -202,7 +202,7 @@ async def mark_cached(session: AsyncSession, board: Board, plan: CanvasRunInput)
 
 async def read_view(state: StateDep, canvas_id: str, run_id: str) -> CanvasRunView:
     async with state.sessions() as session:
-        found = await canvas_runs.read_run(session, canvas_id=canvas_id, run_id=run_id)
+        found = await canvas_runs.read_canvas_run(session, canvas_id=canvas_id, run_id=run_id)
     if found is None:
         raise ApiError(404, "run_not_found", f"No run {run_id!r} on canvas {canvas_id!r}.")
     return CanvasRunView.from_rows(*found)
@@ -246,7 +246,7 @@ async def start_run(
         if state.settings.BUDGET_USD_PER_DAY is not None and preview.estimated_cost_usd:
             # The whole run's estimate up front; its jobs are recorded as they start, so this admits the run.
             await admit_within_budget(session, state.settings.BUDGET_USD_PER_DAY, preview.estimated_cost_usd)
-        active = await canvas_runs.create_run(session, plan=plan)
+        active = await canvas_runs.create_canvas_run(session, plan=plan)
     if active is not None:
         raise ApiError(
             409,

@@ -199,10 +199,10 @@ async def stream_canvas_events(
 async def changed_canvas_runs(session: AsyncSession, canvas_id: str, sent: dict[str, str]) -> list[CanvasRunView]:
     """The canvas' recent runs that changed since they were last sent (`sent` is updated)."""
     views = []
-    for run_id, fingerprint in (await canvas_runs.recent_run_versions(session, canvas_id=canvas_id)).items():
+    for run_id, fingerprint in (await canvas_runs.recent_canvas_run_versions(session, canvas_id=canvas_id)).items():
         if sent.get(run_id) == fingerprint:
             continue
-        found = await canvas_runs.read_run(session, canvas_id=canvas_id, run_id=run_id)
+        found = await canvas_runs.read_canvas_run(session, canvas_id=canvas_id, run_id=run_id)
         if found is not None:
             sent[run_id] = fingerprint
             views.append(CanvasRunView.from_rows(*found))
