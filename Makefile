@@ -20,8 +20,8 @@ help:
 	@echo "make test     the whole test suite (real Temporal, PostgreSQL, S3 over HTTP and Chromium)"
 	@echo "make lint     ruff, mypy, import layers, and the canvas' tsc, eslint and prettier"
 	@echo "make web      build the canvas app (web/dist), served by the API at /"
-	@echo "make api-types  regenerate web/openapi.json, the canvas' API types and its vocabulary from the API"
-	@echo "make format   ruff format and the fixable lint rules"
+	@echo "make api-types  regenerate web/openapi.json and the canvas' API types (with the vocabulary's enums) from the API"
+	@echo "make format   ruff format, the fixable lint rules, and prettier for the canvas"
 	@echo "make bench    benchmarks (print and save their figures)"
 	@echo "make fuzz     schemathesis against the OpenAPI schema"
 	@echo "make clean    caches and build output (keeps $(VENV) and .data)"
@@ -51,7 +51,6 @@ chromium:
 
 api-types: $(INSTALLED) $(WEB_MODULES)
 	$(BIN)/imagejobs openapi --output web/openapi.json
-	$(BIN)/imagejobs vocabulary --output web/src/vocabulary.ts
 	cd web && npm run gen:api
 
 dev: $(INSTALLED) $(WEB_BUILD)
@@ -67,9 +66,10 @@ lint: $(INSTALLED) $(WEB_MODULES)
 	$(BIN)/lint-imports --no-cache
 	cd web && npm run typecheck && npm run lint
 
-format: $(INSTALLED)
+format: $(INSTALLED) $(WEB_MODULES)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+	cd web && npm run format
 
 bench: $(INSTALLED)
 	$(BIN)/python -m bench.run

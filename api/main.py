@@ -15,6 +15,7 @@ from api.cors import JsonCORSMiddleware
 from api.deps import AppState, require_api_key
 from api.errors import install_error_handlers
 from api.limits import BodyLimit, JsonDepthLimit
+from api.openapi_vocabulary import add_vocabulary
 from api.request_id import RequestId
 from api.routes import (
     canvas_runs,
@@ -137,7 +138,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(metrics.router)
     install_web(app)
+    publish_vocabulary(app)
     return app
+
+
+def publish_vocabulary(app: FastAPI) -> None:
+    """The schema FastAPI makes, plus the vocabulary's enums (api/openapi_vocabulary.py), made once and cached."""
+    make_schema = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = add_vocabulary(make_schema())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the schema
 
 
 # Requests not worth a span: scrapes, probes, the canvas' files and the docs.

@@ -66,12 +66,6 @@ def _report_api_error(error: ApiError) -> int:
     return error.exit_code
 
 
-def _vocabulary(args: argparse.Namespace) -> int:
-    from api.web_vocabulary import typescript_module
-
-    return _write(typescript_module(), args.output)
-
-
 def _openapi(args: argparse.Namespace) -> int:
     from api.main import openapi_document
 
@@ -176,9 +170,6 @@ def build_parser() -> argparse.ArgumentParser:
     openapi = commands.add_parser("openapi", help="write the API's OpenAPI schema (the canvas' types come from it)")
     openapi.add_argument("--output", type=Path, help="file to write (default: standard output)")
     openapi.set_defaults(handler=_openapi)
-    vocabulary = commands.add_parser("vocabulary", help="write the words the canvas shares with the API (TypeScript)")
-    vocabulary.add_argument("--output", type=Path, help="file to write (default: standard output)")
-    vocabulary.set_defaults(handler=_vocabulary)
 
     worker = commands.add_parser("worker", help="run a Temporal worker (settings from the environment)")
     worker.set_defaults(handler=run_worker_process)

@@ -441,21 +441,8 @@ class NodePosition(CamelModel):
     y: float = 0
 
 
-class CanvasNode(CamelModel):
-    """A React Flow node: `{id, type, position, data}`."""
-
-    id: str
-    type: str
-    position: NodePosition
-    data: dict[str, Any]
-
-    @classmethod
-    def from_row(cls, node: WorkflowNode) -> CanvasNode:
-        return cls(id=node.id, type=node.node_type, position=NodePosition(**node.position), data=node.node_data)
-
-
 class CanvasNodes(CamelModel):
-    items: list[CanvasNode]
+    items: list[BoardNode]
 
 
 class WebhookRefusalView(CamelModel):
@@ -506,7 +493,10 @@ class BoardNode(CamelModel):
 
     @classmethod
     def from_row(cls, node: WorkflowNode) -> BoardNode:
-        return cls(id=node.id, type=node.node_type, position=NodePosition(**node.position), data=node.node_data)
+        """A stored node as it is (stored ids were checked when they came in, by the rules of their time)."""
+        return cls.model_construct(
+            id=node.id, type=node.node_type, position=NodePosition(**node.position), data=node.node_data
+        )
 
 
 class BoardEdge(CamelModel):

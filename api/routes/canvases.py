@@ -15,9 +15,9 @@ from core.db import transaction
 from models.schemas import (
     ID_PATTERN,
     Board,
+    BoardNode,
     BoardSave,
     CanvasList,
-    CanvasNode,
     CanvasNodes,
     CanvasRename,
     ErrorBody,
@@ -155,17 +155,17 @@ async def read_board_or_404(state: StateDep, canvas_id: str) -> Board:
 async def list_canvas_nodes(canvas_id: CanvasIdPath, session: SessionDep) -> CanvasNodes:
     """The canvas' nodes as React Flow nodes (`{id, type, position, data}`)."""
     return CanvasNodes(
-        items=[CanvasNode.from_row(node) for node in await canvas_nodes.list_nodes(session, canvas_id=canvas_id)]
+        items=[BoardNode.from_row(node) for node in await canvas_nodes.list_nodes(session, canvas_id=canvas_id)]
     )
 
 
-@router.put("/{workflowId}/nodes/{node_id}", response_model=CanvasNode, responses={422: {"model": ErrorBody}})
+@router.put("/{workflowId}/nodes/{nodeId}", response_model=BoardNode, responses={422: {"model": ErrorBody}})
 async def upsert_canvas_node(
     body: NodeUpsert,
     state: StateDep,
     canvas_id: CanvasIdPath,
-    node_id: str = Path(pattern=ID_PATTERN),
-) -> CanvasNode:
+    node_id: str = Path(alias="nodeId", pattern=ID_PATTERN),
+) -> BoardNode:
     """Create or replace a node's type, position and data; the fields a job writes stay the job's."""
     async with transaction(state.sessions) as session:
         node = await canvas_nodes.upsert_node(
@@ -176,4 +176,4 @@ async def upsert_canvas_node(
             position=body.position.model_dump() if body.position else None,
             data=body.data,
         )
-        return CanvasNode.from_row(node)
+        return BoardNode.from_row(node)

@@ -23,15 +23,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api import stream_tokens
-from api.deps import CallerScopeDep, CanvasIdPath, StateDep
+from api.deps import CallerScopeDep, CanvasIdPath, JobIdPath, StateDep
 from api.errors import ApiError
 from api.stream_tokens import STREAM_TOKEN_SECONDS
 from core.events import canvas_topic, job_topic
 from core.metrics import SSE_CLIENTS
 from models.schemas import (
     ID_PATTERN,
+    BoardNode,
     CamelModel,
-    CanvasNode,
     CanvasRunView,
     ErrorBody,
     ImageProgressEvent,
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["events"])
 
-# Each SSE message's `data` is an ImageProgressEvent (canvas streams also send `node` messages, a CanvasNode).
+# Each SSE message's `data` is an ImageProgressEvent (canvas streams also send `node` messages, a BoardNode).
 EVENT_STREAM: dict[str, Any] = {
     "model": ImageProgressEvent,
     "description": "Server-Sent Events; each `data` is an ImageProgressEvent (`kind`: progress, log or error), and "
@@ -108,11 +108,13 @@ async def wait_for_news(wake: asyncio.Event) -> None:
 
 
 @router.get(
-    "/v1/jobs/{job_id}/events",
+    "/v1/jobs/{jobId}/events",
     response_class=EventSourceResponse,
     responses={200: EVENT_STREAM, 400: {"model": ErrorBody}, 404: {"model": ErrorBody}},
 )
-async def stream_job_events(job_id: str, state: StateDep, last_event_id: LastEventId = None) -> EventSourceResponse:
+async def stream_job_events(
+    job_id: JobIdPath, state: StateDep, last_event_id: LastEventId = None
+) -> EventSourceResponse:
     """A job's events as SSE: stored ones, then live ones; ends after the terminal event."""
     after = parse_last_event_id(last_event_id)
     # Streams borrow a pooled connection only while they read, never for their whole life.
@@ -184,7 +186,7 @@ async def stream_canvas_events(
                     if sent_versions.get(node.id) != node.version:
                         sent_versions[node.id] = node.version
                         yield ServerSentEvent(
-                            event="node", data=CanvasNode.from_row(node).model_dump_json(by_alias=True)
+                            event="node", data=BoardNode.from_row(node).model_dump_json(by_alias=True)
                         )
                 for event in stored:
                     yield job_event(event)

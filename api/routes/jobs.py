@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import AppState, CallerScopeDep, SessionDep, StateDep, TemporalDep, TraceParentDep
+from api.deps import AppState, CallerScopeDep, JobIdPath, SessionDep, StateDep, TemporalDep, TraceParentDep
 from api.errors import ApiError
 from core import metrics
 from core.db import transaction
@@ -225,20 +225,20 @@ async def list_jobs(
     return JobPage(items=[ImageJobRecord.readable(run) for run in items], next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", response_model=ImageJobRecord, responses=ERRORS, **SPEC_SHAPES)
-async def get_job(job_id: str, session: SessionDep) -> ImageJobRecord:
+@router.get("/{jobId}", response_model=ImageJobRecord, responses=ERRORS, **SPEC_SHAPES)
+async def get_job(job_id: JobIdPath, session: SessionDep) -> ImageJobRecord:
     """Read one job."""
     return ImageJobRecord.readable(await get_run_or_404(session, job_id))
 
 
-@router.get("/{job_id}/status", response_model=ImageJobStatus, responses=ERRORS, **SPEC_SHAPES)
-async def get_job_status(job_id: str, session: SessionDep) -> ImageJobStatus:
+@router.get("/{jobId}/status", response_model=ImageJobStatus, responses=ERRORS, **SPEC_SHAPES)
+async def get_job_status(job_id: JobIdPath, session: SessionDep) -> ImageJobStatus:
     """The spec's ImageJobStatus (`job_id`, `status`, `progress`, `images[].url`, `error`), for polling clients."""
     return ImageJobStatus.from_record(ImageJobRecord.readable(await get_run_or_404(session, job_id)))
 
 
-@router.post("/{job_id}/cancel", status_code=202, response_model=ImageJobRecord, responses=ERRORS, **SPEC_SHAPES)
-async def cancel_job(job_id: str, state: StateDep, session: SessionDep, temporal: TemporalDep) -> ImageJobRecord:
+@router.post("/{jobId}/cancel", status_code=202, response_model=ImageJobRecord, responses=ERRORS, **SPEC_SHAPES)
+async def cancel_job(job_id: JobIdPath, state: StateDep, session: SessionDep, temporal: TemporalDep) -> ImageJobRecord:
     """Cancel a pending or running job (the provider's job too, where it can be cancelled)."""
     run = await get_run_or_404(session, job_id)
     if run.status in TERMINAL_STATUSES:
@@ -269,9 +269,9 @@ async def cancel_workflow(state: AppState, temporal: Client, run: Run) -> None:
         await handle.cancel()
 
 
-@router.post("/{job_id}/retry", status_code=202, response_model=ImageJobRecord, responses=ERRORS, **SPEC_SHAPES)
+@router.post("/{jobId}/retry", status_code=202, response_model=ImageJobRecord, responses=ERRORS, **SPEC_SHAPES)
 async def retry_job(
-    job_id: str,
+    job_id: JobIdPath,
     state: StateDep,
     session: SessionDep,
     response: Response,

@@ -14,7 +14,7 @@ from typing import NoReturn
 from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request
 from sqlalchemy.exc import SQLAlchemyError
 
-from api.deps import AppState, SessionDep, StateDep, require_api_key
+from api.deps import AppState, JobIdPath, SessionDep, StateDep, require_api_key
 from api.errors import ApiError
 from api.limits import JSON_TOO_DEEP_MESSAGE
 from core.config import Settings
@@ -115,7 +115,7 @@ async def read_capped_body(request: Request, limit: int) -> bytes:
 
 
 @router.post(
-    "/{provider}/{job_id}",
+    "/{provider}/{jobId}",
     responses={
         401: {"model": ErrorBody, "description": "The URL's token or the body's signature does not hold."},
         404: {"model": ErrorBody},
@@ -125,7 +125,7 @@ async def read_capped_body(request: Request, limit: int) -> bytes:
     },
 )
 async def receive_webhook(
-    provider: str, job_id: str, request: Request, state: StateDep, after: BackgroundTasks
+    provider: str, job_id: JobIdPath, request: Request, state: StateDep, after: BackgroundTasks
 ) -> dict[str, str]:
     """A provider's callback for one job (authenticated by the URL's token and the body's signature, not by API
     key), taken only when the provider job it reports on is this job's. Under more than WEBHOOK_MAX_IN_FLIGHT at

@@ -1,6 +1,6 @@
 import { useCallback, useEffect, useRef, useState } from "react";
 import { ApiError, api, type CanvasSummary } from "./api";
-import { navigate } from "./App";
+import { boardPath, navigate } from "./routes";
 import { useToast } from "./Toasts";
 
 const HIDE_IMPLICIT = "imagejobs.hideImplicitCanvases";
@@ -29,7 +29,7 @@ export function CanvasList({ onUnauthorized }: { onUnauthorized: (error: ApiErro
   const create = async () => {
     try {
       const board = await api.createCanvas("Untitled canvas");
-      navigate(`/canvases/${encodeURIComponent(board.id)}`);
+      navigate(boardPath(board.id));
     } catch (error) {
       fail(error);
     }
@@ -91,7 +91,7 @@ type CardProps = { canvas: CanvasSummary; onChanged: () => Promise<void>; onErro
 function CanvasCard({ canvas, onChanged, onError }: CardProps) {
   const [renaming, setRenaming] = useState(false);
   const [confirmingDelete, setConfirmingDelete] = useState(false);
-  const href = `/canvases/${encodeURIComponent(canvas.id)}`;
+  const href = boardPath(canvas.id);
   const pictures = canvas.thumbnails ?? [];
 
   const rename = async (name: string) => {

@@ -2,7 +2,7 @@
 // midnight UTC (the budget's day) what completed, failed, met a 429 or a polling timeout, how long it took and
 // what it cost. Read again every few seconds while the page is open.
 import { useEffect, useState } from "react";
-import { JOB_STATUSES } from "./vocabulary";
+import { jobStatusValues } from "./schema";
 import { api, type JobStats, type ProviderStatsRow } from "./api";
 import { usd } from "./format";
 
@@ -16,7 +16,7 @@ export function OpsFigures({ onError }: { onError: (error: unknown) => void }) {
       <section aria-labelledby="jobs-now">
         <h2 id="jobs-now">Jobs</h2>
         <ul className="figures" aria-label="Jobs by status">
-          {JOB_STATUSES.map((status) => (
+          {jobStatusValues.map((status) => (
             <li key={status} className={`figure figure-${status}`}>
               <span className="figure-value">{stats.byStatus[status] ?? 0}</span>
               <span className="figure-label">{status}</span>

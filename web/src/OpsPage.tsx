@@ -2,7 +2,7 @@
 // endpoints, whether each is healthy, and its recent failures with a way to send one again.
 import { useCallback, useEffect, useState } from "react";
 import { ApiError, api, type DeliveryView, type WebhookEndpointView } from "./api";
-import { navigate } from "./App";
+import { navigate } from "./routes";
 import { OpsFigures } from "./OpsFigures";
 import { useToast } from "./Toasts";
 

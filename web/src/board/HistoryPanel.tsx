@@ -1,8 +1,8 @@
 // The board's jobs, newest first: filtered by status and provider, searched by prompt, a page at a time; with a
 // stats bar, and Cancel / Retry on each job.
 import { useCallback, useEffect, useState } from "react";
-import { JOB_STATUSES } from "../vocabulary";
-import { api, type ImageJobRecord, type ProviderDescription } from "../api";
+import { api, type ImageJobRecord, type JobFilters, type ProviderDescription } from "../api";
+import { jobStatusValues } from "../schema";
 
 type Props = {
   canvasId: string;
@@ -11,7 +11,6 @@ type Props = {
   revision: number;
   onError: (error: unknown) => void;
 };
-
 
 export function HistoryPanel({ canvasId, providers, revision, onError }: Props) {
   const [status, setStatus] = useState("");
@@ -22,7 +21,14 @@ export function HistoryPanel({ canvasId, providers, revision, onError }: Props) 
   const [counts, setCounts] = useState<Record<string, number>>({});
 
   const filters = useCallback(
-    (after?: string) => ({ workflowId: canvasId, status, provider, q: search.trim(), limit: "20", cursor: after }),
+    (after?: string): JobFilters => ({
+      workflowId: canvasId,
+      status: (status || undefined) as JobFilters["status"],
+      provider: provider || undefined,
+      q: search.trim() || undefined,
+      limit: 20,
+      cursor: after,
+    }),
     [canvasId, status, provider, search],
   );
 
@@ -51,7 +57,7 @@ export function HistoryPanel({ canvasId, providers, revision, onError }: Props) 
   return (
     <aside className="history" aria-label="History">
       <div className="stats" aria-label="Stats">
-        {JOB_STATUSES.map((name) => (
+        {jobStatusValues.map((name) => (
           <span key={name} className={`badge badge-${name}`}>
             {name} {counts[name] ?? 0}
           </span>
@@ -66,7 +72,7 @@ export function HistoryPanel({ canvasId, providers, revision, onError }: Props) 
           Status
           <select value={status} onChange={(event) => setStatus(event.target.value)}>
             <option value="">any</option>
-            {JOB_STATUSES.map((name) => (
+            {jobStatusValues.map((name) => (
               <option key={name}>{name}</option>
             ))}
           </select>

@@ -4,7 +4,8 @@ import { Handle, Position, useStore, type NodeProps } from "@xyflow/react";
 import { memo } from "react";
 import { useBoardActions } from "./actions";
 import { Elapsed } from "./Elapsed";
-import { ASPECT_RATIOS, QUALITIES, RUN_ONLY_STATES, SIZES, currentImage, isBusy, type ImageNode } from "./nodeData";
+import { NodeSettings } from "./NodeSettings";
+import { RUN_ONLY_STATES, currentImage, isBusy, type ImageNode } from "./nodeData";
 
 // Below this zoom a node's text could not be read anyway (at 1280x720, 40 nodes fit at about 0.35).
 const FAR_ZOOM = 0.6;
@@ -18,9 +19,10 @@ function ImageNodeViewInner({ id, data }: NodeProps<ImageNode>) {
   const variants = data.imageUrls ?? [];
   const progress = Math.round(data.progress ?? 0);
   // What the node's canvas run adds to its job's status: waiting its turn (until its job starts), cached, ...
-  const runBadge = data.runState && RUN_ONLY_STATES.includes(data.runState) && !(data.runState === "pending" && busy)
-    ? data.runState
-    : null;
+  const runBadge =
+    data.runState && RUN_ONLY_STATES.includes(data.runState) && !(data.runState === "pending" && busy)
+      ? data.runState
+      : null;
   // Semantic zoom: from afar a node is its picture and its status; up close, its prompt, actions and settings too.
   const far = useStore((state) => state.transform[2] < FAR_ZOOM);
   const thumbnail = !data.chosenImageUrl || data.chosenImageUrl === data.imageUrl ? data.thumbnailUrl : null;
@@ -122,108 +124,12 @@ function ImageNodeViewInner({ id, data }: NodeProps<ImageNode>) {
               Run from here
             </button>
           </div>
-          <details className="settings nodrag">
-            <summary>
-              Settings <span className="processor">{data.provider ?? "local"}:{data.model ?? provider?.defaultModel ?? ""}</span>
-            </summary>
-            <button type="button" className="link" onClick={() => actions.editPrompt(id)}>
-              Larger prompt editor
-            </button>
-            <label className="field">
-              Provider
-              <select
-                value={data.provider ?? "local"}
-                onChange={(event) => {
-                  const chosen = actions.providers.find((item) => item.name === event.target.value);
-                  actions.update(id, { provider: event.target.value, model: chosen?.defaultModel });
-                }}
-              >
-                {actions.providers.map((item) => (
-                  <option key={item.name} value={item.name} disabled={!item.enabled}>
-                    {item.enabled ? item.name : `${item.name} (${item.disabledReason ?? "disabled"})`}
-                  </option>
-                ))}
-              </select>
-            </label>
-            <label className="field">
-              Model
-              <select
-                value={data.model ?? provider?.defaultModel ?? ""}
-                onChange={(event) => actions.update(id, { model: event.target.value })}
-              >
-                {(provider?.models ?? []).map((model) => (
-                  <option key={model} value={model}>
-                    {model}
-                  </option>
-                ))}
-              </select>
-            </label>
-            <label className="field">
-              Size
-              <select value={data.size ?? "512x512"} onChange={(event) => actions.update(id, { size: event.target.value })}>
-                {SIZES.map((size) => (
-                  <option key={size}>{size}</option>
-                ))}
-              </select>
-            </label>
-            <label className="field">
-              Aspect ratio
-              <select
-                value={data.aspectRatio ?? ""}
-                onChange={(event) => actions.update(id, { aspectRatio: event.target.value || undefined })}
-              >
-                <option value="">from the size</option>
-                {ASPECT_RATIOS.map((ratio) => (
-                  <option key={ratio}>{ratio}</option>
-                ))}
-              </select>
-            </label>
-            <label className="field">
-              Quality
-              <select
-                value={data.quality ?? ""}
-                onChange={(event) => actions.update(id, { quality: event.target.value || undefined })}
-              >
-                <option value="">the model's default</option>
-                {QUALITIES.map((quality) => (
-                  <option key={quality}>{quality}</option>
-                ))}
-              </select>
-            </label>
-            <label className="field">
-              Seed
-              <input
-                type="number"
-                value={data.seed ?? ""}
-                onChange={(event) => actions.update(id, { seed: event.target.value === "" ? null : Number(event.target.value) })}
-              />
-            </label>
-            <label className="field">
-              Images
-              <input
-                type="number"
-                min={1}
-                max={4}
-                value={data.n ?? 1}
-                onChange={(event) => actions.update(id, { n: Math.max(1, Number(event.target.value) || 1) })}
-              />
-            </label>
-            <label className="field">
-              Style modifiers
-              <input
-                value={(data.styleModifiers ?? []).join(", ")}
-                placeholder="watercolor, soft light"
-                onChange={(event) =>
-                  actions.update(id, {
-                    styleModifiers: event.target.value
-                      .split(",")
-                      .map((word) => word.trim())
-                      .filter(Boolean),
-                  })
-                }
-              />
-            </label>
-          </details>
+          <NodeSettings
+            data={data}
+            providers={actions.providers}
+            update={(change) => actions.update(id, change)}
+            editPrompt={() => actions.editPrompt(id)}
+          />
         </>
       )}
       <Handle type="source" position={Position.Right} />

@@ -24,29 +24,29 @@ export function RunPreview({ pending, onRun, onClose }: Props) {
   const nothingChanged = preview.toGenerate === 0;
   return (
     <Modal label={fromNodeId ? "Run from this node" : "Run all"} className="run-preview" onClose={onClose}>
-        <h2>{fromNodeId ? "Run from this node" : "Run all"}</h2>
-        <p className="run-summary" role="status">
-          {summary(preview)}
-        </p>
-        {nothingChanged && (
-          <p>Every node already shows an image made from its current settings: running again would change nothing.</p>
-        )}
-        <div className="actions">
-          {!nothingChanged && (
-            <button ref={first} type="button" className="primary" onClick={() => onRun(false)}>
-              Run {preview.toGenerate} {preview.toGenerate === 1 ? "node" : "nodes"}
-            </button>
-          )}
-          {preview.cached > 0 && (
-            <button ref={nothingChanged ? first : undefined} type="button" onClick={() => onRun(true)}>
-              Regenerate all {forced.toGenerate}
-              {forced.estimatedCostUsd ? ` (~${usd(forced.estimatedCostUsd)})` : ""}
-            </button>
-          )}
-          <button type="button" onClick={onClose}>
-            Cancel
+      <h2>{fromNodeId ? "Run from this node" : "Run all"}</h2>
+      <p className="run-summary" role="status">
+        {summary(preview)}
+      </p>
+      {nothingChanged && (
+        <p>Every node already shows an image made from its current settings: running again would change nothing.</p>
+      )}
+      <div className="actions">
+        {!nothingChanged && (
+          <button ref={first} type="button" className="primary" onClick={() => onRun(false)}>
+            Run {preview.toGenerate} {preview.toGenerate === 1 ? "node" : "nodes"}
           </button>
-        </div>
+        )}
+        {preview.cached > 0 && (
+          <button ref={nothingChanged ? first : undefined} type="button" onClick={() => onRun(true)}>
+            Regenerate all {forced.toGenerate}
+            {forced.estimatedCostUsd ? ` (~${usd(forced.estimatedCostUsd)})` : ""}
+          </button>
+        )}
+        <button type="button" onClick={onClose}>
+          Cancel
+        </button>
+      </div>
     </Modal>
   );
 }
@@ -54,6 +54,7 @@ export function RunPreview({ pending, onRun, onClose }: Props) {
 function summary(preview: CanvasRunPreview): string {
   const parts = [`${preview.toGenerate} to generate`, `${preview.cached} cached`];
   if (preview.estimatedCostUsd === undefined || preview.estimatedCostUsd === null) parts.push("cost unknown");
-  else if (preview.toGenerate > 0) parts.push(preview.estimatedCostUsd === 0 ? "free" : `~${usd(preview.estimatedCostUsd)}`);
+  else if (preview.toGenerate > 0)
+    parts.push(preview.estimatedCostUsd === 0 ? "free" : `~${usd(preview.estimatedCostUsd)}`);
   return parts.join(" · ");
 }

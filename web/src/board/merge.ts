@@ -1,6 +1,7 @@
 // Two people (or tabs) saving one board: a save made from an old version gets 409, and the app merges the board
 // as saved since with its own before saving again, so neither person's change is lost.
-import type { Board } from "../api";
+import type { Board, BoardNode } from "../api";
+import { jobOwned, toAppNode, type AppNode, type ImageNodeData } from "./nodeData";
 
 /** The node and edge ids of the board as last loaded or saved by this tab. */
 export type SyncedIds = { nodes: Set<string>; edges: Set<string> };
@@ -36,4 +37,21 @@ export function mergeBoards<N extends Identified, E extends Edge>(
     ...server.edges.filter((edge) => !localIds.edges.has(edge.id) && !synced.edges.has(edge.id)).map(asEdge),
   ].filter((edge) => kept.has(edge.source) && kept.has(edge.target));
   return { nodes, edges };
+}
+
+/** Nodes from the board's stream merged into the board. While this tab has unsaved edits only the job's fields
+ * (and no moves) come from the stream, so the person's edits are not undone; otherwise all of it. A node being
+ * dragged keeps its place. Nodes the board does not have yet are added. */
+export function mergeStreamNodes(all: AppNode[], updates: BoardNode[], unsaved: boolean): AppNode[] {
+  const byId = new Map(updates.map((update) => [update.id, update]));
+  const merged = all.map((node) => {
+    const update = byId.get(node.id);
+    if (!update) return node;
+    byId.delete(node.id);
+    const streamed = update.data ?? {};
+    const data = unsaved ? { ...node.data, ...jobOwned(streamed) } : (streamed as ImageNodeData);
+    const position = unsaved || node.dragging ? node.position : toAppNode(update).position;
+    return { ...node, position, data };
+  });
+  return [...merged, ...[...byId.values()].map(toAppNode)];
 }

@@ -1,7 +1,10 @@
 // What an image node carries in `data`: the person's generation settings, and beside them the fields its newest
 // job writes (jobId, status, progress, error, imageUrl, imageUrls, thumbnailUrl), which a save never changes.
-import type { Edge, Node } from "@xyflow/react";
-import { JOB_OWNED_NODE_FIELDS } from "../vocabulary";
+import type { Edge, Node, Viewport } from "@xyflow/react";
+import type { Board, BoardNode } from "../api";
+import { jobOwnedNodeFieldValues, uploadRequestContentTypeValues, type components } from "../schema";
+
+type NodeType = components["schemas"]["NodeType"];
 
 export type ImageNodeData = {
   prompt?: string;
@@ -40,15 +43,14 @@ export type UploadedNode = Node<ImageNodeData, "image">;
 export type AppNode = ImageNode | UploadedNode;
 export type AppEdge = Edge;
 
-export const IMAGE_NODE = "image_generation" as const;
-export const UPLOADED_NODE = "image" as const;
-export const UPLOAD_TYPES = ["image/png", "image/jpeg", "image/webp"] as const;
+// The node types, checked against the API's vocabulary (NodeType in the OpenAPI schema): tsc fails if it drops one.
+export const IMAGE_NODE = "image_generation" satisfies NodeType;
+export const UPLOADED_NODE = "image" satisfies NodeType;
+// What an upload may be, as the API takes it.
+export const UPLOAD_TYPES = uploadRequestContentTypeValues;
 
 // What a node's state in a canvas run adds to its job's status, on the board.
 export const RUN_ONLY_STATES = ["pending", "cached", "skipped", "cancelled"];
-export const ASPECT_RATIOS = ["1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3"];
-export const QUALITIES = ["standard", "hd", "low", "medium", "high"];
-export const SIZES = ["512x512", "768x768", "1024x1024", "1024x768", "768x1024", "1536x1024", "1024x1536"];
 
 export function isBusy(status: string | undefined): boolean {
   return status === "pending" || status === "running";
@@ -62,8 +64,8 @@ export function currentImage(data: ImageNodeData): string | null {
 /** Only the job-owned fields of `data`. */
 export function jobOwned(data: Record<string, unknown>): Partial<ImageNodeData> {
   const owned: Record<string, unknown> = {};
-  // The fields a job writes on its node: the API's own list (web/src/vocabulary.ts, generated).
-  for (const key of JOB_OWNED_NODE_FIELDS) if (key in data) owned[key] = data[key];
+  // The fields a job writes on its node: the API's own list, from its OpenAPI schema.
+  for (const key of jobOwnedNodeFieldValues) if (key in data) owned[key] = data[key];
   return owned as Partial<ImageNodeData>;
 }
 
@@ -80,4 +82,40 @@ export function nodeName(data: ImageNodeData): string {
   const words = (data.prompt ?? "").trim().split(/\s+/).filter(Boolean);
   if (words.length === 0) return "A node without a prompt";
   return `“${words.slice(0, 6).join(" ")}${words.length > 6 ? "…" : ""}”`;
+}
+
+/** A node as the API sends it (a board's, or the stream's), as React Flow takes it. */
+export function toAppNode(node: BoardNode): AppNode {
+  return {
+    id: node.id,
+    type: nodeType(node.type),
+    position: { x: node.position?.x ?? 0, y: node.position?.y ?? 0 },
+    data: (node.data ?? {}) as ImageNodeData,
+  };
+}
+
+export function toAppEdge(edge: Board["edges"][number]): AppEdge {
+  return {
+    id: edge.id,
+    source: edge.source,
+    target: edge.target,
+    sourceHandle: edge.sourceHandle ?? null,
+    targetHandle: edge.targetHandle ?? null,
+  };
+}
+
+/** The board as a save sends it. */
+export function asSave(board: { nodes: AppNode[]; edges: AppEdge[]; viewport: Viewport }, version: number) {
+  return {
+    version,
+    nodes: board.nodes.map(({ id, type, position, data }) => ({ id, type: nodeType(type), position, data })),
+    edges: board.edges.map(({ id, source, target, sourceHandle, targetHandle }) => ({
+      id,
+      source,
+      target,
+      sourceHandle: sourceHandle ?? null,
+      targetHandle: targetHandle ?? null,
+    })),
+    viewport: board.viewport,
+  };
 }

@@ -1,14 +1,12 @@
 // One EventSource per open board: node updates (coalesced into one render per animation frame, so fifty jobs
 // updating at once cost one update), board saves by others, and job events (failures raise a toast).
 import { useEffect, useRef } from "react";
-import { api, type CanvasRunView, type ImageProgressEvent } from "../api";
+import { api, type BoardNode, type CanvasRunView, type ImageProgressEvent } from "../api";
 
 const REOPEN_MS = 2000;
 
-export type StreamNode = { id: string; type: string; position: { x: number; y: number }; data: Record<string, unknown> };
-
 type Handlers = {
-  onNodes: (nodes: StreamNode[]) => void;
+  onNodes: (nodes: BoardNode[]) => void;
   onBoardSaved: (version: number) => void;
   onJobEvent: (event: ImageProgressEvent) => void;
   onRun: (run: CanvasRunView) => void;
@@ -23,7 +21,7 @@ export function useBoardStream(canvasId: string, needsToken: boolean, handlers: 
   useEffect(() => {
     let source: EventSource | null = null;
     let closed = false;
-    let pending: StreamNode[] = [];
+    let pending: BoardNode[] = [];
     let frame: number | null = null;
 
     const flush = () => {
@@ -48,14 +46,16 @@ export function useBoardStream(canvasId: string, needsToken: boolean, handlers: 
         if (source?.readyState === EventSource.CLOSED) reopen();
       };
       source.addEventListener("node", (message) => {
-        pending.push(JSON.parse((message as MessageEvent<string>).data) as StreamNode);
+        pending.push(JSON.parse((message as MessageEvent<string>).data) as BoardNode);
         if (frame === null) frame = requestAnimationFrame(flush);
       });
       source.addEventListener("run", (message) => {
         latest.current.onRun(JSON.parse((message as MessageEvent<string>).data) as CanvasRunView);
       });
       source.addEventListener("board", (message) => {
-        latest.current.onBoardSaved((JSON.parse((message as MessageEvent<string>).data) as { version: number }).version);
+        latest.current.onBoardSaved(
+          (JSON.parse((message as MessageEvent<string>).data) as { version: number }).version,
+        );
       });
       for (const kind of ["created", "status", "progress", "webhook", "completed", "error", "cancelled"]) {
         source.addEventListener(kind, (message) => {
