@@ -22,8 +22,14 @@ class SseEvent:
 
 async def read_events(response: httpx.Response) -> AsyncIterator[SseEvent]:
     """Parse `event:`, `data:` and `id:` fields; comments (keep-alives) are skipped."""
+    async for event in parse_events(response.aiter_lines()):
+        yield event
+
+
+async def parse_events(lines: AsyncIterator[str]) -> AsyncIterator[SseEvent]:
+    """The events in a stream's lines (a response's `aiter_lines()`, possibly partly read already)."""
     event, data, event_id = "message", [], None
-    async for line in response.aiter_lines():
+    async for line in lines:
         if line == "":
             if data:
                 yield SseEvent(event=event, data="\n".join(data), id=event_id)

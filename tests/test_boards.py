@@ -14,7 +14,7 @@ from temporalio.client import Client
 
 from core.config import Settings
 from tests.fixtures.stack import Stack, make_settings, running_stack, was_cancelled
-from tests.sse import read_events
+from tests.helpers import subscribed
 
 BOARD: dict[str, Any] = {
     "name": "Harbour studies",
@@ -106,20 +106,17 @@ async def test_boards_that_cannot_be_are_refused(stack: Stack) -> None:
 
 async def test_a_save_tells_open_streams_to_reload_the_board(stack: Stack) -> None:
     canvas_id = await new_canvas(stack)
-    received: list[dict[str, Any]] = []
+    async with subscribed(stack.api, f"/v1/canvases/{canvas_id}/events") as events:
+        saved = await stack.api.put(f"/v1/canvases/{canvas_id}", json=BOARD)
 
-    async def listen() -> None:
-        async with stack.api.stream("GET", f"/v1/canvases/{canvas_id}/events") as response:
-            async for event in read_events(response):
+        async def first_board_event() -> dict[str, Any]:
+            async for event in events:
                 if event.event == "board":
-                    received.append(json.loads(event.data))
-                    return
+                    return dict(json.loads(event.data))
+            raise AssertionError("the stream ended without a board event")
 
-    listener = asyncio.create_task(listen())
-    await asyncio.sleep(0.5)
-    saved = await stack.api.put(f"/v1/canvases/{canvas_id}", json=BOARD)
-    await asyncio.wait_for(listener, timeout=10)
-    assert received == [{"version": saved.json()["version"]}]
+        received = await asyncio.wait_for(first_board_event(), timeout=10)
+    assert received == {"version": saved.json()["version"]}
 
 
 async def test_jobs_can_be_searched_by_prompt_text_taken_literally(stack: Stack) -> None:

@@ -10,7 +10,6 @@ import base64
 import io
 import re
 import shutil
-import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ from tests.fakes.app import FakeProviders
 from tests.fakes.app_receiver import app_receiver
 from tests.fakes.openai import OPENAI
 from tests.fixtures.stack import Stack, make_settings, running_stack, was_cancelled
+from tests.helpers import eventually
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 LIVE = 15_000  # ms: the UI follows jobs live; generous for a loaded CI machine
@@ -209,14 +209,14 @@ async def test_a_reload_keeps_nodes_edges_and_positions(browser: Browser, app_st
     await page.goto(f"/canvases/{canvas_id}")
     await page.get_by_role("button", name="Add image node").click()
     await page.get_by_label("Prompt").last.fill("third, added in the browser")
+
     # The board saves itself (debounced); wait until the API has it.
-    for _ in range(50):
+    async def saved_with_the_new_node() -> dict[str, Any] | None:
         board = await saved_board(app_stack, canvas_id)
-        if any(node["data"].get("prompt") == "third, added in the browser" for node in board["nodes"]):
-            break
-        await page.wait_for_timeout(100)
-    else:
-        raise AssertionError("the board was never saved")
+        added = any(node["data"].get("prompt") == "third, added in the browser" for node in board["nodes"])
+        return board if added else None
+
+    board = await eventually(saved_with_the_new_node, what="the board saved with the node added in the browser")
     positions = {node["id"]: node["position"] for node in board["nodes"]}
 
     await page.reload()
@@ -279,10 +279,7 @@ async def test_a_node_added_while_another_client_saves_the_board_keeps_both(brow
         ids = {node["id"] for node in (await saved_board(app_stack, canvas_id))["nodes"]}
         return len(ids) == 3 and {"a", "theirs"} <= ids
 
-    deadline = time.monotonic() + 10
-    while not await both_kept():
-        assert time.monotonic() < deadline, await saved_board(app_stack, canvas_id)
-        await asyncio.sleep(0.2)
+    await eventually(both_kept, what="the saved board keeping both tabs' nodes", timeout=10)
     assert saves[:1] == [409] and saves[-1] == 200, saves  # the merge happened, and its save went through
 
 
@@ -434,11 +431,12 @@ async def test_the_operator_view_shows_endpoints_and_their_failures_and_sends_on
         try:
             job = await stack.start("a failing delivery")
             await stack.wait(job["jobId"])
-            deadline = time.monotonic() + 20
             path = f"/v1/webhook-endpoints/{endpoint['id']}/deliveries?status=failed"
-            while not (await stack.api.get(path)).json()["items"]:
-                assert time.monotonic() < deadline, "the delivery never failed"
-                await asyncio.sleep(0.2)
+
+            async def failed_deliveries() -> list[Any]:
+                return list((await stack.api.get(path)).json()["items"])
+
+            await eventually(failed_deliveries, what="the delivery to fail", timeout=20)
             page = await new_page(browser, stack)
             await page.goto("/")
             await page.get_by_role("button", name="Operations").click()
@@ -449,10 +447,7 @@ async def test_the_operator_view_shows_endpoints_and_their_failures_and_sends_on
             await expect(row).to_contain_text("HTTP 500")
             await row.get_by_role("button", name="Send again").click()
             await expect(page.get_by_text("Sent again")).to_be_visible()
-            deadline = time.monotonic() + 20
-            while len(receiver.recorder.requests) < 2:
-                assert time.monotonic() < deadline, "the replay never arrived"
-                await asyncio.sleep(0.2)
+            await eventually(lambda: len(receiver.recorder.requests) >= 2, what="the replay", timeout=20)
         finally:
             await stack.api.delete(f"/v1/webhook-endpoints/{endpoint['id']}")
     first, replayed = receiver.recorder.requests
@@ -564,9 +559,8 @@ async def test_added_nodes_land_in_free_space(browser: Browser, app_stack: Stack
     await expect(page.locator(".react-flow__node")).to_have_count(3)
     await page.keyboard.press("Control+z")
     await expect(page.locator(".react-flow__node")).to_have_count(2)
-    for _ in range(50):
-        if len((await saved_board(app_stack, canvas_id))["nodes"]) == 2:
-            break
-        await page.wait_for_timeout(100)
-    else:
-        raise AssertionError("the undone board was never saved")
+
+    async def two_nodes_saved() -> bool:
+        return len((await saved_board(app_stack, canvas_id))["nodes"]) == 2
+
+    await eventually(two_nodes_saved, what="the undone board to be saved")

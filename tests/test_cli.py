@@ -51,6 +51,7 @@ from cli.progress import ProgressDisplay
 from core.temporal import SEARCH_ATTRIBUTE_NAMES
 from tests.fakes.base import record_request
 from tests.fakes.server import Recorder, free_port, serve
+from tests.helpers import eventually_blocking
 
 # --- the embedded stack ----------------------------------------------------------------------------------------------
 
@@ -232,10 +233,7 @@ def _child_pid(parent: int, command_word: str) -> int:
 
 
 def _wait_for_text(path: Path, text: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in path.read_text():
-        assert time.monotonic() < deadline, path.read_text()[-3000:]
-        time.sleep(0.1)
+    eventually_blocking(lambda: text in path.read_text(), what=f"{text!r} in {path}", timeout=timeout)
 
 
 @contextmanager
@@ -256,11 +254,12 @@ def _running_dev(data_dir: Path, ports: dict[str, int]) -> Iterator[tuple[str, s
             start_new_session=True,
         )
     try:
-        deadline = time.monotonic() + 60
-        while "Press Ctrl-C to stop." not in output.read_text():
+
+        def banner_shown() -> bool:
             assert dev.poll() is None, output.read_text()
-            assert time.monotonic() < deadline, output.read_text()
-            time.sleep(0.1)
+            return "Press Ctrl-C to stop." in output.read_text()
+
+        eventually_blocking(banner_shown, what="the dev stack's banner", timeout=60)
         yield output.read_text(), dev
     finally:
         os.killpg(dev.pid, signal.SIGINT)

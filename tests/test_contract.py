@@ -27,6 +27,7 @@ from tests.fakes.app import FakeProviders
 from tests.fakes.openai import OPENAI
 from tests.fixtures.s3 import S3_ACCESS_KEY, S3_SECRET_KEY, s3_admin_client
 from tests.fixtures.stack import Stack, make_settings, running_stack
+from tests.helpers import subscribed
 from tests.sse import read_events
 
 SPEC_STATUSES = {"pending", "running", "completed", "failed"}
@@ -221,19 +222,17 @@ async def test_cancelled_job_polls_as_failed_for_spec_clients(stack: Stack) -> N
 async def test_canvas_stream_events_have_the_spec_shape(stack: Stack) -> None:
     canvas_id = "canvas-" + uuid.uuid4().hex[:8]
     seen: list[dict[str, Any]] = []
+    async with subscribed(stack.api, f"/v1/canvases/{canvas_id}/events") as events:
+        started = await stack.start("pier", workflowId=canvas_id, promptSpec={"size": "64x64"})
 
-    async def follow() -> None:
-        async with stack.api.stream("GET", f"/v1/canvases/{canvas_id}/events") as response:
-            async for event in read_events(response):
+        async def follow() -> None:
+            async for event in events:
                 if event.event != "node":
                     seen.append(event.json())
                     if event.event == "completed":
                         return
 
-    follower = asyncio.create_task(follow())
-    await asyncio.sleep(0.3)
-    started = await stack.start("pier", workflowId=canvas_id, promptSpec={"size": "64x64"})
-    await asyncio.wait_for(follower, timeout=30)
+        await asyncio.wait_for(follow(), timeout=30)
     for event in seen:
         assert_spec_event(event, started["jobId"])
 

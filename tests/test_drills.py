@@ -47,12 +47,12 @@ from tests.fixtures.drills import (
     s3_images,
     wait_for_provider_calls,
     wait_for_terminal,
-    wait_until,
     worker_identity_prefix,
     worker_process,
 )
 from tests.fixtures.s3 import s3_admin_client
 from tests.fixtures.stack import Stack, make_settings, running_stack, running_workers
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.drill
 
@@ -276,18 +276,18 @@ async def test_api_killed_during_a_webhook_storm(
             jobs = [drill_job(answer.json()) for answer in answers]
             job_ids = [job.job_id for job in jobs]
 
-            await wait_until(lambda: relay.delivered >= BATCH, timeout=30, what="the storm to begin")
+            await eventually(lambda: relay.delivered >= BATCH, timeout=30, what="the storm to begin")
             api.kill()
             assert "running" in (await run_statuses(db_sessions, job_ids)).values()
             # Every prediction finishes and every callback is sent while the API is down.
-            await wait_until(
+            await eventually(
                 lambda: _settled(storming_replicate, BATCH) and relay.failed_attempts >= BATCH,
                 timeout=30,
                 what="the fake to finish every prediction",
             )
             await api.start_healthy()
             await wait_for_terminal(db_sessions, temporal_client, job_ids, timeout=60)
-            await wait_until(lambda: relay.idle, timeout=30, what="the relay to deliver all")
+            await eventually(lambda: relay.idle, timeout=30, what="the relay to deliver all")
     finally:
         await relay.aclose()
 
@@ -418,10 +418,10 @@ async def test_worker_killed_during_a_canvas_run_then_restarted_finishes_it_with
             run = (await stack.api.post(f"/v1/canvases/{canvas_id}/runs", json={})).json()
             run_path = f"/v1/canvases/{canvas_id}/runs/{run['runId']}"
             # Kill it once A is done and B and D are being drawn (their provider calls under way).
-            await wait_until(lambda: node_is_running(stack, run_path, "B"), timeout=30, what="B to run")
+            await eventually(lambda: node_is_running(stack, run_path, "B"), timeout=30, what="B to run")
             first.kill()
         with worker_process(settings):
-            await wait_until(lambda: run_has_ended(stack, run_path), timeout=90, what="the run to end")
+            await eventually(lambda: run_has_ended(stack, run_path), timeout=90, what="the run to end")
         final = await run_view(stack, run_path)
     assert final["status"] == "completed", final
     assert {node["state"] for node in final["nodes"]} == {"completed"}
@@ -519,7 +519,7 @@ async def test_api_killed_during_20_run_starts_every_run_and_node_ends(
             return total > 0 and unfinished == 0
 
         async with running_workers(temporal_client, settings):
-            await wait_until(every_run_ended, timeout=120, what="every committed run to end")
+            await eventually(every_run_ended, timeout=120, what="every committed run to end")
     async with db_sessions() as session:
         runs = (
             await session.execute(
@@ -626,21 +626,21 @@ async def test_worker_killed_between_two_webhook_attempts_the_delivery_still_arr
         try:
             with worker_process(settings) as first:
                 job = await stack.start("a kite over the dunes")
-                await wait_until(lambda: len(receiver.recorder.requests) >= 1, timeout=60, what="the first attempt")
+                await eventually(lambda: len(receiver.recorder.requests) >= 1, timeout=60, what="the first attempt")
                 # Killed once the first attempt is over and the delivery waits for the second (its timer started):
                 # a kill inside the attempt would leave it to its 60 s timeout instead, and make a third request.
                 waiting = await delivery_waiting(stack, temporal_client, endpoint["id"])
-                await wait_until(waiting, timeout=60, what="the delivery to wait for its second attempt")
+                await eventually(waiting, timeout=60, what="the delivery to wait for its second attempt")
                 first.kill()
             with worker_process(settings):
-                await wait_until(lambda: len(receiver.recorder.requests) >= 2, timeout=60, what="the second attempt")
+                await eventually(lambda: len(receiver.recorder.requests) >= 2, timeout=60, what="the second attempt")
                 await asyncio.sleep(2.0)  # a third request, were one sent twice, would be here by now
 
                 async def delivered() -> bool:
                     listed = await stack.api.get(f"/v1/webhook-endpoints/{endpoint['id']}/deliveries")
                     return any(item["status"] == "delivered" for item in listed.json()["items"])
 
-                await wait_until(delivered, timeout=30, what="the delivery to be logged as delivered")
+                await eventually(delivered, timeout=30, what="the delivery to be logged as delivered")
         finally:
             await stack.api.delete(f"/v1/webhook-endpoints/{endpoint['id']}")
     requests = receiver.recorder.requests

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -16,6 +15,7 @@ from temporalio.client import Client
 
 from core.config import Settings
 from tests.fixtures.stack import make_settings, running_stack
+from tests.helpers import eventually
 
 
 def worker_environment(settings: Settings) -> dict[str, str]:
@@ -54,10 +54,12 @@ async def test_kill_9_during_provider_call(
         with worker_process(settings) as first:
             started = await stack.start("survives a crash", nodeId="n-kill", promptSpec={"size": "256x256"})
             job_id = started["jobId"]
-            running = await stack.wait(job_id, statuses=("running",), timeout=30)
-            while running.get("progress", 0) < 0.2:
-                await asyncio.sleep(0.1)
-                running = await stack.job(job_id)
+            await stack.wait(job_id, statuses=("running",), timeout=30)
+
+            async def some_progress() -> bool:
+                return bool((await stack.job(job_id)).get("progress", 0) >= 0.2)
+
+            await eventually(some_progress, what="the job to make some progress")
             first.send_signal(signal.SIGKILL)
             first.wait()
         with worker_process(settings):

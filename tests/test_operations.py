@@ -26,8 +26,9 @@ from store.budget import spent_today as spent_in
 from tests.fakes.app import FakeProviders
 from tests.fakes.openai import OPENAI
 from tests.fakes.server import free_port
-from tests.fixtures.drills import AppProcess, settings_environment, wait_healthy, wait_until, worker_process
+from tests.fixtures.drills import AppProcess, settings_environment, wait_healthy, worker_process
 from tests.fixtures.stack import Stack, make_settings, running_stack, was_cancelled
+from tests.helpers import eventually
 
 Samples = Counter[tuple[str, frozenset[tuple[str, str]]]]
 ROOT = Path(__file__).resolve().parent.parent
@@ -177,7 +178,7 @@ async def read_when_up(url: str) -> str:
             return False
         return "temporal_" in found
 
-    await wait_until(serving_sdk_metrics, timeout=60, what="the worker's metrics with the SDK's")
+    await eventually(serving_sdk_metrics, timeout=60, what="the worker's metrics with the SDK's")
     return found
 
 
@@ -266,7 +267,7 @@ async def test_with_log_format_json_every_line_is_json_and_a_jobs_lines_carry_it
                 statuses = [(await http.get(f"/v1/jobs/{job}")).json()["status"] for job in jobs]
                 return all(status == "completed" for status in statuses)
 
-            await wait_until(ended, timeout=60, what="both jobs to complete")
+            await eventually(ended, timeout=60, what="both jobs to complete")
     finally:
         api.stop()
         worker.stop()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +23,7 @@ from tests.fakes.app_receiver import AppReceiver, app_receiver
 from tests.fakes.openai import OPENAI
 from tests.fakes.server import RecordedRequest
 from tests.fixtures.stack import Stack, make_settings, running_stack
+from tests.helpers import eventually
 
 # The test vector the Standard Webhooks specification publishes.
 SPEC_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -81,18 +82,6 @@ async def new_endpoint(stack: Stack, url: str, **fields: Any) -> dict[str, Any]:
     assert created.status_code == 201, created.text
     endpoint: dict[str, Any] = created.json()
     return endpoint
-
-
-async def eventually(check: Callable[[], Any], *, what: str, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if asyncio.iscoroutine(found):
-            found = await found
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
 
 
 def about(receiver: AppReceiver, subject_id: str) -> list[RecordedRequest]:

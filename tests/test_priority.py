@@ -15,6 +15,7 @@ from core.config import Settings
 from core.db import create_engine, session_factory
 from tests.fixtures.providers import ONE_PARTITION, dedicated_temporal, temporal_address_of
 from tests.fixtures.stack import make_settings, running_stack
+from tests.helpers import eventually
 from workflows.image_job import ImageJobWorkflow
 
 QUEUED_LOW = 100
@@ -71,16 +72,15 @@ async def wait_for_backlog(client: Client, task_queue: str, count: int, timeout:
         task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
         report_stats=True,
     )
-    async with asyncio.timeout(timeout):
-        while (await client.workflow_service.describe_task_queue(request)).stats.approximate_backlog_count < count:
-            await asyncio.sleep(0.1)
+
+    async def backlogged() -> bool:
+        return (await client.workflow_service.describe_task_queue(request)).stats.approximate_backlog_count >= count
+
+    await eventually(backlogged, what=f"{count} workflow tasks in {task_queue}'s backlog", timeout=timeout)
 
 
 async def wait_started(client: Client, job_id: str, timeout: float = 30) -> float:
-    async with asyncio.timeout(timeout):
-        while (started := await maybe_started(client, job_id)) is None:
-            await asyncio.sleep(0.05)
-    return started
+    return await eventually(lambda: maybe_started(client, job_id), what=f"{job_id}'s first task", timeout=timeout)
 
 
 async def maybe_started(client: Client, job_id: str) -> float | None:

@@ -18,8 +18,9 @@ from core.config import Settings
 from core.logs import ContextFilter
 from core.temporal import connect
 from tests.fakes.otlp import otlp_collector
-from tests.fixtures.drills import api_process, wait_until, worker_process
+from tests.fixtures.drills import api_process, worker_process
 from tests.fixtures.stack import Stack, make_settings, running_stack
+from tests.helpers import eventually
 
 _EXPORTER = InMemorySpanExporter()
 
@@ -128,7 +129,7 @@ async def test_the_api_and_worker_processes_export_one_trace_over_otlp(stack_set
         async with api_process(settings, environment) as api, httpx.AsyncClient(base_url=api.base_url) as http:
             with worker_process(settings, environment):
                 job = (await http.post("/v1/jobs", json=body, headers={"traceparent": header})).json()
-                await wait_until(exported_by_both, timeout=60, what="both processes' spans at the collector")
+                await eventually(exported_by_both, timeout=60, what="both processes' spans at the collector")
             assert (await http.get(f"/v1/jobs/{job['jobId']}")).json()["traceId"] == trace_id
     server = next(span for span in collector.of_trace(trace_id) if span.name == "POST /v1/jobs")
     assert server.parent_span_id == caller_span

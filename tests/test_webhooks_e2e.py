@@ -8,7 +8,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from tests.fakes.replicate import REPLICATE_GET, REPLICATE_WEBHOOK_SECRET
 from tests.fakes.server import free_port
 from tests.fixtures.providers import dedicated_temporal, stored_files
 from tests.fixtures.stack import Stack, make_settings, running_api, running_stack, running_workers
+from tests.helpers import eventually
 
 REPLICATE_MODEL = "black-forest-labs/flux-schnell"
 POLLS = "/replicate/v1/predictions/"
@@ -56,15 +57,6 @@ def signed_headers(
         "webhook-timestamp": str(int(sent_at.timestamp())),
         "webhook-signature": Webhook(secret).sign(webhook_id, sent_at, body.decode()),
     }
-
-
-async def eventually(condition: Callable[[], Any], *, what: str, timeout: float = 10) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-    return value
 
 
 async def finished_prediction(fake: FakeProviders) -> dict[str, Any]:
@@ -534,10 +526,11 @@ async def test_a_delivery_about_another_jobs_prediction_is_refused_recorded_and_
 
 async def wait_until_attached(stack: Stack, job_id: str) -> None:
     """Until the job's record names its prediction (recorded as the job's before that)."""
-    deadline = time.monotonic() + 10
-    while not (await stack.job(job_id)).get("providerJobId"):
-        assert time.monotonic() < deadline, f"job {job_id} never attached a prediction"
-        await asyncio.sleep(0.05)
+
+    async def attached() -> bool:
+        return bool((await stack.job(job_id)).get("providerJobId"))
+
+    await eventually(attached, what=f"job {job_id} to attach a prediction", timeout=10)
 
 
 async def test_a_webhook_storm_past_the_in_flight_limit_gets_503_with_retry_after_never_a_dropped_connection(

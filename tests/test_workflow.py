@@ -9,7 +9,6 @@ new code.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -44,6 +43,7 @@ from models.payloads import (
     StoreOutputsRequest,
     SubmitResult,
 )
+from tests.helpers import eventually
 from workflows.canvas_run import CanvasRunWorkflow
 from workflows.image_job import ImageJobWorkflow, provider_task_queue
 
@@ -68,85 +68,46 @@ class FakeActivities:
     def times(self, name: str) -> list[float]:
         return [at for call, at, _ in self.calls if call == name]
 
+    def recording(
+        self, name: str, takes: type, answer: Callable[[], Awaitable[Any]] | None = None, returns: Any = None
+    ) -> Callable[..., Any]:
+        """A fake of the activity `name`: it records its argument (typed `takes`, so Temporal decodes it as the
+        real activity's) and gives `answer()`'s result (None without one)."""
+
+        async def fake(argument: Any) -> Any:
+            await self._record(name, argument)
+            return await answer() if answer else None
+
+        fake.__annotations__ = {"argument": takes, "return": returns}
+        return activity.defn(name=name)(fake)
+
     def activities(self) -> list[Callable[..., Any]]:
-        fakes = self
-
-        @activity.defn(name="create_run")
-        async def create_run(job: ImageJobInput) -> None:
-            await fakes._record("create_run", job)
-
-        @activity.defn(name="mark_running")
-        async def mark_running(job: ImageJobInput) -> None:
-            await fakes._record("mark_running", job)
-
-        @activity.defn(name="attach_provider_job")
-        async def attach_provider_job(attached: ProviderJobAttached) -> None:
-            await fakes._record("attach_provider_job", attached)
-
-        @activity.defn(name="record_progress")
-        async def record_progress(update: ProgressUpdate) -> None:
-            await fakes._record("record_progress", update)
-
-        @activity.defn(name="update_node")
-        async def update_node(update: NodeUpdate) -> bool:
-            await fakes._record("update_node", update)
+        async def done() -> bool:
             return True
 
-        @activity.defn(name="complete_run")
-        async def complete_run(change: RunTransition) -> bool:
-            await fakes._record("complete_run", change)
-            return True
-
-        @activity.defn(name="fail_run")
-        async def fail_run(change: RunTransition) -> bool:
-            await fakes._record("fail_run", change)
-            return True
-
-        @activity.defn(name="cancel_run")
-        async def cancel_run(change: RunTransition) -> bool:
-            await fakes._record("cancel_run", change)
-            return True
-
-        @activity.defn(name="generate_image")
-        async def generate_image(call: ProviderCall) -> GenerationResult:
-            await fakes._record("generate_image", call)
+        async def image() -> GenerationResult:
             return GenerationResult(images=[IMAGE])
 
-        @activity.defn(name="submit_job")
-        async def submit_job(call: ProviderCall) -> SubmitResult:
-            await fakes._record("submit_job", call)
-            if fakes.on_submit:
-                await fakes.on_submit()
+        async def submitted() -> SubmitResult:
+            if self.on_submit:
+                await self.on_submit()
             return SubmitResult(provider_job_id="p-1")
 
-        @activity.defn(name="poll_job")
-        async def poll_job(request: PollRequest) -> ProviderEvent:
-            await fakes._record("poll_job", request)
-            return fakes.poll_answers.pop(0) if fakes.poll_answers else ProviderEvent(status="running")
-
-        @activity.defn(name="store_outputs")
-        async def store_outputs(request: StoreOutputsRequest) -> GenerationResult:
-            await fakes._record("store_outputs", request)
-            return GenerationResult(images=[IMAGE])
-
-        @activity.defn(name="cancel_at_provider")
-        async def cancel_at_provider(request: CancelAtProvider) -> None:
-            await fakes._record("cancel_at_provider", request)
+        async def polled() -> ProviderEvent:
+            return self.poll_answers.pop(0) if self.poll_answers else ProviderEvent(status="running")
 
         return [
-            create_run,
-            mark_running,
-            attach_provider_job,
-            record_progress,
-            update_node,
-            complete_run,
-            fail_run,
-            cancel_run,
-            generate_image,
-            submit_job,
-            poll_job,
-            store_outputs,
-            cancel_at_provider,
+            self.recording("create_run", ImageJobInput),
+            self.recording("mark_running", ImageJobInput),
+            self.recording("attach_provider_job", ProviderJobAttached),
+            self.recording("record_progress", ProgressUpdate),
+            self.recording("update_node", NodeUpdate, done, bool),
+            *(self.recording(name, RunTransition, done, bool) for name in ("complete_run", "fail_run", "cancel_run")),
+            self.recording("generate_image", ProviderCall, image, GenerationResult),
+            self.recording("submit_job", ProviderCall, submitted, SubmitResult),
+            self.recording("poll_job", PollRequest, polled, ProviderEvent),
+            self.recording("store_outputs", StoreOutputsRequest, image, GenerationResult),
+            self.recording("cancel_at_provider", CancelAtProvider),
         ]
 
 
@@ -260,8 +221,7 @@ async def test_terminal_webhook_stops_polling(time_skipping_env: WorkflowEnviron
     job = job_input(asynchronous=True, polling=PollingPlan(webhook_grace=10, interval=5, timeout=300))
     async with workflow_worker(time_skipping_env, fakes) as queue:
         handle = await start(time_skipping_env, queue, job)
-        while not fakes.named("attach_provider_job"):
-            await asyncio.sleep(0.05)
+        await eventually(lambda: fakes.named("attach_provider_job"), what="the provider job to be attached")
         await time_skipping_env.sleep(12)  # one poll happens after the grace period
         done = ProviderEvent(status="succeeded", output_urls=["https://cdn.test/a.png"], delivery_id="d-final")
         for _ in range(3):
@@ -315,8 +275,7 @@ async def test_a_second_job_from_a_retried_submit_is_cancelled_and_ignored(
     fakes.on_submit = stray_reports_during_submit
     async with workflow_worker(time_skipping_env, fakes) as queue:
         handles.append(await start(time_skipping_env, queue, job_input(asynchronous=True)))
-        while not fakes.named("attach_provider_job"):
-            await asyncio.sleep(0.05)
+        await eventually(lambda: fakes.named("attach_provider_job"), what="the provider job to be attached")
         await handles[0].signal(ImageJobWorkflow.provider_event, event_of("p-0", "succeeded", "https://cdn.test/0.png"))
         await handles[0].signal(ImageJobWorkflow.provider_event, event_of("p-1", "succeeded", "https://cdn.test/1.png"))
         await handles[0].result()
@@ -361,8 +320,7 @@ async def test_cancel_also_cancels_at_the_provider(time_skipping_env: WorkflowEn
     fakes = FakeActivities(time_skipping_env)
     async with workflow_worker(time_skipping_env, fakes) as queue:
         handle = await start(time_skipping_env, queue, job_input(asynchronous=True))
-        while not fakes.named("attach_provider_job"):
-            await asyncio.sleep(0.05)
+        await eventually(lambda: fakes.named("attach_provider_job"), what="the provider job to be attached")
         await handle.cancel()
         with pytest.raises(WorkflowFailureError):
             await handle.result()

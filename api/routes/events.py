@@ -145,6 +145,10 @@ async def stream_job_events(
     return EventSourceResponse(ending_with_an_error_event(events()), ping=KEEPALIVE_SECONDS)
 
 
+# The comment a canvas stream sends once it has made its first read (its baseline).
+SUBSCRIBED = "subscribed"
+
+
 @router.get(
     "/v1/canvases/{workflowId}/events",
     response_class=EventSourceResponse,
@@ -158,7 +162,8 @@ async def stream_canvas_events(
     """Every node update (`node`, with the React Flow node), board save (`board`, with its version), canvas run
     change (`run`, a CanvasRunView) and job event of a canvas, as SSE.
 
-    A new stream starts with the current nodes; job events follow from `Last-Event-ID` or from now.
+    A new stream starts with the current nodes; job events follow from `Last-Event-ID` or from now. The comment
+    `: subscribed` follows the stream's first read: whatever changes on the canvas after it is heard.
     """
     after = parse_last_event_id(last_event_id)
     if not after:
@@ -170,6 +175,7 @@ async def stream_canvas_events(
         sent_versions: dict[str, int] = {}
         sent_runs: dict[str, str] = {}
         board_seen: int | None = None
+        subscribed = False
         async with state.bus.subscribe(canvas_topic(canvas_id)) as wake:
             while True:
                 wake.clear()
@@ -193,6 +199,9 @@ async def stream_canvas_events(
                     after = event.id or after
                 for view in changed_runs:
                     yield ServerSentEvent(event="run", data=view.model_dump_json(by_alias=True))
+                if not subscribed:
+                    subscribed = True
+                    yield ServerSentEvent(comment=SUBSCRIBED)
                 await wait_for_news(wake)
 
     return EventSourceResponse(ending_with_an_error_event(events()), ping=KEEPALIVE_SECONDS)

@@ -3,7 +3,6 @@ reference server of examples/ over real sockets (by signed webhook, refused forg
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
@@ -23,6 +22,7 @@ from tests.fakes.custom import CUSTOM_WEBHOOK_SECRET, RecordingApp, custom_fake
 from tests.fakes.server import RecordedRequest, serve
 from tests.fixtures.providers import Case, stored_files
 from tests.fixtures.stack import Stack, make_settings, running_stack
+from tests.helpers import eventually
 
 PROMPT = "a lighthouse at dusk"
 POLL_QUICKLY = {"WEBHOOK_GRACE_SECONDS": 0.5, "POLL_INTERVAL_SECONDS": 0.3}
@@ -155,9 +155,7 @@ async def test_a_forged_webhook_gets_401_and_the_job_still_completes(
 
 async def wait_until_submitted(server: RecordingApp, timeout: float = 20) -> None:
     """Until the job's submit has reached the server (a job is `running` from before its provider call)."""
-    async with asyncio.timeout(timeout):
-        while not server.requests("POST", "/jobs"):
-            await asyncio.sleep(0.05)
+    await eventually(lambda: server.requests("POST", "/jobs"), what="the job's submit", timeout=timeout)
 
 
 async def test_without_webhooks_the_job_completes_by_polling_and_inline_images_are_stored(
@@ -195,9 +193,8 @@ E2E_CASES = [Case("custom", "default", {"seed": 42}, "POST", "/custom/jobs", che
 
 async def recorded_provider_job(stack: Stack, job_id: str) -> str:
     """The provider's job id, once the job has recorded it (the submit reaches the server a moment before)."""
-    for _ in range(100):
-        record = await stack.job(job_id)
-        if "providerJobId" in record:
-            return str(record["providerJobId"])
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"job {job_id} never recorded its provider job")
+
+    async def provider_job() -> str | None:
+        return (await stack.job(job_id)).get("providerJobId")
+
+    return str(await eventually(provider_job, what=f"job {job_id} to record its provider job", timeout=5))

@@ -54,6 +54,7 @@ from tests.fixtures.stability_adapter import (
 )
 from tests.fixtures.stack import make_settings, running_stack
 from tests.fixtures.sync_adapters import CollectingSink, call_for, generate, settings_for
+from tests.helpers import eventually
 from worker import generation_activities, worker_resources
 
 
@@ -155,9 +156,8 @@ async def test_a_retried_attempt_resumes_the_remembered_job_and_never_submits_tw
     first = RememberingSink()
     # The first attempt dies while it polls (a worker crash); the activity's heartbeat details kept the id.
     attempt = asyncio.create_task(provider.generate(call, first))
-    while not stability_fake.requests("GET", RESULTS_PATH):
-        assert not attempt.done(), attempt
-        await asyncio.sleep(0.01)
+    await eventually(lambda: stability_fake.requests("GET", RESULTS_PATH) or attempt.done(), what="the first poll")
+    assert not attempt.done(), attempt
     attempt.cancel()
     with pytest.raises(asyncio.CancelledError):
         await attempt
@@ -462,9 +462,8 @@ async def test_the_activity_hands_a_remembered_job_to_the_next_attempt_which_res
         beats: list[Any] = []
         first.on_heartbeat = lambda *details: beats.append(details)
         attempt = asyncio.create_task(first.run(activities.generate_image, call))
-        while not stability_fake.requests("GET", RESULTS_PATH):
-            assert not attempt.done(), attempt
-            await asyncio.sleep(0.01)
+        await eventually(lambda: stability_fake.requests("GET", RESULTS_PATH) or attempt.done(), what="the first poll")
+        assert not attempt.done(), attempt
         attempt.cancel()
         with pytest.raises(asyncio.CancelledError):
             await attempt
