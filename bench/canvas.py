@@ -61,7 +61,7 @@ async def same_jobs_independently(stack: BenchStack, config: BenchConfig, run_id
         found = await session.execute(
             text(
                 "SELECT r.node_id, r.provider, r.request FROM canvas_run_nodes n JOIN runs r ON r.id = n.job_id"
-                " WHERE n.run_id = :run"
+                " WHERE n.canvas_run_id = :run"
             ),
             {"run": run_id},
         )

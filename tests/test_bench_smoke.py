@@ -8,12 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bench.report import Figure, Series, write_results
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FIGURES = {"1", "2", "3", "4", "5", "6a", "6b", "6c", "6d", "7a", "7b", "7c", "7d", "8a", "8b", "9", "10"}
 
 
+@pytest.mark.timeout(300)  # every figure once, quickly: ~40 s
 def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
     output = tmp_path / "results.json"
     run = subprocess.run(

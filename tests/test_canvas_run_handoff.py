@@ -18,7 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
-from api.routes.canvas_runs import plan_run
+from api.routes.canvas_runs import plan_canvas_run
 from core.config import Settings
 from core.db import transaction
 from handoff.sweep import Handoff
@@ -54,7 +54,7 @@ async def record_run_without_starting(stack: Stack, sessions: async_sessionmaker
     async with sessions() as session:
         board = await canvases.read_board(session, canvas_id=canvas_id)
     assert board is not None
-    plan = plan_run(state, board, CanvasRunRequest(), "run_" + uuid.uuid4().hex, {})  # type: ignore[arg-type]
+    plan = plan_canvas_run(state, board, CanvasRunRequest(), "run_" + uuid.uuid4().hex, {})  # type: ignore[arg-type]
     async with transaction(sessions) as session:
         assert await canvas_runs.create_canvas_run(session, plan=plan) is None
     return plan.run_id

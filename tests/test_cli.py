@@ -162,6 +162,7 @@ def test_dev_refuses_a_busy_api_port_before_starting_anything(
     assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.timeout(180)  # the whole dev stack, twice: ~15 s
 def test_dev_serves_jobs_stops_on_ctrl_c_and_restarts_with_all_data(data_dir: Path) -> None:
     """`imagejobs dev` end to end: a generated PNG, a clean Ctrl-C, and the job still there after a restart."""
     ports = {"--port": free_port(), "--temporal-port": free_port(), "--ui-port": free_port()}

@@ -54,7 +54,8 @@ from tests.fixtures.s3 import s3_admin_client
 from tests.fixtures.stack import Stack, make_settings, running_stack, running_workers
 from tests.helpers import eventually
 
-pytestmark = pytest.mark.drill
+# Drills kill and restart processes and wait out their recovery: up to ~30 s each here, so 180 s each.
+pytestmark = [pytest.mark.drill, pytest.mark.timeout(180)]
 
 BATCH = 20
 

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
@@ -46,6 +47,7 @@ def worker_process(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
                 process.wait()
 
 
+@pytest.mark.timeout(120)  # a worker killed and replaced mid-call: ~20 s
 async def test_kill_9_during_provider_call(
     stack_settings: Settings, temporal_client: Client, db_sessions: async_sessionmaker[AsyncSession]
 ) -> None:

@@ -230,7 +230,7 @@ async def test_openapi_documents_401_on_protected_routes_and_400_on_streams(stac
     paths = (await stack.api.get("/openapi.json")).json()["paths"]
     for path, method in [("/v1/jobs", "post"), ("/v1/jobs", "get"), ("/v1/providers", "get"), ("/v1/stats", "get")]:
         assert "401" in paths[path][method]["responses"], (path, method)
-    for path in ("/v1/jobs/{job_id}/events", "/v1/canvases/{workflowId}/events"):
+    for path in ("/v1/jobs/{jobId}/events", "/v1/canvases/{workflowId}/events"):
         assert {"400", "401"} <= set(paths[path]["get"]["responses"]), path
 
 

@@ -62,7 +62,7 @@ def refused(code: str, message: str, nodes: list[str]) -> ApiError:
     return ApiError(422, code, message, [{"nodeId": node} for node in nodes])
 
 
-def node_job_id(run_id: str, node_id: str) -> str:
+def canvas_run_job_id(run_id: str, node_id: str) -> str:
     """The node's job in this run: fixed by the run, so a replayed or retried start never makes a second one."""
     return "job_" + hashlib.sha256(f"{run_id}:{node_id}".encode()).hexdigest()[:32]
 
@@ -123,7 +123,7 @@ def checked_job(
     return body, job
 
 
-def plan_run(
+def plan_canvas_run(
     state: StateDep, board: Board, request: CanvasRunRequest, run_id: str, made_from: Mapping[str, str]
 ) -> CanvasRunInput:
     """The run's nodes in order with their jobs and inputs' hashes; `made_from` maps the board's images to the
@@ -178,7 +178,7 @@ def plan_node(
     body, job = checked_job(state, board, by_id[node_id], upstream_image=outside_image, in_run=in_run)
     upstream_key = hashes[source] if in_run and source else input_key(outside_image, made_from)
     hashes[node_id] = content_hash(job_settings(body, job), upstream_key)
-    job.job_id = node_job_id(run_id, node_id)
+    job.job_id = canvas_run_job_id(run_id, node_id)
     job.content_hash = hashes[node_id]
     job.spec.previous_image = None if in_run else outside_image
     job.metadata = {**job.metadata, runs.CANVAS_RUN_METADATA_KEY: run_id, "contentHash": hashes[node_id]}
@@ -200,7 +200,7 @@ async def mark_cached(session: AsyncSession, board: Board, plan: CanvasRunInput)
         planned[node_id].cached = CachedImage(cached.job_id, image)
 
 
-async def read_view(state: StateDep, canvas_id: str, run_id: str) -> CanvasRunView:
+async def read_canvas_run_view(state: StateDep, canvas_id: str, run_id: str) -> CanvasRunView:
     async with state.sessions() as session:
         found = await canvas_runs.read_canvas_run(session, canvas_id=canvas_id, run_id=run_id)
     if found is None:
@@ -214,7 +214,7 @@ async def read_view(state: StateDep, canvas_id: str, run_id: str) -> CanvasRunVi
     response_model=CanvasRunView,
     responses={**ERRORS, 200: {"model": CanvasRunPreview, "description": "`dryRun`: what the run would do."}},
 )
-async def start_run(
+async def start_canvas_run(
     canvas_id: CanvasIdPath,
     state: StateDep,
     after: BackgroundTasks,
@@ -236,7 +236,7 @@ async def start_run(
             raise ApiError(404, "canvas_not_found", f"No canvas {canvas_id!r}.")
         images = [image for image in map(current_image, board.nodes) if image]
         made_from = await canvas_runs.image_hashes(session, canvas_id=canvas_id, image_urls=images)
-        plan = plan_run(state, board, request, "run_" + uuid.uuid4().hex, made_from)
+        plan = plan_canvas_run(state, board, request, "run_" + uuid.uuid4().hex, made_from)
         await mark_cached(session, board, plan)
     preview = CanvasRunPreview.of(plan)
     if request.dry_run:
@@ -255,22 +255,22 @@ async def start_run(
             [{"runId": active}],
         )
     after.add_task(state.handoff.start_canvas_run, plan)
-    return await read_view(state, canvas_id, plan.run_id)
+    return await read_canvas_run_view(state, canvas_id, plan.run_id)
 
 
 @router.get("/{workflowId}/runs/{runId}", response_model=CanvasRunView, responses=ERRORS)
-async def get_run(canvas_id: CanvasIdPath, state: StateDep, run_id: str = RunIdPath) -> CanvasRunView:
+async def get_canvas_run(canvas_id: CanvasIdPath, state: StateDep, run_id: str = RunIdPath) -> CanvasRunView:
     """The run's status and each node's state (pending, running, completed, cached, failed, skipped, cancelled)."""
-    return await read_view(state, canvas_id, run_id)
+    return await read_canvas_run_view(state, canvas_id, run_id)
 
 
 @router.post("/{workflowId}/runs/{runId}/cancel", status_code=202, response_model=CanvasRunView, responses=ERRORS)
-async def cancel_run(
+async def cancel_canvas_run(
     canvas_id: CanvasIdPath, state: StateDep, temporal: TemporalDep, run_id: str = RunIdPath
 ) -> CanvasRunView:
     """Cancel the run: running nodes' jobs are cancelled, pending nodes are marked cancelled. A run whose start is
     still to come is started first, so that its workflow's own cancellation ends it and its nodes."""
-    view = await read_view(state, canvas_id, run_id)
+    view = await read_canvas_run_view(state, canvas_id, run_id)
     if view.finished_at is not None:
         return view
     handle = temporal.get_workflow_handle(run_id)

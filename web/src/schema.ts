@@ -155,7 +155,8 @@ export interface paths {
      * @description Every node update (`node`, with the React Flow node), board save (`board`, with its version), canvas run
      *     change (`run`, a CanvasRunView) and job event of a canvas, as SSE.
      *
-     *     A new stream starts with the current nodes; job events follow from `Last-Event-ID` or from now.
+     *     A new stream starts with the current nodes; job events follow from `Last-Event-ID` or from now. The comment
+     *     `: subscribed` follows the stream's first read: whatever changes on the canvas after it is heard.
      */
     get: operations["stream_canvas_events_v1_canvases__workflowId__events_get"];
     put?: never;
@@ -216,7 +217,7 @@ export interface paths {
     get?: never;
     put?: never;
     /**
-     * Start Run
+     * Start Canvas Run
      * @description Run the board's image nodes as saved now (all, `nodeIds`, or `fromNodeId` and below): an edge A -> B makes
      *     B refine A's image. A node whose shown image was made from the inputs it has now (by Generate, the API, the CLI
      *     or a run) is `cached`, reused rather than paid for again, unless `force`. With `dryRun`, nothing starts: the
@@ -226,7 +227,7 @@ export interface paths {
      *     The answer comes once the run and its plan are committed; its workflow is started right after (by this
      *     process, or by the workers' sweep should this process die first).
      */
-    post: operations["start_run_v1_canvases__workflowId__runs_post"];
+    post: operations["start_canvas_run_v1_canvases__workflowId__runs_post"];
     delete?: never;
     options?: never;
     head?: never;
@@ -241,10 +242,10 @@ export interface paths {
       cookie?: never;
     };
     /**
-     * Get Run
+     * Get Canvas Run
      * @description The run's status and each node's state (pending, running, completed, cached, failed, skipped, cancelled).
      */
-    get: operations["get_run_v1_canvases__workflowId__runs__runId__get"];
+    get: operations["get_canvas_run_v1_canvases__workflowId__runs__runId__get"];
     put?: never;
     post?: never;
     delete?: never;
@@ -263,11 +264,11 @@ export interface paths {
     get?: never;
     put?: never;
     /**
-     * Cancel Run
+     * Cancel Canvas Run
      * @description Cancel the run: running nodes' jobs are cancelled, pending nodes are marked cancelled. A run whose start is
      *     still to come is started first, so that its workflow's own cancellation ends it and its nodes.
      */
-    post: operations["cancel_run_v1_canvases__workflowId__runs__runId__cancel_post"];
+    post: operations["cancel_canvas_run_v1_canvases__workflowId__runs__runId__cancel_post"];
     delete?: never;
     options?: never;
     head?: never;
@@ -2363,7 +2364,7 @@ export interface operations {
       };
     };
   };
-  start_run_v1_canvases__workflowId__runs_post: {
+  start_canvas_run_v1_canvases__workflowId__runs_post: {
     parameters: {
       query?: never;
       header?: never;
@@ -2453,7 +2454,7 @@ export interface operations {
       };
     };
   };
-  get_run_v1_canvases__workflowId__runs__runId__get: {
+  get_canvas_run_v1_canvases__workflowId__runs__runId__get: {
     parameters: {
       query?: never;
       header?: never;
@@ -2531,7 +2532,7 @@ export interface operations {
       };
     };
   };
-  cancel_run_v1_canvases__workflowId__runs__runId__cancel_post: {
+  cancel_canvas_run_v1_canvases__workflowId__runs__runId__cancel_post: {
     parameters: {
       query?: never;
       header?: never;
