@@ -10,9 +10,10 @@ How completion is observed:
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -321,3 +322,14 @@ async def warm_up(stack: BenchStack, config: BenchConfig, workers: Workers) -> N
     waiting = await start_floor(stack, WaitingWorkflow.run, queue, canvas, webhook_job_input(queue))
     await waiting.signal(WaitingWorkflow.event, FloorEvent(status="succeeded"))
     await asyncio.gather(steps.result(), waiting.result())
+
+
+async def node_messages(stack: BenchStack, canvas_id: str) -> AsyncIterator[dict[str, Any]]:
+    """The React Flow nodes a canvas' event stream sends (its `node` messages), as they come."""
+    async with stack.http.stream("GET", f"/v1/canvases/{canvas_id}/events", timeout=None) as response:
+        event = ""
+        async for line in response.aiter_lines():
+            if line.startswith("event:"):
+                event = line.removeprefix("event:").strip()
+            elif line.startswith("data:") and event == "node":
+                yield json.loads(line.removeprefix("data:"))

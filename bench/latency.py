@@ -8,12 +8,13 @@ import math
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, cast
 
 import psycopg
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import WorkflowHandle
 
 from bench.drive import (
@@ -25,6 +26,7 @@ from bench.drive import (
     job_completes,
     ms_since,
     new_tag,
+    node_messages,
     send_webhook,
     start_floor,
     start_job,
@@ -46,7 +48,7 @@ from handoff.starts import start_job as start_image_job
 from models.payloads import ImageJobInput, PromptSpec
 from models.schemas import StartImageJobRequest
 from models.vocabulary import EventKind
-from store import run_events, runs
+from store import canvas_nodes, run_events, runs
 
 # --- 1: start latency --------------------------------------------------------------------------------------
 
@@ -345,17 +347,29 @@ class Arrivals:
         return self._times[event_id]
 
 
-def listen_in_thread(database_url: str, arrivals: Arrivals, ready: threading.Event, stop: threading.Event) -> None:
-    """A bare LISTEN on the product's channel, on a blocking connection in its own thread (the floor)."""
+def event_id_of(message: dict[str, Any]) -> int | None:
+    """A job event notification's event id (figure 5a's key)."""
+    return int(message["id"]) if message.get("kind") == "event" else None
+
+
+def listen_in_thread(
+    database_url: str,
+    arrivals: Arrivals,
+    ready: threading.Event,
+    stop: threading.Event,
+    key: Callable[[dict[str, Any]], int | None] = event_id_of,
+) -> None:
+    """A bare LISTEN on the product's channel, on a blocking connection in its own thread (the floor); each
+    notification `key` knows is recorded under that key."""
     with psycopg.connect(libpq_url(database_url), autocommit=True) as connection:
         connection.execute(f"LISTEN {CHANNEL}")
         ready.set()
         while not stop.is_set():
             for notify in connection.notifies(timeout=0.2):
                 at = time.perf_counter()
-                message = json.loads(notify.payload)
-                if message.get("kind") == "event":
-                    arrivals.record(int(message["id"]), at)
+                found = key(json.loads(notify.payload))
+                if found is not None:
+                    arrivals.record(found, at)
 
 
 async def read_stream(stack: BenchStack, job_id: str, arrivals: Arrivals) -> None:
@@ -363,6 +377,52 @@ async def read_stream(stack: BenchStack, job_id: str, arrivals: Arrivals) -> Non
         async for line in response.aiter_lines():
             if line.startswith("id:"):
                 arrivals.record(int(line.removeprefix("id:").strip()), time.perf_counter())
+
+
+@dataclass
+class LiveSamples:
+    product: list[float] = field(default_factory=list)  # ms from COMMIT to the SSE client
+    floor: list[float] = field(default_factory=list)  # ms from COMMIT to the bare LISTEN
+    commits: list[float] = field(default_factory=list)  # ms the COMMIT itself took
+
+
+# One change: make it in the session (not yet committed) and return the key both readers will record it under.
+Change = Callable[[AsyncSession, int], Awaitable[int]]
+
+
+async def sample_live(
+    stack: BenchStack,
+    config: BenchConfig,
+    *,
+    read: Callable[[Arrivals], Awaitable[None]],
+    key: Callable[[dict[str, Any]], int | None],
+    change: Change,
+) -> LiveSamples:
+    """Commit one change at a time; time its arrival at an SSE reader (`read`) and at a bare LISTEN (`key`)."""
+    sse, listened = Arrivals(), Arrivals()
+    ready, stop = threading.Event(), threading.Event()
+    database_url = stack.settings.require_database_url()
+    listener = asyncio.create_task(asyncio.to_thread(listen_in_thread, database_url, listened, ready, stop, key))
+    reader = asyncio.create_task(read(sse))
+    samples = LiveSamples()
+    try:
+        await asyncio.to_thread(ready.wait, 10)
+        for index in range(config.warmup + config.latency_samples):
+            async with stack.sessions() as session:
+                arrival_key = await change(session, index)
+                committing = time.perf_counter()
+                await session.commit()
+                commit_ms = ms_since(committing)
+            sse_at, listen_at = await asyncio.gather(sse.wait_for(arrival_key), listened.wait_for(arrival_key))
+            if index >= config.warmup:
+                samples.product.append((sse_at - committing) * 1000)
+                samples.floor.append((listen_at - committing) * 1000)
+                samples.commits.append(commit_ms)
+    finally:
+        stop.set()
+        reader.cancel()
+        await asyncio.gather(listener, reader, return_exceptions=True)
+    return samples
 
 
 async def live_latency(stack: BenchStack, config: BenchConfig, workers: Workers) -> Figure:
@@ -376,50 +436,86 @@ async def live_latency(stack: BenchStack, config: BenchConfig, workers: Workers)
     )
     async with transaction(stack.sessions) as session:
         await runs.record_run(session, job=job)
-    sse, listened = Arrivals(), Arrivals()
-    ready, stop = threading.Event(), threading.Event()
-    listener = asyncio.create_task(
-        asyncio.to_thread(listen_in_thread, stack.settings.require_database_url(), listened, ready, stop)
+
+    async def add_event(session: AsyncSession, index: int) -> int:
+        message = f"benchmark event {index}"
+        event_id = await run_events.add_event(session, run_id=job.job_id, kind=EventKind.LOG, message=message)
+        if event_id is None:
+            raise BenchError("add_event stored nothing")
+        return event_id
+
+    samples = await sample_live(
+        stack, config, read=partial(read_stream, stack, job.job_id), key=event_id_of, change=add_event
     )
-    reader = asyncio.create_task(read_stream(stack, job.job_id, sse))
-    product: list[float] = []
-    floor: list[float] = []
-    commits: list[float] = []
-    try:
-        await asyncio.to_thread(ready.wait, 10)
-        for index in range(config.warmup + config.latency_samples):
-            async with stack.sessions() as session:
-                event_id = await run_events.add_event(
-                    session, run_id=job.job_id, kind=EventKind.LOG, message=f"benchmark event {index}"
-                )
-                committing = time.perf_counter()
-                await session.commit()
-                commit_ms = ms_since(committing)
-            if event_id is None:
-                raise BenchError("add_event stored nothing")
-            sse_at, listen_at = await asyncio.gather(sse.wait_for(event_id), listened.wait_for(event_id))
-            if index >= config.warmup:
-                product.append((sse_at - committing) * 1000)
-                floor.append((listen_at - committing) * 1000)
-                commits.append(commit_ms)
-    finally:
-        stop.set()
-        reader.cancel()
-        await asyncio.gather(listener, reader, return_exceptions=True)
     return Figure(
-        number="5",
-        title="live latency, commit to client",
+        number="5a",
+        title="live latency of a job's stream, commit to client",
         unit="ms",
-        product=Series.of_samples("SSE client receives the event", product),
+        product=Series.of_samples("SSE client receives the event", samples.product),
         floors=[
             Series.of_samples(
                 "bare LISTEN receives the NOTIFY",
-                floor,
-                commitMs={"p50": percentile(commits, 0.5), "p99": percentile(commits, 0.99)},
+                samples.floor,
+                commitMs={"p50": percentile(samples.commits, 0.5), "p99": percentile(samples.commits, 0.99)},
             )
         ],
         method=(
-            "events inserted one at a time with store.runs.add_event; the clock starts when COMMIT is sent (the "
-            "commit's own time, in the floor's detail, is part of both); one SSE client, one LISTEN thread."
+            "events inserted one at a time with store.run_events.add_event; the clock starts when COMMIT is sent "
+            "(the commit's own time, in the floor's detail, is part of both); one SSE client, one LISTEN thread."
+        ),
+    )
+
+
+# --- 5b: a canvas' stream ------------------------------------------------------------------------------------------
+
+# A board of this many nodes; one of them changes per sample, and the stream should read that one only.
+CANVAS_STREAM_NODES = 50
+
+
+async def read_canvas_stream(stack: BenchStack, canvas_id: str, arrivals: Arrivals, watched: str) -> None:
+    """Record each `node` message of `watched` under the sample number its data carries."""
+    async for node in node_messages(stack, canvas_id):
+        if node["id"] == watched and "sample" in node["data"]:
+            arrivals.record(int(node["data"]["sample"]), time.perf_counter())
+
+
+async def canvas_live_latency(stack: BenchStack, config: BenchConfig, workers: Workers) -> Figure:
+    canvas_id, watched = new_tag("live-canvas"), "n0"
+    async with transaction(stack.sessions) as session:
+        for index in range(CANVAS_STREAM_NODES):
+            await canvas_nodes.upsert_node(
+                session, canvas_id=canvas_id, node_id=f"n{index}", node_type=None, position=None, data={"i": index}
+            )
+    versions: dict[int, int] = {}  # the watched node's version -> the sample that made it
+
+    def sample_of(message: dict[str, Any]) -> int | None:
+        if message.get("kind") != "node" or message.get("nodeId") != watched:
+            return None
+        return versions.get(int(message["version"]))
+
+    async def update_node(session: AsyncSession, index: int) -> int:
+        node = await canvas_nodes.upsert_node(
+            session, canvas_id=canvas_id, node_id=watched, node_type=None, position=None, data={"sample": index}
+        )
+        versions[node.version] = index
+        return index
+
+    samples = await sample_live(
+        stack,
+        config,
+        read=partial(read_canvas_stream, stack, canvas_id, watched=watched),
+        key=sample_of,
+        change=update_node,
+    )
+    return Figure(
+        number="5b",
+        title=f"live latency of a canvas' stream ({CANVAS_STREAM_NODES}-node board), commit to client",
+        unit="ms",
+        product=Series.of_samples("SSE client receives the node", samples.product),
+        floors=[Series.of_samples("bare LISTEN receives the NOTIFY", samples.floor)],
+        method=(
+            f"a board of {CANVAS_STREAM_NODES} nodes; one node's data updated at a time with "
+            "store.canvas_nodes.upsert_node, the clock starting when COMMIT is sent; one SSE client on the "
+            "canvas' stream, one LISTEN thread."
         ),
     )

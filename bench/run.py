@@ -25,7 +25,7 @@ from typing import Any
 from bench.canvas import canvas_run
 from bench.capacity import hostile_input_memory, large_result_memory, scale, throughput
 from bench.drive import MB, BenchConfig, warm_up
-from bench.latency import live_latency, orchestration_overhead, start_latency, webhook_latency
+from bench.latency import canvas_live_latency, live_latency, orchestration_overhead, start_latency, webhook_latency
 from bench.observability import observability_cost
 from bench.report import Figure, details, figure_order, table, write_results
 from bench.stack import BenchStack, Workers, bench_stack
@@ -49,7 +49,7 @@ class Phase:
 
 PHASES = {
     "start": Phase(figures=(start_latency,), product_worker=False, floor_worker=False, warm_up=False),
-    "instant": Phase(figures=(webhook_latency, throughput, live_latency)),
+    "instant": Phase(figures=(webhook_latency, throughput, live_latency, canvas_live_latency)),
     "overhead": Phase(figures=(orchestration_overhead,), delayed_provider=True),
     "memory": Phase(figures=(large_result_memory, hostile_input_memory), floor_worker=False, warm_up=False),
     "scale": Phase(figures=(scale,)),

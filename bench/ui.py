@@ -22,7 +22,7 @@ from playwright.async_api import Page, async_playwright
 from sqlalchemy import text
 
 from api.web import WEB_DIST
-from bench.drive import BenchConfig, BenchError, new_tag
+from bench.drive import BenchConfig, BenchError, new_tag, node_messages
 from bench.report import Figure, Series
 from bench.stack import BenchStack, Workers
 
@@ -100,16 +100,10 @@ class StreamReader:
         self.arrivals: dict[tuple[str, int], float] = {}
 
     async def read(self, stack: BenchStack, canvas: str) -> None:
-        async with stack.http.stream("GET", f"/v1/canvases/{canvas}/events", timeout=None) as response:
-            event = ""
-            async for line in response.aiter_lines():
-                if line.startswith("event:"):
-                    event = line.removeprefix("event:").strip()
-                elif line.startswith("data:") and event == "node":
-                    node = json.loads(line.removeprefix("data:"))
-                    progress = node["data"].get("progress")
-                    if isinstance(progress, int | float):
-                        self.arrivals.setdefault((node["id"], int(progress)), epoch_ms())
+        async for node in node_messages(stack, canvas):
+            progress = node["data"].get("progress")
+            if isinstance(progress, int | float):
+                self.arrivals.setdefault((node["id"], int(progress)), epoch_ms())
 
 
 async def seen_in_page(page: Page) -> dict[tuple[str, int], float]:

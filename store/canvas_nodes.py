@@ -142,6 +142,12 @@ async def list_nodes(session: AsyncSession, *, canvas_id: str) -> list[WorkflowN
     return list((await session.execute(query)).scalars())
 
 
+async def nodes_by_id(session: AsyncSession, *, canvas_id: str, node_ids: list[str]) -> list[WorkflowNode]:
+    """Only these nodes of the canvas (a stream reading what a notification named)."""
+    query = select(WorkflowNode).where(WorkflowNode.canvas_id == canvas_id, col(WorkflowNode.id).in_(node_ids))
+    return list((await session.execute(query)).scalars())
+
+
 async def upsert_node(
     session: AsyncSession,
     *,

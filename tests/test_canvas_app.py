@@ -280,6 +280,8 @@ async def test_a_node_added_while_another_client_saves_the_board_keeps_both(brow
         return len(ids) == 3 and {"a", "theirs"} <= ids
 
     await eventually(both_kept, what="the saved board keeping both tabs' nodes", timeout=10)
+    # The server has the board a moment before the browser has the answer to the save that wrote it.
+    await eventually(lambda: len(saves) >= 2, what="the answer to the merged save", timeout=10)
     assert saves[:1] == [409] and saves[-1] == 200, saves  # the merge happened, and its save went through
 
 

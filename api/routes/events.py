@@ -7,12 +7,11 @@ nothing.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from contextlib import suppress
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header
@@ -26,7 +25,7 @@ from api import stream_tokens
 from api.deps import CallerScopeDep, CanvasIdPath, JobIdPath, StateDep
 from api.errors import ApiError
 from api.stream_tokens import STREAM_TOKEN_SECONDS
-from core.events import canvas_topic, job_topic
+from core.events import News, canvas_topic, job_topic
 from core.metrics import SSE_CLIENTS
 from models.schemas import (
     ID_PATTERN,
@@ -37,7 +36,7 @@ from models.schemas import (
     ImageProgressEvent,
     RequestModel,
 )
-from models.tables import RunEvent
+from models.tables import RunEvent, WorkflowNode
 from models.vocabulary import TERMINAL_EVENT_KINDS
 from store import canvas_nodes, canvas_runs, canvases, run_events, runs
 
@@ -102,11 +101,6 @@ def job_event(event: RunEvent) -> ServerSentEvent:
     )
 
 
-async def wait_for_news(wake: asyncio.Event) -> None:
-    with suppress(TimeoutError):
-        await asyncio.wait_for(wake.wait(), timeout=RECHECK_SECONDS)
-
-
 @router.get(
     "/v1/jobs/{jobId}/events",
     response_class=EventSourceResponse,
@@ -124,23 +118,24 @@ async def stream_job_events(
 
     async def events() -> AsyncIterator[ServerSentEvent]:
         nonlocal after
-        async with state.bus.subscribe(job_topic(job_id)) as wake:
+        async with state.bus.subscribe(job_topic(job_id)) as subscription:
             while True:
-                wake.clear()
+                news = await subscription.next_news(timeout=RECHECK_SECONDS)
+                if not (news.everything or news.events):
+                    continue
                 async with state.sessions() as reader:
-                    # Read the status before the events: a run that had ended then has its final event
-                    # among them, so an empty read of an ended run means the stream is complete.
-                    finished = await runs.is_finished(reader, job_id=job_id)
+                    # On a full read, the status comes before the events: a run that had ended then has its final
+                    # event among them, so an empty read of an ended run means the stream is complete. A notified
+                    # event needs no status: the stream ends with the terminal event itself.
+                    finished = news.everything and await runs.is_finished(reader, job_id=job_id)
                     stored = await run_events.list_events(reader, job_id=job_id, after_id=after)
-                ended = finished and not stored
                 for event in stored:
                     yield job_event(event)
                     after = event.id or after
                     if event.kind in TERMINAL_EVENT_KINDS:
                         return
-                if ended:
+                if finished and not stored:
                     return
-                await wait_for_news(wake)
 
     return EventSourceResponse(ending_with_an_error_event(events()), ping=KEEPALIVE_SECONDS)
 
@@ -172,46 +167,86 @@ async def stream_canvas_events(
 
     async def events() -> AsyncIterator[ServerSentEvent]:
         nonlocal after
-        sent_versions: dict[str, int] = {}
-        sent_runs: dict[str, str] = {}
-        board_seen: int | None = None
-        subscribed = False
-        async with state.bus.subscribe(canvas_topic(canvas_id)) as wake:
+        sent = CanvasStreamState()
+        async with state.bus.subscribe(canvas_topic(canvas_id)) as subscription:
             while True:
-                wake.clear()
+                news = await subscription.next_news(timeout=RECHECK_SECONDS)
                 async with state.sessions() as reader:
-                    board = await canvases.board_version(reader, canvas_id=canvas_id)
-                    nodes = await canvas_nodes.list_nodes(reader, canvas_id=canvas_id)
-                    stored = await run_events.list_canvas_events(reader, canvas_id=canvas_id, after_id=after)
-                    changed_runs = await changed_canvas_runs(reader, canvas_id, sent_runs)
-                if board_seen is not None and board != board_seen:
-                    # A save (another tab's, say) may have deleted nodes or changed edges: reload the board.
-                    yield ServerSentEvent(event="board", data=json.dumps({"version": board}))
-                board_seen = board
-                for node in nodes:
-                    if sent_versions.get(node.id) != node.version:
-                        sent_versions[node.id] = node.version
-                        yield ServerSentEvent(
-                            event="node", data=BoardNode.from_row(node).model_dump_json(by_alias=True)
-                        )
-                for event in stored:
-                    yield job_event(event)
-                    after = event.id or after
-                for view in changed_runs:
-                    yield ServerSentEvent(event="run", data=view.model_dump_json(by_alias=True))
-                if not subscribed:
-                    subscribed = True
+                    update = await canvas_update(reader, canvas_id, news, sent, after)
+                for message in update.messages:
+                    yield message
+                after = update.after
+                if not sent.subscribed:
+                    sent.subscribed = True
                     yield ServerSentEvent(comment=SUBSCRIBED)
-                await wait_for_news(wake)
 
     return EventSourceResponse(ending_with_an_error_event(events()), ping=KEEPALIVE_SECONDS)
 
 
-async def changed_canvas_runs(session: AsyncSession, canvas_id: str, sent: dict[str, str]) -> list[CanvasRunView]:
-    """The canvas' recent runs that changed since they were last sent (`sent` is updated)."""
+@dataclass
+class CanvasStreamState:
+    """What one canvas stream has sent: each node's version, each canvas run's fingerprint, the board's version."""
+
+    node_versions: dict[str, int] = field(default_factory=dict)
+    run_fingerprints: dict[str, str] = field(default_factory=dict)
+    board_version: int | None = None
+    subscribed: bool = False
+
+
+@dataclass
+class CanvasUpdate:
+    messages: list[ServerSentEvent]
+    after: int  # the last job event sent
+
+
+async def canvas_update(
+    session: AsyncSession, canvas_id: str, news: News, sent: CanvasStreamState, after: int
+) -> CanvasUpdate:
+    """The messages a canvas stream owes after `news`: on `everything`, the whole board compared with what was
+    sent; otherwise only the notified nodes, board version, job events and canvas runs are read."""
+    messages: list[ServerSentEvent] = []
+    board = await canvases.board_version(session, canvas_id=canvas_id) if news.everything else news.board_version
+    if board is not None and board != sent.board_version:
+        if sent.board_version is not None:
+            # A save (another tab's, say) may have deleted nodes or changed edges: reload the board.
+            messages.append(ServerSentEvent(event="board", data=json.dumps({"version": board})))
+        sent.board_version = board
+    for node in await changed_nodes(session, canvas_id, news, sent.node_versions):
+        sent.node_versions[node.id] = node.version
+        messages.append(ServerSentEvent(event="node", data=BoardNode.from_row(node).model_dump_json(by_alias=True)))
+    if news.everything or news.events:
+        for event in await run_events.list_canvas_events(session, canvas_id=canvas_id, after_id=after):
+            messages.append(job_event(event))
+            after = event.id or after
+    if news.everything or news.canvas_runs:
+        only = None if news.everything else news.canvas_runs
+        for view in await changed_canvas_runs(session, canvas_id, sent.run_fingerprints, only=only):
+            messages.append(ServerSentEvent(event="run", data=view.model_dump_json(by_alias=True)))
+    return CanvasUpdate(messages=messages, after=after)
+
+
+async def changed_nodes(
+    session: AsyncSession, canvas_id: str, news: News, sent_versions: dict[str, int]
+) -> list[WorkflowNode]:
+    """The nodes whose version differs from the one sent: all of the board's on a full read, else only the
+    notified ones not already sent at that version."""
+    if news.everything:
+        nodes = await canvas_nodes.list_nodes(session, canvas_id=canvas_id)
+    else:
+        wanted = [node for node, version in news.nodes.items() if sent_versions.get(node, -1) < version]
+        if not wanted:
+            return []
+        nodes = await canvas_nodes.nodes_by_id(session, canvas_id=canvas_id, node_ids=wanted)
+    return [node for node in nodes if sent_versions.get(node.id) != node.version]
+
+
+async def changed_canvas_runs(
+    session: AsyncSession, canvas_id: str, sent: dict[str, str], *, only: set[str] | None = None
+) -> list[CanvasRunView]:
+    """The canvas' recent runs (or `only` these) that changed since they were last sent (`sent` is updated)."""
     views = []
     for run_id, fingerprint in (await canvas_runs.recent_canvas_run_versions(session, canvas_id=canvas_id)).items():
-        if sent.get(run_id) == fingerprint:
+        if sent.get(run_id) == fingerprint or (only is not None and run_id not in only):
             continue
         found = await canvas_runs.read_canvas_run(session, canvas_id=canvas_id, run_id=run_id)
         if found is not None:
