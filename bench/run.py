@@ -49,7 +49,8 @@ class Phase:
 
 PHASES = {
     "start": Phase(figures=(start_latency,), product_worker=False, floor_worker=False, warm_up=False),
-    "instant": Phase(figures=(webhook_latency, throughput, live_latency, canvas_live_latency)),
+    "instant": Phase(figures=(webhook_latency, throughput)),
+    "live": Phase(figures=(live_latency, canvas_live_latency), product_worker=False, floor_worker=False, warm_up=False),
     "overhead": Phase(figures=(orchestration_overhead,), delayed_provider=True),
     "memory": Phase(figures=(large_result_memory, hostile_input_memory), floor_worker=False, warm_up=False),
     "scale": Phase(figures=(scale,)),

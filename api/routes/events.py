@@ -123,7 +123,7 @@ async def stream_job_events(
                 news = await subscription.next_news(timeout=RECHECK_SECONDS)
                 if not (news.everything or news.events):
                     continue
-                async with state.sessions() as reader:
+                async with state.autocommit_sessions() as reader:
                     # On a full read, the status comes before the events: a run that had ended then has its final
                     # event among them, so an empty read of an ended run means the stream is complete. A notified
                     # event needs no status: the stream ends with the terminal event itself.
@@ -171,7 +171,7 @@ async def stream_canvas_events(
         async with state.bus.subscribe(canvas_topic(canvas_id)) as subscription:
             while True:
                 news = await subscription.next_news(timeout=RECHECK_SECONDS)
-                async with state.sessions() as reader:
+                async with state.autocommit_sessions() as reader:
                     update = await canvas_update(reader, canvas_id, news, sent, after)
                 for message in update.messages:
                     yield message
