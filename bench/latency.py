@@ -37,6 +37,7 @@ from bench.drive import (
     wait_for_waiting_jobs,
     webhook_job_input,
 )
+from bench.floors import forget_floor_runs
 from bench.providers import WEBHOOK_PROVIDER, webhook_body
 from bench.report import Figure, Series, percentile
 from bench.stack import BenchError, BenchStack, Workers
@@ -78,6 +79,15 @@ async def workflow_started_ms(stack: BenchStack, samples: list[StartSample]) -> 
     if missing:
         raise BenchError(f"{len(missing)} jobs were answered but never started, e.g. {missing[0]}")
     return [(started_at[sample.job_id] - sample.sent_at) * 1000 for sample in samples]
+
+
+async def floor_route_ms(stack: BenchStack, path: str, **request: Any) -> float:
+    """One call of a bench floor route (bench/floors.py): the same statement as the product's, and nothing else."""
+    started = time.perf_counter()
+    response = await stack.http.post(path, **request)
+    if response.status_code not in (200, 202):
+        raise BenchError(f"{path} answered {response.status_code}: {response.text[:300]}")
+    return ms_since(started)
 
 
 async def bare_start_ms(stack: BenchStack, queue: str, tag: str) -> float:
@@ -133,17 +143,21 @@ async def start_latency(stack: BenchStack, config: BenchConfig, workers: Workers
     canvas, floor_tag = new_tag("start"), new_tag("start-floor")
     product: list[StartSample] = []
     floor: list[float] = []
+    route_floor: list[float] = []
     for index in range(config.warmup + config.latency_samples):
         if index == config.warmup:
             cpu = CpuWindow(stack, workers)
-        api, bare_ms = await alternately(
+        route_body = {"workflowId": floor_tag, "nodeId": f"n{index}", "prompt": "a lighthouse"}
+        api, bare_ms, route_ms = await alternately(
             index,
             partial(api_start, stack, canvas, f"n{index}"),
             partial(bare_start_ms, stack, workers.floor_queue, floor_tag),
+            partial(floor_route_ms, stack, "/bench/floor/start", json=route_body),
         )
         if index >= config.warmup:
             product.append(cast(StartSample, api))
             floor.append(cast(float, bare_ms))
+            route_floor.append(cast(float, route_ms))
         # Let the API finish the start it owes (after its answer), so the next call is not measured against it.
         await asyncio.sleep(config.pace_seconds)
     api_cpu = cpu.per_item(config.latency_samples)["api"]
@@ -152,6 +166,7 @@ async def start_latency(stack: BenchStack, config: BenchConfig, workers: Workers
     breakdown = await start_breakdown(stack, canvas, breakdown_samples)
     await terminate_tagged(stack, canvas)
     await terminate_tagged(stack, floor_tag)
+    await forget_floor_runs(stack.sessions)
     return Figure(
         number="1",
         title="start latency",
@@ -163,15 +178,21 @@ async def start_latency(stack: BenchStack, config: BenchConfig, workers: Workers
             workflowStartedMs=until_started,
             breakdownMs=breakdown,
         ),
-        floors=[Series.of_samples("start_workflow of an empty workflow", floor)],
+        floors=[
+            Series.of_samples("bare route, same INSERT, same pool", route_floor),
+            Series.of_samples("start_workflow of an empty workflow", floor),
+        ],
         method=(
-            "Sequential calls from the harness, product and floor alternating, "
+            "Sequential calls from the harness, product and floors rotating who goes first, "
             f"{config.pace_seconds:.2f} s apart, with no worker running (so the started workflows do not compete "
             "for the CPU; they are terminated afterwards). The API answers once "
             "the run is committed and starts the workflow right after (handoff/sweep.py); workflowStartedMs: from "
             "sending the request until the start was confirmed (runs.workflow_started_at). apiCpuMsPerRequest: "
             "CPU time of the API process / requests, the start included. breakdownMs: the same calls the route "
-            f"makes, made directly from the harness ({breakdown_samples} samples)."
+            f"makes, made directly from the harness ({breakdown_samples} samples). Floors: a bare FastAPI route in "
+            "the API process committing the same statement (runs.record_run) through the same pool "
+            "(bench/floors.py), the floor of the answer; and Temporal's own start_workflow, the floor of "
+            "workflowStartedMs."
         ),
     )
 
@@ -200,6 +221,14 @@ async def signal_delivery(handle: WorkflowHandle[Any, Any], event: FloorEvent) -
     return ms_since(started)
 
 
+async def floor_run(stack: BenchStack, canvas: str, node: str) -> str:
+    """A run for the webhook floor route to take deliveries for (no workflow: the route only commits)."""
+    response = await stack.http.post("/bench/floor/start", json={"workflowId": canvas, "nodeId": node})
+    if response.status_code != 202:
+        raise BenchError(f"the floor's run: {response.status_code} {response.text[:300]}")
+    return str(response.json()["jobId"])
+
+
 async def webhook_latency(stack: BenchStack, config: BenchConfig, workers: Workers) -> Figure:
     queue = workers.floor_queue
     # Every job gets two deliveries (progress, then terminal); the first `warmup` jobs are not counted.
@@ -215,24 +244,32 @@ async def webhook_latency(stack: BenchStack, config: BenchConfig, workers: Worke
     )
     await wait_for_waiting_jobs(stack, canvas, count, config)
     await wait_for_waiting_floors(stack, tag, count, config)
+    route_jobs = [await floor_run(stack, tag, f"n{index}") for index in range(count)]
     small = f"{stack.files_url}/small.png"
     product: list[float] = []
     floor: list[float] = []
+    route_floor: list[float] = []
     cpu = CpuWindow(stack, workers)
     for status, progress, output in (("running", 0.5, []), ("succeeded", None, [small])):
-        for index, (job_id, handle) in enumerate(zip(job_ids, floors, strict=True)):
+        for index, (job_id, handle, route_job) in enumerate(zip(job_ids, floors, route_jobs, strict=True)):
             event = FloorEvent(status=status, progress=progress, delivery_id=f"{status}-{index}", output_urls=output)
-            webhook_ms, signal_ms = await alternately(
-                index, partial(webhook_delivery, stack, job_id, event), partial(signal_delivery, handle, event)
+            body = webhook_body(status, f"{status}-{index}", progress=progress, output=output)
+            webhook_ms, signal_ms, route_ms = await alternately(
+                index,
+                partial(webhook_delivery, stack, job_id, event),
+                partial(signal_delivery, handle, event),
+                partial(floor_route_ms, stack, f"/bench/floor/webhook/{route_job}", content=body),
             )
             if index >= config.warmup:
                 product.append(webhook_ms)
                 floor.append(signal_ms)
+                route_floor.append(route_ms)
             # Let the worker finish what the delivery set off, so the next one is not measured against it.
             await asyncio.sleep(config.pace_seconds)
     api_cpu = cpu.per_item(2 * count)["api"]
     await wait_for_closed(stack, canvas, count, config)
     await wait_for_closed(stack, tag, count, config)
+    await forget_floor_runs(stack.sessions)
     return Figure(
         number="2",
         title="webhook latency",
@@ -243,14 +280,19 @@ async def webhook_latency(stack: BenchStack, config: BenchConfig, workers: Worke
             apiCpuMsPerRequest=api_cpu,
             signalsLeftUndelivered=await undelivered_signals(stack, job_ids),
         ),
-        floors=[Series.of_samples("signal to a waiting workflow", floor)],
+        floors=[
+            Series.of_samples("bare route, same INSERTs, same pool", route_floor),
+            Series.of_samples("signal to a waiting workflow", floor),
+        ],
         method=(
             f"{count - config.warmup} jobs waiting on their webhook, each sent a progress and then a terminal "
             f"webhook, one at a time, {config.pace_seconds:.2f} s apart (samples: both kinds); the floor gets the "
             "same signals, alternating. The API answers once the delivery is committed (its event and a pending "
             "signal) and signals the workflow right after (handoff/sweep.py); every job then completed, and "
             "signalsLeftUndelivered counts pending signals left. apiCpuMsPerRequest: CPU time of the API "
-            "process / webhooks, the signal included."
+            "process / webhooks, the signal included. Floors: a bare FastAPI route in the API process taking the "
+            "same delivery statement (deliveries.take_delivery) through the same pool, for runs of its own "
+            "(bench/floors.py), the floor of the answer; and a bare signal, the floor of what follows it."
         ),
     )
 

@@ -40,10 +40,12 @@ def run_api() -> None:
     import uvicorn
 
     from api.main import KEEP_ALIVE_SECONDS, create_app
+    from bench.floors import with_floors
     from bench.providers import bench_providers, with_providers
 
     settings = load_settings()
     app = with_providers(create_app(settings), bench_providers(settings.WEBHOOK_SECRET, os.environ["BENCH_FILES_URL"]))
+    app = with_floors(app)
     port = int(settings.app_url.rsplit(":", 1)[1])
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", timeout_keep_alive=KEEP_ALIVE_SECONDS)
 
