@@ -344,8 +344,7 @@ async def test_a_prediction_left_by_a_retried_submit_is_cancelled_and_never_used
     creates = ("POST", "/replicate/v1/models/")
     async with running_stack(settings, temporal_client) as stack:
         started = await stack.start("a lighthouse at dusk", provider="replicate", model=REPLICATE_MODEL)
-        while not fake_providers.requests(*creates):
-            await asyncio.sleep(0.05)
+        await eventually(lambda: fake_providers.requests(*creates), what="the first create to reach Replicate")
         fake_providers.app.holds.clear()  # the retry is answered at once
         record = await stack.wait(started["jobId"], timeout=30)
     await fake_providers.state.settle()
