@@ -133,7 +133,7 @@ CallerScopeDep = Annotated[str, Depends(caller_scope)]
 # A canvas is `workflowId` on the wire (the spec's name) and `canvas_id` everywhere behind it.
 CanvasIdPath = Annotated[str, Path(alias="workflowId", pattern=ID_PATTERN, description="The canvas id.")]
 JobIdPath = Annotated[str, Path(alias="jobId", description="The job id (`jobId` of its record).")]
-NodeIdPath = Annotated[str, Path(alias="nodeId", description="The node id on its canvas.")]
+NodeIdPath = Annotated[str, Path(alias="nodeId", pattern=ID_PATTERN, description="The node id on its canvas.")]
 
 
 async def request_traceparent(request: Request) -> str | None:

@@ -324,9 +324,9 @@ async def warm_up(stack: BenchStack, config: BenchConfig, workers: Workers) -> N
     await asyncio.gather(steps.result(), waiting.result())
 
 
-async def node_messages(stack: BenchStack, canvas_id: str) -> AsyncIterator[dict[str, Any]]:
-    """The React Flow nodes a canvas' event stream sends (its `node` messages), as they come."""
-    async with stack.http.stream("GET", f"/v1/canvases/{canvas_id}/events", timeout=None) as response:
+async def node_messages(http: httpx.AsyncClient, url: str) -> AsyncIterator[dict[str, Any]]:
+    """The React Flow nodes a canvas' event stream (`url`) sends (its `node` messages), as they come."""
+    async with http.stream("GET", url, timeout=None) as response:
         event = ""
         async for line in response.aiter_lines():
             if line.startswith("event:"):

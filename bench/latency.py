@@ -516,7 +516,7 @@ CANVAS_STREAM_NODES = 50
 
 async def read_canvas_stream(stack: BenchStack, canvas_id: str, arrivals: Arrivals, watched: str) -> None:
     """Record each `node` message of `watched` under the sample number its data carries."""
-    async for node in node_messages(stack, canvas_id):
+    async for node in node_messages(stack.http, f"/v1/canvases/{canvas_id}/events"):
         if node["id"] == watched and "sample" in node["data"]:
             arrivals.record(int(node["data"]["sample"]), time.perf_counter())
 

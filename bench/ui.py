@@ -24,7 +24,7 @@ from playwright.async_api import Page, async_playwright
 from sqlalchemy import text
 
 from api.web import WEB_DIST
-from bench.drive import BenchConfig, BenchError, new_tag
+from bench.drive import BenchConfig, BenchError, new_tag, node_messages
 from bench.report import Figure, Series
 from bench.stack import BenchStack, Workers
 
@@ -109,18 +109,16 @@ class StreamReader:
         self._thread.start()
 
     def _read(self) -> None:
-        with httpx.Client(timeout=None) as http, http.stream("GET", self._url) as response:
-            event = ""
-            for line in response.iter_lines():
+        asyncio.run(self._read_nodes())
+
+    async def _read_nodes(self) -> None:
+        async with httpx.AsyncClient() as http:
+            async for node in node_messages(http, self._url):
                 if self._stop.is_set():
                     return
-                if line.startswith("event:"):
-                    event = line.removeprefix("event:").strip()
-                elif line.startswith("data:") and event == "node":
-                    node = json.loads(line.removeprefix("data:"))
-                    progress = node["data"].get("progress")
-                    if isinstance(progress, int | float):
-                        self.arrivals.setdefault((node["id"], int(progress)), epoch_ms())
+                progress = node["data"].get("progress")
+                if isinstance(progress, int | float):
+                    self.arrivals.setdefault((node["id"], int(progress)), epoch_ms())
 
     def stop(self) -> None:
         """The thread ends at the stream's next line (a keep-alive at the latest); it is a daemon meanwhile."""

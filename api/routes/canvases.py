@@ -5,15 +5,14 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Response
+from fastapi import APIRouter, Header, Response
 from pydantic import Field
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import CanvasIdPath, SessionDep, StateDep
+from api.deps import CanvasIdPath, NodeIdPath, SessionDep, StateDep
 from api.errors import ApiError
 from core.db import transaction
 from models.schemas import (
-    ID_PATTERN,
     Board,
     BoardNode,
     BoardSave,
@@ -164,7 +163,7 @@ async def upsert_canvas_node(
     body: NodeUpsert,
     state: StateDep,
     canvas_id: CanvasIdPath,
-    node_id: str = Path(alias="nodeId", pattern=ID_PATTERN),
+    node_id: NodeIdPath,
 ) -> BoardNode:
     """Create or replace a node's type, position and data; the fields a job writes stay the job's."""
     async with transaction(state.sessions) as session:

@@ -2325,6 +2325,7 @@ export interface operations {
       path: {
         /** @description The canvas id. */
         workflowId: string;
+        /** @description The node id on its canvas. */
         nodeId: string;
       };
       cookie?: never;
