@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import hmac
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
-from api import stream_tokens
 from api.errors import ApiError
 from api.limits import InFlight
 from core.config import Settings
@@ -91,47 +87,10 @@ async def get_temporal(state: StateDep) -> Client:
 
 TemporalDep = Annotated[Client, Depends(get_temporal)]
 
-_bearer = HTTPBearer(auto_error=False, description="One of the API_KEYS, when the server sets them.")
-
-
 # How long a caller told to come back (503: overloaded, Temporal unreachable) should wait.
 RETRY_AFTER_SECONDS = 2
 
 
-async def require_api_key(
-    request: Request, state: StateDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> None:
-    """With API_KEYS set, every protected route needs `Authorization: Bearer <key>`; the two event streams also
-    take a stream token (`?streamToken=`, from `POST /v1/stream-tokens`; api/stream_tokens.py)."""
-    keys = state.settings.API_KEYS
-    if not keys:
-        return
-    presented = credentials.credentials if credentials else ""
-    if any(hmac.compare_digest(presented.encode(), key.encode()) for key in keys):
-        return
-    token = request.query_params.get("streamToken")
-    target = stream_tokens.stream_target(request.method, request.url.path)
-    if token and target is not None:
-        if stream_tokens.verify(state.settings.WEBHOOK_SECRET, token, keys, target, time.time()):
-            return
-        raise ApiError(401, "invalid_stream_token", "The stream token is wrong, expired or revoked; get a new one.")
-    raise ApiError(
-        401,
-        "unauthorized",
-        "A valid API key is required: send `Authorization: Bearer <key>`.",
-        headers={"WWW-Authenticate": 'Bearer realm="imagejobs"'},
-    )
-
-
-async def caller_scope(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:
-    """Whose request this is, for scoping idempotency keys: the API key presented ("" without one)."""
-    return credentials.credentials if credentials else ""
-
-
-CallerScopeDep = Annotated[str, Depends(caller_scope)]
-
-# A canvas is `workflowId` on the wire (the spec's name) and `canvas_id` everywhere behind it.
-CanvasIdPath = Annotated[str, Path(alias="workflowId", pattern=ID_PATTERN, description="The canvas id.")]
 JobIdPath = Annotated[str, Path(alias="jobId", description="The job id (`jobId` of its record).")]
 NodeIdPath = Annotated[str, Path(alias="nodeId", pattern=ID_PATTERN, description="The node id on its canvas.")]
 

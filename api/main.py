@@ -11,8 +11,10 @@ import httpx
 from fastapi import Depends, FastAPI
 from fastapi.telemetry import TelemetryConfig
 
+from api.auth import tenant_caller
+from api.canvas_tokens import redact_access_log
 from api.cors import JsonCORSMiddleware
-from api.deps import AppState, require_api_key
+from api.deps import AppState
 from api.errors import install_error_handlers
 from api.limits import BodyLimit, JsonDepthLimit
 from api.openapi_vocabulary import add_vocabulary
@@ -27,11 +29,11 @@ from api.routes import (
     metrics,
     providers,
     stats,
+    tenants,
     uploads,
     webhook_endpoints,
     webhooks,
 )
-from api.stream_tokens import redact_access_log
 from api.web import install_web
 from core.config import Settings, get_settings, warn_about_lookalikes
 from core.db import create_engine, session_factory
@@ -117,9 +119,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.CORS_ORIGINS:
         app.add_middleware(JsonCORSMiddleware, origins=settings.CORS_ORIGINS)
     app.add_middleware(RequestId)  # outermost: every line of the request, and its answer, carry the id
-    protected = [Depends(require_api_key)]
+    protected = [Depends(tenant_caller)]
     unauthorized: dict[int | str, dict[str, Any]] = {
-        401: {"model": ErrorBody, "description": "API_KEYS is set and no valid `Authorization: Bearer` key came."}
+        401: {"model": ErrorBody, "description": "Authentication is on and no valid key or canvas token came."},
+        403: {"model": ErrorBody, "description": "A canvas token on a route or canvas it does not open."},
     }
     routers = (
         jobs.router,
@@ -129,9 +132,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         events.router,
         stats.router,
         webhook_endpoints.router,
+        tenants.token_router,
     )
     for router in (*routers, uploads.router):
         app.include_router(router, dependencies=protected, responses=unauthorized)
+    app.include_router(tenants.router, responses=unauthorized)
     app.include_router(webhooks.router)
     app.include_router(uploads.signed_router)
     app.include_router(files.router)

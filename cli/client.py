@@ -69,15 +69,15 @@ class JobsApi:
         self._http.close()
 
     def start_job(self, request: dict[str, Any]) -> dict[str, Any]:
-        return self._call("POST", "/v1/jobs", json=request)
+        return self.call("POST", "/v1/jobs", json=request)
 
     def get_job(self, job_id: str) -> dict[str, Any]:
-        return self._call("GET", f"/v1/jobs/{quote(job_id, safe='')}")
+        return self.call("GET", f"/v1/jobs/{quote(job_id, safe='')}")
 
     def typical_seconds(self, provider: str, model: str) -> float | None:
         """How long this provider and model's jobs took today (the median of GET /v1/stats), when known."""
         try:
-            rows = self._call("GET", "/v1/stats").get("providers") or []
+            rows = self.call("GET", "/v1/stats").get("providers") or []
         except ApiError:
             return None  # a courtesy: the job is followed without it
         for row in rows:
@@ -94,7 +94,8 @@ class JobsApi:
                 raise EventsUnavailable(f"{path} answered {response.status_code} {content_type}")
             yield from parse_sse(response.iter_lines())
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    def call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """One API call: its JSON object, or ApiError with the API's code and message."""
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as error:
@@ -105,6 +106,8 @@ class JobsApi:
             ) from error
         if response.is_error:
             raise ApiError.from_response(response)
+        if response.status_code == 204:
+            return {}
         body = response.json()
         if not isinstance(body, dict):
             raise ApiError("unexpected_response", f"{method} {path} answered {body!r}", response.status_code)

@@ -17,6 +17,7 @@ from cli.client import DEFAULT_API_URL, DEFAULT_CANVAS_ID, EXIT_OK, ApiError, Jo
 from cli.dev import run_dev
 from cli.processes import apply_migrations, run_api, run_worker_process
 from cli.progress import follow_and_report, say
+from cli.tenants import add_commands as add_tenant_commands
 
 EXIT_CODES_HELP = "exit codes: 0 completed, 1 the job failed or was cancelled, 2 bad usage or the API is unreachable"
 
@@ -126,12 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--data-dir", type=Path, help="where all state is kept (default: DATA_DIR, else .data)")
     dev.set_defaults(handler=run_dev)
 
-    client = argparse.ArgumentParser(add_help=False)
-    client.add_argument(
+    server = argparse.ArgumentParser(add_help=False)
+    server.add_argument(
         "--api",
         default=os.environ.get("IMAGEJOBS_API_URL", DEFAULT_API_URL),
         help="API base URL (default: IMAGEJOBS_API_URL, else %(default)s)",
     )
+    client = argparse.ArgumentParser(add_help=False, parents=[server])
     client.add_argument(
         "--api-key", default=os.environ.get("IMAGEJOBS_API_KEY"), help="API key (default: IMAGEJOBS_API_KEY)"
     )
@@ -188,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     table = provider_commands.add_parser("table", help="the README's model table, from the catalog")
     table.add_argument("--write", type=Path, metavar="FILE", help="rewrite the marked section of FILE")
     table.set_defaults(handler=_providers_table)
+    add_tenant_commands(commands, server)
     return parser
 
 

@@ -55,7 +55,16 @@ class Settings(BaseSettings):
     TASK_QUEUE: str = "image-jobs"
 
     APP_URL: str | None = None
+    # The keys of the `default` tenant; with ADMIN_API_KEY set, tenants get their own keys too (docs/tenants.md).
     API_KEYS: CommaList = Field(default_factory=list)
+    # Turns authentication on and guards the tenant and key admin routes (/v1/tenants).
+    ADMIN_API_KEY: str | None = None
+    # Each tenant's limits unless it sets its own (PATCH /v1/tenants/{id}); unset means no limit.
+    TENANT_STARTS_PER_MINUTE: int | None = Field(default=None, ge=1)
+    TENANT_MAX_CONCURRENT_JOBS: int | None = Field(default=None, ge=1)
+    TENANT_BUDGET_USD_PER_DAY: float | None = Field(default=None, ge=0)
+    # The longest life a canvas token may ask for (POST /v1/canvas-tokens).
+    CANVAS_TOKEN_MAX_SECONDS: int = Field(default=86_400, ge=1)
     CORS_ORIGINS: CommaList = Field(default_factory=list)
     WEBHOOK_SECRET: str = "local-development-webhook-secret"
     REPLICATE_WEBHOOK_SECRET: str | None = None
@@ -214,6 +223,11 @@ class Settings(BaseSettings):
                 if value.lower() in PLACEHOLDER_SECRETS or value.startswith("local-development"):
                     raise ValueError(f"{name} must be set to a real secret in production")
         return self
+
+    @property
+    def authentication_on(self) -> bool:
+        """Whether requests need a key or a canvas token: ADMIN_API_KEY or API_KEYS is set."""
+        return bool(self.ADMIN_API_KEY or self.API_KEYS)
 
     @property
     def storage_backend(self) -> Literal["local", "s3"]:

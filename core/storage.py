@@ -29,6 +29,7 @@ from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as S3ConnectionError
 
 from core.config import Settings
+from models.tenancy import DEFAULT_TENANT, tenant_of, workflow_id_of
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -63,8 +64,12 @@ UPLOAD_RETRY_MAX_DELAY_SECONDS = 10.0
 
 
 def job_key_prefix(canvas_id: str, job_id: str) -> str:
-    """Where a job's outputs are stored: `{prefix}.png`, `{prefix}-1.png`, `{prefix}.thumb.webp`, ..."""
-    return f"images/{canvas_id}/{job_id}"
+    """Where a job's outputs are stored: `{prefix}.png`, `{prefix}-1.png`, `{prefix}.thumb.webp`, ...; under
+    `images/{workflowId}/` for the default tenant, `tenants/{tenant}/images/{workflowId}/` for others (a canvas key
+    holds a `:`, which object keys do not)."""
+    tenant = tenant_of(canvas_id)
+    folder = f"images/{workflow_id_of(canvas_id)}"
+    return f"{folder}/{job_id}" if tenant == DEFAULT_TENANT else f"tenants/{tenant}/{folder}/{job_id}"
 
 
 def validate_key(key: str) -> str:

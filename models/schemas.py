@@ -34,6 +34,7 @@ from models.tables import (
     WebhookRefusal,
     WorkflowNode,
 )
+from models.tenancy import workflow_id_of
 from models.vocabulary import (
     CANCELLED_ERROR,
     CANCELLED_ERROR_CODE,
@@ -329,7 +330,7 @@ def _run_identity(run: Run) -> dict[str, Any]:
     return {
         "job_id": run.id,
         "node_id": run.node_id,
-        "workflow_id": run.canvas_id,
+        "workflow_id": workflow_id_of(run.canvas_id),
         "provider": run.provider,
         "model": run.model,
         "status": spec_status(run.status),
@@ -706,7 +707,7 @@ class CanvasRunView(CamelModel):
             estimated_cost_usd=_sum_known(job.estimated_cost_usd for job in jobs),
             cost_usd=_sum_known(job.cost_usd for job in jobs),
             run_id=run.id,
-            workflow_id=run.canvas_id,
+            workflow_id=workflow_id_of(run.canvas_id),
             status=JobStatus(run.status),
             priority=Priority(run.priority),
             forced=run.forced,

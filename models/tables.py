@@ -9,6 +9,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Column,
+    Computed,
     DateTime,
     ForeignKey,
     Index,
@@ -21,6 +22,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlmodel import Field, SQLModel
 
 from models.guards import json_check_sql
+from models.tenancy import TENANT_OF_KEY_SQL
 from models.vocabulary import JobStatus, NodeType
 
 _STATUS_VALUES = ", ".join(f"'{status.value}'" for status in JobStatus)
@@ -28,6 +30,13 @@ _STATUS_VALUES = ", ".join(f"'{status.value}'" for status in JobStatus)
 
 def _jsonb(**kwargs: Any) -> Any:
     return Field(sa_column=Column(JSONB, **kwargs))
+
+
+def _tenant_of(key_column: str) -> Any:
+    """The row's tenant, derived by the database from its canvas key (models/tenancy.py); never written."""
+    return Field(
+        default=None, sa_column=Column(Text, Computed(TENANT_OF_KEY_SQL.format(column=key_column), persisted=True))
+    )
 
 
 def _timestamp(*, nullable: bool = False, default_now: bool = True) -> Any:
@@ -51,6 +60,7 @@ class Run(SQLModel, table=True):
         Index("ix_runs_canvas_kind", "canvas_id", "kind"),
         Index("ix_runs_status", "status"),
         Index("ix_runs_created", "created_at", "id"),
+        Index("ix_runs_tenant_created", "tenant_id", "created_at", "id"),
         Index("ix_runs_unstarted", "created_at", postgresql_where=text("workflow_started_at IS NULL")),
         Index(
             "ix_runs_unswept",
@@ -94,6 +104,7 @@ class Run(SQLModel, table=True):
     # What the job was made from (planning/canvas_plan.inputs_hash): a canvas run reuses the image of a node whose
     # shown job has the hash the node's inputs have now.
     content_hash: str | None = Field(default=None, max_length=64)
+    tenant_id: str | None = _tenant_of("canvas_id")
 
 
 class ProviderModelList(SQLModel, table=True):
@@ -130,6 +141,7 @@ class WorkflowNode(SQLModel, table=True):
     __tablename__ = "workflow_nodes"
     __table_args__ = (
         Index("ix_workflow_nodes_canvas", "canvas_id"),
+        Index("ix_workflow_nodes_tenant", "tenant_id"),
         CheckConstraint(json_check_sql("node_data"), name="ck_workflow_nodes_data_no_image_data"),
         CheckConstraint(json_check_sql("position"), name="ck_workflow_nodes_position_no_image_data"),
     )
@@ -144,6 +156,7 @@ class WorkflowNode(SQLModel, table=True):
     version: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     created_at: datetime = _timestamp()
     updated_at: datetime = _timestamp()
+    tenant_id: str | None = _tenant_of("canvas_id")
 
 
 class CanvasSlots(SQLModel, table=True):
@@ -218,7 +231,10 @@ class Canvas(SQLModel, table=True):
     on with every save of the board, and a trigger announces it so open tabs reload what changed."""
 
     __tablename__ = "canvases"
-    __table_args__ = (CheckConstraint(json_check_sql("viewport"), name="ck_canvases_viewport_no_image_data"),)
+    __table_args__ = (
+        CheckConstraint(json_check_sql("viewport"), name="ck_canvases_viewport_no_image_data"),
+        Index("ix_canvases_tenant", "tenant_id"),
+    )
 
     id: str = Field(primary_key=True, max_length=256)
     name: str = Field(max_length=200)
@@ -226,6 +242,7 @@ class Canvas(SQLModel, table=True):
     version: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     created_at: datetime = _timestamp()
     updated_at: datetime = _timestamp()
+    tenant_id: str | None = _tenant_of("id")
 
 
 class CanvasEdge(SQLModel, table=True):
@@ -264,6 +281,7 @@ class CanvasRun(SQLModel, table=True):
     finished_at: datetime | None = _timestamp(nullable=True, default_now=False)
     # When the run's workflow was known to exist; None while the start the API committed is still to be made.
     workflow_started_at: datetime | None = _timestamp(nullable=True, default_now=False)
+    tenant_id: str | None = _tenant_of("canvas_id")
 
 
 class CanvasRunNode(SQLModel, table=True):
@@ -300,6 +318,7 @@ class WebhookEndpoint(SQLModel, table=True):
     __tablename__ = "webhook_endpoints"
 
     id: str = Field(primary_key=True, max_length=64)
+    tenant_id: str = Field(default="default", max_length=64, sa_column_kwargs={"server_default": "default"})
     url: str = Field(sa_column=Column(Text, nullable=False))
     description: str | None = Field(default=None, max_length=500)
     events: list[str] | None = Field(default=None, sa_column=Column(ARRAY(Text), nullable=True))
@@ -343,3 +362,37 @@ class OutboundDelivery(SQLModel, table=True):
     delivered_at: datetime | None = _timestamp(nullable=True, default_now=False)
     workflow_started_at: datetime | None = _timestamp(nullable=True, default_now=False)
     created_at: datetime = _timestamp()
+
+
+class Tenant(SQLModel, table=True):
+    """A customer of the deployment: it owns canvases (and through them jobs and runs), keys and endpoints.
+
+    Limits left NULL take the settings' defaults (TENANT_*). `starts_paced_until` is the start limiter's state: the
+    moment the tenant's starts would be used up if it started nothing more (store/tenants.py)."""
+
+    __tablename__ = "tenants"
+
+    id: str = Field(primary_key=True, max_length=64)
+    name: str = Field(max_length=200)
+    starts_per_minute: int | None = None
+    max_concurrent_jobs: int | None = None
+    budget_usd_per_day: float | None = None
+    starts_paced_until: datetime | None = _timestamp(nullable=True, default_now=False)
+    created_at: datetime = _timestamp()
+    updated_at: datetime = _timestamp()
+
+
+class ApiKey(SQLModel, table=True):
+    """A tenant's API key, stored only as its SHA-256 (keys are 256 random bits, so a fast hash is enough);
+    `prefix` is its first characters, to tell keys apart in lists. A revoked key keeps its row."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (Index("ix_api_keys_tenant", "tenant_id"),)
+
+    id: str = Field(primary_key=True, max_length=64)
+    tenant_id: str = Field(sa_column=Column(Text, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False))
+    name: str | None = Field(default=None, max_length=200)
+    prefix: str = Field(max_length=32)
+    key_hash: str = Field(max_length=64, unique=True)
+    created_at: datetime = _timestamp()
+    revoked_at: datetime | None = _timestamp(nullable=True, default_now=False)

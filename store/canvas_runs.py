@@ -223,12 +223,13 @@ async def finish_canvas_run(session: AsyncSession, *, run_id: str, status: str) 
         text(
             "UPDATE canvas_runs SET status = :status, finished_at = COALESCE(finished_at, now()),"
             " workflow_started_at = COALESCE(workflow_started_at, now())"
-            " WHERE id = :id AND status IS DISTINCT FROM :status RETURNING id"
+            " WHERE id = :id AND status IS DISTINCT FROM :status RETURNING tenant_id"
         ),
         {"id": run_id, "status": status},
     )
-    if finished.first() is not None:
-        await outbound.enqueue(session, event=canvas_run_event(status), subject_id=run_id)
+    tenant_id = finished.scalar_one_or_none()
+    if tenant_id is not None:
+        await outbound.enqueue(session, event=canvas_run_event(status), subject_id=run_id, tenant_id=tenant_id)
 
 
 CanvasRunRows = tuple[CanvasRun, list[tuple[CanvasRunNode, Run | None]]]

@@ -18,6 +18,7 @@ from sqlmodel import col, select
 from models.guards import assert_storable_json
 from models.schemas import Board, BoardEdge, BoardNode, BoardSave, CanvasSummary, Viewport
 from models.tables import Canvas, CanvasEdge, WorkflowNode
+from models.tenancy import canvas_key, workflow_id_of
 from store import canvas_nodes, runs
 
 CANVAS_LIST_LIMIT = 500
@@ -32,16 +33,16 @@ _NODE_PICTURE = "COALESCE(t.node_data->>'thumbnailUrl', t.node_data->>'imageUrl'
 THUMBNAILS_PER_CANVAS = 4
 
 
-async def list_canvases(session: AsyncSession) -> list[CanvasSummary]:
-    """Every board, newest change first: saved ones and those only jobs have written to (`implicit`), each with
-    the pictures of its most recently changed nodes."""
+async def list_canvases(session: AsyncSession, *, tenant_id: str) -> list[CanvasSummary]:
+    """The tenant's boards, newest change first: saved ones and those only jobs have written to (`implicit`),
+    each with the pictures of its most recently changed nodes."""
     found = await session.execute(
         text(
             "WITH boards AS ("
-            "  SELECT id, name, false AS implicit, updated_at FROM canvases"
+            "  SELECT id, name, false AS implicit, updated_at FROM canvases WHERE tenant_id = :tenant"
             "  UNION ALL"
-            "  SELECT DISTINCT n.canvas_id, n.canvas_id, true, NULL::timestamptz FROM workflow_nodes n"
-            "  WHERE NOT EXISTS (SELECT 1 FROM canvases c WHERE c.id = n.canvas_id)"
+            "  SELECT DISTINCT n.canvas_id, NULL, true, NULL::timestamptz FROM workflow_nodes n"
+            "  WHERE n.tenant_id = :tenant AND NOT EXISTS (SELECT 1 FROM canvases c WHERE c.id = n.canvas_id)"
             ")"
             " SELECT b.id, b.name, b.implicit, count(n.id), greatest(b.updated_at, max(n.updated_at)) AS changed,"
             f"  ARRAY(SELECT {_NODE_PICTURE} FROM workflow_nodes t"
@@ -50,18 +51,24 @@ async def list_canvases(session: AsyncSession) -> list[CanvasSummary]:
             " FROM boards b LEFT JOIN workflow_nodes n ON n.canvas_id = b.id"
             " GROUP BY b.id, b.name, b.implicit, b.updated_at ORDER BY changed DESC LIMIT :limit"
         ),
-        {"limit": CANVAS_LIST_LIMIT, "pictures": THUMBNAILS_PER_CANVAS},
+        {"limit": CANVAS_LIST_LIMIT, "pictures": THUMBNAILS_PER_CANVAS, "tenant": tenant_id},
     )
     return [
         CanvasSummary(
-            id=canvas_id, name=name, implicit=implicit, node_count=count, updated_at=changed, thumbnails=list(pictures)
+            id=workflow_id_of(canvas_id),
+            name=name or workflow_id_of(canvas_id),
+            implicit=implicit,
+            node_count=count,
+            updated_at=changed,
+            thumbnails=list(pictures),
         )
         for canvas_id, name, implicit, count, changed, pictures in found.all()
     ]
 
 
-async def create_canvas(session: AsyncSession, *, name: str) -> Canvas:
-    canvas = Canvas(id=new_canvas_id(), name=name, viewport=Viewport().model_dump(), version=1)
+async def create_canvas(session: AsyncSession, *, tenant_id: str, name: str) -> Canvas:
+    key = canvas_key(tenant_id, new_canvas_id())
+    canvas = Canvas(id=key, name=name, viewport=Viewport().model_dump(), version=1)
     session.add(canvas)
     await session.flush()
     return canvas
@@ -78,8 +85,8 @@ async def read_board(session: AsyncSession, *, canvas_id: str) -> Board | None:
     )
     updated = max([node.updated_at for node in nodes] + ([canvas.updated_at] if canvas else []))
     return Board(
-        id=canvas_id,
-        name=canvas.name if canvas else canvas_id,
+        id=workflow_id_of(canvas_id),
+        name=canvas.name if canvas else workflow_id_of(canvas_id),
         version=canvas.version if canvas else 0,
         nodes=[BoardNode.from_row(node) for node in nodes],
         edges=[BoardEdge.from_row(edge) for edge in edges.scalars()],
@@ -160,7 +167,7 @@ async def _upsert_canvas(session: AsyncSession, canvas_id: str, board: BoardSave
         ),
         {
             "id": canvas_id,
-            "name": board.name or canvas_id,
+            "name": board.name or workflow_id_of(canvas_id),
             "given_name": board.name,
             "viewport": json.dumps(viewport),
             "now": datetime.now(UTC),

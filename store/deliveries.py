@@ -12,11 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import func, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from models.tables import WebhookRefusal
+from models.tables import Run, WebhookRefusal
+from models.tenancy import DEFAULT_TENANT
 from store.runs import TERMINAL_SQL
 
 REFUSALS_KEPT_DAYS = 7
@@ -135,8 +136,14 @@ async def record_refusal(session: AsyncSession, *, provider: str, job_id: str, c
     session.add(WebhookRefusal(provider=provider[:64], job_id=job_id[:256], code=code, reason=reason[:REASON_CHARS]))
 
 
-async def recent_refusals(session: AsyncSession, *, limit: int) -> list[WebhookRefusal]:
-    found = await session.execute(select(WebhookRefusal).order_by(col(WebhookRefusal.id).desc()).limit(limit))
+async def recent_refusals(session: AsyncSession, *, tenant_id: str, limit: int) -> list[WebhookRefusal]:
+    """The refusals that named the tenant's jobs, newest first; the `default` tenant (the deployment's own team)
+    also sees those that named no job at all."""
+    job_tenant = select(Run.tenant_id).where(col(Run.id) == col(WebhookRefusal.job_id)).scalar_subquery()
+    mine = func.coalesce(job_tenant, DEFAULT_TENANT) == tenant_id
+    found = await session.execute(
+        select(WebhookRefusal).where(mine).order_by(col(WebhookRefusal.id).desc()).limit(limit)
+    )
     return list(found.scalars())
 
 

@@ -34,19 +34,27 @@ def new_endpoint_id() -> str:
 
 
 async def create_endpoint(
-    session: AsyncSession, *, url: str, events: list[str] | None, description: str | None
+    session: AsyncSession, *, tenant_id: str, url: str, events: list[str] | None, description: str | None
 ) -> WebhookEndpoint:
     endpoint = WebhookEndpoint(
-        id=new_endpoint_id(), url=url, events=events, description=description, secret=new_secret()
+        id=new_endpoint_id(),
+        tenant_id=tenant_id,
+        url=url,
+        events=events,
+        description=description,
+        secret=new_secret(),
     )
     session.add(endpoint)
     await session.flush()
     return endpoint
 
 
-async def list_endpoints(session: AsyncSession) -> list[WebhookEndpoint]:
+async def list_endpoints(session: AsyncSession, *, tenant_id: str) -> list[WebhookEndpoint]:
     found = await session.execute(
-        select(WebhookEndpoint).order_by(col(WebhookEndpoint.created_at).desc()).limit(ENDPOINT_LIST_LIMIT)
+        select(WebhookEndpoint)
+        .where(col(WebhookEndpoint.tenant_id) == tenant_id)
+        .order_by(col(WebhookEndpoint.created_at).desc())
+        .limit(ENDPOINT_LIST_LIMIT)
     )
     return list(found.scalars())
 
@@ -104,16 +112,18 @@ async def delete_endpoint(session: AsyncSession, *, endpoint_id: str) -> bool:
     return deleted.first() is not None
 
 
-async def enqueue(session: AsyncSession, *, event: OutboundEvent, subject_id: str) -> None:
-    """A delivery of `event` about `subject_id` for every enabled endpoint that takes it; a repeat adds none."""
+async def enqueue(session: AsyncSession, *, event: OutboundEvent, subject_id: str, tenant_id: str) -> None:
+    """A delivery of `event` about `subject_id` for every enabled endpoint of its tenant that takes it; a repeat
+    adds none."""
     await session.execute(
         text(
             "INSERT INTO outbound_deliveries (id, endpoint_id, event_type, subject_id)"
             " SELECT 'msg_' || replace(gen_random_uuid()::text, '-', ''), id, CAST(:event AS text), :subject"
-            " FROM webhook_endpoints WHERE NOT disabled AND (events IS NULL OR CAST(:event AS text) = ANY(events))"
+            " FROM webhook_endpoints WHERE tenant_id = :tenant AND NOT disabled"
+            "  AND (events IS NULL OR CAST(:event AS text) = ANY(events))"
             " ON CONFLICT (endpoint_id, event_type, subject_id) DO NOTHING"
         ),
-        {"event": str(event), "subject": subject_id},
+        {"event": str(event), "subject": subject_id, "tenant": tenant_id},
     )
 
 

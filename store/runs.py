@@ -222,7 +222,7 @@ async def transition(session: AsyncSession, *, change: RunTransition) -> Transit
             " updated_at = now()"
             f" WHERE id = :id AND status NOT IN ({TERMINAL_SQL})"
             "   AND NOT (status = 'running' AND :status = 'running')"
-            " RETURNING provider, model, processor, cost_usd, EXTRACT(EPOCH FROM now() - created_at)"
+            " RETURNING provider, model, processor, cost_usd, EXTRACT(EPOCH FROM now() - created_at), tenant_id"
         ),
         {
             "id": change.job_id,
@@ -256,7 +256,7 @@ async def transition(session: AsyncSession, *, change: RunTransition) -> Transit
         dedupe_key=f"status:{change.status}",
     )
     if change.status in TERMINAL_STATUSES:  # in the same transaction: an end is never told without its event
-        await outbound.enqueue(session, event=job_event(change.status), subject_id=change.job_id)
+        await outbound.enqueue(session, event=job_event(change.status), subject_id=change.job_id, tenant_id=row[5])
     return changed
 
 
@@ -330,6 +330,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 async def list_runs(
     session: AsyncSession,
     *,
+    tenant_id: str,
     status: str | None = None,
     provider: str | None = None,
     canvas_id: str | None = None,
@@ -338,9 +339,14 @@ async def list_runs(
     cursor: str | None = None,
     limit: int = 50,
 ) -> tuple[list[Run], str | None]:
-    """Runs newest first, filtered (`text_in_prompt`: a case-insensitive substring of the prompt, taken
-    literally); keyset pagination over (created_at, id)."""
-    query = select(Run).order_by(col(Run.created_at).desc(), col(Run.id).desc()).limit(limit + 1)
+    """The tenant's runs newest first, filtered (`text_in_prompt`: a case-insensitive substring of the prompt,
+    taken literally); keyset pagination over (created_at, id)."""
+    query = (
+        select(Run)
+        .where(col(Run.tenant_id) == tenant_id)
+        .order_by(col(Run.created_at).desc(), col(Run.id).desc())
+        .limit(limit + 1)
+    )
     if status:
         query = query.where(Run.status == status)
     if provider:

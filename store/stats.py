@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import func, text
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import select
+from sqlmodel import col, select
 
 from models.errors import PROVIDER_TIMEOUT
 from models.tables import Run
@@ -40,16 +40,18 @@ _PROVIDER_STATS = (
     " percentile_cont(0.95) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM finished_at - created_at))"
     "   FILTER (WHERE status = 'completed'),"
     " sum(cost_usd), sum(rate_limited), count(*) FILTER (WHERE error_code = :timeout)"
-    " FROM runs WHERE created_at >= :since{canvas} GROUP BY provider, model ORDER BY provider, model"
+    " FROM runs WHERE created_at >= :since AND tenant_id = :tenant{canvas}"
+    " GROUP BY provider, model ORDER BY provider, model"
 )
 
 
 async def provider_stats(
-    session: AsyncSession, *, since: datetime, canvas_id: str | None = None
+    session: AsyncSession, *, tenant_id: str, since: datetime, canvas_id: str | None = None
 ) -> list[ProviderStats]:
-    """Per provider and model, the jobs created since `since` (one scan of `ix_runs_created`'s range)."""
+    """Per provider and model, the tenant's jobs created since `since` (one scan of `ix_runs_tenant_created`'s
+    range)."""
     query = _PROVIDER_STATS.format(canvas=" AND canvas_id = :canvas" if canvas_id else "")
-    parameters = {"since": since, "canvas": canvas_id, "timeout": PROVIDER_TIMEOUT}
+    parameters = {"since": since, "tenant": tenant_id, "canvas": canvas_id, "timeout": PROVIDER_TIMEOUT}
     rows = await session.execute(text(query), parameters)
     return [
         ProviderStats(
@@ -72,8 +74,8 @@ def _rounded(value: Any, digits: int = 3) -> float | None:
     return None if value is None else round(float(value), digits)
 
 
-async def count_by_status(session: AsyncSession, *, canvas_id: str | None = None) -> dict[str, int]:
-    query = select(Run.status, func.count()).group_by(Run.status)
+async def count_by_status(session: AsyncSession, *, tenant_id: str, canvas_id: str | None = None) -> dict[str, int]:
+    query = select(Run.status, func.count()).where(col(Run.tenant_id) == tenant_id).group_by(Run.status)
     if canvas_id:
         query = query.where(Run.canvas_id == canvas_id)
     return {status: int(count) for status, count in (await session.execute(query)).all()}

@@ -316,8 +316,14 @@ async def test_with_api_keys_the_app_asks_for_a_key_and_says_when_it_is_wrong(
         await page.get_by_role("button", name="Add image node").click()
         await page.get_by_label("Prompt").fill("behind a key")
         await page.get_by_role("button", name="Generate").click()
-        # The live stream works with the key too (through a stream token).
+        # The board and its live stream work through a canvas token minted from the key.
         await expect(page.get_by_role("img", name="behind a key")).to_be_visible()
+        stored = await page.evaluate("() => JSON.stringify([{ ...sessionStorage }, { ...localStorage }])")
+        assert "board-key" not in stored and "ct1." in stored, "the key was stored, or the token was not"
+        # A reload keeps the board (its token) without asking for the key again.
+        await page.reload()
+        await expect(page.get_by_role("img", name="behind a key")).to_be_visible()
+        await expect(page.get_by_label("API key")).to_have_count(0)
 
 
 async def test_the_history_panel_lists_filters_and_searches_the_boards_jobs(browser: Browser, app_stack: Stack) -> None:

@@ -54,7 +54,8 @@ async def record_run_without_starting(stack: Stack, sessions: async_sessionmaker
     async with sessions() as session:
         board = await canvases.read_board(session, canvas_id=canvas_id)
     assert board is not None
-    plan = plan_canvas_run(state, board, CanvasRunRequest(), "run_" + uuid.uuid4().hex, {})  # type: ignore[arg-type]
+    run_id = "run_" + uuid.uuid4().hex
+    plan = plan_canvas_run(state, canvas_id, board, CanvasRunRequest(), run_id, {})  # type: ignore[arg-type]
     async with transaction(sessions) as session:
         assert await canvas_runs.create_canvas_run(session, plan=plan) is None
     return plan.run_id

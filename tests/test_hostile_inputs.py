@@ -143,23 +143,26 @@ async def test_a_missing_key_is_a_401_that_says_how_to_authenticate(
     assert allowed.status_code == 200
 
 
-async def test_a_job_id_cannot_be_computed_from_its_idempotency_key_and_is_scoped_by_api_key(
+async def test_a_job_id_cannot_be_computed_from_its_idempotency_key_and_is_scoped_by_tenant(
     stack_settings: Settings, temporal_client: Client
 ) -> None:
     # A job id derived from the key alone let anyone who could guess a key compute the job's image URL.
-    settings = make_settings(stack_settings, API_KEYS=["k-1", "k-2"])
+    settings = make_settings(stack_settings, API_KEYS=["k-1", "k-2"], ADMIN_API_KEY="admin-key")
     body = {"workflowId": "c-scope", "nodeId": "n-1", "promptSpec": {"basePrompt": "a harbour"}}
     key = "order-42"
     async with running_stack(settings, temporal_client, workers=False) as stack:
+        admin = {"Authorization": "Bearer admin-key"}
+        tenant = (await stack.api.post("/v1/tenants", json={"name": "other"}, headers=admin)).json()
+        other_key = (await stack.api.post(f"/v1/tenants/{tenant['id']}/keys", headers=admin)).json()["key"]
         answers = [
             await stack.api.post(
                 "/v1/jobs", json=body, headers={"Authorization": f"Bearer {api_key}", "Idempotency-Key": key}
             )
-            for api_key in ("k-1", "k-1", "k-2")
+            for api_key in ("k-1", "k-2", other_key)
         ]
     assert [answer.status_code for answer in answers] == [202, 202, 202], [answer.text for answer in answers]
-    first, repeat, other_caller = (answer.json()["jobId"] for answer in answers)
-    assert first == repeat and repeat != other_caller
+    first, same_tenant, other_tenant = (answer.json()["jobId"] for answer in answers)
+    assert first == same_tenant and same_tenant != other_tenant
     assert answers[1].headers["idempotent-replayed"] == "true"
     assert "idempotent-replayed" not in answers[2].headers
     guessable = {hashlib.sha256(key.encode()).hexdigest()[:32], hashlib.sha256(f"k-1{key}".encode()).hexdigest()[:32]}

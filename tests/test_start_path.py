@@ -21,6 +21,7 @@ from core.db import transaction
 from handoff.starts import job_from_run, new_job_id
 from handoff.sweep import Handoff
 from models.schemas import StartImageJobRequest
+from models.tenancy import DEFAULT_TENANT
 from providers.discovery import build_directory
 from providers.registry import build_providers
 from store import runs
@@ -47,8 +48,8 @@ async def record_without_starting(
         settings=stack.settings, providers=build_providers(stack.settings), models=build_directory(stack.settings)
     )
     request = StartImageJobRequest.model_validate(body)
-    job_id = new_job_id(stack.settings.WEBHOOK_SECRET, key)
-    job, effective = job_from_request(state, request, job_id)  # type: ignore[arg-type]
+    job_id = new_job_id(stack.settings.WEBHOOK_SECRET, key, scope=DEFAULT_TENANT)
+    job, effective = job_from_request(state, request, job_id, canvas=request.workflow_id)  # type: ignore[arg-type]
     async with transaction(sessions) as session:
         assert (await runs.record_run(session, job=job, effective=effective)).created
     return job.job_id

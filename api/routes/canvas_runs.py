@@ -18,9 +18,10 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import CanvasIdPath, StateDep, TemporalDep, TraceParentDep
+from api.auth import CallerDep, CanvasKeyPath
+from api.deps import StateDep, TemporalDep, TraceParentDep
 from api.errors import ApiError
-from api.routes.jobs import admit_within_budget, job_from_request, job_settings
+from api.routes.jobs import admit_start, admit_within_budgets, budgets_for, job_from_request, job_settings
 from core.db import transaction
 from handoff.sweep import canvas_run_start_confirmed
 from models.payloads import CachedImage, CanvasRunInput, ImageJobInput, RunNodePlan
@@ -34,6 +35,7 @@ from models.schemas import (
     ErrorBody,
     StartImageJobRequest,
 )
+from models.tenancy import workflow_id_of
 from models.vocabulary import NodeType
 from planning.canvas_plan import (
     MAX_RUN_NODES,
@@ -107,7 +109,7 @@ def job_request(canvas_id: str, node: BoardNode, previous_image: str | None) -> 
 
 
 def checked_job(
-    state: StateDep, board: Board, node: BoardNode, *, upstream_image: str | None, in_run: bool
+    state: StateDep, canvas: str, board: Board, node: BoardNode, *, upstream_image: str | None, in_run: bool
 ) -> tuple[StartImageJobRequest, ImageJobInput]:
     """The node's job (validated as POST /v1/jobs would), before its run-specific fields are set."""
     if not str(node.data.get("prompt") or "").strip():
@@ -116,7 +118,7 @@ def checked_job(
     checked_image = f"{state.settings.app_url}/files/upstream-of-{node.id}.png" if in_run else upstream_image
     body = job_request(board.id, node, checked_image)
     try:
-        job, _ = job_from_request(state, body, "job_check")
+        job, _ = job_from_request(state, body, "job_check", canvas=canvas)
     except ApiError as error:
         code = "input_image_not_supported" if "previousImage" in error.message else error.code
         raise refused(code, f"{node_name(node)}: {error.message}", [node.id]) from error
@@ -124,10 +126,15 @@ def checked_job(
 
 
 def plan_canvas_run(
-    state: StateDep, board: Board, request: CanvasRunRequest, run_id: str, made_from: Mapping[str, str]
+    state: StateDep,
+    canvas: str,
+    board: Board,
+    request: CanvasRunRequest,
+    run_id: str,
+    made_from: Mapping[str, str],
 ) -> CanvasRunInput:
-    """The run's nodes in order with their jobs and inputs' hashes; `made_from` maps the board's images to the
-    hashes of the jobs that made them (planning/canvas_plan.input_key)."""
+    """The run's nodes in order with their jobs and inputs' hashes, for the board of canvas key `canvas`;
+    `made_from` maps the board's images to the hashes of the jobs that made them (planning/canvas_plan.input_key)."""
     image_nodes = [node.id for node in board.nodes if node.type == NodeType.IMAGE_GENERATION]
     try:
         graph: RunGraph = run_graph(
@@ -146,10 +153,12 @@ def plan_canvas_run(
         raise refused("too_many_nodes", f"A run takes at most {MAX_RUN_NODES} nodes.", [])
     hashes: dict[str, str] = {}
     by_id = {node.id: node for node in board.nodes}
-    nodes = [plan_node(state, board, by_id, graph, hashes, run_id, node_id, made_from) for node_id in graph.order]
+    nodes = [
+        plan_node(state, canvas, board, by_id, graph, hashes, run_id, node_id, made_from) for node_id in graph.order
+    ]
     return CanvasRunInput(
         run_id=run_id,
-        canvas_id=board.id,
+        canvas_id=canvas,
         nodes=nodes,
         force=request.force,
         max_parallel=state.settings.CANVAS_RUN_MAX_PARALLEL,
@@ -159,6 +168,7 @@ def plan_canvas_run(
 
 def plan_node(
     state: StateDep,
+    canvas: str,
     board: Board,
     by_id: dict[str, BoardNode],
     graph: RunGraph,
@@ -175,7 +185,7 @@ def plan_node(
         named, upstream = node_name(by_id[node_id]), node_name(by_id[source])
         message = f"{named} refines {upstream}, which has no image yet: generate it first."
         raise refused("upstream_without_image", message, [source])
-    body, job = checked_job(state, board, by_id[node_id], upstream_image=outside_image, in_run=in_run)
+    body, job = checked_job(state, canvas, board, by_id[node_id], upstream_image=outside_image, in_run=in_run)
     upstream_key = hashes[source] if in_run and source else input_key(outside_image, made_from)
     hashes[node_id] = content_hash(job_settings(body, job), upstream_key)
     job.job_id = canvas_run_job_id(run_id, node_id)
@@ -204,7 +214,7 @@ async def read_canvas_run_view(state: StateDep, canvas_id: str, run_id: str) -> 
     async with state.sessions() as session:
         found = await canvas_runs.read_canvas_run(session, canvas_id=canvas_id, run_id=run_id)
     if found is None:
-        raise ApiError(404, "run_not_found", f"No run {run_id!r} on canvas {canvas_id!r}.")
+        raise ApiError(404, "run_not_found", f"No run {run_id!r} on canvas {workflow_id_of(canvas_id)!r}.")
     return CanvasRunView.from_rows(*found)
 
 
@@ -215,9 +225,10 @@ async def read_canvas_run_view(state: StateDep, canvas_id: str, run_id: str) -> 
     responses={**ERRORS, 200: {"model": CanvasRunPreview, "description": "`dryRun`: what the run would do."}},
 )
 async def start_canvas_run(
-    canvas_id: CanvasIdPath,
+    canvas_id: CanvasKeyPath,
     state: StateDep,
     after: BackgroundTasks,
+    caller: CallerDep,
     trace_parent: TraceParentDep,
     body: CanvasRunRequest | None = None,
 ) -> CanvasRunView | JSONResponse:
@@ -233,19 +244,21 @@ async def start_canvas_run(
     async with state.sessions() as session:
         board = await canvases.read_board(session, canvas_id=canvas_id)
         if board is None:
-            raise ApiError(404, "canvas_not_found", f"No canvas {canvas_id!r}.")
+            raise ApiError(404, "canvas_not_found", f"No canvas {workflow_id_of(canvas_id)!r}.")
         images = [image for image in map(current_image, board.nodes) if image]
         made_from = await canvas_runs.image_hashes(session, canvas_id=canvas_id, image_urls=images)
-        plan = plan_canvas_run(state, board, request, "run_" + uuid.uuid4().hex, made_from)
+        plan = plan_canvas_run(state, canvas_id, board, request, "run_" + uuid.uuid4().hex, made_from)
         await mark_cached(session, board, plan)
     preview = CanvasRunPreview.of(plan)
     if request.dry_run:
         return JSONResponse(preview.model_dump(mode="json", by_alias=True, exclude_none=True))
     plan.trace_parent = trace_parent
+    await admit_start(state, caller)  # a run is one start, however many nodes it has
+    budgets = budgets_for(state, caller)
     async with transaction(state.sessions) as session:
-        if state.settings.BUDGET_USD_PER_DAY is not None and preview.estimated_cost_usd:
+        if budgets and preview.estimated_cost_usd:
             # The whole run's estimate up front; its jobs are recorded as they start, so this admits the run.
-            await admit_within_budget(session, state.settings.BUDGET_USD_PER_DAY, preview.estimated_cost_usd)
+            await admit_within_budgets(session, budgets, preview.estimated_cost_usd)
         active = await canvas_runs.create_canvas_run(session, plan=plan)
     if active is not None:
         raise ApiError(
@@ -259,14 +272,14 @@ async def start_canvas_run(
 
 
 @router.get("/{workflowId}/runs/{runId}", response_model=CanvasRunView, responses=ERRORS)
-async def get_canvas_run(canvas_id: CanvasIdPath, state: StateDep, run_id: str = RunIdPath) -> CanvasRunView:
+async def get_canvas_run(canvas_id: CanvasKeyPath, state: StateDep, run_id: str = RunIdPath) -> CanvasRunView:
     """The run's status and each node's state (pending, running, completed, cached, failed, skipped, cancelled)."""
     return await read_canvas_run_view(state, canvas_id, run_id)
 
 
 @router.post("/{workflowId}/runs/{runId}/cancel", status_code=202, response_model=CanvasRunView, responses=ERRORS)
 async def cancel_canvas_run(
-    canvas_id: CanvasIdPath, state: StateDep, temporal: TemporalDep, run_id: str = RunIdPath
+    canvas_id: CanvasKeyPath, state: StateDep, temporal: TemporalDep, run_id: str = RunIdPath
 ) -> CanvasRunView:
     """Cancel the run: running nodes' jobs are cancelled, pending nodes are marked cancelled. A run whose start is
     still to come is started first, so that its workflow's own cancellation ends it and its nodes."""

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Header, Response
 from pydantic import Field
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import CanvasIdPath, NodeIdPath, SessionDep, StateDep
+from api.auth import CallerDep, CanvasKeyPath
+from api.deps import NodeIdPath, SessionDep, StateDep
 from api.errors import ApiError
 from core.db import transaction
 from models.schemas import (
@@ -25,6 +26,7 @@ from models.schemas import (
     NodePosition,
     RequestModel,
 )
+from models.tenancy import workflow_id_of
 from store import canvas_nodes, canvases
 
 log = logging.getLogger(__name__)
@@ -41,21 +43,21 @@ class NodeUpsert(RequestModel):
 
 
 @router.get("", response_model=CanvasList)
-async def list_boards(session: SessionDep) -> CanvasList:
-    """Every canvas, the most recently changed first: id, name, node count, last change."""
-    return CanvasList(items=await canvases.list_canvases(session))
+async def list_boards(session: SessionDep, caller: CallerDep) -> CanvasList:
+    """Every canvas of the caller's tenant, the most recently changed first: id, name, node count, last change."""
+    return CanvasList(items=await canvases.list_canvases(session, tenant_id=caller.tenant_id))
 
 
 @router.post("", status_code=201, response_model=Board, responses={422: {"model": ErrorBody}})
-async def create_board(state: StateDep, body: NewCanvas | None = None) -> Board:
+async def create_board(state: StateDep, caller: CallerDep, body: NewCanvas | None = None) -> Board:
     """A new, empty canvas with a fresh id."""
     async with transaction(state.sessions) as session:
-        canvas = await canvases.create_canvas(session, name=(body or NewCanvas()).name)
+        canvas = await canvases.create_canvas(session, tenant_id=caller.tenant_id, name=(body or NewCanvas()).name)
     return await read_board_or_404(state, canvas.id)
 
 
 @router.get("/{workflowId}", response_model=Board, responses={404: {"model": ErrorBody}})
-async def get_board(canvas_id: CanvasIdPath, state: StateDep) -> Board:
+async def get_board(canvas_id: CanvasKeyPath, state: StateDep) -> Board:
     """The board as React Flow restores it: `nodes`, `edges` and `viewport`, plus its name and version."""
     return await read_board_or_404(state, canvas_id)
 
@@ -69,7 +71,7 @@ async def get_board(canvas_id: CanvasIdPath, state: StateDep) -> Board:
     },
 )
 async def save_board(
-    canvas_id: CanvasIdPath,
+    canvas_id: CanvasKeyPath,
     body: BoardSave,
     state: StateDep,
     if_match: Annotated[str | None, Header(max_length=32, description="The board version, as `version`.")] = None,
@@ -103,23 +105,23 @@ def parse_if_match(value: str | None) -> int | None:
 
 
 @router.patch("/{workflowId}", response_model=Board, responses={404: {"model": ErrorBody}, 422: {"model": ErrorBody}})
-async def rename_board(canvas_id: CanvasIdPath, body: CanvasRename, state: StateDep) -> Board:
+async def rename_board(canvas_id: CanvasKeyPath, body: CanvasRename, state: StateDep) -> Board:
     """Rename the canvas."""
     async with transaction(state.sessions) as session:
         renamed = await canvases.rename_canvas(session, canvas_id=canvas_id, name=body.name)
     if not renamed:
-        raise ApiError(404, "canvas_not_found", f"No canvas {canvas_id!r}.")
+        raise ApiError(404, "canvas_not_found", f"No canvas {workflow_id_of(canvas_id)!r}.")
     return await read_board_or_404(state, canvas_id)
 
 
 @router.delete("/{workflowId}", status_code=204, responses={404: {"model": ErrorBody}})
-async def delete_board(canvas_id: CanvasIdPath, state: StateDep) -> Response:
+async def delete_board(canvas_id: CanvasKeyPath, state: StateDep) -> Response:
     """Delete the canvas: its board goes, its running jobs and canvas runs are cancelled, and it answers 404 from
     then on. Its jobs' records and images stay."""
     async with transaction(state.sessions) as session:
         deleted = await canvases.delete_canvas(session, canvas_id=canvas_id)
     if deleted is None:
-        raise ApiError(404, "canvas_not_found", f"No canvas {canvas_id!r}.")
+        raise ApiError(404, "canvas_not_found", f"No canvas {workflow_id_of(canvas_id)!r}.")
     await cancel_all(state, [*deleted.canvas_run_ids, *deleted.job_ids])
     return Response(status_code=204)
 
@@ -146,12 +148,14 @@ async def read_board_or_404(state: StateDep, canvas_id: str) -> Board:
     async with state.sessions() as session:
         board = await canvases.read_board(session, canvas_id=canvas_id)
     if board is None:
-        raise ApiError(404, "canvas_not_found", f"No canvas {canvas_id!r}; create one with POST /v1/canvases.")
+        raise ApiError(
+            404, "canvas_not_found", f"No canvas {workflow_id_of(canvas_id)!r}; create one with POST /v1/canvases."
+        )
     return board
 
 
 @router.get("/{workflowId}/nodes", response_model=CanvasNodes)
-async def list_canvas_nodes(canvas_id: CanvasIdPath, session: SessionDep) -> CanvasNodes:
+async def list_canvas_nodes(canvas_id: CanvasKeyPath, session: SessionDep) -> CanvasNodes:
     """The canvas' nodes as React Flow nodes (`{id, type, position, data}`)."""
     return CanvasNodes(
         items=[BoardNode.from_row(node) for node in await canvas_nodes.list_nodes(session, canvas_id=canvas_id)]
@@ -162,7 +166,7 @@ async def list_canvas_nodes(canvas_id: CanvasIdPath, session: SessionDep) -> Can
 async def upsert_canvas_node(
     body: NodeUpsert,
     state: StateDep,
-    canvas_id: CanvasIdPath,
+    canvas_id: CanvasKeyPath,
     node_id: NodeIdPath,
 ) -> BoardNode:
     """Create or replace a node's type, position and data; the fields a job writes stay the job's."""

@@ -9,32 +9,26 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header
-from pydantic import Field
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from api import stream_tokens
-from api.deps import CallerScopeDep, CanvasIdPath, JobIdPath, StateDep
+from api.auth import CallerDep, CanvasKeyPath
+from api.deps import JobIdPath, StateDep
 from api.errors import ApiError
-from api.stream_tokens import STREAM_TOKEN_SECONDS
 from core.events import News, canvas_topic, job_topic
 from core.metrics import SSE_CLIENTS
 from models.schemas import (
-    ID_PATTERN,
     BoardNode,
-    CamelModel,
     CanvasRunView,
     ErrorBody,
     ImageProgressEvent,
-    RequestModel,
 )
 from models.tables import RunEvent, WorkflowNode
 from models.vocabulary import TERMINAL_EVENT_KINDS
@@ -107,13 +101,15 @@ def job_event(event: RunEvent) -> ServerSentEvent:
     responses={200: EVENT_STREAM, 400: {"model": ErrorBody}, 404: {"model": ErrorBody}},
 )
 async def stream_job_events(
-    job_id: JobIdPath, state: StateDep, last_event_id: LastEventId = None
+    job_id: JobIdPath, state: StateDep, caller: CallerDep, last_event_id: LastEventId = None
 ) -> EventSourceResponse:
-    """A job's events as SSE: stored ones, then live ones; ends after the terminal event."""
+    """A job's events as SSE: stored ones, then live ones; ends after the terminal event. A browser's EventSource
+    passes its canvas token as `?token=`."""
     after = parse_last_event_id(last_event_id)
     # Streams borrow a pooled connection only while they read, never for their whole life.
     async with state.sessions() as session:
-        if await runs.get_run(session, job_id=job_id) is None:
+        run = await runs.get_run(session, job_id=job_id)
+        if run is None or not caller.sees(run.canvas_id):
             raise ApiError(404, "job_not_found", f"No job {job_id!r}.")
 
     async def events() -> AsyncIterator[ServerSentEvent]:
@@ -150,7 +146,7 @@ SUBSCRIBED = "subscribed"
     responses={200: EVENT_STREAM, 400: {"model": ErrorBody}, 422: {"model": ErrorBody}},
 )
 async def stream_canvas_events(
-    canvas_id: CanvasIdPath,
+    canvas_id: CanvasKeyPath,
     state: StateDep,
     last_event_id: LastEventId = None,
 ) -> EventSourceResponse:
@@ -158,7 +154,8 @@ async def stream_canvas_events(
     change (`run`, a CanvasRunView) and job event of a canvas, as SSE.
 
     A new stream starts with the current nodes; job events follow from `Last-Event-ID` or from now. The comment
-    `: subscribed` follows the stream's first read: whatever changes on the canvas after it is heard.
+    `: subscribed` follows the stream's first read: whatever changes on the canvas after it is heard. A browser's
+    EventSource passes its canvas token as `?token=`.
     """
     after = parse_last_event_id(last_event_id)
     if not after:
@@ -253,30 +250,3 @@ async def changed_canvas_runs(
             sent[run_id] = fingerprint
             views.append(CanvasRunView.from_rows(*found))
     return views
-
-
-class StreamToken(CamelModel):
-    token: str = Field(description="Pass as `?streamToken=` to the event streams (EventSource cannot send headers).")
-    expires_at: int = Field(description="Unix seconds.")
-
-
-class StreamTokenRequest(RequestModel):
-    canvas_id: str | None = Field(
-        default=None,
-        alias="workflowId",
-        pattern=ID_PATTERN,
-        description="Bind the token to this canvas: it then opens that canvas's stream and nothing else.",
-    )
-
-
-@router.post("/v1/stream-tokens", response_model=StreamToken, status_code=201)
-async def create_stream_token(
-    state: StateDep, caller: CallerScopeDep, body: StreamTokenRequest | None = None
-) -> StreamToken:
-    """A short-lived token for the event streams, for browsers whose EventSource cannot send the API key. It works
-    only on the stream routes, only while the key that asked for it is valid, and, with `workflowId`, only on
-    that canvas's stream."""
-    expires_at = int(time.time()) + STREAM_TOKEN_SECONDS
-    canvas_id = body.canvas_id if body else None
-    token = stream_tokens.mint(state.settings.WEBHOOK_SECRET, caller, expires_at, canvas_id)
-    return StreamToken(token=token, expires_at=expires_at)

@@ -23,7 +23,9 @@ async def healthz() -> dict[str, str]:
 class ClientConfig(CamelModel):
     """What a client needs before it authenticates."""
 
-    api_keys_required: bool = Field(description="Whether job, canvas and event routes need an API key.")
+    api_keys_required: bool = Field(
+        description="Whether job, canvas and event routes need an API key or a canvas token."
+    )
     temporal_ui_url: str | None = Field(description="The Temporal Web UI, for links to each job's workflow page.")
     temporal_namespace: str
 
@@ -33,7 +35,7 @@ async def client_config(state: StateDep) -> ClientConfig:
     """Whether an API key is needed, and where the Temporal Web UI is (the canvas links jobs to it)."""
     settings = state.settings
     return ClientConfig(
-        api_keys_required=bool(settings.API_KEYS),
+        api_keys_required=settings.authentication_on,
         temporal_ui_url=settings.TEMPORAL_UI_URL,
         temporal_namespace=settings.TEMPORAL_NAMESPACE,
     )

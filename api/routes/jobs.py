@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Header, Query, Response
@@ -10,9 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import AppState, CallerScopeDep, JobIdPath, SessionDep, StateDep, TemporalDep, TraceParentDep
+from api.auth import Caller, CallerDep
+from api.deps import AppState, JobIdPath, SessionDep, StateDep, TemporalDep, TraceParentDep
 from api.errors import ApiError
 from core import metrics
+from core.config import Settings
 from core.db import transaction
 from core.logs import bind
 from handoff.starts import job_from_run, new_job_id, polling_plan
@@ -21,11 +24,13 @@ from models.errors import InvalidJobRequest, ModelRetired
 from models.payloads import ImageJobInput
 from models.schemas import ErrorBody, ImageJobRecord, ImageJobStatus, JobPage, StartImageJobRequest
 from models.tables import Run
+from models.tenancy import workflow_id_of
 from models.vocabulary import TERMINAL_STATUSES, JobStatus
 from planning.canvas_plan import content_hash, input_key
 from providers.catalog import Resolution
-from store import canvas_runs, runs
+from store import canvas_runs, runs, tenants
 from store.budget import BudgetExceeded, admit, seconds_until_utc_midnight
+from store.tenants import TenantLimits
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +42,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody},
     409: {"model": ErrorBody},
     422: {"model": ErrorBody},
-    429: {"model": ErrorBody, "description": "`budget_exceeded`: the job's estimate passes BUDGET_USD_PER_DAY."},
+    403: {"model": ErrorBody, "description": "A canvas token for another canvas, or one that can only read."},
+    429: {
+        "model": ErrorBody,
+        "description": "`rate_limited`: the tenant's startsPerMinute is used up (see Retry-After); "
+        "`budget_exceeded`: the job's estimate passes the day's budget (BUDGET_USD_PER_DAY or the tenant's).",
+    },
     503: {"model": ErrorBody},
 }
 
@@ -47,9 +57,10 @@ SPEC_SHAPES: dict[str, Any] = {"response_model_exclude_none": True}
 
 
 def job_from_request(
-    state: StateDep, body: StartImageJobRequest, job_id: str
+    state: StateDep, body: StartImageJobRequest, job_id: str, *, canvas: str
 ) -> tuple[ImageJobInput, dict[str, object]]:
-    """Check the provider and model can do what is asked, before anything is stored or started."""
+    """Check the provider and model can do what is asked, before anything is stored or started; the job is on the
+    canvas whose key is `canvas` (the caller's tenant's `body.workflowId`)."""
     provider = state.providers.get(body.provider)
     if provider is None:
         raise unknown_provider(state, body.provider)
@@ -68,6 +79,7 @@ def job_from_request(
         message = f"Provider {provider.name!r} has no model {model!r}; models: {', '.join(usable)}."
         raise ApiError(422, "unsupported_model", message)
     job = body.to_job(job_id=job_id, model=model)
+    job.canvas_id = canvas
     job.provider = provider.name
     try:
         effective = provider.check_request(model, job.spec, known=known)
@@ -116,13 +128,49 @@ def resolve_model(state: StateDep, provider: str, model: str) -> Resolution:
     return resolution
 
 
-async def admit_within_budget(session: AsyncSession, budget: float, estimate: float) -> None:
-    """store/budget.admit, refusing with 429 `budget_exceeded` until the next UTC midnight."""
+def budgets_for(state: AppState, caller: Caller) -> list[tuple[float, str | None]]:
+    """The day's budgets a priced start must fit: the tenant's (its own, else TENANT_BUDGET_USD_PER_DAY) and the
+    deployment's (BUDGET_USD_PER_DAY), tenant first, always in this order so two admissions never wait on each
+    other's locks."""
+    settings = state.settings
+    tenant_budget = caller.limits.over(tenant_defaults(settings)).budget_usd_per_day
+    budgets: list[tuple[float, str | None]] = []
+    if tenant_budget is not None:
+        budgets.append((tenant_budget, caller.tenant_id))
+    if settings.BUDGET_USD_PER_DAY is not None:
+        budgets.append((settings.BUDGET_USD_PER_DAY, None))
+    return budgets
+
+
+async def admit_within_budgets(session: AsyncSession, budgets: list[tuple[float, str | None]], estimate: float) -> None:
+    """store/budget.admit for each budget, refusing with 429 `budget_exceeded` until the next UTC midnight."""
     try:
-        await admit(session, estimate=estimate, budget=budget)
+        for budget, tenant_id in budgets:
+            await admit(session, estimate=estimate, budget=budget, tenant_id=tenant_id)
     except BudgetExceeded as error:
         retry = {"Retry-After": str(seconds_until_utc_midnight())}
         raise ApiError(429, "budget_exceeded", error.message, headers=retry) from error
+
+
+def tenant_defaults(settings: Settings) -> TenantLimits:
+    return TenantLimits(
+        starts_per_minute=settings.TENANT_STARTS_PER_MINUTE,
+        max_concurrent_jobs=settings.TENANT_MAX_CONCURRENT_JOBS,
+        budget_usd_per_day=settings.TENANT_BUDGET_USD_PER_DAY,
+    )
+
+
+async def admit_start(state: AppState, caller: Caller) -> None:
+    """Take one of the tenant's starts (startsPerMinute), or refuse with 429 `rate_limited` and Retry-After."""
+    per_minute = caller.limits.over(tenant_defaults(state.settings)).starts_per_minute
+    if per_minute is None:
+        return
+    async with state.autocommit_sessions() as session:
+        wait = await tenants.take_start(session, tenant_id=caller.tenant_id, per_minute=per_minute)
+    if wait is not None:
+        retry_after = max(1, math.ceil(wait))
+        message = f"This tenant may start {per_minute} jobs or runs a minute; try again in {retry_after} s."
+        raise ApiError(429, "rate_limited", message, headers={"Retry-After": str(retry_after)})
 
 
 def same_request(run: Run, job: ImageJobInput) -> bool:
@@ -134,15 +182,22 @@ def same_request(run: Run, job: ImageJobInput) -> bool:
     )
 
 
-async def get_run_or_404(session: SessionDep, job_id: str) -> Run:
+async def get_run_or_404(session: AsyncSession, job_id: str, caller: Caller) -> Run:
+    """The job, when the caller may see it: another tenant's job, or one on another canvas than the caller's
+    canvas token, answers 404 as a job that does not exist."""
     run = await runs.get_run(session, job_id=job_id)
-    if run is None:
+    if run is None or not caller.sees(run.canvas_id):
         raise ApiError(404, "job_not_found", f"No job {job_id!r}.")
     return run
 
 
 async def launch(
-    state: StateDep, job: ImageJobInput, effective: dict[str, object], response: Response, after: BackgroundTasks
+    state: StateDep,
+    caller: Caller,
+    job: ImageJobInput,
+    effective: dict[str, object],
+    response: Response,
+    after: BackgroundTasks,
 ) -> Run:
     """Record the run and answer; its workflow is started right after (handoff/sweep.py). A repeat of the same
     request answers the same job.
@@ -153,11 +208,12 @@ async def launch(
     start finds a workflow already there), so a start lost to a crash happens then at the latest.
     """
     bind(jobId=job.job_id, workflowId=job.canvas_id, nodeId=job.node_id, provider=job.provider, model=job.model)
-    if state.settings.BUDGET_USD_PER_DAY is not None and job.estimated_cost_usd:
+    budgets = budgets_for(state, caller)
+    if budgets and job.estimated_cost_usd:
         # A priced job under a budget: admitted and recorded under the budget's lock (a repeat is not charged).
         async with transaction(state.sessions) as session:
             if await runs.get_run(session, job_id=job.job_id) is None:
-                await admit_within_budget(session, state.settings.BUDGET_USD_PER_DAY, job.estimated_cost_usd)
+                await admit_within_budgets(session, budgets, job.estimated_cost_usd)
             recorded = await runs.record_run(session, job=job, effective=effective)
     else:
         # One statement, atomic by itself: no transaction round trips around it.
@@ -181,25 +237,35 @@ async def start_image_job(
     state: StateDep,
     response: Response,
     after: BackgroundTasks,
-    caller: CallerScopeDep,
+    caller: CallerDep,
     trace_parent: TraceParentDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> ImageJobRecord:
     """Start an image job for a canvas node; answers at once with the pending job.
 
     With an `Idempotency-Key`, a repeat of the same request answers the same job (`Idempotent-Replayed: true`)
-    and a different request under the same key answers 409.
+    and a different request under the same key answers 409. Keys are the tenant's own: two tenants using the
+    same key make two jobs.
     """
-    job_id = new_job_id(state.settings.WEBHOOK_SECRET, idempotency_key, scope=caller)
-    job, effective = job_from_request(state, body, job_id)
+    canvas = caller.key_of(body.workflow_id)
+    job_id = new_job_id(state.settings.WEBHOOK_SECRET, idempotency_key, scope=caller.tenant_id)
+    job, effective = job_from_request(state, body, job_id, canvas=canvas)
     job.trace_parent = trace_parent
     job.content_hash = await inputs_hash(state, body, job)
-    return ImageJobRecord.readable(await launch(state, job, effective, response, after))
+    if idempotency_key is None or await is_new_job(state, job_id):
+        await admit_start(state, caller)  # a repeat of a start already made takes no second start
+    return ImageJobRecord.readable(await launch(state, caller, job, effective, response, after))
+
+
+async def is_new_job(state: AppState, job_id: str) -> bool:
+    async with state.autocommit_sessions() as session:
+        return await runs.get_run(session, job_id=job_id) is None
 
 
 @router.get("", response_model=JobPage, responses=ERRORS, **SPEC_SHAPES)
 async def list_jobs(
     session: SessionDep,
+    caller: CallerDep,
     status: JobStatus | None = None,
     provider: Annotated[str | None, Query(max_length=64)] = None,
     canvas_id: Annotated[str | None, Query(alias="workflowId", max_length=256)] = None,
@@ -208,13 +274,16 @@ async def list_jobs(
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> JobPage:
-    """List jobs, newest first, filtered by status, provider, canvas, node or text in the prompt (`q`)."""
+    """List the tenant's jobs (a canvas token's: its canvas'), newest first, filtered by status, provider, canvas,
+    node or text in the prompt (`q`)."""
+    canvas = caller.key_of(canvas_id) if canvas_id is not None else caller.canvas
     try:
         items, next_cursor = await runs.list_runs(
             session,
+            tenant_id=caller.tenant_id,
             status=status,
             provider=provider,
-            canvas_id=canvas_id,
+            canvas_id=canvas,
             node_id=node_id,
             text_in_prompt=q,
             cursor=cursor,
@@ -226,21 +295,23 @@ async def list_jobs(
 
 
 @router.get("/{jobId}", response_model=ImageJobRecord, responses=ERRORS, **SPEC_SHAPES)
-async def get_job(job_id: JobIdPath, session: SessionDep) -> ImageJobRecord:
+async def get_job(job_id: JobIdPath, session: SessionDep, caller: CallerDep) -> ImageJobRecord:
     """Read one job."""
-    return ImageJobRecord.readable(await get_run_or_404(session, job_id))
+    return ImageJobRecord.readable(await get_run_or_404(session, job_id, caller))
 
 
 @router.get("/{jobId}/status", response_model=ImageJobStatus, responses=ERRORS, **SPEC_SHAPES)
-async def get_job_status(job_id: JobIdPath, session: SessionDep) -> ImageJobStatus:
+async def get_job_status(job_id: JobIdPath, session: SessionDep, caller: CallerDep) -> ImageJobStatus:
     """The spec's ImageJobStatus (`job_id`, `status`, `progress`, `images[].url`, `error`), for polling clients."""
-    return ImageJobStatus.from_record(ImageJobRecord.readable(await get_run_or_404(session, job_id)))
+    return ImageJobStatus.from_record(ImageJobRecord.readable(await get_run_or_404(session, job_id, caller)))
 
 
 @router.post("/{jobId}/cancel", status_code=202, response_model=ImageJobRecord, responses=ERRORS, **SPEC_SHAPES)
-async def cancel_job(job_id: JobIdPath, state: StateDep, session: SessionDep, temporal: TemporalDep) -> ImageJobRecord:
+async def cancel_job(
+    job_id: JobIdPath, state: StateDep, session: SessionDep, caller: CallerDep, temporal: TemporalDep
+) -> ImageJobRecord:
     """Cancel a pending or running job (the provider's job too, where it can be cancelled)."""
-    run = await get_run_or_404(session, job_id)
+    run = await get_run_or_404(session, job_id, caller)
     if run.status in TERMINAL_STATUSES:
         raise ApiError(409, "job_finished", f"Job {job_id!r} already ended ({run.status}); nothing to cancel.")
     try:
@@ -276,17 +347,18 @@ async def retry_job(
     session: SessionDep,
     response: Response,
     after: BackgroundTasks,
+    caller: CallerDep,
     trace_parent: TraceParentDep,
 ) -> ImageJobRecord:
     """Start a new job with the same request as a failed or cancelled one."""
-    run = await get_run_or_404(session, job_id)
+    run = await get_run_or_404(session, job_id, caller)
     if run.status not in ("failed", "cancelled"):
         raise ApiError(
             409, "job_not_retryable", f"Only failed or cancelled jobs can be retried; this one is {run.status}."
         )
     body = StartImageJobRequest.model_validate(
         {
-            "workflowId": run.canvas_id,
+            "workflowId": workflow_id_of(run.canvas_id),
             "nodeId": run.node_id,
             "provider": run.provider,
             "model": run.model,
@@ -295,8 +367,9 @@ async def retry_job(
             "metadata": {**run.request.get("metadata", {}), "retryOf": run.id},
         }
     )
-    job, effective = job_from_request(state, body, new_job_id())
+    job, effective = job_from_request(state, body, new_job_id(), canvas=run.canvas_id)
     job.trace_parent = trace_parent
     await session.rollback()  # one connection per request at a time: `inputs_hash` and `launch` take their own
     job.content_hash = await inputs_hash(state, body, job)
-    return ImageJobRecord.readable(await launch(state, job, effective, response, after))
+    await admit_start(state, caller)
+    return ImageJobRecord.readable(await launch(state, caller, job, effective, response, after))

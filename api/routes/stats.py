@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import Field
 
+from api.auth import CallerDep
 from api.deps import SessionDep
 from models.schemas import CamelModel
 from models.vocabulary import JobStatus
@@ -46,17 +47,20 @@ router = APIRouter(prefix="/v1/stats", tags=["stats"])
 @router.get("", response_model=JobStats)
 async def job_stats(
     session: SessionDep,
+    caller: CallerDep,
     canvas_id: Annotated[str | None, Query(alias="workflowId", max_length=256)] = None,
     since: Annotated[datetime | None, Query(description="ISO 8601; default: 24 hours ago.")] = None,
 ) -> JobStats:
-    """How many jobs are in each status, overall or for one canvas; and per provider and model, the jobs created
-    since `since`: outcomes, p50/p95 seconds to complete, cost, 429s and polling timeouts."""
-    counts = await stats.count_by_status(session, canvas_id=canvas_id)
+    """How many of the tenant's jobs (a canvas token's: its canvas') are in each status, overall or for one
+    canvas; and per provider and model, the jobs created since `since`: outcomes, p50/p95 seconds to complete,
+    cost, 429s and polling timeouts."""
+    canvas = caller.key_of(canvas_id) if canvas_id is not None else caller.canvas
+    counts = await stats.count_by_status(session, tenant_id=caller.tenant_id, canvas_id=canvas)
     by_status = {status.value: counts.get(status, 0) for status in JobStatus}
     start = datetime.now(UTC) - DEFAULT_WINDOW if since is None else since
     if start.tzinfo is None:  # a time without an offset is read as UTC
         start = start.replace(tzinfo=UTC)
-    rows = await stats.provider_stats(session, since=start, canvas_id=canvas_id)
+    rows = await stats.provider_stats(session, tenant_id=caller.tenant_id, since=start, canvas_id=canvas)
     return JobStats(
         workflow_id=canvas_id,
         total=sum(by_status.values()),

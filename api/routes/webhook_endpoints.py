@@ -10,8 +10,10 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.service import RPCError
 
+from api.auth import Caller, CallerDep
 from api.deps import SessionDep, StateDep, TemporalDep
 from api.errors import ApiError
 from core.db import transaction
@@ -55,37 +57,42 @@ async def checked_url(state: StateDep, url: str) -> str:
     raise ApiError(422, "invalid_endpoint_url", message, [{"field": "url", "message": reason}])
 
 
-async def endpoint_or_404(session: SessionDep, endpoint_id: str) -> WebhookEndpoint:
+async def endpoint_or_404(session: AsyncSession, endpoint_id: str, caller: Caller) -> WebhookEndpoint:
+    """The endpoint, when it is the caller's tenant's (another tenant's answers 404, as a missing one)."""
     endpoint = await outbound.get_endpoint(session, endpoint_id=endpoint_id)
-    if endpoint is None:
+    if endpoint is None or endpoint.tenant_id != caller.tenant_id:
         raise ApiError(404, "endpoint_not_found", f"No webhook endpoint {endpoint_id!r}.")
     return endpoint
 
 
 @router.post("", status_code=201, response_model=WebhookEndpointWithSecret, responses=ERRORS)
-async def create_endpoint(body: WebhookEndpointCreate, state: StateDep) -> WebhookEndpointWithSecret:
-    """A new endpoint, with its signing secret (shown here and after a rotation only)."""
+async def create_endpoint(body: WebhookEndpointCreate, state: StateDep, caller: CallerDep) -> WebhookEndpointWithSecret:
+    """A new endpoint of the caller's tenant, with its signing secret (shown here and after a rotation only); it
+    hears of the tenant's jobs and canvas runs only."""
     url = await checked_url(state, body.url)
     async with transaction(state.sessions) as session:
         events = [str(event) for event in body.events] if body.events else None
-        endpoint = await outbound.create_endpoint(session, url=url, events=events, description=body.description)
+        endpoint = await outbound.create_endpoint(
+            session, tenant_id=caller.tenant_id, url=url, events=events, description=body.description
+        )
         return WebhookEndpointWithSecret.of(endpoint)
 
 
 @router.get("", response_model=WebhookEndpointList)
-async def list_endpoints(session: SessionDep) -> WebhookEndpointList:
-    """Every endpoint, the newest first."""
-    return WebhookEndpointList(items=[WebhookEndpointView.of(item) for item in await outbound.list_endpoints(session)])
+async def list_endpoints(session: SessionDep, caller: CallerDep) -> WebhookEndpointList:
+    """The tenant's endpoints, the newest first."""
+    found = await outbound.list_endpoints(session, tenant_id=caller.tenant_id)
+    return WebhookEndpointList(items=[WebhookEndpointView.of(item) for item in found])
 
 
 @router.get("/{endpointId}", response_model=WebhookEndpointView, responses=ERRORS)
-async def get_endpoint(endpoint_id: EndpointIdPath, session: SessionDep) -> WebhookEndpointView:
-    return WebhookEndpointView.of(await endpoint_or_404(session, endpoint_id))
+async def get_endpoint(endpoint_id: EndpointIdPath, session: SessionDep, caller: CallerDep) -> WebhookEndpointView:
+    return WebhookEndpointView.of(await endpoint_or_404(session, endpoint_id, caller))
 
 
 @router.patch("/{endpointId}", response_model=WebhookEndpointView, responses=ERRORS)
 async def update_endpoint(
-    endpoint_id: EndpointIdPath, body: WebhookEndpointUpdate, state: StateDep
+    endpoint_id: EndpointIdPath, body: WebhookEndpointUpdate, state: StateDep, caller: CallerDep
 ) -> WebhookEndpointView:
     """Change the URL, the events or the description, or disable and enable it again."""
     url = await checked_url(state, body.url) if body.url is not None else None
@@ -97,26 +104,27 @@ async def update_endpoint(
         description=body.description,
     )
     async with transaction(state.sessions) as session:
-        endpoint = await endpoint_or_404(session, endpoint_id)
+        endpoint = await endpoint_or_404(session, endpoint_id, caller)
         await outbound.update_endpoint(session, endpoint=endpoint, change=change)
         return WebhookEndpointView.of(endpoint)
 
 
 @router.delete("/{endpointId}", status_code=204, responses=ERRORS)
-async def delete_endpoint(endpoint_id: EndpointIdPath, state: StateDep) -> Response:
+async def delete_endpoint(endpoint_id: EndpointIdPath, state: StateDep, caller: CallerDep) -> Response:
     """The endpoint and its delivery log; nothing more is sent to it."""
     async with transaction(state.sessions) as session:
+        await endpoint_or_404(session, endpoint_id, caller)
         if not await outbound.delete_endpoint(session, endpoint_id=endpoint_id):
             raise ApiError(404, "endpoint_not_found", f"No webhook endpoint {endpoint_id!r}.")
     return Response(status_code=204)
 
 
 @router.post("/{endpointId}/rotate-secret", response_model=WebhookEndpointWithSecret, responses=ERRORS)
-async def rotate_secret(endpoint_id: EndpointIdPath, state: StateDep) -> WebhookEndpointWithSecret:
+async def rotate_secret(endpoint_id: EndpointIdPath, state: StateDep, caller: CallerDep) -> WebhookEndpointWithSecret:
     """A new secret. For 24 h every request is signed with both, the new one first, so your server can switch
     to the new secret at any moment of that day."""
     async with transaction(state.sessions) as session:
-        endpoint = await endpoint_or_404(session, endpoint_id)
+        endpoint = await endpoint_or_404(session, endpoint_id, caller)
         await outbound.rotate_secret(session, endpoint=endpoint)
         return WebhookEndpointWithSecret.of(endpoint)
 
@@ -125,11 +133,12 @@ async def rotate_secret(endpoint_id: EndpointIdPath, state: StateDep) -> Webhook
 async def list_deliveries(
     endpoint_id: EndpointIdPath,
     session: SessionDep,
+    caller: CallerDep,
     status: DeliveryStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> DeliveryList:
     """The endpoint's deliveries, newest first (kept 30 days): each attempt's answer and the next attempt."""
-    await endpoint_or_404(session, endpoint_id)
+    await endpoint_or_404(session, endpoint_id, caller)
     found = await outbound.list_deliveries(session, endpoint_id=endpoint_id, status=status, limit=limit)
     return DeliveryList(items=[DeliveryView.of(delivery) for delivery in found])
 
@@ -141,12 +150,13 @@ async def replay_delivery(
     endpoint_id: EndpointIdPath,
     delivery_id: DeliveryIdPath,
     state: StateDep,
+    caller: CallerDep,
     temporal: TemporalDep,
 ) -> DeliveryView:
     """Send the event again now, with the same `webhook-id` and body (one attempt; its answer is logged)."""
     async with transaction(state.sessions) as session:
         found = await outbound.delivery_and_endpoint(session, delivery_id=delivery_id)
-        if found is None or found[1].id != endpoint_id:
+        if found is None or found[1].id != endpoint_id or found[1].tenant_id != caller.tenant_id:
             raise ApiError(404, "delivery_not_found", f"No delivery {delivery_id!r} to endpoint {endpoint_id!r}.")
         delivery = found[0]
         await outbound.reopen_for_replay(session, delivery=delivery)

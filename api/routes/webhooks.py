@@ -11,10 +11,11 @@ import logging
 from collections.abc import Mapping
 from typing import NoReturn
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Query, Request
 from sqlalchemy.exc import SQLAlchemyError
 
-from api.deps import AppState, JobIdPath, SessionDep, StateDep, require_api_key
+from api.auth import CallerDep
+from api.deps import AppState, JobIdPath, SessionDep, StateDep
 from api.errors import ApiError
 from api.limits import JSON_TOO_DEEP_MESSAGE
 from core.config import Settings
@@ -198,9 +199,10 @@ def timeline_json(provider: str, event: ProviderEvent) -> str:
     )
 
 
-@router.get("/refusals", dependencies=[Depends(require_api_key)], responses={401: {"model": ErrorBody}})
+@router.get("/refusals", responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}})
 async def list_refusals(
-    session: SessionDep, limit: int = Query(default=100, ge=1, le=1000)
+    session: SessionDep, caller: CallerDep, limit: int = Query(default=100, ge=1, le=1000)
 ) -> list[WebhookRefusalView]:
-    """The deliveries the route refused lately, newest first: which job they named, and why (for operators)."""
-    return [WebhookRefusalView.of(refusal) for refusal in await deliveries.recent_refusals(session, limit=limit)]
+    """The deliveries the route refused lately that named the tenant's jobs, newest first: which job, and why."""
+    found = await deliveries.recent_refusals(session, tenant_id=caller.tenant_id, limit=limit)
+    return [WebhookRefusalView.of(refusal) for refusal in found]

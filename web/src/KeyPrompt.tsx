@@ -1,6 +1,6 @@
 import { useState, type FormEvent } from "react";
 
-/** Asks for an API key once; it is kept for this tab only (sessionStorage). */
+/** Asks for an API key; the page keeps it in memory only, and a board gets a canvas token from it (api.ts). */
 export function KeyPrompt({ reason, onKey }: { reason: string; onKey: (key: string) => void }) {
   const [key, setKey] = useState("");
   const submit = (event: FormEvent) => {

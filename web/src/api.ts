@@ -23,7 +23,16 @@ export type JobStats = Schemas["JobStats"];
 export type ProviderStatsRow = Schemas["ProviderRow"];
 export type JobFilters = NonNullable<paths["/v1/jobs"]["get"]["parameters"]["query"]>;
 
-const KEY_STORAGE = "imagejobs.apiKey";
+// What the page authenticates with when the server wants it. A key typed in lives in this page's memory only,
+// never in storage. On a board the page uses a canvas token minted from that key instead: it opens that one
+// canvas for a few hours, and is kept in sessionStorage so a reload of the board needs no key.
+let memoryKey: string | null = null;
+let activeCanvas: string | null = null;
+const TOKEN_STORAGE = "imagejobs.canvasToken.";
+const TOKEN_SECONDS = 8 * 3600;
+// A token this close to its end is replaced rather than used.
+const TOKEN_MARGIN_MS = 60_000;
+type StoredToken = { token: string; expiresAt: string };
 
 /** An error answer of the API: its stable `code` and human `message`. */
 export class ApiError extends Error {
@@ -37,26 +46,53 @@ export class ApiError extends Error {
   }
 }
 
-export function apiKey(): string | null {
-  return sessionStorage.getItem(KEY_STORAGE);
+export function hasApiKey(): boolean {
+  return memoryKey !== null;
 }
 
 export function setApiKey(key: string | null): void {
-  if (key) sessionStorage.setItem(KEY_STORAGE, key);
-  else sessionStorage.removeItem(KEY_STORAGE);
+  memoryKey = key;
 }
 
-const withApiKey: Middleware = {
+/** The board's canvas token, while it has some life left. */
+export function canvasToken(canvasId: string): string | null {
+  const stored = sessionStorage.getItem(TOKEN_STORAGE + canvasId);
+  if (!stored) return null;
+  const { token, expiresAt } = JSON.parse(stored) as StoredToken;
+  return Date.parse(expiresAt) - Date.now() > TOKEN_MARGIN_MS ? token : null;
+}
+
+export function forgetCanvasToken(canvasId: string): void {
+  sessionStorage.removeItem(TOKEN_STORAGE + canvasId);
+}
+
+/** Work on this board from now on: with keys on, through its canvas token (minted from the key when the page has
+ * none); `null` leaves boards for the pages that need the key itself (the list, operations). */
+export async function enterCanvas(canvasId: string | null, keysRequired: boolean): Promise<void> {
+  activeCanvas = canvasId;
+  if (canvasId === null || !keysRequired || canvasToken(canvasId)) return;
+  if (memoryKey === null) throw new ApiError(401, "unauthorized", "This server needs an API key.");
+  const minted = await answer(
+    client.POST("/v1/canvas-tokens", {
+      body: { workflowId: canvasId, access: "write", ttlSeconds: TOKEN_SECONDS },
+      headers: { Authorization: `Bearer ${memoryKey}` },
+    }),
+  );
+  sessionStorage.setItem(TOKEN_STORAGE + canvasId, JSON.stringify(minted));
+}
+
+const withCredential: Middleware = {
   onRequest({ request }) {
-    const key = apiKey();
-    if (key) request.headers.set("Authorization", `Bearer ${key}`);
+    const credential = (activeCanvas && canvasToken(activeCanvas)) || memoryKey;
+    if (credential && !request.headers.has("Authorization"))
+      request.headers.set("Authorization", `Bearer ${credential}`);
     return request;
   },
 };
 
 // Paths are relative to the page: the API serves the canvas.
 const client = createClient<paths>({ baseUrl: window.location.origin });
-client.use(withApiKey);
+client.use(withCredential);
 
 type Answer<T> = { data?: T; error?: unknown; response: Response };
 
@@ -99,7 +135,6 @@ export const api = {
   retryJob: (jobId: string) => answer(client.POST("/v1/jobs/{jobId}/retry", job(jobId))),
   job: (jobId: string) => answer(client.GET("/v1/jobs/{jobId}", job(jobId))),
   jobs: (query: JobFilters) => answer(client.GET("/v1/jobs", { params: { query } })),
-  streamToken: (canvasId: string) => answer(client.POST("/v1/stream-tokens", { body: { workflowId: canvasId } })),
   createUpload: (request: Schemas["UploadRequest"]) => answer(client.POST("/v1/uploads", { body: request })),
   startRun: (canvasId: string, request: Partial<CanvasRunRequest>) =>
     answer(

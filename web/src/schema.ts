@@ -84,6 +84,27 @@ export interface paths {
     patch?: never;
     trace?: never;
   };
+  "/v1/canvas-tokens": {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    get?: never;
+    put?: never;
+    /**
+     * Create Canvas Token
+     * @description A short-lived token for one canvas, for a browser: a canvas app's backend mints one per user session with
+     *     its tenant key, so the key itself never reaches the browser. It works only while that key is valid.
+     */
+    post: operations["create_canvas_token_v1_canvas_tokens_post"];
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
   "/v1/canvases": {
     parameters: {
       query?: never;
@@ -93,7 +114,7 @@ export interface paths {
     };
     /**
      * List Boards
-     * @description Every canvas, the most recently changed first: id, name, node count, last change.
+     * @description Every canvas of the caller's tenant, the most recently changed first: id, name, node count, last change.
      */
     get: operations["list_boards_v1_canvases_get"];
     put?: never;
@@ -156,7 +177,8 @@ export interface paths {
      *     change (`run`, a CanvasRunView) and job event of a canvas, as SSE.
      *
      *     A new stream starts with the current nodes; job events follow from `Last-Event-ID` or from now. The comment
-     *     `: subscribed` follows the stream's first read: whatever changes on the canvas after it is heard.
+     *     `: subscribed` follows the stream's first read: whatever changes on the canvas after it is heard. A browser's
+     *     EventSource passes its canvas token as `?token=`.
      */
     get: operations["stream_canvas_events_v1_canvases__workflowId__events_get"];
     put?: never;
@@ -304,7 +326,8 @@ export interface paths {
     };
     /**
      * List Jobs
-     * @description List jobs, newest first, filtered by status, provider, canvas, node or text in the prompt (`q`).
+     * @description List the tenant's jobs (a canvas token's: its canvas'), newest first, filtered by status, provider, canvas,
+     *     node or text in the prompt (`q`).
      */
     get: operations["list_jobs_v1_jobs_get"];
     put?: never;
@@ -313,7 +336,8 @@ export interface paths {
      * @description Start an image job for a canvas node; answers at once with the pending job.
      *
      *     With an `Idempotency-Key`, a repeat of the same request answers the same job (`Idempotent-Replayed: true`)
-     *     and a different request under the same key answers 409.
+     *     and a different request under the same key answers 409. Keys are the tenant's own: two tenants using the
+     *     same key make two jobs.
      */
     post: operations["start_image_job_v1_jobs_post"];
     delete?: never;
@@ -371,7 +395,8 @@ export interface paths {
     };
     /**
      * Stream Job Events
-     * @description A job's events as SSE: stored ones, then live ones; ends after the terminal event.
+     * @description A job's events as SSE: stored ones, then live ones; ends after the terminal event. A browser's EventSource
+     *     passes its canvas token as `?token=`.
      */
     get: operations["stream_job_events_v1_jobs__jobId__events_get"];
     put?: never;
@@ -452,8 +477,9 @@ export interface paths {
     };
     /**
      * Job Stats
-     * @description How many jobs are in each status, overall or for one canvas; and per provider and model, the jobs created
-     *     since `since`: outcomes, p50/p95 seconds to complete, cost, 429s and polling timeouts.
+     * @description How many of the tenant's jobs (a canvas token's: its canvas') are in each status, overall or for one
+     *     canvas; and per provider and model, the jobs created since `since`: outcomes, p50/p95 seconds to complete,
+     *     cost, 429s and polling timeouts.
      */
     get: operations["job_stats_v1_stats_get"];
     put?: never;
@@ -464,7 +490,74 @@ export interface paths {
     patch?: never;
     trace?: never;
   };
-  "/v1/stream-tokens": {
+  "/v1/tenants": {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    /** List Tenants */
+    get: operations["list_tenants_v1_tenants_get"];
+    put?: never;
+    /**
+     * Create Tenant
+     * @description A new tenant, with the default limits and no keys yet.
+     */
+    post: operations["create_tenant_v1_tenants_post"];
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  "/v1/tenants/{tenantId}": {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    /** Get Tenant */
+    get: operations["get_tenant_v1_tenants__tenantId__get"];
+    put?: never;
+    post?: never;
+    delete?: never;
+    options?: never;
+    head?: never;
+    /**
+     * Update Tenant
+     * @description Rename the tenant or set its limits: `startsPerMinute` (more answer 429 `rate_limited`),
+     *     `maxConcurrentJobs` and `budgetUsdPerDay`.
+     */
+    patch: operations["update_tenant_v1_tenants__tenantId__patch"];
+    trace?: never;
+  };
+  "/v1/tenants/{tenantId}/keys": {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    /**
+     * List Keys
+     * @description The tenant's keys, revoked ones included: id, name, prefix, and when made and revoked. Never the keys.
+     */
+    get: operations["list_keys_v1_tenants__tenantId__keys_get"];
+    put?: never;
+    /**
+     * Create Key
+     * @description A new API key for the tenant. The answer's `key` is shown once: only its hash is stored.
+     */
+    post: operations["create_key_v1_tenants__tenantId__keys_post"];
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  "/v1/tenants/{tenantId}/keys/{keyId}": {
     parameters: {
       query?: never;
       header?: never;
@@ -473,14 +566,12 @@ export interface paths {
     };
     get?: never;
     put?: never;
+    post?: never;
     /**
-     * Create Stream Token
-     * @description A short-lived token for the event streams, for browsers whose EventSource cannot send the API key. It works
-     *     only on the stream routes, only while the key that asked for it is valid, and, with `workflowId`, only on
-     *     that canvas's stream.
+     * Revoke Key
+     * @description Revoke the key: every API process refuses it, and the canvas tokens it minted, from the next request.
      */
-    post: operations["create_stream_token_v1_stream_tokens_post"];
-    delete?: never;
+    delete: operations["revoke_key_v1_tenants__tenantId__keys__keyId__delete"];
     options?: never;
     head?: never;
     patch?: never;
@@ -537,13 +628,14 @@ export interface paths {
     };
     /**
      * List Endpoints
-     * @description Every endpoint, the newest first.
+     * @description The tenant's endpoints, the newest first.
      */
     get: operations["list_endpoints_v1_webhook_endpoints_get"];
     put?: never;
     /**
      * Create Endpoint
-     * @description A new endpoint, with its signing secret (shown here and after a rotation only).
+     * @description A new endpoint of the caller's tenant, with its signing secret (shown here and after a rotation only); it
+     *     hears of the tenant's jobs and canvas runs only.
      */
     post: operations["create_endpoint_v1_webhook_endpoints_post"];
     delete?: never;
@@ -647,7 +739,7 @@ export interface paths {
     };
     /**
      * List Refusals
-     * @description The deliveries the route refused lately, newest first: which job they named, and why (for operators).
+     * @description The deliveries the route refused lately that named the tenant's jobs, newest first: which job, and why.
      */
     get: operations["list_refusals_v1_webhooks_refusals_get"];
     put?: never;
@@ -765,6 +857,11 @@ export interface components {
       version?: number | null;
       viewport?: components["schemas"]["Viewport"];
     };
+    /**
+     * CanvasAccess
+     * @enum {string}
+     */
+    CanvasAccess: "read" | "write";
     /** CanvasList */
     CanvasList: {
       /** Items */
@@ -948,6 +1045,35 @@ export interface components {
        */
       updatedAt: string;
     };
+    /** CanvasToken */
+    CanvasToken: {
+      /**
+       * Expiresat
+       * Format: date-time
+       */
+      expiresAt: string;
+      /**
+       * Token
+       * @description Send as `Authorization: Bearer`, or as `?token=` on the event streams.
+       */
+      token: string;
+    };
+    /** CanvasTokenRequest */
+    CanvasTokenRequest: {
+      /** @description `read`: look only; `write`: also start, cancel and save. */
+      access: components["schemas"]["CanvasAccess"];
+      /**
+       * Ttlseconds
+       * @description How long it works; at most CANVAS_TOKEN_MAX_SECONDS.
+       * @default 3600
+       */
+      ttlSeconds?: number;
+      /**
+       * Workflowid
+       * @description The canvas the token opens.
+       */
+      workflowId: string;
+    };
     /**
      * ClientConfig
      * @description What a client needs before it authenticates.
@@ -955,7 +1081,7 @@ export interface components {
     ClientConfig: {
       /**
        * Apikeysrequired
-       * @description Whether job, canvas and event routes need an API key.
+       * @description Whether job, canvas and event routes need an API key or a canvas token.
        */
       apiKeysRequired: boolean;
       /** Temporalnamespace */
@@ -1326,6 +1452,30 @@ export interface components {
      * @enum {string}
      */
     JobStatus: "pending" | "running" | "completed" | "failed" | "cancelled";
+    /** KeyList */
+    KeyList: {
+      /** Items */
+      items: components["schemas"]["KeyView"][];
+    };
+    /** KeyView */
+    KeyView: {
+      /**
+       * Createdat
+       * Format: date-time
+       */
+      createdAt: string;
+      /** Id */
+      id: string;
+      /** Name */
+      name?: string | null;
+      /**
+       * Prefix
+       * @description The key's first characters, to tell keys apart.
+       */
+      prefix: string;
+      /** Revokedat */
+      revokedAt?: string | null;
+    };
     /**
      * Lifecycle
      * @enum {string}
@@ -1400,6 +1550,46 @@ export interface components {
        * @default Untitled canvas
        */
       name?: string;
+    };
+    /** NewKey */
+    NewKey: {
+      /**
+       * Createdat
+       * Format: date-time
+       */
+      createdAt: string;
+      /** Id */
+      id: string;
+      /**
+       * Key
+       * @description The key itself: shown this once, stored only hashed.
+       */
+      key: string;
+      /** Name */
+      name?: string | null;
+      /**
+       * Prefix
+       * @description The key's first characters, to tell keys apart.
+       */
+      prefix: string;
+      /** Revokedat */
+      revokedAt?: string | null;
+    };
+    /** NewKeyRequest */
+    NewKeyRequest: {
+      /**
+       * Name
+       * @example production backend
+       */
+      name?: string | null;
+    };
+    /** NewTenant */
+    NewTenant: {
+      /**
+       * Name
+       * @example Acme Design
+       */
+      name: string;
     };
     /** NodePosition */
     NodePosition: {
@@ -1604,26 +1794,51 @@ export interface components {
       /** Url */
       url: string;
     };
-    /** StreamToken */
-    StreamToken: {
-      /**
-       * Expiresat
-       * @description Unix seconds.
-       */
-      expiresAt: number;
-      /**
-       * Token
-       * @description Pass as `?streamToken=` to the event streams (EventSource cannot send headers).
-       */
-      token: string;
+    /** TenantList */
+    TenantList: {
+      /** Items */
+      items: components["schemas"]["TenantView"][];
     };
-    /** StreamTokenRequest */
-    StreamTokenRequest: {
+    /**
+     * TenantUpdate
+     * @description Only the fields sent change; a limit sent as null goes back to the deployment's default.
+     */
+    TenantUpdate: {
+      /** Budgetusdperday */
+      budgetUsdPerDay?: number | null;
+      /** Maxconcurrentjobs */
+      maxConcurrentJobs?: number | null;
+      /** Name */
+      name?: string | null;
+      /** Startsperminute */
+      startsPerMinute?: number | null;
+    };
+    /** TenantView */
+    TenantView: {
       /**
-       * Workflowid
-       * @description Bind the token to this canvas: it then opens that canvas's stream and nothing else.
+       * Budgetusdperday
+       * @description USD per UTC day; absent: the default.
        */
-      workflowId?: string | null;
+      budgetUsdPerDay?: number | null;
+      /**
+       * Createdat
+       * Format: date-time
+       */
+      createdAt: string;
+      /** Id */
+      id: string;
+      /**
+       * Maxconcurrentjobs
+       * @description Jobs running at once; absent: the default.
+       */
+      maxConcurrentJobs?: number | null;
+      /** Name */
+      name: string;
+      /**
+       * Startsperminute
+       * @description Starts allowed per minute; absent: the default.
+       */
+      startsPerMinute?: number | null;
     };
     /** UploadRequest */
     UploadRequest: {
@@ -1943,6 +2158,57 @@ export interface operations {
       };
     };
   };
+  create_canvas_token_v1_canvas_tokens_post: {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    requestBody: {
+      content: {
+        "application/json": components["schemas"]["CanvasTokenRequest"];
+      };
+    };
+    responses: {
+      /** @description Successful Response */
+      201: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["CanvasToken"];
+        };
+      };
+      /** @description Unauthorized */
+      401: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description Forbidden */
+      403: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description Unprocessable Entity */
+      422: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+    };
+  };
   list_boards_v1_canvases_get: {
     parameters: {
       query?: never;
@@ -1961,8 +2227,17 @@ export interface operations {
           "application/json": components["schemas"]["CanvasList"];
         };
       };
-      /** @description API_KEYS is set and no valid `Authorization: Bearer` key came. */
+      /** @description Authentication is on and no valid key or canvas token came. */
       401: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description A canvas token on a route or canvas it does not open. */
+      403: {
         headers: {
           [name: string]: unknown;
         };
@@ -1994,8 +2269,17 @@ export interface operations {
           "application/json": components["schemas"]["Board"];
         };
       };
-      /** @description API_KEYS is set and no valid `Authorization: Bearer` key came. */
+      /** @description Authentication is on and no valid key or canvas token came. */
       401: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description A canvas token on a route or canvas it does not open. */
+      403: {
         headers: {
           [name: string]: unknown;
         };
@@ -2035,8 +2319,17 @@ export interface operations {
           "application/json": components["schemas"]["Board"];
         };
       };
-      /** @description API_KEYS is set and no valid `Authorization: Bearer` key came. */
+      /** @description Authentication is on and no valid key or canvas token came. */
       401: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description A canvas token on a route or canvas it does not open. */
+      403: {
         headers: {
           [name: string]: unknown;
         };
@@ -2092,8 +2385,17 @@ export interface operations {
           "application/json": components["schemas"]["Board"];
         };
       };
-      /** @description API_KEYS is set and no valid `Authorization: Bearer` key came. */
+      /** @description Authentication is on and no valid key or canvas token came. */
       401: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description A canvas token on a route or canvas it does not open. */
+      403: {
         headers: {
           [name: string]: unknown;
         };
@@ -2140,8 +2442,17 @@ export interface operations {
         };
         content?: never;
       };
-      /** @description API_KEYS is set and no valid `Authorization: Bearer` key came. */
+      /** @description Authentication is on and no valid key or canvas token came. */
       401: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description A canvas token on a route or canvas it does not open. */
+      403: {
         headers: {
           [name: string]: unknown;
         };
@@ -2194,8 +2505,17 @@ export interface operations {
           "application/json": components["schemas"]["Board"];
         };
       };
-      /** @description API_KEYS is set and no valid `Authorization: Bearer` key came. */
+      /** @description Authentication is on and no valid key or canvas token came. */
       401: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description A canvas token on a route or canvas it does not open. */
+      403: {
         headers: {
           [name: string]: unknown;
         };
@@ -2257,8 +2577,17 @@ export interface operations {
           "application/json": components["schemas"]["ErrorBody"];
         };
       };
-      /** @description API_KEYS is set and no valid `Authorization: Bearer` key came. */
+      /** @description Authentication is on and no valid key or canvas token came. */
       401: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description A canvas token on a route or canvas it does not open. */
+      403: {
         headers: {
           [name: string]: unknown;
         };
@@ -2298,8 +2627,17 @@ export interface operations {
           "application/json": components["schemas"]["CanvasNodes"];
         };
       };
-      /** @description API_KEYS is set and no valid `Authorization: Bearer` key came. */
+      /** @description Authentication is on and no valid key or canvas token came. */
       401: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description A canvas token on a route or canvas it does not open. */
+      403: {
         headers: {
           [name: string]: unknown;
         };
@@ -2323,10 +2661,10 @@ export interface operations {
       query?: never;
       header?: never;
       path: {
-        /** @description The canvas id. */
-        workflowId: string;
         /** @description The node id on its canvas. */
         nodeId: string;
+        /** @description The canvas id. */
+        workflowId: string;
       };
       cookie?: never;
     };
@@ -2345,8 +2683,17 @@ export interface operations {
           "application/json": components["schemas"]["BoardNode"];
         };
       };
-      /** @description API_KEYS is set and no valid `Authorization: Bearer` key came. */
+      /** @description Authentication is on and no valid key or canvas token came. */
       401: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description A canvas token on a route or canvas it does not open. */
+      403: {
         headers: {
           [name: string]: unknown;
         };
@@ -2399,8 +2746,17 @@ export interface operations {
           "application/json": components["schemas"]["CanvasRunView"];
         };
       };
-      /** @description API_KEYS is set and no valid `Authorization: Bearer` key came. */
+      /** @description Authentication is on and no valid key or canvas token came. */
       401: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description A canvas token on a route or canvas it does not open. */
+      403: {
         headers: {
           [name: string]: unknown;
         };
@@ -2460,9 +2816,9 @@ export interface operations {
       query?: never;
       header?: never;
       path: {
+        runId: string;
         /** @description The canvas id. */
         workflowId: string;
-        runId: string;
       };
       cookie?: never;
     };
@@ -2477,8 +2833,17 @@ export interface operations {
           "application/json": components["schemas"]["CanvasRunView"];
         };
       };
-      /** @description API_KEYS is set and no valid `Authorization: Bearer` key came. */
+      /** @description Authentication is on and no valid key or canvas token came. */
       401: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description A canvas token on a route or canvas it does not open. */
+      403: {
         headers: {
           [name: string]: unknown;
         };
@@ -2538,9 +2903,9 @@ export interface operations {
       query?: never;
       header?: never;
       path: {
+        runId: string;
         /** @description The canvas id. */
         workflowId: string;
-        runId: string;
       };
       cookie?: never;
     };
@@ -2555,8 +2920,17 @@ export interface operations {
           "application/json": components["schemas"]["CanvasRunView"];
         };
       };
-      /** @description API_KEYS is set and no valid `Authorization: Bearer` key came. */
+      /** @description Authentication is on and no valid key or canvas token came. */
       401: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description A canvas token on a route or canvas it does not open. */
+      403: {
         headers: {
           [name: string]: unknown;
         };
@@ -2676,6 +3050,15 @@ export interface operations {
           "application/json": components["schemas"]["ErrorBody"];
         };
       };
+      /** @description A canvas token for another canvas, or one that can only read. */
+      403: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
       /** @description Not Found */
       404: {
         headers: {
@@ -2703,7 +3086,7 @@ export interface operations {
           "application/json": components["schemas"]["ErrorBody"];
         };
       };
-      /** @description `budget_exceeded`: the job's estimate passes BUDGET_USD_PER_DAY. */
+      /** @description `rate_limited`: the tenant's startsPerMinute is used up (see Retry-After); `budget_exceeded`: the job's estimate passes the day's budget (BUDGET_USD_PER_DAY or the tenant's). */
       429: {
         headers: {
           [name: string]: unknown;
@@ -2765,6 +3148,15 @@ export interface operations {
           "application/json": components["schemas"]["ErrorBody"];
         };
       };
+      /** @description A canvas token for another canvas, or one that can only read. */
+      403: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
       /** @description Not Found */
       404: {
         headers: {
@@ -2792,7 +3184,7 @@ export interface operations {
           "application/json": components["schemas"]["ErrorBody"];
         };
       };
-      /** @description `budget_exceeded`: the job's estimate passes BUDGET_USD_PER_DAY. */
+      /** @description `rate_limited`: the tenant's startsPerMinute is used up (see Retry-After); `budget_exceeded`: the job's estimate passes the day's budget (BUDGET_USD_PER_DAY or the tenant's). */
       429: {
         headers: {
           [name: string]: unknown;
@@ -2851,6 +3243,15 @@ export interface operations {
           "application/json": components["schemas"]["ErrorBody"];
         };
       };
+      /** @description A canvas token for another canvas, or one that can only read. */
+      403: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
       /** @description Not Found */
       404: {
         headers: {
@@ -2878,7 +3279,7 @@ export interface operations {
           "application/json": components["schemas"]["ErrorBody"];
         };
       };
-      /** @description `budget_exceeded`: the job's estimate passes BUDGET_USD_PER_DAY. */
+      /** @description `rate_limited`: the tenant's startsPerMinute is used up (see Retry-After); `budget_exceeded`: the job's estimate passes the day's budget (BUDGET_USD_PER_DAY or the tenant's). */
       429: {
         headers: {
           [name: string]: unknown;
@@ -2937,6 +3338,15 @@ export interface operations {
           "application/json": components["schemas"]["ErrorBody"];
         };
       };
+      /** @description A canvas token for another canvas, or one that can only read. */
+      403: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
       /** @description Not Found */
       404: {
         headers: {
@@ -2964,7 +3374,7 @@ export interface operations {
           "application/json": components["schemas"]["ErrorBody"];
         };
       };
-      /** @description `budget_exceeded`: the job's estimate passes BUDGET_USD_PER_DAY. */
+      /** @description `rate_limited`: the tenant's startsPerMinute is used up (see Retry-After); `budget_exceeded`: the job's estimate passes the day's budget (BUDGET_USD_PER_DAY or the tenant's). */
       429: {
         headers: {
           [name: string]: unknown;
@@ -3018,8 +3428,17 @@ export interface operations {
           "application/json": components["schemas"]["ErrorBody"];
         };
       };
-      /** @description API_KEYS is set and no valid `Authorization: Bearer` key came. */
+      /** @description Authentication is on and no valid key or canvas token came. */
       401: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description A canvas token on a route or canvas it does not open. */
+      403: {
         headers: {
           [name: string]: unknown;
         };
@@ -3086,6 +3505,15 @@ export interface operations {
           "application/json": components["schemas"]["ErrorBody"];
         };
       };
+      /** @description A canvas token for another canvas, or one that can only read. */
+      403: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
       /** @description Not Found */
       404: {
         headers: {
@@ -3113,7 +3541,7 @@ export interface operations {
           "application/json": components["schemas"]["ErrorBody"];
         };
       };
-      /** @description `budget_exceeded`: the job's estimate passes BUDGET_USD_PER_DAY. */
+      /** @description `rate_limited`: the tenant's startsPerMinute is used up (see Retry-After); `budget_exceeded`: the job's estimate passes the day's budget (BUDGET_USD_PER_DAY or the tenant's). */
       429: {
         headers: {
           [name: string]: unknown;
@@ -3172,6 +3600,15 @@ export interface operations {
           "application/json": components["schemas"]["ErrorBody"];
         };
       };
+      /** @description A canvas token for another canvas, or one that can only read. */
+      403: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
       /** @description Not Found */
       404: {
         headers: {
@@ -3199,7 +3636,7 @@ export interface operations {
           "application/json": components["schemas"]["ErrorBody"];
         };
       };
-      /** @description `budget_exceeded`: the job's estimate passes BUDGET_USD_PER_DAY. */
+      /** @description `rate_limited`: the tenant's startsPerMinute is used up (see Retry-After); `budget_exceeded`: the job's estimate passes the day's budget (BUDGET_USD_PER_DAY or the tenant's). */
       429: {
         headers: {
           [name: string]: unknown;
@@ -3237,8 +3674,17 @@ export interface operations {
           "application/json": components["schemas"]["ProviderList"];
         };
       };
-      /** @description API_KEYS is set and no valid `Authorization: Bearer` key came. */
+      /** @description Authentication is on and no valid key or canvas token came. */
       401: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description A canvas token on a route or canvas it does not open. */
+      403: {
         headers: {
           [name: string]: unknown;
         };
@@ -3270,8 +3716,17 @@ export interface operations {
           "application/json": components["schemas"]["JobStats"];
         };
       };
-      /** @description API_KEYS is set and no valid `Authorization: Bearer` key came. */
+      /** @description Authentication is on and no valid key or canvas token came. */
       401: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description A canvas token on a route or canvas it does not open. */
+      403: {
         headers: {
           [name: string]: unknown;
         };
@@ -3290,16 +3745,72 @@ export interface operations {
       };
     };
   };
-  create_stream_token_v1_stream_tokens_post: {
+  list_tenants_v1_tenants_get: {
     parameters: {
       query?: never;
       header?: never;
       path?: never;
       cookie?: never;
     };
-    requestBody?: {
+    requestBody?: never;
+    responses: {
+      /** @description Successful Response */
+      200: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["TenantList"];
+        };
+      };
+      /** @description Authentication is on and no valid key or canvas token came. */
+      401: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description Not the admin key. */
+      403: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description Not Found */
+      404: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description Unprocessable Entity */
+      422: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+    };
+  };
+  create_tenant_v1_tenants_post: {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    requestBody: {
       content: {
-        "application/json": components["schemas"]["StreamTokenRequest"] | null;
+        "application/json": components["schemas"]["NewTenant"];
       };
     };
     responses: {
@@ -3309,10 +3820,10 @@ export interface operations {
           [name: string]: unknown;
         };
         content: {
-          "application/json": components["schemas"]["StreamToken"];
+          "application/json": components["schemas"]["TenantView"];
         };
       };
-      /** @description API_KEYS is set and no valid `Authorization: Bearer` key came. */
+      /** @description Authentication is on and no valid key or canvas token came. */
       401: {
         headers: {
           [name: string]: unknown;
@@ -3321,13 +3832,328 @@ export interface operations {
           "application/json": components["schemas"]["ErrorBody"];
         };
       };
-      /** @description Validation Error */
+      /** @description Not the admin key. */
+      403: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description Not Found */
+      404: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description Unprocessable Entity */
       422: {
         headers: {
           [name: string]: unknown;
         };
         content: {
-          "application/json": components["schemas"]["HTTPValidationError"];
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+    };
+  };
+  get_tenant_v1_tenants__tenantId__get: {
+    parameters: {
+      query?: never;
+      header?: never;
+      path: {
+        tenantId: string;
+      };
+      cookie?: never;
+    };
+    requestBody?: never;
+    responses: {
+      /** @description Successful Response */
+      200: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["TenantView"];
+        };
+      };
+      /** @description Authentication is on and no valid key or canvas token came. */
+      401: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description Not the admin key. */
+      403: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description Not Found */
+      404: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description Unprocessable Entity */
+      422: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+    };
+  };
+  update_tenant_v1_tenants__tenantId__patch: {
+    parameters: {
+      query?: never;
+      header?: never;
+      path: {
+        tenantId: string;
+      };
+      cookie?: never;
+    };
+    requestBody: {
+      content: {
+        "application/json": components["schemas"]["TenantUpdate"];
+      };
+    };
+    responses: {
+      /** @description Successful Response */
+      200: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["TenantView"];
+        };
+      };
+      /** @description Authentication is on and no valid key or canvas token came. */
+      401: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description Not the admin key. */
+      403: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description Not Found */
+      404: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description Unprocessable Entity */
+      422: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+    };
+  };
+  list_keys_v1_tenants__tenantId__keys_get: {
+    parameters: {
+      query?: never;
+      header?: never;
+      path: {
+        tenantId: string;
+      };
+      cookie?: never;
+    };
+    requestBody?: never;
+    responses: {
+      /** @description Successful Response */
+      200: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["KeyList"];
+        };
+      };
+      /** @description Authentication is on and no valid key or canvas token came. */
+      401: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description Not the admin key. */
+      403: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description Not Found */
+      404: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description Unprocessable Entity */
+      422: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+    };
+  };
+  create_key_v1_tenants__tenantId__keys_post: {
+    parameters: {
+      query?: never;
+      header?: never;
+      path: {
+        tenantId: string;
+      };
+      cookie?: never;
+    };
+    requestBody?: {
+      content: {
+        "application/json": components["schemas"]["NewKeyRequest"] | null;
+      };
+    };
+    responses: {
+      /** @description Successful Response */
+      201: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["NewKey"];
+        };
+      };
+      /** @description Authentication is on and no valid key or canvas token came. */
+      401: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description Not the admin key. */
+      403: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description Not Found */
+      404: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description Unprocessable Entity */
+      422: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+    };
+  };
+  revoke_key_v1_tenants__tenantId__keys__keyId__delete: {
+    parameters: {
+      query?: never;
+      header?: never;
+      path: {
+        tenantId: string;
+        keyId: string;
+      };
+      cookie?: never;
+    };
+    requestBody?: never;
+    responses: {
+      /** @description Successful Response */
+      204: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content?: never;
+      };
+      /** @description Authentication is on and no valid key or canvas token came. */
+      401: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description Not the admin key. */
+      403: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description Not Found */
+      404: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description Unprocessable Entity */
+      422: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
         };
       };
     };
@@ -3354,8 +4180,17 @@ export interface operations {
           "application/json": components["schemas"]["UploadTicket"];
         };
       };
-      /** @description API_KEYS is set and no valid `Authorization: Bearer` key came. */
+      /** @description Authentication is on and no valid key or canvas token came. */
       401: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description A canvas token on a route or canvas it does not open. */
+      403: {
         headers: {
           [name: string]: unknown;
         };
@@ -3462,8 +4297,17 @@ export interface operations {
           "application/json": components["schemas"]["WebhookEndpointList"];
         };
       };
-      /** @description API_KEYS is set and no valid `Authorization: Bearer` key came. */
+      /** @description Authentication is on and no valid key or canvas token came. */
       401: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description A canvas token on a route or canvas it does not open. */
+      403: {
         headers: {
           [name: string]: unknown;
         };
@@ -3495,8 +4339,17 @@ export interface operations {
           "application/json": components["schemas"]["WebhookEndpointWithSecret"];
         };
       };
-      /** @description API_KEYS is set and no valid `Authorization: Bearer` key came. */
+      /** @description Authentication is on and no valid key or canvas token came. */
       401: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description A canvas token on a route or canvas it does not open. */
+      403: {
         headers: {
           [name: string]: unknown;
         };
@@ -3544,8 +4397,17 @@ export interface operations {
           "application/json": components["schemas"]["WebhookEndpointView"];
         };
       };
-      /** @description API_KEYS is set and no valid `Authorization: Bearer` key came. */
+      /** @description Authentication is on and no valid key or canvas token came. */
       401: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description A canvas token on a route or canvas it does not open. */
+      403: {
         headers: {
           [name: string]: unknown;
         };
@@ -3591,8 +4453,17 @@ export interface operations {
         };
         content?: never;
       };
-      /** @description API_KEYS is set and no valid `Authorization: Bearer` key came. */
+      /** @description Authentication is on and no valid key or canvas token came. */
       401: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description A canvas token on a route or canvas it does not open. */
+      403: {
         headers: {
           [name: string]: unknown;
         };
@@ -3644,8 +4515,17 @@ export interface operations {
           "application/json": components["schemas"]["WebhookEndpointView"];
         };
       };
-      /** @description API_KEYS is set and no valid `Authorization: Bearer` key came. */
+      /** @description Authentication is on and no valid key or canvas token came. */
       401: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description A canvas token on a route or canvas it does not open. */
+      403: {
         headers: {
           [name: string]: unknown;
         };
@@ -3696,8 +4576,17 @@ export interface operations {
           "application/json": components["schemas"]["DeliveryList"];
         };
       };
-      /** @description API_KEYS is set and no valid `Authorization: Bearer` key came. */
+      /** @description Authentication is on and no valid key or canvas token came. */
       401: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description A canvas token on a route or canvas it does not open. */
+      403: {
         headers: {
           [name: string]: unknown;
         };
@@ -3746,8 +4635,17 @@ export interface operations {
           "application/json": components["schemas"]["DeliveryView"];
         };
       };
-      /** @description API_KEYS is set and no valid `Authorization: Bearer` key came. */
+      /** @description Authentication is on and no valid key or canvas token came. */
       401: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description A canvas token on a route or canvas it does not open. */
+      403: {
         headers: {
           [name: string]: unknown;
         };
@@ -3795,8 +4693,17 @@ export interface operations {
           "application/json": components["schemas"]["WebhookEndpointWithSecret"];
         };
       };
-      /** @description API_KEYS is set and no valid `Authorization: Bearer` key came. */
+      /** @description Authentication is on and no valid key or canvas token came. */
       401: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description A canvas token on a route or canvas it does not open. */
+      403: {
         headers: {
           [name: string]: unknown;
         };
@@ -3846,6 +4753,15 @@ export interface operations {
       };
       /** @description Unauthorized */
       401: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["ErrorBody"];
+        };
+      };
+      /** @description Forbidden */
+      403: {
         headers: {
           [name: string]: unknown;
         };
@@ -3956,6 +4872,10 @@ type ReadonlyArray<T> = [Exclude<T, undefined>] extends [unknown[]]
 export const pathsV1UploadsNamePutParametersQueryContentTypeValues: ReadonlyArray<
   FlattenedDeepRequired<paths>["/v1/uploads/{name}"]["put"]["parameters"]["query"]["contentType"]
 > = ["image/png", "image/jpeg", "image/webp"];
+export const canvasAccessValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["CanvasAccess"]> = [
+  "read",
+  "write",
+];
 export const canvasRunPreviewNodeStateValues: ReadonlyArray<
   FlattenedDeepRequired<components>["schemas"]["CanvasRunPreviewNode"]["state"]
 > = ["pending", "cached"];

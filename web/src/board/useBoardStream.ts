@@ -1,7 +1,7 @@
 // One EventSource per open board: node updates (coalesced into one render per animation frame, so fifty jobs
 // updating at once cost one update), board saves by others, and job events (failures raise a toast).
 import { useEffect, useRef } from "react";
-import { api, type BoardNode, type CanvasRunView, type ImageProgressEvent } from "../api";
+import { canvasToken, type BoardNode, type CanvasRunView, type ImageProgressEvent } from "../api";
 
 const REOPEN_MS = 2000;
 
@@ -34,14 +34,15 @@ export function useBoardStream(canvasId: string, needsToken: boolean, handlers: 
     const open = async () => {
       let url = `/v1/canvases/${encodeURIComponent(canvasId)}/events`;
       if (needsToken) {
-        // EventSource cannot send the API key; a short-lived stream token stands in for it.
-        const { token } = await api.streamToken(canvasId);
-        url += `?streamToken=${encodeURIComponent(token)}`;
+        // EventSource cannot send headers: the board's canvas token goes in the query, where the stream takes it.
+        const token = canvasToken(canvasId);
+        if (!token) throw new Error("no canvas token for this board");
+        url += `?token=${encodeURIComponent(token)}`;
       }
       if (closed) return;
       source = new EventSource(url);
       // EventSource reconnects by itself after a lost connection, but gives up on an error answer (an expired
-      // stream token, a restarting API): then open again, with a fresh token.
+      // canvas token, a restarting API): then open again.
       source.onerror = () => {
         if (source?.readyState === EventSource.CLOSED) reopen();
       };

@@ -1,0 +1,210 @@
+"""Every SQL statement about tenants and their API keys, and the per-tenant start limiter.
+
+Keys are looked up by their SHA-256 on every request (one primary-key read), so a revoked key is refused at once by
+every API process: there is no cache to invalidate.
+
+The start limiter is a GCRA (generic cell rate algorithm) kept in one column, `tenants.starts_paced_until`: each
+start moves it on by one interval (60 / startsPerMinute seconds) from itself or from now, whichever is later, and a
+start that would move it more than a minute ahead of now is refused. So a tenant may burst its whole minute's
+starts at once and then one per interval, across all API processes, decided by the database's clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
+
+from models.tables import ApiKey, Tenant
+from models.tenancy import DEFAULT_TENANT
+
+KEY_PREFIX = "ij_"
+SHOWN_PREFIX_CHARS = 10
+TENANT_LIST_LIMIT = 500
+
+
+def new_tenant_id() -> str:
+    return "t_" + secrets.token_hex(6)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class TenantLimits:
+    """A tenant's limits as they apply now: its own where set, else the deployment's defaults. None: no limit."""
+
+    starts_per_minute: int | None = None
+    max_concurrent_jobs: int | None = None
+    budget_usd_per_day: float | None = None
+
+    def over(self, defaults: TenantLimits) -> TenantLimits:
+        """These limits, with the unset ones taken from `defaults`."""
+        return TenantLimits(
+            starts_per_minute=self.starts_per_minute
+            if self.starts_per_minute is not None
+            else defaults.starts_per_minute,
+            max_concurrent_jobs=(
+                self.max_concurrent_jobs if self.max_concurrent_jobs is not None else defaults.max_concurrent_jobs
+            ),
+            budget_usd_per_day=(
+                self.budget_usd_per_day if self.budget_usd_per_day is not None else defaults.budget_usd_per_day
+            ),
+        )
+
+
+def limits_of(tenant: Tenant) -> TenantLimits:
+    return TenantLimits(tenant.starts_per_minute, tenant.max_concurrent_jobs, tenant.budget_usd_per_day)
+
+
+async def create_tenant(session: AsyncSession, *, name: str) -> Tenant:
+    tenant = Tenant(id=new_tenant_id(), name=name)
+    session.add(tenant)
+    await session.flush()
+    await session.refresh(tenant)
+    return tenant
+
+
+async def get_tenant(session: AsyncSession, *, tenant_id: str) -> Tenant | None:
+    return await session.get(Tenant, tenant_id)
+
+
+async def list_tenants(session: AsyncSession) -> list[Tenant]:
+    found = await session.execute(select(Tenant).order_by(col(Tenant.created_at)).limit(TENANT_LIST_LIMIT))
+    return list(found.scalars())
+
+
+@dataclass(frozen=True)
+class TenantChange:
+    """A PATCH: only the fields named in `given` change (a given None clears a limit back to the default)."""
+
+    given: frozenset[str]
+    name: str | None = None
+    starts_per_minute: int | None = None
+    max_concurrent_jobs: int | None = None
+    budget_usd_per_day: float | None = None
+
+
+async def update_tenant(session: AsyncSession, *, tenant: Tenant, change: TenantChange) -> None:
+    for field in change.given:
+        setattr(tenant, field, getattr(change, field))
+    tenant.updated_at = datetime.now(UTC)
+    session.add(tenant)
+    await session.flush()
+    await session.refresh(tenant)
+
+
+@dataclass(frozen=True)
+class NewKey:
+    """A key just made: `key` is shown once and never stored."""
+
+    row: ApiKey
+    key: str
+
+
+async def create_key(session: AsyncSession, *, tenant_id: str, name: str | None) -> NewKey:
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    row = ApiKey(
+        id="key_" + secrets.token_hex(8),
+        tenant_id=tenant_id,
+        name=name,
+        prefix=key[:SHOWN_PREFIX_CHARS],
+        key_hash=hash_key(key),
+    )
+    session.add(row)
+    await session.flush()
+    await session.refresh(row)
+    return NewKey(row, key)
+
+
+async def list_keys(session: AsyncSession, *, tenant_id: str) -> list[ApiKey]:
+    found = await session.execute(
+        select(ApiKey).where(col(ApiKey.tenant_id) == tenant_id).order_by(col(ApiKey.created_at))
+    )
+    return list(found.scalars())
+
+
+async def revoke_key(session: AsyncSession, *, tenant_id: str, key_id: str) -> bool:
+    """Revoke the key (keeping its row); False when the tenant has no such key."""
+    found = await session.execute(
+        text(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now())"
+            " WHERE id = :id AND tenant_id = :tenant RETURNING id"
+        ),
+        {"id": key_id, "tenant": tenant_id},
+    )
+    return found.first() is not None
+
+
+@dataclass(frozen=True)
+class KeyOwner:
+    """Who a key belongs to: its id, its tenant, and the tenant's own limits."""
+
+    key_id: str
+    tenant_id: str
+    limits: TenantLimits
+
+
+_KEY_OWNER = text(
+    "SELECT k.id, t.id, t.starts_per_minute, t.max_concurrent_jobs, t.budget_usd_per_day"
+    " FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.key_hash = :hash AND k.revoked_at IS NULL"
+)
+_TENANT_LIMITS = text("SELECT starts_per_minute, max_concurrent_jobs, budget_usd_per_day FROM tenants WHERE id = :id")
+
+
+async def key_owner(session: AsyncSession, *, key: str) -> KeyOwner | None:
+    """The owner of a valid (not revoked) key, or None."""
+    row = (await session.execute(_KEY_OWNER, {"hash": hash_key(key)})).first()
+    if row is None:
+        return None
+    key_id, tenant_id, starts, concurrent, budget = row
+    return KeyOwner(key_id, tenant_id, TenantLimits(starts, concurrent, budget))
+
+
+async def key_is_valid(session: AsyncSession, *, key_id: str, tenant_id: str) -> bool:
+    found = await session.execute(
+        text("SELECT 1 FROM api_keys WHERE id = :id AND tenant_id = :tenant AND revoked_at IS NULL"),
+        {"id": key_id, "tenant": tenant_id},
+    )
+    return found.first() is not None
+
+
+async def tenant_limits(session: AsyncSession, *, tenant_id: str = DEFAULT_TENANT) -> TenantLimits:
+    row = (await session.execute(_TENANT_LIMITS, {"id": tenant_id})).first()
+    return TenantLimits(*row) if row else TenantLimits()
+
+
+# One statement, atomic under the row lock: moves the tenant's schedule on by one interval unless that would put
+# it more than the burst window ahead of now; answers nothing when refused.
+_TAKE_START = text(
+    """
+    UPDATE tenants
+       SET starts_paced_until = greatest(clock_timestamp(), coalesce(starts_paced_until, clock_timestamp()))
+                                + make_interval(secs => :interval)
+     WHERE id = :tenant
+       AND greatest(clock_timestamp(), coalesce(starts_paced_until, clock_timestamp()))
+           + make_interval(secs => :interval) <= clock_timestamp() + make_interval(secs => :window)
+    RETURNING id
+    """
+)
+_NEXT_START_IN = text(
+    "SELECT greatest(0, extract(epoch FROM starts_paced_until + make_interval(secs => :interval)"
+    " - make_interval(secs => :window) - clock_timestamp()))::float8 FROM tenants WHERE id = :tenant"
+)
+START_WINDOW_SECONDS = 60.0
+
+
+async def take_start(session: AsyncSession, *, tenant_id: str, per_minute: int) -> float | None:
+    """Take one of the tenant's starts: None when taken, else the seconds until one is free."""
+    values = {"tenant": tenant_id, "interval": START_WINDOW_SECONDS / per_minute, "window": START_WINDOW_SECONDS}
+    if (await session.execute(_TAKE_START, values)).first() is not None:
+        return None
+    wait = (await session.execute(_NEXT_START_IN, values)).scalar_one_or_none()
+    return float(wait or 0.0)
+

@@ -1,0 +1,217 @@
+"""Tenants with ADMIN_API_KEY set: made through the admin API, isolated from each other on every route, held to
+their start limit, and reached from browsers through canvas tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from temporalio.client import Client
+
+from cli.main import main
+from core.config import Settings
+from tests.fixtures.stack import Stack, make_settings, running_stack
+from tests.sse import read_events
+
+ADMIN = "admin-" + uuid.uuid4().hex
+
+
+@dataclass
+class Tenant:
+    id: str
+    key_id: str
+    api: httpx.AsyncClient
+
+
+@pytest.fixture
+async def tenant_stack(stack_settings: Settings, temporal_client: Client) -> AsyncIterator[Stack]:
+    settings = make_settings(stack_settings, ADMIN_API_KEY=ADMIN)
+    async with running_stack(settings, temporal_client, workers=False) as stack:
+        stack.api.headers["Authorization"] = f"Bearer {ADMIN}"
+        yield stack
+
+
+@pytest.fixture
+async def tenants(tenant_stack: Stack) -> AsyncIterator[tuple[Tenant, Tenant]]:
+    made = [await new_tenant(tenant_stack, name) for name in ("Acme", "Globex")]
+    try:
+        yield made[0], made[1]
+    finally:
+        for tenant in made:
+            await tenant.api.aclose()
+
+
+async def new_tenant(stack: Stack, name: str) -> Tenant:
+    created = await stack.api.post("/v1/tenants", json={"name": name})
+    assert created.status_code == 201, created.text
+    tenant_id = created.json()["id"]
+    key = await stack.api.post(f"/v1/tenants/{tenant_id}/keys", json={"name": "backend"})
+    assert key.status_code == 201, key.text
+    body = key.json()
+    assert body["key"].startswith(body["prefix"]) and len(body["key"]) > 40
+    headers = {"Authorization": f"Bearer {body['key']}"}
+    return Tenant(tenant_id, body["id"], httpx.AsyncClient(base_url=stack.base_url, headers=headers, timeout=10))
+
+
+def job_body(canvas_id: str, node_id: str = "n1") -> dict[str, Any]:
+    return {"workflowId": canvas_id, "nodeId": node_id, "provider": "local", "promptSpec": {"basePrompt": "a fox"}}
+
+
+async def test_without_a_key_every_route_is_refused_and_keys_are_made_by_the_admin(
+    tenant_stack: Stack, tenants: tuple[Tenant, Tenant]
+) -> None:
+    acme, _ = tenants
+    async with httpx.AsyncClient(base_url=tenant_stack.base_url, timeout=10) as anonymous:
+        for method, path in [("GET", "/v1/jobs"), ("GET", "/v1/canvases"), ("POST", "/v1/tenants")]:
+            answer = await anonymous.request(method, path)
+            assert answer.status_code == 401, (method, path, answer.text)
+    by_tenant = await acme.api.get("/v1/tenants")
+    assert (by_tenant.status_code, by_tenant.json()["code"]) == (403, "admin_only")
+    by_admin = await tenant_stack.api.get("/v1/jobs")
+    assert (by_admin.status_code, by_admin.json()["code"]) == (403, "admin_key_not_a_tenant")
+    keys = (await tenant_stack.api.get(f"/v1/tenants/{acme.id}/keys")).json()["items"]
+    assert [key["id"] for key in keys] == [acme.key_id] and "key" not in keys[0], "a stored key was shown again"
+
+
+async def test_a_tenant_finds_nothing_of_another(tenant_stack: Stack, tenants: tuple[Tenant, Tenant]) -> None:
+    acme, globex = tenants
+    canvas_id = "canvas-" + uuid.uuid4().hex[:8]
+    board = {
+        "name": "Acme's board",
+        "nodes": [{"id": "n1", "type": "image", "position": {"x": 0, "y": 0}}],
+        "edges": [],
+    }
+    assert (await acme.api.put(f"/v1/canvases/{canvas_id}", json=board)).status_code == 200
+    started = await acme.api.post("/v1/jobs", json=job_body(canvas_id))
+    assert started.status_code == 202, started.text
+    job_id = started.json()["jobId"]
+    assert started.json()["workflowId"] == canvas_id, "the canvas key leaked into the record"
+
+    for method, path in [
+        ("GET", f"/v1/jobs/{job_id}"),
+        ("GET", f"/v1/jobs/{job_id}/status"),
+        ("GET", f"/v1/jobs/{job_id}/events"),
+        ("POST", f"/v1/jobs/{job_id}/cancel"),
+        ("POST", f"/v1/jobs/{job_id}/retry"),
+        ("GET", f"/v1/canvases/{canvas_id}"),
+    ]:
+        answer = await globex.api.request(method, path)
+        assert answer.status_code == 404, (method, path, answer.text)
+    assert (await globex.api.get("/v1/jobs")).json()["items"] == []
+    assert (await globex.api.get("/v1/jobs", params={"workflowId": canvas_id})).json()["items"] == []
+    assert (await globex.api.get("/v1/canvases")).json()["items"] == []
+    assert (await globex.api.get("/v1/stats")).json()["total"] == 0
+
+    own = {"name": "Globex's board", "nodes": [], "edges": []}
+    saved = await globex.api.put(f"/v1/canvases/{canvas_id}", json=own)
+    assert saved.status_code == 200 and saved.json()["id"] == canvas_id
+    acme_board = (await acme.api.get(f"/v1/canvases/{canvas_id}")).json()
+    assert (acme_board["name"], [node["id"] for node in acme_board["nodes"]]) == ("Acme's board", ["n1"])
+    assert [item["jobId"] for item in (await acme.api.get("/v1/jobs")).json()["items"]] == [job_id]
+
+
+async def test_a_revoked_key_and_its_tokens_are_refused_at_once(
+    tenant_stack: Stack, tenants: tuple[Tenant, Tenant]
+) -> None:
+    acme, _ = tenants
+    minted = await acme.api.post("/v1/canvas-tokens", json={"workflowId": "c-1", "access": "read"})
+    token = minted.json()["token"]
+    assert (await acme.api.get("/v1/jobs")).status_code == 200
+    revoked = await tenant_stack.api.delete(f"/v1/tenants/{acme.id}/keys/{acme.key_id}")
+    assert revoked.status_code == 204
+    assert (await acme.api.get("/v1/jobs")).status_code == 401
+    with_token = await acme.api.get("/v1/canvases/c-1/nodes", headers={"Authorization": f"Bearer {token}"})
+    assert (with_token.status_code, with_token.json()["code"]) == (401, "invalid_canvas_token")
+
+
+async def token(tenant: Tenant, canvas_id: str, access: str, ttl: int = 600) -> dict[str, str]:
+    minted = await tenant.api.post(
+        "/v1/canvas-tokens", json={"workflowId": canvas_id, "access": access, "ttlSeconds": ttl}
+    )
+    assert minted.status_code == 201, minted.text
+    return {"Authorization": f"Bearer {minted.json()['token']}"}
+
+
+async def test_canvas_tokens_keep_to_their_canvas_and_access(
+    tenant_stack: Stack, tenants: tuple[Tenant, Tenant]
+) -> None:
+    acme, _ = tenants
+    canvas_id, other_id = "canvas-" + uuid.uuid4().hex[:8], "canvas-" + uuid.uuid4().hex[:8]
+    job_id = (await acme.api.post("/v1/jobs", json=job_body(canvas_id))).json()["jobId"]
+    other_job = (await acme.api.post("/v1/jobs", json=job_body(other_id))).json()["jobId"]
+    read, write = await token(acme, canvas_id, "read"), await token(acme, canvas_id, "write")
+    browser = httpx.AsyncClient(base_url=tenant_stack.base_url, timeout=10)
+    async with browser:
+        assert (await browser.get(f"/v1/canvases/{canvas_id}", headers=read)).status_code == 200
+        assert (await browser.get(f"/v1/jobs/{job_id}", headers=read)).status_code == 200
+        assert (await browser.get(f"/v1/jobs/{other_job}", headers=read)).status_code == 404
+        listed = (await browser.get("/v1/jobs", headers=read)).json()["items"]
+        assert [item["jobId"] for item in listed] == [job_id], "a token listed jobs of another canvas"
+        refused = await browser.post("/v1/jobs", headers=read, json=job_body(canvas_id, "n2"))
+        assert (refused.status_code, refused.json()["code"]) == (403, "read_only_token")
+
+        started = await browser.post("/v1/jobs", headers=write, json=job_body(canvas_id, "n2"))
+        assert started.status_code == 202, started.text
+        elsewhere = await browser.post("/v1/jobs", headers=write, json=job_body(other_id, "n2"))
+        assert (elsewhere.status_code, elsewhere.json()["code"]) == (403, "wrong_canvas")
+
+        stream_token = read["Authorization"].removeprefix("Bearer ")
+        async with browser.stream("GET", f"/v1/canvases/{canvas_id}/events", params={"token": stream_token}) as opened:
+            assert opened.status_code == 200
+            first = await anext(read_events(opened))  # the canvas' nodes as they are: those its jobs made
+            assert first.event == "node" and first.json()["id"] in {"n1", "n2"}
+
+        short = await token(acme, canvas_id, "read", ttl=1)
+        assert (await browser.get(f"/v1/canvases/{canvas_id}/nodes", headers=short)).status_code == 200
+        await asyncio.sleep(2.1)
+        expired = await browser.get(f"/v1/canvases/{canvas_id}/nodes", headers=short)
+        assert (expired.status_code, expired.json()["code"]) == (401, "invalid_canvas_token")
+        forged = {"Authorization": read["Authorization"][:-3] + "AAA"}
+        assert (await browser.get(f"/v1/canvases/{canvas_id}", headers=forged)).status_code == 401
+
+
+async def test_starts_per_minute_lets_that_many_through_and_answers_429_after(
+    tenant_stack: Stack, tenants: tuple[Tenant, Tenant]
+) -> None:
+    acme, globex = tenants
+    limited = await tenant_stack.api.patch(f"/v1/tenants/{acme.id}", json={"startsPerMinute": 3})
+    assert limited.status_code == 200 and limited.json()["startsPerMinute"] == 3
+    canvas_id = "canvas-" + uuid.uuid4().hex[:8]
+    answers = [await acme.api.post("/v1/jobs", json=job_body(canvas_id, f"n{i}")) for i in range(5)]
+    assert [answer.status_code for answer in answers] == [202, 202, 202, 429, 429]
+    refused = answers[3]
+    assert refused.json()["code"] == "rate_limited"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert (await globex.api.post("/v1/jobs", json=job_body(canvas_id))).status_code == 202, "a limit spilled over"
+    assert len((await acme.api.get("/v1/jobs")).json()["items"]) == 3, "a refused start left a job"
+
+
+async def test_the_cli_makes_tenants_and_keys_and_revokes_them(
+    tenant_stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def imagejobs(*argv: str) -> dict[str, Any]:
+        code = await asyncio.to_thread(main, [*argv, "--api", tenant_stack.base_url, "--admin-key", ADMIN])
+        printed = capsys.readouterr()
+        assert code == 0, printed.err
+        answer: dict[str, Any] = json.loads(printed.out)
+        return answer
+
+    tenant = await imagejobs("tenants", "create", "Initech")
+    limited = await imagejobs("tenants", "set", tenant["id"], "--starts-per-minute", "5")
+    assert limited["startsPerMinute"] == 5
+    made = await imagejobs("keys", "create", tenant["id"], "--name", "cli")
+    key = {"Authorization": f"Bearer {made['key']}"}
+    assert (await tenant_stack.api.get("/v1/jobs", headers=key)).status_code == 200
+    listed = await imagejobs("keys", "list", tenant["id"])
+    assert [item["id"] for item in listed["items"]] == [made["id"]]
+    await imagejobs("keys", "revoke", tenant["id"], made["id"])
+    assert (await tenant_stack.api.get("/v1/jobs", headers=key)).status_code == 401
+    refused = await asyncio.to_thread(main, ["tenants", "list", "--api", tenant_stack.base_url, "--admin-key", "wrong"])
+    assert refused != 0 and "unauthorized" in capsys.readouterr().err
+
