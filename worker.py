@@ -101,7 +101,7 @@ def generation_activities(settings: Settings, resources: WorkerResources) -> Gen
 def build_workers(client: Client, settings: Settings, resources: WorkerResources) -> list[Worker]:
     """The main queue (workflows and database steps) plus one queue per enabled provider."""
     starter = OutboundStarter(client, settings, resources.sessions)
-    run_steps = RunActivities(resources.sessions, starter)
+    run_steps = RunActivities(resources.sessions, starter, default_max_concurrent=settings.TENANT_MAX_CONCURRENT_JOBS)
     canvas_steps = CanvasRunActivities(resources.sessions, starter)
     outbound_steps = OutboundActivities(resources.sessions, resources.http, settings)
     generation = generation_activities(settings, resources)
@@ -114,6 +114,7 @@ def build_workers(client: Client, settings: Settings, resources: WorkerResources
             activities=[
                 run_steps.create_run,
                 run_steps.mark_running,
+                run_steps.wait_for_running_slot,
                 run_steps.attach_provider_job,
                 run_steps.record_progress,
                 run_steps.update_node,

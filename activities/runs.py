@@ -6,11 +6,13 @@ from dataclasses import replace
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from core import metrics
 from core.db import transaction
 from core.tracing import current_traceparent
 from handoff.sweep import OutboundStarter
+from models.errors import TENANT_AT_CAPACITY
 from models.payloads import (
     CanvasRunFinished,
     ImageJobInput,
@@ -20,8 +22,9 @@ from models.payloads import (
     ProviderJobAttached,
     RunTransition,
 )
+from models.tenancy import tenant_of
 from models.vocabulary import JobStatus
-from store import canvas_nodes, canvas_runs, runs
+from store import canvas_nodes, canvas_runs, runs, tenants
 
 
 async def save_progress(sessions: async_sessionmaker[AsyncSession], update: ProgressUpdate) -> None:
@@ -51,9 +54,16 @@ class RunActivities:
     """Run bookkeeping; gets its session factory from the worker, and what starts the outbound webhooks a job's
     end enqueues (None: the sweep starts them)."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], outbound: OutboundStarter | None = None) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        outbound: OutboundStarter | None = None,
+        *,
+        default_max_concurrent: int | None = None,
+    ) -> None:
         self.sessions = sessions
         self.outbound = outbound
+        self.default_max_concurrent = default_max_concurrent
 
     @activity.defn
     async def create_run(self, job: ImageJobInput) -> None:
@@ -66,8 +76,25 @@ class RunActivities:
             metrics.job_started(job.provider, job.model)
 
     @activity.defn
-    async def mark_running(self, job: ImageJobInput) -> None:
+    async def mark_running(self, job: ImageJobInput) -> bool:
+        """Move the job to `running`, and its node with it; False (the job stays `pending`) while its tenant has
+        maxConcurrentJobs running already."""
+        return await self._take_running_slot(job)
+
+    @activity.defn
+    async def wait_for_running_slot(self, job: ImageJobInput) -> None:
+        """`mark_running` for a job whose tenant was at its cap: fails (and is retried, with backoff) until one
+        of the tenant's running jobs ends. Retries of a regular activity add nothing to the workflow's history."""
+        if not await self._take_running_slot(job):
+            message = "The tenant runs its maxConcurrentJobs already; the job waits, pending, for one to end."
+            raise ApplicationError(message, type=TENANT_AT_CAPACITY)
+
+    async def _take_running_slot(self, job: ImageJobInput) -> bool:
         async with transaction(self.sessions) as session:
+            tenant_id = tenant_of(job.canvas_id)
+            cap = self.default_max_concurrent
+            if not await tenants.running_slot_free(session, tenant_id=tenant_id, job_id=job.job_id, default_cap=cap):
+                return False
             if await runs.transition(session, change=RunTransition(job_id=job.job_id, status=JobStatus.RUNNING)):
                 await canvas_nodes.update_node(
                     session,
@@ -75,6 +102,7 @@ class RunActivities:
                         canvas_id=job.canvas_id, node_id=job.node_id, job_id=job.job_id, status=JobStatus.RUNNING
                     ),
                 )
+        return True
 
     @activity.defn
     async def attach_provider_job(self, attached: ProviderJobAttached) -> None:

@@ -208,3 +208,22 @@ async def take_start(session: AsyncSession, *, tenant_id: str, per_minute: int) 
     wait = (await session.execute(_NEXT_START_IN, values)).scalar_one_or_none()
     return float(wait or 0.0)
 
+
+_TENANT_CAP = text("SELECT max_concurrent_jobs FROM tenants WHERE id = :tenant")
+_RUNNING_OTHERS = text("SELECT count(*) FROM runs WHERE tenant_id = :tenant AND status = 'running' AND id <> :job")
+
+
+async def running_slot_free(session: AsyncSession, *, tenant_id: str, job_id: str, default_cap: int | None) -> bool:
+    """Whether the job may run now under its tenant's maxConcurrentJobs (its own, else `default_cap`).
+
+    With a cap, it takes the tenant's lock for the rest of the transaction, so the caller's move to `running` is
+    counted before any other job of the tenant asks; a job already running is never refused its own slot."""
+    own = (await session.execute(_TENANT_CAP, {"tenant": tenant_id})).scalar_one_or_none()
+    cap = own if own is not None else default_cap
+    if cap is None:
+        return True
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": f"running:{tenant_id}"}
+    )
+    running = int((await session.execute(_RUNNING_OTHERS, {"tenant": tenant_id, "job": job_id})).scalar_one())
+    return running < cap

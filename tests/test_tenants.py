@@ -215,3 +215,29 @@ async def test_the_cli_makes_tenants_and_keys_and_revokes_them(
     refused = await asyncio.to_thread(main, ["tenants", "list", "--api", tenant_stack.base_url, "--admin-key", "wrong"])
     assert refused != 0 and "unauthorized" in capsys.readouterr().err
 
+
+async def test_jobs_past_max_concurrent_jobs_wait_pending_and_all_run(
+    stack_settings: Settings, temporal_client: Client
+) -> None:
+    settings = make_settings(stack_settings, ADMIN_API_KEY=ADMIN, LOCAL_PROVIDER_DELAY_MS=700)
+    async with running_stack(settings, temporal_client) as stack:
+        stack.api.headers["Authorization"] = f"Bearer {ADMIN}"
+        acme, globex = await new_tenant(stack, "Acme"), await new_tenant(stack, "Globex")
+        async with acme.api, globex.api:
+            assert (await stack.api.patch(f"/v1/tenants/{acme.id}", json={"maxConcurrentJobs": 1})).status_code == 200
+            canvas_id = "canvas-" + uuid.uuid4().hex[:8]
+            for node in ("n1", "n2", "n3"):
+                assert (await acme.api.post("/v1/jobs", json=job_body(canvas_id, node))).status_code == 202
+            other = (await globex.api.post("/v1/jobs", json=job_body(canvas_id))).json()["jobId"]
+
+            most_running, globex_ran = 0, False
+            while True:
+                statuses = [item["status"] for item in (await acme.api.get("/v1/jobs")).json()["items"]]
+                most_running = max(most_running, statuses.count("running"))
+                globex_ran |= (await globex.api.get(f"/v1/jobs/{other}")).json()["status"] != "pending"
+                if statuses.count("completed") == 3:
+                    break
+                assert "failed" not in statuses, statuses
+                await asyncio.sleep(0.05)
+    assert most_running == 1, f"{most_running} of Acme's jobs ran at once under maxConcurrentJobs 1"
+    assert globex_ran, "another tenant's job waited on Acme's cap"

@@ -1,6 +1,8 @@
 """ImageJobWorkflow: one image job, from the run record to the canvas node.
 
-    create_run -> mark_running -> provider step -> update_node -> complete_run
+    create_run -> mark_running [-> wait_for_running_slot] -> provider step -> update_node -> complete_run
+
+A job whose tenant runs its maxConcurrentJobs already stays `pending` in wait_for_running_slot until one ends.
 
 The provider step is one activity for synchronous providers (call + stream to storage). For asynchronous
 ones it is submit, then wait for a terminal `provider_event` signal (the verified webhook) or poll when
@@ -40,7 +42,14 @@ with workflow.unsafe.imports_passed_through():
         StoreOutputsRequest,
     )
     from models.vocabulary import JobStatus
-    from workflows.policies import CLEANUP_STEP, DB_LOCAL_STEP, DB_STEP, PROVIDER_CALL, PROVIDER_POLL
+    from workflows.policies import (
+        CLEANUP_STEP,
+        DB_LOCAL_STEP,
+        DB_STEP,
+        PROVIDER_CALL,
+        PROVIDER_POLL,
+        RUNNING_SLOT_WAIT,
+    )
 
 StepInput = TypeVar("StepInput")
 StepResult = TypeVar("StepResult")
@@ -49,6 +58,7 @@ StepResult = TypeVar("StepResult")
 DB_STEPS_AS_LOCAL_ACTIVITIES = "db-steps-as-local-activities"
 PROGRESS_ONLY_FORWARD = "progress-only-forward"
 POLL_BACKOFF = "poll-backoff"
+TENANT_RUNNING_SLOTS = "tenant-running-slots"
 
 
 def provider_task_queue(base_queue: str, provider: str) -> str:
@@ -117,7 +127,10 @@ class ImageJobWorkflow:
         timings: dict[str, float] = {}
         try:
             await self._db_step(RunActivities.create_run, job)
-            await self._db_step(RunActivities.mark_running, job)
+            running = await self._db_step(RunActivities.mark_running, job)
+            # Histories from before tenant caps recorded no answer (None): those jobs run at once, as they did.
+            if running is False and workflow.patched(TENANT_RUNNING_SLOTS):
+                await workflow.execute_activity_method(RunActivities.wait_for_running_slot, job, **RUNNING_SLOT_WAIT)
             self._state.phase = JobStatus.RUNNING
             timings["queued"] = _seconds_since(started)
             mark = workflow.now()

@@ -33,6 +33,15 @@ DB_STEP: dict[str, Any] = {
 # worker; longer ones (not reached with a 10 s maximum interval) would become a durable timer.
 DB_LOCAL_STEP: dict[str, Any] = {**DB_STEP, "local_retry_threshold": timedelta(seconds=30)}
 
+# Waiting for a running slot of the job's tenant (maxConcurrentJobs): each attempt asks once, and the next comes
+# at most 5 s later, for as long as it takes: a waiting job is never failed, only cancelled.
+RUNNING_SLOT_WAIT: dict[str, Any] = {
+    "start_to_close_timeout": timedelta(seconds=30),
+    "retry_policy": RetryPolicy(
+        initial_interval=timedelta(seconds=1), backoff_coefficient=1.5, maximum_interval=timedelta(seconds=5)
+    ),
+}
+
 PROVIDER_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
     backoff_coefficient=2.0,
