@@ -41,7 +41,7 @@ from bench.procfs import Memory
 from cli.devstack import find_temporal_binary
 from core.config import Settings
 from core.db import create_engine, run_migrations, session_factory, sqlalchemy_url
-from core.temporal import SEARCH_ATTRIBUTES
+from core.temporal import SEARCH_ATTRIBUTES, dynamic_config_args
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT = 60.0
@@ -355,6 +355,7 @@ async def bench_stack(large_result_bytes: int) -> AsyncIterator[BenchStack]:
                     dev_server_existing_path=str(find_temporal_binary()),
                     search_attributes=SEARCH_ATTRIBUTES,
                     dev_server_log_level="error",
+                    dev_server_extra_args=dynamic_config_args(),
                 )
             parts.push_async_callback(environment.shutdown)
             files_url = await parts.enter_async_context(file_server(files.directory, work_dir))

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from temporalio.client import Client
 
 from core.db import sqlalchemy_url
-from core.temporal import SEARCH_ATTRIBUTE_NAMES, ensure_search_attributes
+from core.temporal import SEARCH_ATTRIBUTE_NAMES, dynamic_config_args, ensure_search_attributes
 
 if TYPE_CHECKING:
     from pgserver.postgres_server import PostgresServer
@@ -235,7 +235,7 @@ def temporal_dev_server_command(data_dir: Path, *, port: int, ui_port: int | Non
     # These register the attributes in a new store only; `prepare_temporal` adds any an older store lacks.
     for name in SEARCH_ATTRIBUTE_NAMES:
         command += ["--search-attribute", f"{name}=Keyword"]
-    return command
+    return command + dynamic_config_args()
 
 
 def wait_for_port(host: str, port: int, process: ChildProcess, timeout: float, *, log_path: Path | None = None) -> None:

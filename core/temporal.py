@@ -26,8 +26,17 @@ CANVAS_ID = SearchAttributeKey.for_keyword("CanvasWorkflowId")
 NODE_ID = SearchAttributeKey.for_keyword("NodeId")
 PROVIDER = SearchAttributeKey.for_keyword("Provider")
 IMAGE_MODEL = SearchAttributeKey.for_keyword("ImageModel")
-SEARCH_ATTRIBUTES = (CANVAS_ID, NODE_ID, PROVIDER, IMAGE_MODEL)
+TENANT = SearchAttributeKey.for_keyword("TenantId")
+SEARCH_ATTRIBUTES = (CANVAS_ID, NODE_ID, PROVIDER, IMAGE_MODEL, TENANT)
 SEARCH_ATTRIBUTE_NAMES = tuple(key.name for key in SEARCH_ATTRIBUTES)
+# What every dev server we start (make dev, tests, bench) turns on: tenants' fair share of a backlogged task queue
+# (deploy/temporal/dynamicconfig.yaml does the same for docker-compose).
+DEV_SERVER_DYNAMIC_CONFIG = ("matching.enableFairness=true",)
+
+
+def dynamic_config_args(entries: tuple[str, ...] = DEV_SERVER_DYNAMIC_CONFIG) -> list[str]:
+    """`temporal server start-dev` arguments setting these `name=value` dynamic config entries."""
+    return [arg for entry in entries for arg in ("--dynamic-config-value", entry)]
 
 
 def worker_runtime(sdk_metrics_port: int | None) -> Runtime:

@@ -19,7 +19,7 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from core.config import Settings
-from core.temporal import CANVAS_ID, IMAGE_MODEL, NODE_ID, PROVIDER
+from core.temporal import CANVAS_ID, IMAGE_MODEL, NODE_ID, PROVIDER, TENANT
 from core.tracing import continuing
 from models.payloads import (
     CanvasRunInput,
@@ -31,6 +31,7 @@ from models.payloads import (
 )
 from models.schemas import ImagePromptSpec
 from models.tables import Run
+from models.tenancy import tenant_of
 from models.vocabulary import PRIORITY_KEYS
 from models.vocabulary import Priority as JobPriority
 
@@ -48,9 +49,9 @@ def new_job_id(secret: str | None = None, idempotency_key: str | None = None, *,
     """A fresh id, or the same id for the same Idempotency-Key from the same caller (so a repeat finds the
     first job).
 
-    The keyed id is an HMAC under the server's `secret` of the caller's `scope` (their API key) and the key:
+    The keyed id is an HMAC under the server's `secret` of the caller's `scope` (their tenant) and the key:
     nobody can compute a job id, and with it an image URL, from a guessable Idempotency-Key, and two callers
-    using the same key get two jobs.
+    using the same key get two jobs: the id is derived from the tenant, so workflow ids of tenants never collide.
     """
     if secret and idempotency_key:
         message = f"{JOB_ID_LABEL}{len(scope)}:{scope}:{idempotency_key}".encode()
@@ -104,7 +105,7 @@ async def _start_workflow(
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         search_attributes=job_search_attributes(job),
         static_summary=job_summary(job),
-        priority=task_priority(job.priority),
+        priority=task_priority(job.priority, job.canvas_id),
     )
 
 
@@ -116,13 +117,18 @@ def job_search_attributes(job: ImageJobInput) -> TypedSearchAttributes:
             SearchAttributePair(NODE_ID, job.node_id),
             SearchAttributePair(PROVIDER, job.provider),
             SearchAttributePair(IMAGE_MODEL, job.model),
+            SearchAttributePair(TENANT, tenant_of(job.canvas_id)),
         ]
     )
 
 
-def task_priority(priority: str) -> Priority:
-    """Temporal's priority for a job or run: its tasks are taken from a backlogged queue in this order."""
-    return Priority(priority_key=PRIORITY_KEYS[JobPriority(priority)])
+def task_priority(priority: str, canvas_id: str) -> Priority:
+    """Temporal's priority for a job or run on canvas `canvas_id`: its tasks leave a backlogged queue in priority
+    order and, within a priority, shared fairly between tenants (the fairness key), so one tenant's burst does not
+    starve another's job. Fairness needs the server's `matching.enableFairness`; without it the key is ignored
+    and tasks of one priority go first in, first out. A tenant's weight, where it should differ, is set on the
+    task queue (Temporal's fairness weight overrides), not here."""
+    return Priority(priority_key=PRIORITY_KEYS[JobPriority(priority)], fairness_key=tenant_of(canvas_id))
 
 
 def job_from_run(run: Run, *, asynchronous: bool, settings: Settings, webhooks: bool = False) -> ImageJobInput:
@@ -169,9 +175,11 @@ async def _start_canvas_run(client: Client, settings: Settings, plan: CanvasRunI
         task_queue=settings.TASK_QUEUE,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        search_attributes=TypedSearchAttributes([SearchAttributePair(CANVAS_ID, plan.canvas_id)]),
+        search_attributes=TypedSearchAttributes(
+            [SearchAttributePair(CANVAS_ID, plan.canvas_id), SearchAttributePair(TENANT, tenant_of(plan.canvas_id))]
+        ),
         static_summary=f"canvas {plan.canvas_id} · {len(plan.nodes)} nodes",
-        priority=task_priority(plan.priority),
+        priority=task_priority(plan.priority, plan.canvas_id),
     )
 
 

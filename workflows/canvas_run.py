@@ -88,7 +88,7 @@ class CanvasRunWorkflow:
                 job,
                 id=job.job_id,
                 task_queue=workflow.info().task_queue,
-                priority=task_priority(plan.priority),
+                priority=task_priority(plan.priority, plan.canvas_id),
                 search_attributes=job_search_attributes(job),
                 static_summary=f"canvas run {plan.run_id} · node {node.node_id}",
             )
