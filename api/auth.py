@@ -103,36 +103,38 @@ def _unauthorized(message: str, code: str = "unauthorized") -> ApiError:
 
 
 async def _token_caller(state: StateDep, request: Request, token: str) -> Caller:
-    settings = state.settings
-    claims = canvas_tokens.verify(settings.WEBHOOK_SECRET, token, time.time())
-    if claims is None or not await _minting_key_valid(state, claims):
+    claims = canvas_tokens.verify(state.settings.WEBHOOK_SECRET, token, time.time())
+    limits = await _limits_while_minted_by_valid_key(state, claims) if claims else None
+    if claims is None or limits is None:
         raise _unauthorized("The canvas token is wrong, expired or revoked; get a new one.", "invalid_canvas_token")
     needed = TOKEN_ROUTES.get(_route_of(request))
     if needed is None:
         raise ApiError(403, "token_not_allowed", "A canvas token cannot call this route; use an API key.")
     if needed is CanvasAccess.WRITE and claims.access is not CanvasAccess.WRITE:
-        raise ApiError(
-            403,
-            "read_only_token",
-            "This canvas token can read only; starting, cancelling and saving need a `write` token.",
-        )
-    async with state.autocommit_sessions() as session:
-        limits = await tenants.tenant_limits(session, tenant_id=claims.tenant_id)
+        message = "This canvas token can read only; starting, cancelling and saving need a `write` token."
+        raise ApiError(403, "read_only_token", message)
     return Caller(claims.tenant_id, limits, canvas_key(claims.tenant_id, claims.workflow_id), claims.access)
 
 
-async def _minting_key_valid(state: StateDep, claims: CanvasClaims) -> bool:
+async def _limits_while_minted_by_valid_key(state: StateDep, claims: CanvasClaims) -> TenantLimits | None:
+    """The tenant's limits while the key that minted the token is valid; None once it is not."""
     settings = state.settings
     if claims.key_ref.startswith("env:"):
-        return (
-            any(
-                hmac.compare_digest(claims.key_ref, canvas_tokens.env_key_ref(settings.WEBHOOK_SECRET, key))
-                for key in settings.API_KEYS
-            )
-            and claims.tenant_id == DEFAULT_TENANT
+        minted_by_env_key = claims.tenant_id == DEFAULT_TENANT and any(
+            hmac.compare_digest(claims.key_ref, canvas_tokens.env_key_ref(settings.WEBHOOK_SECRET, key))
+            for key in settings.API_KEYS
         )
+        return await _default_tenant_limits(state) if minted_by_env_key else None
     async with state.autocommit_sessions() as session:
-        return await tenants.key_is_valid(session, key_id=claims.key_ref, tenant_id=claims.tenant_id)
+        return await tenants.limits_while_key_valid(session, key_id=claims.key_ref, tenant_id=claims.tenant_id)
+
+
+async def _default_tenant_limits(state: StateDep) -> TenantLimits:
+    """The default tenant's own limits; only with ADMIN_API_KEY can they have been set, so only then are they read."""
+    if not state.settings.ADMIN_API_KEY:
+        return TenantLimits()
+    async with state.autocommit_sessions() as session:
+        return await tenants.tenant_limits(session)
 
 
 @dataclass(frozen=True)

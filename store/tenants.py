@@ -167,12 +167,17 @@ async def key_owner(session: AsyncSession, *, key: str) -> KeyOwner | None:
     return KeyOwner(key_id, tenant_id, TenantLimits(starts, concurrent, budget))
 
 
-async def key_is_valid(session: AsyncSession, *, key_id: str, tenant_id: str) -> bool:
-    found = await session.execute(
-        text("SELECT 1 FROM api_keys WHERE id = :id AND tenant_id = :tenant AND revoked_at IS NULL"),
-        {"id": key_id, "tenant": tenant_id},
-    )
-    return found.first() is not None
+_LIMITS_WHILE_VALID = text(
+    "SELECT t.starts_per_minute, t.max_concurrent_jobs, t.budget_usd_per_day"
+    " FROM api_keys k JOIN tenants t ON t.id = k.tenant_id"
+    " WHERE k.id = :id AND k.tenant_id = :tenant AND k.revoked_at IS NULL"
+)
+
+
+async def limits_while_key_valid(session: AsyncSession, *, key_id: str, tenant_id: str) -> TenantLimits | None:
+    """The tenant's limits, when its key `key_id` is still valid (one read, for a canvas token); else None."""
+    row = (await session.execute(_LIMITS_WHILE_VALID, {"id": key_id, "tenant": tenant_id})).first()
+    return TenantLimits(*row) if row else None
 
 
 async def tenant_limits(session: AsyncSession, *, tenant_id: str = DEFAULT_TENANT) -> TenantLimits:
