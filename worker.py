@@ -111,6 +111,10 @@ def build_workers(client: Client, settings: Settings, resources: WorkerResources
             task_queue=settings.TASK_QUEUE,
             interceptors=[JobLogContext()],
             workflows=[ImageJobWorkflow, CanvasRunWorkflow, OutboundWebhookWorkflow],
+            # Few at once, so a backlog waits in Temporal, where tenants get their fair share (core/config.py); the
+            # database steps run as local activities inside those workflow tasks, so they get as many slots.
+            max_concurrent_workflow_tasks=settings.WORKER_MAX_CONCURRENT_WORKFLOW_TASKS,
+            max_concurrent_local_activities=settings.WORKER_MAX_CONCURRENT_WORKFLOW_TASKS,
             activities=[
                 run_steps.create_run,
                 run_steps.mark_running,

@@ -30,8 +30,14 @@ TENANT = SearchAttributeKey.for_keyword("TenantId")
 SEARCH_ATTRIBUTES = (CANVAS_ID, NODE_ID, PROVIDER, IMAGE_MODEL, TENANT)
 SEARCH_ATTRIBUTE_NAMES = tuple(key.name for key in SEARCH_ATTRIBUTES)
 # What every dev server we start (make dev, tests, bench) turns on: tenants' fair share of a backlogged task queue
-# (deploy/temporal/dynamicconfig.yaml does the same for docker-compose).
-DEV_SERVER_DYNAMIC_CONFIG = ("matching.enableFairness=true",)
+# (deploy/temporal/dynamicconfig.yaml does the same for docker-compose). Fairness orders each partition of a queue
+# on its own, and a poll reaches one partition, so a single-node server keeps one partition per queue: a tenant's
+# task is then next for whichever worker polls, not only for one that happens to poll its partition.
+DEV_SERVER_DYNAMIC_CONFIG = (
+    "matching.enableFairness=true",
+    "matching.numTaskqueueReadPartitions=1",
+    "matching.numTaskqueueWritePartitions=1",
+)
 
 
 def dynamic_config_args(entries: tuple[str, ...] = DEV_SERVER_DYNAMIC_CONFIG) -> list[str]:
