@@ -5,7 +5,8 @@
 Phases, each with fresh worker processes: `start` (figure 1, no workers), `instant` (2, 4, 5; local provider
 without delay), `overhead` (3; local provider taking 1.0 s), `memory` (6: large results, huge inputs), `scale`
 (7), `ui` (8: the canvas in Chromium; needs `make web`), `canvas` (9: a canvas run beside the same jobs started
-independently), `observability` (10: throughput with metrics and JSON logs on, against both off). A phase that
+independently), `observability` (10: throughput with metrics and JSON logs on, against both off), `fairness` (11: a
+tenant's single job while another tenant's burst is queued, against the same job on an idle system). A phase that
 fails is reported with its error, its workflows are terminated, the next phase still runs, and the logs are kept.
 """
 
@@ -25,6 +26,7 @@ from typing import Any
 from bench.canvas import canvas_run
 from bench.capacity import hostile_input_memory, large_result_memory, scale, throughput
 from bench.drive import MB, BenchConfig, warm_up
+from bench.fairness import fair_share
 from bench.latency import canvas_live_latency, live_latency, orchestration_overhead, start_latency, webhook_latency
 from bench.observability import observability_cost
 from bench.report import Figure, details, figure_order, table, write_results
@@ -57,6 +59,7 @@ PHASES = {
     "ui": Phase(figures=(ui_latency,), product_worker=False, floor_worker=False, warm_up=False),
     "canvas": Phase(figures=(canvas_run,)),
     "observability": Phase(figures=(observability_cost,), product_worker=False, floor_worker=False, warm_up=False),
+    "fairness": Phase(figures=(fair_share,)),
 }
 
 
