@@ -7,7 +7,10 @@ one image object per output, no duplicate events, and no image data in any JSON 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+import logging
+import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -24,6 +27,7 @@ from temporalio.client import Client
 
 from core.config import Settings
 from core.db import session_factory
+from models.tenancy import canvas_key
 from tests.fakes.app import create_async_fake
 from tests.fakes.app_receiver import app_receiver
 from tests.fakes.async_base import REPLICATE_TOKEN, AsyncFakeState, AsyncOptions
@@ -31,6 +35,7 @@ from tests.fakes.replicate import REPLICATE_WEBHOOK_SECRET
 from tests.fakes.script import Script
 from tests.fakes.server import Recorder, free_port, serve
 from tests.fixtures.drills import (
+    ApiProcess,
     AppProcess,
     DrillJob,
     RestartablePostgres,
@@ -47,6 +52,7 @@ from tests.fixtures.drills import (
     s3_images,
     wait_for_provider_calls,
     wait_for_terminal,
+    wait_healthy,
     worker_identity_prefix,
     worker_process,
 )
@@ -58,6 +64,7 @@ from tests.helpers import eventually
 pytestmark = [pytest.mark.drill, pytest.mark.timeout(180)]
 
 BATCH = 20
+log = logging.getLogger(__name__)
 
 
 async def start_batch(stack: Stack, count: int = BATCH, **fields: Any) -> list[DrillJob]:
@@ -651,3 +658,148 @@ async def test_worker_killed_between_two_webhook_attempts_the_delivery_still_arr
     for request in requests:
         body = Webhook(endpoint["secret"]).verify(request.body, request.headers)
         assert (body["type"], body["data"]["jobId"]) == ("job.completed", job["jobId"])
+
+
+# --- several processes, two tenants --------------------------------------------------------------------------------
+
+DRILL_ADMIN_KEY = "drill-admin-key"
+JOBS_PER_TENANT = 150
+SHARED_CANVAS = "shared-board"  # both tenants name their board the same
+
+
+@dataclass
+class DrillTenant:
+    id: str
+    key: str
+    jobs: dict[str, str]  # Idempotency-Key -> job id, as answered
+
+
+async def make_drill_tenant(api_url: str, name: str) -> DrillTenant:
+    admin = {"Authorization": f"Bearer {DRILL_ADMIN_KEY}"}
+    async with httpx.AsyncClient(base_url=api_url, timeout=10, headers=admin) as http:
+        tenant = (await http.post("/v1/tenants", json={"name": name})).json()
+        key = (await http.post(f"/v1/tenants/{tenant['id']}/keys", json={"name": "drill"})).json()["key"]
+    return DrillTenant(tenant["id"], key, {})
+
+
+async def start_on_any_api(api_urls: list[str], tenant: DrillTenant, index: int) -> None:
+    """One keyed start, tried on each API in turn (one may be dead) until one answers 202."""
+    body = {
+        "workflowId": SHARED_CANVAS,
+        "nodeId": f"n{index}",
+        "promptSpec": {"basePrompt": f"tenant picture {index}", "size": "64x64"},
+    }
+    key = f"{tenant.id}-{index}"
+    headers = {"Authorization": f"Bearer {tenant.key}", "Idempotency-Key": key}
+    for attempt in range(400):
+        url = api_urls[(index + attempt) % len(api_urls)]
+        try:
+            async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+                answer = await http.post("/v1/jobs", json=body, headers=headers)
+        except httpx.TransportError:
+            answer = None
+        if answer is not None and answer.status_code == 202:
+            job_id = answer.json()["jobId"]
+            assert tenant.jobs.setdefault(key, job_id) == job_id, "a repeat of a key answered another job"
+            return
+        assert answer is None or answer.status_code >= 500, answer.text
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"start {key} was never answered")
+
+
+async def kill_one_every_few_seconds(processes: list[AppProcess], stop: asyncio.Event, kills: list[str]) -> None:
+    """kill -9 a random process (an API or a worker) every 2 to 4 s, and start it again at once (it may be killed
+    again while it starts), until `stop`."""
+    chance = random.Random(24)
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=chance.uniform(2.0, 4.0))
+        if stop.is_set():
+            return
+        victim = chance.choice(processes)
+        victim.kill()
+        kills.append("api" if isinstance(victim, ApiProcess) else "worker")
+        victim.start()
+
+
+@pytest.mark.timeout(420)
+async def test_two_tenants_on_two_apis_and_three_workers_with_a_process_killed_every_few_seconds(
+    stack_settings: Settings, temporal_client: Client, db_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """300 jobs of two tenants (both on a board named the same) through 2 API processes and 3 worker processes,
+    one of the five killed with SIGKILL every few seconds: every job ends once, completed, with its one image;
+    neither tenant sees the other's jobs; nothing is left in the handoff."""
+    api_urls = [f"http://127.0.0.1:{free_port()}" for _ in range(2)]
+    base = make_settings(
+        stack_settings,
+        ADMIN_API_KEY=DRILL_ADMIN_KEY,
+        LOCAL_PROVIDER_DELAY_MS=300,
+        SWEEP_INTERVAL_SECONDS=2.0,
+        HANDOFF_GRACE_SECONDS=3.0,
+    )
+    stop, kills = asyncio.Event(), []
+    began = asyncio.get_running_loop().time()
+    async with contextlib.AsyncExitStack() as processes:
+        apis = [await processes.enter_async_context(api_process(make_settings(base, APP_URL=url))) for url in api_urls]
+        workers = [processes.enter_context(worker_process(base)) for _ in range(3)]
+        tenants = [await make_drill_tenant(api_urls[0], name) for name in ("Acme", "Globex")]
+        killer = asyncio.create_task(kill_one_every_few_seconds([*apis, *workers], stop, kills))
+        try:
+            starts = [
+                start_on_any_api(api_urls, tenant, index) for index in range(JOBS_PER_TENANT) for tenant in tenants
+            ]
+            await bounded_gather(starts, limit=16)
+            job_ids = [job_id for tenant in tenants for job_id in tenant.jobs.values()]
+            assert len(set(job_ids)) == 2 * JOBS_PER_TENANT
+            await wait_for_terminal(db_sessions, temporal_client, job_ids, timeout=300)
+        finally:
+            stop.set()
+            await killer
+        assert {"api", "worker"} <= set(kills) and len(kills) >= 5, f"the drill killed too little: {kills}"
+        seconds = asyncio.get_running_loop().time() - began
+        log.info("%d jobs ended in %.0f s, %d processes killed: %s", len(job_ids), seconds, len(kills), sorted(kills))
+        await wait_healthy(api_urls[0])
+        await assert_tenants_see_only_their_own(api_urls[0], tenants)
+
+    jobs = [
+        DrillJob(job_id, canvas_key(tenant.id, SHARED_CANVAS), f"n{key.rsplit('-', 1)[1]}")
+        for tenant in tenants
+        for key, job_id in tenant.jobs.items()
+    ]
+    await assert_drill_outcome(db_sessions, temporal_client, jobs, local_images(base.local_storage_dir))
+    async with db_sessions() as session:
+        unstarted = await session.execute(
+            text("SELECT count(*) FROM runs WHERE id = ANY(:ids) AND workflow_started_at IS NULL"), {"ids": job_ids}
+        )
+        assert unstarted.scalar_one() == 0, "a run's start was left to the handoff"
+
+
+async def bounded_gather(calls: list[Awaitable[None]], *, limit: int) -> None:
+    semaphore = asyncio.Semaphore(limit)
+
+    async def one(call: Awaitable[None]) -> None:
+        async with semaphore:
+            await call
+
+    await asyncio.gather(*(one(call) for call in calls))
+
+
+async def assert_tenants_see_only_their_own(api_url: str, tenants: list[DrillTenant]) -> None:
+    for tenant, other in (tenants, tenants[::-1]):
+        async with httpx.AsyncClient(
+            base_url=api_url, timeout=10, headers={"Authorization": f"Bearer {tenant.key}"}
+        ) as http:
+            listed: set[str] = set()
+            cursor: str | None = None
+            while True:
+                query = {"workflowId": SHARED_CANVAS, "limit": 200} | ({"cursor": cursor} if cursor else {})
+                page = (await http.get("/v1/jobs", params=query)).json()
+                listed |= {item["jobId"] for item in page["items"]}
+                cursor = page.get("nextCursor")
+                if not cursor:
+                    break
+            assert listed == set(tenant.jobs.values()), "a tenant's list is not exactly its own jobs"
+            board = (await http.get(f"/v1/canvases/{SHARED_CANVAS}/nodes")).json()["items"]
+            assert {node["data"].get("jobId") for node in board} == set(tenant.jobs.values())
+            for job_id in list(other.jobs.values())[:20]:
+                assert (await http.get(f"/v1/jobs/{job_id}")).status_code == 404
