@@ -62,13 +62,13 @@ QUERY_TOKEN_ROUTES = {("GET", "/v1/jobs/{jobId}/events"), ("GET", "/v1/canvases/
 
 @dataclass(frozen=True)
 class Caller:
-    """The tenant a request acts for and what bounds it: a canvas token's canvas (as a canvas key) and access, or
-    none for a key. `limits` are the tenant's own; settings fill the unset ones (`Caller.limits_with`)."""
+    """The tenant a request acts for, and a canvas token's canvas (as a canvas key; None for a key). `limits` are
+    the tenant's own; the TENANT_* settings fill the unset ones (api/admission.py). A token's access
+    was checked against the route before the Caller was made."""
 
     tenant_id: str
     limits: TenantLimits = field(default_factory=TenantLimits)
     canvas: str | None = None
-    access: CanvasAccess = CanvasAccess.WRITE
 
     def key_of(self, workflow_id: str) -> str:
         """The canvas key of this tenant's `workflow_id`; 403 for a canvas token on another canvas."""
@@ -113,7 +113,7 @@ async def _token_caller(state: StateDep, request: Request, token: str) -> Caller
     if needed is CanvasAccess.WRITE and claims.access is not CanvasAccess.WRITE:
         message = "This canvas token can read only; starting, cancelling and saving need a `write` token."
         raise ApiError(403, "read_only_token", message)
-    return Caller(claims.tenant_id, limits, canvas_key(claims.tenant_id, claims.workflow_id), claims.access)
+    return Caller(claims.tenant_id, limits, canvas_key(claims.tenant_id, claims.workflow_id))
 
 
 async def _limits_while_minted_by_valid_key(state: StateDep, claims: CanvasClaims) -> TenantLimits | None:

@@ -18,10 +18,11 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.service import RPCError, RPCStatusCode
 
+from api.admission import admit_start, admit_within_budgets, budgets_for
 from api.auth import CallerDep, CanvasKeyPath
 from api.deps import StateDep, TemporalDep, TraceParentDep
 from api.errors import ApiError
-from api.routes.jobs import admit_start, admit_within_budgets, budgets_for, job_from_request, job_settings
+from api.routes.jobs import job_from_request, job_settings
 from core.db import transaction
 from handoff.sweep import canvas_run_start_confirmed
 from models.payloads import CachedImage, CanvasRunInput, ImageJobInput, RunNodePlan

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Header, Query, Response
@@ -11,11 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from api.admission import admit_start, admit_within_budgets, budgets_for
 from api.auth import Caller, CallerDep
 from api.deps import AppState, JobIdPath, SessionDep, StateDep, TemporalDep, TraceParentDep
 from api.errors import ApiError
 from core import metrics
-from core.config import Settings
 from core.db import transaction
 from core.logs import bind
 from handoff.starts import job_from_run, new_job_id, polling_plan
@@ -28,9 +27,7 @@ from models.tenancy import workflow_id_of
 from models.vocabulary import TERMINAL_STATUSES, JobStatus
 from planning.canvas_plan import content_hash, input_key
 from providers.catalog import Resolution
-from store import canvas_runs, runs, tenants
-from store.budget import BudgetExceeded, admit, seconds_until_utc_midnight
-from store.tenants import TenantLimits
+from store import canvas_runs, runs
 
 log = logging.getLogger(__name__)
 
@@ -126,51 +123,6 @@ def resolve_model(state: StateDep, provider: str, model: str) -> Resolution:
     if resolution.provider not in state.providers:
         raise unknown_provider(state, resolution.provider)
     return resolution
-
-
-def budgets_for(state: AppState, caller: Caller) -> list[tuple[float, str | None]]:
-    """The day's budgets a priced start must fit: the tenant's (its own, else TENANT_BUDGET_USD_PER_DAY) and the
-    deployment's (BUDGET_USD_PER_DAY), tenant first, always in this order so two admissions never wait on each
-    other's locks."""
-    settings = state.settings
-    tenant_budget = caller.limits.over(tenant_defaults(settings)).budget_usd_per_day
-    budgets: list[tuple[float, str | None]] = []
-    if tenant_budget is not None:
-        budgets.append((tenant_budget, caller.tenant_id))
-    if settings.BUDGET_USD_PER_DAY is not None:
-        budgets.append((settings.BUDGET_USD_PER_DAY, None))
-    return budgets
-
-
-async def admit_within_budgets(session: AsyncSession, budgets: list[tuple[float, str | None]], estimate: float) -> None:
-    """store/budget.admit for each budget, refusing with 429 `budget_exceeded` until the next UTC midnight."""
-    try:
-        for budget, tenant_id in budgets:
-            await admit(session, estimate=estimate, budget=budget, tenant_id=tenant_id)
-    except BudgetExceeded as error:
-        retry = {"Retry-After": str(seconds_until_utc_midnight())}
-        raise ApiError(429, "budget_exceeded", error.message, headers=retry) from error
-
-
-def tenant_defaults(settings: Settings) -> TenantLimits:
-    return TenantLimits(
-        starts_per_minute=settings.TENANT_STARTS_PER_MINUTE,
-        max_concurrent_jobs=settings.TENANT_MAX_CONCURRENT_JOBS,
-        budget_usd_per_day=settings.TENANT_BUDGET_USD_PER_DAY,
-    )
-
-
-async def admit_start(state: AppState, caller: Caller) -> None:
-    """Take one of the tenant's starts (startsPerMinute), or refuse with 429 `rate_limited` and Retry-After."""
-    per_minute = caller.limits.over(tenant_defaults(state.settings)).starts_per_minute
-    if per_minute is None:
-        return
-    async with state.autocommit_sessions() as session:
-        wait = await tenants.take_start(session, tenant_id=caller.tenant_id, per_minute=per_minute)
-    if wait is not None:
-        retry_after = max(1, math.ceil(wait))
-        message = f"This tenant may start {per_minute} jobs or runs a minute; try again in {retry_after} s."
-        raise ApiError(429, "rate_limited", message, headers={"Retry-After": str(retry_after)})
 
 
 def same_request(run: Run, job: ImageJobInput) -> bool:
