@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import text
@@ -39,6 +40,7 @@ from models.payloads import (
     RunTransition,
 )
 from models.tables import Run
+from models.tenancy import tenant_of
 from models.vocabulary import JobStatus
 from store import canvas_nodes, canvas_runs, deliveries, jsonb, outbound, runs
 
@@ -49,6 +51,34 @@ PROMPT_ATTEMPTS = 3
 RETRY_DELAY_SECONDS = 0.5
 # Starts and signals the API process makes at once; more wait their turn (they hold no connection meanwhile).
 MAX_IN_FLIGHT = 64
+# Of which one tenant's may take this many: a tenant's burst of starts waits in its own line, so another tenant's
+# start still finds a slot at once (the same fair share its workflows get from Temporal's fairness key).
+MAX_IN_FLIGHT_PER_TENANT = 16
+# The line of signals: a webhook names its job, not the job's tenant.
+SIGNALS = "signals"
+
+
+class TenantSlots:
+    """At most `total` handoffs in flight, and at most `per_tenant` of one tenant's."""
+
+    def __init__(self, total: int, per_tenant: int) -> None:
+        self._total = asyncio.Semaphore(total)
+        self._per_tenant = per_tenant
+        self._lines: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
+
+    @asynccontextmanager
+    async def slot(self, line: str) -> AsyncIterator[None]:
+        gate, users = self._lines.setdefault(line, (asyncio.Semaphore(self._per_tenant), [0]))
+        users[0] += 1
+        try:
+            async with gate, self._total:
+                yield
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._lines[line]  # a tenant with nothing under way holds no memory
+
+
 SWEEP_BATCH = 200
 # How long a stopping API process lets its handoffs finish; what is left is the sweep's.
 DRAIN_SECONDS = 5.0
@@ -79,7 +109,7 @@ class Handoff:
         self._client = client
         self._settings = settings
         self._sessions = sessions
-        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self._slots = TenantSlots(MAX_IN_FLIGHT, MAX_IN_FLIGHT_PER_TENANT)
         self._tasks: set[asyncio.Task[None]] = set()
 
     # `start` and `signal` return at once, their work under way. They are coroutines so that a route can hand them
@@ -92,7 +122,7 @@ class Handoff:
             if await start_or_fail(client, self._settings, self._sessions, job):
                 await cancel_superseded(client, supersedes or [])
 
-        self._spawn(work, f"start of {job.job_id}")
+        self._spawn(work, f"start of {job.job_id}", tenant_of(job.canvas_id))
 
     async def start_canvas_run(self, plan: CanvasRunInput) -> None:
         """Start the recorded canvas run's workflow."""
@@ -100,7 +130,7 @@ class Handoff:
         async def work() -> None:
             await start_canvas_run_or_fail(await self._connected(), self._settings, self._sessions, plan)
 
-        self._spawn(work, f"start of canvas run {plan.run_id}")
+        self._spawn(work, f"start of canvas run {plan.run_id}", tenant_of(plan.canvas_id))
 
     async def signal(self, signal_id: int, job_id: str, event: ProviderEvent) -> None:
         """Send a taken delivery's event to its job's workflow."""
@@ -108,7 +138,7 @@ class Handoff:
         async def work() -> None:
             await deliver_signal(await self._connected(), self._sessions, signal_id, job_id, event)
 
-        self._spawn(work, f"signal {signal_id} to {job_id}")
+        self._spawn(work, f"signal {signal_id} to {job_id}", SIGNALS)
 
     async def aclose(self, timeout: float = DRAIN_SECONDS) -> None:
         """Let the handoffs under way finish for up to `timeout`, then stop them (the sweep takes over)."""
@@ -124,13 +154,13 @@ class Handoff:
         except Exception as error:  # the client's connect raises bare RuntimeErrors
             raise ConnectionError(f"Temporal is not reachable: {error}") from error
 
-    def _spawn(self, work: Work, what: str) -> None:
-        task = asyncio.create_task(self._attempts(work, what))
+    def _spawn(self, work: Work, what: str, line: str) -> None:
+        task = asyncio.create_task(self._attempts(work, what, line))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _attempts(self, work: Work, what: str) -> None:
-        async with self._slots:
+    async def _attempts(self, work: Work, what: str, line: str) -> None:
+        async with self._slots.slot(line):
             delay = RETRY_DELAY_SECONDS
             for attempt in range(1, PROMPT_ATTEMPTS + 1):
                 try:

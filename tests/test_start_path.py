@@ -19,7 +19,7 @@ from api.routes.jobs import job_from_request
 from core.config import Settings
 from core.db import transaction
 from handoff.starts import job_from_run, new_job_id
-from handoff.sweep import Handoff
+from handoff.sweep import Handoff, TenantSlots
 from models.schemas import StartImageJobRequest
 from models.tenancy import DEFAULT_TENANT
 from providers.discovery import build_directory
@@ -28,6 +28,7 @@ from store import runs
 from tests.fakes.server import free_port
 from tests.fixtures.providers import dedicated_temporal
 from tests.fixtures.stack import Stack, make_settings, running_api, running_stack, running_workers, was_cancelled
+from tests.helpers import eventually
 from worker import sweep_once, worker_resources
 
 
@@ -196,3 +197,25 @@ async def start_is_confirmed(sessions: async_sessionmaker[AsyncSession], job_id:
     async with sessions() as session:
         found = await session.execute(text("SELECT workflow_started_at FROM runs WHERE id = :id"), {"id": job_id})
         return found.scalar_one() is not None
+
+
+async def test_one_tenants_burst_of_handoffs_leaves_slots_for_another_tenant() -> None:
+    slots = TenantSlots(total=4, per_tenant=2)
+    release = asyncio.Event()
+    held: list[str] = []
+
+    async def hand_off(tenant: str) -> None:
+        async with slots.slot(tenant):
+            held.append(tenant)
+            await release.wait()
+
+    async def three_under_way() -> bool:
+        return len(held) == 3
+
+    burst = [asyncio.create_task(hand_off("t_burst")) for _ in range(5)]
+    single = asyncio.create_task(hand_off("t_single"))
+    await eventually(three_under_way, what="three handoffs under way")
+    assert sorted(held) == ["t_burst", "t_burst", "t_single"], "the burst took more than its share, or the other none"
+    release.set()
+    await asyncio.gather(*burst, single)
+    assert len(held) == 6 and slots._lines == {}, "a finished line kept its memory"
