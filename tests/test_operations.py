@@ -235,6 +235,29 @@ async def test_concurrent_starts_cannot_overshoot_the_budget_and_a_canvas_run_is
     assert run.status_code == 429 and run.json()["code"] == "budget_exceeded", run.text
 
 
+async def test_a_tenants_budget_holds_its_own_starts_and_no_one_elses(
+    provider_settings: Settings, fake_providers: FakeProviders, temporal_client: Client
+) -> None:
+    admin = {"Authorization": "Bearer budget-admin"}
+    settings = make_settings(provider_settings, ADMIN_API_KEY="budget-admin")
+    async with running_stack(settings, temporal_client, workers=False) as stack:
+        keys = []
+        for name, budget in (("thrifty", 1.5 * LOW_PRICE), ("unlimited", None)):
+            tenant = (await stack.api.post("/v1/tenants", json={"name": name}, headers=admin)).json()
+            await stack.api.patch(f"/v1/tenants/{tenant['id']}", json={"budgetUsdPerDay": budget}, headers=admin)
+            key = (await stack.api.post(f"/v1/tenants/{tenant['id']}/keys", headers=admin)).json()["key"]
+            keys.append({"Authorization": f"Bearer {key}"})
+        thrifty, unlimited = keys
+        stack.api.headers.update(thrifty)
+        first, second = await post_job(stack, "n1", **FLARE), await post_job(stack, "n2", **FLARE)
+        stack.api.headers.update(unlimited)
+        others = [await post_job(stack, f"o{index}", **FLARE) for index in range(3)]
+    assert first.status_code == 202, first.text
+    assert (second.status_code, second.json()["code"]) == (429, "budget_exceeded")
+    assert "the tenant's budgetUsdPerDay" in second.json()["message"]
+    assert [other.status_code for other in others] == [202, 202, 202], "one tenant's budget held another's starts"
+
+
 def test_seconds_until_utc_midnight_counts_to_the_next_day() -> None:
     assert seconds_until_utc_midnight(datetime(2026, 12, 6, 23, 59, 0, tzinfo=UTC)) == 60
     assert seconds_until_utc_midnight(datetime(2026, 12, 6, 0, 0, 0, tzinfo=UTC)) == 86400
