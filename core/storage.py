@@ -72,6 +72,11 @@ def job_key_prefix(canvas_id: str, job_id: str) -> str:
     return f"{folder}/{job_id}" if tenant == DEFAULT_TENANT else f"tenants/{tenant}/{folder}/{job_id}"
 
 
+def uploads_folder(tenant_id: str) -> str:
+    """Where a tenant's uploads are stored: `uploads/` for the default tenant, `tenants/{tenant}/uploads/` else."""
+    return "uploads" if tenant_id == DEFAULT_TENANT else f"tenants/{tenant_id}/uploads"
+
+
 def validate_key(key: str) -> str:
     """Return `key` when it is a safe object key, raise ValueError otherwise.
 

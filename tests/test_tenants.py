@@ -4,6 +4,7 @@ their start limit, and reached from browsers through canvas tokens."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -12,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
 from temporalio.client import Client
 
 from cli.main import main
@@ -241,3 +243,28 @@ async def test_jobs_past_max_concurrent_jobs_wait_pending_and_all_run(
                 await asyncio.sleep(0.05)
     assert most_running == 1, f"{most_running} of Acme's jobs ran at once under maxConcurrentJobs 1"
     assert globex_ran, "another tenant's job waited on Acme's cap"
+
+
+def png_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (20, 120, 200)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+async def test_a_tenants_upload_is_stored_in_its_own_folder_and_its_url_names_it(
+    tenant_stack: Stack, tenants: tuple[Tenant, Tenant]
+) -> None:
+    acme, _ = tenants
+    image = png_bytes()
+    ticket = (await acme.api.post("/v1/uploads", json={"contentType": "image/png", "bytes": len(image)})).json()
+    moved = ticket["uploadUrl"].replace(f"tenant={acme.id}", "tenant=default")
+    headers = {"Content-Type": "image/png"}
+    async with httpx.AsyncClient(timeout=10) as browser:
+        elsewhere = await browser.put(moved, content=image, headers=headers)
+        stored = await browser.put(ticket["uploadUrl"], content=image, headers=headers)
+        served = await browser.get(ticket["fileUrl"], follow_redirects=True)
+    assert elsewhere.status_code == 401, "an upload URL was moved into another tenant's folder"
+    assert stored.status_code == 204, stored.text
+    folder = tenant_stack.settings.local_storage_dir / "tenants" / acme.id / "uploads"
+    assert [path.read_bytes() for path in folder.iterdir()] == [image]
+    assert served.content == image

@@ -21,20 +21,21 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import Field
 
+from api.auth import CallerDep
 from api.deps import StateDep
 from api.errors import ApiError
 from core.images import TooManyPixels, measure, verify_whole
 from core.ingest import sniff_image_kind
-from core.storage import LocalStorage, S3Storage
+from core.storage import LocalStorage, S3Storage, uploads_folder
 from core.thumbnails import Undecodable
-from models.schemas import CamelModel, ErrorBody, RequestModel
+from models.schemas import ID_PATTERN, CamelModel, ErrorBody, RequestModel
+from models.tenancy import DEFAULT_TENANT
 
 UploadType = Literal["image/png", "image/jpeg", "image/webp"]
 EXTENSIONS: dict[str, str] = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 UPLOAD_URL_SECONDS = 900
 UPLOAD_TOKEN_LABEL = "upload:"
-UPLOAD_PREFIX = "uploads"
 
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
 # The PUT is authenticated by its signed URL, as a presigned S3 URL is, so a browser can send the file alone.
@@ -52,25 +53,26 @@ class UploadTicket(CamelModel):
     expires_at: int = Field(description="Unix seconds after which uploadUrl is refused.")
 
 
-def upload_token(secret: str, name: str, content_type: str, size: int, expires_at: int) -> str:
-    message = f"{UPLOAD_TOKEN_LABEL}{name}:{content_type}:{size}:{expires_at}".encode()
+def upload_token(secret: str, tenant_id: str, name: str, content_type: str, size: int, expires_at: int) -> str:
+    message = f"{UPLOAD_TOKEN_LABEL}{tenant_id}:{name}:{content_type}:{size}:{expires_at}".encode()
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
 
 @router.post("", status_code=201, response_model=UploadTicket, responses={422: {"model": ErrorBody}})
-async def create_upload(body: UploadRequest, state: StateDep) -> UploadTicket:
-    """Where to PUT an image of `bytes` bytes, and where it will then be."""
+async def create_upload(body: UploadRequest, state: StateDep, caller: CallerDep) -> UploadTicket:
+    """Where to PUT an image of `bytes` bytes, and where it will then be (in the caller's tenant's folder)."""
     name = f"{uuid.uuid4().hex}.{EXTENSIONS[body.content_type]}"
-    key = f"{UPLOAD_PREFIX}/{name}"
+    key = f"{uploads_folder(caller.tenant_id)}/{name}"
     expires_at = int(time.time()) + UPLOAD_URL_SECONDS
     storage = state.storage
     if isinstance(storage, S3Storage):
         upload_url = await storage.presigned_put(key, body.content_type)
     else:
-        token = upload_token(state.settings.WEBHOOK_SECRET, name, body.content_type, body.bytes, expires_at)
+        tenant = caller.tenant_id
+        token = upload_token(state.settings.WEBHOOK_SECRET, tenant, name, body.content_type, body.bytes, expires_at)
         upload_url = (
             f"{state.settings.app_url}/v1/uploads/{name}?contentType={body.content_type}"
-            f"&bytes={body.bytes}&expires={expires_at}&token={token}"
+            f"&bytes={body.bytes}&expires={expires_at}&tenant={tenant}&token={token}"
         )
     return UploadTicket(upload_url=upload_url, file_url=await storage.url_for(key), expires_at=expires_at)
 
@@ -93,16 +95,17 @@ async def receive_upload(
     size: Annotated[int, Query(alias="bytes", gt=0, le=MAX_UPLOAD_BYTES)],
     expires: Annotated[int, Query()],
     token: Annotated[str, Query(max_length=128)],
+    tenant: Annotated[str, Query(pattern=ID_PATTERN)] = DEFAULT_TENANT,
 ) -> Response:
     """The bytes of an upload this API handed out (local storage), once: a second PUT to the same URL gets 409 and
     never replaces a file served as immutable. Refused (415) unless they are one whole image of the announced type
     within MAX_IMAGE_PIXELS, measured from its header and checked without decoding it."""
-    expected = upload_token(state.settings.WEBHOOK_SECRET, name, content_type, size, expires)
+    expected = upload_token(state.settings.WEBHOOK_SECRET, tenant, name, content_type, size, expires)
     if not hmac.compare_digest(expected.encode(), token.encode()) or expires < time.time():
         raise ApiError(401, "invalid_upload_url", "This upload URL is wrong or expired; ask POST /v1/uploads again.")
     storage = state.storage
     assert isinstance(storage, LocalStorage)  # S3 and R2 uploads go straight to the bucket (presigned PUT)
-    key = f"{UPLOAD_PREFIX}/{name}"
+    key = f"{uploads_folder(tenant)}/{name}"
     if await storage.exists(key):
         raise _used_already()
     with tempfile.TemporaryDirectory() as folder:

@@ -588,7 +588,7 @@ export interface paths {
     put?: never;
     /**
      * Create Upload
-     * @description Where to PUT an image of `bytes` bytes, and where it will then be.
+     * @description Where to PUT an image of `bytes` bytes, and where it will then be (in the caller's tenant's folder).
      */
     post: operations["create_upload_v1_uploads_post"];
     delete?: never;
@@ -4216,6 +4216,7 @@ export interface operations {
         bytes: number;
         expires: number;
         token: string;
+        tenant?: string;
       };
       header?: never;
       path: {
