@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from core.config import Settings
@@ -44,6 +45,12 @@ def autocommit_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncS
     """Sessions for work that is one statement, atomic by itself: each statement commits on its own, so no
     BEGIN and COMMIT round trips surround it. The pool is the engine's."""
     return async_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False)
+
+
+async def lock_until_commit(session: AsyncSession, name: str) -> None:
+    """Take the transaction-wide advisory lock called `name` (e.g. `board:<canvas>`): every process that asks for
+    the same name waits until this transaction ends."""
+    await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))"), {"name": name})
 
 
 @asynccontextmanager

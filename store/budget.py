@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-# pg_advisory_xact_lock's key for the budget ("IMGBUDGT" as a big-endian integer).
-BUDGET_LOCK = 0x494D474255444754
+from core.db import lock_until_commit
+
 _SPENT_TODAY = (
     "SELECT COALESCE(sum(COALESCE(cost_usd, estimated_cost_usd)), 0) FROM runs"
     " WHERE created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
@@ -38,12 +38,7 @@ async def admit(session: AsyncSession, *, estimate: float, budget: float, tenant
     """Take the budget's lock for this transaction and raise BudgetExceeded unless `estimate` still fits; the
     caller records its jobs in the same transaction, so the next admission sees them. With `tenant_id`, the budget
     is that tenant's (its own lock, its own spend); without, the deployment's."""
-    if tenant_id is None:
-        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": BUDGET_LOCK})
-    else:
-        await session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": f"budget:{tenant_id}"}
-        )
+    await lock_until_commit(session, "budget" if tenant_id is None else f"budget:{tenant_id}")
     spent = await spent_today(session, tenant_id=tenant_id)
     if spent + estimate > budget:
         whose = "BUDGET_USD_PER_DAY" if tenant_id is None else "the tenant's budgetUsdPerDay"

@@ -15,6 +15,7 @@ from sqlalchemy import delete, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
+from core.db import lock_until_commit
 from models.guards import assert_storable_json
 from models.schemas import Board, BoardEdge, BoardNode, BoardSave, CanvasSummary, Viewport
 from models.tables import Canvas, CanvasEdge, WorkflowNode
@@ -106,9 +107,7 @@ class StaleBoard(Exception):
 async def lock_board(session: AsyncSession, *, canvas_id: str) -> None:
     """Serialise the writes that touch many of a board's nodes (saves, run starts) until the transaction ends:
     they then never wait on each other's row locks in opposite orders (a deadlock), nor race a version check."""
-    await session.execute(
-        text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": f"board:{canvas_id}"}
-    )
+    await lock_until_commit(session, f"board:{canvas_id}")
 
 
 async def save_board(session: AsyncSession, *, canvas_id: str, board: BoardSave, expected_version: int | None) -> None:

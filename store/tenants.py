@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
+from core.db import lock_until_commit
 from models.tables import ApiKey, Tenant
 from models.tenancy import DEFAULT_TENANT
 
@@ -46,21 +47,8 @@ class TenantLimits:
 
     def over(self, defaults: TenantLimits) -> TenantLimits:
         """These limits, with the unset ones taken from `defaults`."""
-        return TenantLimits(
-            starts_per_minute=self.starts_per_minute
-            if self.starts_per_minute is not None
-            else defaults.starts_per_minute,
-            max_concurrent_jobs=(
-                self.max_concurrent_jobs if self.max_concurrent_jobs is not None else defaults.max_concurrent_jobs
-            ),
-            budget_usd_per_day=(
-                self.budget_usd_per_day if self.budget_usd_per_day is not None else defaults.budget_usd_per_day
-            ),
-        )
-
-
-def limits_of(tenant: Tenant) -> TenantLimits:
-    return TenantLimits(tenant.starts_per_minute, tenant.max_concurrent_jobs, tenant.budget_usd_per_day)
+        own = {field.name: getattr(self, field.name) for field in fields(self)}
+        return replace(defaults, **{name: value for name, value in own.items() if value is not None})
 
 
 async def create_tenant(session: AsyncSession, *, name: str) -> Tenant:
@@ -227,8 +215,6 @@ async def running_slot_free(session: AsyncSession, *, tenant_id: str, job_id: st
     cap = own if own is not None else default_cap
     if cap is None:
         return True
-    await session.execute(
-        text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": f"running:{tenant_id}"}
-    )
+    await lock_until_commit(session, f"running:{tenant_id}")
     running = int((await session.execute(_RUNNING_OTHERS, {"tenant": tenant_id, "job": job_id})).scalar_one())
     return running < cap
