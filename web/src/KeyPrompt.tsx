@@ -18,6 +18,10 @@ export function KeyPrompt({ reason, onKey }: { reason: string; onKey: (key: stri
           {/* eslint-disable-next-line jsx-a11y/no-autofocus */}
           <input type="password" value={key} onChange={(event) => setKey(event.target.value)} autoFocus />
         </label>
+        <p className="hint">
+          The key stays in this page&apos;s memory only; each board you open works through a short-lived token of its
+          own.
+        </p>
         <button type="submit">Use key</button>
       </form>
     </main>
