@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import math
+import time
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Response
@@ -166,7 +168,8 @@ async def create_canvas_token(
     if body.ttl_seconds > limit:
         message = f"ttlSeconds is at most {limit} (CANVAS_TOKEN_MAX_SECONDS)."
         raise ApiError(422, "invalid_request", message, [{"field": "ttlSeconds", "message": message}])
-    expires_at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=body.ttl_seconds)
+    # Claims hold whole seconds; rounding the expiry up keeps a token alive for at least the ttl it asked for.
+    expires_at = datetime.fromtimestamp(math.ceil(time.time() + body.ttl_seconds), UTC)
     claims = CanvasClaims(
         tenant_id=caller.tenant_id,
         workflow_id=body.workflow_id,
