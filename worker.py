@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from core.storage import ObjectStorage, build_storage
 from core.temporal import connect, ensure_search_attributes, worker_runtime
 from core.tracing import install_tracing
 from core.worker_metrics import serve_worker_metrics
-from handoff.orphan_files import sweep_files
+from handoff.orphan_files import ABANDONED_WRITES_EVERY_SECONDS, sweep_abandoned_writes, sweep_files
 from handoff.starts import job_from_run
 from handoff.sweep import TRANSIENT_ERRORS, OutboundStarter, backlog, sweep
 from models.payloads import ImageJobInput
@@ -173,7 +174,8 @@ async def sweep_once(client: Client, settings: Settings, resources: WorkerResour
 
 async def keep_sweeping(client: Client, settings: Settings, resources: WorkerResources) -> None:
     """The worker's housekeeping: what the API left undone gets done, old webhook refusals go, and so do the files
-    of jobs that ended without a result."""
+    of jobs that ended without a result, and what killed writes left half done."""
+    walk_storage_at = 0.0
     while True:
         try:
             await sweep_once(client, settings, resources)
@@ -185,6 +187,9 @@ async def keep_sweeping(client: Client, settings: Settings, resources: WorkerRes
             await sweep_files(
                 resources.sessions, resources.storage, older_than_seconds=settings.ORPHAN_FILES_GRACE_SECONDS
             )
+            if time.monotonic() >= walk_storage_at:
+                walk_storage_at = time.monotonic() + ABANDONED_WRITES_EVERY_SECONDS
+                await sweep_abandoned_writes(resources.storage, older_than_seconds=settings.ORPHAN_FILES_GRACE_SECONDS)
         except TRANSIENT_ERRORS as error:
             log.warning("the sweep failed, trying again later: %s", error)
         except Exception:  # housekeeping must outlive any one bad row

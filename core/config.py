@@ -124,7 +124,8 @@ class Settings(BaseSettings):
     WORKER_METRICS_PORT: int | None = Field(default=None, ge=1, le=65535)
     WORKER_METRICS_HOST: str = "0.0.0.0"
     HANDOFF_GRACE_SECONDS: float = Field(default=15.0, ge=0)
-    # The sweep deletes the files of a job that failed or was cancelled this long ago (handoff/orphan_files.py).
+    # The sweep deletes the files of a job that failed or was cancelled this long ago, and what a killed write
+    # left unfinished once untouched this long (handoff/orphan_files.py).
     ORPHAN_FILES_GRACE_SECONDS: float = Field(default=3600.0, ge=0)
 
     # The model catalog (providers/catalog.toml): an operator's own TOML file of entries that add to or replace

@@ -2,7 +2,8 @@
 
 Both backends share one rule: an object is either complete or absent. Local files are written beside their
 target and renamed into place; S3 uploads larger than one part go up as a multipart upload that is aborted on
-any failure (cancellation included), so no half-written object and no orphaned parts are left behind.
+any failure (cancellation included), so no half-written object and no orphaned parts are left behind. A process
+killed mid-write cannot clean up; `remove_abandoned_writes` removes what it left once that has aged.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ MIN_PART_BYTES = 5 * 1024 * 1024
 COPY_BUFFER_BYTES = 1024 * 1024
 # S3's own limit is 1024 bytes; file systems allow 255 per path segment, which the ids' pattern keeps to.
 MAX_KEY_CHARS = 1024
+# A local write builds `.<name>.<random>.part` beside its target, then renames it into place.
+PART_SUFFIX = ".part"
 # The most keys `keys_under` returns in one call.
 LIST_LIMIT = 1000
 _KEY_CHARACTERS = re.compile(r"[A-Za-z0-9._/-]+")
@@ -136,6 +139,11 @@ class ObjectStorage(ABC):
     async def check(self) -> None:
         """Raise StorageNotReady unless objects can be stored (readiness probe)."""
 
+    @abstractmethod
+    async def remove_abandoned_writes(self, older_than_seconds: float) -> int:
+        """Remove what writes left half done when their process was killed (their cleanup never ran) and that
+        has not moved for `older_than_seconds`; returns how many went. Never touches a stored object."""
+
     async def aclose(self) -> None:
         """Release connections; the storage must not be used afterwards."""
         return None
@@ -198,11 +206,32 @@ class LocalStorage(ObjectStorage):
         except OSError as exc:
             raise StorageNotReady(f"storage directory {self.root} is not writable: {exc}") from exc
 
+    async def remove_abandoned_writes(self, older_than_seconds: float) -> int:
+        return await asyncio.to_thread(_remove_stale_part_files, self.root, time.time() - older_than_seconds)
+
+
+def _remove_stale_part_files(root: Path, cutoff: float) -> int:
+    """Delete the hidden `.<name>.<random>.part` files a write was building (see below) last modified before
+    `cutoff`: a write in progress keeps its file's mtime fresh, a killed one leaves it to age."""
+    removed = 0
+    for folder, _, names in os.walk(root):
+        for name in names:
+            if not (name.startswith(".") and name.endswith(PART_SUFFIX)):
+                continue
+            path = Path(folder) / name
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:  # finished (renamed) or removed meanwhile
+                continue
+    return removed
+
 
 def _replace_atomically(source: Path, target: Path) -> None:
     """Copy `source` to a temporary file beside `target`, then rename it over `target` in one step."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    descriptor, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=PART_SUFFIX)
     try:
         with os.fdopen(descriptor, "wb") as out, source.open("rb") as src:
             shutil.copyfileobj(src, out, COPY_BUFFER_BYTES)
@@ -219,7 +248,7 @@ def _replace_atomically(source: Path, target: Path) -> None:
 def _create_atomically(source: Path, target: Path) -> bool:
     """Like `_replace_atomically`, but a hard link instead of a rename: it fails when `target` exists."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
+    temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}{PART_SUFFIX}")
     try:
         shutil.copyfile(source, temp)
         temp.chmod(0o644)
@@ -341,6 +370,20 @@ class S3Storage(ObjectStorage):
         client = await self._s3()
         answer = await client.list_objects_v2(Bucket=self.bucket, Prefix=validate_key(prefix), MaxKeys=LIST_LIMIT)
         return [item["Key"] for item in answer.get("Contents", []) if "Key" in item]
+
+    async def remove_abandoned_writes(self, older_than_seconds: float) -> int:
+        """Abort the multipart uploads begun over `older_than_seconds` ago (a bucket lifecycle rule with
+        AbortIncompleteMultipartUpload does the same; this works on stores without one)."""
+        client = await self._s3()
+        cutoff = time.time() - older_than_seconds
+        aborted = 0
+        async for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket):
+            for upload in page.get("Uploads", []):
+                key, upload_id, begun = upload.get("Key"), upload.get("UploadId"), upload.get("Initiated")
+                if key and upload_id and begun and begun.timestamp() < cutoff:
+                    await self._abort_multipart(client, key, upload_id)
+                    aborted += 1
+        return aborted
 
     async def head(self, key: str) -> ObjectInfo | None:
         client = await self._s3()

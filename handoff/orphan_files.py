@@ -5,6 +5,10 @@ or is cancelled, its record carries no image, so nothing will ever point at thos
 176 files behind. Once such a job has been over for ORPHAN_FILES_GRACE_SECONDS (an activity that outlived its
 job's end has stopped writing by then), the workers' sweep deletes its files and marks the run swept. A failed
 job whose record shows an image keeps it.
+
+A worker killed in the middle of a write leaves what the write was building: a hidden `.part` file beside its
+target, or an S3 multipart upload. Those are removed once untouched for the same grace, on a slower beat, since
+finding them means walking the whole directory or listing the bucket's uploads.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from core.storage import ObjectStorage, job_key_prefix
 log = logging.getLogger(__name__)
 
 SWEEP_BATCH = 100
+ABANDONED_WRITES_EVERY_SECONDS = 600.0
 
 
 def is_job_file(key: str, prefix: str) -> bool:
@@ -60,3 +65,11 @@ async def sweep_files(
     if deleted:
         log.info("deleted %d files of %d jobs that ended without a result", deleted, len(ended))
     return deleted
+
+
+async def sweep_abandoned_writes(storage: ObjectStorage, *, older_than_seconds: float) -> int:
+    """Remove what killed writes left half done; returns how many went."""
+    removed = await storage.remove_abandoned_writes(older_than_seconds)
+    if removed:
+        log.info("removed %d writes that killed processes left unfinished", removed)
+    return removed
