@@ -91,9 +91,11 @@ async def throughput(stack: BenchStack, config: BenchConfig, workers: Workers) -
         **batch.detail(),
     )
     floors = []
+    floor_worker_cpu: dict[str, float] = {}
     shapes = (
         ("same 5 activities, no-op", synchronous_job_steps(queue)),
         ("same, 4 DB steps as local activities", synchronous_job_steps(queue, local=True)),
+        ("same, each DB step one real PG statement", synchronous_job_steps(queue, statements=True)),
     )
     for label, steps in shapes:
         tag = new_tag("throughput-floor")
@@ -106,6 +108,10 @@ async def throughput(stack: BenchStack, config: BenchConfig, workers: Workers) -
         )
         history = await history_length(stack, handles[0].id)
         floors.append(Series.of_value(label, batch.rate, config.jobs, historyEventsPerJob=history, **batch.detail()))
+        floor_worker_cpu[label] = batch.cpu_ms_per_job.get("floor worker", 0.0)
+    worker_cpu = product.detail["cpuMsPerJob"].get("worker", 0.0)
+    # Must 1's second goal: the product worker's CPU per job beside each floor worker's.
+    product.detail["workerCpuRatio"] = {label: worker_cpu / cpu for label, cpu in floor_worker_cpu.items() if cpu}
     return Figure(
         number="4",
         title=f"throughput, {config.jobs} concurrent jobs",
@@ -115,7 +121,9 @@ async def throughput(stack: BenchStack, config: BenchConfig, workers: Workers) -
         method=(
             f"all {config.jobs} started at once ({config.concurrency} start calls in flight); rate = jobs / (last "
             "workflow close time - first start call). One worker process each. cpuMsPerJob: CPU time of each "
-            "process during the batch / jobs."
+            "process during the batch / jobs; workerCpuRatio: the product worker's cpuMsPerJob / each floor worker's. "
+            "The last floor's database steps each commit one INSERT of a small row with a JSON payload through the "
+            "product's pool settings (bench/floor_statements.py)."
         ),
     )
 

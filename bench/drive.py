@@ -191,10 +191,13 @@ async def deliver_like_a_provider(
                 answer_ms.append((time.perf_counter() - started) * 1000)
 
 
-def synchronous_job_steps(queue: str, seconds: float = 0.0, *, local: bool = False) -> list[Step]:
+def synchronous_job_steps(
+    queue: str, seconds: float = 0.0, *, local: bool = False, statements: bool = False
+) -> list[Step]:
     """An image job with a synchronous provider: create_run, mark_running, generate_image (on the provider
-    queue), update_node, complete_run; `local` makes the four database steps local activities."""
-    database_step = Step(None if local else queue)
+    queue), update_node, complete_run; `local` makes the four database steps local activities, `statements`
+    local activities that each commit one real PostgreSQL statement."""
+    database_step = Step(None, statement=True) if statements else Step(None if local else queue)
     return [database_step, database_step, Step(floor_provider_queue(queue), seconds), database_step, database_step]
 
 

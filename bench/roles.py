@@ -73,14 +73,28 @@ async def product_worker() -> None:
 
 
 async def floor_worker() -> None:
+    from bench.floor_statements import FloorStatements
+    from core.db import create_engine, session_factory
+
     settings = load_settings()
     client: Client = await connect(settings)
     queue = os.environ["BENCH_FLOOR_QUEUE"]
+    engine = create_engine(settings)
+    statements = FloorStatements(session_factory(engine))
+    await statements.create_table()
     workers = [
-        Worker(client, task_queue=queue, workflows=FLOOR_WORKFLOWS, activities=FLOOR_ACTIVITIES),
+        Worker(
+            client,
+            task_queue=queue,
+            workflows=FLOOR_WORKFLOWS,
+            activities=[*FLOOR_ACTIVITIES, statements.floor_statement],
+        ),
         Worker(client, task_queue=floor_provider_queue(queue), activities=FLOOR_ACTIVITIES),
     ]
-    await run_until_terminated(workers)
+    try:
+        await run_until_terminated(workers)
+    finally:
+        await engine.dispose()
 
 
 ROLES: dict[str, Callable[[], None]] = {

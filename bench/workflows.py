@@ -19,14 +19,18 @@ WAITING_MARK = "waiting"
 """The `NodeId` search attribute a WaitingWorkflow sets once it waits, so the harness can count waiters."""
 
 STEP_TIMEOUT = timedelta(seconds=60)
+FLOOR_STATEMENT = "floor_statement"
+"""The local activity that commits one real PostgreSQL statement (bench/floor_statements.py, floor worker only)."""
 
 
 @dataclass
 class Step:
-    """One activity: on `task_queue`, or a local activity when None; it sleeps `seconds` (the provider's time)."""
+    """One activity: on `task_queue`, or a local activity when None; it sleeps `seconds` (the provider's time).
+    A `statement` step is a local activity that commits one PostgreSQL statement, as the product's steps do."""
 
     task_queue: str | None
     seconds: float = 0.0
+    statement: bool = False
 
 
 @dataclass
@@ -60,7 +64,11 @@ async def floor_step(seconds: float) -> None:
 
 
 async def run_step(step: Step) -> None:
-    if step.task_queue is None:
+    if step.statement:
+        await workflow.execute_local_activity(
+            FLOOR_STATEMENT, workflow.info().workflow_id, start_to_close_timeout=STEP_TIMEOUT
+        )
+    elif step.task_queue is None:
         await workflow.execute_local_activity(floor_step, step.seconds, start_to_close_timeout=STEP_TIMEOUT)
     else:
         await workflow.execute_activity(
