@@ -60,6 +60,9 @@ class BenchConfig:
     board_nodes: int = 50
     large_board_nodes: int = 200
     observability_rounds: int = 2
+    # Figure 12: the storm, 850 authentic deliveries with 100 in flight.
+    storm_deliveries: int = 850
+    storm_concurrency: int = 100
     timeout: float = 900.0
 
     @classmethod
@@ -81,6 +84,8 @@ class BenchConfig:
             board_nodes=10,
             large_board_nodes=10,
             observability_rounds=1,
+            storm_deliveries=6,
+            storm_concurrency=3,
             timeout=60.0,
         )
 

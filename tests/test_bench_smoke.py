@@ -13,7 +13,7 @@ import pytest
 from bench.report import Figure, Series, write_results
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-FIGURES = {"1", "2", "3", "4", "5a", "5b", "6a", "6b", "6c", "6d", "7a", "7b", "7c", "7d", "8a", "8b", "9", "10", "11"}
+FIGURES = {"1", "2", "3", "4", "5a", "5b", "6a", "6b", "6c", "6d", "7a", "7b", "7c", "7d", "8a", "8b", "9", "10", "11", "12"}
 
 
 @pytest.mark.timeout(300)  # every figure once, quickly: ~40 s
@@ -42,6 +42,7 @@ def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
     assert by_number["4"]["product"]["values"]["value"] > 0
     assert by_number["1"]["product"]["values"]["p50"] > 0
     assert by_number["1"]["floors"][0]["ratio"]["p50"] > 0
+    assert by_number["12"]["product"]["detail"]["failedDeliveries"] == 0
     table_lines = [line.split()[0] for line in run.stdout.splitlines() if line[:1].isdigit()]
     assert set(table_lines) == FIGURES
 

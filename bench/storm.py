@@ -1,0 +1,82 @@
+"""Figure 12, a webhook storm: every job of a batch waits on its provider, then all their terminal webhooks arrive
+at once, many in flight, while the jobs they finish drain. The spec asks each answer to come within 500 ms.
+
+The floor is the same storm against the bare route that commits the same delivery statement through the same pool
+(bench/floors.py), for runs of its own: what the answers would cost if the API did nothing else and no job
+drained behind them.
+"""
+
+from __future__ import annotations
+
+import time
+
+from bench.capacity import SPEC_WEBHOOK_ANSWER_MS
+from bench.drive import (
+    BenchConfig,
+    CpuWindow,
+    bounded,
+    deliver_like_a_provider,
+    new_tag,
+    start_job,
+    wait_for_closed,
+    wait_for_waiting_jobs,
+)
+from bench.floors import forget_floor_runs
+from bench.latency import floor_route_ms, floor_run
+from bench.providers import WEBHOOK_PROVIDER, webhook_body
+from bench.report import Figure, Series
+from bench.stack import BenchStack, Workers
+
+
+async def webhook_storm(stack: BenchStack, config: BenchConfig, workers: Workers) -> Figure:
+    count, in_flight = config.storm_deliveries, config.storm_concurrency
+    canvas, tag = new_tag("storm"), new_tag("storm-floor")
+    job_ids = await bounded(
+        count, config.concurrency, lambda i: start_job(stack, canvas, f"n{i}", provider=WEBHOOK_PROVIDER)
+    )
+    await wait_for_waiting_jobs(stack, canvas, count, config)
+    route_jobs = await bounded(count, config.concurrency, lambda i: floor_run(stack, tag, f"n{i}"))
+    result = [f"{stack.files_url}/small.png"]
+
+    def terminal(index: int) -> bytes:
+        return webhook_body("succeeded", f"storm-{index}", output=result)
+
+    floor_ms = await bounded(
+        count, in_flight, lambda i: floor_route_ms(stack, f"/bench/floor/webhook/{route_jobs[i]}", content=terminal(i))
+    )
+    await forget_floor_runs(stack.sessions)
+
+    answer_ms: list[float] = []
+    failures: list[str] = []
+    cpu = CpuWindow(stack, workers)
+    started = time.time()
+    await bounded(
+        count, in_flight, lambda i: deliver_like_a_provider(stack, job_ids[i], terminal(i), failures, answer_ms)
+    )
+    sent_seconds = time.time() - started
+    closes = await wait_for_closed(stack, canvas, count, config)
+    drain_seconds = max(close.timestamp() for close in closes) - started
+    return Figure(
+        number="12",
+        title=f"webhook storm: {count} terminal webhooks, {in_flight} in flight, while their jobs drain",
+        unit="ms",
+        product=Series.of_samples(
+            "POST /v1/webhooks/..., answered 200",
+            answer_ms,
+            failedDeliveries=len(failures),
+            failures=sorted(set(failures))[:5],
+            specGoalMs=SPEC_WEBHOOK_ANSWER_MS,
+            deliveriesSentSeconds=sent_seconds,
+            drainSeconds=drain_seconds,
+            cpuMsPerDelivery=cpu.per_item(count),
+        ),
+        floors=[Series.of_samples("bare route, same INSERTs, same pool, same storm", floor_ms)],
+        method=(
+            f"{count} jobs of a webhook provider wait on their provider; then each gets its terminal webhook, "
+            f"{in_flight} requests in flight, as a provider sends them (a failed delivery is retried with backoff, "
+            "each attempt a sample). Every job then drains (stores its image, updates its node, completes) while "
+            "the storm goes on. failedDeliveries counts attempts that did not get 200 accepted; drainSeconds runs "
+            "from the first delivery to the last job's close. The floor: the same storm, before it, against the "
+            "bare route that commits the same delivery statement for runs of its own (bench/floors.py)."
+        ),
+    )
