@@ -13,7 +13,28 @@ import pytest
 from bench.report import Figure, Series, write_results
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-FIGURES = {"1", "2", "3", "4", "5a", "5b", "6a", "6b", "6c", "6d", "7a", "7b", "7c", "7d", "8a", "8b", "9", "10", "11", "12"}
+FIGURES = {
+    "1",
+    "2",
+    "3",
+    "4",
+    "5a",
+    "5b",
+    "6a",
+    "6b",
+    "6c",
+    "6d",
+    "7a",
+    "7b",
+    "7c",
+    "7d",
+    "8a",
+    "8b",
+    "9",
+    "10",
+    "11",
+    "12",
+}
 
 
 @pytest.mark.timeout(300)  # every figure once, quickly: ~40 s
