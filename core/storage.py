@@ -66,6 +66,10 @@ UPLOAD_OUTAGE_SECONDS = 300.0
 UPLOAD_RETRY_MAX_DELAY_SECONDS = 10.0
 
 
+# Every key this service writes starts with one of these (job_key_prefix, uploads_folder); a bucket may hold more.
+OWN_FOLDERS = ("images/", "uploads/", "tenants/")
+
+
 def job_key_prefix(canvas_id: str, job_id: str) -> str:
     """Where a job's outputs are stored: `{prefix}.png`, `{prefix}-1.png`, `{prefix}.thumb.webp`, ...; under
     `images/{workflowId}/` for the default tenant, `tenants/{tenant}/images/{workflowId}/` for others (a canvas key
@@ -356,11 +360,13 @@ class S3Storage(ObjectStorage):
             await asyncio.shield(self._abort_multipart(client, key, upload_id))
             raise
 
-    async def _abort_multipart(self, client: S3Client, key: str, upload_id: str) -> None:
+    async def _abort_multipart(self, client: S3Client, key: str, upload_id: str) -> bool:
         try:
             await client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
         except (ClientError, BotoCoreError):
             logger.warning("could not abort multipart upload %s of %s; a lifecycle rule must clean it", upload_id, key)
+            return False
+        return True
 
     async def delete(self, key: str) -> None:
         client = await self._s3()
@@ -372,17 +378,19 @@ class S3Storage(ObjectStorage):
         return [item["Key"] for item in answer.get("Contents", []) if "Key" in item]
 
     async def remove_abandoned_writes(self, older_than_seconds: float) -> int:
-        """Abort the multipart uploads begun over `older_than_seconds` ago (a bucket lifecycle rule with
-        AbortIncompleteMultipartUpload does the same; this works on stores without one)."""
+        """Abort our multipart uploads begun over `older_than_seconds` ago (a bucket lifecycle rule with
+        AbortIncompleteMultipartUpload does the same; this works on stores without one). Uploads under other
+        folders of a shared bucket are not ours to judge."""
         client = await self._s3()
         cutoff = time.time() - older_than_seconds
         aborted = 0
-        async for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket):
-            for upload in page.get("Uploads", []):
-                key, upload_id, begun = upload.get("Key"), upload.get("UploadId"), upload.get("Initiated")
-                if key and upload_id and begun and begun.timestamp() < cutoff:
-                    await self._abort_multipart(client, key, upload_id)
-                    aborted += 1
+        for folder in OWN_FOLDERS:
+            pages = client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=folder)
+            async for page in pages:
+                for upload in page.get("Uploads", []):
+                    key, upload_id, begun = upload.get("Key"), upload.get("UploadId"), upload.get("Initiated")
+                    if key and upload_id and begun and begun.timestamp() < cutoff:
+                        aborted += await self._abort_multipart(client, key, upload_id)
         return aborted
 
     async def head(self, key: str) -> ObjectInfo | None:

@@ -108,11 +108,11 @@ async def test_multipart_uploads_a_killed_write_left_are_aborted_and_stored_obje
 ) -> None:
     bucket = s3_settings.S3_BUCKET
     admin = s3_admin_client(s3_settings.S3_ENDPOINT_URL or "")
-    begun = admin.create_multipart_upload(Bucket=bucket, Key="images/canvas-1/job_1.png")
-    admin.upload_part(
-        Bucket=bucket, Key="images/canvas-1/job_1.png", UploadId=begun["UploadId"], PartNumber=1, Body=b"x"
-    )
-    # moto reports every upload as begun on 2010-11-10, so this one is old; the age rule is the local test's.
+    key = "images/canvas-1/job_1.png"
+    begun = admin.create_multipart_upload(Bucket=bucket, Key=key)
+    admin.upload_part(Bucket=bucket, Key=key, UploadId=begun["UploadId"], PartNumber=1, Body=b"x")
+    admin.create_multipart_upload(Bucket=bucket, Key="another-app/video.mp4")  # a shared bucket's: not ours
+    # moto reports every upload as begun on 2010-11-10, so these are old; the age rule is the local test's.
     assert admin.list_multipart_uploads(Bucket=bucket)["Uploads"][0]["Initiated"].year < 2026
     storage = S3Storage(s3_settings)
     stored = tmp_path / "job_2.png"
@@ -120,7 +120,8 @@ async def test_multipart_uploads_a_killed_write_left_are_aborted_and_stored_obje
     try:
         await storage.put_file("images/canvas-1/job_2.png", stored, "image/png")
         assert await sweep_abandoned_writes(storage, older_than_seconds=3600) == 1
-        assert admin.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+        left = admin.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+        assert [upload["Key"] for upload in left] == ["another-app/video.mp4"]
         assert await storage.keys_under("images/canvas-1/job") == ["images/canvas-1/job_2.png"]
         assert await sweep_abandoned_writes(storage, older_than_seconds=3600) == 0
     finally:
