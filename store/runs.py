@@ -81,8 +81,12 @@ NEW_NODE_GRID = {"columns": 5, "cell_width": 320, "cell_height": 400}
 # The run, its `created` event and the node claim in one statement: one round trip, and atomic without a
 # transaction. The CTEs' rows are invisible to the final SELECT's snapshot, so it reads the run either from
 # `new_run` (created now) or from `runs` (there already), never both; the event and claim happen only for a new run.
+# Recorded by its workflow (`:started`), a run the API recorded first has its start confirmed too: an API killed
+# between its start and its confirmation leaves that to the sweep, which sees only runs still pending.
 _RECORD_RUN = text(
-    "WITH new_run AS ("
+    "WITH confirmed AS ("
+    "  UPDATE runs SET workflow_started_at = now() WHERE id = :id AND :started AND workflow_started_at IS NULL"
+    "), new_run AS ("
     "  INSERT INTO runs (id, kind, canvas_id, node_id, status, provider, model, processor, request, payload,"
     "    workflow_started_at, estimated_cost_usd, trace_parent, content_hash)"
     "  VALUES (:id, 'image_gen', :canvas, :node, 'pending', :provider, :model, :processor,"
@@ -141,7 +145,8 @@ async def record_run(
     changes: a repeat must not claim its node for a job that may have been made from another request).
 
     `effective` is what the provider will actually be asked for (e.g. the nearest allowed size).
-    `workflow_started` says the caller is the run's workflow: the API records runs before their start.
+    `workflow_started` says the caller is the run's workflow: the API records runs before their start, and the
+    workflow's own record confirms that start if the API did not live to.
     """
     parameters = {
         "id": job.job_id,

@@ -18,7 +18,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.routes.jobs import job_from_request
 from core.config import Settings
 from core.db import transaction
-from handoff.starts import job_from_run, new_job_id
+from handoff.starts import job_from_run, new_job_id, start_job
 from handoff.sweep import Handoff, TenantSlots
 from models.schemas import StartImageJobRequest
 from models.tenancy import DEFAULT_TENANT
@@ -100,6 +100,23 @@ async def test_the_worker_sweep_starts_runs_nobody_repeats(
             assert await sweep_once(stack.client, stack.settings, resources) >= 1
         async with running_workers(stack.client, stack.settings):
             assert (await stack.wait(job_id))["status"] == "completed"
+
+
+async def test_a_start_the_api_did_not_live_to_confirm_is_confirmed_by_the_workflow_itself(
+    stack: Stack, db_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    # An API killed after start_workflow and before its confirmation: the job runs, and soon leaves `pending`,
+    # past what the sweep looks at; its start must not stay unconfirmed (it would count as handoff backlog forever).
+    job_id = await record_without_starting(
+        stack, db_sessions, start_body("c-" + uuid.uuid4().hex[:8]), uuid.uuid4().hex
+    )
+    async with db_sessions() as session:
+        run = await runs.get_run(session, job_id=job_id)
+    assert run is not None
+    await start_job(stack.client, stack.settings, job_from_run(run, asynchronous=False, settings=stack.settings))
+
+    assert (await stack.wait(job_id))["status"] == "completed"
+    assert await start_is_confirmed(db_sessions, job_id)
 
 
 async def test_concurrent_repeats_of_one_key_answer_their_own_job_or_409(stack: Stack) -> None:
