@@ -319,8 +319,9 @@ async def sweep(
     return sum(handed.values())
 
 
+# Job starts count as the sweep sees them: an unconfirmed run that has moved on from `pending` has a workflow.
 _BACKLOG = text(
-    "SELECT (SELECT count(*) FROM runs WHERE workflow_started_at IS NULL),"
+    "SELECT (SELECT count(*) FROM runs WHERE workflow_started_at IS NULL AND status = 'pending'),"
     " (SELECT count(*) FROM canvas_runs WHERE workflow_started_at IS NULL),"
     " (SELECT count(*) FROM pending_signals),"
     " (SELECT count(*) FROM outbound_deliveries WHERE workflow_started_at IS NULL)"

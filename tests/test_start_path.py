@@ -19,7 +19,7 @@ from api.routes.jobs import job_from_request
 from core.config import Settings
 from core.db import transaction
 from handoff.starts import job_from_run, new_job_id, start_job
-from handoff.sweep import Handoff, TenantSlots
+from handoff.sweep import Handoff, TenantSlots, backlog
 from models.schemas import StartImageJobRequest
 from models.tenancy import DEFAULT_TENANT
 from providers.discovery import build_directory
@@ -117,6 +117,19 @@ async def test_a_start_the_api_did_not_live_to_confirm_is_confirmed_by_the_workf
 
     assert (await stack.wait(job_id))["status"] == "completed"
     assert await start_is_confirmed(db_sessions, job_id)
+
+
+async def test_the_handoff_backlog_counts_the_starts_the_sweep_can_still_make(
+    stack: Stack, db_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    before = (await backlog(db_sessions))["job_starts"]
+    job_id = await record_without_starting(
+        stack, db_sessions, start_body("c-" + uuid.uuid4().hex[:8]), uuid.uuid4().hex
+    )
+    assert (await backlog(db_sessions))["job_starts"] == before + 1
+    async with db_sessions() as session, session.begin():  # ended without a confirmed start (a refused start)
+        await session.execute(text("UPDATE runs SET status = 'failed' WHERE id = :id"), {"id": job_id})
+    assert (await backlog(db_sessions))["job_starts"] == before
 
 
 async def test_concurrent_repeats_of_one_key_answer_their_own_job_or_409(stack: Stack) -> None:
