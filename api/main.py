@@ -19,6 +19,7 @@ from api.errors import install_error_handlers
 from api.limits import BodyLimit, JsonDepthLimit
 from api.openapi_vocabulary import add_vocabulary
 from api.request_id import RequestId
+from api.request_timing import RequestTiming
 from api.routes import (
     canvas_runs,
     canvases,
@@ -118,7 +119,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     if settings.CORS_ORIGINS:
         app.add_middleware(JsonCORSMiddleware, origins=settings.CORS_ORIGINS)
-    app.add_middleware(RequestId)  # outermost: every line of the request, and its answer, carry the id
+    app.add_middleware(RequestId)  # every line of the request, and its answer, carry the id
+    app.add_middleware(RequestTiming)  # outermost: the time to answer includes every other layer
     protected = [Depends(tenant_caller)]
     unauthorized: dict[int | str, dict[str, Any]] = {
         401: {"model": ErrorBody, "description": "Authentication is on and no valid key or canvas token came."},

@@ -59,6 +59,14 @@ HANDOFF_BACKLOG = Gauge(
     " canvas_run_starts, signals, deliveries.",
     ["kind"],
 )
+REQUEST_SECONDS = Histogram(
+    "imagejobs_http_request_duration_seconds",
+    "Time from a request's arrival to the start of its answer, in this API process; `route` is the route's"
+    " template (`other` when no route took it), `status` the answer's.",
+    ["method", "route", "status"],
+    # The spec's webhook answer bound (500 ms) is a bucket edge.
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
 SSE_CLIENTS = Gauge("imagejobs_sse_clients", "Event streams (SSE) this API process is serving now.")
 BASE64_REFUSALS = Counter(
     "imagejobs_base64_refusals", "Requests refused for carrying image bytes (base64, data: URIs) in JSON."

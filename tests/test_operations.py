@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import re
+import uuid
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -122,6 +123,22 @@ async def test_an_image_refused_for_carrying_base64_is_counted(stack: Stack) -> 
     after = await scrape(stack)
     assert refused.status_code == 422
     assert delta(after, before, "imagejobs_base64_refusals_total") == 1
+
+
+async def test_the_time_to_answer_is_measured_per_route_template_never_per_id(stack: Stack) -> None:
+    started = await stack.start("timed")
+    before = await scrape(stack)
+    assert (await stack.api.get(f"/v1/jobs/{started['jobId']}")).status_code == 200
+    assert (await stack.api.get("/v1/jobs/job_nothing_here")).status_code == 404
+    assert (await stack.api.get("/no/such/page/" + uuid.uuid4().hex)).status_code == 404
+    after = await scrape(stack)
+
+    name = "imagejobs_http_request_duration_seconds_count"
+    assert delta(after, before, name, method="GET", route="/v1/jobs/{jobId}", status="200") == 1
+    assert delta(after, before, name, method="GET", route="/v1/jobs/{jobId}", status="404") == 1
+    assert delta(after, before, name, route="other", status="404") == 1
+    routes = {dict(labels)["route"] for (sample, labels) in after if sample == name}
+    assert not any(started["jobId"] in route for route in routes), routes
 
 
 async def test_a_worker_serves_its_metrics_and_the_sdks_and_the_deploy_files_name_only_exported_ones(
