@@ -1,8 +1,9 @@
 """How long the API takes to answer, by route: the operator's view of what a client (or a provider sending a storm
 of webhooks) waits for, measured inside the process, so a slow answer can be told from a slow network or client.
 
-The clock stops when the answer starts (its status and headers are sent): for an event stream that is when it
-opens, not when it ends. A route is labelled by its template (`/v1/jobs/{jobId}`), never by an id.
+The clock starts when the application receives the request (time it waited in the socket for the event loop is
+not in it) and stops when the answer starts (its status and headers are sent): for an event stream that is when
+it opens, not when it ends. A route is labelled by its template (`/v1/jobs/{jobId}`), never by an id.
 """
 
 from __future__ import annotations

@@ -61,8 +61,8 @@ HANDOFF_BACKLOG = Gauge(
 )
 REQUEST_SECONDS = Histogram(
     "imagejobs_http_request_duration_seconds",
-    "Time from a request's arrival to the start of its answer, in this API process; `route` is the route's"
-    " template (`other` when no route took it), `status` the answer's.",
+    "Time from the moment this API process' application receives a request to the start of its answer; `route`"
+    " is the route's template (`other` when no route took it), `status` the answer's.",
     ["method", "route", "status"],
     # The spec's webhook answer bound (500 ms) is a bucket edge.
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
