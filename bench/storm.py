@@ -105,7 +105,7 @@ async def webhook_storm(stack: BenchStack, config: BenchConfig, workers: Workers
             "each attempt a sample). Every job then drains (stores its image, updates its node, completes) while "
             "the storm goes on. failedDeliveries counts attempts that did not get 200 accepted; drainSeconds runs "
             "from the first delivery to the last job's close. shareAnsweredWithinInsideApi: of the storm's answers, "
-            "the share whose time from arrival to answer inside the API (imagejobs_http_request_duration_seconds) "
+            "the share whose time from receipt to answer inside the API (imagejobs_http_request_duration_seconds) "
             "was within each bound; the rest of a client's wait is outside the API's handling. The floor: the "
             "same storm, before it, against the bare route that commits the same delivery statement for runs of "
             "its own (bench/floors.py)."

@@ -115,12 +115,12 @@ class Settings(BaseSettings):
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # An OpenTelemetry collector's OTLP/HTTP base URL (e.g. http://localhost:4318): traces on (core/tracing.py).
     OTEL_EXPORTER_OTLP_ENDPOINT: str | None = None
-    # Where a worker serves its Prometheus metrics (ours and the Temporal SDK's); unset: not served.
     # Workflow tasks (and the database steps they run as local activities) one worker takes at once. Kept small, so
     # a backlog waits in Temporal's task queue, where tenants get their fair share, rather than in the worker's
     # own queue, where it is first come, first served; these steps are short and CPU-bound, so more would not
     # run faster. Provider calls have their own queues and slots.
     WORKER_MAX_CONCURRENT_WORKFLOW_TASKS: int = Field(default=4, ge=2)
+    # Where a worker serves its Prometheus metrics (ours and the Temporal SDK's); unset: not served.
     WORKER_METRICS_PORT: int | None = Field(default=None, ge=1, le=65535)
     WORKER_METRICS_HOST: str = "0.0.0.0"
     HANDOFF_GRACE_SECONDS: float = Field(default=15.0, ge=0)

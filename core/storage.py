@@ -66,8 +66,9 @@ UPLOAD_OUTAGE_SECONDS = 300.0
 UPLOAD_RETRY_MAX_DELAY_SECONDS = 10.0
 
 
-# Every key this service writes starts with one of these (job_key_prefix, uploads_folder); a bucket may hold more.
-OWN_FOLDERS = ("images/", "uploads/", "tenants/")
+# The top folders of every key this service writes (job_key_prefix, uploads_folder); a bucket may hold more.
+IMAGES_FOLDER, UPLOADS_FOLDER, TENANTS_FOLDER = "images", "uploads", "tenants"
+OWN_FOLDERS = tuple(f"{folder}/" for folder in (IMAGES_FOLDER, UPLOADS_FOLDER, TENANTS_FOLDER))
 
 
 def job_key_prefix(canvas_id: str, job_id: str) -> str:
@@ -75,13 +76,13 @@ def job_key_prefix(canvas_id: str, job_id: str) -> str:
     `images/{workflowId}/` for the default tenant, `tenants/{tenant}/images/{workflowId}/` for others (a canvas key
     holds a `:`, which object keys do not)."""
     tenant = tenant_of(canvas_id)
-    folder = f"images/{workflow_id_of(canvas_id)}"
-    return f"{folder}/{job_id}" if tenant == DEFAULT_TENANT else f"tenants/{tenant}/{folder}/{job_id}"
+    folder = f"{IMAGES_FOLDER}/{workflow_id_of(canvas_id)}"
+    return f"{folder}/{job_id}" if tenant == DEFAULT_TENANT else f"{TENANTS_FOLDER}/{tenant}/{folder}/{job_id}"
 
 
 def uploads_folder(tenant_id: str) -> str:
     """Where a tenant's uploads are stored: `uploads/` for the default tenant, `tenants/{tenant}/uploads/` else."""
-    return "uploads" if tenant_id == DEFAULT_TENANT else f"tenants/{tenant_id}/uploads"
+    return UPLOADS_FOLDER if tenant_id == DEFAULT_TENANT else f"{TENANTS_FOLDER}/{tenant_id}/{UPLOADS_FOLDER}"
 
 
 def validate_key(key: str) -> str:
