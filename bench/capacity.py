@@ -27,6 +27,7 @@ from bench.drive import (
     history_length,
     job_completes,
     new_tag,
+    send_webhook,
     start_floor,
     start_job,
     synchronous_job_steps,
@@ -414,9 +415,7 @@ async def scale(stack: BenchStack, config: BenchConfig, workers: Workers) -> lis
         workers.product_process(),
         canvas,
         lambda i: deliver_like_a_provider(
-            stack,
-            job_ids[i],
-            webhook_body("succeeded", f"done-{i}", output=result),
+            partial(send_webhook, stack, job_ids[i], webhook_body("succeeded", f"done-{i}", output=result)),
             product.failed_deliveries,
             product.delivery_ms,
         ),

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
+import aiohttp
 import httpx
 from sqlalchemy import text
 from temporalio.client import WorkflowHandle
@@ -176,17 +177,17 @@ async def send_webhook(stack: BenchStack, job_id: str, body: bytes) -> None:
 
 
 async def deliver_like_a_provider(
-    stack: BenchStack, job_id: str, body: bytes, failures: list[str], answer_ms: list[float] | None = None
+    send: Callable[[], Awaitable[None]], failures: list[str], answer_ms: list[float] | None = None
 ) -> None:
-    """Deliver as providers do under load: retry a failed delivery with backoff (a 5xx asks for exactly that),
-    noting each failure in `failures` (its type first: a reset's message is often empty) and each attempt's
-    time to its answer in `answer_ms`."""
+    """Deliver as providers do under load: `send` one delivery, retrying a failed one with backoff (a 5xx asks for
+    exactly that), noting each failure in `failures` (its type first: a reset's message is often empty) and each
+    attempt's time to its answer in `answer_ms`."""
     for attempt in range(WEBHOOK_ATTEMPTS):
         started = time.perf_counter()
         try:
-            await send_webhook(stack, job_id, body)
+            await send()
             return
-        except (BenchError, httpx.TransportError) as error:
+        except (BenchError, httpx.TransportError, aiohttp.ClientError) as error:
             failures.append(f"{type(error).__name__}: {error}")
             if attempt + 1 == WEBHOOK_ATTEMPTS:
                 raise
