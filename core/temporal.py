@@ -18,6 +18,7 @@ from temporalio.runtime import (
 )
 
 from core.config import Settings
+from core.data_converter import DATA_CONVERTER
 from core.tracing import temporal_interceptors
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
         tls=settings.TEMPORAL_TLS or bool(settings.TEMPORAL_API_KEY),
         runtime=runtime,
         interceptors=temporal_interceptors(settings),
+        data_converter=DATA_CONVERTER,
     )
 
 
