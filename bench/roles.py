@@ -75,6 +75,7 @@ async def product_worker() -> None:
 async def floor_worker() -> None:
     from bench.floor_statements import FloorStatements
     from core.db import create_engine, session_factory
+    from worker import workflow_runner
 
     settings = load_settings()
     client: Client = await connect(settings)
@@ -87,6 +88,7 @@ async def floor_worker() -> None:
             client,
             task_queue=queue,
             workflows=FLOOR_WORKFLOWS,
+            workflow_runner=workflow_runner(settings),  # as the product's worker runs its workflows
             activities=[*FLOOR_ACTIVITIES, statements.floor_statement],
         ),
         Worker(client, task_queue=floor_provider_queue(queue), activities=FLOOR_ACTIVITIES),

@@ -120,6 +120,11 @@ class Settings(BaseSettings):
     # own queue, where it is first come, first served; these steps are short and CPU-bound, so more would not
     # run faster. Provider calls have their own queues and slots.
     WORKER_MAX_CONCURRENT_WORKFLOW_TASKS: int = Field(default=4, ge=2)
+    # Temporal's workflow sandbox runs each workflow's module afresh for every workflow and guards every step: about
+    # a sixth of a worker's CPU per job (figure 4). What it catches, workflow code that is not deterministic, is a
+    # property of the code, not of a deployment: the test suite runs every workflow in the sandbox
+    # (tests/fixtures/stack.py) and replays the recorded histories in it, so deployments run without it.
+    WORKFLOW_SANDBOX: bool = False
     # Where a worker serves its Prometheus metrics (ours and the Temporal SDK's); unset: not served.
     WORKER_METRICS_PORT: int | None = Field(default=None, ge=1, le=65535)
     WORKER_METRICS_HOST: str = "0.0.0.0"
