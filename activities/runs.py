@@ -134,14 +134,15 @@ class RunActivities:
         return await self._transition(change)
 
     async def _transition(self, change: RunTransition) -> bool:
-        """A terminal transition; once committed, the outbound webhooks it enqueued are started."""
+        """A terminal transition; once committed, the outbound webhooks it enqueued are started (a retry after a
+        committed transition changes nothing and leaves them to the sweep)."""
         async with transaction(self.sessions) as session:
             changed = await runs.transition(session, change=change)
         if changed is None:
             return False
         metrics.job_ended(changed, change)
         if self.outbound is not None:
-            await self.outbound.start_for(change.job_id)
+            await self.outbound.start(list(changed.outbound_delivery_ids))
         return True
 
 

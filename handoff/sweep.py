@@ -241,14 +241,19 @@ class OutboundStarter:
         self._client, self._settings, self._sessions = client, settings, sessions
 
     async def start_for(self, subject_id: str) -> None:
+        """Start the deliveries about `subject_id` still to start (a retried step finds its first attempt's)."""
         async with self._sessions() as session:
             delivery_ids = await outbound.unstarted_for(session, subject_id=subject_id)
+        await self.start(delivery_ids)
+
+    async def start(self, delivery_ids: list[str]) -> None:
+        """Start these enqueued deliveries; none is nothing to do (no endpoint takes the event)."""
         if not delivery_ids:
             return
         try:
             await start_deliveries(self._client, self._settings, self._sessions, delivery_ids)
         except TRANSIENT_ERRORS as error:
-            log.warning("outbound deliveries about %s left to the sweep: %s", subject_id, error)
+            log.warning("outbound deliveries %s left to the sweep: %s", ", ".join(delivery_ids), error)
 
 
 async def cancel_superseded(client: Client, job_ids: list[str]) -> None:

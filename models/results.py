@@ -88,10 +88,12 @@ class RunResult:
 
 @dataclass(frozen=True)
 class Transitioned:
-    """A run that `transition` changed: who ran it, and for an end, what it cost and how long it took."""
+    """A run that `transition` changed: who ran it, and for an end, what it cost, how long it took and the outbound
+    deliveries it enqueued."""
 
     provider: str
     model: str
     processor: str
     cost_usd: float | None
     seconds_since_created: float
+    outbound_delivery_ids: tuple[str, ...] = ()

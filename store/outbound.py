@@ -112,19 +112,20 @@ async def delete_endpoint(session: AsyncSession, *, endpoint_id: str) -> bool:
     return deleted.first() is not None
 
 
-async def enqueue(session: AsyncSession, *, event: OutboundEvent, subject_id: str, tenant_id: str) -> None:
+async def enqueue(session: AsyncSession, *, event: OutboundEvent, subject_id: str, tenant_id: str) -> list[str]:
     """A delivery of `event` about `subject_id` for every enabled endpoint of its tenant that takes it; a repeat
-    adds none."""
-    await session.execute(
+    adds none. Returns the ids of the deliveries it added."""
+    added = await session.execute(
         text(
             "INSERT INTO outbound_deliveries (id, endpoint_id, event_type, subject_id)"
             " SELECT 'msg_' || replace(gen_random_uuid()::text, '-', ''), id, CAST(:event AS text), :subject"
             " FROM webhook_endpoints WHERE tenant_id = :tenant AND NOT disabled"
             "  AND (events IS NULL OR CAST(:event AS text) = ANY(events))"
-            " ON CONFLICT (endpoint_id, event_type, subject_id) DO NOTHING"
+            " ON CONFLICT (endpoint_id, event_type, subject_id) DO NOTHING RETURNING id"
         ),
         {"event": str(event), "subject": subject_id, "tenant": tenant_id},
     )
+    return list(added.scalars())
 
 
 async def unstarted_for(session: AsyncSession, *, subject_id: str) -> list[str]:

@@ -8,7 +8,7 @@ one event with a dedupe key, and terminal statuses are final.
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -261,7 +261,9 @@ async def transition(session: AsyncSession, *, change: RunTransition) -> Transit
         dedupe_key=f"status:{change.status}",
     )
     if change.status in TERMINAL_STATUSES:  # in the same transaction: an end is never told without its event
-        await outbound.enqueue(session, event=job_event(change.status), subject_id=change.job_id, tenant_id=row[5])
+        event_type = job_event(change.status)
+        added = await outbound.enqueue(session, event=event_type, subject_id=change.job_id, tenant_id=row[5])
+        changed = replace(changed, outbound_delivery_ids=tuple(added))
     return changed
 
 
