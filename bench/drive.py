@@ -169,11 +169,15 @@ async def start_floor(stack: BenchStack, run: Any, queue: str, tag: str, *argume
 
 async def send_webhook(stack: BenchStack, job_id: str, body: bytes) -> None:
     """One delivery; anything but `200 accepted` is an error."""
-    response = await stack.http.post(
-        webhook_path(stack.settings.WEBHOOK_SECRET, job_id), content=body, headers={"content-type": "application/json"}
-    )
-    if response.status_code != 200 or response.json().get("status") != "accepted":
-        raise BenchError(f"webhook for {job_id} answered {response.status_code}: {response.text[:300]}")
+    path = webhook_path(stack.settings.WEBHOOK_SECRET, job_id)
+    response = await stack.http.post(path, content=body, headers={"content-type": "application/json"})
+    require_accepted(path, response.status_code, response.text)
+
+
+def require_accepted(path: str, status: int, text: str) -> None:
+    """A delivery's answer: anything but `200 {"status": "accepted"}` is an error."""
+    if status != 200 or json.loads(text).get("status") != "accepted":
+        raise BenchError(f"{path} answered {status}: {text[:300]}")
 
 
 async def deliver_like_a_provider(

@@ -12,7 +12,6 @@ the same two cores.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -28,6 +27,7 @@ from bench.drive import (
     deliver_like_a_provider,
     ms_since,
     new_tag,
+    require_accepted,
     start_job,
     wait_for_closed,
     wait_for_waiting_jobs,
@@ -36,7 +36,7 @@ from bench.floors import forget_floor_runs
 from bench.latency import floor_run
 from bench.providers import WEBHOOK_PROVIDER, webhook_body, webhook_path
 from bench.report import Figure, Series
-from bench.stack import BenchError, BenchStack, Workers
+from bench.stack import BenchStack, Workers
 
 ANSWER_BUCKETS = "imagejobs_http_request_duration_seconds_bucket"
 JSON = {"content-type": "application/json"}
@@ -53,9 +53,7 @@ async def load_generator(stack: BenchStack, in_flight: int) -> AsyncIterator[aio
 async def post_accepted(load: aiohttp.ClientSession, path: str, body: bytes) -> None:
     """One delivery; anything but `200 accepted` is an error."""
     async with load.post(path, data=body, headers=JSON) as response:
-        text = await response.text()
-        if response.status != 200 or json.loads(text).get("status") != "accepted":
-            raise BenchError(f"{path} answered {response.status}: {text[:300]}")
+        require_accepted(path, response.status, await response.text())
 
 
 async def floor_answer_ms(load: aiohttp.ClientSession, run_id: str, body: bytes) -> float:
