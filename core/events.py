@@ -2,10 +2,12 @@
 
 Each notification says what changed (a job event's id, a node's id and version, a board's version, a canvas
 run's id; see the triggers in migrations/), and a subscription collects it as `News`, so a stream reads only the
-rows that changed, never a whole board per wake. The database stays the source of truth: a stream reads the
-rows themselves, so nothing is lost or repeated, and a slow client never holds up the others (collecting news
-is adding ids to sets). A stream's first read, a lost LISTEN connection and a quiet spell (`next_news`'s timeout)
-all ask for `everything`: a full read, after which the stream carries on.
+rows that changed, never a whole board per wake. A job event's and a node's notification also carry the row itself
+when it fits in a NOTIFY (migration 0017): the stream sends that row as it is, without a query, and reads the
+database only for a row that did not fit. The database stays the source of truth: a carried row is the committed
+row, and a stream's first read, a lost LISTEN connection, a quiet spell (`next_news`'s timeout) and a slow
+client's overflowing news all ask for `everything`, or for the events to be read: nothing is lost or repeated,
+and a slow client never holds up the others (collecting news is adding to bounded lists and maps).
 """
 
 from __future__ import annotations
@@ -14,18 +16,21 @@ import asyncio
 import json
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import Any, TypeVar
 
 import psycopg
 
 from core.db import libpq_url
+from models.tables import RunEvent, WorkflowNode
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "imagejobs"
+Row = TypeVar("Row", RunEvent, WorkflowNode)
 Topic = tuple[str, str]
 
 
@@ -47,30 +52,102 @@ def topics_of(notification: dict[str, Any]) -> list[Topic]:
     return topics
 
 
+# A stream that has not looked for this many carried events reads them from the database instead.
+MAX_CARRIED_EVENTS = 256
+
+
 @dataclass
 class News:
-    """What changed on a subscription's topics since its stream last looked: read only these, unless
-    `everything` (the first read, a reconnect, a quiet spell, or a notification of an unknown kind)."""
+    """What changed on a subscription's topics since its stream last looked: send the carried rows and read only
+    the rest, unless `everything` (the first read, a reconnect, a quiet spell, or a notification of an unknown
+    kind)."""
 
     everything: bool = False
-    events: bool = False  # a job event was stored (streams read the events after their last one)
-    nodes: dict[str, int] = field(default_factory=dict)  # node id -> newest version notified
+    events: bool = False  # a job event came without its row: read the events after the stream's last one
+    carried_events: list[RunEvent] = field(default_factory=list)  # job events that came with their rows
+    nodes: dict[str, int] = field(default_factory=dict)  # node id -> newest version notified without its row
+    carried_nodes: dict[str, WorkflowNode] = field(default_factory=dict)  # node id -> its newest carried row
     board_version: int | None = None
     canvas_runs: set[str] = field(default_factory=set)
 
     def add(self, notification: dict[str, Any]) -> None:
         kind = notification.get("kind")
         if kind == "event":
-            self.events = True
+            self._add_event(notification)
         elif kind == "node" and notification.get("nodeId"):
-            node, version = str(notification["nodeId"]), int(notification.get("version") or 0)
-            self.nodes[node] = max(version, self.nodes.get(node, 0))
+            self._add_node(notification)
         elif kind == "board":
             self.board_version = max(int(notification.get("version") or 0), self.board_version or 0)
         elif kind == "canvas_run" and notification.get("canvasRunId"):
             self.canvas_runs.add(str(notification["canvasRunId"]))
         else:
             self.everything = True
+
+    def carried_events_after(self, event_id: int) -> list[RunEvent]:
+        """The carried events a stream that has sent up to `event_id` still owes, in id order (as a read gives)."""
+        return sorted((event for event in self.carried_events if (event.id or 0) > event_id), key=lambda e: e.id or 0)
+
+    def _add_event(self, notification: dict[str, Any]) -> None:
+        if self.events:
+            return  # the stream reads the events anyway
+        event = carried_event(notification)
+        if event is None or len(self.carried_events) >= MAX_CARRIED_EVENTS:
+            self.events, self.carried_events = True, []
+        else:
+            self.carried_events.append(event)
+
+    def _add_node(self, notification: dict[str, Any]) -> None:
+        node_id, version = str(notification["nodeId"]), int(notification.get("version") or 0)
+        carried = self.carried_nodes.get(node_id)
+        if version <= max(self.nodes.get(node_id, -1), carried.version if carried else -1):
+            return  # a late notification of an older version
+        row = carried_node(notification)
+        if row is not None and node_id not in self.nodes:
+            self.carried_nodes[node_id] = row
+        else:
+            self.carried_nodes.pop(node_id, None)
+            self.nodes[node_id] = version
+
+
+def carried_event(notification: dict[str, Any]) -> RunEvent | None:
+    """The job event a notification carries (see migration 0017), or None when it came without its row."""
+    return _carried(
+        notification,
+        lambda row: RunEvent(
+            id=int(notification["id"]),
+            run_id=str(notification["runId"]),
+            kind=str(row["kind"]),
+            payload=dict(row["payload"]),
+            ts=datetime.fromisoformat(row["ts"]),
+        ),
+    )
+
+
+def carried_node(notification: dict[str, Any]) -> WorkflowNode | None:
+    """The node row a notification carries (see migration 0017), or None when it came without it."""
+    return _carried(
+        notification,
+        lambda row: WorkflowNode(
+            canvas_id=str(notification["canvasId"]),
+            id=str(notification["nodeId"]),
+            version=int(notification["version"]),
+            node_type=str(row["type"]),
+            position=dict(row["position"]),
+            node_data=dict(row["data"]),
+        ),
+    )
+
+
+def _carried(notification: dict[str, Any], build: Callable[[dict[str, Any]], Row]) -> Row | None:
+    row = notification.get("row")
+    if not isinstance(row, dict):
+        return None
+    try:
+        return build(row)
+    except (KeyError, TypeError, ValueError):
+        # A row of a shape this code does not know (a newer trigger's, say): the stream reads it instead.
+        log.warning("a %s notification carried a row of an unknown shape; reading it", notification.get("kind"))
+        return None
 
 
 class Subscription:

@@ -117,14 +117,14 @@ async def stream_job_events(
         async with state.bus.subscribe(job_topic(job_id)) as subscription:
             while True:
                 news = await subscription.next_news(timeout=RECHECK_SECONDS)
-                if not (news.everything or news.events):
-                    continue
-                async with state.autocommit_sessions() as reader:
-                    # On a full read, the status comes before the events: a run that had ended then has its final
-                    # event among them, so an empty read of an ended run means the stream is complete. A notified
-                    # event needs no status: the stream ends with the terminal event itself.
-                    finished = news.everything and await runs.is_finished(reader, job_id=job_id)
-                    stored = await run_events.list_events(reader, job_id=job_id, after_id=after)
+                finished, stored = False, news.carried_events_after(after)
+                if news.everything or news.events:
+                    async with state.autocommit_sessions() as reader:
+                        # On a full read, the status comes before the events: a run that had ended then has its
+                        # final event among them, so an empty read of an ended run means the stream is complete. A
+                        # notified event needs no status: the stream ends with the terminal event itself.
+                        finished = news.everything and await runs.is_finished(reader, job_id=job_id)
+                        stored = await run_events.list_events(reader, job_id=job_id, after_id=after)
                 for event in stored:
                     yield job_event(event)
                     after = event.id or after
@@ -168,6 +168,7 @@ async def stream_canvas_events(
         async with state.bus.subscribe(canvas_topic(canvas_id)) as subscription:
             while True:
                 news = await subscription.next_news(timeout=RECHECK_SECONDS)
+                # A session checks out a connection only once it runs a statement: carried rows cost none.
                 async with state.autocommit_sessions() as reader:
                     update = await canvas_update(reader, canvas_id, news, sent, after)
                 for message in update.messages:
@@ -200,7 +201,8 @@ async def canvas_update(
     session: AsyncSession, canvas_id: str, news: News, sent: CanvasStreamState, after: int
 ) -> CanvasUpdate:
     """The messages a canvas stream owes after `news`: on `everything`, the whole board compared with what was
-    sent; otherwise only the notified nodes, board version, job events and canvas runs are read."""
+    sent; otherwise the carried rows, and only the notified nodes, board version, job events and canvas runs that
+    came without theirs are read."""
     messages: list[ServerSentEvent] = []
     board = await canvases.board_version(session, canvas_id=canvas_id) if news.everything else news.board_version
     if board is not None and board != sent.board_version:
@@ -212,9 +214,12 @@ async def canvas_update(
         sent.node_versions[node.id] = node.version
         messages.append(ServerSentEvent(event="node", data=BoardNode.from_row(node).model_dump_json(by_alias=True)))
     if news.everything or news.events:
-        for event in await run_events.list_canvas_events(session, canvas_id=canvas_id, after_id=after):
-            messages.append(job_event(event))
-            after = event.id or after
+        events = await run_events.list_canvas_events(session, canvas_id=canvas_id, after_id=after)
+    else:
+        events = news.carried_events_after(after)
+    for event in events:
+        messages.append(job_event(event))
+        after = event.id or after
     if news.everything or news.canvas_runs:
         only = None if news.everything else news.canvas_runs
         for view in await changed_canvas_runs(session, canvas_id, sent.run_fingerprints, only=only):
@@ -225,16 +230,17 @@ async def canvas_update(
 async def changed_nodes(
     session: AsyncSession, canvas_id: str, news: News, sent_versions: dict[str, int]
 ) -> list[WorkflowNode]:
-    """The nodes whose version differs from the one sent: all of the board's on a full read, else only the
-    notified ones not already sent at that version."""
+    """The nodes whose version differs from the one sent: all of the board's on a full read, else the notified
+    ones not already sent at that version (carried, or read when they came without their rows)."""
     if news.everything:
         nodes = await canvas_nodes.list_nodes(session, canvas_id=canvas_id)
-    else:
-        wanted = [node for node, version in news.nodes.items() if sent_versions.get(node, -1) < version]
-        if not wanted:
-            return []
-        nodes = await canvas_nodes.nodes_by_id(session, canvas_id=canvas_id, node_ids=wanted)
-    return [node for node in nodes if sent_versions.get(node.id) != node.version]
+        return [node for node in nodes if sent_versions.get(node.id) != node.version]
+    carried = [node for node in news.carried_nodes.values() if sent_versions.get(node.id, -1) < node.version]
+    wanted = [node for node, version in news.nodes.items() if sent_versions.get(node, -1) < version]
+    if not wanted:
+        return carried
+    nodes = await canvas_nodes.nodes_by_id(session, canvas_id=canvas_id, node_ids=wanted)
+    return carried + [node for node in nodes if sent_versions.get(node.id) != node.version]
 
 
 async def changed_canvas_runs(
