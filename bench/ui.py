@@ -236,9 +236,9 @@ async def ui_latency(stack: BenchStack, config: BenchConfig, workers: Workers) -
         board_ui, board_floor, board_detail = await board_at_once(page, stack, count, rounds)
         await browser.close()
     method = (
-        "Node updates committed by the harness straight into workflow_nodes (as a job's update_node does); the time "
-        "from sending each COMMIT to the page's MutationObserver seeing the progress bar's new value (product) and to an SSE "
-        "client on the same board stream receiving it (floor). Goal: p99 < 100 ms; the spec asks < 1 s."
+        "Node updates committed by the harness straight into workflow_nodes (as a job's update_node does); the "
+        "time from sending each COMMIT to the page's MutationObserver seeing the progress bar's new value (product) "
+        "and to an SSE client on the same board stream receiving it (floor). Goal: p99 < 100 ms; the spec asks < 1 s."
     )
     return [
         Figure(
