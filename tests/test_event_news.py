@@ -18,9 +18,9 @@ from api.routes.events import CanvasStreamState, canvas_update, job_event
 from core.db import libpq_url, transaction
 from core.events import CHANNEL, MAX_CARRIED_EVENTS, News, Subscription
 from models.payloads import ImageJobInput, PromptSpec
-from models.schemas import BoardNode
+from models.schemas import BoardNode, BoardSave
 from models.vocabulary import EventKind
-from store import canvas_nodes, run_events, runs
+from store import canvas_nodes, canvases, run_events, runs
 
 
 def test_news_collects_what_each_notification_names() -> None:
@@ -222,3 +222,38 @@ async def test_a_carried_row_streams_exactly_as_the_stored_row_reads(
     assert list(news.carried_nodes) == ["small"] and news.nodes == {"large": 1}
     carried = news.carried_nodes["small"]
     assert (BoardNode.from_row(carried), carried.version) == (BoardNode.from_row(small), small.version)
+
+
+async def test_a_node_deleted_by_a_save_and_made_again_streams_from_its_first_version(
+    db_sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    canvas_id = f"news-{uuid.uuid4().hex[:8]}"
+
+    async def save(*node_ids: str) -> None:
+        board = BoardSave(nodes=[BoardNode(id=node_id, data={"prompt": node_id}) for node_id in node_ids])
+        async with transaction(db_sessions) as session:
+            await canvases.save_board(session, canvas_id=canvas_id, board=board, expected_version=None)
+
+    async def touch(node_id: str, times: int) -> int:
+        async with transaction(db_sessions) as session:
+            for index in range(times):
+                node = await canvas_nodes.upsert_node(
+                    session, canvas_id=canvas_id, node_id=node_id, node_type=None, position=None, data={"n": index}
+                )
+        return node.version
+
+    async def update(news: News) -> list[tuple[str | None, Any]]:
+        async with db_sessions() as session:
+            found = await canvas_update(session, canvas_id, news, sent, after=0)
+        return [(message.event, json.loads(message.data).get("id")) for message in found.messages]
+
+    sent = CanvasStreamState()
+    await save("a", "b")
+    await update(News(everything=True))
+    version = await touch("b", 3)
+    assert await update(News(nodes={"b": version})) == [("node", "b")]
+    await save("a")  # b is deleted
+    assert await update(News(board_version=2)) == [("board", None)]
+    again = await touch("b", 1)  # b again, at a version below the one last sent for the old b
+    assert again < version
+    assert await update(News(nodes={"b": again})) == [("node", "b")]

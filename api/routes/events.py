@@ -205,12 +205,16 @@ async def canvas_update(
     came without theirs are read."""
     messages: list[ServerSentEvent] = []
     board = await canvases.board_version(session, canvas_id=canvas_id) if news.everything else news.board_version
-    if board is not None and board != sent.board_version:
+    saved = board is not None and board != sent.board_version
+    if saved:
         if sent.board_version is not None:
             # A save (another tab's, say) may have deleted nodes or changed edges: reload the board.
             messages.append(ServerSentEvent(event="board", data=json.dumps({"version": board})))
         sent.board_version = board
-    for node in await changed_nodes(session, canvas_id, news, sent.node_versions):
+    # A save may delete a node, and a node made again under its id counts its versions from 1 anew: read the whole
+    # board then, so the versions sent are those of the nodes that exist.
+    full = news.everything or saved
+    for node in await changed_nodes(session, canvas_id, news, sent.node_versions, full=full):
         sent.node_versions[node.id] = node.version
         messages.append(ServerSentEvent(event="node", data=BoardNode.from_row(node).model_dump_json(by_alias=True)))
     if news.everything or news.events:
@@ -228,12 +232,15 @@ async def canvas_update(
 
 
 async def changed_nodes(
-    session: AsyncSession, canvas_id: str, news: News, sent_versions: dict[str, int]
+    session: AsyncSession, canvas_id: str, news: News, sent_versions: dict[str, int], *, full: bool
 ) -> list[WorkflowNode]:
-    """The nodes whose version differs from the one sent: all of the board's on a full read, else the notified
-    ones not already sent at that version (carried, or read when they came without their rows)."""
-    if news.everything:
+    """The nodes whose version differs from the one sent: all of the board's on a `full` read (which also forgets
+    the versions of deleted nodes in `sent_versions`), else the notified ones not already sent at that version
+    (carried, or read when they came without their rows)."""
+    if full:
         nodes = await canvas_nodes.list_nodes(session, canvas_id=canvas_id)
+        for gone in set(sent_versions) - {node.id for node in nodes}:
+            del sent_versions[gone]
         return [node for node in nodes if sent_versions.get(node.id) != node.version]
     carried = [node for node in news.carried_nodes.values() if sent_versions.get(node.id, -1) < node.version]
     wanted = [node for node, version in news.nodes.items() if sent_versions.get(node, -1) < version]
