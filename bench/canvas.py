@@ -1,18 +1,21 @@
 """Figure 9: a canvas run against the same jobs started one by one, and how long the run's history grows.
 
 The board is `nodes` image nodes (local provider, no delay) in chains of `CHAIN` (each refines the one before), so
-the run has work it must order; the floor is the run's own jobs again (the same requests, refinements with the
-image they started from) through POST /v1/jobs at once. Both are timed from the first request to the end.
+the run has work it must order. The floors are the run's own jobs again (the same requests, refinements with the
+image they started from) through POST /v1/jobs: chain by chain, each job once the one before it completed, as a
+client would order them itself; and all at once, as if nothing depended on anything. All are timed from the first
+request to the end.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 from sqlalchemy import text
 
-from bench.drive import BenchConfig, history_length, new_tag, poll, wait_for_closed
+from bench.drive import BenchConfig, history_length, job_completes, new_tag, poll, wait_for_closed
 from bench.report import Figure, Series
 from bench.stack import BenchError, BenchStack, Workers
 
@@ -54,9 +57,9 @@ async def run_board(stack: BenchStack, config: BenchConfig, nodes: int) -> tuple
     return time.monotonic() - started, str(answer.json()["runId"])
 
 
-async def same_jobs_independently(stack: BenchStack, config: BenchConfig, run_id: str) -> float:
-    """The run's own jobs again, each with the request it ran with (refinements with the image they started
-    from), all started at once through POST /v1/jobs: the same work with nothing to order."""
+async def run_requests(stack: BenchStack, run_id: str, canvas: str) -> list[dict[str, Any]]:
+    """The run's own jobs as POST /v1/jobs bodies on `canvas`, each with the request it ran with (refinements with
+    the image they started from), in node order: a chain's nodes one after another."""
     async with stack.sessions() as session:
         found = await session.execute(
             text(
@@ -65,17 +68,44 @@ async def same_jobs_independently(stack: BenchStack, config: BenchConfig, run_id
             ),
             {"run": run_id},
         )
-        requests = found.all()
-    canvas = new_tag("canvas-floor")
-    bodies = [
+        requests = sorted(found.all(), key=lambda row: int(row[0].removeprefix("n")))
+    return [
         {"workflowId": canvas, "nodeId": node, "provider": provider, "promptSpec": request["promptSpec"]}
         for node, provider, request in requests
     ]
+
+
+async def post_job(stack: BenchStack, body: dict[str, Any]) -> str:
+    answer = await stack.http.post("/v1/jobs", json=body)
+    if answer.status_code != 202:
+        raise BenchError(f"POST /v1/jobs answered {answer.status_code}: {answer.text}")
+    return str(answer.json()["jobId"])
+
+
+async def same_jobs_at_once(stack: BenchStack, config: BenchConfig, run_id: str) -> float:
+    """The run's own jobs again, all started at once through POST /v1/jobs: the same work, nothing ordered."""
+    canvas = new_tag("canvas-floor")
+    bodies = await run_requests(stack, run_id, canvas)
     started = time.time()
     for body in bodies:
-        answer = await stack.http.post("/v1/jobs", json=body)
-        if answer.status_code != 202:
-            raise BenchError(f"POST /v1/jobs answered {answer.status_code}: {answer.text}")
+        await post_job(stack, body)
+    closes = await wait_for_closed(stack, canvas, len(bodies), config)
+    return max(close.timestamp() for close in closes) - started
+
+
+async def same_jobs_chain_by_chain(stack: BenchStack, config: BenchConfig, run_id: str) -> float:
+    """The run's own jobs again through POST /v1/jobs, as a client would order them without canvas runs: every
+    chain at once, each job of a chain started once the one before it completed."""
+    canvas = new_tag("canvas-chains")
+    bodies = await run_requests(stack, run_id, canvas)
+    chains = [bodies[start : start + CHAIN] for start in range(0, len(bodies), CHAIN)]
+
+    async def one_chain(chain: list[dict[str, Any]]) -> None:
+        for body in chain:
+            await job_completes(stack, await post_job(stack, body))  # its stream's `completed`, as a client hears
+
+    started = time.time()
+    await asyncio.gather(*(one_chain(chain) for chain in chains))
     closes = await wait_for_closed(stack, canvas, len(bodies), config)
     return max(close.timestamp() for close in closes) - started
 
@@ -85,7 +115,8 @@ async def canvas_run(stack: BenchStack, config: BenchConfig, workers: Workers) -
     history = await history_length(stack, run_id)
     _, large_run = await run_board(stack, config, config.large_board_nodes)
     large_history = await history_length(stack, large_run)
-    floor = await same_jobs_independently(stack, config, run_id)
+    chain_by_chain = await same_jobs_chain_by_chain(stack, config, run_id)
+    at_once = await same_jobs_at_once(stack, config, run_id)
     return Figure(
         number="9",
         title=f"canvas run, {config.board_nodes} nodes in chains of {CHAIN}",
@@ -100,12 +131,19 @@ async def canvas_run(stack: BenchStack, config: BenchConfig, workers: Workers) -
             temporalHistoryLimit=51_200,
         ),
         floors=[
-            Series.of_value(f"the same {config.board_nodes} jobs started independently", floor, config.board_nodes)
+            Series.of_value(
+                f"the same {config.board_nodes} jobs, each chain in order", chain_by_chain, config.board_nodes
+            ),
+            Series.of_value(
+                f"the same {config.board_nodes} jobs at once, ignoring the chains", at_once, config.board_nodes
+            ),
         ],
         method=(
-            "local provider, no delay. Product: POST .../runs until the run reads completed; floor: the run's own "
-            "jobs, each with the request it ran (refinements with their input image), POSTed to /v1/jobs at once "
-            "until the last workflow closed. parentHistoryEvents: "
-            f"the run workflow's history length, for {config.board_nodes} and {config.large_board_nodes} nodes."
+            "local provider, no delay. Product: POST .../runs until the run reads completed (polled every 50 ms); "
+            "floors: the run's own jobs, each with the request it ran (refinements with their input image), POSTed "
+            "to /v1/jobs until the last workflow closed: every chain at once with each job started when the one "
+            "before it completed, as its stream said (what a client does without canvas runs), or all at once, as "
+            "if nothing depended on anything. parentHistoryEvents: the run workflow's history length, for "
+            f"{config.board_nodes} and {config.large_board_nodes} nodes."
         ),
     )
