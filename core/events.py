@@ -56,6 +56,25 @@ def topics_of(notification: dict[str, Any]) -> list[Topic]:
 MAX_CARRIED_EVENTS = 256
 
 
+@dataclass(frozen=True)
+class Notice:
+    """One notification as the bus read it: its fields, and the row it carries (a job event's or a node's), built
+    once for all the streams it concerns."""
+
+    fields: dict[str, Any]
+    event: RunEvent | None = None
+    node: WorkflowNode | None = None
+
+    @classmethod
+    def parse(cls, fields: dict[str, Any]) -> Notice:
+        kind = fields.get("kind")
+        if kind == "event":
+            return cls(fields, event=carried_event(fields))
+        if kind == "node" and fields.get("nodeId"):
+            return cls(fields, node=carried_node(fields))
+        return cls(fields)
+
+
 @dataclass
 class News:
     """What changed on a subscription's topics since its stream last looked: send the carried rows and read only
@@ -70,12 +89,13 @@ class News:
     board_version: int | None = None
     canvas_runs: set[str] = field(default_factory=set)
 
-    def add(self, notification: dict[str, Any]) -> None:
+    def add(self, notice: Notice) -> None:
+        notification = notice.fields
         kind = notification.get("kind")
         if kind == "event":
-            self._add_event(notification)
+            self._add_event(notice.event)
         elif kind == "node" and notification.get("nodeId"):
-            self._add_node(notification)
+            self._add_node(notification, notice.node)
         elif kind == "board":
             self.board_version = max(int(notification.get("version") or 0), self.board_version or 0)
         elif kind == "canvas_run" and notification.get("canvasRunId"):
@@ -87,21 +107,19 @@ class News:
         """The carried events a stream that has sent up to `event_id` still owes, in id order (as a read gives)."""
         return sorted((event for event in self.carried_events if (event.id or 0) > event_id), key=lambda e: e.id or 0)
 
-    def _add_event(self, notification: dict[str, Any]) -> None:
+    def _add_event(self, event: RunEvent | None) -> None:
         if self.events:
             return  # the stream reads the events anyway
-        event = carried_event(notification)
         if event is None or len(self.carried_events) >= MAX_CARRIED_EVENTS:
             self.events, self.carried_events = True, []
         else:
             self.carried_events.append(event)
 
-    def _add_node(self, notification: dict[str, Any]) -> None:
+    def _add_node(self, notification: dict[str, Any], row: WorkflowNode | None) -> None:
         node_id, version = str(notification["nodeId"]), int(notification.get("version") or 0)
         carried = self.carried_nodes.get(node_id)
         if version <= max(self.nodes.get(node_id, -1), carried.version if carried else -1):
             return  # a late notification of an older version
-        row = carried_node(notification)
         if row is not None and node_id not in self.nodes:
             self.carried_nodes[node_id] = row
         else:
@@ -158,8 +176,8 @@ class Subscription:
         self._news = News(everything=True)
         self.wake.set()
 
-    def notify(self, notification: dict[str, Any]) -> None:
-        self._news.add(notification)
+    def notify(self, notice: Notice) -> None:
+        self._news.add(notice)
         self.wake.set()
 
     def resync(self) -> None:
@@ -216,9 +234,12 @@ class EventBus:
         return sum(len(wakes) for wakes in self._subscribers.values())
 
     def _deliver(self, notification: dict[str, Any]) -> None:
-        for topic in topics_of(notification):
-            for subscription in self._subscribers.get(topic, ()):
-                subscription.notify(notification)
+        subscriptions = [sub for topic in topics_of(notification) for sub in self._subscribers.get(topic, ())]
+        if not subscriptions:
+            return  # no stream cares: its row is not even built
+        notice = Notice.parse(notification)
+        for subscription in subscriptions:
+            subscription.notify(notice)
 
     def _resync_all(self) -> None:
         for subscriptions in self._subscribers.values():

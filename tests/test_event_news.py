@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.routes.events import CanvasStreamState, canvas_update, job_event
 from core.db import libpq_url, transaction
-from core.events import CHANNEL, MAX_CARRIED_EVENTS, News, Subscription
+from core.events import CHANNEL, MAX_CARRIED_EVENTS, News, Notice, Subscription
 from models.payloads import ImageJobInput, PromptSpec
 from models.schemas import BoardNode, BoardSave
 from models.vocabulary import EventKind
@@ -33,20 +33,20 @@ def test_news_collects_what_each_notification_names() -> None:
         {"kind": "event", "id": 41, "runId": "job-1", "canvasId": "c"},
         {"kind": "canvas_run", "canvasId": "c", "canvasRunId": "crun-1"},
     ):
-        news.add(notification)
+        news.add(Notice.parse(notification))
     assert news == News(events=True, nodes={"a": 3, "b": 1}, board_version=7, canvas_runs={"crun-1"})
 
 
 def test_a_notification_of_an_unknown_kind_asks_for_everything() -> None:
     news = News()
-    news.add({"kind": "something_new", "canvasId": "c"})
+    news.add(Notice.parse({"kind": "something_new", "canvasId": "c"}))
     assert news.everything
 
 
 async def test_a_subscription_starts_with_everything_then_hands_over_news_once() -> None:
     subscription = Subscription()
     assert (await subscription.next_news(timeout=1)).everything
-    subscription.notify({"kind": "node", "nodeId": "a", "version": 1})
+    subscription.notify(Notice.parse({"kind": "node", "nodeId": "a", "version": 1}))
     assert await subscription.next_news(timeout=1) == News(nodes={"a": 1})
     # Nothing new for a while: read everything again, in case a notification was lost.
     assert (await subscription.next_news(timeout=0.01)).everything
@@ -107,7 +107,7 @@ def test_news_keeps_carried_rows_and_reads_only_what_came_without() -> None:
         node_notification("b", 1, data={"prompt": "b"}),
         node_notification("b", 2),  # too large to carry: b is read, its older carried row dropped
     ):
-        news.add(notification)
+        news.add(Notice.parse(notification))
     assert not news.events and news.nodes == {"b": 2}
     assert [(event.id, event.kind, event.payload) for event in news.carried_events_after(0)] == [
         (41, "log", {"message": "hello"}),
@@ -122,18 +122,17 @@ def test_news_keeps_carried_rows_and_reads_only_what_came_without() -> None:
 
 def test_an_event_without_its_row_or_past_the_bound_has_the_stream_read_the_events() -> None:
     news = News()
-    news.add(event_notification(1, row=LOG_ROW))
-    news.add(event_notification(2))
-    news.add(event_notification(3, row=LOG_ROW))
+    for notification in (event_notification(1, row=LOG_ROW), event_notification(2), event_notification(3, row=LOG_ROW)):
+        news.add(Notice.parse(notification))
     assert news.events and news.carried_events == []
 
     slow = News()
     for event_id in range(MAX_CARRIED_EVENTS + 1):
-        slow.add(event_notification(event_id + 1, row=LOG_ROW))
+        slow.add(Notice.parse(event_notification(event_id + 1, row=LOG_ROW)))
     assert slow.events and slow.carried_events == []
 
     odd = News()
-    odd.add(event_notification(1, row={"kind": "log", "payload": {}, "ts": "yesterday"}))
+    odd.add(Notice.parse(event_notification(1, row={"kind": "log", "payload": {}, "ts": "yesterday"})))
     assert odd.events
 
 
@@ -142,8 +141,8 @@ async def test_a_canvas_stream_sends_carried_rows_without_reading_them(
 ) -> None:
     canvas_id = f"news-{uuid.uuid4().hex[:8]}"  # nothing of it is stored: whatever is sent came from the news
     news = News()
-    news.add(node_notification("a", 3, data={"prompt": "carried"}) | {"canvasId": canvas_id})
-    news.add(event_notification(7, row=LOG_ROW) | {"canvasId": canvas_id})
+    news.add(Notice.parse(node_notification("a", 3, data={"prompt": "carried"}) | {"canvasId": canvas_id}))
+    news.add(Notice.parse(event_notification(7, row=LOG_ROW) | {"canvasId": canvas_id}))
     sent = CanvasStreamState(node_versions={"a": 2})
     async with db_sessions() as session:
         update = await canvas_update(session, canvas_id, news, sent, after=5)
@@ -208,7 +207,7 @@ async def test_a_carried_row_streams_exactly_as_the_stored_row_reads(
     )
     news = News()
     for notification in notified:
-        news.add(notification)
+        news.add(Notice.parse(notification))
     async with db_sessions() as session:
         await session.execute(text("SET TIME ZONE 'Asia/Kolkata'"))
         stored_events = await run_events.list_events(session, job_id=job_id)

@@ -117,7 +117,6 @@ async def stream_job_events(
         async with state.bus.subscribe(job_topic(job_id)) as subscription:
             while True:
                 news = await subscription.next_news(timeout=RECHECK_SECONDS)
-                finished, stored = False, news.carried_events_after(after)
                 if news.everything or news.events:
                     async with state.autocommit_sessions() as reader:
                         # On a full read, the status comes before the events: a run that had ended then has its
@@ -125,6 +124,8 @@ async def stream_job_events(
                         # notified event needs no status: the stream ends with the terminal event itself.
                         finished = news.everything and await runs.is_finished(reader, job_id=job_id)
                         stored = await run_events.list_events(reader, job_id=job_id, after_id=after)
+                else:
+                    finished, stored = False, news.carried_events_after(after)
                 for event in stored:
                     yield job_event(event)
                     after = event.id or after
