@@ -1,6 +1,7 @@
 // One EventSource per open board: node updates (coalesced into one render per animation frame, so fifty jobs
 // updating at once cost one update), board saves by others, and job events (failures raise a toast).
 import { useEffect, useRef } from "react";
+import { flushSync } from "react-dom";
 import { canvasToken, type BoardNode, type CanvasRunView, type ImageProgressEvent } from "../api";
 
 const REOPEN_MS = 2000;
@@ -24,11 +25,13 @@ export function useBoardStream(canvasId: string, needsToken: boolean, handlers: 
     let pending: BoardNode[] = [];
     let frame: number | null = null;
 
+    // Rendered inside the frame's callback (flushSync): a state update made there would otherwise wait for a task
+    // of React's own, which runs after this frame is painted, and show a frame later.
     const flush = () => {
       frame = null;
       const batch = pending;
       pending = [];
-      if (batch.length) latest.current.onNodes(batch);
+      if (batch.length) flushSync(() => latest.current.onNodes(batch));
     };
 
     const open = async () => {
