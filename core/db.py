@@ -10,6 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from core.config import Settings
+from core.db_pool import FirstComePool
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,9 +29,11 @@ def libpq_url(url: str) -> str:
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
-    """One pooled engine per process; `pool_pre_ping` survives a database restart."""
+    """One pooled engine per process; `pool_pre_ping` survives a database restart, and the pool serves whoever
+    waited longest first (core/db_pool.py)."""
     return create_async_engine(
         sqlalchemy_url(settings.require_database_url()),
+        poolclass=FirstComePool,
         pool_size=settings.DATABASE_POOL_SIZE,
         max_overflow=settings.DATABASE_POOL_SIZE,
         pool_pre_ping=True,
