@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import exc, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.util import greenlet_spawn
-from sqlalchemy.util.queue import Empty
+from sqlalchemy.util.queue import Empty, Full
 
 from core.db import sqlalchemy_url
 from core.db_pool import FirstComePool, FirstComeQueue
@@ -92,3 +92,17 @@ async def test_without_a_waiter_an_item_waits_in_the_queue_and_a_get_that_cannot
     queue.put("connection", block=False)
     assert queue.qsize() == 1
     assert await greenlet_spawn(queue.get, True, 1) == "connection"
+
+
+async def test_an_item_handed_to_a_cancelled_waiter_stays_in_the_pool_even_past_its_size() -> None:
+    queue: FirstComeQueue[str] = FirstComeQueue(maxsize=1)
+    waiter = asyncio.create_task(greenlet_spawn(queue.get, True, 5))
+    await asyncio.sleep(0.05)
+    queue.put("overflow connection", block=False)  # handed to the waiter...
+    waiter.cancel()  # ...cancelled before it runs again,
+    queue.put("idle connection", block=False)  # while the queue fills up
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert queue.qsize() == 2  # the pool closes the surplus when it is checked out and returned
+    with pytest.raises(Full):
+        queue.put("one more", block=False)
