@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from bench.drive import BenchConfig, history_length, job_completes, new_tag, poll, wait_for_closed
+from bench.drive import BenchConfig, history_length, job_completes, new_tag, poll, post_job, wait_for_closed
 from bench.report import Figure, Series
 from bench.stack import BenchError, BenchStack, Workers
 
@@ -75,20 +75,13 @@ async def run_requests(stack: BenchStack, run_id: str, canvas: str) -> list[dict
     ]
 
 
-async def post_job(stack: BenchStack, body: dict[str, Any]) -> str:
-    answer = await stack.http.post("/v1/jobs", json=body)
-    if answer.status_code != 202:
-        raise BenchError(f"POST /v1/jobs answered {answer.status_code}: {answer.text}")
-    return str(answer.json()["jobId"])
-
-
 async def same_jobs_at_once(stack: BenchStack, config: BenchConfig, run_id: str) -> float:
     """The run's own jobs again, all started at once through POST /v1/jobs: the same work, nothing ordered."""
     canvas = new_tag("canvas-floor")
     bodies = await run_requests(stack, run_id, canvas)
     started = time.time()
     for body in bodies:
-        await post_job(stack, body)
+        await post_job(stack.http, body)
     closes = await wait_for_closed(stack, canvas, len(bodies), config)
     return max(close.timestamp() for close in closes) - started
 
@@ -102,7 +95,7 @@ async def same_jobs_chain_by_chain(stack: BenchStack, config: BenchConfig, run_i
 
     async def one_chain(chain: list[dict[str, Any]]) -> None:
         for body in chain:
-            await job_completes(stack, await post_job(stack, body))  # its stream's `completed`, as a client hears
+            await job_completes(stack, await post_job(stack.http, body))  # its stream's `completed`, as a client hears
 
     started = time.time()
     await asyncio.gather(*(one_chain(chain) for chain in chains))

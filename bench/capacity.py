@@ -27,6 +27,7 @@ from bench.drive import (
     history_length,
     job_completes,
     new_tag,
+    post_job,
     send_webhook,
     start_floor,
     start_job,
@@ -255,11 +256,7 @@ async def start_refinement(stack: BenchStack, canvas: str, node: str, previous_i
         "provider": "local",
         "promptSpec": {"basePrompt": f"benchmark {node}", "size": "512x512", "previousImage": previous_image},
     }
-    response = await stack.http.post("/v1/jobs", json=body)
-    if response.status_code != 202:
-        raise BenchError(f"POST /v1/jobs answered {response.status_code}: {response.text}")
-    job_id: str = response.json()["jobId"]
-    return job_id
+    return await post_job(stack.http, body)
 
 
 def thumbnail_path(stack: BenchStack, pixels: int, child_peaks: dict[int, int]) -> str:

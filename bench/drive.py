@@ -137,6 +137,15 @@ class CpuWindow:
         return {name: (after[name] - self._before[name]) * 1000 / count for name in after if name in self._before}
 
 
+async def post_job(http: httpx.AsyncClient, body: dict[str, Any]) -> str:
+    """POST /v1/jobs; the job's id, or BenchError on anything but 202."""
+    response = await http.post("/v1/jobs", json=body)
+    if response.status_code != 202:
+        raise BenchError(f"POST /v1/jobs answered {response.status_code}: {response.text[:300]}")
+    job_id: str = response.json()["jobId"]
+    return job_id
+
+
 async def start_job(
     stack: BenchStack, canvas: str, node: str, *, provider: str = "local", model: str | None = None
 ) -> str:
@@ -148,11 +157,7 @@ async def start_job(
     }
     if model:
         body["model"] = model
-    response = await stack.http.post("/v1/jobs", json=body)
-    if response.status_code != 202:
-        raise BenchError(f"POST /v1/jobs answered {response.status_code}: {response.text}")
-    job_id: str = response.json()["jobId"]
-    return job_id
+    return await post_job(stack.http, body)
 
 
 async def start_floor(stack: BenchStack, run: Any, queue: str, tag: str, *arguments: Any) -> WorkflowHandle[Any, Any]:

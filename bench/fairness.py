@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import httpx
 from sqlalchemy import text
 
-from bench.drive import IMAGE_SIZE, BenchConfig, bounded, poll
+from bench.drive import IMAGE_SIZE, BenchConfig, bounded, poll, post_job
 from bench.report import Figure, Series
-from bench.stack import BenchError, BenchStack, Workers, free_port, running_api
+from bench.stack import BenchStack, Workers, free_port, running_api
 
 ADMIN_KEY = "bench-admin-key"
 # How far apart the busy samples are: spread over the burst's backlog rather than all at its start.
@@ -53,11 +53,7 @@ async def new_tenant(url: str, name: str) -> AsyncIterator[TenantClient]:
 
 async def start(tenant: TenantClient, canvas: str, node: str) -> str:
     body = {"workflowId": canvas, "nodeId": node, "promptSpec": {"basePrompt": f"fair {node}", "size": IMAGE_SIZE}}
-    answer = await tenant.http.post("/v1/jobs", json=body)
-    if answer.status_code != 202:
-        raise BenchError(f"POST /v1/jobs answered {answer.status_code}: {answer.text[:300]}")
-    job_id: str = answer.json()["jobId"]
-    return job_id
+    return await post_job(tenant.http, body)
 
 
 _UNTIL_RUNNING = text(
