@@ -111,6 +111,7 @@ class Handoff:
         self._sessions = sessions
         self._slots = TenantSlots(MAX_IN_FLIGHT, MAX_IN_FLIGHT_PER_TENANT)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._sent = SentSignals(sessions)
 
     # `start` and `signal` return at once, their work under way. They are coroutines so that a route can hand them
     # to its BackgroundTasks, which run only once the answer is sent: the work must not delay the answer.
@@ -136,7 +137,8 @@ class Handoff:
         """Send a taken delivery's event to its job's workflow."""
 
         async def work() -> None:
-            await deliver_signal(await self._connected(), self._sessions, signal_id, job_id, event)
+            await send_signal(await self._connected(), signal_id, job_id, event)
+            self._sent.forget(signal_id)
 
         self._spawn(work, f"signal {signal_id} to {job_id}", SIGNALS)
 
@@ -147,6 +149,7 @@ class Handoff:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._sent.aclose(timeout)
 
     async def _connected(self) -> Client:
         try:
@@ -283,11 +286,9 @@ async def fail_unstartable(sessions: async_sessionmaker[AsyncSession], job: Imag
         metrics.job_ended(ended, change)
 
 
-async def deliver_signal(
-    client: Client, sessions: async_sessionmaker[AsyncSession], signal_id: int, job_id: str, event: ProviderEvent
-) -> None:
-    """Signal the event, then forget it: a workflow that has ended no longer needs it, and one that cannot take
-    it (not a transient error) finishes by polling its provider instead."""
+async def send_signal(client: Client, signal_id: int, job_id: str, event: ProviderEvent) -> None:
+    """Signal the event. Returning means it can be forgotten: a workflow that has ended no longer needs it, and
+    one that cannot take it (not a transient error, which propagates) finishes by polling its provider instead."""
     try:
         await signal_provider_event(client, job_id, event)
     except RPCError as error:
@@ -297,8 +298,42 @@ async def deliver_signal(
         raise
     except Exception:
         log.exception("signal %d to %s cannot be sent; the job will poll its provider instead", signal_id, job_id)
-    async with transaction(sessions) as session:
-        await deliveries.forget_signal(session, signal_id=signal_id)
+
+
+class SentSignals:
+    """Forgets the pending signals this process has sent, many in one statement.
+
+    In a storm of webhooks a DELETE per signal would take a pooled connection and a round trip per signal from
+    the requests being answered. The ids sent while one DELETE runs go into the next, so a batch is as large as
+    the load makes it and no id waits on a timer. A batch that is lost (the process stops, the database is away)
+    only leaves rows the sweep sends again, and a workflow takes a delivery once."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+        self._ids: list[int] = []
+        self._flushing: asyncio.Task[None] | None = None
+
+    def forget(self, signal_id: int) -> None:
+        self._ids.append(signal_id)
+        if self._flushing is None:
+            self._flushing = asyncio.create_task(self._flush())
+
+    async def aclose(self, timeout: float) -> None:
+        """Let the last batch be forgotten for up to `timeout`; what is left is the sweep's."""
+        if self._flushing is not None:
+            await asyncio.wait([self._flushing], timeout=timeout)
+
+    async def _flush(self) -> None:
+        try:
+            while self._ids:
+                ids, self._ids = self._ids, []
+                try:
+                    async with transaction(self._sessions) as session:
+                        await deliveries.forget_signals(session, signal_ids=ids)
+                except TRANSIENT_ERRORS as error:
+                    log.warning("%d sent signals left to the sweep, which sends them again: %s", len(ids), error)
+        finally:
+            self._flushing = None
 
 
 async def sweep(
@@ -375,15 +410,20 @@ async def _sweep_canvas_runs(
 async def _sweep_signals(client: Client, sessions: async_sessionmaker[AsyncSession], older_than_seconds: float) -> int:
     async with sessions() as session:
         unsent = await deliveries.unsent_signals(session, older_than_seconds=older_than_seconds, limit=SWEEP_BATCH)
-    for signal_id, job_id, stored in unsent:
-        try:
-            event = event_from_json(stored)
-        except Exception:  # a row no version of this code could have written; keeping it would block the sweep
-            log.exception("pending signal %d to %s is unreadable; dropped", signal_id, job_id)
+    done: list[int] = []
+    try:
+        for signal_id, job_id, stored in unsent:
+            try:
+                event = event_from_json(stored)
+            except Exception:  # a row no version of this code could have written; keeping it would block the sweep
+                log.exception("pending signal %d to %s is unreadable; dropped", signal_id, job_id)
+            else:
+                await send_signal(client, signal_id, job_id, event)
+            done.append(signal_id)
+    finally:
+        if done:
             async with transaction(sessions) as session:
-                await deliveries.forget_signal(session, signal_id=signal_id)
-            continue
-        await deliver_signal(client, sessions, signal_id, job_id, event)
+                await deliveries.forget_signals(session, signal_ids=done)
     return len(unsent)
 
 

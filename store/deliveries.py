@@ -113,9 +113,9 @@ async def take_delivery(session: AsyncSession, *, delivery: Delivery) -> Webhook
     return WebhookTarget(status=row[0], provider=row[1], owner=row[2], seen=bool(row[3]), signal_id=row[4])
 
 
-async def forget_signal(session: AsyncSession, *, signal_id: int) -> None:
-    """The signal was delivered (or its workflow has ended): nothing is left to send."""
-    await session.execute(text("DELETE FROM pending_signals WHERE id = :id"), {"id": signal_id})
+async def forget_signals(session: AsyncSession, *, signal_ids: list[int]) -> None:
+    """These signals were delivered (or their workflows have ended): nothing is left to send."""
+    await session.execute(text("DELETE FROM pending_signals WHERE id = ANY(:ids)"), {"ids": signal_ids})
 
 
 async def unsent_signals(

@@ -10,16 +10,16 @@ from types import SimpleNamespace
 from typing import Any
 
 import httpx
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.routes.jobs import job_from_request
 from core.config import Settings
-from core.db import transaction
+from core.db import session_factory, transaction
 from handoff.starts import job_from_run, new_job_id, start_job
-from handoff.sweep import Handoff, TenantSlots, backlog
+from handoff.sweep import Handoff, SentSignals, TenantSlots, backlog
 from models.schemas import StartImageJobRequest
 from models.tenancy import DEFAULT_TENANT
 from providers.discovery import build_directory
@@ -249,3 +249,24 @@ async def test_one_tenants_burst_of_handoffs_leaves_slots_for_another_tenant() -
     release.set()
     await asyncio.gather(*burst, single)
     assert len(held) == 6 and slots._lines == {}, "a finished line kept its memory"
+
+
+async def test_signals_sent_together_are_forgotten_in_one_statement(db_engine: AsyncEngine) -> None:
+    forgotten: list[list[int]] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.startswith("DELETE FROM pending_signals"):
+            forgotten.append(sorted(parameters["ids"]))
+
+    event.listen(db_engine.sync_engine, "before_cursor_execute", note)
+    try:
+        sent = SentSignals(session_factory(db_engine))
+        for signal_id in range(1, 51):  # sent while nothing is being forgotten yet: one batch
+            sent.forget(signal_id)
+        await asyncio.sleep(0)  # the first DELETE is under way; these wait for the next
+        sent.forget(51)
+        sent.forget(52)
+        await sent.aclose(timeout=5)
+    finally:
+        event.remove(db_engine.sync_engine, "before_cursor_execute", note)
+    assert forgotten == [list(range(1, 51)), [51, 52]]

@@ -559,6 +559,49 @@ async def test_a_webhook_storm_past_the_in_flight_limit_gets_503_with_retry_afte
     assert [answer.status_code for answer in retried] == [200] * len(shed)
 
 
+async def test_a_burst_of_webhooks_reaches_every_job_and_leaves_no_signal_pending(
+    provider_settings: Settings,
+    fake_providers: FakeProviders,
+    temporal_client: Client,
+    db_sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    fake_providers.options.webhooks = False
+    settings = make_settings(provider_settings, **NO_POLLING)  # the default grace: the sweep stays out of it
+    async with running_stack(settings, temporal_client) as stack:
+        started = await asyncio.gather(*(start_replicate_job(stack) for _ in range(8)))
+        job_ids = [job["jobId"] for job in started]
+        await asyncio.gather(*(wait_until_attached(stack, job_id) for job_id in job_ids))
+        bodies = [json.dumps(await succeeded_prediction(fake_providers, stack, job_id)).encode() for job_id in job_ids]
+        answers = await asyncio.gather(
+            *(
+                stack.api.post(hook_path(settings, "replicate", job_id), content=body, headers=signed_headers(body))
+                for job_id, body in zip(job_ids, bodies, strict=True)
+            )
+        )
+        records = [await stack.wait(job_id) for job_id in job_ids]
+
+        async def none_pending() -> bool:
+            return all([await pending_signal_count(db_sessions, job_id) == 0 for job_id in job_ids])
+
+        await eventually(none_pending, what="the sent signals to be forgotten", timeout=5)
+
+    assert [answer.json() for answer in answers] == [{"status": "accepted"}] * len(job_ids)
+    assert [record["status"] for record in records] == ["completed"] * len(job_ids)
+    assert fake_providers.requests("GET", POLLS) == []
+
+
+async def succeeded_prediction(fake: FakeProviders, stack: Stack, job_id: str) -> dict[str, Any]:
+    """The job's prediction, once the fake has finished it."""
+    prediction_id = (await stack.job(job_id))["providerJobId"]
+
+    def done() -> dict[str, Any] | None:
+        prediction = fake.state.predictions[prediction_id]
+        return {**prediction} if prediction["status"] == "succeeded" else None
+
+    found: dict[str, Any] = await eventually(done, what=f"prediction {prediction_id} to succeed")
+    return found
+
+
 @pytest.mark.parametrize(
     "model",
     [
