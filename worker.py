@@ -28,7 +28,7 @@ from activities.log_context import JobLogContext
 from activities.outbound import OutboundActivities
 from activities.runs import CanvasRunActivities, RunActivities
 from core.config import Settings, get_settings, warn_about_lookalikes
-from core.db import create_engine, session_factory, transaction
+from core.db import autocommit_session_factory, create_engine, session_factory, transaction
 from core.logs import configure_logging
 from core.metrics import HANDOFF_BACKLOG
 from core.storage import ObjectStorage, build_storage
@@ -58,6 +58,7 @@ class WorkerResources:
 
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    autocommit_sessions: async_sessionmaker[AsyncSession]  # for steps that are one statement, atomic by itself
     storage: ObjectStorage
     http: httpx.AsyncClient
     providers: dict[str, ImageProvider]
@@ -72,15 +73,23 @@ def provider_http_client(settings: Settings) -> httpx.AsyncClient:
     )
 
 
+def worker_engine(settings: Settings) -> AsyncEngine:
+    """The worker's pool, without a ping per checkout: every database step is retried by Temporal (and the sweep
+    runs again), so a connection a database restart left stale costs one attempt, not a job, and the ping would
+    cost a round trip on every step of every job."""
+    return create_engine(settings, pre_ping=False)
+
+
 @asynccontextmanager
 async def worker_resources(settings: Settings) -> AsyncIterator[WorkerResources]:
-    engine = create_engine(settings)
+    engine = worker_engine(settings)
     storage = build_storage(settings)
     http = provider_http_client(settings)
     try:
         yield WorkerResources(
             engine=engine,
             sessions=session_factory(engine),
+            autocommit_sessions=autocommit_session_factory(engine),
             storage=storage,
             http=http,
             providers=build_providers(settings, http),
@@ -123,7 +132,12 @@ def workflow_runner(settings: Settings) -> WorkflowRunner:
 def build_workers(client: Client, settings: Settings, resources: WorkerResources) -> list[Worker]:
     """The main queue (workflows and database steps) plus one queue per enabled provider."""
     starter = OutboundStarter(client, settings, resources.sessions)
-    run_steps = RunActivities(resources.sessions, starter, default_max_concurrent=settings.TENANT_MAX_CONCURRENT_JOBS)
+    run_steps = RunActivities(
+        resources.sessions,
+        starter,
+        autocommit_sessions=resources.autocommit_sessions,
+        default_max_concurrent=settings.TENANT_MAX_CONCURRENT_JOBS,
+    )
     canvas_steps = CanvasRunActivities(resources.sessions, starter)
     outbound_steps = OutboundActivities(resources.sessions, resources.http, settings)
     generation = generation_activities(settings, resources)

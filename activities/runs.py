@@ -51,17 +51,20 @@ async def save_progress(sessions: async_sessionmaker[AsyncSession], update: Prog
 
 
 class RunActivities:
-    """Run bookkeeping; gets its session factory from the worker, and what starts the outbound webhooks a job's
-    end enqueues (None: the sweep starts them)."""
+    """Run bookkeeping; gets its session factories from the worker, and what starts the outbound webhooks a job's
+    end enqueues (None: the sweep starts them). The steps that are one statement, atomic by itself, run it on
+    `autocommit_sessions` (default: `sessions`), without the BEGIN and COMMIT round trips around it."""
 
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
         outbound: OutboundStarter | None = None,
         *,
+        autocommit_sessions: async_sessionmaker[AsyncSession] | None = None,
         default_max_concurrent: int | None = None,
     ) -> None:
         self.sessions = sessions
+        self.autocommit_sessions = autocommit_sessions or sessions
         self.outbound = outbound
         self.default_max_concurrent = default_max_concurrent
 
@@ -70,7 +73,7 @@ class RunActivities:
         """Insert the run, its `created` event and the node claim (the API usually did this already; a canvas run's
         jobs are recorded here, in the trace of their canvas run)."""
         job = replace(job, trace_parent=job.trace_parent or current_traceparent())
-        async with transaction(self.sessions) as session:
+        async with transaction(self.autocommit_sessions) as session:
             recorded = await runs.record_run(session, job=job, workflow_started=True)
         if recorded.created:
             metrics.job_started(job.provider, job.model)
@@ -118,7 +121,7 @@ class RunActivities:
     @activity.defn
     async def update_node(self, update: NodeUpdate) -> bool:
         """Merge the job's result into its node; False when a newer job owns the node (or nothing changed)."""
-        async with transaction(self.sessions) as session:
+        async with transaction(self.autocommit_sessions) as session:
             return await canvas_nodes.update_node(session, update=update)
 
     @activity.defn

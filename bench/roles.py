@@ -74,13 +74,13 @@ async def product_worker() -> None:
 
 async def floor_worker() -> None:
     from bench.floor_statements import FloorStatements
-    from core.db import create_engine, session_factory
-    from worker import workflow_runner
+    from core.db import session_factory
+    from worker import worker_engine, workflow_runner
 
     settings = load_settings()
     client: Client = await connect(settings)
     queue = os.environ["BENCH_FLOOR_QUEUE"]
-    engine = create_engine(settings)
+    engine = worker_engine(settings)  # the product worker's pool
     statements = FloorStatements(session_factory(engine))
     await statements.create_table()
     workers = [

@@ -28,15 +28,18 @@ def libpq_url(url: str) -> str:
     return sqlalchemy_url(url).replace("postgresql+psycopg://", "postgresql://", 1)
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
-    """One pooled engine per process; `pool_pre_ping` survives a database restart, and the pool serves whoever
-    waited longest first (core/db_pool.py)."""
+def create_engine(settings: Settings, *, pre_ping: bool = True) -> AsyncEngine:
+    """One pooled engine per process, whose pool serves whoever waited longest first (core/db_pool.py).
+
+    With `pre_ping`, each checkout first tests its connection (a round trip), so no request fails on a connection
+    a database restart left stale. Without it, the first statement on such a connection fails, and SQLAlchemy then
+    discards every connection the pool made before it: fine where a failed attempt is retried anyway."""
     return create_async_engine(
         sqlalchemy_url(settings.require_database_url()),
         poolclass=FirstComePool,
         pool_size=settings.DATABASE_POOL_SIZE,
         max_overflow=settings.DATABASE_POOL_SIZE,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
     )
 
 
