@@ -196,6 +196,38 @@ async def test_cancel_stops_a_running_job(browser: Browser, stack_settings: Sett
         assert was_cancelled(await stack.wait(job["jobId"]))
 
 
+async def test_from_afar_a_running_node_shows_its_clock_and_usual_time_large_enough_to_read(
+    browser: Browser, stack_settings: Settings, temporal_client: Client
+) -> None:
+    settings = make_settings(stack_settings, LOCAL_PROVIDER_DELAY_MS=5000)
+    async with running_stack(settings, temporal_client) as stack:
+        done = await stack.start("a first sunrise")  # the model's usual time comes from the day's completed jobs
+        assert (await stack.wait(done["jobId"]))["status"] == "completed"
+        canvas_id = await new_board(
+            stack, nodes=[{"id": "slow", "type": "image_generation", "data": {"prompt": "a slow sunrise"}}]
+        )
+        page = await new_page(browser, stack)
+        await page.set_viewport_size({"width": 1280, "height": 720})
+        await page.goto(f"/canvases/{canvas_id}")
+        await page.get_by_role("button", name="Generate").click()
+        node = node_element(page, "slow")
+        for _ in range(10):  # out until the node is drawn from afar (semantic zoom)
+            if await node.get_attribute("data-zoom") == "far":
+                break
+            await page.get_by_role("button", name="Zoom Out").click()
+        await expect(node).to_have_attribute("data-zoom", "far")
+        hint = node.locator(".elapsed .hint")
+        await expect(hint).to_have_text(re.compile(r"^usually ~\d+ s$"), use_inner_text=True)  # as shown
+        clock = await node.get_by_test_id("elapsed").bounding_box()
+        usual = await hint.bounding_box()
+
+    assert clock is not None and usual is not None
+    # On screen, not in the node's own units: at this zoom a fixed 0.8rem drew the hint in a line 8.7 px high, its
+    # letters too small to read; now the line is 15 px.
+    assert usual["height"] >= 12, usual
+    assert usual["y"] >= clock["y"] + clock["height"] - 1, "the usual time goes under the clock"
+
+
 async def test_a_reload_keeps_nodes_edges_and_positions(browser: Browser, app_stack: Stack) -> None:
     canvas_id = await new_board(
         app_stack,

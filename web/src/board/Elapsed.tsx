@@ -13,7 +13,11 @@ export function Elapsed({ since, typical }: { since?: string; typical?: number }
   return (
     <p className="elapsed" aria-live="off">
       <span data-testid="elapsed">{clock(seconds)}</span>
-      {typical !== undefined && <span className="hint"> · usually ~{Math.max(1, Math.round(typical))} s</span>}
+      {typical !== undefined && (
+        <span className="hint">
+          <span className="hint-separator"> · </span>usually ~{Math.max(1, Math.round(typical))} s
+        </span>
+      )}
     </p>
   );
 }
