@@ -332,6 +332,8 @@ class SentSignals:
                         await deliveries.forget_signals(session, signal_ids=ids)
                 except TRANSIENT_ERRORS as error:
                     log.warning("%d sent signals left to the sweep, which sends them again: %s", len(ids), error)
+                except Exception:  # a fault of ours: these are still the sweep's, and the next batch goes on
+                    log.exception("%d sent signals left to the sweep, which sends them again", len(ids))
         finally:
             self._flushing = None
 

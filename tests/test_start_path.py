@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client
@@ -270,3 +271,24 @@ async def test_signals_sent_together_are_forgotten_in_one_statement(db_engine: A
     finally:
         event.remove(db_engine.sync_engine, "before_cursor_execute", note)
     assert forgotten == [list(range(1, 51)), [51, 52]]
+
+
+async def test_a_batch_the_database_refuses_is_left_to_the_sweep_and_the_next_batch_goes_on(
+    db_engine: AsyncEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    sessions = session_factory(db_engine)
+    opened: list[int] = []
+
+    def away_once() -> AsyncSession:
+        opened.append(len(opened))
+        if len(opened) == 1:
+            raise ConnectionRefusedError("the database is away")
+        return sessions()
+
+    sent = SentSignals(away_once)  # type: ignore[arg-type]
+    sent.forget(1)
+    await sent.aclose(timeout=5)
+    sent.forget(2)
+    await sent.aclose(timeout=5)
+    assert opened == [0, 1], "the batch after the refused one was not tried"
+    assert "1 sent signals left to the sweep" in caplog.text
