@@ -50,6 +50,11 @@ async def save_progress(sessions: async_sessionmaker[AsyncSession], update: Prog
             )
 
 
+def running_node(job: ImageJobInput) -> NodeUpdate:
+    """The job's node, showing it run."""
+    return NodeUpdate(canvas_id=job.canvas_id, node_id=job.node_id, job_id=job.job_id, status=JobStatus.RUNNING)
+
+
 class RunActivities:
     """Run bookkeeping; gets its session factories from the worker, and what starts the outbound webhooks a job's
     end enqueues (None: the sweep starts them). The steps that are one statement, atomic by itself, run it on
@@ -82,6 +87,14 @@ class RunActivities:
     async def mark_running(self, job: ImageJobInput) -> bool:
         """Move the job to `running`, and its node with it; False (the job stays `pending`) while its tenant has
         maxConcurrentJobs running already."""
+        if self.default_max_concurrent is None:
+            # Most tenants have no cap: one statement moves the job, unless its tenant has a cap of its own (or
+            # the job moved already, on an earlier attempt); then the locked path below decides.
+            async with transaction(self.autocommit_sessions) as session:
+                if await canvas_nodes.start_running(
+                    session, update=running_node(job), tenant_id=tenant_of(job.canvas_id)
+                ):
+                    return True
         return await self._take_running_slot(job)
 
     @activity.defn
@@ -99,12 +112,7 @@ class RunActivities:
             if not await tenants.running_slot_free(session, tenant_id=tenant_id, job_id=job.job_id, default_cap=cap):
                 return False
             if await runs.transition(session, change=RunTransition(job_id=job.job_id, status=JobStatus.RUNNING)):
-                await canvas_nodes.update_node(
-                    session,
-                    update=NodeUpdate(
-                        canvas_id=job.canvas_id, node_id=job.node_id, job_id=job.job_id, status=JobStatus.RUNNING
-                    ),
-                )
+                await canvas_nodes.update_node(session, update=running_node(job))
         return True
 
     @activity.defn
@@ -139,7 +147,7 @@ class RunActivities:
     async def _transition(self, change: RunTransition) -> bool:
         """A terminal transition; once committed, the outbound webhooks it enqueued are started (a retry after a
         committed transition changes nothing and leaves them to the sweep)."""
-        async with transaction(self.sessions) as session:
+        async with transaction(self.autocommit_sessions) as session:  # one statement
             changed = await runs.transition(session, change=change)
         if changed is None:
             return False

@@ -6,12 +6,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import TextClause, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from models.guards import assert_storable_json
-from models.payloads import NodeUpdate
+from models.payloads import NodeUpdate, RunTransition
 from models.tables import WorkflowNode
 from models.vocabulary import (
     ENDED_NODE_STATUSES,
@@ -23,34 +23,42 @@ from models.vocabulary import (
 )
 from store.jsonb import storable_json
 from store.run_events import add_event
-from store.runs import ENDED_COST_SQL
+from store.runs import ENDED_COST_SQL, transition_parameters, transition_sql, transitioned
 
 ENDED_NODE_SQL = ", ".join(f"'{status}'" for status in sorted(ENDED_NODE_STATUSES))
 
 
-def _update_node_sql(*, with_cost: bool) -> TextClause:
+def _update_node_sql(*, with_cost: bool, when: str = "TRUE") -> str:
     # A job's end shows its cost, by the rule `transition` applies to the run (the node is written first);
-    # progress writes skip it.
+    # progress writes skip it. `when`: a further condition, for the statements this one is part of.
     cost = (
         f"   || COALESCE((SELECT jsonb_build_object('costUsd', {ENDED_COST_SQL}) FROM runs"
         f"      WHERE id = :job AND {ENDED_COST_SQL} IS NOT NULL), '{{}}')"
     )
-    return text(
+    return (
         "UPDATE workflow_nodes SET node_data = (node_data - CAST(:unset AS text[])) || CAST(:patch AS jsonb)"
         + (cost if with_cost else "")
         + "   || jsonb_build_object('updatedAt', now()),"
         " version = version + 1, updated_at = now()"
         " WHERE canvas_id = :canvas AND id = :node AND owner_job_id = :job"
         "   AND NOT (node_data @> CAST(:patch AS jsonb) AND NOT node_data ?| CAST(:unset AS text[]))"
-        f"   AND NOT (node_data->>'jobId' = :job AND node_data->>'status' IN ({ENDED_NODE_SQL}))"
+        f"   AND NOT (node_data->>'jobId' = :job AND node_data->>'status' IN ({ENDED_NODE_SQL})) AND {when}"
         " RETURNING id"
     )
 
 
-_UPDATE_NODE = _update_node_sql(with_cost=False)
+_UPDATE_NODE = text(_update_node_sql(with_cost=False))
 
 
-_UPDATE_ENDED_NODE = _update_node_sql(with_cost=True)
+_UPDATE_ENDED_NODE = text(_update_node_sql(with_cost=True))
+
+
+# A job's move to `running`, its event and its node, in one statement, for a tenant without a running cap of its
+# own. A job of a capped tenant, or one running or ended already, moves nothing here.
+_START_RUNNING = transition_sql(
+    guard=" AND NOT EXISTS (SELECT 1 FROM tenants WHERE id = :tenant AND max_concurrent_jobs IS NOT NULL)",
+    then=f", shown AS ({_update_node_sql(with_cost=False, when='EXISTS (SELECT 1 FROM moved)')})",
+)
 
 
 # A cancelled job gives its node back as it was before: the newest job that ended there (its status, error and
@@ -83,10 +91,18 @@ async def update_node(session: AsyncSession, *, update: NodeUpdate) -> bool:
     its job's cancellation never covers the end. A write that would change nothing is skipped, so a retried
     activity does not bump the node's version. Unset fields are absent from the node, never null.
     """
-    keys = {"canvas": update.canvas_id, "node": update.node_id, "job": update.job_id}
     if update.status == JobStatus.CANCELLED:
+        keys = {"canvas": update.canvas_id, "node": update.node_id, "job": update.job_id}
         restored = await session.execute(_RESTORE_NODE, {**keys, "job_keys": list(RESTORED_KEYS)})
         return restored.first() is not None
+    updated = await session.execute(
+        _UPDATE_ENDED_NODE if update.status in TERMINAL_STATUSES else _UPDATE_NODE, _node_parameters(update)
+    )
+    return updated.first() is not None
+
+
+def _node_parameters(update: NodeUpdate) -> dict[str, Any]:
+    """The parameters of `_update_node_sql` for `update`: the fields it sets and the ones it clears."""
     fields: dict[str, Any] = {
         "jobId": update.job_id,
         "status": NODE_STATUS_OF_JOB[JobStatus(update.status)],
@@ -97,18 +113,23 @@ async def update_node(session: AsyncSession, *, update: NodeUpdate) -> bool:
         "progress": update.progress,
     }
     patch = {key: value for key, value in fields.items() if value is not None}
-    unset = ["retry", *(["error"] if update.error is None else [])]
-    updated = await session.execute(
-        _UPDATE_ENDED_NODE if update.status in TERMINAL_STATUSES else _UPDATE_NODE,
-        {
-            **keys,
-            "patch": storable_json(patch, what="node"),
-            "unset": unset,
-            "status": update.status,
-            "cost": update.cost_usd,
-        },
-    )
-    return updated.first() is not None
+    return {
+        "canvas": update.canvas_id,
+        "node": update.node_id,
+        "job": update.job_id,
+        "patch": storable_json(patch, what="node"),
+        "unset": ["retry", *(["error"] if update.error is None else [])],
+        "status": update.status,
+        "cost": update.cost_usd,
+    }
+
+
+async def start_running(session: AsyncSession, *, update: NodeUpdate, tenant_id: str) -> bool:
+    """Move the job to `running` and its node with it (`update`), in one round trip, unless its tenant has a
+    running cap of its own. False when nothing moved: a capped tenant, or a job running or ended already."""
+    change = RunTransition(job_id=update.job_id, status=JobStatus.RUNNING)
+    parameters = {**transition_parameters(change), **_node_parameters(update), "tenant": tenant_id}
+    return transitioned((await session.execute(_START_RUNNING, parameters)).first()) is not None
 
 
 async def note_retry(session: AsyncSession, *, update: NodeUpdate, message: str, attempt: int) -> None:

@@ -112,19 +112,27 @@ async def delete_endpoint(session: AsyncSession, *, endpoint_id: str) -> bool:
     return deleted.first() is not None
 
 
+def enqueue_sql(subjects: str) -> str:
+    """The INSERT that enqueues :outbound_event about each row of `subjects` (a relation with `id` and
+    `tenant_id`, such as a CTE of the statement it goes in), returning the new deliveries' ids. Nothing is added
+    while :outbound_event is NULL, so a statement can enqueue only when it ends something."""
+    return (
+        "INSERT INTO outbound_deliveries (id, endpoint_id, event_type, subject_id)"
+        " SELECT 'msg_' || replace(gen_random_uuid()::text, '-', ''), e.id, CAST(:outbound_event AS text), s.id"
+        f" FROM webhook_endpoints e JOIN {subjects} s ON e.tenant_id = s.tenant_id"
+        " WHERE CAST(:outbound_event AS text) IS NOT NULL AND NOT e.disabled"
+        "  AND (e.events IS NULL OR CAST(:outbound_event AS text) = ANY(e.events))"
+        " ON CONFLICT (endpoint_id, event_type, subject_id) DO NOTHING RETURNING id"
+    )
+
+
+_ENQUEUE = text(enqueue_sql("(SELECT CAST(:subject AS text) AS id, CAST(:tenant AS text) AS tenant_id)"))
+
+
 async def enqueue(session: AsyncSession, *, event: OutboundEvent, subject_id: str, tenant_id: str) -> list[str]:
     """A delivery of `event` about `subject_id` for every enabled endpoint of its tenant that takes it; a repeat
     adds none. Returns the ids of the deliveries it added."""
-    added = await session.execute(
-        text(
-            "INSERT INTO outbound_deliveries (id, endpoint_id, event_type, subject_id)"
-            " SELECT 'msg_' || replace(gen_random_uuid()::text, '-', ''), id, CAST(:event AS text), :subject"
-            " FROM webhook_endpoints WHERE tenant_id = :tenant AND NOT disabled"
-            "  AND (events IS NULL OR CAST(:event AS text) = ANY(events))"
-            " ON CONFLICT (endpoint_id, event_type, subject_id) DO NOTHING RETURNING id"
-        ),
-        {"event": str(event), "subject": subject_id, "tenant": tenant_id},
-    )
+    added = await session.execute(_ENQUEUE, {"outbound_event": str(event), "subject": subject_id, "tenant": tenant_id})
     return list(added.scalars())
 
 

@@ -8,11 +8,12 @@ one event with a dedupe key, and terminal statuses are final.
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, text
+from sqlalchemy import TextClause, func, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
@@ -200,51 +201,52 @@ def _claimed_node_data(job: ImageJobInput) -> dict[str, Any]:
     return {key: value for key, value in data.items() if value is not None}
 
 
-def transition_message(change: RunTransition, processor: str) -> str:
+def transition_message(change: RunTransition) -> str | None:
+    """The event's words for a status change; None for `running`, whose words name the run's processor and are
+    made in the statement that reads it (`transition_sql`)."""
     if change.status == JobStatus.RUNNING:
-        return f"Generating with {processor}"
+        return None
     if change.status == JobStatus.COMPLETED:
         return describe_stored(change.result.images if change.result else [])
     return change.error or change.status.capitalize()
 
 
-async def transition(session: AsyncSession, *, change: RunTransition) -> Transitioned | None:
-    """Apply a status change unless the run is already terminal; records one event per status.
+def transition_sql(*, guard: str = "", then: str = "") -> TextClause:
+    """A status change, its event and, for an end, its outbound deliveries, in one statement: one round trip, and
+    atomic without a transaction. `guard` adds conditions the run must meet to move; `then` adds CTEs after
+    `moved` (the changed run's row), for writes that go with the change. Answers one row when the run moved."""
+    return text(
+        "WITH moved AS ("
+        "  UPDATE runs SET status = :status, payload = payload || CAST(:payload AS jsonb),"
+        "    error = COALESCE(:error, error), error_code = COALESCE(:code, error_code),"
+        "    provider_job_id = COALESCE(:provider_job_id, provider_job_id),"
+        f"    finished_at = CASE WHEN :status IN ({TERMINAL_SQL}) THEN now() ELSE NULL END,"
+        # The provider's own figure; else, completed, the estimate; else (failed, cancelled: not billed) 0.
+        f"    cost_usd = CASE WHEN :status NOT IN ({TERMINAL_SQL}) THEN cost_usd ELSE {ENDED_COST_SQL} END,"
+        "    updated_at = now()"
+        f"  WHERE id = :id AND status NOT IN ({TERMINAL_SQL})"
+        f"    AND NOT (status = 'running' AND :status = 'running'){guard}"
+        "  RETURNING id, provider, model, processor, cost_usd, EXTRACT(EPOCH FROM now() - created_at) AS age,"
+        "    tenant_id"
+        "), told AS ("
+        "  INSERT INTO run_events (run_id, kind, payload, dedupe_key)"
+        "  SELECT id, :event_kind, CAST(:event AS jsonb)"
+        "    || jsonb_build_object('message', COALESCE(:message, 'Generating with ' || processor)), :dedupe"
+        "  FROM moved ON CONFLICT (run_id, dedupe_key) DO NOTHING"
+        # In the same statement: an end is never told without its deliveries, nor they without it.
+        f"), owed AS ({outbound.enqueue_sql('moved')}){then}"
+        " SELECT provider, model, processor, cost_usd, age, ARRAY(SELECT id FROM owed) FROM moved"
+    )
 
-    Returns None when nothing changed (a retry, or a run that already ended).
-    """
+
+_TRANSITION = transition_sql()
+
+
+def transition_parameters(change: RunTransition) -> dict[str, Any]:
+    """The parameters of a `transition_sql` statement for `change`."""
     result = RunResult.of_generation(change.result) if change.result else RunResult()
     if change.timings:
         result.timings = change.timings
-    updated = await session.execute(
-        text(
-            "UPDATE runs SET status = :status, payload = payload || CAST(:payload AS jsonb),"
-            " error = COALESCE(:error, error), error_code = COALESCE(:code, error_code),"
-            " provider_job_id = COALESCE(:provider_job_id, provider_job_id),"
-            f" finished_at = CASE WHEN :status IN ({TERMINAL_SQL}) THEN now() ELSE NULL END,"
-            # The provider's own figure; else, completed, the estimate; else (failed, cancelled: not billed) 0.
-            f" cost_usd = CASE WHEN :status NOT IN ({TERMINAL_SQL}) THEN cost_usd ELSE {ENDED_COST_SQL} END,"
-            " updated_at = now()"
-            f" WHERE id = :id AND status NOT IN ({TERMINAL_SQL})"
-            "   AND NOT (status = 'running' AND :status = 'running')"
-            " RETURNING provider, model, processor, cost_usd, EXTRACT(EPOCH FROM now() - created_at), tenant_id"
-        ),
-        {
-            "id": change.job_id,
-            "status": change.status,
-            "payload": storable_json(result.to_json(), what="run payload"),
-            "error": change.error,
-            "code": change.error_code,
-            "cost": change.result.provenance.cost_usd if change.result else None,
-            # Synchronous providers that run jobs of their own (Stability's upscaler) name them in the provenance.
-            "provider_job_id": change.provider_job_id
-            or (change.result.provenance.provider_job_id if change.result else None),
-        },
-    )
-    row = updated.first()
-    if row is None:
-        return None
-    changed = Transitioned(row[0], row[1], row[2], row[3], float(row[4]))
     event: dict[str, Any] = {"status": change.status}
     if change.error:
         event["error"] = {"code": change.error_code, "message": change.error}
@@ -252,19 +254,38 @@ async def transition(session: AsyncSession, *, change: RunTransition) -> Transit
         event["imageUrls"] = result.image_urls
     if change.status == JobStatus.COMPLETED:
         event["progress"] = 100.0
-    await add_event(
-        session,
-        run_id=change.job_id,
-        kind=EVENT_KIND_BY_STATUS[JobStatus(change.status)],
-        message=transition_message(change, changed.processor),
-        payload=event,
-        dedupe_key=f"status:{change.status}",
-    )
-    if change.status in TERMINAL_STATUSES:  # in the same transaction: an end is never told without its event
-        event_type = job_event(change.status)
-        added = await outbound.enqueue(session, event=event_type, subject_id=change.job_id, tenant_id=row[5])
-        changed = replace(changed, outbound_delivery_ids=tuple(added))
-    return changed
+    return {
+        "id": change.job_id,
+        "status": change.status,
+        "payload": storable_json(result.to_json(), what="run payload"),
+        "error": change.error,
+        "code": change.error_code,
+        "cost": change.result.provenance.cost_usd if change.result else None,
+        # Synchronous providers that run jobs of their own (Stability's upscaler) name them in the provenance.
+        "provider_job_id": change.provider_job_id
+        or (change.result.provenance.provider_job_id if change.result else None),
+        "event_kind": str(EVENT_KIND_BY_STATUS[JobStatus(change.status)]),
+        "event": storable_json(event, what="event payload"),
+        "message": transition_message(change),
+        "dedupe": f"status:{change.status}",
+        "outbound_event": str(job_event(change.status)) if change.status in TERMINAL_STATUSES else None,
+    }
+
+
+def transitioned(row: Sequence[Any] | None) -> Transitioned | None:
+    """What a `transition_sql` statement answered: the change it made, or None when the run did not move."""
+    if row is None:
+        return None
+    return Transitioned(row[0], row[1], row[2], row[3], float(row[4]), tuple(row[5]))
+
+
+async def transition(session: AsyncSession, *, change: RunTransition) -> Transitioned | None:
+    """Apply a status change unless the run is already terminal; records one event per status, and for an end the
+    outbound deliveries it owes, in one statement.
+
+    Returns None when nothing changed (a retry, or a run that already ended).
+    """
+    return transitioned((await session.execute(_TRANSITION, transition_parameters(change))).first())
 
 
 async def set_provider_job(
