@@ -117,7 +117,7 @@ class RunActivities:
 
     @activity.defn
     async def attach_provider_job(self, attached: ProviderJobAttached) -> None:
-        async with transaction(self.sessions) as session:
+        async with transaction(self.autocommit_sessions) as session:  # one statement
             await runs.set_provider_job(
                 session, job_id=attached.job_id, provider_job_id=attached.provider_job_id, effective=attached.effective
             )
