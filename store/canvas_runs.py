@@ -216,20 +216,23 @@ async def set_node_state(session: AsyncSession, *, update: NodeRunUpdate, only_u
     await _show_on_board(session, update.canvas_id, [update.node_id], update.run_id, update.state, update.reason)
 
 
+# The run's end and the outbound deliveries it owes, in one statement (atomic without a transaction).
+_FINISH_CANVAS_RUN = text(
+    "WITH finished AS ("
+    "  UPDATE canvas_runs SET status = :status, finished_at = COALESCE(finished_at, now()),"
+    "    workflow_started_at = COALESCE(workflow_started_at, now())"
+    "  WHERE id = :id AND status IS DISTINCT FROM :status RETURNING id, tenant_id"
+    f"), owed AS ({outbound.enqueue_sql('finished')})"
+    " SELECT count(*) FROM owed"
+)
+
+
 async def finish_canvas_run(session: AsyncSession, *, run_id: str, status: str) -> None:
     """The run's end (a run that ends has had its workflow, or never will: nothing is left to start), and its
-    outbound event in the same transaction."""
-    finished = await session.execute(
-        text(
-            "UPDATE canvas_runs SET status = :status, finished_at = COALESCE(finished_at, now()),"
-            " workflow_started_at = COALESCE(workflow_started_at, now())"
-            " WHERE id = :id AND status IS DISTINCT FROM :status RETURNING tenant_id"
-        ),
-        {"id": run_id, "status": status},
+    outbound event with it."""
+    await session.execute(
+        _FINISH_CANVAS_RUN, {"id": run_id, "status": status, "outbound_event": str(canvas_run_event(status))}
     )
-    tenant_id = finished.scalar_one_or_none()
-    if tenant_id is not None:
-        await outbound.enqueue(session, event=canvas_run_event(status), subject_id=run_id, tenant_id=tenant_id)
 
 
 CanvasRunRows = tuple[CanvasRun, list[tuple[CanvasRunNode, Run | None]]]

@@ -1,6 +1,6 @@
 """Every SQL statement about outbound webhooks: the app's endpoints, and each event's delivery to each of them.
 
-An event is enqueued in the transaction that ends its job or canvas run (`enqueue`): one `outbound_deliveries` row
+An event is enqueued by the statement that ends its job or canvas run (`enqueue_sql`): one `outbound_deliveries` row
 per enabled endpoint that takes the event, whose id is the event's `webhook-id`. An OutboundWebhookWorkflow then
 makes the attempts (workflows/outbound_webhook.py), each recorded here (`record_attempt`), and the endpoint's
 health with it: a success clears `failing_since`; an endpoint failing for ENDPOINT_FAILING_DAYS is disabled.
@@ -18,7 +18,7 @@ from sqlmodel import col, select
 
 from core.webhook_signing import new_secret
 from models.tables import OutboundDelivery, WebhookEndpoint
-from models.vocabulary import DeliveryStatus, OutboundEvent
+from models.vocabulary import DeliveryStatus
 
 # After a rotation the old secret keeps signing beside the new one this long.
 ROTATION_OVERLAP = timedelta(hours=24)
@@ -124,16 +124,6 @@ def enqueue_sql(subjects: str) -> str:
         "  AND (e.events IS NULL OR CAST(:outbound_event AS text) = ANY(e.events))"
         " ON CONFLICT (endpoint_id, event_type, subject_id) DO NOTHING RETURNING id"
     )
-
-
-_ENQUEUE = text(enqueue_sql("(SELECT CAST(:subject AS text) AS id, CAST(:tenant AS text) AS tenant_id)"))
-
-
-async def enqueue(session: AsyncSession, *, event: OutboundEvent, subject_id: str, tenant_id: str) -> list[str]:
-    """A delivery of `event` about `subject_id` for every enabled endpoint of its tenant that takes it; a repeat
-    adds none. Returns the ids of the deliveries it added."""
-    added = await session.execute(_ENQUEUE, {"outbound_event": str(event), "subject": subject_id, "tenant": tenant_id})
-    return list(added.scalars())
 
 
 async def unstarted_for(session: AsyncSession, *, subject_id: str) -> list[str]:
