@@ -216,12 +216,21 @@ async def test_no_webhook_means_polling_at_the_planned_cadence(time_skipping_env
     await replay(time_skipping_env, handle)
 
 
+@asynccontextmanager
+async def waiting_for_webhooks(
+    env: WorkflowEnvironment, fakes: FakeActivities
+) -> AsyncIterator[WorkflowHandle[Any, Any]]:
+    """An asynchronous job (a grace of 10 s, then polls 5 s apart) whose provider job is attached: it waits."""
+    job = job_input(asynchronous=True, polling=PollingPlan(webhook_grace=10, interval=5, timeout=300))
+    async with workflow_worker(env, fakes) as queue:
+        handle = await start(env, queue, job)
+        await eventually(lambda: fakes.named("attach_provider_job"), what="the provider job to be attached")
+        yield handle
+
+
 async def test_terminal_webhook_stops_polling(time_skipping_env: WorkflowEnvironment) -> None:
     fakes = FakeActivities(time_skipping_env)
-    job = job_input(asynchronous=True, polling=PollingPlan(webhook_grace=10, interval=5, timeout=300))
-    async with workflow_worker(time_skipping_env, fakes) as queue:
-        handle = await start(time_skipping_env, queue, job)
-        await eventually(lambda: fakes.named("attach_provider_job"), what="the provider job to be attached")
+    async with waiting_for_webhooks(time_skipping_env, fakes) as handle:
         await time_skipping_env.sleep(12)  # one poll happens after the grace period
         done = ProviderEvent(status="succeeded", output_urls=["https://cdn.test/a.png"], delivery_id="d-final")
         for _ in range(3):
@@ -234,6 +243,23 @@ async def test_terminal_webhook_stops_polling(time_skipping_env: WorkflowEnviron
     assert len(fakes.named("poll_job")) == 1
     assert len(fakes.named("store_outputs")) == 1
     assert fakes.named("record_progress") == []
+    await replay(time_skipping_env, handle)
+
+
+async def test_webhooks_that_keep_coming_hold_polling_off(time_skipping_env: WorkflowEnvironment) -> None:
+    fakes = FakeActivities(time_skipping_env)
+    async with waiting_for_webhooks(time_skipping_env, fakes) as handle:
+        # Each progress webhook comes within the grace of the one before, and the job ends 24 s in: past the
+        # grace counted from the submit, never past it counted from the latest webhook.
+        for progress in (30.0, 60.0):
+            await time_skipping_env.sleep(8)
+            await handle.signal(ImageJobWorkflow.provider_event, ProviderEvent(status="running", progress=progress))
+        await time_skipping_env.sleep(8)
+        done = ProviderEvent(status="succeeded", output_urls=["https://cdn.test/a.png"])
+        await handle.signal(ImageJobWorkflow.provider_event, done)
+        await handle.result()
+    assert fakes.named("poll_job") == []
+    assert [update.progress for update in fakes.named("record_progress")] == [30.0, 60.0]
     await replay(time_skipping_env, handle)
 
 

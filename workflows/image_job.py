@@ -59,6 +59,7 @@ DB_STEPS_AS_LOCAL_ACTIVITIES = "db-steps-as-local-activities"
 PROGRESS_ONLY_FORWARD = "progress-only-forward"
 POLL_BACKOFF = "poll-backoff"
 TENANT_RUNNING_SLOTS = "tenant-running-slots"
+GRACE_AFTER_LAST_WEBHOOK = "grace-after-last-webhook"
 
 
 def provider_task_queue(base_queue: str, provider: str) -> str:
@@ -90,6 +91,7 @@ class ImageJobWorkflow:
         self._unattached_events: list[ProviderEvent] = []
         self._strays: list[str] = []
         self._strays_cancelled = 0
+        self._last_webhook_at: datetime | None = None
 
     @workflow.query
     def status(self) -> JobSnapshot:
@@ -97,13 +99,18 @@ class ImageJobWorkflow:
 
     @workflow.signal
     def provider_event(self, event: ProviderEvent) -> None:
-        """A verified webhook (or a poll result). Duplicates and anything after the end are ignored."""
+        """A verified webhook. Duplicates and anything after the end are ignored."""
+        if self._take_event(event):
+            self._last_webhook_at = workflow.now()
+
+    def _take_event(self, event: ProviderEvent) -> bool:
+        """Take a webhook's or a poll's event; False when it is not this job's to take (yet)."""
         if self._state.provider_job_id is None:
             # Until the submit answers, our job's events cannot be told from a stray's; they are taken after it.
             self._unattached_events.append(event)
-            return
+            return False
         if self._terminal_event is not None:
-            return
+            return False
         reported = event.provenance.provider_job_id
         if reported and reported != self._state.provider_job_id:
             # A submit whose answer was lost and retried leaves a second job at the provider, reporting to the
@@ -111,15 +118,16 @@ class ImageJobWorkflow:
             # are not ours. The webhook route has already refused provider jobs other jobs own.
             if reported not in self._strays:
                 self._strays.append(reported)
-            return
+            return False
         if event.delivery_id:
             if event.delivery_id in self._seen_deliveries:
-                return
+                return False
             self._seen_deliveries.add(event.delivery_id)
         if event.terminal:
             self._terminal_event = event
         else:
             self._progress_events.append(event)
+        return True
 
     @workflow.run
     async def run(self, job: ImageJobInput) -> GenerationResult:
@@ -213,7 +221,7 @@ class ImageJobWorkflow:
         )
 
     async def _await_outcome(self, job: ImageJobInput, provider_job_id: str, queue: str) -> ProviderEvent:
-        """Wait for a terminal webhook; poll at the plan's cadence once the grace period has passed."""
+        """Wait for a terminal webhook; poll at the plan's cadence once `webhook_grace` has passed without one."""
         plan = job.polling
         now = workflow.now()
         deadline = now + timedelta(seconds=plan.timeout)
@@ -225,6 +233,9 @@ class ImageJobWorkflow:
             if self._terminal_event is not None:
                 return self._terminal_event
             now = workflow.now()
+            # Webhooks that keep coming show the provider reaches us: polling waits for `webhook_grace` of silence.
+            if self._last_webhook_at is not None and workflow.patched(GRACE_AFTER_LAST_WEBHOOK):
+                next_poll = max(next_poll, self._last_webhook_at + timedelta(seconds=plan.webhook_grace))
             if now >= deadline:
                 raise ApplicationError(
                     f"{job.provider} did not finish within {plan.timeout:.0f}s",
@@ -238,7 +249,7 @@ class ImageJobWorkflow:
                     task_queue=queue,
                     **PROVIDER_POLL,
                 )
-                self.provider_event(polled)
+                self._take_event(polled)
                 polls += 1
                 next_poll = workflow.now() + timedelta(seconds=self._poll_interval(plan, polls))
                 continue
