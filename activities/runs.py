@@ -28,26 +28,9 @@ from store import canvas_nodes, canvas_runs, runs, tenants
 
 
 async def save_progress(sessions: async_sessionmaker[AsyncSession], update: ProgressUpdate) -> None:
-    """Record progress on the run (one event) and show it on the node, in one transaction."""
+    """Record progress on the run (one event) and show it on the node: one statement, so `sessions` may autocommit."""
     async with transaction(sessions) as session:
-        recorded = await runs.record_progress(
-            session,
-            job_id=update.job_id,
-            progress=update.progress,
-            message=update.message,
-            dedupe_key=update.dedupe_key,
-        )
-        if recorded:
-            await canvas_nodes.update_node(
-                session,
-                update=NodeUpdate(
-                    canvas_id=update.canvas_id,
-                    node_id=update.node_id,
-                    job_id=update.job_id,
-                    status=JobStatus.RUNNING,
-                    progress=update.progress,
-                ),
-            )
+        await canvas_nodes.record_progress(session, update=update)
 
 
 def running_node(job: ImageJobInput) -> NodeUpdate:
@@ -124,7 +107,7 @@ class RunActivities:
 
     @activity.defn
     async def record_progress(self, update: ProgressUpdate) -> None:
-        await save_progress(self.sessions, update)
+        await save_progress(self.autocommit_sessions, update)
 
     @activity.defn
     async def update_node(self, update: NodeUpdate) -> bool:

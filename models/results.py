@@ -11,7 +11,7 @@ from typing import Any
 
 from models.payloads import GenerationResult, StoredImage
 
-# The key `store/runs.record_progress` updates in place with jsonb_set.
+# The key `store/runs.progress_sql` updates in place with jsonb_set.
 PROGRESS_KEY = "progress"
 
 

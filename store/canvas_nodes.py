@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from models.guards import assert_storable_json
-from models.payloads import NodeUpdate, RunTransition
+from models.payloads import NodeUpdate, ProgressUpdate, RunTransition
 from models.tables import WorkflowNode
 from models.vocabulary import (
     ENDED_NODE_STATUSES,
@@ -23,7 +23,14 @@ from models.vocabulary import (
 )
 from store.jsonb import storable_json
 from store.run_events import add_event
-from store.runs import ENDED_COST_SQL, transition_parameters, transition_sql, transitioned
+from store.runs import (
+    ENDED_COST_SQL,
+    progress_parameters,
+    progress_sql,
+    transition_parameters,
+    transition_sql,
+    transitioned,
+)
 
 ENDED_NODE_SQL = ", ".join(f"'{status}'" for status in sorted(ENDED_NODE_STATUSES))
 
@@ -58,6 +65,12 @@ _UPDATE_ENDED_NODE = text(_update_node_sql(with_cost=True))
 _START_RUNNING = transition_sql(
     guard=" AND NOT EXISTS (SELECT 1 FROM tenants WHERE id = :tenant AND max_concurrent_jobs IS NOT NULL)",
     then=f", shown AS ({_update_node_sql(with_cost=False, when='EXISTS (SELECT 1 FROM moved)')})",
+)
+
+
+# A job's progress, its event and its node, in one statement; a repeat (its dedupe key seen) leaves the node be.
+_RECORD_PROGRESS = progress_sql(
+    then=f", shown AS ({_update_node_sql(with_cost=False, when='EXISTS (SELECT 1 FROM told)')})"
 )
 
 
@@ -130,6 +143,25 @@ async def start_running(session: AsyncSession, *, update: NodeUpdate, tenant_id:
     change = RunTransition(job_id=update.job_id, status=JobStatus.RUNNING)
     parameters = {**transition_parameters(change), **_node_parameters(update), "tenant": tenant_id}
     return transitioned((await session.execute(_START_RUNNING, parameters)).first()) is not None
+
+
+async def record_progress(session: AsyncSession, *, update: ProgressUpdate) -> bool:
+    """Store the job's progress on its run, its event and its node, in one round trip, while the run has not
+    ended; False when ignored (ended, or a repeat of its dedupe key)."""
+    node = NodeUpdate(
+        canvas_id=update.canvas_id,
+        node_id=update.node_id,
+        job_id=update.job_id,
+        status=JobStatus.RUNNING,
+        progress=update.progress,
+    )
+    parameters = {
+        **_node_parameters(node),
+        **progress_parameters(
+            job_id=update.job_id, progress=update.progress, message=update.message, dedupe_key=update.dedupe_key
+        ),
+    }
+    return bool((await session.execute(_RECORD_PROGRESS, parameters)).scalar_one())
 
 
 async def note_retry(session: AsyncSession, *, update: NodeUpdate, message: str, attempt: int) -> None:

@@ -32,7 +32,7 @@ from models.vocabulary import (
 )
 from store import outbound
 from store.jsonb import storable_json
-from store.run_events import add_event, describe_stored
+from store.run_events import describe_stored
 
 # The metadata key naming the canvas run that started a job (api/routes/canvas_runs.py sets it).
 CANVAS_RUN_METADATA_KEY = "canvasRunId"
@@ -305,29 +305,32 @@ async def set_provider_job(
     )
 
 
-async def record_progress(
-    session: AsyncSession, *, job_id: str, progress: float, message: str | None = None, dedupe_key: str | None = None
-) -> bool:
-    """Store a progress observation (percent, 0-100) on a run that has not ended; returns False when ignored."""
-    updated = await session.execute(
-        text(
-            f"UPDATE runs SET payload = jsonb_set(payload, '{{{PROGRESS_KEY}}}', to_jsonb(CAST(:progress AS float8))),"
-            f" updated_at = now() WHERE id = :id AND status NOT IN ({TERMINAL_SQL}) RETURNING id"
-        ),
-        {"id": job_id, "progress": progress},
+def progress_sql(*, then: str = "") -> TextClause:
+    """A progress observation (percent, 0-100) on a run that has not ended, and its event, in one statement.
+    `then` adds CTEs after `told` (the new event's row; none for a repeat of its dedupe key). Answers whether the
+    event is new."""
+    return text(
+        "WITH moved AS ("
+        f"  UPDATE runs SET payload = jsonb_set(payload, '{{{PROGRESS_KEY}}}', to_jsonb(CAST(:progress AS float8))),"
+        f"    updated_at = now() WHERE id = :job AND status NOT IN ({TERMINAL_SQL}) RETURNING id"
+        "), told AS ("
+        "  INSERT INTO run_events (run_id, kind, payload, dedupe_key)"
+        "  SELECT id, :event_kind, CAST(:event AS jsonb), :dedupe FROM moved"
+        "  ON CONFLICT (run_id, dedupe_key) DO NOTHING RETURNING id"
+        f"){then} SELECT EXISTS (SELECT 1 FROM told)"
     )
-    if updated.first() is None:
-        return False
-    text_ = message or f"{progress:.0f}%"
-    recorded = await add_event(
-        session,
-        run_id=job_id,
-        kind=EventKind.PROGRESS,
-        message=text_,
-        payload={"progress": progress},
-        dedupe_key=dedupe_key,
-    )
-    return recorded is not None
+
+
+def progress_parameters(*, job_id: str, progress: float, message: str | None, dedupe_key: str | None) -> dict[str, Any]:
+    """The parameters of a `progress_sql` statement; the event says `message`, or the percent."""
+    event = {"progress": progress, "message": message or f"{progress:.0f}%"}
+    return {
+        "job": job_id,
+        "progress": progress,
+        "event_kind": str(EventKind.PROGRESS),
+        "event": storable_json(event, what="event payload"),
+        "dedupe": dedupe_key,
+    }
 
 
 async def get_run(session: AsyncSession, *, job_id: str) -> Run | None:

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from activities.runs import RunActivities
 from core.db import autocommit_session_factory, session_factory, transaction
-from models.payloads import ImageJobInput, PromptSpec, RunTransition
+from models.payloads import ImageJobInput, ProgressUpdate, PromptSpec, RunTransition
 from models.tenancy import canvas_key
 from models.vocabulary import JobStatus, OutboundEvent
 from store import outbound, runs, tenants
@@ -155,3 +155,47 @@ async def test_an_end_is_told_and_owes_its_deliveries_in_one_statement(db_engine
     # Told once: a repeat moves nothing and owes nothing more.
     async with transaction(sessions) as session:
         assert await runs.transition(session, change=change) is None
+
+
+async def node_progress(sessions: async_sessionmaker[AsyncSession], job: ImageJobInput) -> tuple[float | None, int]:
+    """The progress the job's node shows, and the node's version."""
+    async with sessions() as session:
+        found = (
+            await session.execute(
+                text(
+                    "SELECT (node_data->>'progress')::float8, version FROM workflow_nodes"
+                    " WHERE canvas_id = :c AND id = :n"
+                ),
+                {"c": job.canvas_id, "n": job.node_id},
+            )
+        ).one()
+    return found[0], found[1]
+
+
+async def test_progress_is_told_and_shown_in_one_statement_once_and_never_after_the_end(db_engine: AsyncEngine) -> None:
+    sessions = session_factory(db_engine)
+    job = await recorded_job(sessions)
+    assert await steps(db_engine).mark_running(job) is True
+    update = ProgressUpdate(
+        job_id=job.job_id, canvas_id=job.canvas_id, node_id=job.node_id, progress=40.0, message=None, dedupe_key="p-1"
+    )
+    with statements_sent(db_engine) as sent:
+        await steps(db_engine).record_progress(update)
+    assert len(sent) == 1, sent
+    shown = await node_progress(sessions, job)
+    assert shown[0] == 40.0
+    assert (await state_of(sessions, job))[3] == ["Generating with local:procedural", "40%"]
+
+    # The same observation again (a webhook delivered twice): no second event, the node untouched.
+    await steps(db_engine).record_progress(update)
+    assert await node_progress(sessions, job) == shown
+    assert (await state_of(sessions, job))[3] == ["Generating with local:procedural", "40%"]
+
+    # After the end, a late observation changes nothing.
+    await steps(db_engine).complete_run(RunTransition(job_id=job.job_id, status=JobStatus.COMPLETED))
+    ended = await state_of(sessions, job)
+    late = ProgressUpdate(
+        job_id=job.job_id, canvas_id=job.canvas_id, node_id=job.node_id, progress=90.0, message="late", dedupe_key="p-2"
+    )
+    await steps(db_engine).record_progress(late)
+    assert await state_of(sessions, job) == ended
