@@ -310,12 +310,12 @@ def progress_sql(*, then: str = "") -> TextClause:
     `then` adds CTEs after `told` (the new event's row; none for a repeat of its dedupe key). Answers whether the
     event is new."""
     return text(
-        "WITH moved AS ("
+        "WITH observed AS ("
         f"  UPDATE runs SET payload = jsonb_set(payload, '{{{PROGRESS_KEY}}}', to_jsonb(CAST(:progress AS float8))),"
         f"    updated_at = now() WHERE id = :job AND status NOT IN ({TERMINAL_SQL}) RETURNING id"
         "), told AS ("
         "  INSERT INTO run_events (run_id, kind, payload, dedupe_key)"
-        "  SELECT id, :event_kind, CAST(:event AS jsonb), :dedupe FROM moved"
+        "  SELECT id, :event_kind, CAST(:event AS jsonb), :dedupe FROM observed"
         "  ON CONFLICT (run_id, dedupe_key) DO NOTHING RETURNING id"
         f"){then} SELECT EXISTS (SELECT 1 FROM told)"
     )
