@@ -75,7 +75,7 @@ class RunActivities:
             # the job moved already, on an earlier attempt); then the locked path below decides.
             async with transaction(self.autocommit_sessions) as session:
                 if await canvas_nodes.start_running(
-                    session, update=running_node(job), tenant_id=tenant_of(job.canvas_id)
+                    session, update=running_node(job), unless_capped=tenant_of(job.canvas_id)
                 ):
                     return True
         return await self._take_running_slot(job)
@@ -94,8 +94,7 @@ class RunActivities:
             cap = self.default_max_concurrent
             if not await tenants.running_slot_free(session, tenant_id=tenant_id, job_id=job.job_id, default_cap=cap):
                 return False
-            if await runs.transition(session, change=RunTransition(job_id=job.job_id, status=JobStatus.RUNNING)):
-                await canvas_nodes.update_node(session, update=running_node(job))
+            await canvas_nodes.start_running(session, update=running_node(job))
         return True
 
     @activity.defn

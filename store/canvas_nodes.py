@@ -60,11 +60,13 @@ _UPDATE_NODE = text(_update_node_sql(with_cost=False))
 _UPDATE_ENDED_NODE = text(_update_node_sql(with_cost=True))
 
 
-# A job's move to `running`, its event and its node, in one statement, for a tenant without a running cap of its
-# own. A job of a capped tenant, or one running or ended already, moves nothing here.
-_START_RUNNING = transition_sql(
+# A job's move to `running`, its event and its node, in one statement. A job running or ended already moves
+# nothing; `_START_RUNNING_UNCAPPED` also leaves alone the job of a tenant with a running cap of its own.
+_SHOW_RUNNING = f", shown AS ({_update_node_sql(with_cost=False, when='EXISTS (SELECT 1 FROM moved)')})"
+_START_RUNNING = transition_sql(then=_SHOW_RUNNING)
+_START_RUNNING_UNCAPPED = transition_sql(
     guard=" AND NOT EXISTS (SELECT 1 FROM tenants WHERE id = :tenant AND max_concurrent_jobs IS NOT NULL)",
-    then=f", shown AS ({_update_node_sql(with_cost=False, when='EXISTS (SELECT 1 FROM moved)')})",
+    then=_SHOW_RUNNING,
 )
 
 
@@ -137,12 +139,14 @@ def _node_parameters(update: NodeUpdate) -> dict[str, Any]:
     }
 
 
-async def start_running(session: AsyncSession, *, update: NodeUpdate, tenant_id: str) -> bool:
-    """Move the job to `running` and its node with it (`update`), in one round trip, unless its tenant has a
-    running cap of its own. False when nothing moved: a capped tenant, or a job running or ended already."""
+async def start_running(session: AsyncSession, *, update: NodeUpdate, unless_capped: str | None = None) -> bool:
+    """Move the job to `running` and its node with it (`update`), in one round trip; with `unless_capped` (its
+    tenant), only while that tenant has no running cap of its own. False when nothing moved: a capped tenant, or
+    a job running or ended already."""
     change = RunTransition(job_id=update.job_id, status=JobStatus.RUNNING)
-    parameters = {**transition_parameters(change), **_node_parameters(update), "tenant": tenant_id}
-    return transitioned((await session.execute(_START_RUNNING, parameters)).first()) is not None
+    parameters = {**transition_parameters(change), **_node_parameters(update), "tenant": unless_capped}
+    statement = _START_RUNNING if unless_capped is None else _START_RUNNING_UNCAPPED
+    return transitioned((await session.execute(statement, parameters)).first()) is not None
 
 
 async def record_progress(session: AsyncSession, *, update: ProgressUpdate) -> bool:
