@@ -137,6 +137,7 @@ def build_workers(client: Client, settings: Settings, resources: WorkerResources
         starter,
         autocommit_sessions=resources.autocommit_sessions,
         default_max_concurrent=settings.TENANT_MAX_CONCURRENT_JOBS,
+        client=client,
     )
     canvas_steps = CanvasRunActivities(resources.sessions, starter)
     outbound_steps = OutboundActivities(resources.sessions, resources.http, settings)

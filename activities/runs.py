@@ -6,11 +6,13 @@ from dataclasses import replace
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
+from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from core import metrics
 from core.db import transaction
 from core.tracing import current_traceparent
+from handoff.starts import wake_next_in_line
 from handoff.sweep import OutboundStarter
 from models.errors import TENANT_AT_CAPACITY
 from models.payloads import (
@@ -39,9 +41,11 @@ def running_node(job: ImageJobInput) -> NodeUpdate:
 
 
 class RunActivities:
-    """Run bookkeeping; gets its session factories from the worker, and what starts the outbound webhooks a job's
-    end enqueues (None: the sweep starts them). The steps that are one statement, atomic by itself, run it on
-    `autocommit_sessions` (default: `sessions`), without the BEGIN and COMMIT round trips around it."""
+    """Run bookkeeping; gets its session factories from the worker, what starts the outbound webhooks a job's end
+    enqueues (None: the sweep starts them), and the client that wakes the job next in line for a running slot
+    when one ends (None: waiting jobs find the slot at their next recheck). The steps that are one statement,
+    atomic by itself, run it on `autocommit_sessions` (default: `sessions`), without the BEGIN and COMMIT round
+    trips around it."""
 
     def __init__(
         self,
@@ -50,11 +54,13 @@ class RunActivities:
         *,
         autocommit_sessions: async_sessionmaker[AsyncSession] | None = None,
         default_max_concurrent: int | None = None,
+        client: Client | None = None,
     ) -> None:
         self.sessions = sessions
         self.autocommit_sessions = autocommit_sessions or sessions
         self.outbound = outbound
         self.default_max_concurrent = default_max_concurrent
+        self.client = client
 
     @activity.defn
     async def create_run(self, job: ImageJobInput) -> None:
@@ -68,8 +74,8 @@ class RunActivities:
 
     @activity.defn
     async def mark_running(self, job: ImageJobInput) -> bool:
-        """Move the job to `running`, and its node with it; False (the job stays `pending`) while its tenant has
-        maxConcurrentJobs running already."""
+        """Move the job to `running`, and its node with it; False (the job stays `pending`, in its tenant's line)
+        while its tenant has maxConcurrentJobs running already."""
         if self.default_max_concurrent is None:
             # Most tenants have no cap: one statement moves the job, unless its tenant has a cap of its own (or
             # the job moved already, on an earlier attempt); then the locked path below decides.
@@ -82,8 +88,8 @@ class RunActivities:
 
     @activity.defn
     async def wait_for_running_slot(self, job: ImageJobInput) -> None:
-        """`mark_running` for a job whose tenant was at its cap: fails (and is retried, with backoff) until one
-        of the tenant's running jobs ends. Retries of a regular activity add nothing to the workflow's history."""
+        """How jobs started before wake-ups wait at their tenant's cap: `mark_running`, failing (and retried, with
+        backoff) until one of the tenant's running jobs ends. Newer jobs wait in the workflow for a wake-up."""
         if not await self._take_running_slot(job):
             message = "The tenant runs its maxConcurrentJobs already; the job waits, pending, for one to end."
             raise ApplicationError(message, type=TENANT_AT_CAPACITY)
@@ -93,6 +99,7 @@ class RunActivities:
             tenant_id = tenant_of(job.canvas_id)
             cap = self.default_max_concurrent
             if not await tenants.running_slot_free(session, tenant_id=tenant_id, job_id=job.job_id, default_cap=cap):
+                await tenants.join_slot_line(session, job_id=job.job_id)
                 return False
             await canvas_nodes.start_running(session, update=running_node(job))
         return True
@@ -127,8 +134,9 @@ class RunActivities:
         return await self._transition(change)
 
     async def _transition(self, change: RunTransition) -> bool:
-        """A terminal transition; once committed, the outbound webhooks it enqueued are started (a retry after a
-        committed transition changes nothing and leaves them to the sweep)."""
+        """A terminal transition; once committed, the outbound webhooks it enqueued are started and the next job in
+        the tenant's line for a running slot is woken (a retry after a committed transition changes nothing, and
+        leaves the webhooks to the sweep and the waiting job to its recheck)."""
         async with transaction(self.autocommit_sessions) as session:  # one statement
             changed = await runs.transition(session, change=change)
         if changed is None:
@@ -136,6 +144,8 @@ class RunActivities:
         metrics.job_ended(changed, change)
         if self.outbound is not None:
             await self.outbound.start(list(changed.outbound_delivery_ids))
+        if self.client is not None and changed.next_in_line is not None:
+            await wake_next_in_line(self.client, changed.next_in_line)
         return True
 
 

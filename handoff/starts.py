@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import uuid
 from typing import Any
 
@@ -17,6 +18,7 @@ from temporalio.common import (
     WorkflowIDReusePolicy,
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
 from core.config import Settings
 from core.temporal import CANVAS_ID, IMAGE_MODEL, NODE_ID, PROVIDER, TENANT
@@ -40,6 +42,9 @@ SUMMARY_PROMPT_CHARS = 60
 # by name keeps the workflow module, and all the activity code it references, out of the API process.
 IMAGE_JOB_WORKFLOW = "ImageJobWorkflow"
 PROVIDER_EVENT_SIGNAL = "provider_event"
+RUNNING_SLOT_FREED_SIGNAL = "running_slot_freed"
+
+log = logging.getLogger(__name__)
 
 
 JOB_ID_LABEL = "job-id:"
@@ -153,6 +158,17 @@ def job_from_run(run: Run, *, asynchronous: bool, settings: Settings, webhooks: 
 async def signal_provider_event(client: Client, job_id: str, event: ProviderEvent) -> None:
     """Hand a verified provider event to the job's workflow."""
     await client.get_workflow_handle(job_id).signal(PROVIDER_EVENT_SIGNAL, event)
+
+
+async def wake_next_in_line(client: Client, job_id: str) -> None:
+    """Tell a job waiting in its tenant's line that a running slot has freed; it then asks for the slot. A wake-up
+    that does not arrive (the job has ended, Temporal is away) is not an error: the job asks again at its next
+    recheck (workflows/policies.RUNNING_SLOT_RECHECK)."""
+    try:
+        await client.get_workflow_handle(job_id).signal(RUNNING_SLOT_FREED_SIGNAL)
+    except Exception as error:  # the job's end is committed whatever happens here
+        if not (isinstance(error, RPCError) and error.status == RPCStatusCode.NOT_FOUND):
+            log.warning("could not wake job %s for its running slot (it will recheck): %r", job_id, error)
 
 
 CANVAS_RUN_WORKFLOW = "CanvasRunWorkflow"

@@ -97,3 +97,5 @@ class Transitioned:
     cost_usd: float | None
     seconds_since_created: float
     outbound_delivery_ids: tuple[str, ...] = ()
+    # The oldest job of the tenant waiting for a running slot (maxConcurrentJobs), which this end lets run.
+    next_in_line: str | None = None

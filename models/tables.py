@@ -63,6 +63,12 @@ class Run(SQLModel, table=True):
         Index("ix_runs_tenant_created", "tenant_id", "created_at", "id"),
         Index("ix_runs_unstarted", "created_at", postgresql_where=text("workflow_started_at IS NULL")),
         Index(
+            "ix_runs_slot_line",
+            "tenant_id",
+            "slot_wait_since",
+            postgresql_where=text("status = 'pending' AND slot_wait_since IS NOT NULL"),
+        ),
+        Index(
             "ix_runs_unswept",
             "finished_at",
             postgresql_where=text("status IN ('failed', 'cancelled') AND files_swept_at IS NULL"),
@@ -92,6 +98,9 @@ class Run(SQLModel, table=True):
     updated_at: datetime = _timestamp()
     # When the run's workflow was known to exist; None while the start the API committed is still to be made.
     workflow_started_at: datetime | None = _timestamp(nullable=True, default_now=False)
+    # Since when the job waits, `pending`, for one of its tenant's running slots (maxConcurrentJobs); a job's end
+    # wakes the oldest waiting (store/runs.transition).
+    slot_wait_since: datetime | None = _timestamp(nullable=True, default_now=False)
     # When the sweep deleted the files of a job that ended without a result (handoff/orphan_files.py).
     files_swept_at: datetime | None = _timestamp(nullable=True, default_now=False)
     # USD: the catalog price when recorded; what the provider billed when it ended. NULL: price unknown.

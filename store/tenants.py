@@ -206,6 +206,17 @@ _TENANT_CAP = text("SELECT max_concurrent_jobs FROM tenants WHERE id = :tenant")
 _RUNNING_OTHERS = text("SELECT count(*) FROM runs WHERE tenant_id = :tenant AND status = 'running' AND id <> :job")
 
 
+_JOIN_SLOT_LINE = text(
+    "UPDATE runs SET slot_wait_since = COALESCE(slot_wait_since, now()) WHERE id = :job AND status = 'pending'"
+)
+
+
+async def join_slot_line(session: AsyncSession, *, job_id: str) -> None:
+    """Put a job its tenant's cap holds back in the tenant's line (once: a job asking again keeps its place); a job's
+    end wakes the oldest in line (`runs.transition`)."""
+    await session.execute(_JOIN_SLOT_LINE, {"job": job_id})
+
+
 async def running_slot_free(session: AsyncSession, *, tenant_id: str, job_id: str, default_cap: int | None) -> bool:
     """Whether the job may run now under its tenant's maxConcurrentJobs (its own, else `default_cap`).
 

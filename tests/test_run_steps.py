@@ -117,6 +117,41 @@ async def test_a_capped_tenants_job_waits_at_its_cap_and_runs_when_a_slot_frees(
     assert (await state_of(sessions, second))[:2] == ("running", "running")
 
 
+async def test_an_end_names_the_oldest_job_in_its_tenants_line_and_never_another_tenants(
+    db_engine: AsyncEngine,
+) -> None:
+    sessions = session_factory(db_engine)
+    capped = tenants.TenantChange(given=frozenset({"max_concurrent_jobs"}), max_concurrent_jobs=1)
+    async with transaction(sessions) as session:
+        acme, globex = (
+            await tenants.create_tenant(session, name="acme"),
+            await tenants.create_tenant(session, name="globex"),
+        )
+        for tenant in (acme, globex):
+            await tenants.update_tenant(session, tenant=tenant, change=capped)
+    running, first_in_line, second_in_line = [await recorded_job(sessions, acme.id) for _ in range(3)]
+    other_running, other_in_line = [await recorded_job(sessions, globex.id) for _ in range(2)]
+    for job in (running, other_running):
+        assert await steps(db_engine).mark_running(job) is True
+    for job in (first_in_line, other_in_line, second_in_line):
+        assert await steps(db_engine).mark_running(job) is False
+    # Asking again keeps a job's place in line.
+    assert await steps(db_engine).mark_running(first_in_line) is False
+
+    async def end(job: ImageJobInput) -> str | None:
+        async with transaction(sessions) as session:
+            ended = await runs.transition(session, change=RunTransition(job_id=job.job_id, status=JobStatus.COMPLETED))
+        assert ended is not None
+        return ended.next_in_line
+
+    assert await end(running) == first_in_line.job_id
+    assert await steps(db_engine).mark_running(first_in_line) is True
+    assert await end(first_in_line) == second_in_line.job_id
+    assert await steps(db_engine).mark_running(second_in_line) is True
+    assert await end(second_in_line) is None
+    assert await end(other_running) == other_in_line.job_id
+
+
 async def test_the_workers_default_cap_holds_for_tenants_without_their_own(db_engine: AsyncEngine) -> None:
     sessions = session_factory(db_engine)
     async with transaction(sessions) as session:

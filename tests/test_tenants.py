@@ -8,6 +8,7 @@ import io
 import json
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -218,15 +219,26 @@ async def test_the_cli_makes_tenants_and_keys_and_revokes_them(
     assert refused != 0 and "unauthorized" in capsys.readouterr().err
 
 
+@asynccontextmanager
+async def acme_capped_at_one(
+    stack_settings: Settings, temporal_client: Client, *, provider_ms: int
+) -> AsyncIterator[tuple[Stack, Tenant]]:
+    """A stack whose local provider takes `provider_ms`, and its tenant Acme with maxConcurrentJobs 1."""
+    settings = make_settings(stack_settings, ADMIN_API_KEY=ADMIN, LOCAL_PROVIDER_DELAY_MS=provider_ms)
+    async with running_stack(settings, temporal_client) as stack:
+        stack.api.headers["Authorization"] = f"Bearer {ADMIN}"
+        acme = await new_tenant(stack, "Acme")
+        async with acme.api:
+            assert (await stack.api.patch(f"/v1/tenants/{acme.id}", json={"maxConcurrentJobs": 1})).status_code == 200
+            yield stack, acme
+
+
 async def test_jobs_past_max_concurrent_jobs_wait_pending_and_all_run(
     stack_settings: Settings, temporal_client: Client
 ) -> None:
-    settings = make_settings(stack_settings, ADMIN_API_KEY=ADMIN, LOCAL_PROVIDER_DELAY_MS=700)
-    async with running_stack(settings, temporal_client) as stack:
-        stack.api.headers["Authorization"] = f"Bearer {ADMIN}"
-        acme, globex = await new_tenant(stack, "Acme"), await new_tenant(stack, "Globex")
-        async with acme.api, globex.api:
-            assert (await stack.api.patch(f"/v1/tenants/{acme.id}", json={"maxConcurrentJobs": 1})).status_code == 200
+    async with acme_capped_at_one(stack_settings, temporal_client, provider_ms=700) as (stack, acme):
+        globex = await new_tenant(stack, "Globex")
+        async with globex.api:
             canvas_id = "canvas-" + uuid.uuid4().hex[:8]
             for node in ("n1", "n2", "n3"):
                 assert (await acme.api.post("/v1/jobs", json=job_body(canvas_id, node))).status_code == 202
@@ -243,6 +255,41 @@ async def test_jobs_past_max_concurrent_jobs_wait_pending_and_all_run(
                 await asyncio.sleep(0.05)
     assert most_running == 1, f"{most_running} of Acme's jobs ran at once under maxConcurrentJobs 1"
     assert globex_ran, "another tenant's job waited on Acme's cap"
+
+
+async def until_status(tenant: Tenant, job_id: str, wanted: str) -> None:
+    for _ in range(400):
+        if (await tenant.api.get(f"/v1/jobs/{job_id}")).json()["status"] == wanted:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"job {job_id} never became {wanted}")
+
+
+async def test_a_job_waiting_at_its_tenants_cap_is_woken_by_an_end_in_the_order_it_came(
+    stack_settings: Settings, temporal_client: Client
+) -> None:
+    async with acme_capped_at_one(stack_settings, temporal_client, provider_ms=500) as (stack, acme):
+        canvas_id = "canvas-" + uuid.uuid4().hex[:8]
+        first = (await acme.api.post("/v1/jobs", json=job_body(canvas_id, "n1"))).json()["jobId"]
+        await until_status(acme, first, "running")
+        waiting = []
+        for node in ("n2", "n3"):
+            waiting.append((await acme.api.post("/v1/jobs", json=job_body(canvas_id, node))).json()["jobId"])
+            await asyncio.sleep(0.2)  # n3 comes to the line after n2
+        for job_id in waiting:
+            await until_status(acme, job_id, "completed")
+        ended = [(await acme.api.get(f"/v1/jobs/{job_id}")).json()["finishedAt"] for job_id in waiting]
+        histories = [await stack.client.get_workflow_handle(job_id).fetch_history() for job_id in waiting]
+    assert ended[0] < ended[1], "the job that came to the line first ran first"
+    for job_id, history in zip(waiting, histories, strict=True):
+        woken = [
+            event
+            for event in history.events
+            if event.HasField("workflow_execution_signaled_event_attributes")
+            and event.workflow_execution_signaled_event_attributes.signal_name == "running_slot_freed"
+        ]
+        rechecked = [event for event in history.events if event.HasField("timer_fired_event_attributes")]
+        assert len(woken) == 1 and not rechecked, (job_id, len(woken), len(rechecked))
 
 
 def png_bytes() -> bytes:

@@ -9,6 +9,7 @@ new code.
 
 from __future__ import annotations
 
+import itertools
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -56,6 +57,7 @@ class FakeActivities:
 
     env: WorkflowEnvironment
     poll_answers: list[ProviderEvent] = field(default_factory=list)
+    running_answers: list[bool] = field(default_factory=list)  # mark_running's, in turn; then None (no cap)
     calls: list[tuple[str, float, Any]] = field(default_factory=list)
     on_submit: Callable[[], Awaitable[None]] | None = None
 
@@ -96,9 +98,12 @@ class FakeActivities:
         async def polled() -> ProviderEvent:
             return self.poll_answers.pop(0) if self.poll_answers else ProviderEvent(status="running")
 
+        async def running() -> bool | None:
+            return self.running_answers.pop(0) if self.running_answers else None
+
         return [
             self.recording("create_run", ImageJobInput),
-            self.recording("mark_running", ImageJobInput),
+            self.recording("mark_running", ImageJobInput, running, bool | None),
             self.recording("attach_provider_job", ProviderJobAttached),
             self.recording("record_progress", ProgressUpdate),
             self.recording("update_node", NodeUpdate, done, bool),
@@ -163,6 +168,23 @@ async def test_synchronous_job_runs_every_step_and_replays(time_skipping_env: Wo
         "complete_run",
     ]
     assert fakes.named("update_node")[0].image_url == IMAGE.url
+    await replay(time_skipping_env, handle)
+
+
+async def test_a_job_at_its_tenants_cap_asks_again_when_woken_and_else_at_ever_sparser_rechecks(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    fakes = FakeActivities(time_skipping_env, running_answers=[False, False, False, False, True])
+    async with workflow_worker(time_skipping_env, fakes) as queue:
+        handle = await start(time_skipping_env, queue, job_input(asynchronous=False))
+        await eventually(lambda: fakes.named("mark_running"), what="the job to find its tenant at the cap")
+        await handle.signal(ImageJobWorkflow.running_slot_freed)
+        await eventually(lambda: len(fakes.named("mark_running")) == 2, what="the woken job to ask again")
+        await handle.result()
+    asked = fakes.times("mark_running")
+    # Woken: at once. Then nobody wakes it (the slot went to another job): 10 s, then 20 and 40.
+    assert [round(later - earlier) for earlier, later in itertools.pairwise(asked)] == [0, 10, 20, 40]
+    assert [name for name, _, _ in fakes.calls][-3:] == ["generate_image", "update_node", "complete_run"]
     await replay(time_skipping_env, handle)
 
 

@@ -1,8 +1,9 @@
 """ImageJobWorkflow: one image job, from the run record to the canvas node.
 
-    create_run -> mark_running [-> wait_for_running_slot] -> provider step -> update_node -> complete_run
+    create_run -> mark_running [-> wait in line, mark_running ...] -> provider step -> update_node -> complete_run
 
-A job whose tenant runs its maxConcurrentJobs already stays `pending` in wait_for_running_slot until one ends.
+A job whose tenant runs its maxConcurrentJobs already stays `pending` in its tenant's line: the end of one of the
+tenant's jobs wakes the oldest in line (`running_slot_freed`), which then asks for the slot again.
 
 The provider step is one activity for synchronous providers (call + stream to storage). For asynchronous
 ones it is submit, then wait for a terminal `provider_event` signal (the verified webhook) or poll when
@@ -48,6 +49,8 @@ with workflow.unsafe.imports_passed_through():
         DB_STEP,
         PROVIDER_CALL,
         PROVIDER_POLL,
+        RUNNING_SLOT_RECHECK,
+        RUNNING_SLOT_RECHECK_LONGEST,
         RUNNING_SLOT_WAIT,
     )
 
@@ -59,6 +62,7 @@ DB_STEPS_AS_LOCAL_ACTIVITIES = "db-steps-as-local-activities"
 PROGRESS_ONLY_FORWARD = "progress-only-forward"
 POLL_BACKOFF = "poll-backoff"
 TENANT_RUNNING_SLOTS = "tenant-running-slots"
+RUNNING_SLOT_WAKEUPS = "running-slot-wakeups"
 GRACE_AFTER_LAST_WEBHOOK = "grace-after-last-webhook"
 
 
@@ -92,6 +96,7 @@ class ImageJobWorkflow:
         self._strays: list[str] = []
         self._strays_cancelled = 0
         self._last_webhook_at: datetime | None = None
+        self._slot_freed = False
 
     @workflow.query
     def status(self) -> JobSnapshot:
@@ -102,6 +107,11 @@ class ImageJobWorkflow:
         """A verified webhook. Duplicates and anything after the end are ignored."""
         if self._take_event(event):
             self._last_webhook_at = workflow.now()
+
+    @workflow.signal
+    def running_slot_freed(self) -> None:
+        """One of the tenant's jobs ended while this one waits in line for a running slot."""
+        self._slot_freed = True
 
     def _take_event(self, event: ProviderEvent) -> bool:
         """Take a webhook's or a poll's event; False when it is not this job's to take (yet)."""
@@ -137,8 +147,8 @@ class ImageJobWorkflow:
             await self._db_step(RunActivities.create_run, job)
             running = await self._db_step(RunActivities.mark_running, job)
             # Histories from before tenant caps recorded no answer (None): those jobs run at once, as they did.
-            if running is False and workflow.patched(TENANT_RUNNING_SLOTS):
-                await workflow.execute_activity_method(RunActivities.wait_for_running_slot, job, **RUNNING_SLOT_WAIT)
+            if running is False:
+                await self._wait_for_running_slot(job)
             self._state.phase = JobStatus.RUNNING
             timings["queued"] = _seconds_since(started)
             mark = workflow.now()
@@ -166,6 +176,24 @@ class ImageJobWorkflow:
             error_type, message = failure_of(error)
             await self._finish_failed(job, error_type, message)
             raise ApplicationError(message, type=error_type, non_retryable=True) from error
+
+    async def _wait_for_running_slot(self, job: ImageJobInput) -> None:
+        """Wait in the tenant's line until a slot is ours: ask again when woken, or at each (sparser) recheck.
+        A wake-up that comes while the job asks is kept for the next wait, so none is lost."""
+        if workflow.patched(RUNNING_SLOT_WAKEUPS):
+            recheck = RUNNING_SLOT_RECHECK
+            while True:
+                try:
+                    await workflow.wait_condition(
+                        lambda: self._slot_freed, timeout=recheck, timeout_summary="recheck for a running slot"
+                    )
+                except TimeoutError:
+                    recheck = min(recheck * 2, RUNNING_SLOT_RECHECK_LONGEST)
+                self._slot_freed = False
+                if await self._db_step(RunActivities.mark_running, job):
+                    return
+        elif workflow.patched(TENANT_RUNNING_SLOTS):
+            await workflow.execute_activity_method(RunActivities.wait_for_running_slot, job, **RUNNING_SLOT_WAIT)
 
     async def _provider_step(self, job: ImageJobInput) -> GenerationResult:
         call = ProviderCall(

@@ -33,8 +33,14 @@ DB_STEP: dict[str, Any] = {
 # worker; longer ones (not reached with a 10 s maximum interval) would become a durable timer.
 DB_LOCAL_STEP: dict[str, Any] = {**DB_STEP, "local_retry_threshold": timedelta(seconds=30)}
 
-# Waiting for a running slot of the job's tenant (maxConcurrentJobs): each attempt asks once, and the next comes
-# at most 5 s later, for as long as it takes: a waiting job is never failed, only cancelled.
+# A job waiting in its tenant's line for a running slot (maxConcurrentJobs) is woken when one of the tenant's jobs
+# ends; without a wake-up (it was lost with a worker, or the cap was raised) it asks again after the first recheck,
+# then after twice as long, up to the longest. Each wait costs a few history events, so the rechecks stay sparse.
+RUNNING_SLOT_RECHECK = timedelta(seconds=10)
+RUNNING_SLOT_RECHECK_LONGEST = timedelta(seconds=60)
+
+# How jobs started before wake-ups wait for a running slot: each attempt asks once, and the next comes at most 5 s
+# later, for as long as it takes: a waiting job is never failed, only cancelled.
 RUNNING_SLOT_WAIT: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=30),
     "retry_policy": RetryPolicy(
