@@ -1,7 +1,8 @@
 """Figure 11, fair share: one tenant's single job, from its start to `running`, while another tenant has a burst
-of jobs queued, beside the same job on an idle system.
+of jobs queued, beside the same job on an idle system. Figure 11b, a capped tenant's line: how soon the next job
+runs once one of the tenant's jobs ends, beside a job that finds a slot free.
 
-The figure needs two tenants, so it runs its own API process with ADMIN_API_KEY set (the stack's API runs
+The figures need tenants, so they run their own API process with ADMIN_API_KEY set (the stack's API runs
 without keys), on the stack's workers, Temporal server and database.
 """
 
@@ -43,9 +44,12 @@ async def tenant_api(stack: BenchStack) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def new_tenant(url: str, name: str) -> AsyncIterator[TenantClient]:
+async def new_tenant(url: str, name: str, **limits: int) -> AsyncIterator[TenantClient]:
+    """A tenant with a key of its own, and `limits` as PATCH /v1/tenants/{id} takes them."""
     async with httpx.AsyncClient(base_url=url, timeout=30, headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as admin:
         tenant = (await admin.post("/v1/tenants", json={"name": name})).json()
+        if limits:
+            (await admin.patch(f"/v1/tenants/{tenant['id']}", json=limits)).raise_for_status()
         key = (await admin.post(f"/v1/tenants/{tenant['id']}/keys")).json()["key"]
     async with httpx.AsyncClient(base_url=url, timeout=30, headers={"Authorization": f"Bearer {key}"}) as http:
         yield TenantClient(tenant["id"], http)
@@ -111,6 +115,12 @@ async def start_to_running(stack: BenchStack, tenant: TenantClient, canvas: str,
     return Sample(found[0], await stages_ms(stack, job_id))
 
 
+def series_of(label: str, samples: list[Sample], **detail: object) -> Series:
+    """Samples' totals, with where each one's time went (`stagesMs`)."""
+    totals = [sample.total_ms for sample in samples]
+    return Series.of_samples(label, totals, stagesMs=[sample.stages_ms for sample in samples], **detail)
+
+
 async def unfinished(stack: BenchStack, tenant_id: str) -> int:
     async with stack.sessions() as session:
         return int((await session.execute(_UNFINISHED, {"tenant": tenant_id})).scalar_one())
@@ -135,20 +145,13 @@ async def fair_share(stack: BenchStack, config: BenchConfig, workers: Workers) -
         number="11",
         title="fair share: a tenant's single job while another has a burst queued",
         unit="ms",
-        product=Series.of_samples(
+        product=series_of(
             f"start to running, another tenant's {config.jobs} jobs queued",
-            [sample.total_ms for sample in busy],
-            stagesMs=[sample.stages_ms for sample in busy],
+            busy,
             burstQueuedAtEachSample=queued,
             burstSubmitSeconds=round(submitted_seconds, 2),
         ),
-        floors=[
-            Series.of_samples(
-                "start to running, idle system",
-                [sample.total_ms for sample in idle],
-                stagesMs=[sample.stages_ms for sample in idle],
-            )
-        ],
+        floors=[series_of("start to running, idle system", idle)],
         method=(
             f"An API process with ADMIN_API_KEY makes two tenants. The single tenant starts {samples} jobs one by "
             f"one on an idle system (the floor). The other tenant then starts {config.jobs} jobs "
@@ -165,3 +168,52 @@ async def fair_share(stack: BenchStack, config: BenchConfig, workers: Workers) -
 
 async def _drained(stack: BenchStack, tenant_id: str) -> bool:
     return await unfinished(stack, tenant_id) == 0
+
+
+# Figure 11b: the capped tenant runs this many jobs at once, and queues this many times more.
+LINE_CAP = 2
+LINE_LENGTH_PER_SLOT = 10
+_RUNNING_AND_ENDED = text(
+    "SELECT extract(epoch FROM (SELECT min(e.ts) FROM run_events e"
+    "   WHERE e.run_id = r.id AND e.payload->>'status' = 'running')), extract(epoch FROM r.finished_at)"
+    " FROM runs r WHERE r.id = ANY(:ids)"
+)
+
+
+def slot_handovers_ms(running: list[float], ended: list[float], cap: int) -> list[float]:
+    """With `cap` slots, the k-th job to run (from 0) took the slot the (k - cap)-th end freed: how long after that
+    end it ran, for every job that had to wait for one."""
+    running, ended = sorted(running), sorted(ended)
+    return [round((running[k] - ended[k - cap]) * 1000, 1) for k in range(cap, len(running))]
+
+
+async def capped_line(stack: BenchStack, config: BenchConfig, workers: Workers) -> Figure:
+    samples = max(3, config.latency_samples // 20)
+    jobs = LINE_CAP * (LINE_LENGTH_PER_SLOT if config.jobs >= 100 else 2)
+    async with tenant_api(stack) as url, new_tenant(url, "capped", maxConcurrentJobs=LINE_CAP) as capped:
+        canvas = f"bench-line-{uuid.uuid4().hex[:8]}"
+        free = []
+        for index in range(samples):  # each after the last has ended: a slot is always free
+            free.append(await start_to_running(stack, capped, canvas, f"free{index}", config.timeout))
+            await poll(lambda: _drained(stack, capped.id), "the job to end", config.timeout, interval=0.05)
+        ids = await bounded(jobs, config.concurrency, lambda index: start(capped, canvas, f"line{index}"))
+        await poll(lambda: _drained(stack, capped.id), "the line to finish", config.timeout, interval=0.2)
+    async with stack.sessions() as session:
+        rows = (await session.execute(_RUNNING_AND_ENDED, {"ids": ids})).all()
+    handovers = slot_handovers_ms([float(row[0]) for row in rows], [float(row[1]) for row in rows], LINE_CAP)
+    return Figure(
+        number="11b",
+        title=f"a capped tenant's line: from a job's end to the next job running (maxConcurrentJobs {LINE_CAP})",
+        unit="ms",
+        product=Series.of_samples(f"next in line running, {jobs} jobs started at once", handovers),
+        floors=[series_of("start to running, a slot free", free)],
+        method=(
+            f"An API process with ADMIN_API_KEY makes a tenant with maxConcurrentJobs {LINE_CAP}. It starts "
+            f"{samples} jobs one by one, each once the last has ended, so each finds a slot free (the floor: from "
+            f"its record to its `running` event, through the same locked path). Then it starts {jobs} jobs at "
+            f"once, local provider taking {config.provider_seconds:g} s: all but {LINE_CAP} wait in line. "
+            f"With {LINE_CAP} slots the k-th job to run took the slot the "
+            f"(k - {LINE_CAP})-th end freed; each value is the time from that end (runs.finished_at) to the job's "
+            "`running` event, both database timestamps."
+        ),
+    )

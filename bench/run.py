@@ -6,7 +6,8 @@ Phases, each with fresh worker processes: `start` (figure 1, no workers), `insta
 without delay), `overhead` (3; local provider taking 1.0 s), `memory` (6: large results, huge inputs), `scale`
 (7), `ui` (8: the canvas in Chromium; needs `make web`), `canvas` (9: a canvas run beside the same jobs started
 independently), `observability` (10: throughput with metrics and JSON logs on, against both off), `fairness` (11: a
-tenant's single job while another tenant's burst is queued, against the same job on an idle system), `storm` (12:
+tenant's single job while another tenant's burst is queued, against the same job on an idle system), `line` (11b:
+a capped tenant's next job in line, from a job's end to its run; local provider taking 1.0 s), `storm` (12:
 850 terminal webhooks, 100 in flight, while their jobs drain). A phase that
 fails is reported with its error, its workflows are terminated, the next phase still runs, and the logs are kept.
 """
@@ -27,7 +28,7 @@ from typing import Any
 from bench.canvas import canvas_run
 from bench.capacity import hostile_input_memory, large_result_memory, scale, throughput
 from bench.drive import MB, BenchConfig, warm_up
-from bench.fairness import fair_share
+from bench.fairness import capped_line, fair_share
 from bench.latency import canvas_live_latency, live_latency, orchestration_overhead, start_latency, webhook_latency
 from bench.observability import observability_cost
 from bench.report import Figure, details, figure_order, table, write_results
@@ -62,6 +63,7 @@ PHASES = {
     "canvas": Phase(figures=(canvas_run,)),
     "observability": Phase(figures=(observability_cost,), product_worker=False, floor_worker=False, warm_up=False),
     "fairness": Phase(figures=(fair_share,)),
+    "line": Phase(figures=(capped_line,), delayed_provider=True),
     "storm": Phase(figures=(webhook_storm,)),
 }
 
