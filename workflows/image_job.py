@@ -51,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
         PROVIDER_POLL,
         RUNNING_SLOT_RECHECK,
         RUNNING_SLOT_RECHECK_LONGEST,
+        RUNNING_SLOT_RECHECK_SPREAD,
         RUNNING_SLOT_WAIT,
     )
 
@@ -183,9 +184,10 @@ class ImageJobWorkflow:
         if workflow.patched(RUNNING_SLOT_WAKEUPS):
             recheck = RUNNING_SLOT_RECHECK
             while True:
+                spread = 1 + RUNNING_SLOT_RECHECK_SPREAD * (2 * workflow.random().random() - 1)
                 try:
                     await workflow.wait_condition(
-                        lambda: self._slot_freed, timeout=recheck, timeout_summary="recheck for a running slot"
+                        lambda: self._slot_freed, timeout=recheck * spread, timeout_summary="recheck for a running slot"
                     )
                 except TimeoutError:
                     recheck = min(recheck * 2, RUNNING_SLOT_RECHECK_LONGEST)

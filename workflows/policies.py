@@ -35,9 +35,12 @@ DB_LOCAL_STEP: dict[str, Any] = {**DB_STEP, "local_retry_threshold": timedelta(s
 
 # A job waiting in its tenant's line for a running slot (maxConcurrentJobs) is woken when one of the tenant's jobs
 # ends; without a wake-up (it was lost with a worker, or the cap was raised) it asks again after the first recheck,
-# then after twice as long, up to the longest. Each wait costs a few history events, so the rechecks stay sparse.
+# then after twice as long, up to the longest. Each wait costs a few history events, so the rechecks stay sparse,
+# and each is spread by up to a quarter either way: a burst that joined the line together must not ask together,
+# each in turn under its tenant's lock.
 RUNNING_SLOT_RECHECK = timedelta(seconds=10)
 RUNNING_SLOT_RECHECK_LONGEST = timedelta(seconds=60)
+RUNNING_SLOT_RECHECK_SPREAD = 0.25
 
 # How jobs started before wake-ups wait for a running slot: each attempt asks once, and the next comes at most 5 s
 # later, for as long as it takes: a waiting job is never failed, only cancelled.
