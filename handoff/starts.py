@@ -160,15 +160,18 @@ async def signal_provider_event(client: Client, job_id: str, event: ProviderEven
     await client.get_workflow_handle(job_id).signal(PROVIDER_EVENT_SIGNAL, event)
 
 
-async def wake_next_in_line(client: Client, job_id: str) -> None:
-    """Tell a job waiting in its tenant's line that a running slot has freed; it then asks for the slot. A wake-up
-    that does not arrive (the job has ended, Temporal is away) is not an error: the job asks again at its next
-    recheck (workflows/policies.RUNNING_SLOT_RECHECK)."""
+async def wake_for_running_slot(client: Client, job_id: str) -> bool:
+    """Tell a job waiting in its tenant's line that a running slot has freed; it then asks for the slot. False when
+    the job has no workflow to wake (it was terminated from outside). A wake-up that does not arrive for another
+    reason (Temporal is away) is not an error: the job asks again at its next recheck
+    (workflows/policies.RUNNING_SLOT_RECHECK)."""
     try:
         await client.get_workflow_handle(job_id).signal(RUNNING_SLOT_FREED_SIGNAL)
-    except Exception as error:  # the job's end is committed whatever happens here
-        if not (isinstance(error, RPCError) and error.status == RPCStatusCode.NOT_FOUND):
-            log.warning("could not wake job %s for its running slot (it will recheck): %r", job_id, error)
+    except Exception as error:  # the end that freed the slot is committed whatever happens here
+        if isinstance(error, RPCError) and error.status == RPCStatusCode.NOT_FOUND:
+            return False
+        log.warning("could not wake job %s for its running slot (it will recheck): %r", job_id, error)
+    return True
 
 
 CANVAS_RUN_WORKFLOW = "CanvasRunWorkflow"

@@ -30,7 +30,7 @@ from models.vocabulary import (
     NodeStatus,
     job_event,
 )
-from store import outbound
+from store import outbound, tenants
 from store.jsonb import storable_json
 from store.run_events import describe_stored
 
@@ -242,11 +242,7 @@ def transition_sql(*, guard: str = "", then: str = "", answer: str = "") -> Text
 
 # An end frees a running slot of its tenant: the answer names the oldest job waiting in the tenant's line for one
 # (store/tenants.join_slot_line), for the caller to wake. Tenants without a cap have nobody in line.
-_NEXT_IN_LINE = (
-    f", CASE WHEN :status IN ({TERMINAL_SQL}) THEN (SELECT w.id FROM runs w WHERE w.tenant_id = moved.tenant_id"
-    "   AND w.status = 'pending' AND w.slot_wait_since IS NOT NULL AND w.id <> moved.id"
-    "   ORDER BY w.slot_wait_since, w.id LIMIT 1) END"
-)
+_NEXT_IN_LINE = f", CASE WHEN :status IN ({TERMINAL_SQL}) THEN {tenants.first_in_line_sql('moved')} END"
 _TRANSITION = transition_sql(answer=_NEXT_IN_LINE)
 
 

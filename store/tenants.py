@@ -217,6 +217,27 @@ async def join_slot_line(session: AsyncSession, *, job_id: str) -> None:
     await session.execute(_JOIN_SLOT_LINE, {"job": job_id})
 
 
+def first_in_line_sql(row: str) -> str:
+    """A subquery: the first job in the line of `row`'s tenant (the alias of a row with `id` and `tenant_id`),
+    other than that row's own job."""
+    return (
+        f"(SELECT w.id FROM runs w WHERE w.tenant_id = {row}.tenant_id AND w.status = 'pending'"
+        f" AND w.slot_wait_since IS NOT NULL AND w.id <> {row}.id ORDER BY w.slot_wait_since, w.id LIMIT 1)"
+    )
+
+
+_LEAVE_SLOT_LINE = text(
+    "WITH gone AS (UPDATE runs SET slot_wait_since = NULL WHERE id = :job RETURNING id, tenant_id)"
+    f" SELECT {first_in_line_sql('gone')} FROM gone"
+)
+
+
+async def leave_slot_line(session: AsyncSession, *, job_id: str) -> str | None:
+    """Take a job out of its tenant's line (its workflow is gone, so it would take every wake-up); answers the job
+    now first in that line, if any."""
+    return (await session.execute(_LEAVE_SLOT_LINE, {"job": job_id})).scalar_one_or_none()
+
+
 async def running_slot_free(session: AsyncSession, *, tenant_id: str, job_id: str, default_cap: int | None) -> bool:
     """Whether the job may run now under its tenant's maxConcurrentJobs (its own, else `default_cap`).
 

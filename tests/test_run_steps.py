@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from temporalio.client import Client
 
 from activities.runs import RunActivities
 from core.db import autocommit_session_factory, session_factory, transaction
@@ -44,12 +45,13 @@ def statements_sent(engine: AsyncEngine) -> Iterator[list[str]]:
         event.remove(engine.sync_engine, "begin", note_begin)
 
 
-def steps(engine: AsyncEngine, *, default_cap: int | None = None) -> RunActivities:
-    """The worker's steps, on its two session factories."""
+def steps(engine: AsyncEngine, *, default_cap: int | None = None, client: Client | None = None) -> RunActivities:
+    """The worker's steps, on its two session factories (and its Temporal client, to wake jobs in line)."""
     return RunActivities(
         session_factory(engine),
         autocommit_sessions=autocommit_session_factory(engine),
         default_max_concurrent=default_cap,
+        client=client,
     )
 
 
@@ -150,6 +152,36 @@ async def test_an_end_names_the_oldest_job_in_its_tenants_line_and_never_another
     assert await steps(db_engine).mark_running(second_in_line) is True
     assert await end(second_in_line) is None
     assert await end(other_running) == other_in_line.job_id
+
+
+async def in_line(sessions: async_sessionmaker[AsyncSession], job: ImageJobInput) -> bool:
+    async with sessions() as session:
+        query = text("SELECT slot_wait_since IS NOT NULL FROM runs WHERE id = :id")
+        return bool((await session.execute(query, {"id": job.job_id})).scalar_one())
+
+
+async def test_an_end_takes_jobs_whose_workflows_are_gone_out_of_their_line(
+    db_engine: AsyncEngine, temporal_client: Client
+) -> None:
+    sessions = session_factory(db_engine)
+    capped = tenants.TenantChange(given=frozenset({"max_concurrent_jobs"}), max_concurrent_jobs=1)
+    async with transaction(sessions) as session:
+        acme, globex = [await tenants.create_tenant(session, name=name) for name in ("acme", "globex")]
+        for tenant in (acme, globex):
+            await tenants.update_tenant(session, tenant=tenant, change=capped)
+    # Recorded jobs without workflows: as if terminated from outside while they waited.
+    running, gone, also_gone = [await recorded_job(sessions, acme.id) for _ in range(3)]
+    other_running, other_gone = [await recorded_job(sessions, globex.id) for _ in range(2)]
+    worker = steps(db_engine, client=temporal_client)
+    for job in (running, other_running):
+        assert await worker.mark_running(job) is True
+    for job in (gone, also_gone, other_gone):
+        assert await worker.mark_running(job) is False
+    assert [await in_line(sessions, job) for job in (gone, also_gone, other_gone)] == [True, True, True]
+
+    assert await worker.complete_run(RunTransition(job_id=running.job_id, status=JobStatus.COMPLETED)) is True
+    assert [await in_line(sessions, job) for job in (gone, also_gone, other_gone)] == [False, False, True]
+    assert (await state_of(sessions, gone))[0] == "pending"  # out of the line, not ended: that is not the line's call
 
 
 async def test_the_workers_default_cap_holds_for_tenants_without_their_own(db_engine: AsyncEngine) -> None:
