@@ -30,7 +30,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from core import metrics
 from core.config import Settings
 from core.db import transaction
-from handoff.starts import signal_provider_event, start_canvas_run, start_delivery, start_job
+from handoff.starts import signal_provider_event, start_canvas_run, start_delivery, start_job, wake_for_running_slot
 from models.payloads import (
     CanvasRunInput,
     ImageJobInput,
@@ -42,7 +42,7 @@ from models.payloads import (
 from models.tables import Run
 from models.tenancy import tenant_of
 from models.vocabulary import JobStatus
-from store import canvas_nodes, canvas_runs, deliveries, jsonb, outbound, runs
+from store import canvas_nodes, canvas_runs, deliveries, jsonb, outbound, runs, tenants
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,8 @@ MAX_IN_FLIGHT = 64
 MAX_IN_FLIGHT_PER_TENANT = 16
 # The line of signals: a webhook names its job, not the job's tenant.
 SIGNALS = "signals"
+# A raised cap wakes at most this many jobs in line at once; the rest find their slots at their rechecks.
+MAX_WAKES = 64
 
 
 class TenantSlots:
@@ -141,6 +143,20 @@ class Handoff:
             self._sent.forget(signal_id)
 
         self._spawn(work, f"signal {signal_id} to {job_id}", SIGNALS)
+
+    async def wake_line(self, tenant_id: str) -> None:
+        """Wake as many of the tenant's jobs waiting in line as it has running slots free (its cap was raised);
+        any more find theirs at their rechecks."""
+
+        async def work() -> None:
+            cap = self._settings.TENANT_MAX_CONCURRENT_JOBS
+            async with self._sessions() as session:
+                job_ids = await tenants.first_in_line(session, tenant_id=tenant_id, default_cap=cap, most=MAX_WAKES)
+            client = await self._connected()
+            for job_id in job_ids:
+                await wake_for_running_slot(client, job_id)
+
+        self._spawn(work, f"wake of tenant {tenant_id}'s line", tenant_id)
 
     async def aclose(self, timeout: float = DRAIN_SECONDS) -> None:
         """Let the handoffs under way finish for up to `timeout`, then stop them (the sweep takes over)."""

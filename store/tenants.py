@@ -238,6 +238,25 @@ async def leave_slot_line(session: AsyncSession, *, job_id: str) -> str | None:
     return (await session.execute(_LEAVE_SLOT_LINE, {"job": job_id})).scalar_one_or_none()
 
 
+_FIRST_IN_LINE = text(
+    "SELECT id FROM runs WHERE tenant_id = :tenant AND status = 'pending' AND slot_wait_since IS NOT NULL"
+    " ORDER BY slot_wait_since, id LIMIT :count"
+)
+
+
+async def first_in_line(session: AsyncSession, *, tenant_id: str, default_cap: int | None, most: int) -> list[str]:
+    """The first jobs in the tenant's line, as many as it has running slots free (at most `most`)."""
+    own = (await session.execute(_TENANT_CAP, {"tenant": tenant_id})).scalar_one_or_none()
+    cap = own if own is not None else default_cap
+    free = most
+    if cap is not None:
+        running = int((await session.execute(_RUNNING_OTHERS, {"tenant": tenant_id, "job": ""})).scalar_one())
+        free = min(most, cap - running)
+    if free <= 0:
+        return []
+    return list((await session.execute(_FIRST_IN_LINE, {"tenant": tenant_id, "count": free})).scalars())
+
+
 async def running_slot_free(session: AsyncSession, *, tenant_id: str, job_id: str, default_cap: int | None) -> bool:
     """Whether the job may run now under its tenant's maxConcurrentJobs (its own, else `default_cap`).
 

@@ -15,11 +15,12 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHistory
 
 from cli.main import main
 from core.config import Settings
 from tests.fixtures.stack import Stack, make_settings, running_stack
+from tests.helpers import eventually
 from tests.sse import read_events
 
 ADMIN = "admin-" + uuid.uuid4().hex
@@ -265,13 +266,37 @@ async def until_status(tenant: Tenant, job_id: str, wanted: str) -> None:
     raise AssertionError(f"job {job_id} never became {wanted}")
 
 
+def events_named(history: WorkflowHistory, kind: str) -> list[Any]:
+    return [event for event in history.events if event.HasField(f"{kind}_event_attributes")]
+
+
+async def histories_of(stack: Stack, job_ids: list[str]) -> list[WorkflowHistory]:
+    return [await stack.client.get_workflow_handle(job_id).fetch_history() for job_id in job_ids]
+
+
+async def first_job_running(acme: Tenant, canvas_id: str) -> str:
+    first: str = (await acme.api.post("/v1/jobs", json=job_body(canvas_id, "n1"))).json()["jobId"]
+    await until_status(acme, first, "running")
+    return first
+
+
+def assert_woken_before_any_recheck(history: WorkflowHistory) -> None:
+    signals = events_named(history, "workflow_execution_signaled")
+    woken = [
+        event
+        for event in signals
+        if event.workflow_execution_signaled_event_attributes.signal_name == "running_slot_freed"
+    ]
+    rechecked = events_named(history, "timer_fired")
+    assert len(woken) == 1 and not rechecked, (len(woken), len(rechecked))
+
+
 async def test_a_job_waiting_at_its_tenants_cap_is_woken_by_an_end_in_the_order_it_came(
     stack_settings: Settings, temporal_client: Client
 ) -> None:
     async with acme_capped_at_one(stack_settings, temporal_client, provider_ms=500) as (stack, acme):
         canvas_id = "canvas-" + uuid.uuid4().hex[:8]
-        first = (await acme.api.post("/v1/jobs", json=job_body(canvas_id, "n1"))).json()["jobId"]
-        await until_status(acme, first, "running")
+        await first_job_running(acme, canvas_id)
         waiting = []
         for node in ("n2", "n3"):
             waiting.append((await acme.api.post("/v1/jobs", json=job_body(canvas_id, node))).json()["jobId"])
@@ -279,17 +304,31 @@ async def test_a_job_waiting_at_its_tenants_cap_is_woken_by_an_end_in_the_order_
         for job_id in waiting:
             await until_status(acme, job_id, "completed")
         ended = [(await acme.api.get(f"/v1/jobs/{job_id}")).json()["finishedAt"] for job_id in waiting]
-        histories = [await stack.client.get_workflow_handle(job_id).fetch_history() for job_id in waiting]
+        histories = await histories_of(stack, waiting)
     assert ended[0] < ended[1], "the job that came to the line first ran first"
-    for job_id, history in zip(waiting, histories, strict=True):
-        woken = [
-            event
-            for event in history.events
-            if event.HasField("workflow_execution_signaled_event_attributes")
-            and event.workflow_execution_signaled_event_attributes.signal_name == "running_slot_freed"
-        ]
-        rechecked = [event for event in history.events if event.HasField("timer_fired_event_attributes")]
-        assert len(woken) == 1 and not rechecked, (job_id, len(woken), len(rechecked))
+    for history in histories:
+        assert_woken_before_any_recheck(history)
+
+
+async def test_raising_a_tenants_cap_starts_the_jobs_waiting_in_line_at_once(
+    stack_settings: Settings, temporal_client: Client
+) -> None:
+    async with acme_capped_at_one(stack_settings, temporal_client, provider_ms=4000) as (stack, acme):
+        canvas_id = "canvas-" + uuid.uuid4().hex[:8]
+        first = await first_job_running(acme, canvas_id)
+        waiting = [(await acme.api.post("/v1/jobs", json=job_body(canvas_id, n))).json()["jobId"] for n in ("n2", "n3")]
+
+        async def in_line() -> bool:  # each waits on its recheck's timer
+            return all(events_named(history, "timer_started") for history in await histories_of(stack, waiting))
+
+        await eventually(in_line, what="both jobs to wait in line")
+        assert (await stack.api.patch(f"/v1/tenants/{acme.id}", json={"maxConcurrentJobs": 3})).status_code == 200
+        for job_id in waiting:
+            await until_status(acme, job_id, "running")
+        assert (await acme.api.get(f"/v1/jobs/{first}")).json()["status"] == "running"
+        histories = await histories_of(stack, waiting)
+    for history in histories:
+        assert_woken_before_any_recheck(history)
 
 
 def png_bytes() -> bytes:

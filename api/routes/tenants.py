@@ -7,7 +7,7 @@ import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import APIRouter, BackgroundTasks, Depends, Path, Response
 from pydantic import Field
 
 from api import canvas_tokens
@@ -104,9 +104,11 @@ async def get_tenant(tenant_id: TenantIdPath, session: SessionDep) -> TenantView
 
 
 @router.patch("/{tenantId}", response_model=TenantView, responses=ERRORS, response_model_exclude_none=True)
-async def update_tenant(tenant_id: TenantIdPath, body: TenantUpdate, state: StateDep) -> TenantView:
+async def update_tenant(
+    tenant_id: TenantIdPath, body: TenantUpdate, state: StateDep, after: BackgroundTasks
+) -> TenantView:
     """Rename the tenant or set its limits: `startsPerMinute` (more answer 429 `rate_limited`),
-    `maxConcurrentJobs` and `budgetUsdPerDay`."""
+    `maxConcurrentJobs` (jobs waiting in line for a slot the new cap frees start at once) and `budgetUsdPerDay`."""
     given = body.model_fields_set
     if "name" in given and body.name is None:
         raise ApiError(422, "invalid_request", "A tenant's name cannot be null.", [{"field": "name"}])
@@ -114,7 +116,10 @@ async def update_tenant(tenant_id: TenantIdPath, body: TenantUpdate, state: Stat
         tenant = await tenant_or_404(session, tenant_id)
         change = TenantChange(given=frozenset(given), **body.model_dump(include=given))
         await tenants.update_tenant(session, tenant=tenant, change=change)
-        return TenantView.model_validate(tenant)
+        view = TenantView.model_validate(tenant)
+    if "max_concurrent_jobs" in given:
+        after.add_task(state.handoff.wake_line, tenant_id)
+    return view
 
 
 @router.post("/{tenantId}/keys", status_code=201, response_model=NewKey, responses=ERRORS)

@@ -528,7 +528,7 @@ export interface paths {
     /**
      * Update Tenant
      * @description Rename the tenant or set its limits: `startsPerMinute` (more answer 429 `rate_limited`),
-     *     `maxConcurrentJobs` and `budgetUsdPerDay`.
+     *     `maxConcurrentJobs` (jobs waiting in line for a slot the new cap frees start at once) and `budgetUsdPerDay`.
      */
     patch: operations["update_tenant_v1_tenants__tenantId__patch"];
     trace?: never;
