@@ -6,21 +6,39 @@ Every fake provider app is served this way, so adapters talk to it over real soc
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 import uvicorn
 
 
+def _below_ephemeral_ports() -> range:
+    """Ports under the kernel's range for outgoing connections' own ports (32768-60999 unless configured)."""
+    configured = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    low = int(configured.read_text().split()[0]) if configured.exists() else 32768
+    return range(max(1024, low - 12000), low)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free loopback port for a server to bind, now or after a restart. It comes from below the ephemeral range:
+    a port from that range can be taken before the server binds it (or while it restarts) by any connection's own
+    port, and a client that dials a free port there can even connect to itself (TCP simultaneous open), as the
+    API does while it waits for a Temporal that is not up yet."""
+    for port in random.sample(_below_ephemeral_ports(), 100):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 @dataclass
