@@ -211,11 +211,11 @@ def transition_message(change: RunTransition) -> str | None:
     return change.error or change.status.capitalize()
 
 
-def transition_sql(*, guard: str = "", then: str = "", answer: str = "") -> TextClause:
-    """A status change, its event and, for an end, its outbound deliveries, in one statement: one round trip, and
-    atomic without a transaction. `guard` adds conditions the run must meet to move; `then` adds CTEs after
-    `moved` (the changed run's row), for writes that go with the change; `answer` adds columns to the answer.
-    Answers one row when the run moved."""
+def transition_sql(*, guard: str = "", then: str = "") -> TextClause:
+    """A status change, its event and, for an end, its outbound deliveries and the next job in the tenant's line for
+    the running slot it frees, in one statement: one round trip, and atomic without a transaction. `guard` adds
+    conditions the run must meet to move; `then` adds CTEs after `moved` (the changed run's row), for writes that
+    go with the change. Answers one row when the run moved."""
     return text(
         "WITH moved AS ("
         "  UPDATE runs SET status = :status, payload = payload || CAST(:payload AS jsonb),"
@@ -236,14 +236,15 @@ def transition_sql(*, guard: str = "", then: str = "", answer: str = "") -> Text
         "  FROM moved ON CONFLICT (run_id, dedupe_key) DO NOTHING"
         # In the same statement: an end is never told without its deliveries, nor they without it.
         f"), owed AS ({outbound.enqueue_sql('moved')}){then}"
-        f" SELECT provider, model, processor, cost_usd, age, ARRAY(SELECT id FROM owed){answer} FROM moved"
+        " SELECT provider, model, processor, cost_usd, age, ARRAY(SELECT id FROM owed),"
+        # An end frees a running slot of its tenant: the oldest job in the tenant's line for one, for the caller to
+        # wake (store/tenants.join_slot_line). Tenants without a cap have nobody in line.
+        f" CASE WHEN :status IN ({TERMINAL_SQL}) THEN {tenants.first_in_line_sql('moved')} END"
+        " FROM moved"
     )
 
 
-# An end frees a running slot of its tenant: the answer names the oldest job waiting in the tenant's line for one
-# (store/tenants.join_slot_line), for the caller to wake. Tenants without a cap have nobody in line.
-_NEXT_IN_LINE = f", CASE WHEN :status IN ({TERMINAL_SQL}) THEN {tenants.first_in_line_sql('moved')} END"
-_TRANSITION = transition_sql(answer=_NEXT_IN_LINE)
+_TRANSITION = transition_sql()
 
 
 def transition_parameters(change: RunTransition) -> dict[str, Any]:
@@ -280,8 +281,7 @@ def transitioned(row: Sequence[Any] | None) -> Transitioned | None:
     """What a `transition_sql` statement answered: the change it made, or None when the run did not move."""
     if row is None:
         return None
-    next_in_line = row[6] if len(row) > 6 else None
-    return Transitioned(row[0], row[1], row[2], row[3], float(row[4]), tuple(row[5]), next_in_line)
+    return Transitioned(row[0], row[1], row[2], row[3], float(row[4]), tuple(row[5]), row[6])
 
 
 async def transition(session: AsyncSession, *, change: RunTransition) -> Transitioned | None:

@@ -204,6 +204,20 @@ async def take_start(session: AsyncSession, *, tenant_id: str, per_minute: int) 
 
 _TENANT_CAP = text("SELECT max_concurrent_jobs FROM tenants WHERE id = :tenant")
 _RUNNING_OTHERS = text("SELECT count(*) FROM runs WHERE tenant_id = :tenant AND status = 'running' AND id <> :job")
+# A tenant's line for running slots: its pending jobs that found the cap reached, first come first.
+_IN_LINE = "w.status = 'pending' AND w.slot_wait_since IS NOT NULL"
+_LINE_ORDER = "w.slot_wait_since, w.id"
+
+
+async def _cap_of(session: AsyncSession, tenant_id: str, default_cap: int | None) -> int | None:
+    """The tenant's maxConcurrentJobs: its own, else `default_cap` (None: no cap)."""
+    own = (await session.execute(_TENANT_CAP, {"tenant": tenant_id})).scalar_one_or_none()
+    return own if own is not None else default_cap
+
+
+async def _running(session: AsyncSession, tenant_id: str, *, other_than: str = "") -> int:
+    values = {"tenant": tenant_id, "job": other_than}
+    return int((await session.execute(_RUNNING_OTHERS, values)).scalar_one())
 
 
 _JOIN_SLOT_LINE = text(
@@ -221,8 +235,8 @@ def first_in_line_sql(row: str) -> str:
     """A subquery: the first job in the line of `row`'s tenant (the alias of a row with `id` and `tenant_id`),
     other than that row's own job."""
     return (
-        f"(SELECT w.id FROM runs w WHERE w.tenant_id = {row}.tenant_id AND w.status = 'pending'"
-        f" AND w.slot_wait_since IS NOT NULL AND w.id <> {row}.id ORDER BY w.slot_wait_since, w.id LIMIT 1)"
+        f"(SELECT w.id FROM runs w WHERE w.tenant_id = {row}.tenant_id AND {_IN_LINE} AND w.id <> {row}.id"
+        f" ORDER BY {_LINE_ORDER} LIMIT 1)"
     )
 
 
@@ -239,19 +253,14 @@ async def leave_slot_line(session: AsyncSession, *, job_id: str) -> str | None:
 
 
 _FIRST_IN_LINE = text(
-    "SELECT id FROM runs WHERE tenant_id = :tenant AND status = 'pending' AND slot_wait_since IS NOT NULL"
-    " ORDER BY slot_wait_since, id LIMIT :count"
+    f"SELECT w.id FROM runs w WHERE w.tenant_id = :tenant AND {_IN_LINE} ORDER BY {_LINE_ORDER} LIMIT :count"
 )
 
 
 async def first_in_line(session: AsyncSession, *, tenant_id: str, default_cap: int | None, most: int) -> list[str]:
     """The first jobs in the tenant's line, as many as it has running slots free (at most `most`)."""
-    own = (await session.execute(_TENANT_CAP, {"tenant": tenant_id})).scalar_one_or_none()
-    cap = own if own is not None else default_cap
-    free = most
-    if cap is not None:
-        running = int((await session.execute(_RUNNING_OTHERS, {"tenant": tenant_id, "job": ""})).scalar_one())
-        free = min(most, cap - running)
+    cap = await _cap_of(session, tenant_id, default_cap)
+    free = most if cap is None else min(most, cap - await _running(session, tenant_id))
     if free <= 0:
         return []
     return list((await session.execute(_FIRST_IN_LINE, {"tenant": tenant_id, "count": free})).scalars())
@@ -262,10 +271,8 @@ async def running_slot_free(session: AsyncSession, *, tenant_id: str, job_id: st
 
     With a cap, it takes the tenant's lock for the rest of the transaction, so the caller's move to `running` is
     counted before any other job of the tenant asks; a job already running is never refused its own slot."""
-    own = (await session.execute(_TENANT_CAP, {"tenant": tenant_id})).scalar_one_or_none()
-    cap = own if own is not None else default_cap
+    cap = await _cap_of(session, tenant_id, default_cap)
     if cap is None:
         return True
     await lock_until_commit(session, f"running:{tenant_id}")
-    running = int((await session.execute(_RUNNING_OTHERS, {"tenant": tenant_id, "job": job_id})).scalar_one())
-    return running < cap
+    return await _running(session, tenant_id, other_than=job_id) < cap
