@@ -179,23 +179,27 @@ class ImageJobWorkflow:
             raise ApplicationError(message, type=error_type, non_retryable=True) from error
 
     async def _wait_for_running_slot(self, job: ImageJobInput) -> None:
-        """Wait in the tenant's line until a slot is ours: ask again when woken, or at each (sparser) recheck.
-        A wake-up that comes while the job asks is kept for the next wait, so none is lost."""
+        """Wait in the tenant's line; jobs from before the line keep the activity that asks until a slot frees."""
         if workflow.patched(RUNNING_SLOT_WAKEUPS):
-            recheck = RUNNING_SLOT_RECHECK
-            while True:
-                spread = 1 + RUNNING_SLOT_RECHECK_SPREAD * (2 * workflow.random().random() - 1)
-                try:
-                    await workflow.wait_condition(
-                        lambda: self._slot_freed, timeout=recheck * spread, timeout_summary="recheck for a running slot"
-                    )
-                except TimeoutError:
-                    recheck = min(recheck * 2, RUNNING_SLOT_RECHECK_LONGEST)
-                self._slot_freed = False
-                if await self._db_step(RunActivities.mark_running, job):
-                    return
+            await self._wait_in_line(job)
         elif workflow.patched(TENANT_RUNNING_SLOTS):
             await workflow.execute_activity_method(RunActivities.wait_for_running_slot, job, **RUNNING_SLOT_WAIT)
+
+    async def _wait_in_line(self, job: ImageJobInput) -> None:
+        """Ask again when woken, or at each (sparser) recheck, until a slot is ours. A wake-up that comes while the
+        job asks is kept for the next wait, so none is lost."""
+        recheck = RUNNING_SLOT_RECHECK
+        while True:
+            spread = 1 + RUNNING_SLOT_RECHECK_SPREAD * (2 * workflow.random().random() - 1)
+            try:
+                await workflow.wait_condition(
+                    lambda: self._slot_freed, timeout=recheck * spread, timeout_summary="recheck for a running slot"
+                )
+            except TimeoutError:
+                recheck = min(recheck * 2, RUNNING_SLOT_RECHECK_LONGEST)
+            self._slot_freed = False
+            if await self._db_step(RunActivities.mark_running, job):
+                return
 
     async def _provider_step(self, job: ImageJobInput) -> GenerationResult:
         call = ProviderCall(

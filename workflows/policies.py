@@ -34,10 +34,10 @@ DB_STEP: dict[str, Any] = {
 DB_LOCAL_STEP: dict[str, Any] = {**DB_STEP, "local_retry_threshold": timedelta(seconds=30)}
 
 # A job waiting in its tenant's line for a running slot (maxConcurrentJobs) is woken when one of the tenant's jobs
-# ends; without a wake-up (it was lost with a worker, or the cap was raised) it asks again after the first recheck,
-# then after twice as long, up to the longest. Each wait costs a few history events, so the rechecks stay sparse,
-# and each is spread by up to a quarter either way: a burst that joined the line together must not ask together,
-# each in turn under its tenant's lock.
+# ends or its cap is raised. Without a wake-up (one lost with a worker or an API process) it asks again after the
+# first recheck, then after twice as long, up to the longest. Each wait costs a few history events, so the rechecks
+# stay sparse, and each is spread by up to a quarter either way: a burst that joined the line together must not ask
+# together, each in turn under its tenant's lock.
 RUNNING_SLOT_RECHECK = timedelta(seconds=10)
 RUNNING_SLOT_RECHECK_LONGEST = timedelta(seconds=60)
 RUNNING_SLOT_RECHECK_SPREAD = 0.25
