@@ -61,6 +61,8 @@ class BenchConfig:
     board_nodes: int = 50
     large_board_nodes: int = 200
     observability_rounds: int = 2
+    # Figure 11b: jobs a tenant capped at 2 starts at once.
+    line_jobs: int = 20
     # Figure 12: the storm, 850 authentic deliveries with 100 in flight.
     storm_deliveries: int = 850
     storm_concurrency: int = 100
@@ -85,6 +87,7 @@ class BenchConfig:
             board_nodes=10,
             large_board_nodes=10,
             observability_rounds=1,
+            line_jobs=4,
             storm_deliveries=6,
             storm_concurrency=3,
             timeout=60.0,

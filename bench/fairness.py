@@ -170,9 +170,8 @@ async def _drained(stack: BenchStack, tenant_id: str) -> bool:
     return await unfinished(stack, tenant_id) == 0
 
 
-# Figure 11b: the capped tenant runs this many jobs at once, and queues this many times more.
+# Figure 11b: the capped tenant runs this many jobs at once.
 LINE_CAP = 2
-LINE_LENGTH_PER_SLOT = 10
 _RUNNING_AND_ENDED = text(
     "SELECT extract(epoch FROM (SELECT min(e.ts) FROM run_events e"
     "   WHERE e.run_id = r.id AND e.payload->>'status' = 'running')), extract(epoch FROM r.finished_at)"
@@ -189,7 +188,7 @@ def slot_handovers_ms(running: list[float], ended: list[float], cap: int) -> lis
 
 async def capped_line(stack: BenchStack, config: BenchConfig, workers: Workers) -> Figure:
     samples = max(3, config.latency_samples // 20)
-    jobs = LINE_CAP * (LINE_LENGTH_PER_SLOT if config.jobs >= 100 else 2)
+    jobs = config.line_jobs
     async with tenant_api(stack) as url, new_tenant(url, "capped", maxConcurrentJobs=LINE_CAP) as capped:
         canvas = f"bench-line-{uuid.uuid4().hex[:8]}"
         free = []
