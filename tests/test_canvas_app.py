@@ -228,6 +228,33 @@ async def test_from_afar_a_running_node_shows_its_clock_and_usual_time_large_eno
     assert usual["y"] >= clock["y"] + clock["height"] - 1, "the usual time goes under the clock"
 
 
+async def test_a_board_made_through_the_api_opens_with_all_its_nodes_in_view(
+    browser: Browser, app_stack: Stack
+) -> None:
+    grid = [(column, row) for row in range(3) for column in range(4)]
+    nodes = [
+        {"id": f"n{index}", "type": "image_generation", "position": {"x": 420 * column, "y": 380 * row}, "data": {}}
+        for index, (column, row) in enumerate(grid)
+    ]
+    canvas_id = await new_board(app_stack, nodes=nodes)
+    page = await browser.new_page(base_url=app_stack.base_url, viewport={"width": 1280, "height": 720})
+    page.set_default_timeout(LIVE)
+    await page.goto(f"/canvases/{canvas_id}")
+
+    async def all_in_view() -> bool:
+        boxes = [await node_element(page, node["id"]).bounding_box() for node in nodes]
+        return all(
+            box
+            and box["x"] >= 0
+            and box["y"] >= 0
+            and box["x"] + box["width"] <= 1280
+            and box["y"] + box["height"] <= 720
+            for box in boxes
+        )
+
+    await eventually(all_in_view, what="every node of the board in view")
+
+
 async def test_a_reload_keeps_nodes_edges_and_positions(browser: Browser, app_stack: Stack) -> None:
     canvas_id = await new_board(
         app_stack,

@@ -1,6 +1,6 @@
 // Loading a board and saving it as the person edits it: a save waits SAVE_AFTER_MS for more edits, saves run one
 // at a time, and a save made from an old version (409) merges the board as saved since (merge.ts) and tries again.
-import { useReactFlow, type Viewport } from "@xyflow/react";
+import { useNodesInitialized, useReactFlow, type Viewport } from "@xyflow/react";
 import { useCallback, useEffect, useRef, useState, type Dispatch, type SetStateAction } from "react";
 import { ApiError, api } from "../api";
 import { idsOf, mergeBoards, type SyncedIds } from "./merge";
@@ -9,6 +9,13 @@ import { asSave, toAppEdge, toAppNode, type AppEdge, type AppNode } from "./node
 const SAVE_AFTER_MS = 400;
 // A save that keeps meeting newer versions (someone saving as fast) gives up and says so.
 const SAVE_MERGE_ATTEMPTS = 3;
+// A board opened without a view of its own shows all its nodes, with this margin, never magnified.
+const FIT = { padding: 0.08, maxZoom: 1 };
+
+/** A board made through the API and never saved from a browser has the server's default view. */
+function isDefaultView(viewport: Viewport): boolean {
+  return viewport.x === 0 && viewport.y === 0 && viewport.zoom === 1;
+}
 
 export type BoardPersistence = {
   loaded: boolean;
@@ -47,6 +54,9 @@ export function useBoardPersistence(
   const saveTimer = useRef<number | null>(null);
   const saving = useRef<Promise<void>>(Promise.resolve());
   const pendingViewport = useRef<Viewport | null>(null);
+  const firstLoad = useRef(true);
+  const fitPending = useRef(false);
+  const nodesInitialized = useNodesInitialized();
 
   const reload = useCallback(async () => {
     const board = await api.board(canvasId);
@@ -56,8 +66,13 @@ export function useBoardPersistence(
     setNodes(board.nodes.map(toAppNode));
     setEdges(board.edges.map(toAppEdge));
     const viewport = board.viewport as Viewport;
-    if (flow.viewportInitialized) await flow.setViewport(viewport);
+    if (isDefaultView(viewport)) {
+      // Nodes placed through the API can lie anywhere: show them all, once their sizes are known (first load only;
+      // a later reload keeps the view the person has, and leaves a fit still to come).
+      if (firstLoad.current) fitPending.current = board.nodes.length > 0;
+    } else if (flow.viewportInitialized) await flow.setViewport(viewport);
     else pendingViewport.current = viewport;
+    firstLoad.current = false;
     setLoaded(true);
   }, [canvasId, flow, setNodes, setEdges]);
 
@@ -73,6 +88,12 @@ export function useBoardPersistence(
       else fail(error);
     });
   }, [canvasId, fail]);
+
+  useEffect(() => {
+    if (!nodesInitialized || !fitPending.current) return;
+    fitPending.current = false;
+    void flow.fitView(FIT);
+  }, [nodesInitialized, flow]);
 
   const onInit = useCallback(() => {
     if (pendingViewport.current) void flow.setViewport(pendingViewport.current);
