@@ -255,6 +255,16 @@ async def test_a_board_made_through_the_api_opens_with_all_its_nodes_in_view(
     await eventually(all_in_view, what="every node of the board in view")
 
 
+async def test_a_board_opens_with_the_view_it_was_saved_with(browser: Browser, app_stack: Stack) -> None:
+    node = {"id": "a", "type": "image_generation", "position": {"x": 0, "y": 0}, "data": {}}
+    canvas_id = await new_board(app_stack, nodes=[node], viewport={"x": 120, "y": 60, "zoom": 0.5})
+    page = await new_page(browser, app_stack)
+    await page.goto(f"/canvases/{canvas_id}")
+    await expect(page.locator(".react-flow__viewport")).to_have_attribute(
+        "style", re.compile(r"translate\(120px, 60px\) scale\(0\.5\)")
+    )
+
+
 async def test_a_reload_keeps_nodes_edges_and_positions(browser: Browser, app_stack: Stack) -> None:
     canvas_id = await new_board(
         app_stack,

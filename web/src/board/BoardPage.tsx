@@ -65,6 +65,14 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
 
   const persistence = useBoardPersistence(canvasId, { setNodes, setEdges }, fail);
   const { loaded, name, scheduleSave, flushSave } = persistence;
+  // The person's pans and zooms are saved with the board; a move made by the app (the view set on load, showing
+  // a node) comes without an event and is not.
+  const onMoveEnd = useCallback(
+    (event: MouseEvent | TouchEvent | null) => {
+      if (event) scheduleSave();
+    },
+    [scheduleSave],
+  );
 
   useEffect(() => {
     api.providers().then((list) => setProviders(list.items), fail);
@@ -206,8 +214,7 @@ function BoardCanvas({ canvasId, config, onUnauthorized }: Props) {
               onNodesChange={onNodesChange}
               onEdgesChange={onEdgesChange}
               onConnect={onConnect}
-              onInit={persistence.onInit}
-              onMoveEnd={scheduleSave}
+              onMoveEnd={onMoveEnd}
               deleteKeyCode={["Delete", "Backspace"]}
               minZoom={0.2}
             >

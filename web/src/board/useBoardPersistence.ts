@@ -29,8 +29,6 @@ export type BoardPersistence = {
   /** Edits not saved yet: while there are some, the stream does not overwrite what the person owns. */
   hasUnsaved: () => boolean;
   savedVersion: () => number;
-  /** React Flow's onInit: a viewport that arrived before React Flow could take one is applied then. */
-  onInit: () => void;
 };
 
 // The board's own setters (useNodesState's), not React Flow's: those report every node as a change to
@@ -53,9 +51,9 @@ export function useBoardPersistence(
   const synced = useRef<SyncedIds>({ nodes: new Set(), edges: new Set() });
   const saveTimer = useRef<number | null>(null);
   const saving = useRef<Promise<void>>(Promise.resolve());
-  const pendingViewport = useRef<Viewport | null>(null);
+  // The view to show once the first load is drawn: the board's own, or all its nodes when it has none.
+  const viewToShow = useRef<Viewport | "fit" | null>(null);
   const firstLoad = useRef(true);
-  const fitPending = useRef(false);
   const nodesInitialized = useNodesInitialized();
 
   const reload = useCallback(async () => {
@@ -65,16 +63,15 @@ export function useBoardPersistence(
     setName(board.name);
     setNodes(board.nodes.map(toAppNode));
     setEdges(board.edges.map(toAppEdge));
-    const viewport = board.viewport as Viewport;
-    if (isDefaultView(viewport)) {
-      // Nodes placed through the API can lie anywhere: show them all, once their sizes are known (first load only;
-      // a later reload keeps the view the person has, and leaves a fit still to come).
-      if (firstLoad.current) fitPending.current = board.nodes.length > 0;
-    } else if (flow.viewportInitialized) await flow.setViewport(viewport);
-    else pendingViewport.current = viewport;
+    // Only the first load sets the view: a later one (someone else saved) keeps the view the person has. Nodes
+    // placed through the API can lie anywhere, so a board without a view of its own shows them all.
+    if (firstLoad.current && board.nodes.length > 0) {
+      const viewport = board.viewport as Viewport;
+      viewToShow.current = isDefaultView(viewport) ? "fit" : viewport;
+    }
     firstLoad.current = false;
     setLoaded(true);
-  }, [canvasId, flow, setNodes, setEdges]);
+  }, [canvasId, setNodes, setEdges]);
 
   // The board loads once per canvas. `reload` changes identity when React Flow finishes setting up, and loading
   // again then would drop a node added in between.
@@ -89,16 +86,13 @@ export function useBoardPersistence(
     });
   }, [canvasId, fail]);
 
+  // Set once the nodes are measured: a fit needs their sizes, and a view set before React Flow is ready is lost.
   useEffect(() => {
-    if (!nodesInitialized || !fitPending.current) return;
-    fitPending.current = false;
-    void flow.fitView(FIT);
+    const view = viewToShow.current;
+    if (!nodesInitialized || view === null) return;
+    viewToShow.current = null;
+    void (view === "fit" ? flow.fitView(FIT) : flow.setViewport(view));
   }, [nodesInitialized, flow]);
-
-  const onInit = useCallback(() => {
-    if (pendingViewport.current) void flow.setViewport(pendingViewport.current);
-    pendingViewport.current = null;
-  }, [flow]);
 
   const save = useCallback(async () => {
     const changes = unsaved.current;
@@ -143,5 +137,5 @@ export function useBoardPersistence(
 
   const hasUnsaved = useCallback(() => unsaved.current > 0, []);
   const currentVersion = useCallback(() => savedVersion.current, []);
-  return { loaded, name, reload, scheduleSave, flushSave, hasUnsaved, savedVersion: currentVersion, onInit };
+  return { loaded, name, reload, scheduleSave, flushSave, hasUnsaved, savedVersion: currentVersion };
 }
