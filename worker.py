@@ -35,6 +35,7 @@ from core.storage import ObjectStorage, build_storage
 from core.temporal import connect, ensure_search_attributes, worker_runtime
 from core.tracing import install_tracing
 from core.worker_metrics import serve_worker_metrics
+from handoff.ends import end_vanished
 from handoff.orphan_files import ABANDONED_WRITES_EVERY_SECONDS, sweep_abandoned_writes, sweep_files
 from handoff.starts import job_from_run
 from handoff.sweep import TRANSIENT_ERRORS, OutboundStarter, backlog, sweep
@@ -210,12 +211,14 @@ async def sweep_once(client: Client, settings: Settings, resources: WorkerResour
 
 
 async def keep_sweeping(client: Client, settings: Settings, resources: WorkerResources) -> None:
-    """The worker's housekeeping: what the API left undone gets done, old webhook refusals go, and so do the files
-    of jobs that ended without a result, and what killed writes left half done."""
+    """The worker's housekeeping: what the API left undone gets done, jobs whose workflows are gone get ended, old
+    webhook refusals go, and so do the files of jobs that ended without a result, and what killed writes left half
+    done."""
     walk_storage_at = 0.0
     while True:
         try:
             await sweep_once(client, settings, resources)
+            await end_vanished(client, settings, resources.sessions)
             for kind, count in (await backlog(resources.sessions)).items():
                 HANDOFF_BACKLOG.labels(kind=kind).set(count)
             async with transaction(resources.sessions) as session:

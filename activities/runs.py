@@ -12,7 +12,7 @@ from temporalio.exceptions import ApplicationError
 from core import metrics
 from core.db import transaction
 from core.tracing import current_traceparent
-from handoff.starts import wake_for_running_slot
+from handoff.ends import wake_next_in_line
 from handoff.sweep import OutboundStarter
 from models.errors import TENANT_AT_CAPACITY
 from models.payloads import (
@@ -33,11 +33,6 @@ async def save_progress(sessions: async_sessionmaker[AsyncSession], update: Prog
     """Record progress on the run (one event) and show it on the node: one statement, so `sessions` may autocommit."""
     async with transaction(sessions) as session:
         await canvas_nodes.record_progress(session, update=update)
-
-
-# How many jobs whose workflows are gone an end takes out of the line, looking for one to wake; later ends take
-# any more.
-MAX_GONE_FROM_LINE = 8
 
 
 def running_node(job: ImageJobInput) -> NodeUpdate:
@@ -149,17 +144,8 @@ class RunActivities:
         metrics.job_ended(changed, change)
         if self.outbound is not None:
             await self.outbound.start(list(changed.outbound_delivery_ids))
-        if changed.next_in_line is not None:
-            await self._wake_first_in_line(changed.next_in_line)
+        await wake_next_in_line(self.client, self.autocommit_sessions, changed.next_in_line)
         return True
-
-    async def _wake_first_in_line(self, job_id: str | None) -> None:
-        """Wake the first job in a tenant's line; one whose workflow is gone leaves the line, and the next is woken."""
-        for _ in range(MAX_GONE_FROM_LINE):
-            if self.client is None or job_id is None or await wake_for_running_slot(self.client, job_id):
-                return
-            async with transaction(self.autocommit_sessions) as session:  # one statement
-                job_id = await tenants.leave_slot_line(session, job_id=job_id)
 
 
 class CanvasRunActivities:

@@ -133,6 +133,11 @@ class Settings(BaseSettings):
     # The sweep deletes the files of a job that failed or was cancelled this long ago, and what a killed write
     # left unfinished once untouched this long (handoff/orphan_files.py).
     ORPHAN_FILES_GRACE_SECONDS: float = Field(default=3600.0, ge=0)
+    # The sweep asks Temporal about each unfinished job's workflow once this often (from its start), and ends the
+    # job whose workflow stopped without it: terminated from the Temporal UI or CLI, timed out, deleted
+    # (handoff/ends.py). One DescribeWorkflowExecution per unfinished job per period: 2,000 jobs waiting on
+    # webhooks cost Temporal about three a second at the default.
+    WORKFLOW_CHECK_SECONDS: float = Field(default=600.0, gt=0)
 
     # The model catalog (providers/catalog.toml): an operator's own TOML file of entries that add to or replace
     # the shipped ones; old model ids mapped on purpose (`openai:dall-e-3=openai:gpt-image-2.5-sunburst,...`);

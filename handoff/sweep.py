@@ -34,7 +34,6 @@ from handoff.starts import signal_provider_event, start_canvas_run, start_delive
 from models.payloads import (
     CanvasRunInput,
     ImageJobInput,
-    NodeUpdate,
     OutboundDeliveryInput,
     ProviderEvent,
     RunTransition,
@@ -292,11 +291,7 @@ async def fail_unstartable(sessions: async_sessionmaker[AsyncSession], job: Imag
     message = f"The job could not be started: {error}"
     async with transaction(sessions) as session:
         change = RunTransition(job_id=job.job_id, status=JobStatus.FAILED, error=message, error_code="StartRefused")
-        if ended := await runs.transition(session, change=change):
-            update = NodeUpdate(
-                canvas_id=job.canvas_id, node_id=job.node_id, job_id=job.job_id, status=JobStatus.FAILED, error=message
-            )
-            await canvas_nodes.update_node(session, update=update)
+        ended = await canvas_nodes.end_run(session, change=change, canvas_id=job.canvas_id, node_id=job.node_id)
         await runs.mark_workflows_started(session, job_ids=[job.job_id])  # nothing is left to start
     if ended:
         metrics.job_ended(ended, change)

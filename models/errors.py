@@ -26,6 +26,8 @@ UNAVAILABLE = "ProviderUnavailable"
 BAD_OUTPUT = "InvalidProviderOutput"
 MODEL_UNAVAILABLE = "ModelUnavailable"
 PROVIDER_TIMEOUT = "ProviderTimeout"  # an asynchronous job the provider did not finish within the polling timeout
+# A job whose workflow stopped without ending it (terminated from outside, timed out, deleted): handoff/ends.py.
+WORKFLOW_GONE = "WorkflowGone"
 # Not a failure: a job whose tenant runs its maxConcurrentJobs already waits (the activity retries until a slot).
 TENANT_AT_CAPACITY = "TenantAtCapacity"
 

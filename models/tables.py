@@ -69,6 +69,11 @@ class Run(SQLModel, table=True):
             postgresql_where=text("status = 'pending' AND slot_wait_since IS NOT NULL"),
         ),
         Index(
+            "ix_runs_unfinished_check",
+            func.coalesce(text("workflow_checked_at"), text("workflow_started_at")),
+            postgresql_where=text("status IN ('pending', 'running') AND workflow_started_at IS NOT NULL"),
+        ),
+        Index(
             "ix_runs_unswept",
             "finished_at",
             postgresql_where=text("status IN ('failed', 'cancelled') AND files_swept_at IS NULL"),
@@ -101,6 +106,9 @@ class Run(SQLModel, table=True):
     # Since when the job waits, `pending`, for one of its tenant's running slots (maxConcurrentJobs); a job's end
     # wakes the oldest waiting (store/runs.transition).
     slot_wait_since: datetime | None = _timestamp(nullable=True, default_now=False)
+    # When the workers' sweep last asked Temporal whether the unfinished run's workflow is still there; one gone
+    # without ending the run (terminated, timed out, deleted) has the sweep end it (handoff/ends.py).
+    workflow_checked_at: datetime | None = _timestamp(nullable=True, default_now=False)
     # When the sweep deleted the files of a job that ended without a result (handoff/orphan_files.py).
     files_swept_at: datetime | None = _timestamp(nullable=True, default_now=False)
     # USD: the catalog price when recorded; what the provider billed when it ended. NULL: price unknown.

@@ -12,6 +12,7 @@ from sqlmodel import col, select
 
 from models.guards import assert_storable_json
 from models.payloads import NodeUpdate, ProgressUpdate, RunTransition
+from models.results import Transitioned
 from models.tables import WorkflowNode
 from models.vocabulary import (
     ENDED_NODE_STATUSES,
@@ -27,6 +28,7 @@ from store.runs import (
     ENDED_COST_SQL,
     progress_parameters,
     progress_sql,
+    transition,
     transition_parameters,
     transition_sql,
     transitioned,
@@ -137,6 +139,16 @@ def _node_parameters(update: NodeUpdate) -> dict[str, Any]:
         "status": update.status,
         "cost": update.cost_usd,
     }
+
+
+async def end_run(session: AsyncSession, *, change: RunTransition, canvas_id: str, node_id: str) -> Transitioned | None:
+    """A job's end recorded from outside its workflow: the run's (`runs.transition`) and, when the run moved, its
+    node's, in the caller's transaction. None when the run had ended already."""
+    ended = await transition(session, change=change)
+    if ended is not None:
+        node = NodeUpdate(canvas_id, node_id, change.job_id, JobStatus(change.status), error=change.error)
+        await update_node(session, update=node)
+    return ended
 
 
 async def start_running(session: AsyncSession, *, update: NodeUpdate, unless_capped: str | None = None) -> bool:

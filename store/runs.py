@@ -420,6 +420,35 @@ async def unstarted_runs(session: AsyncSession, *, older_than_seconds: float, li
     return list((await session.execute(query)).scalars())
 
 
+# Unfinished runs whose workflows exist, each due to be asked about every :every seconds, oldest question first; taken
+# with SKIP LOCKED and stamped, so two workers' sweeps never ask about the same run at once.
+_UNFINISHED_SQL = "status IN ('pending', 'running') AND workflow_started_at IS NOT NULL"
+_CHECKED = "COALESCE(workflow_checked_at, workflow_started_at)"
+_DUE_FOR_CHECK = text(
+    "UPDATE runs SET workflow_checked_at = now() WHERE id IN ("
+    f"  SELECT id FROM runs WHERE {_UNFINISHED_SQL}"
+    f"    AND {_CHECKED} < now() - make_interval(secs => :every)"
+    f"  ORDER BY {_CHECKED} LIMIT :limit FOR UPDATE SKIP LOCKED)"
+    " RETURNING id, canvas_id, node_id"
+)
+
+
+@dataclass(frozen=True)
+class UnfinishedRun:
+    """A run not yet ended, as the check of its workflow needs it."""
+
+    job_id: str
+    canvas_id: str
+    node_id: str
+
+
+async def due_for_workflow_check(session: AsyncSession, *, every_seconds: float, limit: int) -> list[UnfinishedRun]:
+    """Take up to `limit` unfinished runs whose workflows were last asked about (or started) over `every_seconds`
+    ago, and stamp them asked now: the caller asks Temporal whether each workflow is still there."""
+    found = await session.execute(_DUE_FOR_CHECK, {"every": every_seconds, "limit": limit})
+    return [UnfinishedRun(*row) for row in found.all()]
+
+
 async def mark_workflows_started(session: AsyncSession, *, job_ids: list[str]) -> None:
     """Confirm that these runs' workflows exist (started now, or found running)."""
     await session.execute(

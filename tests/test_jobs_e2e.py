@@ -123,6 +123,29 @@ async def test_cancel_running_job(
         assert again.json()["code"] == "job_finished"
 
 
+async def test_cancelling_a_job_whose_workflow_was_terminated_from_outside_ends_it(
+    stack_settings: Settings, temporal_client: Client, db_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    slow = make_settings(stack_settings, LOCAL_PROVIDER_DELAY_MS=20_000)
+    async with running_stack(slow, temporal_client) as stack:
+        started = await stack.start("terminated by an operator", nodeId="n-gone")
+        await stack.wait(started["jobId"], statuses=("running",))
+        await stack.client.get_workflow_handle(started["jobId"]).terminate(reason="an operator stopped it")
+        assert (await stack.job(started["jobId"]))["status"] == "running"  # nothing of the workflow's ended it
+
+        cancel = await stack.api.post(f"/v1/jobs/{started['jobId']}/cancel")
+
+        assert cancel.status_code == 202, cancel.text
+        assert was_cancelled(cancel.json()), json.dumps(cancel.json())
+        assert was_cancelled(await stack.job(started["jobId"]))
+        node = await stack.node(started["workflowId"], "n-gone")
+        assert "status" not in node["data"] and "jobId" not in node["data"]  # as a cancellation leaves it
+        assert await count_events(db_sessions, started["jobId"], "cancelled") == 1
+        again = await stack.api.post(f"/v1/jobs/{started['jobId']}/cancel")
+        assert again.status_code == 409
+        assert again.json()["code"] == "job_finished"
+
+
 async def test_bad_input_answers_clearly_and_stores_nothing(
     stack: Stack, db_sessions: async_sessionmaker[AsyncSession]
 ) -> None:

@@ -222,10 +222,11 @@ async def test_the_cli_makes_tenants_and_keys_and_revokes_them(
 
 @asynccontextmanager
 async def acme_capped_at_one(
-    stack_settings: Settings, temporal_client: Client, *, provider_ms: int
+    stack_settings: Settings, temporal_client: Client, *, provider_ms: int, **settings_too: Any
 ) -> AsyncIterator[tuple[Stack, Tenant]]:
-    """A stack whose local provider takes `provider_ms`, and its tenant Acme with maxConcurrentJobs 1."""
-    settings = make_settings(stack_settings, ADMIN_API_KEY=ADMIN, LOCAL_PROVIDER_DELAY_MS=provider_ms)
+    """A stack whose local provider takes `provider_ms` (and with `settings_too`), and its tenant Acme with
+    maxConcurrentJobs 1."""
+    settings = make_settings(stack_settings, ADMIN_API_KEY=ADMIN, LOCAL_PROVIDER_DELAY_MS=provider_ms, **settings_too)
     async with running_stack(settings, temporal_client) as stack:
         stack.api.headers["Authorization"] = f"Bearer {ADMIN}"
         acme = await new_tenant(stack, "Acme")
@@ -329,6 +330,36 @@ async def test_raising_a_tenants_cap_starts_the_jobs_waiting_in_line_at_once(
         histories = await histories_of(stack, waiting)
     for history in histories:
         assert_woken_before_any_recheck(history)
+
+
+async def test_a_running_job_terminated_from_outside_is_ended_and_the_next_in_line_runs(
+    stack_settings: Settings, temporal_client: Client
+) -> None:
+    # The sweep asks about each unfinished job's workflow every second here (every ten minutes by default).
+    quick = {"WORKFLOW_CHECK_SECONDS": 1.0, "SWEEP_INTERVAL_SECONDS": 0.5}
+    async with acme_capped_at_one(stack_settings, temporal_client, provider_ms=30_000, **quick) as (stack, acme):
+        globex = await new_tenant(stack, "Globex")
+        async with globex.api:
+            canvas_id = "canvas-" + uuid.uuid4().hex[:8]
+            first = await first_job_running(acme, canvas_id)
+            second = (await acme.api.post("/v1/jobs", json=job_body(canvas_id, "n2"))).json()["jobId"]
+            healthy = (await globex.api.post("/v1/jobs", json=job_body(canvas_id))).json()["jobId"]
+            await until_status(globex, healthy, "running")
+
+            await stack.client.get_workflow_handle(first).terminate(reason="an operator stopped it")
+            await until_status(acme, first, "failed")
+            ended = (await acme.api.get(f"/v1/jobs/{first}")).json()
+            nodes = (await acme.api.get(f"/v1/canvases/{canvas_id}/nodes")).json()["items"]
+            node = next(node for node in nodes if node["id"] == "n1")
+            await until_status(acme, second, "running")
+            still = (await globex.api.get(f"/v1/jobs/{healthy}")).json()["status"]
+            (history,) = await histories_of(stack, [second])
+            for tenant, job_id in ((acme, second), (globex, healthy)):  # nothing needs them to run their 30 s
+                assert (await tenant.api.post(f"/v1/jobs/{job_id}/cancel")).status_code == 202
+    assert ended["errorCode"] == "WorkflowGone" and "terminated" in ended["error"], ended
+    assert (node["data"]["status"], node["data"]["jobId"]) == ("error", first)
+    assert still == "running", "a job whose workflow runs was ended"
+    assert_woken_before_any_recheck(history)
 
 
 def png_bytes() -> bytes:

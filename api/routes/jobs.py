@@ -17,6 +17,7 @@ from api.errors import ApiError
 from core import metrics
 from core.db import transaction
 from core.logs import bind
+from handoff.ends import NOT_FOUND, cancelled, end_job, why_workflow_gone
 from handoff.starts import job_from_run, new_job_id, polling_plan
 from handoff.sweep import start_confirmed
 from models.errors import InvalidJobRequest, ModelRetired
@@ -28,6 +29,7 @@ from models.vocabulary import TERMINAL_STATUSES, JobStatus
 from planning.canvas_plan import content_hash, input_key
 from providers.catalog import Resolution
 from store import canvas_runs, runs
+from store.runs import UnfinishedRun
 
 log = logging.getLogger(__name__)
 
@@ -268,10 +270,19 @@ async def cancel_job(
         raise ApiError(409, "job_finished", f"Job {job_id!r} already ended ({run.status}); nothing to cancel.")
     try:
         await cancel_workflow(state, temporal, run)
+        gone = await why_workflow_gone(temporal, run.id)
     except RPCError as error:
-        if error.status == RPCStatusCode.NOT_FOUND:
-            raise ApiError(409, "job_finished", f"Job {job_id!r} is no longer running.") from error
-        raise ApiError(503, "temporal_unavailable", f"Could not cancel the job: {error.message}") from error
+        if error.status != RPCStatusCode.NOT_FOUND:
+            raise ApiError(503, "temporal_unavailable", f"Could not cancel the job: {error.message}") from error
+        gone = NOT_FOUND
+    if gone is not None:
+        # The workflow had closed without ending the job (terminated from outside: Temporal takes the cancel of a
+        # closed workflow and does nothing), so nothing else will end it: the cancel does, as the workflow's
+        # own cancellation would have. A workflow that ended the job itself meanwhile leaves nothing to do.
+        unfinished = UnfinishedRun(run.id, run.canvas_id, run.node_id)
+        await session.rollback()  # one connection per request at a time: the end takes its own
+        await end_job(temporal, state.settings, state.autocommit_sessions, unfinished, cancelled(unfinished.job_id))
+        await session.refresh(run)
     return ImageJobRecord.readable(run)
 
 

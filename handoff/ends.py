@@ -1,0 +1,117 @@
+"""Jobs ended from outside their workflows, and the line for running slots that every end moves along.
+
+A job's workflow records the job's end itself (activities/runs.py). A workflow that stops without running its own
+code leaves its job `pending` or `running` for good: its node shows it working forever, and a running job holds one
+of its tenant's running slots (maxConcurrentJobs), so a few of them would stop a capped tenant for good. That
+happens when an operator terminates the workflow (the Temporal UI, `temporal workflow terminate`), when it times
+out, and when it is deleted. So the workers' sweep asks Temporal about every unfinished job once each
+WORKFLOW_CHECK_SECONDS (`end_vanished`) and ends the jobs whose workflows are gone, failed with `WorkflowGone`, as
+their workflows would have: the run, its event, its node, its outbound webhooks, and the next job in its tenant's
+line. A cancel that finds the workflow gone ends the job at once (api/routes/jobs.py).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
+
+from core import metrics
+from core.config import Settings
+from core.db import transaction
+from handoff.starts import wake_for_running_slot
+from handoff.sweep import SWEEP_BATCH, OutboundStarter
+from models.errors import WORKFLOW_GONE
+from models.payloads import RunTransition
+from models.vocabulary import JobStatus
+from store import canvas_nodes, runs, tenants
+from store.runs import UnfinishedRun
+
+log = logging.getLogger(__name__)
+
+# How many jobs whose workflows are gone an end takes out of its tenant's line, looking for one to wake; later ends
+# take any more.
+MAX_GONE_FROM_LINE = 8
+
+# Why a workflow that has closed will not end its job, by how it closed. A workflow that ends its job does so
+# before it closes, so a closed workflow with an unfinished job, whatever its status, left the job behind.
+GONE_BECAUSE = {
+    WorkflowExecutionStatus.TERMINATED: "was terminated in Temporal",
+    WorkflowExecutionStatus.TIMED_OUT: "timed out in Temporal",
+    WorkflowExecutionStatus.FAILED: "failed in Temporal",
+    WorkflowExecutionStatus.CANCELED: "was cancelled in Temporal",
+    WorkflowExecutionStatus.COMPLETED: "completed in Temporal",
+}
+NOT_FOUND = "no longer exists in Temporal"
+
+
+async def why_workflow_gone(client: Client, job_id: str) -> str | None:
+    """Why the job's workflow will not end the job (it closed, or no longer exists); None while it runs."""
+    try:
+        described = await client.get_workflow_handle(job_id).describe()
+    except RPCError as error:
+        if error.status == RPCStatusCode.NOT_FOUND:
+            return NOT_FOUND
+        raise
+    return GONE_BECAUSE.get(described.status) if described.status is not None else None
+
+
+def left_behind(job_id: str, reason: str) -> RunTransition:
+    """The end of a job whose workflow `reason` (`why_workflow_gone`)."""
+    message = f"The job's workflow {reason} before the job ended, so nothing would end it. Retry it to run it again."
+    return RunTransition(job_id=job_id, status=JobStatus.FAILED, error=message, error_code=WORKFLOW_GONE)
+
+
+def cancelled(job_id: str) -> RunTransition:
+    """The end of a job cancelled after its workflow was gone, in the words its workflow's cancellation uses."""
+    return RunTransition(job_id=job_id, status=JobStatus.CANCELLED, error="Cancelled", error_code="cancelled")
+
+
+async def end_job(
+    client: Client,
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    job: UnfinishedRun,
+    change: RunTransition,
+) -> bool:
+    """End the job as its workflow would have: its run, event, node and outbound deliveries in one transaction,
+    then those deliveries started and the next job in its tenant's line woken. False when it had ended already."""
+    async with transaction(sessions) as session:
+        ended = await canvas_nodes.end_run(session, change=change, canvas_id=job.canvas_id, node_id=job.node_id)
+    if ended is None:
+        return False
+    metrics.job_ended(ended, change)
+    await OutboundStarter(client, settings, sessions).start(list(ended.outbound_delivery_ids))
+    await wake_next_in_line(client, sessions, ended.next_in_line)
+    return True
+
+
+async def end_vanished(client: Client, settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> int:
+    """Ask Temporal about the unfinished jobs due for it, and end those whose workflows are gone; returns how many
+    it ended. A job asked about is not asked again for WORKFLOW_CHECK_SECONDS, whatever the answer."""
+    async with transaction(sessions) as session:
+        due = await runs.due_for_workflow_check(
+            session, every_seconds=settings.WORKFLOW_CHECK_SECONDS, limit=SWEEP_BATCH
+        )
+    ended = 0
+    for job in due:
+        reason = await why_workflow_gone(client, job.job_id)
+        if reason is not None and await end_job(client, settings, sessions, job, left_behind(job.job_id, reason)):
+            log.warning("job %s ended failed: its workflow %s before the job ended", job.job_id, reason)
+            ended += 1
+    return ended
+
+
+async def wake_next_in_line(
+    client: Client | None, sessions: async_sessionmaker[AsyncSession], job_id: str | None
+) -> None:
+    """Wake `job_id`, the first job in a tenant's line for a running slot an end has freed. One whose workflow is
+    gone leaves the line (it would take every wake-up), and the next is woken instead. Without a client, waiting
+    jobs find the slot at their next recheck."""
+    for _ in range(MAX_GONE_FROM_LINE):
+        if client is None or job_id is None or await wake_for_running_slot(client, job_id):
+            return
+        async with transaction(sessions) as session:  # one statement
+            job_id = await tenants.leave_slot_line(session, job_id=job_id)

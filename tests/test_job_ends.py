@@ -1,0 +1,75 @@
+"""Jobs whose workflows stopped without ending them are found by the sweep and ended; live ones are left alone."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from temporalio.client import Client
+
+from core.config import Settings
+from core.db import session_factory, transaction
+from handoff.ends import end_vanished
+from handoff.starts import start_job
+from models.payloads import ImageJobInput, PromptSpec, RunTransition
+from models.vocabulary import JobStatus
+from store import runs
+from tests.fixtures.stack import make_settings
+
+
+async def started_job(sessions: async_sessionmaker[AsyncSession], *, status: JobStatus | None = None) -> ImageJobInput:
+    """A job recorded as its workflow records it, asked about long ago (so first in the sweep's order)."""
+    job = ImageJobInput(
+        job_id=f"job_{uuid.uuid4().hex}",
+        canvas_id=f"ends-{uuid.uuid4().hex[:8]}",
+        node_id="n1",
+        provider="local",
+        model="procedural",
+        spec=PromptSpec(prompt="a lighthouse"),
+    )
+    async with transaction(sessions) as session:
+        assert (await runs.record_run(session, job=job, workflow_started=True)).created
+        if status is not None:
+            assert await runs.transition(session, change=RunTransition(job_id=job.job_id, status=status))
+        await session.execute(
+            text("UPDATE runs SET workflow_started_at = now() - interval '10 years' WHERE id = :id"), {"id": job.job_id}
+        )
+    return job
+
+
+async def due_now(sessions: async_sessionmaker[AsyncSession]) -> set[str]:
+    async with transaction(sessions) as session:
+        return {run.job_id for run in await runs.due_for_workflow_check(session, every_seconds=60, limit=10_000)}
+
+
+async def test_unfinished_jobs_are_due_once_a_period_and_never_to_two_sweeps_at_once(db_engine: AsyncEngine) -> None:
+    sessions = session_factory(db_engine)
+    pending, running = await started_job(sessions), await started_job(sessions, status=JobStatus.RUNNING)
+    ended = await started_job(sessions, status=JobStatus.COMPLETED)
+    ours = {pending.job_id, running.job_id, ended.job_id}
+
+    async with transaction(sessions) as first:  # a sweep that has taken its batch and not yet committed
+        taken = {run.job_id for run in await runs.due_for_workflow_check(first, every_seconds=60, limit=10_000)}
+        assert taken & ours == {pending.job_id, running.job_id}
+        assert not await due_now(sessions) & ours, "a second sweep took runs the first holds"
+    assert not await due_now(sessions) & ours, "runs asked about just now are due again at once"
+
+
+async def test_the_sweep_ends_jobs_whose_workflows_are_gone_and_leaves_running_ones(
+    db_engine: AsyncEngine, stack_settings: Settings, temporal_client: Client
+) -> None:
+    sessions = session_factory(db_engine)
+    settings = make_settings(stack_settings, WORKFLOW_CHECK_SECONDS=60.0)
+    gone, alive = await started_job(sessions), await started_job(sessions, status=JobStatus.RUNNING)
+    await start_job(temporal_client, settings, alive)  # its queue has no worker: it runs, and waits
+    try:
+        assert await end_vanished(temporal_client, settings, sessions) >= 1
+        async with sessions() as session:
+            ended, running = [await runs.get_run(session, job_id=job.job_id) for job in (gone, alive)]
+    finally:
+        await temporal_client.get_workflow_handle(alive.job_id).terminate(reason="the test is over")
+    assert ended is not None and running is not None
+    assert (ended.status, ended.error_code) == ("failed", "WorkflowGone")
+    assert ended.error is not None and "no longer exists in Temporal" in ended.error
+    assert running.status == "running"
