@@ -1,4 +1,4 @@
-"""Jobs ended from outside their workflows, and the line for running slots that every end moves along.
+"""Jobs and canvas runs ended from outside their workflows, and the line for running slots that every end moves along.
 
 A job's workflow records the job's end itself (activities/runs.py). A workflow that stops without running its own
 code leaves its job `pending` or `running` for good: its node shows it working forever, and a running job holds one
@@ -7,7 +7,9 @@ happens when an operator terminates the workflow (the Temporal UI, `temporal wor
 out, and when it is deleted. So the workers' sweep asks Temporal about every unfinished job once each
 WORKFLOW_CHECK_SECONDS (`end_vanished`) and ends the jobs whose workflows are gone, failed with `WorkflowGone`, as
 their workflows would have: the run, its event, its node, its outbound webhooks, and the next job in its tenant's
-line. A cancel that finds the workflow gone ends the job at once (api/routes/jobs.py).
+line. A canvas run whose workflow is gone would hold its board for good (a board runs one run at a time); it is
+ended failed the same way, with each node that had no outcome. A cancel that finds the workflow gone ends the job
+or the canvas run at once (api/routes/).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from handoff.sweep import SWEEP_BATCH, OutboundStarter
 from models.errors import WORKFLOW_GONE
 from models.payloads import RunTransition
 from models.vocabulary import JobStatus
-from store import canvas_nodes, runs, tenants
+from store import canvas_nodes, canvas_runs, runs, tenants
 from store.runs import UnfinishedRun
 
 log = logging.getLogger(__name__)
@@ -88,18 +90,62 @@ async def end_job(
     return True
 
 
-async def end_vanished(client: Client, settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> int:
-    """Ask Temporal about the unfinished jobs due for it, and end those whose workflows are gone; returns how many
-    it ended. A job asked about is not asked again for WORKFLOW_CHECK_SECONDS, whatever the answer."""
+async def end_canvas_run(
+    client: Client,
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    run_id: str,
+    canvas_id: str,
+    status: JobStatus,
+    reason: str | None = None,
+) -> bool:
+    """End a canvas run as its workflow would have: each node without an outcome yet gets `status` (failed or
+    cancelled) and `reason`, the run ends with it, and its outbound deliveries are started. False when it had
+    ended already."""
     async with transaction(sessions) as session:
-        due = await runs.due_for_workflow_check(
-            session, every_seconds=settings.WORKFLOW_CHECK_SECONDS, limit=SWEEP_BATCH
+        ended = await canvas_runs.end_canvas_run(
+            session, run_id=run_id, canvas_id=canvas_id, status=status, reason=reason
         )
+    if ended:
+        await OutboundStarter(client, settings, sessions).start_for(run_id)
+    return ended
+
+
+async def end_vanished(client: Client, settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> int:
+    """Ask Temporal about the unfinished jobs and canvas runs due for it, and end those whose workflows are gone;
+    returns how many it ended. One asked about is not asked again for WORKFLOW_CHECK_SECONDS, whatever the
+    answer."""
+    every = settings.WORKFLOW_CHECK_SECONDS
+    async with transaction(sessions) as session:
+        jobs = await runs.due_for_workflow_check(session, every_seconds=every, limit=SWEEP_BATCH)
+        boards = await canvas_runs.due_for_workflow_check(session, every_seconds=every, limit=SWEEP_BATCH)
+    return await _end_jobs_left_behind(client, settings, sessions, jobs) + await _end_canvas_runs_left_behind(
+        client, settings, sessions, boards
+    )
+
+
+async def _end_jobs_left_behind(
+    client: Client, settings: Settings, sessions: async_sessionmaker[AsyncSession], jobs: list[UnfinishedRun]
+) -> int:
     ended = 0
-    for job in due:
+    for job in jobs:
         reason = await why_workflow_gone(client, job.job_id)
         if reason is not None and await end_job(client, settings, sessions, job, left_behind(job.job_id, reason)):
             log.warning("job %s ended failed: its workflow %s before the job ended", job.job_id, reason)
+            ended += 1
+    return ended
+
+
+async def _end_canvas_runs_left_behind(
+    client: Client, settings: Settings, sessions: async_sessionmaker[AsyncSession], boards: list[tuple[str, str]]
+) -> int:
+    ended = 0
+    for run_id, canvas_id in boards:
+        if (reason := await why_workflow_gone(client, run_id)) is None:
+            continue
+        failed, words = JobStatus.FAILED, f"the run's workflow {reason}"
+        if await end_canvas_run(client, settings, sessions, run_id, canvas_id, failed, words):
+            log.warning("canvas run %s ended failed: its workflow %s before the run ended", run_id, reason)
             ended += 1
     return ended
 

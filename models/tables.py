@@ -287,6 +287,11 @@ class CanvasRun(SQLModel, table=True):
     __table_args__ = (
         Index("ix_canvas_runs_unstarted", "created_at", postgresql_where=text("workflow_started_at IS NULL")),
         Index("ix_canvas_runs_active", "canvas_id", postgresql_where=text("finished_at IS NULL")),
+        Index(
+            "ix_canvas_runs_unfinished_check",
+            func.coalesce(text("workflow_checked_at"), text("workflow_started_at")),
+            postgresql_where=text("finished_at IS NULL AND workflow_started_at IS NOT NULL"),
+        ),
     )
 
     id: str = Field(primary_key=True, max_length=128)
@@ -298,6 +303,8 @@ class CanvasRun(SQLModel, table=True):
     finished_at: datetime | None = _timestamp(nullable=True, default_now=False)
     # When the run's workflow was known to exist; None while the start the API committed is still to be made.
     workflow_started_at: datetime | None = _timestamp(nullable=True, default_now=False)
+    # When the workers' sweep last asked Temporal whether the unfinished run's workflow is still there (as on runs).
+    workflow_checked_at: datetime | None = _timestamp(nullable=True, default_now=False)
     tenant_id: str | None = _tenant_of("canvas_id")
 
 

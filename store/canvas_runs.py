@@ -21,6 +21,7 @@ from models.tables import CanvasRun, CanvasRunNode, Run
 from models.vocabulary import FINISHED_NODE_STATES, JobStatus, NodeRunState, Priority, canvas_run_event
 from store import outbound
 from store.canvases import lock_board
+from store.runs import workflow_check_sql
 
 RECENT_RUNS = 3
 FINISHED_SQL = ", ".join(f"'{state}'" for state in sorted(FINISHED_NODE_STATES))
@@ -126,10 +127,38 @@ async def mark_started(session: AsyncSession, *, run_id: str) -> None:
 
 async def fail_unstartable(session: AsyncSession, *, plan: CanvasRunInput, reason: str) -> None:
     """A run Temporal refuses for good ends failed, with every node that has no outcome yet, so nobody waits."""
-    for node in plan.nodes:
-        update = NodeRunUpdate(plan.run_id, plan.canvas_id, node.node_id, NodeRunState.FAILED, reason=reason)
+    await end_canvas_run(session, run_id=plan.run_id, canvas_id=plan.canvas_id, status=JobStatus.FAILED, reason=reason)
+
+
+async def end_canvas_run(
+    session: AsyncSession, *, run_id: str, canvas_id: str, status: JobStatus, reason: str | None = None
+) -> bool:
+    """End a run from outside its workflow, unless it has ended: every node without an outcome yet gets `status`
+    (failed or cancelled) with `reason`, and the run ends with it. False when the run had ended already."""
+    still = text("SELECT id FROM canvas_runs WHERE id = :run AND finished_at IS NULL FOR UPDATE")
+    if (await session.execute(still, {"run": run_id})).first() is None:
+        return False
+    unfinished = await session.execute(
+        text(f"SELECT node_id FROM canvas_run_nodes WHERE canvas_run_id = :run AND state NOT IN ({FINISHED_SQL})"),
+        {"run": run_id},
+    )
+    for node_id in unfinished.scalars():
+        update = NodeRunUpdate(run_id, canvas_id, node_id, NodeRunState(status), reason=reason)
         await set_node_state(session, update=update, only_unfinished=True)
-    await finish_canvas_run(session, run_id=plan.run_id, status=JobStatus.FAILED)
+    await finish_canvas_run(session, run_id=run_id, status=status)
+    return True
+
+
+# The condition is the partial index's (ix_canvas_runs_unfinished_check), word for word.
+_DUE_FOR_CHECK = workflow_check_sql(
+    "canvas_runs", "finished_at IS NULL AND workflow_started_at IS NOT NULL", "id, canvas_id"
+)
+
+
+async def due_for_workflow_check(session: AsyncSession, *, every_seconds: float, limit: int) -> list[tuple[str, str]]:
+    """`runs.due_for_workflow_check` for canvas runs: (run id, canvas id) of the unfinished runs due."""
+    found = await session.execute(_DUE_FOR_CHECK, {"every": every_seconds, "limit": limit})
+    return [(run_id, canvas_id) for run_id, canvas_id in found.all()]
 
 
 async def _show_on_board(

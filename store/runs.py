@@ -420,16 +420,22 @@ async def unstarted_runs(session: AsyncSession, *, older_than_seconds: float, li
     return list((await session.execute(query)).scalars())
 
 
-# Unfinished runs whose workflows exist, each due to be asked about every :every seconds, oldest question first; taken
-# with SKIP LOCKED and stamped, so two workers' sweeps never ask about the same run at once.
-_UNFINISHED_SQL = "status IN ('pending', 'running') AND workflow_started_at IS NOT NULL"
-_CHECKED = "COALESCE(workflow_checked_at, workflow_started_at)"
-_DUE_FOR_CHECK = text(
-    "UPDATE runs SET workflow_checked_at = now() WHERE id IN ("
-    f"  SELECT id FROM runs WHERE {_UNFINISHED_SQL}"
-    f"    AND {_CHECKED} < now() - make_interval(secs => :every)"
-    f"  ORDER BY {_CHECKED} LIMIT :limit FOR UPDATE SKIP LOCKED)"
-    " RETURNING id, canvas_id, node_id"
+def workflow_check_sql(table: str, unfinished: str, returning: str) -> TextClause:
+    """Take the rows of `table` that are `unfinished` (an SQL condition) and due to have their workflows asked about
+    (:every seconds after the last question, or after the start), at most :limit, oldest question first, and stamp
+    them asked now. SKIP LOCKED: two workers' sweeps never take the same row."""
+    checked = "COALESCE(workflow_checked_at, workflow_started_at)"
+    return text(
+        f"UPDATE {table} SET workflow_checked_at = now() WHERE id IN ("
+        f"  SELECT id FROM {table} WHERE {unfinished} AND {checked} < now() - make_interval(secs => :every)"
+        f"  ORDER BY {checked} LIMIT :limit FOR UPDATE SKIP LOCKED)"
+        f" RETURNING {returning}"
+    )
+
+
+# The condition is the partial index's (ix_runs_unfinished_check), word for word.
+_DUE_FOR_CHECK = workflow_check_sql(
+    "runs", "status IN ('pending', 'running') AND workflow_started_at IS NOT NULL", "id, canvas_id, node_id"
 )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -267,6 +268,65 @@ async def test_cancelling_a_run_cancels_its_running_job_and_marks_the_rest(
     assert final["status"] == "cancelled"
     assert states(final) == {"A": "cancelled", "B": "cancelled"}
     assert was_cancelled(a_job)
+
+
+async def started_slow_run(stack: Stack, canvas_id: str) -> str:
+    """A run of A then B on the board, with A's job running (for as long as the stack's provider takes)."""
+    await save_board(stack, canvas_id, [image_node("A", "slow"), image_node("B", "after")], [edge("A", "B")])
+    run_id: str = (await start_run(stack, canvas_id))["runId"]
+    deadline = time.monotonic() + 20
+    while states((await stack.api.get(f"/v1/canvases/{canvas_id}/runs/{run_id}")).json())["A"] != "running":
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
+    return run_id
+
+
+async def test_a_run_whose_workflow_was_terminated_is_ended_and_frees_its_board(
+    stack_settings: Settings, temporal_client: Client
+) -> None:
+    # The sweep asks about each unfinished run's workflow every second here (every ten minutes by default).
+    settings = make_settings(
+        stack_settings,
+        DOWNLOAD_ALLOWLIST=["127.0.0.1"],
+        LOCAL_PROVIDER_DELAY_MS=20_000,
+        WORKFLOW_CHECK_SECONDS=1.0,
+        SWEEP_INTERVAL_SECONDS=0.5,
+    )
+    async with running_stack(settings, temporal_client) as stack:
+        canvas_id = "canvas-run-gone-" + uuid.uuid4().hex[:6]
+        run_id = await started_slow_run(stack, canvas_id)
+        await stack.client.get_workflow_handle(run_id).terminate(reason="an operator stopped it")
+
+        final = await finished_run(stack, canvas_id, run_id, timeout=20)
+        a_job = await stack.wait(jobs_of(final)["A"], timeout=20)  # its child job went with it, and is ended too
+        board = {
+            node["id"]: node["data"] for node in (await stack.api.get(f"/v1/canvases/{canvas_id}")).json()["nodes"]
+        }
+        again = await stack.api.post(f"/v1/canvases/{canvas_id}/runs", json={})
+        if again.status_code == 202:
+            await stack.api.post(f"/v1/canvases/{canvas_id}/runs/{again.json()['runId']}/cancel")
+
+    assert final["status"] == "failed"
+    assert states(final) == {"A": "failed", "B": "failed"}
+    assert all("terminated" in node["reason"] for node in final["nodes"]), final["nodes"]
+    assert (board["B"]["runState"], board["B"]["runId"]) == ("failed", run_id)
+    assert (a_job["status"], a_job["errorCode"]) == ("failed", "WorkflowGone")
+    assert again.status_code == 202, again.text  # the board no longer has a run that never ends
+
+
+async def test_cancelling_a_run_whose_workflow_was_terminated_ends_it(
+    stack_settings: Settings, temporal_client: Client
+) -> None:
+    settings = make_settings(stack_settings, DOWNLOAD_ALLOWLIST=["127.0.0.1"], LOCAL_PROVIDER_DELAY_MS=20_000)
+    async with running_stack(settings, temporal_client) as stack:
+        canvas_id = "canvas-run-gone-" + uuid.uuid4().hex[:6]
+        run_id = await started_slow_run(stack, canvas_id)
+        await stack.client.get_workflow_handle(run_id).terminate(reason="an operator stopped it")
+        cancelled = await stack.api.post(f"/v1/canvases/{canvas_id}/runs/{run_id}/cancel")
+
+    assert cancelled.status_code == 202, cancelled.text
+    assert cancelled.json()["status"] == "cancelled"
+    assert states(cancelled.json()) == {"A": "cancelled", "B": "cancelled"}
 
 
 async def test_nodes_made_by_generate_are_reused_and_a_dry_run_says_so_beforehand(

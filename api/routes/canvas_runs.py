@@ -24,6 +24,7 @@ from api.deps import StateDep, TemporalDep, TraceParentDep
 from api.errors import ApiError
 from api.routes.jobs import job_from_request, job_settings
 from core.db import transaction
+from handoff.ends import end_canvas_run, why_workflow_gone
 from handoff.sweep import canvas_run_start_confirmed
 from models.payloads import CachedImage, CanvasRunInput, ImageJobInput, RunNodePlan
 from models.schemas import (
@@ -37,7 +38,7 @@ from models.schemas import (
     StartImageJobRequest,
 )
 from models.tenancy import workflow_id_of
-from models.vocabulary import NodeType
+from models.vocabulary import JobStatus, NodeType
 from planning.canvas_plan import (
     MAX_RUN_NODES,
     GraphRefused,
@@ -298,10 +299,16 @@ async def cancel_canvas_run(
                 plan = await canvas_runs.unstarted_plan(
                     session, run_id=run_id, max_parallel=state.settings.CANVAS_RUN_MAX_PARALLEL
                 )
-            if plan is None:
-                return view  # it ended meanwhile
-            await canvas_run_start_confirmed(temporal, state.settings, state.autocommit_sessions, plan)
-            await handle.cancel()
+            if plan is not None:
+                await canvas_run_start_confirmed(temporal, state.settings, state.autocommit_sessions, plan)
+                await handle.cancel()
+        gone = await why_workflow_gone(temporal, run_id)
     except RPCError as error:
         raise ApiError(503, "temporal_unavailable", f"Could not cancel the run: {error.message}") from error
-    return view
+    if gone is None:
+        return view
+    # The workflow had closed without ending the run (terminated from outside: Temporal takes the cancel of a closed
+    # workflow and does nothing), so the cancel ends it; one that ended the run itself meanwhile changes nothing.
+    cancelled = JobStatus.CANCELLED
+    await end_canvas_run(temporal, state.settings, state.autocommit_sessions, run_id, canvas_id, cancelled)
+    return await read_canvas_run_view(state, canvas_id, run_id)
