@@ -78,8 +78,9 @@ async def end_job(
     job: UnfinishedRun,
     change: RunTransition,
 ) -> bool:
-    """End the job as its workflow would have: its run, event, node and outbound deliveries in one transaction,
-    then those deliveries started and the next job in its tenant's line woken. False when it had ended already."""
+    """End the job as its workflow would have: its run, event, node and outbound deliveries in one transaction
+    (`sessions` must not autocommit), then those deliveries started and the next job in its tenant's line woken.
+    False when it had ended already."""
     async with transaction(sessions) as session:
         ended = await canvas_nodes.end_run(session, change=change, canvas_id=job.canvas_id, node_id=job.node_id)
     if ended is None:
@@ -100,8 +101,8 @@ async def end_canvas_run(
     reason: str | None = None,
 ) -> bool:
     """End a canvas run as its workflow would have: each node without an outcome yet gets `status` (failed or
-    cancelled) and `reason`, the run ends with it, and its outbound deliveries are started. False when it had
-    ended already."""
+    cancelled) and `reason`, and the run ends with it, in one transaction (`sessions` must not autocommit); then
+    its outbound deliveries are started. False when it had ended already."""
     async with transaction(sessions) as session:
         ended = await canvas_runs.end_canvas_run(
             session, run_id=run_id, canvas_id=canvas_id, status=status, reason=reason

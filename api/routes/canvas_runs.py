@@ -310,5 +310,5 @@ async def cancel_canvas_run(
     # The workflow had closed without ending the run (terminated from outside: Temporal takes the cancel of a closed
     # workflow and does nothing), so the cancel ends it; one that ended the run itself meanwhile changes nothing.
     cancelled = JobStatus.CANCELLED
-    await end_canvas_run(temporal, state.settings, state.autocommit_sessions, run_id, canvas_id, cancelled)
+    await end_canvas_run(temporal, state.settings, state.sessions, run_id, canvas_id, cancelled)
     return await read_canvas_run_view(state, canvas_id, run_id)

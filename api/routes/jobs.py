@@ -281,7 +281,7 @@ async def cancel_job(
         # own cancellation would have. A workflow that ended the job itself meanwhile leaves nothing to do.
         unfinished = UnfinishedRun(run.id, run.canvas_id, run.node_id)
         await session.rollback()  # one connection per request at a time: the end takes its own
-        await end_job(temporal, state.settings, state.autocommit_sessions, unfinished, cancelled(unfinished.job_id))
+        await end_job(temporal, state.settings, state.sessions, unfinished, cancelled(unfinished.job_id))
         await session.refresh(run)
     return ImageJobRecord.readable(run)
 
