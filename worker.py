@@ -30,7 +30,7 @@ from activities.runs import CanvasRunActivities, RunActivities
 from core.config import Settings, get_settings, warn_about_lookalikes
 from core.db import autocommit_session_factory, create_engine, session_factory, transaction
 from core.logs import configure_logging
-from core.metrics import HANDOFF_BACKLOG
+from core.metrics import HANDOFF_BACKLOG, JOBS_WAITING_FOR_SLOT
 from core.storage import ObjectStorage, build_storage
 from core.temporal import connect, ensure_search_attributes, worker_runtime
 from core.tracing import install_tracing
@@ -44,7 +44,7 @@ from models.tables import Run
 from providers.base import ImageProvider
 from providers.discovery import build_directory, discover_at_start, keep_discovering
 from providers.registry import build_providers
-from store import deliveries, outbound
+from store import deliveries, outbound, tenants
 from store.pacing import ProviderPacer
 from workflows.canvas_run import CanvasRunWorkflow
 from workflows.image_job import ImageJobWorkflow, provider_task_queue
@@ -210,6 +210,14 @@ async def sweep_once(client: Client, settings: Settings, resources: WorkerResour
     return await sweep(client, settings, resources.sessions, partial(workflow_input, settings, resources))
 
 
+async def count_what_waits(sessions: async_sessionmaker[AsyncSession]) -> None:
+    """Set the gauges of what waits: the handoff's backlog by kind, and the jobs in tenants' lines for a slot."""
+    for kind, count in (await backlog(sessions)).items():
+        HANDOFF_BACKLOG.labels(kind=kind).set(count)
+    async with sessions() as session:
+        JOBS_WAITING_FOR_SLOT.set(await tenants.count_in_line(session))
+
+
 async def keep_sweeping(client: Client, settings: Settings, resources: WorkerResources) -> None:
     """The worker's housekeeping: what the API left undone gets done, jobs whose workflows are gone get ended, old
     webhook refusals go, and so do the files of jobs that ended without a result, and what killed writes left half
@@ -219,8 +227,7 @@ async def keep_sweeping(client: Client, settings: Settings, resources: WorkerRes
         try:
             await sweep_once(client, settings, resources)
             await end_vanished(client, settings, resources.sessions)
-            for kind, count in (await backlog(resources.sessions)).items():
-                HANDOFF_BACKLOG.labels(kind=kind).set(count)
+            await count_what_waits(resources.sessions)
             async with transaction(resources.sessions) as session:
                 await deliveries.prune_refusals(session)
                 await outbound.prune(session)

@@ -59,6 +59,11 @@ HANDOFF_BACKLOG = Gauge(
     " canvas_run_starts, signals, deliveries.",
     ["kind"],
 )
+JOBS_WAITING_FOR_SLOT = Gauge(
+    "imagejobs_jobs_waiting_for_slot",
+    "Pending jobs waiting in their tenants' lines for a running slot (maxConcurrentJobs), all tenants together, as"
+    " the workers' sweep last counted them (GET /v1/stats gives each tenant its own).",
+)
 REQUEST_SECONDS = Histogram(
     "imagejobs_http_request_duration_seconds",
     "Time from the moment this API process' application receives a request to the start of its answer; `route`"

@@ -220,6 +220,17 @@ async def _running(session: AsyncSession, tenant_id: str, *, other_than: str = "
     return int((await session.execute(_RUNNING_OTHERS, values)).scalar_one())
 
 
+async def count_in_line(session: AsyncSession, *, tenant_id: str | None = None, canvas_id: str | None = None) -> int:
+    """How many jobs wait in line for a running slot: a tenant's (on one canvas), or every tenant's."""
+    conditions = [_IN_LINE]
+    if tenant_id is not None:
+        conditions.append("w.tenant_id = :tenant")
+    if canvas_id is not None:
+        conditions.append("w.canvas_id = :canvas")
+    query = text(f"SELECT count(*) FROM runs w WHERE {' AND '.join(conditions)}")
+    return int((await session.execute(query, {"tenant": tenant_id, "canvas": canvas_id})).scalar_one())
+
+
 _JOIN_SLOT_LINE = text(
     "UPDATE runs SET slot_wait_since = COALESCE(slot_wait_since, now()) WHERE id = :job AND status = 'pending'"
 )

@@ -156,6 +156,7 @@ async def test_a_worker_serves_its_metrics_and_the_sdks_and_the_deploy_files_nam
     samples = {sample.name for family in text_string_to_metric_families(exposition) for sample in family.samples}
     assert any(name.startswith("temporal_") and name.endswith("_total") for name in samples), sorted(samples)[:20]
     assert "imagejobs_jobs_finished_total" in samples and "imagejobs_handoff_backlog" in samples
+    assert "imagejobs_jobs_waiting_for_slot" in samples
     exported = samples | declared_sample_names()
     named = deploy_metric_names()
     assert {name for name in named if name.startswith("imagejobs_")}, "the deploy files name none of our metrics"

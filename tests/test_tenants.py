@@ -323,13 +323,16 @@ async def test_raising_a_tenants_cap_starts_the_jobs_waiting_in_line_at_once(
             return all(events_named(history, "timer_started") for history in await histories_of(stack, waiting))
 
         await eventually(in_line, what="both jobs to wait in line")
+        waiting_before = (await acme.api.get("/v1/stats")).json()["waitingForSlot"]
         assert (await stack.api.patch(f"/v1/tenants/{acme.id}", json={"maxConcurrentJobs": 3})).status_code == 200
         for job_id in waiting:
             await until_status(acme, job_id, "running")
         assert (await acme.api.get(f"/v1/jobs/{first}")).json()["status"] == "running"
+        waiting_after = (await acme.api.get("/v1/stats")).json()["waitingForSlot"]
         histories = await histories_of(stack, waiting)
     for history in histories:
         assert_woken_before_any_recheck(history)
+    assert (waiting_before, waiting_after) == (2, 0), "GET /v1/stats counts the tenant's jobs in line"
 
 
 async def test_a_running_job_terminated_from_outside_is_ended_and_the_next_in_line_runs(

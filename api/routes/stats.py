@@ -13,7 +13,7 @@ from api.auth import CallerDep
 from api.deps import SessionDep
 from models.schemas import CamelModel
 from models.vocabulary import JobStatus
-from store import stats
+from store import stats, tenants
 
 DEFAULT_WINDOW = timedelta(hours=24)
 
@@ -37,6 +37,10 @@ class JobStats(CamelModel):
     workflow_id: str | None
     total: int
     by_status: dict[str, int]
+    waiting_for_slot: int = Field(
+        description="Of the pending jobs, those waiting in the tenant's line for a running slot (its"
+        " maxConcurrentJobs); each starts as one of the tenant's running jobs ends."
+    )
     since: datetime = Field(description="The start of the window the `providers` rows cover.")
     providers: list[ProviderRow]
 
@@ -52,10 +56,11 @@ async def job_stats(
     since: Annotated[datetime | None, Query(description="ISO 8601; default: 24 hours ago.")] = None,
 ) -> JobStats:
     """How many of the tenant's jobs (a canvas token's: its canvas') are in each status, overall or for one
-    canvas; and per provider and model, the jobs created since `since`: outcomes, p50/p95 seconds to complete,
-    cost, 429s and polling timeouts."""
+    canvas, and how many of the pending wait for a running slot; and per provider and model, the jobs created since
+    `since`: outcomes, p50/p95 seconds to complete, cost, 429s and polling timeouts."""
     canvas = caller.key_of(canvas_id) if canvas_id is not None else caller.canvas
     counts = await stats.count_by_status(session, tenant_id=caller.tenant_id, canvas_id=canvas)
+    waiting = await tenants.count_in_line(session, tenant_id=caller.tenant_id, canvas_id=canvas)
     by_status = {status.value: counts.get(status, 0) for status in JobStatus}
     start = datetime.now(UTC) - DEFAULT_WINDOW if since is None else since
     if start.tzinfo is None:  # a time without an offset is read as UTC
@@ -65,6 +70,7 @@ async def job_stats(
         workflow_id=canvas_id,
         total=sum(by_status.values()),
         by_status=by_status,
+        waiting_for_slot=waiting,
         since=start,
         providers=[ProviderRow.model_validate(asdict(row)) for row in rows],
     )

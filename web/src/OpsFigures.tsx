@@ -1,6 +1,7 @@
-// The operator's figures on `/ops`, from GET /v1/stats: jobs by status now, and per provider and model since
-// midnight UTC (the budget's day) what completed, failed, met a 429 or a polling timeout, how long it took and
-// what it cost. Read again every few seconds while the page is open.
+// The operator's figures on `/ops`, from GET /v1/stats: jobs by status now, and how many of the pending wait for
+// one of the tenant's running slots (maxConcurrentJobs); per provider and model since midnight UTC (the budget's
+// day) what completed, failed, met a 429 or a polling timeout, how long it took and what it cost. Read again every
+// few seconds while the page is open.
 import { useEffect, useState } from "react";
 import { jobStatusValues } from "./schema";
 import { api, type JobStats, type ProviderStatsRow } from "./api";
@@ -22,6 +23,13 @@ export function OpsFigures({ onError }: { onError: (error: unknown) => void }) {
               <span className="figure-label">{status}</span>
             </li>
           ))}
+          <li
+            className="figure figure-pending figure-line"
+            title="Pending jobs waiting for one of their tenant's running slots (maxConcurrentJobs)"
+          >
+            <span className="figure-value">{stats.waitingForSlot}</span>
+            <span className="figure-label">Pending, waiting for a slot</span>
+          </li>
         </ul>
       </section>
       <section aria-labelledby="providers-today">

@@ -478,8 +478,8 @@ export interface paths {
     /**
      * Job Stats
      * @description How many of the tenant's jobs (a canvas token's: its canvas') are in each status, overall or for one
-     *     canvas; and per provider and model, the jobs created since `since`: outcomes, p50/p95 seconds to complete,
-     *     cost, 429s and polling timeouts.
+     *     canvas, and how many of the pending wait for a running slot; and per provider and model, the jobs created since
+     *     `since`: outcomes, p50/p95 seconds to complete, cost, 429s and polling timeouts.
      */
     get: operations["job_stats_v1_stats_get"];
     put?: never;
@@ -1443,6 +1443,11 @@ export interface components {
       since: string;
       /** Total */
       total: number;
+      /**
+       * Waitingforslot
+       * @description Of the pending jobs, those waiting in the tenant's line for a running slot (its maxConcurrentJobs); each starts as one of the tenant's running jobs ends.
+       */
+      waitingForSlot: number;
       /** Workflowid */
       workflowId: string | null;
     };
