@@ -49,10 +49,11 @@ GONE_BECAUSE = {
 NOT_FOUND = "no longer exists in Temporal"
 
 
-async def why_workflow_gone(client: Client, job_id: str) -> str | None:
-    """Why the job's workflow will not end the job (it closed, or no longer exists); None while it runs."""
+async def why_workflow_gone(client: Client, workflow_id: str) -> str | None:
+    """Why a job's or canvas run's workflow will not end it (the workflow closed, or no longer exists); None while it
+    runs."""
     try:
-        described = await client.get_workflow_handle(job_id).describe()
+        described = await client.get_workflow_handle(workflow_id).describe()
     except RPCError as error:
         if error.status == RPCStatusCode.NOT_FOUND:
             return NOT_FOUND
