@@ -67,11 +67,6 @@ def left_behind(job_id: str, reason: str) -> RunTransition:
     return RunTransition(job_id=job_id, status=JobStatus.FAILED, error=message, error_code=WORKFLOW_GONE)
 
 
-def cancelled(job_id: str) -> RunTransition:
-    """The end of a job cancelled after its workflow was gone, in the words its workflow's cancellation uses."""
-    return RunTransition(job_id=job_id, status=JobStatus.CANCELLED, error="Cancelled", error_code="cancelled")
-
-
 async def end_job(
     client: Client,
     settings: Settings,
@@ -143,10 +138,11 @@ async def _end_canvas_runs_left_behind(
 ) -> int:
     ended = 0
     for run_id, canvas_id in boards:
-        if (reason := await why_workflow_gone(client, run_id)) is None:
-            continue
-        failed, words = JobStatus.FAILED, f"the run's workflow {reason}"
-        if await end_canvas_run(client, settings, sessions, run_id, canvas_id, failed, words):
+        reason = await why_workflow_gone(client, run_id)
+        words = f"the run's workflow {reason}"
+        if reason is not None and await end_canvas_run(
+            client, settings, sessions, run_id, canvas_id, JobStatus.FAILED, words
+        ):
             log.warning("canvas run %s ended failed: its workflow %s before the run ended", run_id, reason)
             ended += 1
     return ended

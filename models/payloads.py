@@ -189,6 +189,11 @@ class RunTransition:
     timings: dict[str, float] | None = None
 
 
+def cancellation(job_id: str) -> RunTransition:
+    """A cancelled job's end, whoever records it: its workflow, or a cancel that finds the workflow gone."""
+    return RunTransition(job_id=job_id, status=JobStatus.CANCELLED, error="Cancelled", error_code="cancelled")
+
+
 @dataclass
 class ProgressUpdate:
     job_id: str

@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         ProviderJobAttached,
         RunTransition,
         StoreOutputsRequest,
+        cancellation,
     )
     from models.vocabulary import JobStatus
     from workflows.policies import (
@@ -392,7 +393,7 @@ class ImageJobWorkflow:
         await self._update_node(job, JobStatus.CANCELLED)
         await self._db_step(
             RunActivities.cancel_run,
-            RunTransition(job_id=job.job_id, status=JobStatus.CANCELLED, error="Cancelled", error_code="cancelled"),
+            cancellation(job.job_id),
         )
 
 

@@ -17,11 +17,11 @@ from api.errors import ApiError
 from core import metrics
 from core.db import transaction
 from core.logs import bind
-from handoff.ends import NOT_FOUND, cancelled, end_job, why_workflow_gone
+from handoff.ends import NOT_FOUND, end_job, why_workflow_gone
 from handoff.starts import job_from_run, new_job_id, polling_plan
 from handoff.sweep import start_confirmed
 from models.errors import InvalidJobRequest, ModelRetired
-from models.payloads import ImageJobInput
+from models.payloads import ImageJobInput, cancellation
 from models.schemas import ErrorBody, ImageJobRecord, ImageJobStatus, JobPage, StartImageJobRequest
 from models.tables import Run
 from models.tenancy import workflow_id_of
@@ -281,7 +281,7 @@ async def cancel_job(
         # own cancellation would have. A workflow that ended the job itself meanwhile leaves nothing to do.
         unfinished = UnfinishedRun(run.id, run.canvas_id, run.node_id)
         await session.rollback()  # one connection per request at a time: the end takes its own
-        await end_job(temporal, state.settings, state.sessions, unfinished, cancelled(unfinished.job_id))
+        await end_job(temporal, state.settings, state.sessions, unfinished, cancellation(unfinished.job_id))
         await session.refresh(run)
     return ImageJobRecord.readable(run)
 
