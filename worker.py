@@ -49,6 +49,7 @@ from store.pacing import ProviderPacer
 from workflows.canvas_run import CanvasRunWorkflow
 from workflows.image_job import ImageJobWorkflow, provider_task_queue
 from workflows.outbound_webhook import OutboundWebhookWorkflow
+from workflows.provider_cancel import ProviderCancelWorkflow
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +149,7 @@ def build_workers(client: Client, settings: Settings, resources: WorkerResources
             client,
             task_queue=settings.TASK_QUEUE,
             interceptors=[JobLogContext()],
-            workflows=[ImageJobWorkflow, CanvasRunWorkflow, OutboundWebhookWorkflow],
+            workflows=[ImageJobWorkflow, CanvasRunWorkflow, OutboundWebhookWorkflow, ProviderCancelWorkflow],
             workflow_runner=workflow_runner(settings),
             # Few at once, so a backlog waits in Temporal, where tenants get their fair share (core/config.py); the
             # database steps run as local activities inside those workflow tasks, so they get as many slots.

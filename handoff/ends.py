@@ -1,15 +1,15 @@
 """Jobs and canvas runs ended from outside their workflows, and the line for running slots that every end moves along.
 
-A job's workflow records the job's end itself (activities/runs.py). A workflow that stops without running its own
-code leaves its job `pending` or `running` for good: its node shows it working forever, and a running job holds one
-of its tenant's running slots (maxConcurrentJobs), so a few of them would stop a capped tenant for good. That
-happens when an operator terminates the workflow (the Temporal UI, `temporal workflow terminate`), when it times
-out, and when it is deleted. So the workers' sweep asks Temporal about every unfinished job once each
-WORKFLOW_CHECK_SECONDS (`end_vanished`) and ends the jobs whose workflows are gone, failed with `WorkflowGone`, as
-their workflows would have: the run, its event, its node, its outbound webhooks, and the next job in its tenant's
-line. A canvas run whose workflow is gone would hold its board for good (a board runs one run at a time); it is
-ended failed the same way, with each node that had no outcome. A cancel that finds the workflow gone ends the job
-or the canvas run at once (api/routes/).
+A job's workflow records the job's end itself (activities/runs.py). A workflow that stops without running its own code
+leaves its job `pending` or `running` for good: its node shows it working forever, and a running job holds one of its
+tenant's running slots (maxConcurrentJobs), so a few of them would stop a capped tenant for good. That happens when an
+operator terminates the workflow (the Temporal UI, `temporal workflow terminate`), when it times out, and when it is
+deleted. So the workers' sweep asks Temporal about every unfinished job once each WORKFLOW_CHECK_SECONDS
+(`end_vanished`) and ends the jobs whose workflows are gone, failed with `WorkflowGone`, as their workflows would have:
+the run, its event, its node, its outbound webhooks, the next job in its tenant's line, and the provider's job, if one
+was submitted, cancelled (workflows/provider_cancel.py). A canvas run whose workflow is gone would hold its board for
+good (a board runs one run at a time); it is ended failed the same way, with each node that had no outcome. A cancel
+that finds the workflow gone ends the job or the canvas run at once (api/routes/).
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ from temporalio.service import RPCError, RPCStatusCode
 from core import metrics
 from core.config import Settings
 from core.db import transaction
-from handoff.starts import wake_for_running_slot
+from handoff.starts import start_provider_cancel, wake_for_running_slot
 from handoff.sweep import SWEEP_BATCH, OutboundStarter
 from models.errors import WORKFLOW_GONE
-from models.payloads import RunTransition
+from models.payloads import CancelAtProvider, RunTransition
+from models.results import Transitioned
 from models.vocabulary import JobStatus
 from store import canvas_nodes, canvas_runs, runs, tenants
 from store.runs import UnfinishedRun
@@ -75,16 +76,32 @@ async def end_job(
     change: RunTransition,
 ) -> bool:
     """End the job as its workflow would have: its run, event, node and outbound deliveries in one transaction
-    (`sessions` must not autocommit), then those deliveries started and the next job in its tenant's line woken.
-    False when it had ended already."""
+    (`sessions` must not autocommit), then those deliveries started, its provider job cancelled and the next job in
+    its tenant's line woken. False when it had ended already."""
     async with transaction(sessions) as session:
         ended = await canvas_nodes.end_run(session, change=change, canvas_id=job.canvas_id, node_id=job.node_id)
     if ended is None:
         return False
     metrics.job_ended(ended, change)
     await OutboundStarter(client, settings, sessions).start(list(ended.outbound_delivery_ids))
+    await cancel_provider_job(client, settings, job, ended)
     await wake_next_in_line(client, sessions, ended.next_in_line)
     return True
+
+
+async def cancel_provider_job(client: Client, settings: Settings, job: UnfinishedRun, ended: Transitioned) -> None:
+    """The job's provider job, if it was submitted, runs on (and is billed) after its workflow is gone: cancel it.
+    The job is ended whatever happens here; a cancel that cannot be started is logged with the provider job's id
+    (`imagejobs` cannot ask again: the job has ended)."""
+    if ended.provider_job_id is None:
+        return
+    request = CancelAtProvider(ended.provider, ended.provider_job_id, job.job_id)
+    try:
+        await start_provider_cancel(client, settings, request, job.canvas_id)
+    except Exception as error:  # Temporal away: the end is committed, and only this cleanup is lost
+        log.warning(
+            "could not cancel %s job %s of ended job %s: %r", ended.provider, ended.provider_job_id, job.job_id, error
+        )
 
 
 async def end_canvas_run(

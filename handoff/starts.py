@@ -24,6 +24,7 @@ from core.config import Settings
 from core.temporal import CANVAS_ID, IMAGE_MODEL, NODE_ID, PROVIDER, TENANT
 from core.tracing import continuing
 from models.payloads import (
+    CancelAtProvider,
     CanvasRunInput,
     GenerationResult,
     ImageJobInput,
@@ -172,6 +173,33 @@ async def wake_for_running_slot(client: Client, job_id: str) -> bool:
             return False
         log.warning("could not wake job %s for its running slot (it will recheck): %r", job_id, error)
     return True
+
+
+PROVIDER_CANCEL_WORKFLOW = "ProviderCancelWorkflow"
+
+
+async def start_provider_cancel(client: Client, settings: Settings, request: CancelAtProvider, canvas_id: str) -> None:
+    """Cancel the provider job of a job (on canvas `canvas_id`) whose own workflow is gone, in a workflow of its own
+    (workflows/provider_cancel.py); asking again for the same job starts nothing more."""
+    try:
+        await client.start_workflow(
+            PROVIDER_CANCEL_WORKFLOW,
+            request,
+            id=f"{request.job_id}-provider-cancel",
+            task_queue=settings.TASK_QUEUE,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(CANVAS_ID, canvas_id),
+                    SearchAttributePair(PROVIDER, request.provider),
+                    SearchAttributePair(TENANT, tenant_of(canvas_id)),
+                ]
+            ),
+            static_summary=f"cancel {request.provider} job {request.provider_job_id} of {request.job_id}",
+        )
+    except WorkflowAlreadyStartedError:
+        pass  # it ran already
 
 
 CANVAS_RUN_WORKFLOW = "CanvasRunWorkflow"

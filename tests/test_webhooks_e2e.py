@@ -361,6 +361,31 @@ async def test_a_prediction_left_by_a_retried_submit_is_cancelled_and_never_used
     assert record["imageUrl"]
 
 
+async def test_a_prediction_whose_jobs_workflow_was_terminated_is_cancelled_when_the_sweep_ends_the_job(
+    provider_settings: Settings, fake_providers: FakeProviders, temporal_client: Client
+) -> None:
+    fake_providers.options.step_seconds = 10.0  # the prediction runs on at Replicate while its workflow is gone
+    settings = make_settings(provider_settings, WORKFLOW_CHECK_SECONDS=0.5, SWEEP_INTERVAL_SECONDS=0.2, **NO_POLLING)
+    async with running_stack(settings, temporal_client) as stack:
+        started = await stack.start("a lighthouse at dusk", provider="replicate", model=REPLICATE_MODEL)
+
+        async def attached() -> str | None:
+            provider_job_id: str | None = (await stack.job(started["jobId"])).get("providerJobId")
+            return provider_job_id
+
+        prediction_id = await eventually(attached, what="the job's prediction to be recorded")
+        await stack.client.get_workflow_handle(started["jobId"]).terminate(reason="an operator stopped it")
+        record = await stack.wait(started["jobId"])
+        cancels = ("POST", f"/replicate/v1/predictions/{prediction_id}/cancel")
+        await eventually(lambda: fake_providers.requests(*cancels), what="the prediction's cancel to reach Replicate")
+
+    assert (record["status"], record["errorCode"]) == ("failed", "WorkflowGone"), record
+    assert len(fake_providers.requests(*cancels)) == 1
+    assert fake_providers.state.predictions[prediction_id]["status"] == "canceled"
+    cleanup = await temporal_client.get_workflow_handle(f"{started['jobId']}-provider-cancel").result()
+    assert cleanup is True
+
+
 async def test_a_webhook_while_temporal_is_down_is_answered_at_once_and_reaches_the_job_once_it_is_back(
     provider_settings: Settings,
     fake_providers: FakeProviders,
