@@ -128,14 +128,22 @@ async def end_canvas_run(
 async def end_vanished(client: Client, settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> int:
     """Ask Temporal about the unfinished jobs and canvas runs due for it, and end those whose workflows are gone;
     returns how many it ended. One asked about is not asked again for WORKFLOW_CHECK_SECONDS, whatever the
-    answer."""
+    answer; a batch whose questions fail is due again at once."""
     every = settings.WORKFLOW_CHECK_SECONDS
     async with transaction(sessions) as session:
         jobs = await runs.due_for_workflow_check(session, every_seconds=every, limit=SWEEP_BATCH)
         boards = await canvas_runs.due_for_workflow_check(session, every_seconds=every, limit=SWEEP_BATCH)
-    return await _end_jobs_left_behind(client, settings, sessions, jobs) + await _end_canvas_runs_left_behind(
-        client, settings, sessions, boards
-    )
+    try:
+        return await _end_jobs_left_behind(client, settings, sessions, jobs) + await _end_canvas_runs_left_behind(
+            client, settings, sessions, boards
+        )
+    except Exception:
+        # Temporal (or the database) went away mid-batch: what was taken is due again at the next sweep, not a whole
+        # period later. Those already ended stay ended; those found alive are asked once more.
+        async with transaction(sessions) as session:
+            await runs.forget_workflow_checks(session, job_ids=[job.job_id for job in jobs])
+            await canvas_runs.forget_workflow_checks(session, run_ids=[run_id for run_id, _ in boards])
+        raise
 
 
 async def _end_jobs_left_behind(

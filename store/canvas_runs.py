@@ -21,7 +21,7 @@ from models.tables import CanvasRun, CanvasRunNode, Run
 from models.vocabulary import FINISHED_NODE_STATES, JobStatus, NodeRunState, Priority, canvas_run_event
 from store import outbound
 from store.canvases import lock_board
-from store.runs import workflow_check_sql
+from store.runs import forget_workflow_checks_sql, workflow_check_sql
 
 RECENT_RUNS = 3
 FINISHED_SQL = ", ".join(f"'{state}'" for state in sorted(FINISHED_NODE_STATES))
@@ -159,6 +159,14 @@ async def due_for_workflow_check(session: AsyncSession, *, every_seconds: float,
     """`runs.due_for_workflow_check` for canvas runs: (run id, canvas id) of the unfinished runs due."""
     found = await session.execute(_DUE_FOR_CHECK, {"every": every_seconds, "limit": limit})
     return [(run_id, canvas_id) for run_id, canvas_id in found.all()]
+
+
+async def forget_workflow_checks(session: AsyncSession, *, run_ids: list[str]) -> None:
+    """`runs.forget_workflow_checks` for canvas runs."""
+    await session.execute(_FORGET_CHECKS, {"ids": run_ids})
+
+
+_FORGET_CHECKS = forget_workflow_checks_sql("canvas_runs")
 
 
 async def _show_on_board(

@@ -433,6 +433,12 @@ def workflow_check_sql(table: str, unfinished: str, returning: str) -> TextClaus
     )
 
 
+def forget_workflow_checks_sql(table: str) -> TextClause:
+    """Make the rows :ids of `table` due for the next check again (`workflow_check_sql` stamped them, and the
+    questions could not be asked)."""
+    return text(f"UPDATE {table} SET workflow_checked_at = NULL WHERE id = ANY(:ids)")
+
+
 # The condition is the partial index's (ix_runs_unfinished_check), word for word.
 _DUE_FOR_CHECK = workflow_check_sql(
     "runs", "status IN ('pending', 'running') AND workflow_started_at IS NOT NULL", "id, canvas_id, node_id"
@@ -453,6 +459,14 @@ async def due_for_workflow_check(session: AsyncSession, *, every_seconds: float,
     ago, and stamp them asked now: the caller asks Temporal whether each workflow is still there."""
     found = await session.execute(_DUE_FOR_CHECK, {"every": every_seconds, "limit": limit})
     return [UnfinishedRun(*row) for row in found.all()]
+
+
+async def forget_workflow_checks(session: AsyncSession, *, job_ids: list[str]) -> None:
+    """`due_for_workflow_check` took these runs, and Temporal could not be asked about them: due again at once."""
+    await session.execute(_FORGET_CHECKS, {"ids": job_ids})
+
+
+_FORGET_CHECKS = forget_workflow_checks_sql("runs")
 
 
 async def mark_workflows_started(session: AsyncSession, *, job_ids: list[str]) -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
 from core.config import Settings
 from core.db import session_factory, transaction
@@ -73,3 +75,29 @@ async def test_the_sweep_ends_jobs_whose_workflows_are_gone_and_leaves_running_o
     assert (ended.status, ended.error_code) == ("failed", "WorkflowGone")
     assert ended.error is not None and "no longer exists in Temporal" in ended.error
     assert running.status == "running"
+
+
+class TemporalAway:
+    """A client whose questions fail as they do while the Temporal server cannot be reached."""
+
+    def get_workflow_handle(self, workflow_id: str) -> TemporalAway:
+        return self
+
+    async def describe(self) -> None:
+        raise RPCError("connection refused", RPCStatusCode.UNAVAILABLE, b"")
+
+
+async def test_jobs_taken_for_a_check_temporal_could_not_answer_are_due_again_at_once(
+    db_engine: AsyncEngine, stack_settings: Settings
+) -> None:
+    sessions = session_factory(db_engine)
+    settings = make_settings(stack_settings, WORKFLOW_CHECK_SECONDS=60.0)
+    waiting = await started_job(sessions)
+
+    with pytest.raises(RPCError):
+        await end_vanished(TemporalAway(), settings, sessions)  # type: ignore[arg-type]
+
+    assert waiting.job_id in await due_now(sessions), "a job nobody could ask about waits a whole period"
+    async with sessions() as session:
+        run = await runs.get_run(session, job_id=waiting.job_id)
+    assert run is not None and run.status == "pending"
