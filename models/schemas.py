@@ -275,6 +275,11 @@ class ImageJobRecord(CamelModel):
         description="The OpenTelemetry trace the job's request, workflow, activities and provider calls belong to: "
         "the trace id of the caller's W3C `traceparent`, else of the API's own span when it traces.",
     )
+    waiting_for_slot: bool = Field(
+        default=False,
+        description="A `pending` job its tenant's maxConcurrentJobs holds back: it waits in the tenant's line and "
+        "starts as one of the tenant's running jobs ends.",
+    )
     created_at: datetime
     unreadable: str | None = Field(
         default=None,
@@ -334,6 +339,7 @@ def _run_identity(run: Run) -> dict[str, Any]:
         "provider": run.provider,
         "model": run.model,
         "status": spec_status(run.status),
+        "waiting_for_slot": run.status == JobStatus.PENDING and run.slot_wait_since is not None,
         "started_at": run.started_at,
         "finished_at": run.finished_at,
         "error": error,

@@ -46,6 +46,7 @@ JOB_OWNED_NODE_FIELDS = (
     "jobId",
     "startedAt",
     "retry",
+    "waitingForSlot",
     "status",
     "progress",
     "error",

@@ -97,7 +97,7 @@ _RESTORE_NODE = text(
 
 
 # The fields a job writes on its node that the restore puts back (its image fields stay as they are).
-RESTORED_KEYS = ("jobId", "status", "progress", "error", "costUsd", "estimatedCostUsd", "retry")
+RESTORED_KEYS = ("jobId", "status", "progress", "error", "costUsd", "estimatedCostUsd", "retry", "waitingForSlot")
 
 
 async def update_node(session: AsyncSession, *, update: NodeUpdate) -> bool:
@@ -135,7 +135,8 @@ def _node_parameters(update: NodeUpdate) -> dict[str, Any]:
         "node": update.node_id,
         "job": update.job_id,
         "patch": storable_json(patch, what="node"),
-        "unset": ["retry", *(["error"] if update.error is None else [])],
+        # A job that writes its node again has left its tenant's line, if it was in it (store/tenants.py).
+        "unset": ["retry", "waitingForSlot", *(["error"] if update.error is None else [])],
         "status": update.status,
         "cost": update.cost_usd,
     }

@@ -186,7 +186,7 @@ async def record_run(
 
 # What a new job's claim clears on its node: its predecessor's outcome (the image stays until a new one comes).
 # The claim also stamps `startedAt`, the job's creation, from which the canvas counts the time it has taken.
-RESET_ON_CLAIM = ("error", "costUsd", "estimatedCostUsd", "retry")
+RESET_ON_CLAIM = ("error", "costUsd", "estimatedCostUsd", "retry", "waitingForSlot")
 
 
 def _claimed_node_data(job: ImageJobInput) -> dict[str, Any]:

@@ -231,14 +231,22 @@ async def count_in_line(session: AsyncSession, *, tenant_id: str | None = None, 
     return int((await session.execute(query, {"tenant": tenant_id, "canvas": canvas_id})).scalar_one())
 
 
+# Joining the line shows on the job's node (`waitingForSlot`, while the job still owns it), once: the job's next
+# write there (running, or its end) clears it (store/canvas_nodes.py).
 _JOIN_SLOT_LINE = text(
-    "UPDATE runs SET slot_wait_since = COALESCE(slot_wait_since, now()) WHERE id = :job AND status = 'pending'"
+    "WITH joined AS ("
+    "  UPDATE runs SET slot_wait_since = now() WHERE id = :job AND status = 'pending' AND slot_wait_since IS NULL"
+    "  RETURNING id, canvas_id, node_id"
+    ") UPDATE workflow_nodes n"
+    " SET node_data = n.node_data || jsonb_build_object('waitingForSlot', true, 'updatedAt', now()),"
+    "   version = n.version + 1, updated_at = now()"
+    " FROM joined WHERE n.canvas_id = joined.canvas_id AND n.id = joined.node_id AND n.owner_job_id = joined.id"
 )
 
 
 async def join_slot_line(session: AsyncSession, *, job_id: str) -> None:
-    """Put a job its tenant's cap holds back in the tenant's line (once: a job asking again keeps its place); a job's
-    end wakes the oldest in line (`runs.transition`)."""
+    """Put a job its tenant's cap holds back in the tenant's line (once: a job asking again keeps its place), and
+    say so on its node; a job's end wakes the oldest in line (`runs.transition`)."""
     await session.execute(_JOIN_SLOT_LINE, {"job": job_id})
 
 

@@ -196,6 +196,29 @@ async def test_cancel_stops_a_running_job(browser: Browser, stack_settings: Sett
         assert was_cancelled(await stack.wait(job["jobId"]))
 
 
+async def test_a_job_held_back_by_the_workspaces_cap_shows_in_line_until_it_runs(
+    browser: Browser, stack_settings: Settings, temporal_client: Client
+) -> None:
+    settings = make_settings(stack_settings, LOCAL_PROVIDER_DELAY_MS=2000, TENANT_MAX_CONCURRENT_JOBS=1)
+    async with running_stack(settings, temporal_client) as stack:
+        canvas_id = await new_board(stack)
+        page = await new_page(browser, stack)
+        await page.goto(f"/canvases/{canvas_id}")
+        await expect(page.get_by_role("button", name="Add image node")).to_be_enabled()
+
+        await stack.start("the first of two", workflowId=canvas_id, nodeId="first")
+        await expect(node_element(page, "first")).to_have_attribute("data-status", "running")
+        await stack.start("the second of two", workflowId=canvas_id, nodeId="second")
+
+        second = node_element(page, "second")
+        await expect(second.get_by_text("in line", exact=True)).to_be_visible()
+        await expect(second.get_by_text("Waiting for a free slot…")).to_be_visible()
+        await expect(second.get_by_role("progressbar")).to_have_count(0)
+        await expect(second).to_have_attribute("data-status", "running")
+        await expect(second.get_by_text("in line", exact=True)).to_have_count(0)
+        await expect(second).to_have_attribute("data-status", "completed")
+
+
 async def test_from_afar_a_running_node_shows_its_clock_and_usual_time_large_enough_to_read(
     browser: Browser, stack_settings: Settings, temporal_client: Client
 ) -> None:

@@ -311,6 +311,40 @@ async def test_a_job_waiting_at_its_tenants_cap_is_woken_by_an_end_in_the_order_
         assert_woken_before_any_recheck(history)
 
 
+async def test_a_job_in_its_tenants_line_says_so_on_its_record_and_node_until_it_runs(
+    stack_settings: Settings, temporal_client: Client
+) -> None:
+    async with acme_capped_at_one(stack_settings, temporal_client, provider_ms=1500) as (stack, acme):
+        canvas_id = "canvas-" + uuid.uuid4().hex[:8]
+        first = await first_job_running(acme, canvas_id)
+        second = (await acme.api.post("/v1/jobs", json=job_body(canvas_id, "n2"))).json()["jobId"]
+
+        async def node_data(node_id: str) -> dict[str, Any]:
+            nodes = (await acme.api.get(f"/v1/canvases/{canvas_id}/nodes")).json()["items"]
+            data: dict[str, Any] = next(node for node in nodes if node["id"] == node_id)["data"]
+            return data
+
+        async def in_line() -> dict[str, Any] | None:
+            record: dict[str, Any] = (await acme.api.get(f"/v1/jobs/{second}")).json()
+            return record if record["waitingForSlot"] else None
+
+        waiting = await eventually(in_line, what="the second job to wait in line")
+        waiting_node = await node_data("n2")
+        running_first = (await acme.api.get(f"/v1/jobs/{first}")).json()
+        await until_status(acme, second, "running")
+        running = (await acme.api.get(f"/v1/jobs/{second}")).json()
+        running_node = await node_data("n2")
+        await until_status(acme, second, "completed")
+        completed_node = await node_data("n2")
+
+    assert waiting["status"] == "pending"
+    assert (waiting_node["status"], waiting_node.get("waitingForSlot")) == ("pending", True), waiting_node
+    assert running_first["waitingForSlot"] is False, "a running job is not in line"
+    assert running["waitingForSlot"] is False
+    assert running_node["status"] == "running" and "waitingForSlot" not in running_node, running_node
+    assert completed_node["status"] == "completed" and "waitingForSlot" not in completed_node, completed_node
+
+
 async def test_raising_a_tenants_cap_starts_the_jobs_waiting_in_line_at_once(
     stack_settings: Settings, temporal_client: Client
 ) -> None:

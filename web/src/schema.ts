@@ -1264,6 +1264,12 @@ export interface components {
        */
       unreadable?: string | null;
       /**
+       * Waitingforslot
+       * @description A `pending` job its tenant's maxConcurrentJobs holds back: it waits in the tenant's line and starts as one of the tenant's running jobs ends.
+       * @default false
+       */
+      waitingForSlot?: boolean;
+      /**
        * Warnings
        * @description E.g. the model is deprecated: its shutdown date and replacement.
        */
@@ -1405,6 +1411,7 @@ export interface components {
       | "jobId"
       | "startedAt"
       | "retry"
+      | "waitingForSlot"
       | "status"
       | "progress"
       | "error"
@@ -4920,6 +4927,7 @@ export const jobOwnedNodeFieldValues: ReadonlyArray<FlattenedDeepRequired<compon
     "jobId",
     "startedAt",
     "retry",
+    "waitingForSlot",
     "status",
     "progress",
     "error",

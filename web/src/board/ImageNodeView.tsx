@@ -26,6 +26,7 @@ function ImageNodeViewInner({ id, data }: NodeProps<ImageNode>) {
   // Semantic zoom: from afar a node is its picture and its status; up close, its prompt, actions and settings too.
   const far = useStore((state) => state.transform[2] < FAR_ZOOM);
   const thumbnail = !data.chosenImageUrl || data.chosenImageUrl === data.imageUrl ? data.thumbnailUrl : null;
+  const inLine = status === "pending" && data.waitingForSlot === true;
 
   return (
     <div className="image-node" data-node-id={id} data-status={status} data-zoom={far ? "far" : "near"}>
@@ -36,10 +37,21 @@ function ImageNodeViewInner({ id, data }: NodeProps<ImageNode>) {
             <img className="thumbnail" src={thumbnail ?? image} alt={data.prompt ?? ""} />
           </button>
         ) : (
-          <p className="node-placeholder">{busy ? "Drawing…" : far ? (data.prompt ?? "") : "No image yet"}</p>
+          <p className="node-placeholder">
+            {inLine ? "Waiting for a free slot…" : busy ? "Drawing…" : far ? (data.prompt ?? "") : "No image yet"}
+          </p>
         )}
         <div className="node-badges">
-          {status !== "idle" && <span className={`badge badge-${status}`}>{status}</span>}
+          {inLine ? (
+            <span
+              className="badge badge-pending"
+              title="This workspace runs as many jobs at once as it may; this one starts as soon as one of them ends."
+            >
+              in line
+            </span>
+          ) : (
+            status !== "idle" && <span className={`badge badge-${status}`}>{status}</span>
+          )}
           {runBadge && (
             <span className={`badge badge-run-${runBadge}`} title={data.runReason ?? undefined}>
               {runBadge === "pending" ? "waiting" : runBadge}
@@ -48,20 +60,22 @@ function ImageNodeViewInner({ id, data }: NodeProps<ImageNode>) {
         </div>
         {busy && (
           <div className="node-progress">
-            {/* A provider that reports no progress gets a moving bar, not an empty one. */}
-            <div
-              className="progress"
-              role="progressbar"
-              aria-label="Progress"
-              aria-valuenow={progress > 0 ? progress : undefined}
-              aria-valuemin={0}
-              aria-valuemax={100}
-            >
+            {/* A provider that reports no progress gets a moving bar, not an empty one; a job in line has none. */}
+            {!inLine && (
               <div
-                className={progress > 0 ? "progress-bar" : "progress-bar indeterminate"}
-                style={progress > 0 ? { width: `${progress}%` } : undefined}
-              />
-            </div>
+                className="progress"
+                role="progressbar"
+                aria-label="Progress"
+                aria-valuenow={progress > 0 ? progress : undefined}
+                aria-valuemin={0}
+                aria-valuemax={100}
+              >
+                <div
+                  className={progress > 0 ? "progress-bar" : "progress-bar indeterminate"}
+                  style={progress > 0 ? { width: `${progress}%` } : undefined}
+                />
+              </div>
+            )}
             {data.retry && <p className="retry-note">{data.retry}</p>}
             <Elapsed
               since={data.startedAt}

@@ -23,6 +23,7 @@ export type ImageNodeData = {
   jobId?: string;
   startedAt?: string; // when the job was created
   retry?: string; // a failed attempt that will be tried again, until the next attempt goes on
+  waitingForSlot?: boolean; // pending in its workspace's line: it runs its maxConcurrentJobs already
   status?: string;
   progress?: number | null;
   error?: string | null;
