@@ -85,3 +85,7 @@ CLEANUP_STEP: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=30),
     "retry_policy": RetryPolicy(maximum_attempts=3),
 }
+
+# The same for a provider job whose own job has ended (workflows/provider_cancel.py), with a bound on its wait for a
+# worker of that provider: one whose key was taken away since never comes, and nothing else ends that workflow.
+PROVIDER_CANCEL_STEP: dict[str, Any] = {**CLEANUP_STEP, "schedule_to_close_timeout": timedelta(minutes=30)}

@@ -2,8 +2,8 @@
 
 A job whose workflow was terminated from outside (or timed out, or was deleted) is ended by the sweep or by a
 cancel (handoff/ends.py), but its provider job (a Replicate prediction, a task API's task) runs on and is billed.
-This workflow runs the provider queue's `cancel_at_provider` for it, with the same few retries a job's own cleanup
-gets (workflow id: `{job id}-provider-cancel`, so asking twice cancels once).
+This workflow runs the provider queue's `cancel_at_provider` for it, with the few retries a job's own cleanup gets
+(workflow id: `{job id}-provider-cancel`, so asking twice cancels once).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.generation import GenerationActivities
     from models.payloads import CancelAtProvider
     from workflows.image_job import provider_task_queue
-    from workflows.policies import CLEANUP_STEP
+    from workflows.policies import PROVIDER_CANCEL_STEP
 
 
 @workflow.defn
@@ -29,7 +29,7 @@ class ProviderCancelWorkflow:
                 GenerationActivities.cancel_at_provider,
                 request,
                 task_queue=provider_task_queue(workflow.info().task_queue, request.provider),
-                **CLEANUP_STEP,
+                **PROVIDER_CANCEL_STEP,
             )
         except ActivityError:
             workflow.logger.warning(
