@@ -199,11 +199,20 @@ async def test_cancel_stops_a_running_job(browser: Browser, stack_settings: Sett
 async def test_a_job_held_back_by_the_workspaces_cap_shows_in_line_until_it_runs(
     browser: Browser, stack_settings: Settings, temporal_client: Client
 ) -> None:
-    settings = make_settings(stack_settings, LOCAL_PROVIDER_DELAY_MS=2000, TENANT_MAX_CONCURRENT_JOBS=1)
+    settings = make_settings(stack_settings, ADMIN_API_KEY="admin-key", LOCAL_PROVIDER_DELAY_MS=2000)
     async with running_stack(settings, temporal_client) as stack:
+        # A tenant of its own, capped at one job at a time: no other test's jobs count against its cap.
+        admin = {"Authorization": "Bearer admin-key"}
+        tenant = (await stack.api.post("/v1/tenants", json={"name": "Capped"}, headers=admin)).json()["id"]
+        capped = await stack.api.patch(f"/v1/tenants/{tenant}", json={"maxConcurrentJobs": 1}, headers=admin)
+        assert capped.status_code == 200, capped.text
+        key = (await stack.api.post(f"/v1/tenants/{tenant}/keys", json={}, headers=admin)).json()["key"]
+        stack.api.headers["Authorization"] = f"Bearer {key}"
         canvas_id = await new_board(stack)
         page = await new_page(browser, stack)
         await page.goto(f"/canvases/{canvas_id}")
+        await page.get_by_label("API key").fill(key)
+        await page.get_by_role("button", name="Use key").click()
         await expect(page.get_by_role("button", name="Add image node")).to_be_enabled()
 
         await stack.start("the first of two", workflowId=canvas_id, nodeId="first")
