@@ -378,12 +378,13 @@ async def test_a_prediction_whose_jobs_workflow_was_terminated_is_cancelled_when
         record = await stack.wait(started["jobId"])
         cancels = ("POST", f"/replicate/v1/predictions/{prediction_id}/cancel")
         await eventually(lambda: fake_providers.requests(*cancels), what="the prediction's cancel to reach Replicate")
+        cleanup = temporal_client.get_workflow_handle(f"{started['jobId']}-provider-cancel")
+        cancelled = await asyncio.wait_for(cleanup.result(), timeout=30)  # while this stack's worker runs it
 
     assert (record["status"], record["errorCode"]) == ("failed", "WorkflowGone"), record
+    assert cancelled is True
     assert len(fake_providers.requests(*cancels)) == 1
     assert fake_providers.state.predictions[prediction_id]["status"] == "canceled"
-    cleanup = await temporal_client.get_workflow_handle(f"{started['jobId']}-provider-cancel").result()
-    assert cleanup is True
 
 
 async def test_a_webhook_while_temporal_is_down_is_answered_at_once_and_reaches_the_job_once_it_is_back(
