@@ -93,11 +93,19 @@ async def test_jobs_taken_for_a_check_temporal_could_not_answer_are_due_again_at
     sessions = session_factory(db_engine)
     settings = make_settings(stack_settings, WORKFLOW_CHECK_SECONDS=60.0)
     waiting = await started_job(sessions)
+    asked = text("SELECT workflow_checked_at FROM runs WHERE id = :id")
+    async with transaction(sessions) as session:  # asked long ago: first in the sweep's batch, and marked
+        await session.execute(
+            text("UPDATE runs SET workflow_checked_at = now() - interval '9 years' WHERE id = :id"),
+            {"id": waiting.job_id},
+        )
 
     with pytest.raises(RPCError):
         await end_vanished(TemporalAway(), settings, sessions)  # type: ignore[arg-type]
 
-    assert waiting.job_id in await due_now(sessions), "a job nobody could ask about waits a whole period"
     async with sessions() as session:
         run = await runs.get_run(session, job_id=waiting.job_id)
+        last_asked = (await session.execute(asked, {"id": waiting.job_id})).scalar_one()
+    assert last_asked is None, "the sweep did not take the job, or kept its stamp"
+    assert waiting.job_id in await due_now(sessions), "a job nobody could ask about waits a whole period"
     assert run is not None and run.status == "pending"
