@@ -199,7 +199,8 @@ async def test_cancel_stops_a_running_job(browser: Browser, stack_settings: Sett
 async def test_a_job_held_back_by_the_workspaces_cap_shows_in_line_until_it_runs(
     browser: Browser, stack_settings: Settings, temporal_client: Client
 ) -> None:
-    settings = make_settings(stack_settings, ADMIN_API_KEY="admin-key", LOCAL_PROVIDER_DELAY_MS=2000)
+    # Each job takes 4 s: the second must come while the first still runs, however late the page sees it run.
+    settings = make_settings(stack_settings, ADMIN_API_KEY="admin-key", LOCAL_PROVIDER_DELAY_MS=4000)
     async with running_stack(settings, temporal_client) as stack:
         # A tenant of its own, capped at one job at a time: no other test's jobs count against its cap.
         admin = {"Authorization": "Bearer admin-key"}

@@ -314,7 +314,7 @@ async def test_a_job_waiting_at_its_tenants_cap_is_woken_by_an_end_in_the_order_
 async def test_a_job_in_its_tenants_line_says_so_on_its_record_and_node_until_it_runs(
     stack_settings: Settings, temporal_client: Client
 ) -> None:
-    async with acme_capped_at_one(stack_settings, temporal_client, provider_ms=1500) as (stack, acme):
+    async with acme_capped_at_one(stack_settings, temporal_client, provider_ms=3000) as (stack, acme):
         canvas_id = "canvas-" + uuid.uuid4().hex[:8]
         first = await first_job_running(acme, canvas_id)
         second = (await acme.api.post("/v1/jobs", json=job_body(canvas_id, "n2"))).json()["jobId"]
