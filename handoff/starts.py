@@ -178,28 +178,43 @@ async def wake_for_running_slot(client: Client, job_id: str) -> bool:
 PROVIDER_CANCEL_WORKFLOW = "ProviderCancelWorkflow"
 
 
-async def start_provider_cancel(client: Client, settings: Settings, request: CancelAtProvider, canvas_id: str) -> None:
-    """Cancel the provider job of a job (on canvas `canvas_id`) whose own workflow is gone, in a workflow of its own
-    (workflows/provider_cancel.py); asking again for the same job starts nothing more."""
+async def _start_once(
+    client: Client, settings: Settings, workflow: str, argument: Any, *, id: str, **options: Any
+) -> None:
+    """Start one of our workflows on the main queue under `id`, or find it started: one running is left as it is,
+    and one that ran and ended already is not run again (REJECT_DUPLICATE)."""
     try:
         await client.start_workflow(
-            PROVIDER_CANCEL_WORKFLOW,
-            request,
-            id=f"{request.job_id}-provider-cancel",
+            workflow,
+            argument,
+            id=id,
             task_queue=settings.TASK_QUEUE,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(CANVAS_ID, canvas_id),
-                    SearchAttributePair(PROVIDER, request.provider),
-                    SearchAttributePair(TENANT, tenant_of(canvas_id)),
-                ]
-            ),
-            static_summary=f"cancel {request.provider} job {request.provider_job_id} of {request.job_id}",
+            **options,
         )
     except WorkflowAlreadyStartedError:
-        pass  # it ran already
+        pass
+
+
+async def start_provider_cancel(client: Client, settings: Settings, request: CancelAtProvider, canvas_id: str) -> None:
+    """Cancel the provider job of a job (on canvas `canvas_id`) whose own workflow is gone, in a workflow of its own
+    (workflows/provider_cancel.py); asking again for the same job starts nothing more."""
+    await _start_once(
+        client,
+        settings,
+        PROVIDER_CANCEL_WORKFLOW,
+        request,
+        id=f"{request.job_id}-provider-cancel",
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(CANVAS_ID, canvas_id),
+                SearchAttributePair(PROVIDER, request.provider),
+                SearchAttributePair(TENANT, tenant_of(canvas_id)),
+            ]
+        ),
+        static_summary=f"cancel {request.provider} job {request.provider_job_id} of {request.job_id}",
+    )
 
 
 CANVAS_RUN_WORKFLOW = "CanvasRunWorkflow"
@@ -207,27 +222,19 @@ CANVAS_RUN_WORKFLOW = "CanvasRunWorkflow"
 
 async def start_canvas_run(client: Client, settings: Settings, plan: CanvasRunInput) -> None:
     """Start a board's run (workflow id = run id), or find it started; its nodes' jobs are its children."""
-    try:
-        with continuing(plan.trace_parent):
-            await _start_canvas_run(client, settings, plan)
-    except WorkflowAlreadyStartedError:
-        pass  # it ran and ended already: REJECT_DUPLICATE keeps it from running twice
-
-
-async def _start_canvas_run(client: Client, settings: Settings, plan: CanvasRunInput) -> None:
-    await client.start_workflow(
-        CANVAS_RUN_WORKFLOW,
-        plan,
-        id=plan.run_id,
-        task_queue=settings.TASK_QUEUE,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        search_attributes=TypedSearchAttributes(
-            [SearchAttributePair(CANVAS_ID, plan.canvas_id), SearchAttributePair(TENANT, tenant_of(plan.canvas_id))]
-        ),
-        static_summary=f"canvas {plan.canvas_id} · {len(plan.nodes)} nodes",
-        priority=task_priority(plan.priority, plan.canvas_id),
-    )
+    with continuing(plan.trace_parent):
+        await _start_once(
+            client,
+            settings,
+            CANVAS_RUN_WORKFLOW,
+            plan,
+            id=plan.run_id,
+            search_attributes=TypedSearchAttributes(
+                [SearchAttributePair(CANVAS_ID, plan.canvas_id), SearchAttributePair(TENANT, tenant_of(plan.canvas_id))]
+            ),
+            static_summary=f"canvas {plan.canvas_id} · {len(plan.nodes)} nodes",
+            priority=task_priority(plan.priority, plan.canvas_id),
+        )
 
 
 OUTBOUND_WEBHOOK_WORKFLOW = "OutboundWebhookWorkflow"
@@ -235,15 +242,11 @@ OUTBOUND_WEBHOOK_WORKFLOW = "OutboundWebhookWorkflow"
 
 async def start_delivery(client: Client, settings: Settings, delivery: OutboundDeliveryInput, *, id: str = "") -> None:
     """Start an outbound webhook's delivery (workflow id = the delivery's id, or `id` for a replay), or find it."""
-    try:
-        await client.start_workflow(
-            OUTBOUND_WEBHOOK_WORKFLOW,
-            delivery,
-            id=id or delivery.delivery_id,
-            task_queue=settings.TASK_QUEUE,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            static_summary=f"outbound webhook {delivery.delivery_id}",
-        )
-    except WorkflowAlreadyStartedError:
-        pass  # it ran and ended already
+    await _start_once(
+        client,
+        settings,
+        OUTBOUND_WEBHOOK_WORKFLOW,
+        delivery,
+        id=id or delivery.delivery_id,
+        static_summary=f"outbound webhook {delivery.delivery_id}",
+    )
