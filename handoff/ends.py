@@ -6,10 +6,11 @@ tenant's running slots (maxConcurrentJobs), so a few of them would stop a capped
 operator terminates the workflow (the Temporal UI, `temporal workflow terminate`), when it times out, and when it is
 deleted. So the workers' sweep asks Temporal about every unfinished job once each WORKFLOW_CHECK_SECONDS
 (`end_vanished`) and ends the jobs whose workflows are gone, failed with `WorkflowGone`, as their workflows would have:
-the run, its event, its node, its outbound webhooks, the next job in its tenant's line, and the provider's job, if one
-was submitted, cancelled (workflows/provider_cancel.py). A canvas run whose workflow is gone would hold its board for
-good (a board runs one run at a time); it is ended failed the same way, with each node that had no outcome. A cancel
-that finds the workflow gone ends the job or the canvas run at once (api/routes/).
+the provider's job, if one was submitted, cancelled (workflows/provider_cancel.py, started before the end is
+committed), then the run, its event, its node, its outbound webhooks and the next job in its tenant's line. A canvas
+run whose workflow is gone would hold its board for good (a board runs one run at a time); it is ended failed the same
+way, with each node that had no outcome. A cancel that finds the workflow gone ends the job or the canvas run at once
+(api/routes/).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from handoff.starts import start_provider_cancel, wake_for_running_slot
 from handoff.sweep import SWEEP_BATCH, OutboundStarter
 from models.errors import WORKFLOW_GONE
 from models.payloads import CancelAtProvider, RunTransition
-from models.results import Transitioned
 from models.vocabulary import JobStatus
 from store import canvas_nodes, canvas_runs, runs, tenants
 from store.runs import UnfinishedRun
@@ -75,32 +75,36 @@ async def end_job(
     job: UnfinishedRun,
     change: RunTransition,
 ) -> bool:
-    """End the job as its workflow would have: its run, event, node and outbound deliveries in one transaction
-    (`sessions` must not autocommit), then those deliveries started, its provider job cancelled and the next job in
-    its tenant's line woken. False when it had ended already."""
+    """End the job as its workflow would have: its provider job cancelled first, then its run, event, node and
+    outbound deliveries in one transaction (`sessions` must not autocommit), then those deliveries started and the
+    next job in its tenant's line woken. False when it had ended already.
+
+    The cancel is started before the end is committed, because nothing asks for it after: a process that dies
+    between the two leaves the job unfinished, and the next end of it (the sweep's, or a repeated cancel) finds
+    the cancel started already. A cancel that cannot be started raises, and the job is left as it was."""
+    await cancel_provider_job(client, settings, sessions, job)
     async with transaction(sessions) as session:
         ended = await canvas_nodes.end_run(session, change=change, canvas_id=job.canvas_id, node_id=job.node_id)
     if ended is None:
         return False
     metrics.job_ended(ended, change)
     await OutboundStarter(client, settings, sessions).start(list(ended.outbound_delivery_ids))
-    await cancel_provider_job(client, settings, job, ended)
     await wake_next_in_line(client, sessions, ended.next_in_line)
     return True
 
 
-async def cancel_provider_job(client: Client, settings: Settings, job: UnfinishedRun, ended: Transitioned) -> None:
-    """The job's provider job, if it was submitted, runs on (and is billed) after its workflow is gone: cancel it.
-    The job is ended whatever happens here; a cancel that cannot be started is logged with the provider job's id
-    (`imagejobs` cannot ask again: the job has ended)."""
-    if ended.provider_job_id is None:
-        return
-    request = CancelAtProvider(ended.provider, ended.provider_job_id, job.job_id)
-    try:
-        await start_provider_cancel(client, settings, request, job.canvas_id)
-    except Exception as error:  # Temporal away: the end is committed, and only this cleanup is lost
-        log.warning(
-            "could not cancel %s job %s of ended job %s: %r", ended.provider, ended.provider_job_id, job.job_id, error
+async def cancel_provider_job(
+    client: Client, settings: Settings, sessions: async_sessionmaker[AsyncSession], job: UnfinishedRun
+) -> None:
+    """The job's provider job, if it was submitted, runs on (and is billed) after its workflow is gone: start its
+    cancel (workflows/provider_cancel.py). Read now rather than when the job was found: the workflow may have
+    submitted it just before it went."""
+    async with transaction(sessions) as session:  # one statement
+        submitted = await runs.submitted_provider_job(session, job_id=job.job_id)
+    if submitted is not None:
+        provider, provider_job_id = submitted
+        await start_provider_cancel(
+            client, settings, CancelAtProvider(provider, provider_job_id, job.job_id), job.canvas_id
         )
 
 

@@ -99,5 +99,3 @@ class Transitioned:
     outbound_delivery_ids: tuple[str, ...] = ()
     # The oldest job of the tenant waiting for a running slot (maxConcurrentJobs), which this end lets run.
     next_in_line: str | None = None
-    # The provider's own job, once submitted: what an end from outside the workflow cancels (handoff/ends.py).
-    provider_job_id: str | None = None

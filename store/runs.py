@@ -228,7 +228,7 @@ def transition_sql(*, guard: str = "", then: str = "") -> TextClause:
         f"  WHERE id = :id AND status NOT IN ({TERMINAL_SQL})"
         f"    AND NOT (status = 'running' AND :status = 'running'){guard}"
         "  RETURNING id, provider, model, processor, cost_usd, EXTRACT(EPOCH FROM now() - created_at) AS age,"
-        "    tenant_id, provider_job_id"
+        "    tenant_id"
         "), told AS ("
         "  INSERT INTO run_events (run_id, kind, payload, dedupe_key)"
         "  SELECT id, :event_kind, CAST(:event AS jsonb)"
@@ -239,8 +239,7 @@ def transition_sql(*, guard: str = "", then: str = "") -> TextClause:
         " SELECT provider, model, processor, cost_usd, age, ARRAY(SELECT id FROM owed),"
         # An end frees a running slot of its tenant: the oldest job in the tenant's line for one, for the caller to
         # wake (store/tenants.join_slot_line). Tenants without a cap have nobody in line.
-        f" CASE WHEN :status IN ({TERMINAL_SQL}) THEN {tenants.first_in_line_sql('moved')} END,"
-        " provider_job_id FROM moved"
+        f" CASE WHEN :status IN ({TERMINAL_SQL}) THEN {tenants.first_in_line_sql('moved')} END FROM moved"
     )
 
 
@@ -281,7 +280,7 @@ def transitioned(row: Sequence[Any] | None) -> Transitioned | None:
     """What a `transition_sql` statement answered: the change it made, or None when the run did not move."""
     if row is None:
         return None
-    return Transitioned(row[0], row[1], row[2], row[3], float(row[4]), tuple(row[5]), row[6], row[7])
+    return Transitioned(row[0], row[1], row[2], row[3], float(row[4]), tuple(row[5]), row[6])
 
 
 async def transition(session: AsyncSession, *, change: RunTransition) -> Transitioned | None:
@@ -309,6 +308,19 @@ async def set_provider_job(
             "payload": storable_json(RunResult(effective=effective).to_json(), what="run payload"),
         },
     )
+
+
+async def submitted_provider_job(session: AsyncSession, *, job_id: str) -> tuple[str, str] | None:
+    """(provider, the provider's job id) of an unfinished run that has submitted its provider job; else None."""
+    found = await session.execute(
+        text(
+            "SELECT provider, provider_job_id FROM runs"
+            f" WHERE id = :id AND provider_job_id IS NOT NULL AND status NOT IN ({TERMINAL_SQL})"
+        ),
+        {"id": job_id},
+    )
+    row = found.first()
+    return (row[0], row[1]) if row else None
 
 
 def progress_sql(*, then: str = "") -> TextClause:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from core.config import Settings
@@ -109,3 +112,61 @@ async def test_jobs_taken_for_a_check_temporal_could_not_answer_are_due_again_at
     assert last_asked is None, "the sweep did not take the job, or kept its stamp"
     assert waiting.job_id in await due_now(sessions), "a job nobody could ask about waits a whole period"
     assert run is not None and run.status == "pending"
+
+
+@dataclass(frozen=True)
+class Described:
+    status: WorkflowExecutionStatus
+
+
+class CancelCannotStart:
+    """A client that finds one job's workflow gone (and every other running), and then cannot start a workflow: the
+    server went away between the two calls."""
+
+    def __init__(self, gone: str) -> None:
+        self.gone = gone
+        self.asked = ""
+
+    def get_workflow_handle(self, workflow_id: str) -> CancelCannotStart:
+        self.asked = workflow_id
+        return self
+
+    async def describe(self) -> Described:
+        if self.asked == self.gone:
+            raise RPCError("workflow not found", RPCStatusCode.NOT_FOUND, b"")
+        return Described(WorkflowExecutionStatus.RUNNING)
+
+    async def start_workflow(self, *args: Any, **kwargs: Any) -> None:
+        raise RPCError("connection refused", RPCStatusCode.UNAVAILABLE, b"")
+
+
+async def test_a_job_is_not_ended_before_its_provider_jobs_cancel_has_started(
+    db_engine: AsyncEngine, stack_settings: Settings, temporal_client: Client
+) -> None:
+    sessions = session_factory(db_engine)
+    settings = make_settings(stack_settings, WORKFLOW_CHECK_SECONDS=60.0)
+    submitted = await started_job(sessions, status=JobStatus.RUNNING)
+    async with transaction(sessions) as session:
+        await runs.set_provider_job(session, job_id=submitted.job_id, provider_job_id="pred-left-behind", effective={})
+        await session.execute(  # asked longest ago of all: first in the sweep's batch
+            text("UPDATE runs SET workflow_checked_at = now() - interval '20 years' WHERE id = :id"),
+            {"id": submitted.job_id},
+        )
+
+    with pytest.raises(RPCError):
+        await end_vanished(CancelCannotStart(gone=submitted.job_id), settings, sessions)  # type: ignore[arg-type]
+    async with sessions() as session:
+        left = await runs.get_run(session, job_id=submitted.job_id)
+    assert left is not None and left.status == "running", "the job ended, and nothing would cancel its provider job"
+
+    cancel = temporal_client.get_workflow_handle(f"{submitted.job_id}-provider-cancel")
+    try:
+        assert await end_vanished(temporal_client, settings, sessions) >= 1  # Temporal is back: due again at once
+        described = await cancel.describe()
+    finally:
+        with contextlib.suppress(RPCError):  # no worker here runs it
+            await cancel.terminate(reason="the test is over")
+    async with sessions() as session:
+        ended = await runs.get_run(session, job_id=submitted.job_id)
+    assert ended is not None and (ended.status, ended.error_code) == ("failed", "WorkflowGone")
+    assert described.workflow_type == "ProviderCancelWorkflow"

@@ -281,7 +281,10 @@ async def cancel_job(
         # own cancellation would have. A workflow that ended the job itself meanwhile leaves nothing to do.
         unfinished = UnfinishedRun(run.id, run.canvas_id, run.node_id)
         await session.rollback()  # one connection per request at a time: the end takes its own
-        await end_job(temporal, state.settings, state.sessions, unfinished, cancellation(unfinished.job_id))
+        try:
+            await end_job(temporal, state.settings, state.sessions, unfinished, cancellation(unfinished.job_id))
+        except RPCError as error:  # its provider job's cancel could not start: the job is left as it was
+            raise ApiError(503, "temporal_unavailable", f"Could not cancel the job: {error.message}") from error
         await session.refresh(run)
     return ImageJobRecord.readable(run)
 
