@@ -210,6 +210,9 @@ async def test_a_job_held_back_by_the_workspaces_cap_shows_in_line_until_it_runs
         key = (await stack.api.post(f"/v1/tenants/{tenant}/keys", json={}, headers=admin)).json()["key"]
         stack.api.headers["Authorization"] = f"Bearer {key}"
         canvas_id = await new_board(stack)
+        # The page's usual time for the model comes from the completed jobs it may see.
+        done = await stack.start("a first sunrise", workflowId=canvas_id, nodeId="first")
+        assert (await stack.wait(done["jobId"]))["status"] == "completed"
         page = await new_page(browser, stack)
         await page.goto(f"/canvases/{canvas_id}")
         await page.get_by_label("API key").fill(key)
@@ -224,8 +227,11 @@ async def test_a_job_held_back_by_the_workspaces_cap_shows_in_line_until_it_runs
         await expect(second.get_by_text("in line", exact=True)).to_be_visible()
         await expect(second.get_by_text("Waiting for a free slot…")).to_be_visible()
         await expect(second.get_by_role("progressbar")).to_have_count(0)
+        await expect(second.get_by_test_id("elapsed")).to_be_visible()  # how long it has waited
+        await expect(second.locator(".elapsed .hint")).to_have_count(0)  # and no usual time to wait for
         await expect(second).to_have_attribute("data-status", "running")
         await expect(second.get_by_text("in line", exact=True)).to_have_count(0)
+        await expect(second.locator(".elapsed .hint")).to_have_text(re.compile(r"usually ~\d+ s"))
         await expect(second).to_have_attribute("data-status", "completed")
 
 

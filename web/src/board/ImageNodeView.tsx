@@ -77,9 +77,14 @@ function ImageNodeViewInner({ id, data }: NodeProps<ImageNode>) {
               </div>
             )}
             {data.retry && <p className="retry-note">{data.retry}</p>}
+            {/* The usual time counts from running: beside a wait in line it would promise what nobody knows. */}
             <Elapsed
               since={data.startedAt}
-              typical={actions.typicalSeconds(data.provider ?? "local", data.model ?? provider?.defaultModel ?? "")}
+              typical={
+                inLine
+                  ? undefined
+                  : actions.typicalSeconds(data.provider ?? "local", data.model ?? provider?.defaultModel ?? "")
+              }
             />
           </div>
         )}
