@@ -26,11 +26,13 @@ from bench.drive import (
     deliver_like_a_provider,
     history_length,
     job_completes,
+    load_generator,
     new_tag,
     post_job,
     send_webhook,
     start_floor,
     start_job,
+    start_job_from,
     synchronous_job_steps,
     wait_for_closed,
     wait_for_terminal_event,
@@ -83,7 +85,10 @@ async def start_floor_at(
 async def throughput(stack: BenchStack, config: BenchConfig, workers: Workers) -> Figure:
     queue = workers.floor_queue
     canvas = new_tag("throughput")
-    batch, job_ids = await run_batch(stack, config, workers, canvas, lambda i: start_job(stack, canvas, f"n{i}"))
+    async with load_generator(stack, config.concurrency) as load:
+        batch, job_ids = await run_batch(
+            stack, config, workers, canvas, lambda i: start_job_from(load, canvas, f"n{i}")
+        )
     product = Series.of_value(
         "image jobs, local provider, no delay",
         batch.rate,
@@ -122,7 +127,8 @@ async def throughput(stack: BenchStack, config: BenchConfig, workers: Workers) -
         floors=floors,
         method=(
             f"all {config.jobs} started at once ({config.concurrency} start calls in flight); rate = jobs / (last "
-            "workflow close time - first start call). One worker process each. cpuMsPerJob: CPU time of each "
+            "workflow close time - first start call); the product's start calls are sent with aiohttp "
+            "(bench/drive.load_generator). One worker process each. cpuMsPerJob: CPU time of each "
             "process during the batch / jobs; workerCpuRatio: the product worker's cpuMsPerJob / each floor worker's. "
             "The last floor's database steps each commit one INSERT of a small row with a JSON payload through the "
             "product's pool settings (bench/floor_statements.py)."

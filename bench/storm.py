@@ -13,8 +13,7 @@ the same two cores.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
@@ -25,6 +24,7 @@ from bench.drive import (
     CpuWindow,
     bounded,
     deliver_like_a_provider,
+    load_generator,
     ms_since,
     new_tag,
     require_accepted,
@@ -40,14 +40,6 @@ from bench.stack import BenchStack, Workers
 
 ANSWER_BUCKETS = "imagejobs_http_request_duration_seconds_bucket"
 JSON = {"content-type": "application/json"}
-
-
-@asynccontextmanager
-async def load_generator(stack: BenchStack, in_flight: int) -> AsyncIterator[aiohttp.ClientSession]:
-    """The storm's sender: a client with a connection for each request in flight."""
-    connector = aiohttp.TCPConnector(limit=in_flight)
-    async with aiohttp.ClientSession(str(stack.http.base_url), connector=connector) as session:
-        yield session
 
 
 async def post_accepted(load: aiohttp.ClientSession, path: str, body: bytes) -> None:
