@@ -2,8 +2,8 @@
 
 uvloop where it is installed (it comes with uvicorn[standard] on Linux and macOS; uvicorn already runs the API on
 it), else asyncio's own. A worker spends much of its CPU in the loop itself: handing tasks between Temporal's
-core and Python, database sockets, timers. On uvloop the worker's CPU per job fell by about a fifth (README,
-Benchmarks, figure 4).
+core and Python, database sockets, timers. On uvloop the worker's CPU per job fell by about a fifth
+(docs/benchmarks.md, figure 4).
 """
 
 from __future__ import annotations
