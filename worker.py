@@ -27,7 +27,6 @@ from activities.generation import HEARTBEAT_EVERY, GenerationActivities
 from activities.log_context import JobLogContext
 from activities.outbound import OutboundActivities
 from activities.runs import CanvasRunActivities, RunActivities
-from core import event_loop
 from core.config import Settings, get_settings, warn_about_lookalikes
 from core.db import autocommit_session_factory, create_engine, session_factory, transaction
 from core.logs import configure_logging
@@ -277,7 +276,7 @@ async def run_worker(settings: Settings) -> None:
 def main() -> None:
     settings = get_settings()
     configure_logging(settings.LOG_FORMAT, settings.LOG_LEVEL)
-    event_loop.run(run_worker(settings))
+    asyncio.run(run_worker(settings))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from bench.workflows import FLOOR_ACTIVITIES, FLOOR_WORKFLOWS
-from core import event_loop
 from core.config import Settings
 from core.logs import configure_logging
 from core.temporal import connect
@@ -102,9 +101,8 @@ async def floor_worker() -> None:
 
 ROLES: dict[str, Callable[[], None]] = {
     "api": run_api,
-    # The floor's worker runs on the product worker's event loop, so a ratio compares the work, not the loop.
-    "worker": lambda: event_loop.run(product_worker()),
-    "floor-worker": lambda: event_loop.run(floor_worker()),
+    "worker": lambda: asyncio.run(product_worker()),
+    "floor-worker": lambda: asyncio.run(floor_worker()),
 }
 
 

@@ -42,12 +42,11 @@ def run_api(args: argparse.Namespace) -> int:
 
 
 def run_worker_process(args: argparse.Namespace) -> int:
-    from core import event_loop
     from core.config import get_settings
     from worker import run_worker
 
     configure_process_logging()
-    event_loop.run(run_until_signalled(run_worker(get_settings())))
+    asyncio.run(run_until_signalled(run_worker(get_settings())))
     return EXIT_OK
 
 
