@@ -141,13 +141,18 @@ class CpuWindow:
         return {name: (after[name] - self._before[name]) * 1000 / count for name in after if name in self._before}
 
 
+def started_job_id(status: int, text: str) -> str:
+    """A POST /v1/jobs answer's job id; anything but 202 is an error."""
+    if status != 202:
+        raise BenchError(f"POST /v1/jobs answered {status}: {text[:300]}")
+    job_id: str = json.loads(text)["jobId"]
+    return job_id
+
+
 async def post_job(http: httpx.AsyncClient, body: dict[str, Any]) -> str:
     """POST /v1/jobs; the job's id, or BenchError on anything but 202."""
     response = await http.post("/v1/jobs", json=body)
-    if response.status_code != 202:
-        raise BenchError(f"POST /v1/jobs answered {response.status_code}: {response.text[:300]}")
-    job_id: str = response.json()["jobId"]
-    return job_id
+    return started_job_id(response.status_code, response.text)
 
 
 def job_body(canvas: str, node: str, *, provider: str = "local", model: str | None = None) -> dict[str, Any]:
@@ -182,10 +187,7 @@ async def load_generator(stack: BenchStack, in_flight: int) -> AsyncIterator[aio
 async def start_job_from(load: aiohttp.ClientSession, canvas: str, node: str) -> str:
     """`start_job`, sent with a `load_generator`."""
     async with load.post("/v1/jobs", json=job_body(canvas, node)) as response:
-        if response.status != 202:
-            raise BenchError(f"POST /v1/jobs answered {response.status}: {(await response.text())[:300]}")
-        job_id: str = (await response.json())["jobId"]
-        return job_id
+        return started_job_id(response.status, await response.text())
 
 
 async def start_floor(stack: BenchStack, run: Any, queue: str, tag: str, *arguments: Any) -> WorkflowHandle[Any, Any]:
